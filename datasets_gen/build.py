@@ -1,0 +1,151 @@
+"""Turn suite configs into a `DatasetDict` with explicit `Features`, one split per suite.
+
+Each `Prompt` (IDs in its source tokenizer) becomes one flat row holding every model × variant
+(see the package docstring for the columns). The seed, the suite config, the package version and
+the tokenizer names are stored in each row's `params`, so a row says how to regenerate it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zlib
+from importlib.metadata import version
+from typing import Any, Iterable
+
+import numpy as np
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, Value
+from tqdm.auto import tqdm
+
+from datasets_gen.align import align
+from datasets_gen.suites import DEFAULT_SUITES, SUITES, Prompt
+from datasets_gen.tokenizers import MODELS, Vocab, load_vocabs
+
+VARIANTS = ("native", "same_ids", "aligned")
+PACKAGE_VERSION = version("mamba-gpt2-compare")
+
+
+def features() -> Features:
+    """The row schema, fixed so that every build, suite and empty split has the same types."""
+    columns: dict[str, Any] = {
+        "suite": Value("string"), "id": Value("string"), "text": Value("string"),
+        "source": Value("string"), "target": Value("string"),
+    }
+    for m in MODELS:
+        columns[f"target_id_{m}"] = Value("int64")
+    for m in MODELS:
+        for v in VARIANTS:
+            columns[f"{m}_{v}_ids"] = List(Value("int64"))
+            columns[f"{m}_{v}_tokens"] = List(Value("string"))
+        columns[f"{m}_aligned_split"] = List(Value("int64"))
+        columns[f"{m}_aligned_flags"] = List(Value("bool"))
+        columns[f"{m}_flagged"] = Value("bool")
+    columns["flagged"] = Value("bool")
+    columns["params"] = Value("string")
+    return Features(columns)
+
+
+def row(prompt: Prompt, vocabs: dict[str, Vocab], params: str) -> dict[str, Any]:
+    """All variants of one prompt for both models (flat; see the package docstring)."""
+    source = vocabs[prompt.source]
+    ids = list(prompt.source_ids)
+    out: dict[str, Any] = {
+        "suite": prompt.suite, "id": prompt.id, "text": prompt.text, "source": prompt.source,
+        "target": "" if prompt.target_id is None else source.decode([prompt.target_id]),
+    }
+    for m, vocab in vocabs.items():
+        # The source model reads its own IDs: aligning them to themselves would only re-flag
+        # byte fragments that are, for it, exact.
+        if m == prompt.source:
+            aligned = ids, [False] * len(ids), [[i] for i in ids]
+            target_id = prompt.target_id
+        else:
+            aligned = align(ids, source, vocab)
+            target_id = None
+            if prompt.target_id is not None:
+                t = align([prompt.target_id], source, vocab)
+                target_id = None if t.flagged else t.ids[0]
+        aligned_ids, flags, pieces = aligned
+        out[f"target_id_{m}"] = -1 if target_id is None else target_id
+        variants = {"native": vocab.encode(prompt.text), "same_ids": ids, "aligned": aligned_ids}
+        for v, v_ids in variants.items():
+            out[f"{m}_{v}_ids"] = list(v_ids)
+            out[f"{m}_{v}_tokens"] = vocab.token_texts(list(v_ids))
+        out[f"{m}_aligned_split"] = [len(p) for p in pieces]
+        out[f"{m}_aligned_flags"] = list(flags)
+        out[f"{m}_flagged"] = any(flags)
+    out["flagged"] = any(out[f"{m}_flagged"] for m in MODELS)
+    out["params"] = params
+    return out
+
+
+def _configs(suites: Iterable[Any] | None, sizes: dict[str, int] | None) -> list[Any]:
+    """Suite names or config objects → configs, with `sizes` applied; validated here."""
+    configs = []
+    for suite in DEFAULT_SUITES if suites is None else suites:
+        if isinstance(suite, str):
+            if suite not in SUITES:
+                raise ValueError(f"suites: unknown suite {suite!r}; allowed values are "
+                                 f"{sorted(SUITES)} or a suite config object")
+            suite = SUITES[suite]()
+        elif type(suite) not in SUITES.values():
+            raise TypeError(f"suites: {type(suite).__name__} is not a suite; allowed values "
+                            f"are {sorted(SUITES)} or their config classes")
+        configs.append(suite)
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"suites: {names} repeats a suite; each split appears once")
+    sizes = dict(sizes or {})
+    unknown = sorted(set(sizes) - set(names) | {k for k in sizes if k == "custom"})
+    if unknown:
+        raise ValueError(f"sizes: cannot size {unknown}; allowed keys are "
+                         f"{sorted(set(names) - {'custom'})}")
+    for size_of in sizes.items():
+        if not isinstance(size_of[1], int) or size_of[1] <= 0:
+            raise ValueError(f"sizes[{size_of[0]!r}]: must be an integer ≥ 1, got {size_of[1]!r}")
+    return [dataclasses.replace(c, n=sizes[c.name]) if c.name in sizes else c for c in configs]
+
+
+def suite_params(config: Any, seed: int, vocabs: dict[str, Vocab]) -> dict[str, Any]:
+    """Everything needed to regenerate a split: config, seed, version, tokenizers."""
+    return {"suite": config.name, "config": dataclasses.asdict(config), "seed": seed,
+            "version": PACKAGE_VERSION, "tokenizers": {m: v.name for m, v in vocabs.items()}}
+
+
+def build(*, seed: int = 0, suites: Iterable[Any] | None = None,
+          sizes: dict[str, int] | None = None, tokenizers: dict[str, Any] | None = None,
+          progress: bool = False) -> DatasetDict:
+    """Build one split per suite.
+
+    seed:       the only source of randomness; each suite draws from `(seed, crc32(name))`, so
+                adding a suite does not change the others.
+    suites:     names from `SUITES` or config objects (default: `DEFAULT_SUITES`).
+    sizes:      suite name → number of prompts, overriding the config's `n`.
+    tokenizers: "mamba"/"gpt2" → tokenizer object, local path or Hub id (default
+                `DEFAULT_TOKENIZERS`).
+    progress:   show a tqdm bar over prompts.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
+    configs = _configs(suites, sizes)
+    vocabs = load_vocabs(tokenizers)
+    bar = tqdm(total=sum(c.n for c in configs), disable=not progress, unit="prompt")
+    splits = {}
+    for config in configs:
+        params = suite_params(config, seed, vocabs)
+        params_json = json.dumps(params, sort_keys=True)
+        rng = np.random.default_rng([seed, zlib.crc32(config.name.encode())])
+        rows = []
+        for prompt in config.generate(vocabs, rng):
+            rows.append(row(prompt, vocabs, params_json))
+            bar.update()
+        table = {k: [r[k] for r in rows] for k in features()}
+        info = DatasetInfo(description=(type(config).__doc__ or "").strip(), features=features())
+        # A fingerprint from the parameters (not a random one) keeps save_to_disk's state.json
+        # identical across runs too.
+        fingerprint = hashlib.sha256(params_json.encode()).hexdigest()[:16]
+        dataset = Dataset.from_dict(table, features=features(), info=info)
+        splits[config.name] = Dataset(dataset.data, info=dataset.info, fingerprint=fingerprint)
+    bar.close()
+    return DatasetDict(splits)
