@@ -1,0 +1,211 @@
+"""`load_model`: aliases, Hub ids and local directories → a `Model` handle.
+
+Three on-disk formats are recognised from config.json:
+    transformers GPT-2   model_type "gpt2"                     → GPT2LMHeadModel (eager attention,
+                                                                  so the `pattern` point exists)
+    transformers Mamba   model_type "mamba" (the *-hf repos)    → our `MambaLM`
+    mamba_ssm original   d_model, n_layer, vocab_size, ...      → our `MambaLM`
+A Hub id is fetched (or found in the local cache) and then loaded like a local directory, so
+both routes run the same code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .mamba import MambaConfig, MambaLM
+from .model import Model
+
+ALIASES = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "mamba-130m": "state-spaces/mamba-130m-hf",
+    "mamba-370m": "state-spaces/mamba-370m-hf",
+    "mamba-790m": "state-spaces/mamba-790m-hf",
+    "mamba-1.4b": "state-spaces/mamba-1.4b-hf",
+    "mamba-2.8b": "state-spaces/mamba-2.8b-hf",
+}
+DEFAULT_TOKENIZERS = {"gpt2": "openai-community/gpt2", "mamba": "EleutherAI/gpt-neox-20b"}
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be found or understood; the message says what to do."""
+
+
+def load_model(source: str | os.PathLike, *, tokenizer: Any = None, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None) -> Model:
+    """Load GPT-2 or Mamba from an alias, a Hub id or a local directory.
+
+    tokenizer: a tokenizer object, or a path (directory or tokenizer.json); used when the model
+        directory has none. Default: the family's Hub tokenizer (gpt2, EleutherAI/gpt-neox-20b).
+    device: "cpu", "cuda", ... (default: CUDA when available). dtype: torch dtype or its name.
+    """
+    directory, name = _resolve(source)
+    config = _read_config(directory)
+    family, module = _build(directory, config)
+    module.to(device=_device(device), dtype=_dtype(dtype))
+    tok = _tokenizer(directory, tokenizer, family, name)
+    vocab_size = len(tok)
+    rows = module.get_input_embeddings().weight.shape[0] if family == "gpt2" else module.embeddings.weight.shape[0]
+    if vocab_size > rows:
+        raise ModelLoadError(f"{name}: the tokenizer has {vocab_size} tokens but the model's embedding has "
+                             f"only {rows} rows; this tokenizer does not belong to this model")
+    max_positions = config.get("n_positions") if family == "gpt2" else None
+    return Model(name=name, family=family, module=module, tokenizer=tok, vocab_size=vocab_size,
+                 max_positions=max_positions)
+
+
+def _resolve(source) -> tuple[Path, str]:
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be an alias, a Hub id or a directory path, got {type(source).__name__}")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path, path.name
+    if path.exists():
+        raise ModelLoadError(f"{source}: is a file; pass the directory that holds config.json and the weights")
+    text = str(source)
+    if text in ALIASES:
+        return _download(ALIASES[text]), text
+    if "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1:
+        return _download(text), text
+    if "/" in text:
+        raise ModelLoadError(f"{source}: no such directory")
+    raise ModelLoadError(f"unknown model alias {text!r}; known aliases: {', '.join(ALIASES)}; "
+                         "or pass a Hub id ('owner/name') or a local directory")
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.txt", "model.safetensors"]
+    try:
+        directory = Path(snapshot_download(repo_id, allow_patterns=patterns))
+        if not any((directory / f).exists() for f in _WEIGHT_FILES):
+            directory = Path(snapshot_download(repo_id, allow_patterns=patterns + ["pytorch_model.bin"]))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise ModelLoadError(
+            f"could not fetch {repo_id!r} from the Hugging Face Hub, and it is not in the local cache "
+            f"({type(err).__name__}). Offline, download it elsewhere (e.g. `hf download {repo_id} "
+            f"--local-dir DIR`), copy DIR here, and pass the directory: load_model('DIR')") from None
+    return directory
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{directory}: no config.json; expected a transformers GPT-2 or Mamba "
+                             "directory, or an original mamba_ssm checkpoint")
+    return json.loads(path.read_text())
+
+
+def _build(directory: Path, config: dict):
+    model_type = config.get("model_type")
+    if model_type == "gpt2":
+        from transformers import GPT2LMHeadModel
+
+        return "gpt2", GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32)
+    if model_type == "mamba":
+        cfg = MambaConfig(d_model=config["hidden_size"], n_layer=config["num_hidden_layers"],
+                          vocab_size=config["vocab_size"], d_state=config.get("state_size", 16),
+                          d_conv=config.get("conv_kernel", 4), expand=config.get("expand", 2),
+                          dt_rank=_dt_rank(config.get("time_step_rank", "auto")),
+                          conv_bias=config.get("use_conv_bias", True), bias=config.get("use_bias", False),
+                          norm_eps=config.get("layer_norm_epsilon", 1e-5))
+        if config.get("hidden_act", "silu") != "silu":
+            raise ModelLoadError(f"{directory}: hidden_act {config['hidden_act']!r} is not supported (only silu)")
+        return "mamba", _mamba(directory, cfg)
+    if {"d_model", "n_layer", "vocab_size"} <= config.keys():
+        ssm = dict(config.get("ssm_cfg") or {})
+        if ssm.pop("layer", "Mamba1") != "Mamba1" or not config.get("rms_norm", True):
+            raise ModelLoadError(f"{directory}: only Mamba-1 checkpoints with RMSNorm are supported")
+        multiple = config.get("pad_vocab_size_multiple", 1)
+        rows = -(-config["vocab_size"] // multiple) * multiple
+        cfg = MambaConfig(d_model=config["d_model"], n_layer=config["n_layer"], vocab_size=rows,
+                          d_state=ssm.get("d_state", 16), d_conv=ssm.get("d_conv", 4),
+                          expand=ssm.get("expand", 2), dt_rank=_dt_rank(ssm.get("dt_rank", "auto")),
+                          conv_bias=ssm.get("conv_bias", True), bias=ssm.get("bias", False))
+        return "mamba", _mamba(directory, cfg)
+    raise ModelLoadError(f"{directory}: config.json is neither a transformers GPT-2/Mamba config "
+                         f"(model_type {model_type!r}) nor a mamba_ssm config (d_model, n_layer, vocab_size)")
+
+
+def _dt_rank(value) -> int | None:
+    return None if value == "auto" else int(value)
+
+
+def _mamba(directory: Path, cfg: MambaConfig) -> MambaLM:
+    if (directory / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(directory / "model.safetensors")
+    elif (directory / "pytorch_model.bin").is_file():
+        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise ModelLoadError(f"{directory}: no weights (model.safetensors or pytorch_model.bin)")
+    model = MambaLM(cfg)
+    try:
+        model.load_checkpoint(state)
+    except ValueError as err:
+        raise ModelLoadError(f"{directory}: {err}") from None
+    return model
+
+
+def load_tokenizer(spec: Any, *, what: str = "tokenizer"):
+    """A tokenizer from an object (returned as is), a tokenizer.json file, or a directory / Hub id."""
+    from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerFast
+
+    if not isinstance(spec, (str, os.PathLike)):
+        if not (hasattr(spec, "encode") and hasattr(spec, "decode")):
+            raise TypeError(f"{what} must be a tokenizer object or a path, got {type(spec).__name__}")
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return PreTrainedTokenizerFast(tokenizer_file=str(path))
+    if path.is_dir():
+        if (path / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(path)
+        if (path / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
+        if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            return GPT2Tokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
+        raise ModelLoadError(f"{what}: {path} holds no tokenizer.json, tokenizer_config.json or vocab.json+merges.txt")
+    try:
+        return AutoTokenizer.from_pretrained(str(spec))
+    except OSError:
+        raise ModelLoadError(f"{what}: could not load {spec!r} from the Hugging Face Hub or its cache. "
+                             "Offline, pass tokenizer= a local directory or tokenizer.json file") from None
+
+
+def _tokenizer(directory: Path, spec, family: str, name: str):
+    if spec is not None:
+        return load_tokenizer(spec)
+    if any((directory / f).is_file() for f in _TOKENIZER_FILES):
+        return load_tokenizer(directory)
+    return load_tokenizer(DEFAULT_TOKENIZERS[family], what=f"tokenizer for {name}")
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be like 'cpu' or 'cuda:0', got {device!r}") from None
+
+
+def _dtype(dtype) -> torch.dtype:
+    allowed = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in allowed.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in allowed:
+        return allowed[dtype]
+    raise ValueError(f"dtype must be one of {', '.join(allowed)}, got {dtype!r}")

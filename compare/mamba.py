@@ -1,0 +1,195 @@
+"""An interpretable Mamba (Gu & Dao 2023) whose selective SSM exposes every quantity as a hook point.
+
+Glossary (shapes use these letters):
+    b      batch size                         l      sequence length (T)
+    d      d_model, the residual width        d_in   d_inner = expand · d_model
+    n      d_state, state size per channel    r      dt_rank, rank of Δ's projection
+    x      conv1d + SiLU output, the SSM input            [b, l, d_in]
+    z      the gate, a second projection of the input     [b, l, d_in]
+    Δ      delta = softplus(dt_proj(·)), the step size    [b, l, d_in]     (paper §3.2, Alg. 2)
+    A      -exp(A_log), continuous state matrix           [d_in, n]        (not selective, §3.5.2)
+    B, C   input-dependent write/read vectors              [b, l, n]
+    Ā, B̄   A_bar = exp(ΔA), B_bar = ΔB                    [b, l, d_in, n]  (discretisation, eq. 4)
+    w      write = B̄·x, what enters the state             [b, l, d_in, n]
+    h      state after each position, h_t = Ā_t h_{t-1} + w_t   [b, l, d_in, n]
+    y      C·h + D·x                                       [b, l, d_in]
+
+Hook points per layer (``layers[i].hook_*`` and ``layers[i].mixer.hook_*``): resid_pre, norm,
+gate, x, delta, B, C, A_bar, B_bar, write, h, h_readout, y, mixer_out, resid_post; on the model:
+embed, final_norm, logits.
+
+Edit semantics of the state:
+    hook_h          an edit is read as the increment e_t = h'_t - h_t and fed into the recurrence,
+                    h_t = Ā_t h_{t-1} + w_t + e_t, so it reaches every later position exactly as
+                    noise added inside the scan would; replacing h at one position (activation
+                    patching) therefore carries the patched state forward.
+    hook_h_readout  read-out only: an edit changes y_t = C_t·h_t at the edited positions and
+                    nothing else; the recurrence never sees it.
+
+Ā, B̄, w and h are [b, l, d_in, n] (100 MB per layer at mamba-130m, l = 1024): they are
+materialised only while a trace or a torch forward hook reads or edits one of them; otherwise
+the chunked scan in `scan.py` computes y directly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hooks import HookPoint
+from .scan import discretise, linear_scan, read_out, selective_scan
+
+SSM_POINTS = ("A_bar", "B_bar", "write", "h", "h_readout")
+LAYER_POINTS = ("resid_pre", "norm", "gate", "x", "delta", "B", "C") + SSM_POINTS + (
+    "y", "mixer_out", "resid_post")
+MODEL_POINTS = ("embed", "final_norm", "logits")
+
+
+@dataclass
+class MambaConfig:
+    d_model: int
+    n_layer: int
+    vocab_size: int  # rows of the embedding, padded; the tokenizer's vocabulary may be smaller
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None  # None => ceil(d_model / 16), as in mamba_ssm
+    conv_bias: bool = True
+    bias: bool = False
+    norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.dt_rank is None:
+            self.dt_rank = math.ceil(self.d_model / 16)
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+class MambaMixer(nn.Module):
+    """in_proj → (conv1d → SiLU → selective SSM) ⊙ SiLU(z) → out_proj; mirrors mamba_ssm's `Mamba`."""
+
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        d_in, n = cfg.d_inner, cfg.d_state
+        self.dt_rank, self.d_state = cfg.dt_rank, n
+        self.in_proj = nn.Linear(cfg.d_model, 2 * d_in, bias=cfg.bias)
+        self.conv1d = nn.Conv1d(d_in, d_in, cfg.d_conv, groups=d_in, padding=cfg.d_conv - 1,
+                                bias=cfg.conv_bias)
+        self.x_proj = nn.Linear(d_in, cfg.dt_rank + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(cfg.dt_rank, d_in, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(d_in, 1))
+        self.D = nn.Parameter(torch.ones(d_in))
+        self.out_proj = nn.Linear(d_in, cfg.d_model, bias=cfg.bias)
+        for name in ("gate", "x", "delta", "B", "C") + SSM_POINTS + ("y",):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        l = u.shape[1]
+        x, z = self.in_proj(u).chunk(2, dim=-1)
+        z = self.hook_gate(z)
+        x = self.conv1d(x.transpose(1, 2))[..., :l].transpose(1, 2)
+        x = self.hook_x(F.silu(x))
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = self.hook_delta(F.softplus(self.dt_proj(dt)))
+        B, C = self.hook_B(B), self.hook_C(C)
+        # the scan runs in fp32 whatever the weights' dtype, as mamba_ssm's kernels do
+        A = -torch.exp(self.A_log.float())
+        ssm_in = (x.float(), delta.float(), A, B.float(), C.float())
+        if any(getattr(self, f"hook_{p}").requested() for p in SSM_POINTS):
+            y = self._ssm_materialised(*ssm_in)
+        else:
+            y = selective_scan(*ssm_in, self.D.float())
+        y = self.hook_y(y.to(x.dtype))
+        return self.out_proj(y * F.silu(z))
+
+    def _ssm_materialised(self, x, delta, A, B, C):
+        A_bar, B_bar, _ = discretise(delta, A, B, x)
+        A_bar = self.hook_A_bar(A_bar)
+        B_bar = self.hook_B_bar(B_bar)
+        write = self.hook_write(B_bar * x.unsqueeze(-1))
+        h = linear_scan(A_bar, write)
+        if self.hook_h.requested():
+            seen = self.hook_h(h.clone())
+            increment = seen - h
+            if increment.any():
+                h = h + linear_scan(A_bar, increment)
+        h = self.hook_h_readout(h)
+        return read_out(h, C, self.D.float(), x)
+
+
+class MambaBlock(nn.Module):
+    """Norm → Mixer → Add (not mamba_ssm's fused Add → Norm, which computes the same sums)."""
+
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mixer = MambaMixer(cfg)
+        self.hook_resid_pre, self.hook_norm = HookPoint(), HookPoint()
+        self.hook_mixer_out, self.hook_resid_post = HookPoint(), HookPoint()
+
+    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+        resid = self.hook_resid_pre(resid)
+        out = self.hook_mixer_out(self.mixer(self.hook_norm(self.norm(resid))))
+        return self.hook_resid_post(resid + out)
+
+
+class MambaLM(nn.Module):
+    """Embedding → blocks → RMSNorm → LM head tied to the embedding. forward(ids) → [b, l, vocab_size]."""
+
+    def __init__(self, cfg: MambaConfig):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.embeddings.weight
+        self.hook_embed, self.hook_final_norm, self.hook_logits = HookPoint(), HookPoint(), HookPoint()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        resid = self.hook_embed(self.embeddings(input_ids))
+        for layer in self.layers:
+            resid = layer(resid)
+        return self.hook_logits(self.lm_head(self.hook_final_norm(self.norm_f(resid))))
+
+    def load_checkpoint(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load transformers (`backbone.embeddings.*`) or mamba_ssm (`backbone.embedding.*`) weights.
+
+        Every expected tensor must be present with the expected shape: a silent partial load
+        would give a model that runs and means nothing.
+        """
+        renamed = {}
+        for key, tensor in state_dict.items():
+            key = key.removeprefix("backbone.")
+            if key.startswith("embedding."):
+                key = "embeddings." + key.removeprefix("embedding.")
+            renamed[key] = tensor
+        if "lm_head.weight" in renamed and not torch.equal(renamed["lm_head.weight"], renamed.get("embeddings.weight")):
+            raise ValueError("checkpoint has an untied lm_head; this Mamba ties it to the embedding")
+        renamed.pop("lm_head.weight", None)
+        own = {k: v for k, v in self.state_dict().items() if k != "lm_head.weight"}
+        missing = sorted(own.keys() - renamed.keys())
+        unexpected = sorted(renamed.keys() - own.keys())
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match a Mamba of this config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        for key, tensor in renamed.items():
+            if tensor.shape != own[key].shape:
+                raise ValueError(f"checkpoint tensor {key} has shape {tuple(tensor.shape)}, "
+                                 f"expected {tuple(own[key].shape)}")
+        self.load_state_dict({**renamed, "lm_head.weight": renamed["embeddings.weight"]})

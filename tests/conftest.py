@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny random models in all three on-disk formats, built at test time.
+
+Nothing here is a shipped weight: every model is randomly initialised from a config, saved to a
+temp dir and loaded back through the public `load_model`, the route a user takes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_TOKENIZERS = Path(__file__).resolve().parents[1] / ".." / "shared" / "tokenizers"
+WORDS = ("When Mary and John went to the store , gave a drink to she he it I d K f 1 2 3 "
+         "cat dog runs the of in on at . ! ? red green blue one two three").split()
+TINY_VOCAB = 64  # tokenizer size; models pad their embeddings to 72 rows, as real checkpoints pad
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer over WORDS (plus <|endoftext|> and <unk>), IDs 0..len-1."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<unk>": 1}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    for i in range(len(vocab), TINY_VOCAB):
+        vocab[f"w{i}"] = i
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>")
+
+
+def _jitter(model, seed: int, scale: float = 0.2):
+    # Default inits leave D = 1 and tiny embeddings; jitter every weight so bugs show in the logits.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+def build_gpt2(directory: Path, *, seed=0, n_layer=2, vocab=72, n_positions=64, with_tokenizer=True):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=n_layer, n_embd=32, n_head=4, n_positions=n_positions, vocab_size=vocab)
+    model = _jitter(GPT2LMHeadModel(cfg), seed).eval()
+    model.save_pretrained(directory)
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return model
+
+
+def build_mamba_hf(directory: Path, *, seed=1, n_layer=2, vocab=72, with_tokenizer=True):
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = MambaConfig(hidden_size=32, num_hidden_layers=n_layer, state_size=8, vocab_size=vocab,
+                      expand=2, conv_kernel=4)
+    model = _jitter(MambaForCausalLM(cfg), seed).eval()
+    with torch.no_grad():  # A = -exp(A_log) must stay a decay; keep A_log at its S4D-real init scale
+        for layer in model.backbone.layers:
+            layer.mixer.A_log.copy_(torch.log(torch.arange(1, 9.0)).repeat(64, 1))
+    model.save_pretrained(directory)
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return model
+
+
+def build_mamba_ssm(directory: Path, *, seed=2, with_tokenizer=True):
+    """The original state-spaces checkpoint layout: mamba_ssm config keys + pytorch_model.bin."""
+    directory.mkdir(parents=True, exist_ok=True)
+    hf = build_mamba_hf(directory / "_hf", seed=seed, with_tokenizer=False)
+    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in hf.state_dict().items()}
+    torch.save(state, directory / "pytorch_model.bin")
+    (directory / "config.json").write_text(json.dumps({
+        "d_model": 32, "n_layer": 2, "vocab_size": 70, "pad_vocab_size_multiple": 8,
+        "ssm_cfg": {"d_state": 8}, "rms_norm": True, "residual_in_fp32": True,
+        "fused_add_norm": True, "tie_embeddings": True}))
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return hf
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    refs = {"gpt2": build_gpt2(root / "gpt2"), "mamba": build_mamba_hf(root / "mamba"),
+            "mamba_ssm": build_mamba_ssm(root / "mamba_ssm")}
+    return {name: root / name for name in refs}, refs
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dirs):
+    """Loaded handles {"gpt2", "mamba", "mamba_ssm"} and the transformers models they came from."""
+    from compare import load_model
+
+    dirs, refs = tiny_dirs
+    return {name: load_model(d, device="cpu") for name, d in dirs.items()}, refs
+
+
+def shared_tokenizer(name: str):
+    """A real tokenizer from ../shared/tokenizers, or skip the test with the reason."""
+    from compare import load_tokenizer
+
+    path = SHARED_TOKENIZERS / name
+    if not path.is_dir():
+        pytest.skip(f"real tokenizers not found at {SHARED_TOKENIZERS} (see shared/tokenizers/README.md)")
+    return load_tokenizer(path)
