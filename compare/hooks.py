@@ -28,8 +28,11 @@ class HookPoint(nn.Module):
         """True when an nnsight trace running now waits on, or caches, this point.
 
         nnsight runs intervention code in execution order: by the time the model reaches this
-        point, a worker that wants it is already parked on its location.
+        point, a worker that wants it is already parked on its location. A plain torch forward
+        hook on the point counts as a request too, for batched code that bypasses nnsight.
         """
+        if self._forward_hooks or self._forward_pre_hooks:
+            return True
         if _NNSIGHT_STATE is None:
             return True
         state = self.__dict__.get(_NNSIGHT_STATE)
