@@ -1,0 +1,62 @@
+"""The dataset card, rendered from `card_template.md` and the parameters stored in the data.
+
+The card reads the seed and configs back from each split's `params` column rather than from the
+build call, so a card can never describe a different dataset from the one it ships with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+
+from datasets import DatasetDict
+
+from datasets_gen.suites import SUITES
+
+TEMPLATE = Path(__file__).with_name("card_template.md")
+COLUMNS = """- `suite`, `id`, `text`, `source` (the model whose tokenizer defines the prompt), `target`
+  (the expected next token's text, empty where none).
+- `target_id_<model>`: the target's ID for that model, -1 where none or not one token.
+- `<model>_<variant>_ids`, `<model>_<variant>_tokens`: for model `mamba`/`gpt2` and variant
+  `native`/`same_ids`/`aligned`, the token IDs and each token's text.
+- `<model>_aligned_split`: target tokens per source token; `<model>_aligned_flags`: True where
+  that is not exactly one; `<model>_flagged`, `flagged`: any flag for that model, for either.
+- `params`: JSON of the generation parameters (suite config, seed, version, tokenizers)."""
+
+
+def parquet_name(split: str) -> str:
+    """File name of a split's Parquet shard, in the layout the Hub reads splits from."""
+    return f"{split}-00000-of-00001.parquet"
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < limit:
+            return name
+    return "100K<n<1M"
+
+
+def command(params: dict[str, dict]) -> str:
+    """The CLI call that rebuilds suites given by name; custom suites live only in `params`."""
+    first = next(iter(params.values()))
+    sizes = " ".join(f"--size {s}={p['config']['n']}" for s, p in params.items() if s != "custom")
+    tokenizers = " ".join(f"--tokenizer {m}={t}" for m, t in first["tokenizers"].items())
+    return (f"python -m datasets_gen build --out OUT --seed {first['seed']} "
+            f"--suites {' '.join(params)} {sizes} {tokenizers}")
+
+
+def render_card(dataset: DatasetDict) -> str:
+    """Markdown with YAML front matter for `dataset` (every split must have rows)."""
+    params = {split: json.loads(ds[0]["params"]) for split, ds in dataset.items()}
+    first = next(iter(params.values()))
+    rows = "\n".join(
+        f"| {split} | {ds.num_rows} | {' '.join((SUITES[split].__doc__ or '').split())} |"
+        for split, ds in dataset.items())
+    data_files = "\n".join(f"  - split: {split}\n    path: data/{parquet_name(split)}"
+                           for split in dataset)
+    return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+        size_category=_size_category(sum(ds.num_rows for ds in dataset.values())),
+        data_files=data_files, suite_rows=rows, columns=COLUMNS, version=first["version"],
+        seed=first["seed"], params=json.dumps(params, indent=2, sort_keys=True),
+        command=command(params))
