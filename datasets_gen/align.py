@@ -11,9 +11,9 @@ silently shifted position.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from datasets_gen.tokenizers import Vocab
+from datasets_gen.tokenizers import Vocab, load_vocab
 
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -40,12 +40,16 @@ def _is_lossy(text: str, token_id: int, source: Vocab) -> bool:
     return REPLACEMENT_CHAR in text and source.encode(text) != [token_id]
 
 
-def align(ids: list[int], source_tokenizer: Vocab, target_tokenizer: Vocab) -> Alignment:
+def align(ids: list[int], source_tokenizer: Any, target_tokenizer: Any) -> Alignment:
     """Re-encode each source token's text on its own in the target tokenizer.
+
+    The tokenizers may be `Vocab`s, tokenizer objects, local paths or Hub ids (`load_vocab`).
 
     Tokens that are byte fragments of a multi-byte character decode to U+FFFD; they are flagged
     even if the replacement character happens to be one target token, since the bytes differ.
     """
+    source_tokenizer = load_vocab(source_tokenizer, "source_tokenizer")
+    target_tokenizer = load_vocab(target_tokenizer, "target_tokenizer")
     source_tokenizer.check_ids(list(ids), "ids")
     pieces, flags = [], []
     for token_id in ids:

@@ -110,7 +110,7 @@ def _configs(suites: Iterable[Any] | None, sizes: dict[str, int] | None) -> list
 def suite_params(config: Any, seed: int, vocabs: dict[str, Vocab]) -> dict[str, Any]:
     """Everything needed to regenerate a split: config, seed, version, tokenizers."""
     return {"suite": config.name, "config": dataclasses.asdict(config), "seed": seed,
-            "version": PACKAGE_VERSION, "tokenizers": {m: v.name for m, v in vocabs.items()}}
+            "version": PACKAGE_VERSION, "tokenizers": {m: v.origin for m, v in vocabs.items()}}
 
 
 def build(*, seed: int = 0, suites: Iterable[Any] | None = None,

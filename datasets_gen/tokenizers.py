@@ -26,9 +26,12 @@ class Vocab:
 
     `backend` is a `tokenizers.Tokenizer` when one can be reached (fast and identical across
     wrappers), otherwise a `transformers` tokenizer used through its public methods.
+    `name` is the role used in messages ("mamba", "gpt2"); `origin` is where it came from (a path,
+    a Hub id or a class name), recorded in the dataset's parameters.
     """
 
     name: str
+    origin: str
     backend: Any
 
     @property
@@ -105,14 +108,14 @@ def _from_hub(repo_id: str) -> Any:
 
 
 def load_vocab(spec: Any, name: str) -> Vocab:
-    """A `Vocab` from a tokenizer object, a local path (file or folder) or a Hub id."""
+    """A `Vocab` called `name` from a tokenizer object, a local path (file or folder) or a Hub id."""
     if isinstance(spec, Vocab):
         return spec
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         backend = _from_path(path) if path.exists() else _backend_of(_from_hub(str(spec)))
-        return Vocab(name=str(spec), backend=backend)
-    return Vocab(name=type(spec).__name__, backend=_backend_of(spec))
+        return Vocab(name=name, origin=str(spec), backend=backend)
+    return Vocab(name=name, origin=type(spec).__name__, backend=_backend_of(spec))
 
 
 def load_vocabs(tokenizers: dict[str, Any] | None) -> dict[str, Vocab]:
