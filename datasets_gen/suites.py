@@ -74,6 +74,12 @@ def single_token(token: int | str, vocab: Vocab, field: str) -> int:
     return token
 
 
+def check_everywhere(ids: list[int], vocabs: dict[str, Vocab], field: str) -> None:
+    """Raise naming `field` unless every ID is in every model's vocabulary."""
+    for vocab in vocabs.values():
+        vocab.check_ids(ids, field)
+
+
 def sane_token(rng: np.random.Generator, vocabs: dict[str, Vocab], source: str) -> int:
     """A random source ID whose text is printable ASCII and is one token in every tokenizer.
 
@@ -108,6 +114,17 @@ class _Suite:
         text = vocabs[self.source].decode(ids) if text is None else text
         return Prompt(self.name, f"{self.name}-{index:05d}", text, self.source, tuple(ids),
                       target_id)
+
+    def tokens_at(self, i: int, given: tuple, field: str, vocabs: dict[str, Vocab],
+                  rng: np.random.Generator, count: int) -> list[int]:
+        """`given[i]` (IDs or one-token strings) while it lasts, then `count` random sane tokens.
+
+        Either way the IDs must exist in every vocabulary, since `same_ids` feeds them to both.
+        """
+        ids = ([single_token(t, vocabs[self.source], field) for t in given[i]] if i < len(given)
+               else [sane_token(rng, vocabs, self.source) for _ in range(count)])
+        check_everywhere(ids, vocabs, field)
+        return ids
 
 
 @dataclass(frozen=True)
@@ -166,13 +183,10 @@ class MonotoneConfig(_Suite):
     def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
         self.check()
         _positive(self.length, "monotone.length")
-        source = vocabs[self.source]
+        given = tuple((t,) for t in self.tokens)
         prompts = []
         for i in range(self.n):
-            token = (single_token(self.tokens[i], source, f"monotone.tokens[{i}]")
-                     if i < len(self.tokens) else sane_token(rng, vocabs, self.source))
-            for vocab in vocabs.values():
-                vocab.check_ids([token], f"monotone.tokens[{i}]")
+            (token,) = self.tokens_at(i, given, f"monotone.tokens[{i}]", vocabs, rng, 1)
             prompts.append(self.prompt(i, [token] * self.length, token, vocabs))
         return prompts
 
@@ -198,15 +212,10 @@ class PeriodicConfig(_Suite):
 
     def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
         self.check()
-        source = vocabs[self.source]
         prompts = []
         for i in range(self.n):
-            field = f"periodic.cycles[{i}]"
-            cycle = ([single_token(t, source, field) for t in self.cycles[i]]
-                     if i < len(self.cycles)
-                     else [sane_token(rng, vocabs, self.source) for _ in range(self.period)])
-            for vocab in vocabs.values():
-                vocab.check_ids(cycle, field)
+            cycle = self.tokens_at(i, self.cycles, f"periodic.cycles[{i}]", vocabs, rng,
+                                   self.period)
             ids = [cycle[k % len(cycle)] for k in range(self.length)]
             prompts.append(self.prompt(i, ids, cycle[self.length % len(cycle)], vocabs))
         return prompts
@@ -225,7 +234,6 @@ class RepeatedRandomConfig(_Suite):
     def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
         self.check()
         _positive(self.block_length, "repeated_random.block_length")
-        source = vocabs[self.source]
         prompts = []
         for i in range(self.n):
             block = [sane_token(rng, vocabs, self.source) for _ in range(self.block_length)]
@@ -257,8 +265,7 @@ class CustomConfig(_Suite):
             field = f"custom.ids[{j}]"
             if not ids:
                 raise ValueError(f"{field}: empty; allowed values are non-empty ID lists")
-            for vocab in vocabs.values():
-                vocab.check_ids(list(ids), field)
+            check_everywhere(list(ids), vocabs, field)
             prompts.append(self.prompt(len(self.texts) + j, list(ids), None, vocabs))
         return prompts
 
