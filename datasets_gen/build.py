@@ -97,13 +97,14 @@ def _configs(suites: Iterable[Any] | None, sizes: dict[str, int] | None) -> list
     if len(set(names)) != len(names):
         raise ValueError(f"suites: {names} repeats a suite; each split appears once")
     sizes = dict(sizes or {})
-    unknown = sorted(set(sizes) - set(names) | {k for k in sizes if k == "custom"})
+    # A custom suite's size is the number of prompts the user gave, so it cannot be set.
+    sizable = set(names) - {"custom"}
+    unknown = sorted(set(sizes) - sizable)
     if unknown:
-        raise ValueError(f"sizes: cannot size {unknown}; allowed keys are "
-                         f"{sorted(set(names) - {'custom'})}")
-    for size_of in sizes.items():
-        if not isinstance(size_of[1], int) or size_of[1] <= 0:
-            raise ValueError(f"sizes[{size_of[0]!r}]: must be an integer ≥ 1, got {size_of[1]!r}")
+        raise ValueError(f"sizes: cannot size {unknown}; allowed keys are {sorted(sizable)}")
+    for suite, n in sizes.items():
+        if not isinstance(n, int) or n <= 0:
+            raise ValueError(f"sizes[{suite!r}]: must be an integer ≥ 1, got {n!r}")
     return [dataclasses.replace(c, n=sizes[c.name]) if c.name in sizes else c for c in configs]
 
 

@@ -201,3 +201,12 @@ def test_unreachable_hub_tokenizer_asks_for_a_local_path(monkeypatch):
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
     with pytest.raises(RuntimeError, match="Pass a local path"):
         build(suites=["monotone"], tokenizers={"mamba": PATHS["mamba"]})
+
+
+def test_tokenizer_objects_and_a_tokenizer_json_file_give_the_same_rows(neox, gpt2):
+    config = PeriodicConfig(n=3, length=6)
+    by_path = build(suites=[config], tokenizers=PATHS)["periodic"]
+    by_object = build(suites=[config], tokenizers={
+        "mamba": str(TOKENIZERS / "gpt-neox-20b" / "tokenizer.json"), "gpt2": gpt2})["periodic"]
+    assert by_object.remove_columns("params").to_list() == \
+        by_path.remove_columns("params").to_list()
