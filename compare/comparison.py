@@ -1,0 +1,480 @@
+"""`compare`: run one prompt (or a suite) through several models and measure them side by side.
+
+The first model is the reference: prompts given as IDs are in its tokenizer, and cross-model
+results pair every other model with it. Three variants say what "the same prompt" means:
+    native    each model tokenises the text itself (IDs are decoded by the first model first)
+    same_ids  the first model's IDs are fed to every model unchanged
+    aligned   each of the first model's tokens is re-encoded on its own by the other tokenizers
+              (`datasets_gen.align`), so all models read the text split at the same places
+Cross-model metrics are taken at *paired positions*: positions after which both models have read
+the same text. Where a token splits into several pieces in the other model, the pair uses the
+last piece (the position whose prediction is of the same next token) and is flagged `split`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics
+from .loading import load_model
+from .model import Model
+
+VARIANTS = ("native", "same_ids", "aligned")
+TOP_K = 5
+OUTLIER_Z = 4.0
+MAX_OUTLIERS_LISTED = 50
+CROSS_COLUMNS = ["model", "other", "position", "other_position", "token", "other_token", "split", "prediction",
+                 "other_prediction", "agree", "js", "shared_mass", "other_shared_mass"]
+
+# Caches, not state: loaded models by (source, device), and each model's vocabulary as text.
+_MODELS: dict[tuple[str, str], Model] = {}
+_VOCAB_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class Trajectory:
+    """One tracked token's L, K and P at every position of one model: each [T]."""
+
+    token: str
+    id: int
+    L: np.ndarray
+    K: np.ndarray
+    P: np.ndarray
+
+
+@dataclass
+class Run:
+    """One model's results on one prompt. Arrays are [T] or [T, V], V = the real vocabulary."""
+
+    model: str
+    family: str
+    ids: np.ndarray
+    tokens: list[str]
+    logits: np.ndarray  # L
+    k: np.ndarray  # K
+    probs: np.ndarray  # P
+    prediction_ids: np.ndarray
+    predictions: list[str]
+    tracked: dict[str, Trajectory]
+    k_stats: pd.DataFrame  # position, mean, variance, skew, n_outliers, tail_bump, outliers
+    variance_trend: dict[str, float]
+    lock_in: int | None  # None also when the prompt is not periodic
+    top_k_ids: np.ndarray  # [T, TOP_K], most probable first
+    top_k_probs: np.ndarray
+    top_k_tokens: list[list[str]]
+
+
+@dataclass
+class Comparison:
+    """The result of `compare` on one prompt: `runs` by model name, `cross` by paired position."""
+
+    prompt: Any
+    variant: str
+    runs: dict[str, Run]
+    cross: pd.DataFrame
+    seed: int | None = None
+    tokenizer_tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (model, position): token, prediction, P, K statistics, tracked L/K/P."""
+        frames = []
+        for run in self.runs.values():
+            frame = pd.DataFrame({
+                "model": run.model, "position": np.arange(len(run.ids)), "token_id": run.ids,
+                "token": run.tokens, "prediction_id": run.prediction_ids, "prediction": run.predictions,
+                "p_prediction": run.probs[np.arange(len(run.ids)), run.prediction_ids]})
+            frame = frame.merge(run.k_stats, on="position")
+            for label, trajectory in run.tracked.items():
+                for quantity in ("L", "K", "P"):
+                    frame[f"{quantity}[{label}]"] = getattr(trajectory, quantity)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def top_k_frame(self) -> pd.DataFrame:
+        """One row per (model, position, rank): the candidate token and its probability."""
+        rows = [{"model": run.model, "position": t, "token": run.tokens[t], "rank": rank + 1,
+                 "candidate_id": int(run.top_k_ids[t, rank]), "candidate": run.top_k_tokens[t][rank],
+                 "p": float(run.top_k_probs[t, rank])}
+                for run in self.runs.values() for t in range(len(run.ids)) for rank in range(run.top_k_ids.shape[1])]
+        return pd.DataFrame(rows)
+
+    def tracked_frame(self) -> pd.DataFrame:
+        """Long form of the trajectories: model, tracked, position, L, K, P."""
+        rows = [pd.DataFrame({"model": run.model, "tracked": label, "position": np.arange(len(tr.L)),
+                              "L": tr.L, "K": tr.K, "P": tr.P})
+                for run in self.runs.values() for label, tr in run.tracked.items()]
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+            columns=["model", "tracked", "position", "L", "K", "P"])
+
+    def figures(self) -> dict[str, Any]:
+        """The standard figures by file stem (matplotlib Figures; close them when done)."""
+        from . import figures
+
+        names = list(self.runs)
+        out = {"k_distributions": figures.k_distributions({n: self.runs[n].k for n in names},
+                                                          {n: self.runs[n].tokens for n in names}),
+               "flattened_logits": figures.flattened_logits({n: self.runs[n].logits for n in names}),
+               "top_k": figures.top_k_table(self.top_k_frame())}
+        if any(run.tracked for run in self.runs.values()):
+            out["trajectories"] = figures.trajectories(self.tracked_frame())
+        if len(self.cross):
+            out["cross"] = figures.cross_model(self.cross)
+        if self.tokenizer_tables:
+            out["tokenizer"] = figures.tokenizer_scatter(self.tokenizer_tables)
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        import transformers
+
+        prompt = self.prompt if isinstance(self.prompt, (str, list)) else str(self.prompt)
+        return {"models": {n: {"family": r.family, "vocab_size": int(r.logits.shape[1])}
+                           for n, r in self.runs.items()},
+                "variant": self.variant, "seed": self.seed, "prompt": prompt,
+                "lock_in": {n: r.lock_in for n, r in self.runs.items()},
+                "variance_trend": {n: r.variance_trend for n, r in self.runs.items()},
+                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                             "nnsight": version("nnsight"), "mamba-gpt2-compare": version("mamba-gpt2-compare")}}
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write runs/cross/top_k/tracked Parquet, metadata.json and figures/*.png to `directory`.
+
+        Everything is written to a temporary sibling first and moved into place in one rename, so
+        a crash never leaves a half-written result.
+        """
+        import matplotlib.pyplot as plt
+
+        target = Path(directory)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"directory: {target} exists; pass overwrite=True (CLI: --overwrite)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        self.to_frame().to_parquet(staging / "runs.parquet", engine="pyarrow")
+        self.cross.to_parquet(staging / "cross.parquet", engine="pyarrow")
+        self.top_k_frame().to_parquet(staging / "top_k.parquet", engine="pyarrow")
+        self.tracked_frame().to_parquet(staging / "tracked.parquet", engine="pyarrow")
+        (staging / "metadata.json").write_text(json.dumps(self.metadata(), indent=2, default=_json_default))
+        (staging / "figures").mkdir()
+        for stem, figure in self.figures().items():
+            figure.savefig(staging / "figures" / f"{stem}.png", dpi=150, bbox_inches="tight")
+            plt.close(figure)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+        return target
+
+
+def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",
+            track=None, device=None, batch_size: int = 8, progress: bool = True,
+            tokenizer_stats: bool = False):
+    """Run `prompt` through every model and compare them; see the module docstring for variants.
+
+    prompt: a string, a list of token IDs (first model's tokenizer), a `datasets_gen` suite row
+        (a mapping with per-model ``{family}_{variant}_ids``), or a suite (a `datasets.Dataset`, or
+        a list of strings/rows/ID lists) → then a list of Comparisons, computed in batches.
+    models: sources for `load_model` or loaded `Model` handles; loaded sources are cached.
+    track: a token (string that is one token in every tokenizer, or an ID in the first model's
+        tokenizer) or a list of them; default for suite rows: the row's target, when it is one
+        token in every model.
+    tokenizer_stats: also tabulate each tokenizer's ID-vs-length over the whole vocabulary (for
+        the tokenizer figure; slower).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: unknown {variant!r}; allowed values are {', '.join(VARIANTS)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
+    handles = _load(models, device)
+    items, is_suite = _items(prompt)
+    prepared = [_prepare(item, handles, variant, track) for item in items]
+    logits = _forward(handles, [p.ids for p in prepared], batch_size, progress and is_suite)
+    tables = {h.name: metrics.token_lengths(h.tokenizer) for h in handles} if tokenizer_stats else {}
+    shared = [metrics.shared_vocabulary(_vocab_texts(handles[0]), _vocab_texts(h)) for h in handles[1:]]
+    results = []
+    for n, (item, prep) in enumerate(zip(items, prepared)):
+        runs = {h.name: _run(h, m, prep.ids[m], logits[m][n], prep.track) for m, h in enumerate(handles)}
+        cross = _cross([runs[h.name] for h in handles], prep.pairs, shared)
+        results.append(Comparison(prompt=item, variant=variant, runs=runs, cross=cross, seed=prep.seed,
+                                  tokenizer_tables=tables))
+    return results if is_suite else results[0]
+
+
+@dataclass
+class _Prepared:
+    ids: list[list[int]]  # per model
+    pairs: list[list[tuple[int, int, bool]]]  # per other model: (position, other position, split)
+    track: list[tuple[str, list[int]]]  # (label, ID per model)
+    seed: int | None
+
+
+def _load(models, device) -> list[Model]:
+    if isinstance(models, (str, os.PathLike, Model)) or not isinstance(models, Sequence) or not models:
+        raise TypeError("models: must be a non-empty list/tuple of model sources (aliases, Hub ids, "
+                        f"directories) or loaded Model handles, got {models!r}")
+    handles = []
+    for source in models:
+        if isinstance(source, Model):
+            handles.append(source)
+            continue
+        key = (str(source), str(device))
+        if key not in _MODELS:
+            _MODELS[key] = load_model(source, device=device)
+        handles.append(_MODELS[key])
+    names = [h.name for h in handles]
+    if len(set(names)) != len(names):
+        raise ValueError(f"models: names must be distinct to key the results, got {names}")
+    return handles
+
+
+def _items(prompt) -> tuple[list[Any], bool]:
+    """The prompts to run and whether the caller passed a suite (several prompts)."""
+    if isinstance(prompt, (str, Mapping, torch.Tensor, np.ndarray)):
+        return [_as_ids_if_array(prompt)], False
+    if hasattr(prompt, "features") and hasattr(prompt, "__iter__"):  # a datasets.Dataset
+        return list(prompt), True
+    if isinstance(prompt, (list, tuple)):
+        if prompt and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in prompt):
+            return [list(prompt)], False
+        if prompt and all(isinstance(x, (str, Mapping, list, tuple)) for x in prompt):
+            return [list(x) if isinstance(x, tuple) else x for x in prompt], True
+        if not prompt:
+            raise ValueError("prompt: empty list; give a non-empty string, token IDs or a suite")
+    raise TypeError("prompt: must be a string, a list of token IDs, a suite row or a suite "
+                    f"(datasets.Dataset or list of prompts), got {type(prompt).__name__}")
+
+
+def _as_ids_if_array(prompt):
+    if isinstance(prompt, (torch.Tensor, np.ndarray)):
+        if prompt.ndim != 1:
+            raise ValueError(f"prompt: token IDs must be one-dimensional, got shape {tuple(prompt.shape)}")
+        return [int(i) for i in prompt.tolist()]
+    return prompt
+
+
+def _prepare(item, handles: list[Model], variant: str, track) -> _Prepared:
+    seed, target = None, []
+    if isinstance(item, Mapping):
+        ids, splits, target = _from_row(item, handles, variant)
+        seed = json.loads(item.get("params") or "{}").get("seed")
+    else:
+        first = handles[0]
+        if isinstance(item, str):
+            if not item.strip():
+                raise ValueError(f"prompt: must be a non-empty string, got {item!r}")
+            text, ids0 = item, first.encode(item)
+        else:
+            if not item:
+                raise ValueError("prompt: empty list of token IDs; at least one is needed")
+            ids0 = first.as_input(item)[0].tolist()
+            text = _decode(first, ids0)
+        ids, splits = _variant_ids(text, ids0, handles, variant)
+    for h, h_ids in zip(handles, ids):
+        if not h_ids:
+            raise ValueError(f"prompt: {h.name} reads it as no tokens at all; give visible text")
+        h.as_input(h_ids)  # raises on out-of-vocabulary IDs and over-long prompts, naming the model
+    pairs = [_pairs(handles[0], h, ids[0], ids[m], None if splits is None else (splits[0], splits[m]))
+             for m, h in enumerate(handles) if m > 0]
+    resolved = target if isinstance(item, Mapping) and track is None else _tracked(track, handles)
+    return _Prepared(ids=ids, pairs=pairs, track=resolved, seed=seed)
+
+
+def _from_row(row: Mapping, handles: list[Model], variant: str):
+    missing = [f"{h.family}_{variant}_ids" for h in handles if f"{h.family}_{variant}_ids" not in row]
+    if missing:
+        raise ValueError(f"prompt: the suite row has no {missing}; rows come from datasets_gen.build")
+    ids = [list(row[f"{h.family}_{variant}_ids"]) for h in handles]
+    splits = None
+    if variant == "aligned":  # flagged one-piece tokens (byte fragments) count as split: negative
+        splits = [[-s if f else s for s, f in zip(row[f"{h.family}_aligned_split"], row[f"{h.family}_aligned_flags"])]
+                  for h in handles]
+    target_ids = [row.get(f"target_id_{h.family}", -1) for h in handles]
+    target = []
+    if row.get("target") and all(i is not None and i >= 0 for i in target_ids):
+        target = [(row["target"], target_ids)]
+    return ids, splits, target
+
+
+def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str):
+    if variant == "same_ids":
+        return [ids0 for _ in handles], None
+    if variant == "native":
+        return [ids0] + [h.encode(text) for h in handles[1:]], None
+    from datasets_gen import align
+    from datasets_gen.tokenizers import load_vocab
+
+    source = load_vocab(handles[0].tokenizer, handles[0].name)
+    alignments = [align(ids0, source, load_vocab(h.tokenizer, h.name)) for h in handles[1:]]
+    splits = [[1] * len(ids0)] + [[len(p) if not f else -len(p) for p, f in zip(a.pieces, a.flags)]
+                                  for a in alignments]
+    return [ids0] + [a.ids for a in alignments], splits
+
+
+def _pairs(first: Model, other: Model, ids_a, ids_b, splits) -> list[tuple[int, int, bool]]:
+    """Paired positions (first's, other's, split) where both have read the same text.
+
+    `splits` (aligned variant): pieces per source token, negative where `align` flagged the token
+    (a byte fragment) even though it is one piece.
+    """
+    if splits is not None:
+        ends_a, ends_b = np.cumsum(np.abs(splits[0])) - 1, np.cumsum(np.abs(splits[1])) - 1
+        return [(int(a), int(b), sb != 1) for a, b, sa, sb in zip(ends_a, ends_b, *splits) if sa and sb]
+    if ids_a == ids_b and first.tokenizer is other.tokenizer:
+        return [(t, t, False) for t in range(len(ids_a))]
+    if not _same_text(first, other, ids_a, ids_b):  # same_ids across tokenizers: compare by position
+        return [(t, t, False) for t in range(min(len(ids_a), len(ids_b)))]
+    ends_a, ends_b = _text_ends(first, ids_a), _text_ends(other, ids_b)
+    pairs, previous = [], (-1, -1)
+    for end, a in ends_a.items():
+        if end in ends_b:
+            b = ends_b[end]
+            pairs.append((a, b, (a - previous[0], b - previous[1]) != (1, 1)))
+            previous = (a, b)
+    return pairs
+
+
+def _same_text(first: Model, other: Model, ids_a, ids_b) -> bool:
+    return _decode(first, ids_a) == _decode(other, ids_b)
+
+
+def _text_ends(handle: Model, ids: list[int]) -> dict[int, int]:
+    """Length of the decoded text after each position → that position (skipping mid-character ends)."""
+    ends = {}
+    for t in range(len(ids)):
+        text = _decode(handle, ids[: t + 1])
+        if not text.endswith("\ufffd"):
+            ends[len(text)] = t
+    return ends
+
+
+def _decode(handle: Model, ids) -> str:
+    return handle.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
+
+
+def _tracked(track, handles: list[Model]) -> list[tuple[str, list[int]]]:
+    if track is None:
+        return []
+    items = [track] if isinstance(track, (str, int, np.integer)) else track
+    if not isinstance(items, (list, tuple)) or not items:
+        raise TypeError(f"track: must be a token string, a token ID, or a list of them, got {track!r}")
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+            raise TypeError(f"track: items must be token strings or IDs, got {item!r}")
+        if isinstance(item, str):
+            label = item
+        else:
+            handles[0].as_input([int(item)])  # raises naming the model and the allowed range
+            label = _decode(handles[0], [int(item)])
+        ids = []
+        for m, h in enumerate(handles):
+            if m == 0 and not isinstance(item, str):
+                ids.append(int(item))
+                continue
+            pieces = h.encode(label) if label else []
+            if len(pieces) != 1:
+                raise ValueError(f"track: {label!r} is {len(pieces)} tokens in {h.name}'s tokenizer "
+                                 f"({h.decode_tokens(pieces)}); a tracked token must be exactly one "
+                                 "token in every model")
+            ids.append(pieces[0])
+        out.append((label, ids))
+    return out
+
+
+def _forward(handles: list[Model], ids: list[list[list[int]]], batch_size: int, progress: bool):
+    """L per model per prompt, [T, V] float32, computed in right-padded batches.
+
+    Both models are causal, so a real position never sees the padding after it: no attention mask
+    and no position-id shift are needed, and padded positions are simply cut off.
+    """
+    starts = range(0, len(ids), batch_size)
+    bar = tqdm(total=len(handles) * len(starts), disable=not progress, unit="batch")
+    out = []
+    for m, h in enumerate(handles):
+        per_prompt = []
+        for s in starts:
+            batch = [p[m] for p in ids[s: s + batch_size]]
+            width = max(len(b) for b in batch)
+            padded = torch.tensor([b + [0] * (width - len(b)) for b in batch])
+            L = h.logits(padded).cpu().numpy()
+            per_prompt.extend(L[i, : len(b)] for i, b in enumerate(batch))
+            bar.update()
+        out.append(per_prompt)
+    bar.close()
+    return out
+
+
+def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:
+    """Model `m`'s results; `track` holds (label, ID per model) pairs."""
+    K, P = metrics.normalise(L), metrics.softmax(L)
+    prediction_ids = metrics.argmax(L)
+    texts = _vocab_texts(handle)
+    stats = metrics.k_stats(K)
+    outliers = [metrics.tail_outliers(row, OUTLIER_Z) for row in K]
+    stats["n_outliers"] = [len(o) for o in outliers]
+    stats["tail_bump"] = [metrics.tail_bump(row, OUTLIER_Z) for row in K]
+    stats["outliers"] = [[texts[i] for i in o[:MAX_OUTLIERS_LISTED]] for o in outliers]
+    p = metrics.period(ids)
+    top_ids, top_probs = metrics.top_k(P, min(TOP_K, P.shape[1]))
+    positions = np.arange(len(ids))
+    tracked = {label: Trajectory(label, per_model[m], *(X[positions, per_model[m]] for X in (L, K, P)))
+               for label, per_model in track}
+    return Run(model=handle.name, family=handle.family, ids=np.array(ids), tokens=[texts[i] for i in ids],
+               logits=L, k=K.astype(np.float32), probs=P.astype(np.float32), prediction_ids=prediction_ids,
+               predictions=[texts[i] for i in prediction_ids], tracked=tracked, k_stats=stats,
+               variance_trend=metrics.variance_trend(stats["variance"]),
+               lock_in=None if p is None else metrics.lock_in(prediction_ids, metrics.continuation(ids, p)),
+               top_k_ids=top_ids, top_k_probs=top_probs,
+               top_k_tokens=[[texts[i] for i in row] for row in top_ids])
+
+
+def _cross(runs: list[Run], pairs, shared) -> pd.DataFrame:
+    """First model vs each other at paired positions: agreement and JS over shared tokens.
+
+    `shared_mass`: how much of each model's P the shared tokens hold (JS renormalises over them).
+    """
+    first, frames = runs[0], []
+    for other, other_pairs, (ids_a, ids_b) in zip(runs[1:], pairs, shared):
+        if not other_pairs:
+            continue
+        a, b, split = (np.array(x) for x in zip(*other_pairs))
+        P_a, P_b = first.probs[a][:, ids_a], other.probs[b][:, ids_b]
+        prediction = [first.predictions[i] for i in a]
+        other_prediction = [other.predictions[i] for i in b]
+        frames.append(pd.DataFrame({
+            "model": first.model, "other": other.model, "position": a, "other_position": b,
+            "token": [first.tokens[i] for i in a], "other_token": [other.tokens[i] for i in b],
+            "split": split, "prediction": prediction, "other_prediction": other_prediction,
+            "agree": np.array(prediction) == np.array(other_prediction),
+            "js": metrics.js_divergence(P_a, P_b), "shared_mass": P_a.sum(axis=1),
+            "other_shared_mass": P_b.sum(axis=1)}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CROSS_COLUMNS)
+
+
+def _vocab_texts(handle: Model) -> list[str]:
+    if handle not in _VOCAB_TEXTS:
+        _VOCAB_TEXTS[handle] = metrics.decode_each(handle.tokenizer, range(handle.vocab_size))
+    return _VOCAB_TEXTS[handle]
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
