@@ -42,7 +42,7 @@ def _jitter(model, seed: int, scale: float = 0.2):
     return model
 
 
-def build_gpt2(directory: Path, *, seed=0, n_layer=2, vocab=72, n_positions=64, with_tokenizer=True):
+def build_gpt2(directory: Path, *, seed=0, n_layer=2, vocab=72, n_positions=1024, with_tokenizer=True):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)

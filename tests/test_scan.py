@@ -1,0 +1,56 @@
+"""The fast scans agree with their sequential fp32 references, and the references with hand maths."""
+import pytest
+import torch
+
+from compare.scan import (discretise, linear_scan, linear_scan_ref, read_out, selective_scan,
+                          selective_scan_ref)
+
+TOL = dict(atol=1e-5, rtol=1e-5)  # fp32, sums over n <= 16 terms
+
+
+def _inputs(b, l, d, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, l, d, generator=g)
+    delta = torch.nn.functional.softplus(torch.randn(b, l, d, generator=g))
+    A = -torch.rand(d, n, generator=g) * 4 - 0.1
+    B, C = torch.randn(b, l, n, generator=g), torch.randn(b, l, n, generator=g)
+    D = torch.randn(d, generator=g)
+    return x, delta, A, B, C, D
+
+
+def test_hand_computed_scalar_recurrence():
+    A_bar = torch.full((1, 3, 1, 1), 0.5)
+    write = torch.ones(1, 3, 1, 1)
+    expected = torch.tensor([1.0, 1.5, 1.75]).view(1, 3, 1, 1)
+    torch.testing.assert_close(linear_scan_ref(A_bar, write), expected)
+    torch.testing.assert_close(linear_scan(A_bar, write), expected)
+
+
+@pytest.mark.parametrize("b,l", [(1, 1), (1, 7), (2, 33), (3, 70)])
+def test_linear_scan_matches_reference(b, l):
+    x, delta, A, B, C, D = _inputs(b, l, 8, 4)
+    A_bar, _, write = discretise(delta, A, B, x)
+    torch.testing.assert_close(linear_scan(A_bar, write), linear_scan_ref(A_bar, write), **TOL)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 32])
+@pytest.mark.parametrize("b,l", [(1, 1), (1, 5), (2, 33), (3, 70)])
+def test_selective_scan_matches_reference(b, l, chunk):
+    args = _inputs(b, l, 8, 4, seed=l)
+    torch.testing.assert_close(selective_scan(*args, chunk=chunk), selective_scan_ref(*args), **TOL)
+
+
+def test_materialised_path_matches_reference():
+    x, delta, A, B, C, D = _inputs(2, 20, 6, 3)
+    A_bar, _, write = discretise(delta, A, B, x)
+    y = read_out(linear_scan(A_bar, write), C, D, x)
+    torch.testing.assert_close(y, selective_scan_ref(x, delta, A, B, C, D), **TOL)
+
+
+def test_discretisation_is_zoh_for_A_and_euler_for_B():
+    x, delta, A, B, C, D = _inputs(1, 2, 3, 2)
+    A_bar, B_bar, write = discretise(delta, A, B, x)
+    t, i, j = 1, 2, 1
+    assert A_bar[0, t, i, j].item() == pytest.approx(torch.exp(delta[0, t, i] * A[i, j]).item(), rel=1e-6)
+    assert B_bar[0, t, i, j].item() == pytest.approx((delta[0, t, i] * B[0, t, j]).item(), rel=1e-6)
+    assert write[0, t, i, j].item() == pytest.approx((delta[0, t, i] * B[0, t, j] * x[0, t, i]).item(), rel=1e-6)
