@@ -1,5 +1,8 @@
 """Side-by-side interpretability of Mamba and GPT-2."""
 from .loading import ALIASES, ModelLoadError, load_model, load_tokenizer
 from .model import Model
+from .comparison import Comparison, Run, Trajectory, compare
+from .metrics import tokenizer_stats
 
-__all__ = ["ALIASES", "Model", "ModelLoadError", "load_model", "load_tokenizer"]
+__all__ = ["ALIASES", "Model", "ModelLoadError", "load_model", "load_tokenizer",
+           "compare", "Comparison", "Run", "Trajectory", "tokenizer_stats"]

@@ -119,7 +119,7 @@ class Comparison:
             columns=["model", "tracked", "position", "L", "K", "P"])
 
     def figures(self) -> dict[str, Any]:
-        """The standard figures by file stem (matplotlib Figures; close them when done)."""
+        """The standard figures by file stem (plain matplotlib Figures, see `compare.figures`)."""
         from . import figures
 
         names = list(self.runs)
@@ -155,8 +155,6 @@ class Comparison:
         Everything is written to a temporary sibling first and moved into place in one rename, so
         a crash never leaves a half-written result.
         """
-        import matplotlib.pyplot as plt
-
         target = Path(directory)
         if target.exists() and not overwrite:
             raise FileExistsError(f"directory: {target} exists; pass overwrite=True (CLI: --overwrite)")
@@ -170,7 +168,6 @@ class Comparison:
         (staging / "figures").mkdir()
         for stem, figure in self.figures().items():
             figure.savefig(staging / "figures" / f"{stem}.png", dpi=150, bbox_inches="tight")
-            plt.close(figure)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
             os.replace(target, old / target.name)

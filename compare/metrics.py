@@ -193,7 +193,12 @@ def tokenizer_stats(tokenizer: Any, text: str | None = None) -> dict[str, float 
     whole vocabulary. Counts: `n_tokens` (tokens measured) and `n_vocab` (the vocabulary size).
     """
     table = token_lengths(tokenizer, text)
+    return {**length_correlations(table), "n_tokens": len(table),
+            "n_vocab": len(getattr(tokenizer, "tokenizer", tokenizer))}
+
+
+def length_correlations(table: pd.DataFrame) -> dict[str, float]:
+    """`r_id_len` and `r_logid_len` of a table with columns id and length (see `token_lengths`)."""
     ids = table["id"].to_numpy(dtype=np.float64)
     lengths = table["length"].to_numpy(dtype=np.float64)
-    return {"r_id_len": _pearson(ids, lengths), "r_logid_len": _pearson(np.log1p(ids), lengths),
-            "n_tokens": len(table), "n_vocab": len(getattr(tokenizer, "tokenizer", tokenizer))}
+    return {"r_id_len": _pearson(ids, lengths), "r_logid_len": _pearson(np.log1p(ids), lengths)}
