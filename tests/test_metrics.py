@@ -1,0 +1,166 @@
+"""Metrics against hand-computed values and plain numpy/scipy."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from compare import metrics, tokenizer_stats
+from conftest import shared_tokenizer, tiny_tokenizer
+
+
+def test_normalise_divides_each_row_by_the_absolute_value_of_its_mean():
+    L = np.array([[1.0, 2.0, 3.0], [-1.0, -3.0, -2.0]])
+    np.testing.assert_allclose(metrics.normalise(L), [[0.5, 1.0, 1.5], [-0.5, -1.5, -1.0]])
+
+
+def test_softmax_matches_the_textbook_formula():
+    L = np.random.default_rng(0).normal(size=(4, 7))
+    expected = np.exp(L) / np.exp(L).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(metrics.softmax(L), expected, rtol=1e-12)
+
+
+def test_softmax_survives_large_logits():
+    assert np.allclose(metrics.softmax(np.array([[1000.0, 1000.0]])), 0.5)
+
+
+def test_argmax_breaks_ties_towards_the_lowest_id():
+    assert metrics.argmax(np.array([[0.0, 2.0, 2.0], [5.0, 1.0, 5.0]])).tolist() == [1, 0]
+
+
+def test_top_k_lists_the_most_probable_first():
+    ids, probs = metrics.top_k(np.array([[0.1, 0.6, 0.3]]), 2)
+    assert ids.tolist() == [[1, 2]] and np.allclose(probs, [[0.6, 0.3]])
+
+
+def test_js_divergence_of_a_point_mass_and_a_fair_coin():
+    # m = (0.75, 0.25); KL(p‖m) = log2(4/3); KL(q‖m) = ½ log2(2/3) + ½ log2(2)
+    expected = (math.log2(4 / 3) + 0.5 * math.log2(2 / 3) + 0.5) / 2
+    assert metrics.js_divergence(np.array([1.0, 0.0]), np.array([0.5, 0.5])) == pytest.approx(expected)
+
+
+def test_js_divergence_is_zero_for_equal_and_one_for_disjoint_rows():
+    p = np.array([[0.2, 0.8, 0.0], [1.0, 0.0, 0.0]])
+    q = np.array([[0.2, 0.8, 0.0], [0.0, 0.5, 0.5]])
+    np.testing.assert_allclose(metrics.js_divergence(p, q), [0.0, 1.0], atol=1e-12)
+
+
+def test_js_divergence_renormalises_restricted_rows():
+    assert metrics.js_divergence(np.array([0.2, 0.2]), np.array([0.5, 0.5])) == pytest.approx(0.0)
+
+
+def test_shared_vocabulary_matches_strings_held_once_by_each_side():
+    ids_a, ids_b = metrics.shared_vocabulary(["a", "b", "c", "c", "d"], ["c", "d", "b", "x"])
+    assert ids_a.tolist() == [1, 4] and ids_b.tolist() == [2, 1]  # "c" is ambiguous in the first
+
+
+@pytest.mark.parametrize("ids, expected", [([1, 2, 1, 2, 1], 2), ([5, 5, 5], 1), ([1, 2, 3], None),
+                                           ([1, 2, 1], None), ([7], None)])
+def test_period_needs_the_pattern_twice(ids, expected):
+    assert metrics.period(ids) == expected
+
+
+def test_continuation_wraps_around_the_period():
+    assert metrics.continuation([1, 2, 3, 1, 2], 3).tolist() == [2, 3, 1, 2, 3]
+
+
+@pytest.mark.parametrize("pred, expected, lock", [([0, 1, 2, 2], [9, 9, 2, 2], 2), ([2, 2], [2, 2], 0),
+                                                  ([2, 3], [2, 2], None), ([1, 9, 1], [1, 1, 1], 2)])
+def test_lock_in_is_the_first_position_after_the_last_mistake(pred, expected, lock):
+    assert metrics.lock_in(pred, expected) == lock
+
+
+def test_k_stats_are_population_variance_and_biased_skew():
+    K = np.random.default_rng(1).gamma(2.0, size=(3, 50))
+    table = metrics.k_stats(K)
+    np.testing.assert_allclose(table["mean"], K.mean(axis=1))
+    np.testing.assert_allclose(table["variance"], K.var(axis=1))
+    np.testing.assert_allclose(table["skew"], stats.skew(K, axis=1, bias=True))
+
+
+def _bulk_with_bump(bump_size):
+    bulk = stats.norm.ppf(np.linspace(0.001, 0.999, 1000))
+    return np.concatenate([bulk, 40.0 + np.arange(bump_size)])
+
+
+def test_tail_outliers_are_the_bump_highest_first():
+    row = _bulk_with_bump(20)
+    assert metrics.tail_outliers(row).tolist() == list(range(1019, 999, -1))
+    assert metrics.tail_bump(row)
+
+
+def test_a_gaussian_row_has_no_tail_bump():
+    assert not metrics.tail_bump(_bulk_with_bump(0))
+
+
+def test_tail_outliers_fall_back_to_std_when_most_values_tie():
+    row = np.array([0.0] * 90 + [1.0] * 9 + [100.0])
+    assert metrics.tail_outliers(row).tolist() == [99]
+
+
+def test_variance_trend_of_a_straight_line():
+    trend = metrics.variance_trend([1.0, 3.0, 5.0, 7.0])
+    assert trend == pytest.approx({"slope": 2.0, "intercept": 1.0, "r": 1.0})
+
+
+def test_tokenizer_stats_over_a_hand_built_vocabulary():
+    tok = tiny_tokenizer()
+    by_id = sorted((i, w) for w, i in tok.get_vocab().items())
+    ids = np.array([i for i, _ in by_id], dtype=float)
+    lengths = np.array([len(w) for _, w in by_id], dtype=float)
+    result = tokenizer_stats(tok)
+    assert result["r_id_len"] == pytest.approx(np.corrcoef(ids, lengths)[0, 1])
+    assert result["r_logid_len"] == pytest.approx(np.corrcoef(np.log1p(ids), lengths)[0, 1])
+    assert result["n_tokens"] == result["n_vocab"] == 64
+
+
+def test_tokenizer_stats_over_a_text_counts_every_occurrence():
+    tok = tiny_tokenizer()
+    words = "When Mary and John went to the store , John gave a drink to".split()
+    vocab = tok.get_vocab()
+    ids = np.array([vocab[w] for w in words], dtype=float)
+    lengths = np.array([len(w) for w in words], dtype=float)
+    result = tokenizer_stats(tok, " ".join(words))
+    assert result["n_tokens"] == len(words)
+    assert result["r_id_len"] == pytest.approx(np.corrcoef(ids, lengths)[0, 1])
+
+
+def test_tokenizer_stats_rejects_an_empty_text():
+    with pytest.raises(ValueError, match="text"):
+        tokenizer_stats(tiny_tokenizer(), "")
+
+
+def _gpt2_byte_lengths():
+    """Decoded lengths of the real GPT-2 vocabulary straight from vocab.json's byte alphabet."""
+    import json
+
+    from conftest import SHARED_TOKENIZERS
+
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 0
+    for b in range(256):  # GPT-2's bytes_to_unicode: unprintable bytes map to chr(256 + n)
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    vocab = json.loads((SHARED_TOKENIZERS / "gpt2" / "vocab.json").read_text())
+    by_id = sorted((i, bytes(chars[c] for c in w)) for w, i in vocab.items())
+    return np.array([i for i, _ in by_id], float), np.array([len(b.decode("utf-8", "replace")) for _, b in by_id], float)
+
+
+@pytest.mark.slow
+def test_tokenizer_stats_on_the_real_gpt2_vocabulary():
+    shared_tokenizer("gpt2")  # skips when the shared tokenizers are absent
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest import SHARED_TOKENIZERS
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=ByteLevelBPETokenizer(
+        str(SHARED_TOKENIZERS / "gpt2" / "vocab.json"), str(SHARED_TOKENIZERS / "gpt2" / "merges.txt")))
+    ids, lengths = _gpt2_byte_lengths()
+    result = tokenizer_stats(tok)
+    assert result["n_vocab"] == 50257
+    assert result["r_id_len"] == pytest.approx(np.corrcoef(ids, lengths)[0, 1], abs=1e-3)
+    assert result["r_logid_len"] == pytest.approx(np.corrcoef(np.log1p(ids), lengths)[0, 1], abs=1e-3)
