@@ -1,0 +1,347 @@
+"""Noise injection: add noise to one hook point of one layer and read whether the prediction survives.
+
+The experiment: run the prompt, add ``level · ε`` to a component (a hook point) at the chosen
+positions of one layer, and read the last position's next-token prediction. Sweeping layers ×
+levels × trials gives the hit curves that `phase.phase_transition` fits.
+
+Noise ε, one draw per (seed, layer, trial), shape [P, *feature] (P noised positions):
+    gaussian   ε ~ N(0, 1)
+    uniform    ε ~ U(-√3, √3)      unit variance too, so a level means the same spread in both
+The draw comes from a `torch.Generator` seeded by ``numpy.random.SeedSequence([seed, layer,
+trial])``: the same (seed, layer, trial) gets the same ε at every level, in any batch or chunk,
+in the fast path and in the reference (`noise_ref.noise_sweep_ref`) alike; levels scale one
+direction, so a hit curve is a walk along a single ray.
+    scale="absolute"   noise = level · ε
+    scale="relative"   noise = level · RMS · ε, RMS over all elements of the component at the
+                       noised positions in the clean run: levels then compare across
+                       components and models.
+
+Which variant is which on Mamba's state (the foundation's semantics, `mamba.py`):
+    h           the noise is added inside the recurrence, h_t = Ā_t h_{t-1} + w_t + noise_t, so
+                noise at position t also reaches every later position through Ā.
+    h_readout   read-out only: y_t = C_t · (h_t + noise_t) at the noised positions; the
+                recurrence never sees it.
+GPT-2's `pattern` is refused: its hook point is the probabilities attention returns after using
+them, so an edit there changes nothing downstream.
+
+Fast path (`noise_sweep`): one clean forward caches the residual stream entering every layer;
+for each layer l the blocks l.. run once on a batch of (level, trial) copies of that residual
+with the noise added by a torch forward hook on the component, and the LM head runs only at the
+last position. Batches are chunked to stay within ``max_bytes``. Level-0 rows are read from the
+clean forward itself (zero noise is no intervention), so they equal `Model.logits` exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import points
+from .mamba import MODEL_POINTS, SSM_POINTS
+from .model import Model
+
+DISTRIBUTIONS = ("gaussian", "uniform")
+SCALES = ("absolute", "relative")
+COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
+           "predicted_id", "predicted")
+DEFAULT_MAX_BYTES = 256 * 2**20  # per chunk; keeps the big SSM tensors in recycled heap memory
+_BYTES = 4  # fp32
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep: everything both the fast path and the reference need."""
+    handle: Model
+    ids: torch.Tensor  # [1, T]
+    target: int
+    component: str
+    layers: tuple[int, ...]
+    levels: np.ndarray  # [K], finite, >= 0
+    trials: int
+    distribution: str
+    scale: str
+    positions: tuple[int, ...]  # non-negative, unique
+    seed: int
+
+
+def prepare(prompt, *, model, target, component, layers=None, levels=None, trials=1,
+            distribution="gaussian", scale="absolute", positions=None, seed=0) -> Sweep:
+    """Check every argument before any compute; ValueError names the argument and the valid values."""
+    handle = _handle(model)
+    ids = _prompt_ids(handle, prompt)
+    T = ids.shape[1]
+    component = _component(handle, component)
+    layers = tuple(range(handle.n_layers)) if layers is None else _int_list(layers, "layers")
+    if not layers:
+        raise ValueError("layers must name at least one layer, or be None for all")
+    for layer in layers:
+        points.check(handle, component, layer)
+    levels = np.linspace(0.0, 1.0, 100) if levels is None else np.asarray(levels, dtype=float)
+    if levels.ndim != 1 or levels.size == 0:
+        raise ValueError(f"levels must be a non-empty 1-D array of noise levels, got shape {levels.shape}")
+    if not np.all(np.isfinite(levels)) or np.any(levels < 0):
+        raise ValueError(f"levels must be finite and >= 0, got {levels[~(np.isfinite(levels) & (levels >= 0))][:5]}")
+    if not isinstance(trials, (int, np.integer)) or isinstance(trials, bool) or trials < 1:
+        raise ValueError(f"trials must be an int >= 1, got {trials!r}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return Sweep(handle, ids, _target_id(handle, target), component, layers, levels, int(trials),
+                 distribution, scale, _positions(positions, T), int(seed))
+
+
+def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, trials=1,
+                distribution="gaussian", scale="absolute", positions=None, seed=0,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """Layers × levels × trials of noise on `component`; one row per run, columns `COLUMNS`.
+
+    prompt: text or token IDs [T]. model: a `Model` or a source for `compare.load_model`.
+    target: a string that is exactly one token (" Mary") or a token ID. layers: default all.
+    levels: array of noise levels >= 0 (default 100 levels in [0, 1]). positions: token
+    positions noised (default all; negative counts from the end). hit: the argmax at the last
+    position is the target; logit_diff: target's logit minus the best other token's.
+    max_bytes: memory budget of one batched chunk (estimated from shapes).
+    """
+    sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
+                    levels=levels, trials=trials, distribution=distribution, scale=scale,
+                    positions=positions, seed=seed)
+    clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
+    runs = [(float(lv), t) for lv in sweep.levels for t in range(sweep.trials)]
+    noised = [run for run in runs if run[0] > 0]
+    frames = []
+    for layer in sweep.layers:
+        noise = lambda chunk, value, layer=layer: _sweep_noise(sweep, layer, chunk, value)
+        logits = run_noised(sweep.handle, sweep.component, layer, resid[layer], sweep.positions,
+                            noised, noise, max_bytes=max_bytes)
+        by_run = dict(zip(noised, logits))
+        stacked = torch.stack([by_run.get(run, clean) for run in runs])
+        frames.append(rows(sweep, layer, runs, stacked))
+    return _frame(sweep, frames)
+
+
+# --- noise ---------------------------------------------------------------------------------
+
+def draw_noise(shape: Sequence[int], *, seed: int, layer: int, trial: int, distribution: str) -> torch.Tensor:
+    """ε for one (seed, layer, trial): fp32 on the CPU, unit variance (see the module docstring)."""
+    state = np.random.SeedSequence([seed, layer, trial]).generate_state(2, dtype=np.uint32)
+    gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    if distribution == "gaussian":
+        return torch.randn(tuple(shape), generator=gen)
+    return (torch.rand(tuple(shape), generator=gen) * 2 - 1) * 3 ** 0.5
+
+
+def rms(value: torch.Tensor) -> torch.Tensor:
+    """Root mean square over every element: the unit of scale="relative"."""
+    return value.float().pow(2).mean().sqrt()
+
+
+def _sweep_noise(sweep: Sweep, layer: int, chunk, clean_value: torch.Tensor) -> torch.Tensor:
+    """[b, P, *feature] noise for the (level, trial) runs of one chunk."""
+    unit = rms(clean_value) if sweep.scale == "relative" else torch.tensor(1.0)
+    eps = {t: draw_noise(clean_value.shape, seed=sweep.seed, layer=layer, trial=t,
+                         distribution=sweep.distribution) for t in {t for _, t in chunk}}
+    return torch.stack([level * unit * eps[t] for level, t in chunk])
+
+
+# --- the batched engine ------------------------------------------------------------------
+
+@torch.no_grad()
+def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
+    """The clean last-position logits [V] (exactly `Model.logits`) and the inputs of each layer.
+
+    Returns (logits, {layer: entry}); an entry holds what `run_noised` needs to restart the
+    forward at that layer: the residual [1, T, d] and, for GPT-2, the block's mask/position args.
+    """
+    blocks = _blocks(handle)
+    cache = {}
+
+    def keep(layer):
+        def hook(module, args, kwargs):
+            cache[layer] = (args, kwargs)
+        return hook
+
+    handles = [blocks[l].register_forward_pre_hook(keep(l), with_kwargs=True) for l in layers]
+    try:
+        logits = handle.logits(ids)[0, -1]
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, cache
+
+
+@torch.no_grad()
+def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
+               noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
+    """Last-position logits [len(runs), V] of the forward restarted at `layer` with noise added.
+
+    noise(chunk, clean_value) → [len(chunk), P, *feature]: called inside the hook with the
+    clean component at the noised positions [P, *feature] (all batch rows are clean there).
+    """
+    if not runs:
+        return torch.empty(0, handle.vocab_size)
+    per_item = item_bytes(handle, component, entry[0][0].shape[1])
+    if per_item > max_bytes:
+        raise ValueError(f"one noised forward needs about {per_item / 2**20:.0f} MiB, more than "
+                         f"max_bytes={max_bytes / 2**20:.0f} MiB; raise max_bytes or shorten the prompt")
+    size = max(1, max_bytes // per_item)
+    out = []
+    for start in range(0, len(runs), size):
+        chunk = runs[start:start + size]
+        out.append(_run_chunk(handle, component, layer, entry, list(positions), chunk, noise))
+    return torch.cat(out)
+
+
+def item_bytes(handle: Model, component: str, T: int) -> int:
+    """Rough peak bytes of one batch item through one layer (the largest live activations)."""
+    vocab = handle.vocab_size
+    if handle.family == "mamba":
+        cfg = handle.module.config
+        state = cfg.d_inner * cfg.d_state
+        # materialised SSM: Ā, B̄, w, h, its copy and the increment's scan; else the chunked scan
+        ssm = 9 * T * state if component in SSM_POINTS else 4 * min(T, 32) * state
+        return _BYTES * (ssm + 12 * T * cfg.d_inner + vocab)
+    cfg = handle.module.config
+    return _BYTES * (T * (16 * cfg.n_embd + 3 * cfg.n_head * T) + vocab)
+
+
+def _run_chunk(handle, component, layer, entry, positions, chunk, noise):
+    (resid, *rest), kwargs = entry
+    resid = resid.repeat(len(chunk), *[1] * (resid.dim() - 1))
+    idx = torch.tensor(positions, device=resid.device)
+
+    def add(value):
+        eps = noise(chunk, value[0, idx]).to(value.device, value.dtype)
+        value[:, idx] += eps
+
+    hook = _injection_hook(handle, component, layer, add)
+    try:
+        if handle.family == "mamba":
+            m = handle.module
+            for block in m.layers[layer:]:
+                resid = block(resid)
+            return m.lm_head(m.norm_f(resid[:, -1]))[:, : handle.vocab_size].float()
+        t = handle.module.transformer
+        mask = rest[1] if len(rest) > 1 else kwargs.get("attention_mask")
+        extra = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values", "attention_mask")}
+        for block in t.h[layer:]:
+            resid = block(resid, None, mask, use_cache=False, **extra)
+        return handle.module.lm_head(t.ln_f(resid[:, -1]))[:, : handle.vocab_size].float()
+    finally:
+        hook.remove()
+
+
+def _injection_hook(handle, component, layer, add):
+    """A torch hook that edits the component in place, as ``point(...)[:, pos] += noise`` does in a trace."""
+    if handle.family == "mamba":
+        block = handle.module.layers[layer]
+        owner = block.mixer if component in points.MAMBA_MIXER_POINTS else block
+        return getattr(owner, f"hook_{component}").register_forward_hook(lambda mod, inp, out: add(out))
+    block = handle.module.transformer.h[layer]
+    if component == "resid_pre":
+        return block.register_forward_pre_hook(lambda mod, args: add(args[0]))
+    if component == "resid_mid":
+        return block.ln_2.register_forward_pre_hook(lambda mod, args: add(args[0]))
+    if component in ("q", "k", "v"):
+        def qkv(mod, inp, out):
+            d = out.shape[-1] // 3
+            i = "qkv".index(component)
+            add(out[..., i * d:(i + 1) * d])
+        return block.attn.c_attn.register_forward_hook(qkv)
+    module = {"attn_out": block.attn, "mlp_out": block.mlp, "resid_post": block}[component]
+    return module.register_forward_hook(lambda mod, inp, out: add(out[0] if isinstance(out, tuple) else out))
+
+
+def _blocks(handle):
+    return handle.module.layers if handle.family == "mamba" else handle.module.transformer.h
+
+
+# --- reading the prediction ------------------------------------------------------------------
+
+def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
+    """One row per run from last-position logits [len(runs), V]."""
+    logits = logits.float()
+    p_target = torch.softmax(logits, dim=-1)[:, sweep.target]
+    target_logit = logits[:, sweep.target]
+    others = logits.clone()
+    others[:, sweep.target] = -torch.inf
+    predicted = logits.argmax(-1)
+    return pd.DataFrame({
+        "model": sweep.handle.name, "layer": layer, "component": sweep.component,
+        "level": [lv for lv, _ in runs], "trial": [t for _, t in runs],
+        "hit": (predicted == sweep.target).numpy(), "p_target": p_target.numpy(),
+        "logit_diff": (target_logit - others.max(-1).values).numpy(),
+        "predicted_id": predicted.numpy(), "predicted": sweep.handle.decode_tokens(predicted.tolist()),
+    })
+
+
+def _frame(sweep: Sweep, frames: list) -> pd.DataFrame:
+    df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
+    df.attrs.update(target=sweep.target, distribution=sweep.distribution, scale=sweep.scale,
+                    positions=sweep.positions, seed=sweep.seed)
+    return df
+
+
+# --- argument checks ---------------------------------------------------------------------------
+
+def _handle(model) -> Model:
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, str):
+        from .loading import load_model
+        return load_model(model)
+    raise ValueError(f"model must be a loaded Model or a source string for compare.load_model, "
+                     f"got {type(model).__name__}")
+
+
+def _prompt_ids(handle: Model, prompt) -> torch.Tensor:
+    if isinstance(prompt, str):
+        return handle.as_input(handle.encode(prompt))
+    ids = handle.as_input(prompt)
+    if ids.shape[0] != 1:
+        raise ValueError(f"prompt must be one sequence (text or token IDs [T]), got shape {tuple(ids.shape)}")
+    return ids
+
+
+def _component(handle: Model, component) -> str:
+    valid = [c for c in points.LAYER_POINTS[handle.family] if not (handle.family == "gpt2" and c == "pattern")]
+    if component in valid:
+        return component
+    why = ("GPT-2's 'pattern' is read after attention used it, so noise there changes nothing; "
+           if component == "pattern" else "model-level points have no layer to sweep; "
+           if component in MODEL_POINTS else "")
+    raise ValueError(f"{handle.name}: component {component!r} cannot be noised; {why}valid: {', '.join(valid)}")
+
+
+def _target_id(handle: Model, target) -> int:
+    if isinstance(target, str):
+        ids = handle.encode(target) if target else []
+        if len(ids) != 1:
+            raise ValueError(f"target {target!r} is {len(ids)} tokens {ids} for {handle.name}; pass a string "
+                             f"that is exactly one token (mind the leading space) or a token ID")
+        return ids[0]
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool) and 0 <= target < handle.vocab_size:
+        return int(target)
+    raise ValueError(f"target must be a one-token string or a token ID in 0..{handle.vocab_size - 1}, got {target!r}")
+
+
+def _int_list(values, name: str) -> tuple[int, ...]:
+    values = [values] if isinstance(values, (int, np.integer)) else list(values)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be ints, got {values!r}")
+    return tuple(dict.fromkeys(int(v) for v in values))
+
+
+def _positions(positions, T: int) -> tuple[int, ...]:
+    if positions is None:
+        return tuple(range(T))
+    values = _int_list(positions, "positions")
+    if not values or any(not -T <= p < T for p in values):
+        raise ValueError(f"positions must be non-empty token positions in {-T}..{T - 1} for this "
+                         f"{T}-token prompt, got {list(values)}")
+    return tuple(dict.fromkeys(p % T for p in values))

@@ -1,0 +1,44 @@
+"""The slow, obvious twin of `noise.noise_sweep`: one nnsight trace per (layer, level, trial).
+
+Each run is the trace a user would write by hand::
+
+    with handle.nn.trace(ids):
+        value = handle.point(component, layer)
+        value[:, positions] += level · unit · ε
+        logits = handle.point("logits").save()
+
+It shares only argument checking, the noise draw and the row format with the fast path, so
+tests can hold the batched engine (cached prefix, torch hooks, chunking, last-position LM head)
+against it. It is also the naive baseline of `benchmarks/bench_noise.py`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .noise import _frame, _sweep_noise, prepare, rows
+
+
+def noise_sweep_ref(prompt, *, model, target, component, layers=None, levels=None, trials=1,
+                    distribution="gaussian", scale="absolute", positions=None, seed=0):
+    """Same arguments and result as `noise.noise_sweep` (without the memory budget)."""
+    sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
+                    levels=levels, trials=trials, distribution=distribution, scale=scale,
+                    positions=positions, seed=seed)
+    runs = [(float(lv), t) for lv in sweep.levels for t in range(sweep.trials)]
+    frames = []
+    for layer in sweep.layers:
+        logits = torch.stack([traced_run(sweep, layer, level, trial) for level, trial in runs])
+        frames.append(rows(sweep, layer, runs, logits))
+    return _frame(sweep, frames)
+
+
+@torch.no_grad()
+def traced_run(sweep, layer: int, level: float, trial: int) -> torch.Tensor:
+    """Last-position logits [V] of one noised forward, written as a plain nnsight trace."""
+    handle, idx = sweep.handle, list(sweep.positions)
+    with handle.nn.trace(sweep.ids):
+        value = handle.point(sweep.component, layer)
+        noise = _sweep_noise(sweep, layer, [(level, trial)], value[0, idx])[0]
+        value[:, idx] += noise.to(value.device, value.dtype)
+        logits = handle.point("logits").save()
+    return logits[0, -1, : handle.vocab_size].float()
