@@ -1,0 +1,80 @@
+"""Channel sensitivity: which coordinates of one layer's component carry the prediction.
+
+For each channel c of the component (a d_model, d_inner or state coordinate) the noise of
+`noise.noise_sweep` — the same ε of (seed, layer, trial), the same level and scale — is kept on
+that channel only and zeroed elsewhere. A channel's `flip_rate` is the fraction of trials whose
+last-position prediction differs from the clean one. The SSM points (A_bar, B_bar, write, h,
+h_readout: [d_in, n] per position) are ranked along both axes: "channel" masks one d_in row
+(all its states), "state" one state index (across all channels).
+
+Every (axis, channel, trial) run is one row of the batched engine of `noise.py`, restarted at
+the layer from the cached clean residual.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .mamba import SSM_POINTS
+from .noise import DEFAULT_MAX_BYTES, _sweep_noise, clean_pass, prepare, run_noised
+
+COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
+
+
+def feature_shape(handle, component: str) -> tuple[int, ...]:
+    """The per-position shape of a layer component: (d,), (d_in,), (n,) or (d_in, n)."""
+    if handle.family == "gpt2":
+        return (handle.module.config.n_embd,)
+    cfg = handle.module.config
+    if component in SSM_POINTS:
+        return (cfg.d_inner, cfg.d_state)
+    if component in ("B", "C"):
+        return (cfg.d_state,)
+    return (cfg.d_inner,) if component in ("gate", "x", "delta", "y") else (cfg.d_model,)
+
+
+def channel_sensitivity(prompt, *, model, target, component, layer: int, level: float, trials: int = 8,
+                        seed: int = 0, distribution: str = "gaussian", scale: str = "relative",
+                        positions=None, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """Channels ranked by how often noise restricted to them flips the prediction; columns `COLUMNS`.
+
+    Arguments as in `noise.noise_sweep`, with one layer and one level. p_target and logit_diff
+    are means over trials; rank 1 is the most sensitive channel of its axis.
+    """
+    sweep = prepare(prompt, model=model, target=target, component=component, layers=[layer],
+                    levels=[level], trials=trials, distribution=distribution, scale=scale,
+                    positions=positions, seed=seed)
+    handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])
+    shape = feature_shape(handle, sweep.component)
+    axes = {"channel": 0, "state": 1} if len(shape) == 2 else {"channel": 0}
+    runs = [(axis, c, t) for axis, dim in axes.items() for c in range(shape[dim]) for t in range(sweep.trials)]
+
+    def noise(chunk, value):
+        full = _sweep_noise(sweep, layer, [(level, t) for _, _, t in chunk], value)
+        mask = torch.zeros_like(full)
+        for i, (axis, c, _) in enumerate(chunk):
+            # full is [b, P, *feature]: the channel axis is dim 2, the state axis dim 3
+            mask[i].select(1 + axes[axis], c).fill_(1)
+        return full * mask
+
+    clean, resid = clean_pass(handle, sweep.ids, sweep.layers)
+    logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, runs, noise,
+                        max_bytes=max_bytes)
+    target_logit = logits[:, sweep.target]
+    others = logits.clone()
+    others[:, sweep.target] = -torch.inf
+    per_run = pd.DataFrame({
+        "axis": [a for a, _, _ in runs], "channel": [c for _, c, _ in runs],
+        "flip": (logits.argmax(-1) != clean.argmax()).numpy(),
+        "p_target": torch.softmax(logits, -1)[:, sweep.target].numpy(),
+        "logit_diff": (target_logit - others.max(-1).values).numpy(),
+    })
+    df = (per_run.groupby(["axis", "channel"], sort=False)
+          .agg(flip_rate=("flip", "mean"), p_target=("p_target", "mean"), logit_diff=("logit_diff", "mean"))
+          .reset_index()
+          .sort_values(["axis", "flip_rate", "p_target"], ascending=[True, False, True], kind="stable"))
+    df["rank"] = df.groupby("axis").cumcount() + 1
+    df.insert(0, "model", handle.name)
+    df.insert(1, "layer", layer)
+    df.insert(2, "component", sweep.component)
+    return df.reset_index(drop=True)[list(COLUMNS)]
