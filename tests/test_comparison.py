@@ -1,0 +1,248 @@
+"""`compare` on tiny random models against plain transformers forwards and numpy."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import compare as package
+from compare import comparison as engine
+from conftest import SHARED_TOKENIZERS, build_gpt2, build_mamba_hf, shared_tokenizer, tiny_tokenizer
+
+TEXT = "When Mary and John went to the store , John gave a drink to"
+V = 64  # the tiny tokenizer's vocabulary; the models' embeddings have padding rows beyond it
+
+
+@pytest.fixture(scope="module")
+def models(tiny):
+    handles, refs = tiny
+    return [handles["mamba"], handles["gpt2"]], [refs["mamba"], refs["gpt2"]]
+
+
+def ref_logits(ref, ids):
+    with torch.no_grad():
+        return ref(torch.tensor([ids])).logits[0, :, :V].double().numpy()
+
+
+def ids_of(text):
+    return tiny_tokenizer().encode(text, add_special_tokens=False)
+
+
+def test_the_package_exposes_compare_as_a_function():
+    assert package.compare is engine.compare and package.Comparison is engine.Comparison
+
+
+def test_logits_match_the_transformers_forward(models):
+    handles, refs = models
+    result = package.compare(TEXT, handles, variant="native")
+    for handle, ref in zip(handles, refs):
+        np.testing.assert_allclose(result.runs[handle.name].logits, ref_logits(ref, ids_of(TEXT)), atol=1e-4)
+
+
+def test_k_p_and_argmax_match_numpy(models):
+    handles, refs = models
+    result = package.compare(TEXT, handles, variant="native")
+    for handle, ref in zip(handles, refs):
+        L = ref_logits(ref, ids_of(TEXT))
+        run = result.runs[handle.name]
+        np.testing.assert_allclose(run.k, L / np.abs(L.mean(axis=1, keepdims=True)), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(run.probs, np.exp(L) / np.exp(L).sum(axis=1, keepdims=True), atol=1e-5)
+        assert run.prediction_ids.tolist() == L.argmax(axis=1).tolist()
+        vocab = {i: w for w, i in tiny_tokenizer().get_vocab().items()}
+        assert run.predictions == [vocab[i] for i in L.argmax(axis=1)]
+
+
+def test_tracked_token_trajectories_are_columns_of_l_k_p(models):
+    handles, refs = models
+    mary = tiny_tokenizer().get_vocab()["Mary"]
+    result = package.compare(TEXT, handles, variant="native", track=" Mary")
+    for handle, ref in zip(handles, refs):
+        L = ref_logits(ref, ids_of(TEXT))
+        trajectory = result.runs[handle.name].tracked[" Mary"]
+        assert trajectory.id == mary
+        np.testing.assert_allclose(trajectory.L, L[:, mary], atol=1e-4)
+        np.testing.assert_allclose(trajectory.K, L[:, mary] / np.abs(L.mean(axis=1)), rtol=1e-3)
+        np.testing.assert_allclose(trajectory.P, np.exp(L[:, mary]) / np.exp(L).sum(axis=1), atol=1e-5)
+
+
+def test_a_tracked_id_is_in_the_first_models_tokenizer(models):
+    handles, _ = models
+    mary = tiny_tokenizer().get_vocab()["Mary"]
+    result = package.compare(TEXT, handles, variant="native", track=mary)
+    assert [run.tracked["Mary"].id for run in result.runs.values()] == [mary, mary]
+
+
+def test_cross_model_agreement_and_js_match_numpy(models):
+    handles, refs = models
+    result = package.compare(TEXT, handles, variant="same_ids")
+    La, Lb = (ref_logits(ref, ids_of(TEXT)) for ref in refs)
+    Pa, Pb = (np.exp(L) / np.exp(L).sum(axis=1, keepdims=True) for L in (La, Lb))
+    M = (Pa + Pb) / 2
+    js = 0.5 * (Pa * np.log2(Pa / M)).sum(axis=1) + 0.5 * (Pb * np.log2(Pb / M)).sum(axis=1)
+    np.testing.assert_allclose(result.cross["js"], js, atol=1e-5)
+    assert result.cross["agree"].tolist() == (La.argmax(axis=1) == Lb.argmax(axis=1)).tolist()
+    assert result.cross["position"].tolist() == result.cross["other_position"].tolist() == list(range(len(js)))
+
+
+def test_lock_in_on_a_periodic_prompt(models):
+    handles, refs = models
+    ids = ids_of("1 2 3 1 2 3 1 2 3 1 2")
+    result = package.compare(ids, handles, variant="same_ids")
+    for handle, ref in zip(handles, refs):
+        predictions = ref_logits(ref, ids).argmax(axis=1)
+        expected = ids[1:] + [ids[len(ids) - 3]]
+        lock = next((t for t in range(len(ids)) if all(predictions[u] == expected[u] for u in range(t, len(ids)))), None)
+        assert result.runs[handle.name].lock_in == lock
+
+
+def test_a_suite_in_batches_equals_one_by_one_runs(models):
+    handles, _ = models
+    suite = [TEXT, "Mary and John", ids_of("1 2 1 2 1 2 the cat"), "red"]
+    batched = package.compare(suite, handles, variant="native", batch_size=3, progress=False)
+    for prompt, result in zip(suite, batched):
+        single = package.compare(prompt, handles, variant="native")
+        for name, run in single.runs.items():
+            np.testing.assert_allclose(result.runs[name].logits, run.logits, atol=1e-5)
+            assert result.runs[name].tokens == run.tokens
+
+
+def test_to_frame_has_one_row_per_model_and_position(models):
+    handles, _ = models
+    result = package.compare(TEXT, handles, variant="native", track=" Mary")
+    frame = result.to_frame()
+    T = len(ids_of(TEXT))
+    assert len(frame) == 2 * T
+    assert {"model", "position", "token", "prediction", "p_prediction", "variance", "skew",
+            "tail_bump", "L[ Mary]", "K[ Mary]", "P[ Mary]"} <= set(frame.columns)
+    run = result.runs["gpt2"]
+    rows = frame[frame["model"] == "gpt2"]
+    np.testing.assert_allclose(rows["p_prediction"], run.probs.max(axis=1))
+
+
+def test_a_suite_row_brings_its_ids_seed_and_target(models):
+    handles, _ = models
+    ids, mary = ids_of("When Mary and John"), tiny_tokenizer().get_vocab()["Mary"]
+    row = {"text": "When Mary and John", "source": "mamba", "target": " Mary", "target_id_mamba": mary,
+           "target_id_gpt2": mary, "params": json.dumps({"seed": 7})}
+    for family in ("mamba", "gpt2"):
+        row.update({f"{family}_aligned_ids": ids, f"{family}_aligned_split": [1] * 4,
+                    f"{family}_aligned_flags": [False] * 4})
+    result = package.compare(row, handles, variant="aligned")
+    assert result.seed == 7 and result.runs["mamba"].ids.tolist() == ids
+    assert result.runs["gpt2"].tracked[" Mary"].id == mary
+
+
+def test_models_are_loaded_once_per_source(tiny_dirs, monkeypatch):
+    dirs, _ = tiny_dirs
+    calls = []
+    monkeypatch.setattr(engine, "_MODELS", {})
+    monkeypatch.setattr(engine, "load_model", lambda source, device=None: calls.append(source) or
+                        package.load_model(source, device=device))
+    for _ in range(2):
+        package.compare("Mary", [dirs["mamba"], dirs["gpt2"]], variant="native", device="cpu")
+    assert calls == [dirs["mamba"], dirs["gpt2"]]
+
+
+def test_save_writes_parquet_metadata_and_figures(models, tmp_path):
+    handles, _ = models
+    result = package.compare(TEXT, handles, variant="native", track=" Mary")
+    out = result.save(tmp_path / "out")
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "runs.parquet"), result.to_frame(), check_dtype=False)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["variant"] == "native" and list(meta["models"]) == ["mamba", "gpt2"]
+    assert {"torch", "transformers", "nnsight", "mamba-gpt2-compare"} <= set(meta["versions"])
+    assert {"k_distributions.png", "trajectories.png", "flattened_logits.png", "top_k.png"} <= {
+        p.name for p in (out / "figures").iterdir()}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging left behind
+
+
+def test_save_refuses_to_overwrite_unless_asked(models, tmp_path):
+    handles, _ = models
+    result = package.compare("Mary", handles, variant="native")
+    result.save(tmp_path / "out")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        result.save(tmp_path / "out")
+    result.save(tmp_path / "out", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("prompt, error, match", [
+    ("", ValueError, "prompt"), ("   ", ValueError, "prompt"), ([], ValueError, "prompt"),
+    ([3, 100], ValueError, "outside the vocabulary"), (3.5, TypeError, "prompt"),
+    (" ".join(["Mary"] * 1025), ValueError, "gpt2: 1025 tokens exceed the model.s context of 1024"),
+])
+def test_bad_prompts_raise_clear_errors(models, prompt, error, match):
+    with pytest.raises(error, match=match):
+        package.compare(prompt, models[0], variant="native")
+
+
+def test_an_unknown_variant_is_rejected(models):
+    with pytest.raises(ValueError, match="native, same_ids, aligned"):
+        package.compare(TEXT, models[0], variant="tokens")
+
+
+def test_a_tracked_token_must_be_one_token_in_every_model(models):
+    with pytest.raises(ValueError, match=r"'Mary John' is 2 tokens in mamba's tokenizer"):
+        package.compare(TEXT, models[0], variant="native", track="Mary John")
+
+
+@pytest.mark.parametrize("track", [True, 2.5, [None]])
+def test_a_tracked_token_of_the_wrong_type_is_rejected(models, track):
+    with pytest.raises(TypeError, match="track"):
+        package.compare(TEXT, models[0], variant="native", track=track)
+
+
+def test_models_must_be_a_list_of_sources(models):
+    with pytest.raises(TypeError, match="models"):
+        package.compare(TEXT, "gpt2")
+    with pytest.raises(ValueError, match="distinct"):
+        package.compare(TEXT, [models[0][0], models[0][0]])
+
+
+@pytest.fixture(scope="module")
+def real_vocab_models(tmp_path_factory):
+    """Tiny random models over the real GPT-NeoX and GPT-2 vocabularies (skips without them)."""
+    shared_tokenizer("gpt2")
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from compare import load_model
+
+    root = tmp_path_factory.mktemp("real_vocab")
+    build_mamba_hf(root / "mamba", vocab=50280, with_tokenizer=False)
+    build_gpt2(root / "gpt2", vocab=50257, with_tokenizer=False)
+    neox = PreTrainedTokenizerFast(tokenizer_file=str(SHARED_TOKENIZERS / "gpt-neox-20b" / "tokenizer.json"))
+    gpt2 = PreTrainedTokenizerFast(tokenizer_object=ByteLevelBPETokenizer(
+        str(SHARED_TOKENIZERS / "gpt2" / "vocab.json"), str(SHARED_TOKENIZERS / "gpt2" / "merges.txt")))
+    return [load_model(root / "mamba", tokenizer=neox, device="cpu"),
+            load_model(root / "gpt2", tokenizer=gpt2, device="cpu")]
+
+
+def test_aligned_positions_use_the_last_piece_of_a_split_token(real_vocab_models):
+    # " Kubernetes" is one GPT-NeoX token but four GPT-2 tokens (see shared/tokenizers/README.md)
+    result = package.compare("I use Kubernetes daily", real_vocab_models, variant="aligned")
+    tokens = result.runs["gpt2"].tokens
+    assert len(tokens) == 7 and "".join(tokens) == "I use Kubernetes daily"
+    cross = result.cross
+    assert cross["position"].tolist() == [0, 1, 2, 3]
+    assert cross["other_position"].tolist() == [0, 1, 5, 6]
+    assert cross["split"].tolist() == [False, False, True, False]
+
+
+def test_native_pairs_positions_that_end_at_the_same_text(real_vocab_models):
+    result = package.compare("I use Kubernetes daily", real_vocab_models, variant="native")
+    assert result.cross["other_position"].tolist() == [0, 1, 5, 6]
+
+
+def test_a_token_split_in_one_model_names_that_model(real_vocab_models):
+    with pytest.raises(ValueError, match=r"' Kubernetes' is 4 tokens in gpt2's tokenizer"):
+        package.compare("I use Kubernetes", real_vocab_models, track=" Kubernetes")
+
+
+def test_js_is_over_tokens_both_vocabularies_share(real_vocab_models):
+    result = package.compare("When Mary and John went to the store, John gave a drink to",
+                             real_vocab_models, variant="aligned")
+    assert len(result.cross) == 14 and not result.cross["split"].any()
+    assert ((result.cross["js"] >= 0) & (result.cross["js"] <= 1)).all()
+    assert (result.cross["shared_mass"] < 1).all() and (result.cross["shared_mass"] > 0.5).all()
