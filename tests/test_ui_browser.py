@@ -1,0 +1,109 @@
+"""End to end in headless Chromium: the app on 127.0.0.1 against tiny local models.
+
+Setup on a fresh Debian machine: `.ci/browser-setup.sh` (apt's chromium; no browser download).
+Screenshots go to the test's tmp dir, or to $UI_ARTIFACTS when set (e.g. artifacts/ in CI).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         # Without these Chromium dials out at start and its refused connections stall the page.
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 30_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: run .ci/browser-setup.sh"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tiny_dirs, tmp_path_factory):
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(tmp_path_factory.mktemp("examples"))
+    from ui import models
+    from ui.app import build_app
+
+    dirs, _ = tiny_dirs
+    models.configure(mamba=str(dirs["mamba"]), gpt2=str(dirs["gpt2"]))
+    demo = build_app()
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-profile-"), executable_path=str(CHROMIUM), args=FLAGS,
+            viewport={"width": 1280, "height": 1000})
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser_context, url):
+    page = browser_context.new_page()
+    page.goto(url)
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    directory = Path(os.environ.get("UI_ARTIFACTS", tmp_path))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _open_tab(page, name: str):
+    page.get_by_role("tab", name=name).click()
+
+
+def _error_text(page) -> str:
+    toast = page.locator(".toast-message-text").first
+    toast.wait_for()
+    return toast.inner_text()
+
+
+def _table_text(page, elem_id: str, expect: str) -> str:
+    table = page.locator(f"#{elem_id}")
+    sync_api.expect(table).to_contain_text(expect, timeout=TIMEOUT_MS)
+    return table.inner_text()
+
+
+def test_tokenizers_tab_shows_both_tokenisations(page, shots):
+    _open_tab(page, "Tokenizers")
+    page.locator("#tok-text textarea").fill("When Mary and John went")
+    page.locator("#tok-run").click()
+    text = _table_text(page, "tok-table", "John")
+    for word in ("When", "Mary", "and", "John", "went"):
+        assert word in text
+    page.locator("#tok-plot img, #tok-plot canvas, #tok-plot svg").first.wait_for()
+    page.screenshot(path=str(shots / "tokenizers.png"), full_page=True)
+
+
+def test_empty_text_shows_message_and_app_keeps_serving(page, shots):
+    _open_tab(page, "Tokenizers")
+    page.locator("#tok-run").click()
+    assert "empty" in _error_text(page)
+    page.screenshot(path=str(shots / "empty-text.png"), full_page=True)
+    page.locator("#tok-text textarea").fill("the cat")
+    page.locator("#tok-run").click()
+    assert "cat" in _table_text(page, "tok-table", "cat")

@@ -1,0 +1,25 @@
+"""`python -m ui [--gpt2 SRC] [--mamba SRC] [--port N] [--host H]`: serve the app locally."""
+from __future__ import annotations
+
+import argparse
+
+from . import models
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ui", description=__doc__)
+    for role in models.MODELS:
+        parser.add_argument(f"--{role}", metavar="SRC",
+                            help=f"alias, Hub id or local directory (default: ${models.ENV_VARS[role]} "
+                                 f"or {models.DEFAULTS[role]!r})")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve the network")
+    args = parser.parse_args(argv)
+    models.configure(**{role: getattr(args, role) for role in models.MODELS})
+    from .app import build_app
+
+    build_app().launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Input caps and the boundary between callbacks and the user.
+
+A shared Space serves many people on a small CPU: each cap below keeps one request from holding
+the queue for minutes, and its reason is part of the message, so a user learns why and what to
+change. `shown_to_user` turns the package's own validation errors (ValueError, TypeError,
+ModelLoadError — all written to be read) into `gr.Error`, so a bad input gives a readable modal
+and the app keeps serving.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import math
+from dataclasses import dataclass
+
+import gradio as gr
+
+from compare import ModelLoadError
+
+
+@dataclass(frozen=True)
+class Limits:
+    prompt_tokens: int = 128
+    text_chars: int = 4000
+    sweep_forwards: int = 2400
+    levels: int = 200
+    trials: int = 20
+    suite_prompts: int = 200
+
+
+LIMITS = Limits()
+REASON = "so that one request cannot hold the shared queue for long; run the Python API for more"
+
+
+class InputError(ValueError):
+    """A user input the app refuses; the message names the field, the cap and the reason."""
+
+
+def check_text(text: str | None, field: str = "prompt") -> str:
+    if text is None or not text.strip():
+        raise InputError(f"{field} is empty: type some text (or pick an example)")
+    if len(text) > LIMITS.text_chars:
+        raise InputError(f"{field} has {len(text)} characters; the cap is {LIMITS.text_chars} {REASON}")
+    return text
+
+
+def check_tokens(n_tokens: int, model_name: str, field: str = "prompt") -> None:
+    if n_tokens > LIMITS.prompt_tokens:
+        raise InputError(f"{field} is {n_tokens} tokens for {model_name}; the cap is "
+                         f"{LIMITS.prompt_tokens} tokens {REASON}")
+
+
+def check_sweep(n_layers: int, n_levels: int, trials: int) -> None:
+    """Refuse sweeps whose forward count (layers × levels × trials) exceeds the cap."""
+    if not 1 <= trials <= LIMITS.trials:
+        raise InputError(f"trials must be in 1..{LIMITS.trials}, got {trials}")
+    if not 1 <= n_levels <= LIMITS.levels:
+        raise InputError(f"levels must be in 1..{LIMITS.levels}, got {n_levels}")
+    if n_layers < 1:
+        raise InputError("layers: pick at least one layer")
+    size = n_layers * n_levels * trials
+    if size > LIMITS.sweep_forwards:
+        raise InputError(f"sweep too large: {n_layers} layers × {n_levels} levels × {trials} trials "
+                         f"= {size} noisy runs; the cap is {LIMITS.sweep_forwards} {REASON}")
+
+
+def check_levels(low: float, high: float) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high < low:
+        raise InputError(f"level range must satisfy 0 ≤ from ≤ to (finite), got {low}..{high}")
+
+
+def check_suite_size(n: int) -> None:
+    if not 1 <= n <= LIMITS.suite_prompts:
+        raise InputError(f"prompts per suite must be in 1..{LIMITS.suite_prompts}, got {n}, {REASON}")
+
+
+def shown_to_user(fn):
+    """Re-raise readable validation errors as `gr.Error` (a modal), keeping `fn`'s signature."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, ModelLoadError) as err:
+            raise _modal(err) from err
+    return wrapper
+
+
+def shown_to_user_gen(fn):
+    """`shown_to_user` for generator callbacks (those that stream partial results)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except (ValueError, TypeError, ModelLoadError) as err:
+            raise _modal(err) from err
+    return wrapper
+
+
+def _modal(err: Exception) -> gr.Error:
+    # Messages quote tokens such as "<|endoftext|>", and gr.Error renders HTML: escape them.
+    title = ("Input refused" if isinstance(err, InputError)
+             else "Model not available" if isinstance(err, ModelLoadError) else "Invalid input")
+    return gr.Error(html.escape(str(err)), title=title, print_exception=False)
