@@ -159,7 +159,8 @@ def _mamba(directory: Path, cfg: MambaConfig) -> MambaLM:
 
 def load_tokenizer(spec: Any, *, what: str = "tokenizer"):
     """A tokenizer from an object (returned as is), a tokenizer.json file, or a directory / Hub id."""
-    from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerFast
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if not isinstance(spec, (str, os.PathLike)):
         if not (hasattr(spec, "encode") and hasattr(spec, "decode")):
@@ -174,13 +175,15 @@ def load_tokenizer(spec: Any, *, what: str = "tokenizer"):
         if (path / "tokenizer.json").is_file():
             return PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
         if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-            return GPT2Tokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
+            # OpenAI's original GPT-2 files: byte-level BPE, exactly what tokenizer.json would encode
+            bpe = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
+            return PreTrainedTokenizerFast(tokenizer_object=bpe)
         raise ModelLoadError(f"{what}: {path} holds no tokenizer.json, tokenizer_config.json or vocab.json+merges.txt")
     try:
         return AutoTokenizer.from_pretrained(str(spec))
     except OSError:
         raise ModelLoadError(f"{what}: could not load {spec!r} from the Hugging Face Hub or its cache. "
-                             "Offline, pass tokenizer= a local directory or tokenizer.json file") from None
+                             "Offline? Pass a local path (a directory or a tokenizer.json file) instead") from None
 
 
 def _tokenizer(directory: Path, spec, family: str, name: str):

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import ByteLevelBPETokenizer, Tokenizer
+from tokenizers import Tokenizer
+
+from compare.loading import DEFAULT_TOKENIZERS, load_tokenizer
 
 MODELS = ("mamba", "gpt2")
 """The two models a prompt is built for; every tokenizer mapping uses these keys."""
 
-DEFAULT_TOKENIZERS = {"mamba": "EleutherAI/gpt-neox-20b", "gpt2": "gpt2"}
-"""Hub ids of the tokenizers the published Mamba and GPT-2 checkpoints were trained with."""
 
 
 @dataclass(frozen=True)
@@ -81,39 +81,12 @@ def _backend_of(obj: Any) -> Any:
     )
 
 
-def _from_path(path: Path) -> Tokenizer:
-    if path.is_file():
-        return Tokenizer.from_file(str(path))
-    if (path / "tokenizer.json").is_file():
-        return Tokenizer.from_file(str(path / "tokenizer.json"))
-    if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        return ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))._tokenizer
-    raise ValueError(
-        f"tokenizer: {path} holds no tokenizer; allowed are a tokenizer.json file or a folder "
-        "with tokenizer.json or vocab.json + merges.txt"
-    )
-
-
-def _from_hub(repo_id: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(repo_id)
-    except (OSError, ValueError) as err:
-        raise RuntimeError(
-            f"tokenizer: could not load {repo_id!r} from the Hugging Face Hub ({err}). "
-            "Offline? Pass a local path instead, e.g. tokenizers={'mamba': "
-            "'../shared/tokenizers/gpt-neox-20b', 'gpt2': '../shared/tokenizers/gpt2'}"
-        ) from err
-
-
 def load_vocab(spec: Any, name: str) -> Vocab:
     """A `Vocab` called `name` from a tokenizer object, a local path (file or folder) or a Hub id."""
     if isinstance(spec, Vocab):
         return spec
     if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        backend = _from_path(path) if path.exists() else _backend_of(_from_hub(str(spec)))
+        backend = _backend_of(load_tokenizer(spec, what=f"tokenizers[{name!r}]"))
         return Vocab(name=name, origin=str(spec), backend=backend)
     return Vocab(name=name, origin=type(spec).__name__, backend=_backend_of(spec))
 
