@@ -195,3 +195,20 @@ def test_real_shape_logits_match_transformers():
     with torch.no_grad():
         diff = (ours(ids) - hf(ids).logits).abs().max().item()
     assert diff <= 1e-4
+
+
+def test_state_is_materialised_only_when_something_reads_it(mamba, monkeypatch):
+    import compare.mamba as mamba_module
+
+    m, _ = mamba
+    calls = []
+    real = mamba_module.linear_scan
+    monkeypatch.setattr(mamba_module, "linear_scan", lambda *a: calls.append(1) or real(*a))
+    m.logits(IDS)
+    with m.nn.trace(IDS):
+        m.point("resid_post", 0).save()
+        m.point("y", 1).save()
+    assert calls == []  # plain forward and traces of cheap points take the chunked scan
+    with m.nn.trace(IDS):
+        m.point("h", 1).save()
+    assert len(calls) == 1  # only the traced layer materialises its states
