@@ -107,3 +107,52 @@ def test_empty_text_shows_message_and_app_keeps_serving(page, shots):
     page.locator("#tok-text textarea").fill("the cat")
     page.locator("#tok-run").click()
     assert "cat" in _table_text(page, "tok-table", "cat")
+
+
+def _plot(page, elem_id: str):
+    page.locator(f"#{elem_id} img, #{elem_id} canvas, #{elem_id} svg").first.wait_for()
+
+
+def test_compare_shows_table_and_plots(page, shots):
+    page.locator("#cmp-prompt textarea").fill("When Mary and John went to the store")
+    page.locator("#cmp-track input, #cmp-track textarea").first.fill("Mary")
+    page.locator("#cmp-run").click()
+    text = _table_text(page, "cmp-table", "store")
+    for header in ("mamba prediction", "mamba P", "gpt2 prediction", "gpt2 P"):
+        assert header in text
+    _plot(page, "cmp-trajectories")
+    sync_api.expect(page.locator("#cmp-files")).to_contain_text("runs .parquet", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+
+def test_over_long_prompt_names_the_cap(page, shots):
+    from ui.limits import LIMITS
+
+    page.locator("#cmp-prompt textarea").fill("cat " * (LIMITS.prompt_tokens + 1))
+    page.locator("#cmp-run").click()
+    assert f"cap is {LIMITS.prompt_tokens} tokens" in _error_text(page)
+    page.screenshot(path=str(shots / "over-long-prompt.png"), full_page=True)
+
+
+def test_noise_sweep_shows_curves_and_fits(page, shots):
+    _open_tab(page, "Noise")
+    page.locator("#noise-prompt textarea, #noise-prompt input").first.fill("When Mary and John went to the")
+    page.locator("#noise-target textarea, #noise-target input").first.fill("Mary")
+    page.locator("#noise-levels input").fill("8")
+    page.locator("#noise-run").click()
+    text = _table_text(page, "noise-fits", "critical_level")
+    assert "mamba" in text and "h" in text
+    _plot(page, "noise-heatmap")
+    page.screenshot(path=str(shots / "noise.png"), full_page=True)
+
+
+def test_absurd_sweep_is_refused_and_app_keeps_serving(page, shots):
+    _open_tab(page, "Noise")
+    page.locator("#noise-levels input").fill("100000")
+    page.locator("#noise-run").click()
+    assert "levels must be in" in _error_text(page)
+    page.screenshot(path=str(shots / "absurd-sweep.png"), full_page=True)
+    page.locator("#noise-levels input").fill("4")
+    page.locator("#noise-target textarea, #noise-target input").first.fill("Mary")
+    page.locator("#noise-run").click()
+    _table_text(page, "noise-fits", "critical_level")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import models, tab_tokenizers
+from . import models, tab_compare, tab_noise, tab_tokenizers
 
 CONCURRENCY = 2
 """Events run at once: the models are CPU-bound and shared, so more would only thrash."""
@@ -25,5 +25,7 @@ def build_app(*, concurrency: int = CONCURRENCY) -> gr.Blocks:
                     "L = logits, K = logits ÷ |row mean of L|, P = probabilities.")
         comparison = gr.State(None)
         with gr.Tabs():
+            tab_compare.build(comparison)
+            tab_noise.build()
             tab_tokenizers.build()
     return demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)

@@ -1,33 +1,24 @@
-"""Results as files for `gr.File` downloads, and figures released from pyplot.
+"""Results as files for `gr.File` downloads.
 
-A long-running server must close every figure it draws (pyplot keeps them alive otherwise);
-`shown` does that and returns the figure, which `gr.Plot` and `savefig` can still render.
 Each download gets its own temporary directory, so two sessions never overwrite each other.
+(The figures come from `compare.figures` / `compare.noise_figures`, built outside pyplot, so a
+long-running server holds no figure after it has sent it.)
 """
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # a server has no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 
-def shown(figure):
-    plt.close(figure)
-    return figure
-
-
-def _directory() -> Path:
+def new_directory() -> Path:
     return Path(tempfile.mkdtemp(prefix="mamba-gpt2-ui-"))
 
 
 def table_files(frame: pd.DataFrame, stem: str) -> list[str]:
     """`frame` as CSV and Parquet; the paths, for a `gr.File(file_count="multiple")`."""
-    directory = _directory()
+    directory = new_directory()
     csv, parquet = directory / f"{stem}.csv", directory / f"{stem}.parquet"
     frame.to_csv(csv, index=False)
     frame.to_parquet(parquet, index=False)
@@ -35,6 +26,6 @@ def table_files(frame: pd.DataFrame, stem: str) -> list[str]:
 
 
 def figure_file(figure, stem: str) -> str:
-    path = _directory() / f"{stem}.png"
+    path = new_directory() / f"{stem}.png"
     figure.savefig(path, dpi=120, bbox_inches="tight")
     return str(path)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from compare import figures, metrics, tokenizer_stats
 
-from . import downloads, limits, models
+from . import limits, models
 
 EXAMPLES = ["When Mary and John went to the store, John gave a drink to",
             "123123123123 1 2 3\n\n    indented\tand tabbed",
@@ -65,7 +65,7 @@ def stats(text: str | None) -> pd.DataFrame:
 @limits.shown_to_user
 def run(text: str):
     """Tokens side by side, the correlation table and the vocabulary scatter."""
-    return tokenize(text), stats(text), downloads.shown(figures.tokenizer_scatter(vocab_tables()))
+    return tokenize(text), stats(text), figures.tokenizer_scatter(vocab_tables())
 
 
 def build() -> None:
