@@ -125,6 +125,31 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     return _frame(sweep, frames)
 
 
+def noisy_logits(prompt, *, model, target, component, layers, level: float, trial: int = 0,
+                 distribution="gaussian", scale="absolute", positions=None, seed=0) -> pd.DataFrame:
+    """The flattened-L data: last-position logits over the vocabulary, clean and with noise.
+
+    One noised run per layer (the ε of `noise_sweep` for that seed, layer and trial); columns
+    model, layer, component, level, run ("clean" / "noisy"), token_id, logit.
+    """
+    if not isinstance(trial, (int, np.integer)) or isinstance(trial, bool) or trial < 0:
+        raise ValueError(f"trial must be an int >= 0, got {trial!r}")
+    sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
+                    levels=[level], trials=int(trial) + 1, distribution=distribution, scale=scale,
+                    positions=positions, seed=seed)
+    clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
+    run = [(float(sweep.levels[0]), trial)]
+    frames = []
+    for layer in sweep.layers:
+        noise = lambda chunk, value, layer=layer: _sweep_noise(sweep, layer, chunk, value)
+        noisy = run_noised(sweep.handle, sweep.component, layer, resid[layer], sweep.positions, run, noise)[0]
+        for name, logits in (("clean", clean), ("noisy", noisy)):
+            frames.append(pd.DataFrame({"model": sweep.handle.name, "layer": layer, "component": sweep.component,
+                                        "level": run[0][0], "run": name, "token_id": np.arange(len(logits)),
+                                        "logit": logits.numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
 # --- noise ---------------------------------------------------------------------------------
 
 def draw_noise(shape: Sequence[int], *, seed: int, layer: int, trial: int, distribution: str) -> torch.Tensor:

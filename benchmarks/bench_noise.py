@@ -1,0 +1,98 @@
+"""Benchmark: the batched noise sweep against the naive loop of one nnsight trace per run.
+
+A random-weight Mamba at the real mamba-130m shape (d_model 768, 24 layers, 50,280 rows),
+the 14-token prompt "When Mary and John went to the store, John gave a drink to", target
+" Mary", 24 layers × 100 levels × 1 trial. The naive loop is `noise_ref.traced_run`, one trace
+per (layer, level); when it would take too long (``--sample``) a seeded random sample of
+(layer, level) pairs is timed and the total extrapolated, which the output says.
+
+    python benchmarks/bench_noise.py [--component h] [--sample 48] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compare import load_tokenizer
+from compare.mamba import MambaConfig, MambaLM
+from compare.model import Model
+from compare.noise import noise_sweep, prepare
+from compare.noise_ref import traced_run
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+TOKENIZER = Path(__file__).resolve().parents[1] / ".." / "shared" / "tokenizers" / "gpt-neox-20b"
+FIXED_IDS = [3039, 6393, 285, 2516, 2427, 281, 253, 4657, 13, 2516, 3534, 247, 5484, 281]
+
+
+class RawIDs:
+    """Stand-in tokenizer when the real one is absent: token IDs are their own text."""
+
+    def __len__(self):
+        return 50277
+
+    def encode(self, text, add_special_tokens=False):
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+
+def build(seed: int) -> tuple[Model, object, object]:
+    torch.manual_seed(seed)
+    module = MambaLM(MambaConfig(d_model=768, n_layer=24, vocab_size=50280))
+    if TOKENIZER.is_dir():
+        tok = load_tokenizer(TOKENIZER)
+        return Model("mamba-130m-random", "mamba", module, tok, len(tok), None), PROMPT, " Mary"
+    ids = " ".join(map(str, FIXED_IDS))
+    return Model("mamba-130m-random", "mamba", module, RawIDs(), 50277, None), ids, 6393
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--component", default="h")
+    ap.add_argument("--sample", type=int, default=48, help="naive runs timed (0: all 2400)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    handle, prompt, target = build(args.seed)
+    kw = dict(model=handle, target=target, component=args.component, levels=np.linspace(0, 1, 100))
+    sweep = prepare(prompt, **kw)
+    print(f"mamba-130m shape, random weights; {sweep.ids.shape[1]} tokens; component {args.component!r}; "
+          f"{len(sweep.layers)} layers x {len(sweep.levels)} levels x 1 trial; {args.threads} threads; "
+          f"tokenizer: {'gpt-neox-20b' if TOKENIZER.is_dir() else 'raw IDs'}")
+
+    rss0 = peak_rss_mib()
+    t = time.perf_counter()
+    df = noise_sweep(prompt, **kw)
+    fast = time.perf_counter() - t
+    rss_fast = peak_rss_mib()
+    print(f"fast sweep: {fast:.1f} s for {len(df)} runs; peak RSS {rss_fast:.0f} MiB "
+          f"(before: {rss0:.0f} MiB)")
+
+    pairs = [(l, float(v)) for l in sweep.layers for v in sweep.levels]
+    total = len(pairs)
+    if args.sample and args.sample < total:
+        rng = np.random.default_rng(args.seed)
+        pairs = [pairs[i] for i in rng.choice(total, size=args.sample, replace=False)]
+    t = time.perf_counter()
+    for layer, level in pairs:
+        traced_run(sweep, layer, level, 0)
+    spent = time.perf_counter() - t
+    naive = spent / len(pairs) * total
+    how = "measured" if len(pairs) == total else f"extrapolated from a random sample of {len(pairs)} runs ({spent:.1f} s)"
+    print(f"naive loop (one nnsight trace per run): {naive:.1f} s, {how}; peak RSS {peak_rss_mib():.0f} MiB")
+    print(f"speed-up: {naive / fast:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Figures of the noise experiments: frames in, matplotlib `Figure` out, no model calls.
+
+    hit_curves          hit rate and p_target vs level per layer, with the logistic fit and c
+    hit_heatmap         layer × level hit rate, one panel per model
+    critical_levels     critical level vs layer, one line per (model, component), bootstrap CI
+    flattened_logits    the flattened-L view: last-position logits over the vocabulary, clean
+                        vs noisy, at the layers given (an early vs a late one)
+    channel_bars        the most sensitive channels of `channels.channel_sensitivity`
+
+Figures are built with `matplotlib.figure.Figure`, not pyplot, so no global state is touched
+and Gradio's `gr.Plot` can take them as they are.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .phase import SPREAD_10_90
+
+
+def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=None, max_panels: int = 6) -> Figure:
+    """One panel per layer (default: up to `max_panels` spread over the sweep's layers)."""
+    available = sorted(df["layer"].unique())
+    if layers is None:
+        picks = np.unique(np.linspace(0, len(available) - 1, min(max_panels, len(available))).round().astype(int))
+        layers = [available[i] for i in picks]
+    fig = Figure(figsize=(3.2 * len(layers), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(layers), sharey=True, squeeze=False)[0]
+    for ax, layer in zip(axes, layers):
+        sub = df[df["layer"] == layer]
+        for (model, component), g in sub.groupby(["model", "component"]):
+            mean = g.groupby("level")[["hit", "p_target"]].mean()
+            line, = ax.plot(mean.index, mean["p_target"], lw=1, label=f"{model} {component} p_target")
+            ax.scatter(mean.index, mean["hit"], s=8, color=line.get_color(), label=f"{model} {component} hit rate")
+            fit = _fit_row(fits, model, layer, component)
+            if fit is not None and fit["status"] == "fit":
+                level = np.linspace(0, mean.index.max(), 200)
+                w = fit["width"] / SPREAD_10_90
+                ax.plot(level, 1 / (1 + np.exp((level - fit["critical_level"]) / w)), ls="--",
+                        color=line.get_color())
+                ax.axvline(fit["critical_level"], ls=":", color=line.get_color())
+        ax.set(title=f"layer {layer}", xlabel="noise level", ylim=(-0.05, 1.05))
+    axes[0].set_ylabel("hit rate / p(target)")
+    axes[-1].legend(fontsize="x-small", loc="upper right")
+    return fig
+
+
+def hit_heatmap(df: pd.DataFrame) -> Figure:
+    """Hit rate over layer × level, one panel per model (mean over trials and components)."""
+    models = list(dict.fromkeys(df["model"]))
+    fig = Figure(figsize=(5 * len(models), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        grid = df[df["model"] == model].pivot_table(index="layer", columns="level", values="hit", aggfunc="mean")
+        mesh = ax.pcolormesh(_edges(grid.columns.to_numpy(float)), _edges(grid.index.to_numpy(float)),
+                             grid.to_numpy(float), vmin=0, vmax=1, cmap="viridis")
+        ax.set(title=model, xlabel="noise level", ylabel="layer")
+    fig.colorbar(mesh, ax=list(axes), label="hit rate")
+    return fig
+
+
+def critical_levels(fits: pd.DataFrame) -> Figure:
+    """Critical level vs layer, one line per (model, component); groups without a fit are left out."""
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for (model, component), g in fits[fits["status"] == "fit"].groupby(["model", "component"]):
+        g = g.sort_values("layer")
+        err = np.vstack([g["critical_level"] - g["ci_low"], g["ci_high"] - g["critical_level"]])
+        ax.errorbar(g["layer"], g["critical_level"], yerr=np.nan_to_num(err), marker="o", ms=3,
+                    capsize=2, label=f"{model} {component}")
+    ax.set(xlabel="layer", ylabel="critical noise level")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def flattened_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
+    """Logit vs token ID, clean and noisy, one panel per layer; `df` from `noise.noisy_logits`."""
+    layers = sorted(df["layer"].unique())
+    fig = Figure(figsize=(5 * len(layers), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(layers), sharey=True, squeeze=False)[0]
+    for ax, layer in zip(axes, layers):
+        for run, g in df[df["layer"] == layer].groupby("run", sort=True):
+            ax.plot(g["token_id"], g["logit"], lw=0.4, alpha=0.8, label=run)
+        if target is not None:
+            ax.axvline(target, color="k", ls=":", lw=0.8, label="target")
+        ax.set(title=f"noise at layer {layer}", xlabel="token ID")
+    axes[0].set_ylabel("logit (last position)")
+    axes[-1].legend(fontsize="small")
+    return fig
+
+
+def channel_bars(df: pd.DataFrame, *, top: int = 20) -> Figure:
+    """Flip rate of the `top` most sensitive channels, one panel per axis (channel / state)."""
+    axes_names = list(dict.fromkeys(df["axis"]))
+    fig = Figure(figsize=(4 * len(axes_names), 0.25 * top + 1.2), layout="constrained")
+    axes = fig.subplots(1, len(axes_names), squeeze=False)[0]
+    for ax, axis in zip(axes, axes_names):
+        g = df[df["axis"] == axis].nsmallest(top, "rank")
+        ax.barh([str(c) for c in g["channel"]][::-1], g["flip_rate"].to_numpy()[::-1])
+        ax.set(title=f"{axis}s by flip rate", xlabel="flip rate", xlim=(0, 1))
+    return fig
+
+
+def _fit_row(fits, model, layer, component):
+    if fits is None:
+        return None
+    hit = fits[(fits["model"] == model) & (fits["layer"] == layer) & (fits["component"] == component)]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres, for pcolormesh."""
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    mid = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])

@@ -1,0 +1,185 @@
+"""noise_sweep: clean at level 0, equal to the one-trace-per-run reference, exact semantics on h."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from compare.noise import draw_noise, noise_sweep, noisy_logits
+from compare.noise_ref import noise_sweep_ref
+
+PROMPT = "When Mary and John went to the store , John gave a drink to"
+TARGET = " Mary"
+TOL = 1e-5  # p_target, fast (batched, chunked) vs reference (one trace per run)
+
+
+def _target_id(handle):
+    return handle.encode(TARGET)[0]
+
+
+def _clean_last(handle):
+    return handle.logits(handle.encode(PROMPT))[0, -1]
+
+
+@pytest.mark.parametrize("family,component", [("mamba", "h"), ("gpt2", "resid_pre")])
+def test_level_zero_reproduces_the_clean_run_exactly(tiny, family, component):
+    handle = tiny[0][family]
+    df = noise_sweep(PROMPT, model=handle, target=TARGET, component=component, levels=[0.0, 0.5])
+    logits = _clean_last(handle)
+    t = _target_id(handle)
+    others = logits.clone()
+    others[t] = -torch.inf
+    for _, row in df[df["level"] == 0].iterrows():
+        assert row["p_target"] == torch.softmax(logits, -1)[t].item()
+        assert row["logit_diff"] == (logits[t] - others.max()).item()
+        assert row["predicted_id"] == logits.argmax().item()
+        assert row["hit"] == (logits.argmax().item() == t)
+
+
+@pytest.mark.parametrize("family,component,scale,positions", [
+    ("mamba", "h", "absolute", None),
+    ("mamba", "h_readout", "relative", [3, -1]),
+    ("mamba", "delta", "relative", None),
+    ("mamba", "resid_post", "absolute", [0]),
+    ("gpt2", "q", "relative", None),
+    ("gpt2", "v", "absolute", [-2]),
+    ("gpt2", "attn_out", "relative", None),
+    ("gpt2", "resid_mid", "absolute", None),
+    ("gpt2", "mlp_out", "relative", [1, 5]),
+    ("gpt2", "resid_post", "absolute", None),
+])
+def test_fast_path_equals_one_trace_per_run(tiny, family, component, scale, positions):
+    kw = dict(model=tiny[0][family], target=TARGET, component=component, levels=[0.0, 0.8, 3.0],
+              trials=2, scale=scale, positions=positions, seed=3)
+    fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
+    pd.testing.assert_frame_equal(fast.drop(columns=["p_target", "logit_diff"]),
+                                  ref.drop(columns=["p_target", "logit_diff"]))
+    np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=TOL)
+    np.testing.assert_allclose(fast["logit_diff"], ref["logit_diff"], atol=1e-4)
+    assert (fast["p_target"] != fast.groupby("layer")["p_target"].transform("first")).any()
+
+
+def test_noise_on_h_equals_a_hand_written_recurrence(tiny):
+    handle, layer, pos, level = tiny[0]["mamba"], 1, 3, 0.7
+    ids = handle.as_input(handle.encode(PROMPT))
+    with handle.nn.trace(ids):
+        x = handle.point("x", layer).save()
+        C = handle.point("C", layer).save()
+        A_bar = handle.point("A_bar", layer).save()
+        write = handle.point("write", layer).save()
+    D = handle.module.layers[layer].mixer.D.detach()
+    noise = level * draw_noise((1, *A_bar.shape[2:]), seed=0, layer=layer, trial=0, distribution="gaussian")[0]
+    h = torch.zeros_like(A_bar[0, 0])
+    ys = []
+    for t in range(ids.shape[1]):
+        h = A_bar[0, t] * h + write[0, t] + (noise if t == pos else 0)
+        ys.append((h * C[0, t]).sum(-1) + D * x[0, t])
+    with handle.nn.trace(ids):
+        handle.point("y", layer)[0] = torch.stack(ys)
+        logits = handle.point("logits").save()
+    expected = torch.softmax(logits[0, -1, : handle.vocab_size], -1)[_target_id(handle)].item()
+
+    df = noise_sweep(PROMPT, model=handle, target=TARGET, component="h", layers=[layer], levels=[level],
+                     positions=[pos])
+    assert df["p_target"].item() == pytest.approx(expected, abs=TOL)
+
+
+def test_h_readout_leaves_earlier_positions_and_the_state_alone(tiny):
+    # noise read out at the last position only changes y there; on h it is the same at the
+    # last position because nothing comes after it — both variants must agree
+    kw = dict(model=tiny[0]["mamba"], target=TARGET, layers=[0], levels=[2.0], positions=[-1], seed=5)
+    h = noise_sweep(PROMPT, component="h", **kw)
+    readout = noise_sweep(PROMPT, component="h_readout", **kw)
+    assert h["p_target"].item() == pytest.approx(readout["p_target"].item(), abs=TOL)
+    early_h = noise_sweep(PROMPT, component="h", **(kw | {"positions": [0]}))
+    early_readout = noise_sweep(PROMPT, component="h_readout", **(kw | {"positions": [0]}))
+    assert early_h["p_target"].item() != pytest.approx(early_readout["p_target"].item(), abs=TOL)
+
+
+def test_relative_scale_is_level_times_the_clean_rms(tiny):
+    handle, positions = tiny[0]["gpt2"], [2, 4]
+    with handle.nn.trace(handle.as_input(handle.encode(PROMPT))):
+        value = handle.point("mlp_out", 1).save()
+    rms = value[0, positions].pow(2).mean().sqrt().item()
+    kw = dict(model=handle, target=TARGET, component="mlp_out", layers=[1], positions=positions)
+    relative = noise_sweep(PROMPT, levels=[0.5], scale="relative", **kw)
+    absolute = noise_sweep(PROMPT, levels=[0.5 * rms], scale="absolute", **kw)
+    assert relative["p_target"].item() == pytest.approx(absolute["p_target"].item(), abs=TOL)
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "uniform"])
+def test_noise_has_zero_mean_and_unit_variance(distribution):
+    eps = draw_noise((400_000,), seed=0, layer=0, trial=0, distribution=distribution).double()
+    assert abs(eps.mean().item()) < 0.01
+    assert eps.var().item() == pytest.approx(1.0, abs=0.01)
+    if distribution == "uniform":
+        assert eps.abs().max().item() <= 3 ** 0.5
+        assert eps.abs().max().item() > 3 ** 0.5 - 0.01
+    else:
+        assert ((eps > -1) & (eps < 1)).double().mean().item() == pytest.approx(0.6827, abs=0.005)
+
+
+def test_noise_depends_only_on_seed_layer_and_trial():
+    a = draw_noise((4, 8), seed=1, layer=2, trial=3, distribution="gaussian")
+    assert torch.equal(a, draw_noise((4, 8), seed=1, layer=2, trial=3, distribution="gaussian"))
+    for other in ({"seed": 2}, {"layer": 3}, {"trial": 4}):
+        args = {"seed": 1, "layer": 2, "trial": 3} | other
+        assert not torch.equal(a, draw_noise((4, 8), distribution="gaussian", **args))
+
+
+def test_results_do_not_depend_on_chunking_or_on_the_other_levels(tiny):
+    kw = dict(model=tiny[0]["mamba"], target=TARGET, component="h", trials=2, seed=7)
+    whole = noise_sweep(PROMPT, levels=[0.4, 1.5], **kw)
+    one_at_a_time = noise_sweep(PROMPT, levels=[0.4, 1.5], max_bytes=400_000, **kw)
+    alone = noise_sweep(PROMPT, levels=[1.5], **kw)
+    np.testing.assert_allclose(whole["p_target"], one_at_a_time["p_target"], atol=1e-6)
+    np.testing.assert_allclose(whole[whole["level"] == 1.5]["p_target"], alone["p_target"], atol=1e-6)
+    other_seed = noise_sweep(PROMPT, levels=[1.5], **(kw | {"seed": 8}))
+    assert not np.allclose(alone["p_target"], other_seed["p_target"])
+
+
+def test_model_may_be_a_source_string_and_prompt_token_ids(tiny, tiny_dirs):
+    handle = tiny[0]["gpt2"]
+    by_text = noise_sweep(PROMPT, model=handle, target=_target_id(handle), component="mlp_out", levels=[1.0])
+    by_path = noise_sweep(handle.encode(PROMPT), model=str(tiny_dirs[0]["gpt2"]), target=TARGET,
+                          component="mlp_out", levels=[1.0])
+    np.testing.assert_allclose(by_text["p_target"], by_path["p_target"], atol=1e-6)
+    assert list(by_text.columns) == ["model", "layer", "component", "level", "trial", "hit", "p_target",
+                                     "logit_diff", "predicted_id", "predicted"]
+
+
+def test_noisy_logits_gives_clean_and_noisy_vectors(tiny):
+    handle = tiny[0]["mamba"]
+    df = noisy_logits(PROMPT, model=handle, target=TARGET, component="resid_post", layers=[0, 1], level=1.0)
+    clean = df[(df["run"] == "clean") & (df["layer"] == 0)]["logit"].to_numpy()
+    np.testing.assert_array_equal(clean, _clean_last(handle).numpy())
+    assert len(df) == 2 * 2 * handle.vocab_size
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"component": "nope"}, "valid: resid_pre"),
+    ({"component": "logits"}, "model-level"),
+    ({"layers": [5]}, "layer must be an int in 0..1"),
+    ({"levels": [0.1, -0.2]}, "levels must be finite and >= 0"),
+    ({"levels": [np.nan]}, "levels must be finite"),
+    ({"levels": []}, "levels must be a non-empty"),
+    ({"target": " Mary and"}, "exactly one token"),
+    ({"target": 10_000}, "target must be"),
+    ({"trials": 0}, "trials must be an int >= 1"),
+    ({"distribution": "cauchy"}, "distribution must be one of ('gaussian', 'uniform')"),
+    ({"scale": "log"}, "scale must be one of ('absolute', 'relative')"),
+    ({"positions": [99]}, "positions must be"),
+    ({"model": 3}, "model must be"),
+    ({"max_bytes": 1000}, "raise max_bytes"),
+])
+def test_bad_input_is_refused_with_the_valid_values(tiny, override, needle):
+    kw = dict(model=tiny[0]["mamba"], target=TARGET, component="h", levels=[0.5]) | override
+    with pytest.raises(ValueError, match=None) as err:
+        noise_sweep(PROMPT, **kw)
+    assert needle in str(err.value)
+
+
+def test_gpt2_pattern_is_refused_because_edits_there_do_nothing(tiny):
+    with pytest.raises(ValueError, match="pattern"):
+        noise_sweep(PROMPT, model=tiny[0]["gpt2"], target=TARGET, component="pattern", levels=[0.5])

@@ -1,0 +1,72 @@
+"""Noise figures: synthetic frames in, a Figure with the expected panels and artists out."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from compare import noise_figures as nf
+
+LEVELS = np.linspace(0, 1, 11)
+
+
+def sweep_frame(models=("mamba", "gpt2"), layers=(0, 1, 2), component="h"):
+    rows = [{"model": m, "layer": l, "component": component, "level": v, "trial": 0,
+             "hit": v < 0.3 + 0.2 * l, "p_target": max(0.0, 0.9 - v)}
+            for m in models for l in layers for v in LEVELS]
+    return pd.DataFrame(rows)
+
+
+def fits_frame():
+    return pd.DataFrame({"model": "mamba", "layer": [0, 1, 2], "component": "h",
+                         "critical_level": [0.3, 0.5, np.inf], "ci_low": [0.25, 0.45, np.nan],
+                         "ci_high": [0.35, 0.55, np.nan], "width": [0.1, 0.1, np.nan],
+                         "status": ["fit", "fit", "always_hit"], "n": 11})
+
+
+def test_hit_curves_draw_one_panel_per_layer_with_the_fit():
+    fig = nf.hit_curves(sweep_frame(models=("mamba",)), fits_frame(), layers=[0, 2])
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    fitted, unfitted = fig.axes
+    assert len(fitted.lines) == 3  # p_target, fitted curve, critical level
+    assert len(unfitted.lines) == 1  # "always_hit": no curve to draw
+
+
+def test_hit_curves_pick_a_few_layers_by_default():
+    fig = nf.hit_curves(sweep_frame(layers=tuple(range(24))), max_panels=4)
+    assert [ax.get_title() for ax in fig.axes] == ["layer 0", "layer 8", "layer 15", "layer 23"]
+
+
+def test_heatmap_has_one_panel_per_model_and_a_colourbar():
+    fig = nf.hit_heatmap(sweep_frame())
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["mamba", "gpt2"]
+    mesh = fig.axes[0].collections[0]
+    assert mesh.get_array().reshape(3, len(LEVELS))[0, 0] == 1.0  # layer 0, level 0: a hit
+    assert len(fig.axes) == 3
+
+
+def test_critical_levels_plot_one_line_per_model_and_component():
+    fits = pd.concat([fits_frame(), fits_frame().assign(component="x")])
+    ax = nf.critical_levels(fits).axes[0]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["mamba h", "mamba x"]
+    assert len(ax.containers) == 2
+    data_line = ax.containers[0].lines[0]
+    np.testing.assert_array_equal(data_line.get_ydata(), [0.3, 0.5])  # the unfitted layer is left out
+
+
+def test_flattened_logits_one_panel_per_layer():
+    df = pd.DataFrame([{"layer": l, "run": r, "token_id": t, "logit": float(t)}
+                       for l in (0, 23) for r in ("clean", "noisy") for t in range(5)])
+    fig = nf.flattened_logits(df, target=2)
+    assert [ax.get_title() for ax in fig.axes] == ["noise at layer 0", "noise at layer 23"]
+    assert len(fig.axes[0].lines) == 3
+
+
+@pytest.mark.parametrize("top", [3, 10])
+def test_channel_bars_show_the_top_channels(top):
+    df = pd.DataFrame({"axis": "channel", "channel": range(10), "flip_rate": np.linspace(1, 0, 10),
+                       "rank": range(1, 11)})
+    ax = nf.channel_bars(df, top=top).axes[0]
+    assert len(ax.patches) == top
+    assert max(p.get_width() for p in ax.patches) == 1.0

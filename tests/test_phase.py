@@ -1,0 +1,77 @@
+"""phase_transition on synthetic hits drawn with numpy from a known logistic curve."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compare.phase import COLUMNS, phase_transition
+
+
+def synthetic(c, w, *, levels=np.linspace(0, 1, 60), trials=12, seed=0, layer=0, model="m", component="h"):
+    rng = np.random.default_rng(seed)
+    level = np.repeat(levels, trials)
+    p = 1 / (1 + np.exp((level - c) / w))
+    return pd.DataFrame({"model": model, "layer": layer, "component": component, "level": level,
+                         "trial": np.tile(np.arange(trials), len(levels)), "hit": rng.random(level.size) < p})
+
+
+@pytest.mark.parametrize("c,w", [(0.3, 0.04), (0.55, 0.08), (0.8, 0.02)])
+def test_recovers_a_known_critical_level_and_width(c, w):
+    fit = phase_transition(synthetic(c, w), n_boot=50).iloc[0]
+    assert fit["status"] == "fit"
+    assert fit["critical_level"] == pytest.approx(c, abs=0.02)
+    assert fit["ci_low"] <= c <= fit["ci_high"]
+    assert fit["width"] == pytest.approx(2 * np.log(9) * w, rel=0.4)
+
+
+def test_one_row_per_layer_and_component_in_order():
+    df = pd.concat([synthetic(0.5, 0.05, layer=1), synthetic(0.3, 0.05, layer=0),
+                    synthetic(0.4, 0.05, layer=0, component="x")])
+    fits = phase_transition(df, n_boot=10)
+    assert list(fits.columns) == COLUMNS
+    assert list(zip(fits["layer"], fits["component"])) == [(0, "h"), (0, "x"), (1, "h")]
+
+
+def test_perfectly_separated_hits_put_c_between_last_hit_and_first_miss():
+    level = np.linspace(0, 1, 101)
+    df = pd.DataFrame({"model": "m", "layer": 0, "component": "h", "level": level, "trial": 0,
+                       "hit": level < 0.425})
+    fit = phase_transition(df, n_boot=20).iloc[0]
+    assert 0.42 <= fit["critical_level"] <= 0.43
+    assert np.isfinite(fit["width"]) and fit["width"] < 0.1
+
+
+def test_a_layer_that_never_flips_is_flagged_not_fitted():
+    df = synthetic(0.5, 0.05).assign(hit=True)
+    fit = phase_transition(df).iloc[0]
+    assert fit["status"] == "always_hit" and fit["critical_level"] == np.inf and np.isnan(fit["ci_low"])
+
+
+def test_a_clean_miss_is_flagged_never_hit():
+    fit = phase_transition(synthetic(0.5, 0.05).assign(hit=False)).iloc[0]
+    assert fit["status"] == "never_hit" and np.isnan(fit["critical_level"])
+
+
+def test_the_bootstrap_is_seeded():
+    df = synthetic(0.5, 0.1, trials=4)
+    a, b = phase_transition(df, seed=1, n_boot=40), phase_transition(df, seed=1, n_boot=40)
+    other = phase_transition(df, seed=2, n_boot=40)
+    pd.testing.assert_frame_equal(a, b)
+    assert (a["ci_low"].item(), a["ci_high"].item()) != (other["ci_low"].item(), other["ci_high"].item())
+
+
+def test_single_trial_sweeps_bootstrap_over_rows():
+    fit = phase_transition(synthetic(0.5, 0.05, levels=np.linspace(0, 1, 200), trials=1), n_boot=50).iloc[0]
+    assert fit["ci_low"] < fit["critical_level"] < fit["ci_high"]
+
+
+@pytest.mark.parametrize("kw,needle", [({"confidence": 1.0}, "confidence"), ({"n_boot": 0}, "n_boot")])
+def test_bad_arguments_are_refused(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        phase_transition(synthetic(0.5, 0.05), **kw)
+
+
+def test_a_frame_without_the_sweep_columns_is_refused():
+    with pytest.raises(ValueError, match="lacks columns"):
+        phase_transition(pd.DataFrame({"level": [0.1], "hit": [True]}))
