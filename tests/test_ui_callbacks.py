@@ -88,3 +88,136 @@ def test_error_messages_are_html_escaped():
     with pytest.raises(gr.Error) as info:
         fails()
     assert "&lt;|endoftext|&gt;" in info.value.message
+
+
+PROMPT = "When Mary and John went to the store"
+
+
+@pytest.fixture(scope="module")
+def compared():
+    from ui import tab_compare
+
+    return tab_compare.run(PROMPT, "aligned", "Mary| John")
+
+
+def test_compare_table_holds_each_models_argmax_and_its_probability(compared, tiny):
+    import torch
+
+    handles, refs = tiny
+    table = compared[0]
+    ids = handles["gpt2"].encode(PROMPT)
+    with torch.no_grad():
+        logits = refs["gpt2"](torch.tensor([ids])).logits[0, :, :64]
+    probs = torch.softmax(logits, -1)
+    expected = handles["gpt2"].decode_tokens(logits.argmax(-1).tolist())
+    assert table["gpt2 prediction"].tolist() == expected
+    assert table["gpt2 P"].tolist() == pytest.approx(probs.max(-1).values.tolist(), abs=1e-4)
+
+
+def test_compare_offers_parquet_csv_and_png(compared):
+    names = {p.rsplit("/", 1)[1] for p in compared[3]}
+    assert {"runs.parquet", "table.csv", "trajectories.png", "metadata.json"} <= names
+
+
+def test_compare_without_tracked_tokens_has_no_trajectory_plot():
+    from ui import tab_compare
+
+    assert tab_compare.run("cat dog", "native", "")[1] is None
+
+
+def test_tracked_tokens_keep_their_spaces():
+    from ui.tab_compare import tracked_tokens
+
+    assert tracked_tokens(" Mary| John|") == [" Mary", " John"]
+    assert tracked_tokens("") is None
+
+
+def test_unknown_variant_is_refused():
+    from ui import tab_compare
+
+    with pytest.raises(gr.Error, match="variant must be one of"):
+        tab_compare.run(PROMPT, "shuffled", "")
+
+
+def test_distributions_list_k_statistics_per_position(compared):
+    import numpy as np
+
+    from ui import tab_distributions
+
+    comparison = compared[-1]
+    table = tab_distributions.show(comparison)[1]
+    k = comparison.runs["mamba"].k
+    rows = table[table["model"] == "mamba"]
+    assert rows["variance"].tolist() == pytest.approx(np.var(k.astype(float), axis=1), rel=1e-4)
+
+
+def test_distributions_before_compare_say_what_to_do():
+    from ui import tab_distributions
+
+    with pytest.raises(gr.Error, match="Compare tab first"):
+        tab_distributions.show(None)
+
+
+def test_periodic_pattern_repeats_the_cycle():
+    from ui import tab_patterns
+
+    assert tab_patterns.pattern(tab_patterns.cycle_ids("periodic", "ids", "4, 5"), 5) == [4, 5, 4, 5, 4]
+
+
+def test_monotone_pattern_from_text_needs_one_token():
+    from ui import tab_patterns
+
+    with pytest.raises(limits.InputError, match="2 tokens"):
+        tab_patterns.cycle_ids("monotone", "text", "cat dog")
+
+
+def test_pattern_preview_and_lock_in():
+    from ui import tab_patterns
+
+    preview, lock_in, _ = tab_patterns.run("periodic", "text", "cat dog", 8)
+    assert preview["mamba token"].tolist() == ["cat", "dog"] * 4
+    assert not preview["flagged"].any()
+    assert sorted(lock_in["model"]) == ["gpt2", "mamba"]
+
+
+def test_noise_layers_parse_ranges_and_refuse_missing_layers():
+    from ui.tab_noise import parse_layers
+
+    assert parse_layers("all", 3) == [0, 1, 2]
+    assert parse_layers("0, 2-3", 4) == [0, 2, 3]
+    with pytest.raises(limits.InputError, match="0..1"):
+        parse_layers("5", 2)
+
+
+def test_noise_sweep_streams_one_update_per_layer_then_files():
+    from ui import tab_noise
+
+    updates = list(tab_noise.run("gpt2", PROMPT, "Mary", "resid_post", "all", 0.0, 1.0, 4, 1,
+                                 "gaussian", "relative", 0))
+    assert len(updates) == 3  # 2 layers + the fitted result
+    fits, files = updates[-1][3], updates[-1][4]
+    assert fits["layer"].tolist() == [0, 1]
+    assert any(p.endswith("noise_sweep.parquet") for p in files)
+
+
+def test_noise_sweep_over_the_cap_is_refused_before_compute():
+    from ui import tab_noise
+
+    with pytest.raises(gr.Error, match="sweep too large"):
+        next(tab_noise.run("gpt2", PROMPT, "Mary", "resid_post", "all", 0.0, 1.0, 200, 20,
+                           "gaussian", "relative", 0))
+
+
+def test_dataset_build_previews_rows_and_writes_parquet():
+    from ui import tab_datasets
+
+    *_, (preview, files) = tab_datasets.run(["monotone", "repeated_random"], 2, 0)
+    assert len(preview) == 4
+    assert len(files) == 2 and all(f.endswith(".parquet") for f in files)
+
+
+def test_dataset_size_is_capped():
+    from ui import tab_datasets
+
+    with pytest.raises(gr.Error, match="prompts per suite"):
+        next(tab_datasets.run(["monotone"], 10_000, 0))

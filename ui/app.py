@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import models, tab_compare, tab_noise, tab_tokenizers
+from . import (models, tab_compare, tab_datasets, tab_distributions, tab_noise, tab_patterns,
+               tab_tokenizers)
 
 CONCURRENCY = 2
 """Events run at once: the models are CPU-bound and shared, so more would only thrash."""
@@ -26,6 +27,9 @@ def build_app(*, concurrency: int = CONCURRENCY) -> gr.Blocks:
         comparison = gr.State(None)
         with gr.Tabs():
             tab_compare.build(comparison)
+            tab_distributions.build(comparison)
+            tab_patterns.build()
             tab_noise.build()
             tab_tokenizers.build()
+            tab_datasets.build()
     return demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)

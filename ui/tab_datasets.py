@@ -1,0 +1,64 @@
+"""Datasets tab: build prompt suites with `datasets_gen.build`, preview rows, download Parquet.
+
+The suites are built with the tokenizers of the models the app serves, so a downloaded split
+holds exactly the IDs the other tabs feed them. One suite is built at a time (progress, and Stop
+between suites).
+"""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+from datasets import DatasetDict
+
+import datasets_gen
+
+from . import downloads, limits, models
+
+PREVIEW_ROWS = 20
+PREVIEW_COLUMNS = ["id", "text", "target", "mamba_aligned_tokens", "gpt2_aligned_tokens", "flagged"]
+
+
+def preview(dataset: DatasetDict) -> pd.DataFrame:
+    """The first rows of every split, the columns a reader checks first."""
+    frames = [dataset[split].select(range(min(PREVIEW_ROWS, len(dataset[split])))).to_pandas()
+              for split in dataset]
+    frame = pd.concat(frames, ignore_index=True)[PREVIEW_COLUMNS]
+    for column in ("mamba_aligned_tokens", "gpt2_aligned_tokens"):
+        frame[column] = frame[column].map(lambda tokens: "|".join(tokens))
+    return frame
+
+
+@limits.shown_to_user_gen
+def run(suites: list[str], size: float, seed: float, progress=gr.Progress()):
+    """Stream the preview as each suite is built; the Parquet files when all are."""
+    if not suites:
+        raise limits.InputError(f"suites: pick at least one of {list(datasets_gen.DEFAULT_SUITES)}")
+    size, seed = int(size), int(seed)
+    limits.check_suite_size(size)
+    tokenizers = {role: models.get(role).tokenizer for role in models.MODELS}
+    splits = {}
+    for suite in progress.tqdm(suites, desc="building suites", unit="suite"):
+        splits.update(datasets_gen.build(seed=seed, suites=[suite], sizes={suite: size}, tokenizers=tokenizers))
+        yield preview(DatasetDict(splits)), None
+    dataset = DatasetDict(splits)
+    paths = datasets_gen.write_parquet(dataset, downloads.new_directory())
+    yield preview(dataset), [str(p) for p in paths]
+
+
+def build() -> None:
+    with gr.Tab("Datasets", id="datasets"):
+        gr.Markdown("Build reproducible prompt suites (one split each) with the served models' tokenizers. "
+                    "Each row stores the seed and config that regenerate it.")
+        with gr.Row():
+            suites = gr.CheckboxGroup(list(datasets_gen.DEFAULT_SUITES), value=["monotone", "periodic"],
+                                      label="Suites", elem_id="ds-suites")
+            size = gr.Number(4, label=f"Prompts per suite (≤ {limits.LIMITS.suite_prompts})", precision=0,
+                             elem_id="ds-size")
+            seed = gr.Number(0, label="Seed", precision=0, elem_id="ds-seed")
+        with gr.Row():
+            button = gr.Button("Build", variant="primary", elem_id="ds-run")
+            stop = gr.Button("Stop", variant="stop")
+        table = gr.Dataframe(label=f"Preview (first {PREVIEW_ROWS} rows per suite)", elem_id="ds-preview", wrap=True)
+        files = gr.File(label="Download Parquet (one file per suite)", file_count="multiple", elem_id="ds-files")
+        event = button.click(run, inputs=[suites, size, seed], outputs=[table, files])
+        stop.click(None, cancels=[event])

@@ -1,0 +1,94 @@
+"""Patterns tab: monotone and periodic prompts built from IDs or text, and when each model locks in.
+
+The pattern is defined in Mamba's tokenizer (the first model, as in `datasets_gen`'s suites);
+`datasets_gen.align` previews what GPT-2 reads under the aligned variant, flagging tokens with no
+single-token counterpart. Lock-in (the first position after which the argmax always continues
+the pattern) is `compare.compare`'s.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from compare import compare
+from datasets_gen import align
+
+from . import limits, models
+from .tab_compare import side_by_side
+from .tab_tokenizers import visible
+
+KINDS = ("periodic", "monotone")
+SOURCES = ("ids", "text")
+
+
+def cycle_ids(kind: str, source: str, spec: str) -> list[int]:
+    """The repeating unit in Mamba's tokenizer: "42, 69" as IDs, or the tokens of a text."""
+    if kind not in KINDS or source not in SOURCES:
+        raise ValueError(f"pattern must be one of {KINDS} from one of {SOURCES}, got {kind!r} from {source!r}")
+    model = models.get("mamba")
+    if source == "ids":
+        try:
+            ids = [int(x) for x in (spec or "").replace(",", " ").split()]
+        except ValueError:
+            raise limits.InputError(f"IDs: {spec!r} is not a list of integers like '42, 69'") from None
+        if not ids:
+            raise limits.InputError("IDs: empty; give the pattern's token IDs, like '42, 69'")
+    else:
+        ids = model.encode(limits.check_text(spec, "pattern text"))
+    if kind == "monotone" and len(ids) != 1:
+        raise limits.InputError(f"a monotone pattern repeats one token; {spec!r} is {len(ids)} tokens")
+    if kind == "periodic" and len(ids) < 2:
+        raise limits.InputError(f"a periodic pattern needs a cycle of at least 2 tokens; {spec!r} is {len(ids)}")
+    model.as_input(ids)  # out-of-vocabulary IDs are refused here, with the allowed range
+    return ids
+
+
+def pattern(cycle: list[int], length: int) -> list[int]:
+    limits.check_tokens(length, "the pattern", "length")
+    if length < len(cycle):
+        raise limits.InputError(f"length {length} is shorter than the cycle ({len(cycle)} tokens)")
+    return [cycle[t % len(cycle)] for t in range(length)]
+
+
+def preview(ids: list[int]) -> pd.DataFrame:
+    """Per Mamba token: its ID and text, and the GPT-2 pieces the aligned variant reads."""
+    mamba, gpt2 = models.get("mamba"), models.get("gpt2")
+    aligned = align(ids, mamba.tokenizer, gpt2.tokenizer)
+    return pd.DataFrame({
+        "position": range(len(ids)), "mamba id": ids,
+        "mamba token": [visible(t) for t in mamba.decode_tokens(ids)],
+        "gpt2 aligned ids": [" ".join(map(str, p)) for p in aligned.pieces],
+        "gpt2 tokens": [" ".join(visible(t) for t in gpt2.decode_tokens(p)) for p in aligned.pieces],
+        "flagged": aligned.flags})
+
+
+@limits.shown_to_user
+def run(kind: str, source: str, spec: str, length: float, progress=gr.Progress()):
+    """Aligned preview, lock-in per model, and the per-position comparison of the pattern."""
+    ids = pattern(cycle_ids(kind, source, spec), int(length))
+    progress(0.3, desc="running both models")
+    comparison = compare(ids, models.pair(), variant="aligned", progress=False)
+    lock_in = pd.DataFrame([{"model": name, "lock-in position": run.lock_in,
+                             "locked in": run.lock_in is not None} for name, run in comparison.runs.items()])
+    return preview(ids), lock_in, side_by_side(comparison)
+
+
+def build() -> None:
+    with gr.Tab("Patterns", id="patterns"):
+        gr.Markdown("Build a monotone (one token repeated) or periodic (a cycle repeated) prompt in Mamba's "
+                    "tokenizer, by IDs or by text. The preview shows what GPT-2 reads under the aligned "
+                    "variant; *lock-in* is the first position after which a model's prediction always "
+                    "continues the pattern (empty: never).")
+        with gr.Row():
+            kind = gr.Radio(list(KINDS), value="periodic", label="Pattern", elem_id="pat-kind")
+            source = gr.Radio(list(SOURCES), value="ids", label="Given as", elem_id="pat-source")
+            spec = gr.Textbox("42, 69", label="Cycle (IDs '42, 69' or text)", elem_id="pat-spec")
+            length = gr.Number(14, label="Length (tokens)", precision=0, elem_id="pat-length")
+        with gr.Row():
+            button = gr.Button("Build and compare", variant="primary", elem_id="pat-run")
+            stop = gr.Button("Stop", variant="stop")
+        table = gr.Dataframe(label="Aligned variant, both tokenizers", elem_id="pat-preview", wrap=True)
+        lock_in = gr.Dataframe(label="Lock-in", elem_id="pat-lockin")
+        predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True)
+        event = button.click(run, inputs=[kind, source, spec, length], outputs=[table, lock_in, predictions])
+        stop.click(None, cancels=[event])
