@@ -51,7 +51,7 @@ def side_by_side(comparison) -> pd.DataFrame:
     table = pd.DataFrame({"position": first.index})
     table[f"{names[0]} token"] = first["token"].map(visible).to_numpy()
     table[f"{names[0]} prediction"] = first["prediction"].map(visible).to_numpy()
-    table[f"{names[0]} P"] = first["p_prediction"].round(4).to_numpy()
+    table[f"{names[0]} P"] = first["p_prediction"].astype(float).round(4).to_numpy()
     for name in names[1:]:
         pairs = comparison.cross[comparison.cross["other"] == name][["position", "other_position", "agree"]]
         own = frame[frame["model"] == name].set_index("position")
@@ -59,7 +59,7 @@ def side_by_side(comparison) -> pd.DataFrame:
         joined = table[["position"]].merge(joined, on="position", how="left")
         table[f"{name} token"] = joined["token"].map(visible, na_action="ignore").to_numpy()
         table[f"{name} prediction"] = joined["prediction"].map(visible, na_action="ignore").to_numpy()
-        table[f"{name} P"] = joined["p_prediction"].round(4).to_numpy()
+        table[f"{name} P"] = joined["p_prediction"].astype(float).round(4).to_numpy()
         table[f"agree ({name})"] = joined["agree"].to_numpy()
     return table
 
