@@ -11,6 +11,7 @@ per (layer, level); when it would take too long (``--sample``) a seeded random s
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -92,6 +93,8 @@ def main():
     how = "measured" if len(pairs) == total else f"extrapolated from a random sample of {len(pairs)} runs ({spent:.1f} s)"
     print(f"naive loop (one nnsight trace per run): {naive:.1f} s, {how}; peak RSS {peak_rss_mib():.0f} MiB")
     print(f"speed-up: {naive / fast:.1f}x")
+    # other work on the same cores inflates both times; the load average says how much there was
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ from .loading import ALIASES, ModelLoadError, load_model, load_tokenizer
 from .model import Model
 from .comparison import Comparison, Run, Trajectory, compare
 from .metrics import tokenizer_stats
+from .channels import channel_sensitivity
+from .noise import noise_sweep
+from .phase import phase_transition
 
 __all__ = ["ALIASES", "Model", "ModelLoadError", "load_model", "load_tokenizer",
            "compare", "Comparison", "Run", "Trajectory", "tokenizer_stats"]
+__all__ += ["noise_sweep", "phase_transition", "channel_sensitivity"]

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .mamba import SSM_POINTS
-from .noise import DEFAULT_MAX_BYTES, _sweep_noise, clean_pass, prepare, run_noised
+from .noise import DEFAULT_MAX_BYTES, clean_pass, prepare, read_prediction, run_noised, sweep_noise
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
 
@@ -50,7 +50,7 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     runs = [(axis, c, t) for axis, dim in axes.items() for c in range(shape[dim]) for t in range(sweep.trials)]
 
     def noise(chunk, value):
-        full = _sweep_noise(sweep, layer, [(level, t) for _, _, t in chunk], value)
+        full = sweep_noise(sweep, layer, [(level, t) for _, _, t in chunk], value)
         mask = torch.zeros_like(full)
         for i, (axis, c, _) in enumerate(chunk):
             # full is [b, P, *feature]: the channel axis is dim 2, the state axis dim 3
@@ -60,14 +60,10 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     clean, resid = clean_pass(handle, sweep.ids, sweep.layers)
     logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, runs, noise,
                         max_bytes=max_bytes)
-    target_logit = logits[:, sweep.target]
-    others = logits.clone()
-    others[:, sweep.target] = -torch.inf
+    read = read_prediction(logits, sweep.target)
     per_run = pd.DataFrame({
         "axis": [a for a, _, _ in runs], "channel": [c for _, c, _ in runs],
-        "flip": (logits.argmax(-1) != clean.argmax()).numpy(),
-        "p_target": torch.softmax(logits, -1)[:, sweep.target].numpy(),
-        "logit_diff": (target_logit - others.max(-1).values).numpy(),
+        "flip": read.pop("predicted_id") != clean.argmax().item(), **read,
     })
     df = (per_run.groupby(["axis", "channel"], sort=False)
           .agg(flip_rate=("flip", "mean"), p_target=("p_target", "mean"), logit_diff=("logit_diff", "mean"))

@@ -47,7 +47,7 @@ DISTRIBUTIONS = ("gaussian", "uniform")
 SCALES = ("absolute", "relative")
 COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
            "predicted_id", "predicted")
-DEFAULT_MAX_BYTES = 256 * 2**20  # per chunk; keeps the big SSM tensors in recycled heap memory
+DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
 _BYTES = 4  # fp32
 
 
@@ -116,13 +116,13 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     noised = [run for run in runs if run[0] > 0]
     frames = []
     for layer in sweep.layers:
-        noise = lambda chunk, value, layer=layer: _sweep_noise(sweep, layer, chunk, value)
+        noise = lambda chunk, value, layer=layer: sweep_noise(sweep, layer, chunk, value)
         logits = run_noised(sweep.handle, sweep.component, layer, resid[layer], sweep.positions,
                             noised, noise, max_bytes=max_bytes)
         by_run = dict(zip(noised, logits))
         stacked = torch.stack([by_run.get(run, clean) for run in runs])
         frames.append(rows(sweep, layer, runs, stacked))
-    return _frame(sweep, frames)
+    return to_frame(sweep, frames)
 
 
 def noisy_logits(prompt, *, model, target, component, layers, level: float, trial: int = 0,
@@ -141,7 +141,7 @@ def noisy_logits(prompt, *, model, target, component, layers, level: float, tria
     run = [(float(sweep.levels[0]), trial)]
     frames = []
     for layer in sweep.layers:
-        noise = lambda chunk, value, layer=layer: _sweep_noise(sweep, layer, chunk, value)
+        noise = lambda chunk, value, layer=layer: sweep_noise(sweep, layer, chunk, value)
         noisy = run_noised(sweep.handle, sweep.component, layer, resid[layer], sweep.positions, run, noise)[0]
         for name, logits in (("clean", clean), ("noisy", noisy)):
             frames.append(pd.DataFrame({"model": sweep.handle.name, "layer": layer, "component": sweep.component,
@@ -166,7 +166,7 @@ def rms(value: torch.Tensor) -> torch.Tensor:
     return value.float().pow(2).mean().sqrt()
 
 
-def _sweep_noise(sweep: Sweep, layer: int, chunk, clean_value: torch.Tensor) -> torch.Tensor:
+def sweep_noise(sweep: Sweep, layer: int, chunk, clean_value: torch.Tensor) -> torch.Tensor:
     """[b, P, *feature] noise for the (level, trial) runs of one chunk."""
     unit = rms(clean_value) if sweep.scale == "relative" else torch.tensor(1.0)
     eps = {t: draw_noise(clean_value.shape, seed=sweep.seed, layer=layer, trial=t,
@@ -200,7 +200,7 @@ def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
     return logits, cache
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
                noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
     """Last-position logits [len(runs), V] of the forward restarted at `layer` with noise added.
@@ -290,22 +290,26 @@ def _blocks(handle):
 
 def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
     """One row per run from last-position logits [len(runs), V]."""
-    logits = logits.float()
-    p_target = torch.softmax(logits, dim=-1)[:, sweep.target]
-    target_logit = logits[:, sweep.target]
-    others = logits.clone()
-    others[:, sweep.target] = -torch.inf
-    predicted = logits.argmax(-1)
+    read = read_prediction(logits, sweep.target)
     return pd.DataFrame({
         "model": sweep.handle.name, "layer": layer, "component": sweep.component,
         "level": [lv for lv, _ in runs], "trial": [t for _, t in runs],
-        "hit": (predicted == sweep.target).numpy(), "p_target": p_target.numpy(),
-        "logit_diff": (target_logit - others.max(-1).values).numpy(),
-        "predicted_id": predicted.numpy(), "predicted": sweep.handle.decode_tokens(predicted.tolist()),
+        "hit": read["predicted_id"] == sweep.target, **read,
+        "predicted": sweep.handle.decode_tokens(read["predicted_id"].tolist()),
     })
 
 
-def _frame(sweep: Sweep, frames: list) -> pd.DataFrame:
+def read_prediction(logits: torch.Tensor, target: int) -> dict[str, np.ndarray]:
+    """p_target, logit_diff (target minus the best other token) and predicted_id from logits [N, V]."""
+    logits = logits.float()
+    others = logits.clone()
+    others[:, target] = -torch.inf
+    return {"p_target": torch.softmax(logits, dim=-1)[:, target].numpy(),
+            "logit_diff": (logits[:, target] - others.max(-1).values).numpy(),
+            "predicted_id": logits.argmax(-1).numpy()}
+
+
+def to_frame(sweep: Sweep, frames: list) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
     df.attrs.update(target=sweep.target, distribution=sweep.distribution, scale=sweep.scale,
                     positions=sweep.positions, seed=sweep.seed)

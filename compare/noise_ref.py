@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .noise import _frame, _sweep_noise, prepare, rows
+from .noise import prepare, rows, sweep_noise, to_frame
 
 
 def noise_sweep_ref(prompt, *, model, target, component, layers=None, levels=None, trials=1,
@@ -29,7 +29,7 @@ def noise_sweep_ref(prompt, *, model, target, component, layers=None, levels=Non
     for layer in sweep.layers:
         logits = torch.stack([traced_run(sweep, layer, level, trial) for level, trial in runs])
         frames.append(rows(sweep, layer, runs, logits))
-    return _frame(sweep, frames)
+    return to_frame(sweep, frames)
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def traced_run(sweep, layer: int, level: float, trial: int) -> torch.Tensor:
     handle, idx = sweep.handle, list(sweep.positions)
     with handle.nn.trace(sweep.ids):
         value = handle.point(sweep.component, layer)
-        noise = _sweep_noise(sweep, layer, [(level, trial)], value[0, idx])[0]
+        noise = sweep_noise(sweep, layer, [(level, trial)], value[0, idx])[0]
         value[:, idx] += noise.to(value.device, value.dtype)
         logits = handle.point("logits").save()
     return logits[0, -1, : handle.vocab_size].float()
