@@ -7,6 +7,14 @@ per (layer, level); when it would take too long (``--sample``) a seeded random s
 (layer, level) pairs is timed and the total extrapolated, which the output says.
 
     python benchmarks/bench_noise.py [--component h] [--sample 48] [--threads 2]
+
+The batched path allocates and frees tensors of tens of MB per layer; glibc hands such memory
+back to the kernel on every free, so each allocation pays fresh page faults, which can cost
+more than the arithmetic. Keeping freed memory in the process is a platform setting, not code:
+
+    MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/bench_noise.py
+
+The output says whether these variables were set.
 """
 from __future__ import annotations
 
@@ -70,7 +78,8 @@ def main():
     sweep = prepare(prompt, **kw)
     print(f"mamba-130m shape, random weights; {sweep.ids.shape[1]} tokens; component {args.component!r}; "
           f"{len(sweep.layers)} layers x {len(sweep.levels)} levels x 1 trial; {args.threads} threads; "
-          f"tokenizer: {'gpt-neox-20b' if TOKENIZER.is_dir() else 'raw IDs'}")
+          f"tokenizer: {'gpt-neox-20b' if TOKENIZER.is_dir() else 'raw IDs'}; glibc malloc settings: "
+          f"{', '.join(f'{k}={v}' for k, v in os.environ.items() if k.startswith('MALLOC_')) or 'default'}")
 
     rss0 = peak_rss_mib()
     t = time.perf_counter()

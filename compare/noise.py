@@ -79,7 +79,7 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
         raise ValueError("layers must name at least one layer, or be None for all")
     for layer in layers:
         points.check(handle, component, layer)
-    levels = np.linspace(0.0, 1.0, 100) if levels is None else np.asarray(levels, dtype=float)
+    levels = np.linspace(0.0, 1.0, 100) if levels is None else _float_array(levels, "levels")
     if levels.ndim != 1 or levels.size == 0:
         raise ValueError(f"levels must be a non-empty 1-D array of noise levels, got shape {levels.shape}")
     if not np.all(np.isfinite(levels)) or np.any(levels < 0):
@@ -102,6 +102,8 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     """Layers × levels × trials of noise on `component`; one row per run, columns `COLUMNS`.
 
     prompt: text or token IDs [T]. model: a `Model` or a source for `compare.load_model`.
+    component: a per-layer hook point of the model; on Mamba, "h" feeds the noise into the
+    recurrence (later positions see it) and "h_readout" only into y at the noised positions.
     target: a string that is exactly one token (" Mary") or a token ID. layers: default all.
     levels: array of noise levels >= 0 (default 100 levels in [0, 1]). positions: token
     positions noised (default all; negative counts from the end). hit: the argmax at the last
@@ -357,6 +359,13 @@ def _target_id(handle: Model, target) -> int:
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool) and 0 <= target < handle.vocab_size:
         return int(target)
     raise ValueError(f"target must be a one-token string or a token ID in 0..{handle.vocab_size - 1}, got {target!r}")
+
+
+def _float_array(values, name: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers, got {values!r}") from None
 
 
 def _int_list(values, name: str) -> tuple[int, ...]:

@@ -164,6 +164,7 @@ def test_noisy_logits_gives_clean_and_noisy_vectors(tiny):
     ({"levels": [0.1, -0.2]}, "levels must be finite and >= 0"),
     ({"levels": [np.nan]}, "levels must be finite"),
     ({"levels": []}, "levels must be a non-empty"),
+    ({"levels": ["low"]}, "levels must be numbers"),
     ({"target": " Mary and"}, "exactly one token"),
     ({"target": 10_000}, "target must be"),
     ({"trials": 0}, "trials must be an int >= 1"),
@@ -175,7 +176,7 @@ def test_noisy_logits_gives_clean_and_noisy_vectors(tiny):
 ])
 def test_bad_input_is_refused_with_the_valid_values(tiny, override, needle):
     kw = dict(model=tiny[0]["mamba"], target=TARGET, component="h", levels=[0.5]) | override
-    with pytest.raises(ValueError, match=None) as err:
+    with pytest.raises(ValueError) as err:
         noise_sweep(PROMPT, **kw)
     assert needle in str(err.value)
 
