@@ -70,7 +70,8 @@ def critical_levels(fits: pd.DataFrame) -> Figure:
         ax.errorbar(g["layer"], g["critical_level"], yerr=np.nan_to_num(err), marker="o", ms=3,
                     capsize=2, label=f"{model} {component}")
     ax.set(xlabel="layer", ylabel="critical noise level")
-    ax.legend(fontsize="small")
+    if ax.containers:  # every layer may have gone without a fit (never flipped)
+        ax.legend(fontsize="small")
     return fig
 
 

@@ -70,3 +70,8 @@ def test_channel_bars_show_the_top_channels(top):
     ax = nf.channel_bars(df, top=top).axes[0]
     assert len(ax.patches) == top
     assert max(p.get_width() for p in ax.patches) == 1.0
+
+
+def test_critical_levels_without_any_fit_is_an_empty_plot():
+    ax = nf.critical_levels(fits_frame().assign(status="always_hit")).axes[0]
+    assert not ax.containers and ax.get_legend() is None
