@@ -121,7 +121,7 @@ def test_additive_state_edit_propagates_through_recurrence(mamba):
         expected = naive_forward(hf, IDS, edit=edit)
     torch.testing.assert_close(logits[..., : m.vocab_size], expected[..., : m.vocab_size], atol=1e-4, rtol=0)
     clean = m.logits(IDS)
-    assert torch.equal(logits[0, :2, : m.vocab_size], clean[0, :2])  # earlier positions untouched
+    torch.testing.assert_close(logits[0, :2, : m.vocab_size], clean[0, :2], atol=1e-6, rtol=0)  # untouched
     assert (logits[0, -1, : m.vocab_size] - clean[0, -1]).abs().max() > 1e-3  # reached the last position
 
 

@@ -54,3 +54,11 @@ def test_discretisation_is_zoh_for_A_and_euler_for_B():
     assert A_bar[0, t, i, j].item() == pytest.approx(torch.exp(delta[0, t, i] * A[i, j]).item(), rel=1e-6)
     assert B_bar[0, t, i, j].item() == pytest.approx((delta[0, t, i] * B[0, t, j]).item(), rel=1e-6)
     assert write[0, t, i, j].item() == pytest.approx((delta[0, t, i] * B[0, t, j] * x[0, t, i]).item(), rel=1e-6)
+
+
+def test_selective_scan_supports_autograd():
+    args = [t.requires_grad_() for t in _inputs(1, 9, 4, 3)]
+    grads = torch.autograd.grad(selective_scan(*args).square().sum(), args)
+    grads_ref = torch.autograd.grad(selective_scan_ref(*args).square().sum(), args)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-4)
