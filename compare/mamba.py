@@ -202,11 +202,11 @@ def init_random_(model: nn.Module, *, seed: int, n_layer: int, std: float = 0.02
     PyTorch's default (kaiming) init lets the residual stream of a 24-layer Mamba grow to ~10³,
     where fp32 rounding alone moves logits by 10⁻³; GPT-style N(0, std²) with out_proj scaled
     by 1/√(2·n_layer) (mamba_ssm's `_init_weights` rescaling) keeps it O(1), as in real checkpoints.
-    Works on our `MambaLM` and on transformers' `MambaForCausalLM` (same parameter names).
+    Works on our `MambaLM`, transformers' `MambaForCausalLM` and mamba_ssm's `MambaLMHeadModel`.
     """
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
-        if name.endswith(("in_proj.weight", "x_proj.weight", "embeddings.weight")):
+        if name.endswith(("in_proj.weight", "x_proj.weight", "embeddings.weight", "embedding.weight")):
             p.copy_(torch.randn(p.shape, generator=g) * std)
         elif name.endswith("out_proj.weight"):
             p.copy_(torch.randn(p.shape, generator=g) * std / math.sqrt(2 * n_layer))
