@@ -8,7 +8,7 @@ import torch
 
 import compare as package
 from compare import comparison as engine
-from conftest import SHARED_TOKENIZERS, build_gpt2, build_mamba_hf, shared_tokenizer, tiny_tokenizer
+from conftest import build_gpt2, build_mamba_hf, shared_tokenizer, tiny_tokenizer
 
 TEXT = "When Mary and John went to the store , John gave a drink to"
 V = 64  # the tiny tokenizer's vocabulary; the models' embeddings have padding rows beyond it
@@ -203,18 +203,13 @@ def test_models_must_be_a_list_of_sources(models):
 @pytest.fixture(scope="module")
 def real_vocab_models(tmp_path_factory):
     """Tiny random models over the real GPT-NeoX and GPT-2 vocabularies (skips without them)."""
-    shared_tokenizer("gpt2")
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
-
     from compare import load_model
+
+    neox, gpt2 = shared_tokenizer("gpt-neox-20b"), shared_tokenizer("gpt2")
 
     root = tmp_path_factory.mktemp("real_vocab")
     build_mamba_hf(root / "mamba", vocab=50280, with_tokenizer=False)
     build_gpt2(root / "gpt2", vocab=50257, with_tokenizer=False)
-    neox = PreTrainedTokenizerFast(tokenizer_file=str(SHARED_TOKENIZERS / "gpt-neox-20b" / "tokenizer.json"))
-    gpt2 = PreTrainedTokenizerFast(tokenizer_object=ByteLevelBPETokenizer(
-        str(SHARED_TOKENIZERS / "gpt2" / "vocab.json"), str(SHARED_TOKENIZERS / "gpt2" / "merges.txt")))
     return [load_model(root / "mamba", tokenizer=neox, device="cpu"),
             load_model(root / "gpt2", tokenizer=gpt2, device="cpu")]
 
