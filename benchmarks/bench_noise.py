@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from compare import load_tokenizer
-from compare.mamba import MambaConfig, MambaLM
+from compare.mamba import MambaConfig, MambaLM, init_random_
 from compare.model import Model
 from compare.noise import noise_sweep, prepare
 from compare.noise_ref import traced_run
+
+from bench_mamba import SHAPE, flops_per_token
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 TOKENIZER = Path(__file__).resolve().parents[1] / ".." / "shared" / "tokenizers" / "gpt-neox-20b"
@@ -53,12 +55,27 @@ class RawIDs:
 
 def build(seed: int) -> tuple[Model, object, object]:
     torch.manual_seed(seed)
-    module = MambaLM(MambaConfig(d_model=768, n_layer=24, vocab_size=50280))
+    module = init_random_(MambaLM(MambaConfig(d_model=768, n_layer=24, vocab_size=50280)), seed=seed, n_layer=24)
     if TOKENIZER.is_dir():
         tok = load_tokenizer(TOKENIZER)
         return Model("mamba-130m-random", "mamba", module, tok, len(tok), None), PROMPT, " Mary"
     ids = " ".join(map(str, FIXED_IDS))
     return Model("mamba-130m-random", "mamba", module, RawIDs(), 50277, None), ids, 6393
+
+
+def arithmetic_bound(T: int, n_layer: int) -> str:
+    """FLOPs per run of each path, and the speed-up they allow at equal arithmetic efficiency.
+
+    A naive run is a whole forward (every layer, LM head at every position). A sweep run must
+    still push all T positions through every layer from the injected one on (noise at every
+    position reaches the last one through the recurrence) but needs the head at one position.
+    """
+    head = 2 * SHAPE["d_model"] * SHAPE["vocab_size"]
+    layer = (flops_per_token(**SHAPE) - head) / SHAPE["n_layer"]
+    naive = T * flops_per_token(**SHAPE)
+    sweep = T * layer * np.mean([n_layer - l for l in range(n_layer)]) + head
+    return (f"arithmetic: naive {naive / 1e9:.2f} GFLOP/run, sweep {sweep / 1e9:.2f} GFLOP/run: "
+            f"at equal FLOP/s the ratio would be {naive / sweep:.1f}x; the rest comes from batching")
 
 
 def peak_rss_mib() -> float:
@@ -102,6 +119,7 @@ def main():
     how = "measured" if len(pairs) == total else f"extrapolated from a random sample of {len(pairs)} runs ({spent:.1f} s)"
     print(f"naive loop (one nnsight trace per run): {naive:.1f} s, {how}; peak RSS {peak_rss_mib():.0f} MiB")
     print(f"speed-up: {naive / fast:.1f}x")
+    print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers)))
     # other work on the same cores inflates both times; the load average says how much there was
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 
