@@ -1,4 +1,8 @@
 """Side-by-side interpretability of Mamba and GPT-2."""
+from .anyio_compat import define_anyio_attributes
+
+define_anyio_attributes()  # before anything imports nnsight
+
 from .loading import ALIASES, ModelLoadError, load_model, load_tokenizer
 from .model import Model
 from .comparison import Comparison, Run, Trajectory, compare
