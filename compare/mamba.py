@@ -99,11 +99,9 @@ class MambaMixer(nn.Module):
             setattr(self, f"hook_{name}", HookPoint())
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        l = u.shape[1]
         x, z = self.in_proj(u).chunk(2, dim=-1)
         z = self.hook_gate(z)
-        x = self.conv1d(x.transpose(1, 2))[..., :l].transpose(1, 2)
-        x = self.hook_x(F.silu(x))
+        x = self.hook_x(F.silu(causal_conv(x, self.conv1d.weight, self.conv1d.bias)))
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.hook_delta(F.softplus(self.dt_proj(dt)))
         B, C = self.hook_B(B), self.hook_C(C)
@@ -130,6 +128,21 @@ class MambaMixer(nn.Module):
                 h = h + linear_scan(A_bar, increment)
         h = self.hook_h_readout(h)
         return read_out(h, C, self.D.float(), x)
+
+
+def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Depthwise causal conv1d in [b, l, d_in] layout: Σ_j weight[:, j] · x[t - (k-1) + j] + bias.
+
+    The same sums as `nn.Conv1d(padding=k-1)[..., :l]`, without its two [b, d_in, l] transposes,
+    which cost more than the k multiply-adds; `conv1d` keeps the checkpoint's weights.
+    """
+    l, k = x.shape[1], weight.shape[-1]
+    w = weight[:, 0]  # [d_in, k]
+    padded = F.pad(x, (0, 0, k - 1, 0))
+    y = padded[:, k - 1:] * w[:, k - 1] if bias is None else torch.addcmul(bias, padded[:, k - 1:], w[:, k - 1])
+    for j in range(k - 1):
+        y.addcmul_(padded[:, j:j + l], w[:, j])
+    return y
 
 
 class MambaBlock(nn.Module):

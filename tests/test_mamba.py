@@ -212,3 +212,14 @@ def test_state_is_materialised_only_when_something_reads_it(mamba, monkeypatch):
     with m.nn.trace(IDS):
         m.point("h", 1).save()
     assert len(calls) == 1  # only the traced layer materialises its states
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_conv_matches_torch_conv1d(bias):
+    from compare.mamba import causal_conv
+
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, bias=bias)
+    x = torch.randn(2, 9, 6)
+    expected = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(causal_conv(x, conv.weight, conv.bias), expected, atol=1e-6, rtol=1e-6)
