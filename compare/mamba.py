@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import HookPoint
-from .scan import discretise, linear_scan, read_out, selective_scan
+from .scan import discretise, linear_scan, read_out, selective_scan, write_of
 
 SSM_POINTS = ("A_bar", "B_bar", "write", "h", "h_readout")
 LAYER_POINTS = ("resid_pre", "norm", "gate", "x", "delta", "B", "C") + SSM_POINTS + (
@@ -116,10 +116,10 @@ class MambaMixer(nn.Module):
         return self.out_proj(y * F.silu(z))
 
     def _ssm_materialised(self, x, delta, A, B, C):
-        A_bar, B_bar, _ = discretise(delta, A, B, x)
+        A_bar, B_bar = discretise(delta, A, B)
         A_bar = self.hook_A_bar(A_bar)
         B_bar = self.hook_B_bar(B_bar)
-        write = self.hook_write(B_bar * x.unsqueeze(-1))
+        write = self.hook_write(write_of(B_bar, x))
         h = linear_scan(A_bar, write)
         if self.hook_h.requested():
             seen = self.hook_h(h.clone())

@@ -19,12 +19,14 @@ import torch
 CHUNK_BYTES = 4 * 2**20  # per buffer: 42 steps at d_in=1536, n=16, batch 1; small enough to reuse heap pages
 
 
-def discretise(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, x: torch.Tensor):
-    """Zero-order hold for A, Euler for B (as mamba_ssm): Ā = exp(ΔA), B̄ = ΔB, w = B̄x."""
-    A_bar = torch.exp(delta.unsqueeze(-1) * A)
-    B_bar = delta.unsqueeze(-1) * B.unsqueeze(-2)
-    write = B_bar * x.unsqueeze(-1)
-    return A_bar, B_bar, write
+def discretise(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor):
+    """Zero-order hold for A, Euler for B (as mamba_ssm): Ā = exp(ΔA), B̄ = ΔB."""
+    return torch.exp(delta.unsqueeze(-1) * A), delta.unsqueeze(-1) * B.unsqueeze(-2)
+
+
+def write_of(B_bar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """w = B̄·x, what enters the state at each position."""
+    return B_bar * x.unsqueeze(-1)
 
 
 def linear_scan(A_bar: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
@@ -62,8 +64,8 @@ def selective_scan(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tens
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
         # out= buffers are invisible to autograd; gradients take the materialised scan
-        A_bar, _, write = discretise(delta, A, B, x)
-        return read_out(linear_scan(A_bar, write), C, D, x)
+        A_bar, B_bar = discretise(delta, A, B)
+        return read_out(linear_scan(A_bar, write_of(B_bar, x)), C, D, x)
     b, l, d = x.shape
     n = A.shape[1]
     if chunk is None:
