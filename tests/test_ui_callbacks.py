@@ -221,3 +221,16 @@ def test_dataset_size_is_capped():
 
     with pytest.raises(gr.Error, match="prompts per suite"):
         next(tab_datasets.run(["monotone"], 10_000, 0))
+
+
+def test_old_download_directories_are_pruned(tmp_path, monkeypatch):
+    import os
+
+    from ui import downloads
+
+    monkeypatch.setattr(downloads, "ROOT", tmp_path)
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    fresh = downloads.new_directory()
+    assert fresh.parent == tmp_path and fresh.is_dir() and not stale.exists()

@@ -1,19 +1,32 @@
 """Results as files for `gr.File` downloads.
 
-Each download gets its own temporary directory, so two sessions never overwrite each other.
+Each download gets its own temporary directory, so two sessions never overwrite each other;
+directories older than `KEEP_SECONDS` are removed when a new one is made, so a long-running
+Space does not fill its disk (Gradio has copied the files into its own cache by then).
 (The figures come from `compare.figures` / `compare.noise_figures`, built outside pyplot, so a
 long-running server holds no figure after it has sent it.)
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
 
 
+KEEP_SECONDS = 3600
+ROOT = Path(tempfile.gettempdir()) / "mamba-gpt2-ui"
+
+
 def new_directory() -> Path:
-    return Path(tempfile.mkdtemp(prefix="mamba-gpt2-ui-"))
+    ROOT.mkdir(exist_ok=True)
+    cutoff = time.time() - KEEP_SECONDS
+    for old in ROOT.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=ROOT))
 
 
 def table_files(frame: pd.DataFrame, stem: str) -> list[str]:
