@@ -234,3 +234,73 @@ def test_old_download_directories_are_pruned(tmp_path, monkeypatch):
     os.utime(stale, (0, 0))
     fresh = downloads.new_directory()
     assert fresh.parent == tmp_path and fresh.is_dir() and not stale.exists()
+
+
+CHANNEL_RUN = dict(role="gpt2", prompt=PROMPT, target="Mary", component="mlp_out", layer=1, level=1.0,
+                   trials=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ranked():
+    from ui import tab_channels
+
+    return tab_channels.run(**CHANNEL_RUN)
+
+
+def hand_flip_rates(handle, component, layer, level, trials, seed):
+    """Flip rate per channel from plain nnsight traces: ε of (seed, layer, trial) on one channel, relative scale."""
+    import torch
+
+    from compare.noise import draw_noise
+
+    ids = handle.as_input(handle.encode(PROMPT))
+    clean = handle.logits(ids)[0, -1].argmax().item()
+    with handle.nn.trace(ids):
+        value = handle.point(component, layer).save()
+    unit = value.float().pow(2).mean().sqrt()
+    rates = []
+    for channel in range(value.shape[-1]):
+        flips = 0
+        for trial in range(trials):
+            eps = draw_noise(value.shape[1:], seed=seed, layer=layer, trial=trial, distribution="gaussian")
+            mask = torch.zeros_like(eps)
+            mask[:, channel] = 1
+            with handle.nn.trace(ids):
+                handle.point(component, layer)[0] += level * unit * eps * mask
+                logits = handle.point("logits").save()
+            flips += logits[0, -1, : handle.vocab_size].argmax().item() != clean
+        rates.append(flips / trials)
+    return rates
+
+
+def test_channel_table_leads_with_the_channel_that_flips_most(ranked, tiny):
+    run = CHANNEL_RUN
+    rates = hand_flip_rates(tiny[0]["gpt2"], run["component"], run["layer"], run["level"], run["trials"], run["seed"])
+    table = ranked[1]
+    assert len(table) > 0
+    assert rates[table["channel"].iloc[0]] == max(rates)
+
+
+def test_channel_ranking_shows_bars_and_offers_csv_and_parquet(ranked):
+    from matplotlib.figure import Figure
+
+    bars, _, files = ranked
+    assert isinstance(bars, Figure) and bars.axes[0].get_title() == "channels by flip rate"
+    assert sorted(p.rsplit("/", 1)[1] for p in files) == ["channel_sensitivity.csv", "channel_sensitivity.parquet"]
+
+
+def test_channel_ranking_on_a_missing_layer_is_a_readable_error():
+    from ui import tab_channels
+
+    with pytest.raises(gr.Error, match=r"layer must be an int in 0\.\.1"):
+        tab_channels.run(**{**CHANNEL_RUN, "layer": 7})
+
+
+def test_channel_ranking_over_the_cap_counts_both_axes_of_h(tiny, monkeypatch):
+    from ui import tab_channels
+
+    cfg = tiny[0]["mamba"].module.config
+    n = cfg.d_inner + cfg.d_state
+    monkeypatch.setattr(limits, "LIMITS", limits.Limits(channel_runs=2 * n - 1))
+    with pytest.raises(gr.Error, match=f"{n} channels × 2 trials = {2 * n} noisy runs; the cap is {2 * n - 1}"):
+        tab_channels.run(**{**CHANNEL_RUN, "role": "mamba", "component": "h"})

@@ -26,6 +26,7 @@ class Limits:
     levels: int = 200
     trials: int = 20
     suite_prompts: int = 200
+    channel_runs: int = 4800  # admits 3 trials on every channel of Mamba-130m's SSM points (1536 + 16)
 
 
 LIMITS = Limits()
@@ -50,10 +51,14 @@ def check_tokens(n_tokens: int, model_name: str, field: str = "prompt") -> None:
                          f"{LIMITS.prompt_tokens} tokens {REASON}")
 
 
-def check_sweep(n_layers: int, n_levels: int, trials: int) -> None:
-    """Refuse sweeps whose forward count (layers × levels × trials) exceeds the cap."""
+def check_trials(trials: int) -> None:
     if not 1 <= trials <= LIMITS.trials:
         raise InputError(f"trials must be in 1..{LIMITS.trials}, got {trials}")
+
+
+def check_sweep(n_layers: int, n_levels: int, trials: int) -> None:
+    """Refuse sweeps whose forward count (layers × levels × trials) exceeds the cap."""
+    check_trials(trials)
     if not 1 <= n_levels <= LIMITS.levels:
         raise InputError(f"levels must be in 1..{LIMITS.levels}, got {n_levels}")
     if n_layers < 1:
@@ -62,6 +67,15 @@ def check_sweep(n_layers: int, n_levels: int, trials: int) -> None:
     if size > LIMITS.sweep_forwards:
         raise InputError(f"sweep too large: {n_layers} layers × {n_levels} levels × {trials} trials "
                          f"= {size} noisy runs; the cap is {LIMITS.sweep_forwards} {REASON}")
+
+
+def check_channels(n_channels: int, trials: int) -> None:
+    """Refuse channel rankings whose run count (channels × trials) exceeds the cap."""
+    check_trials(trials)
+    size = n_channels * trials
+    if size > LIMITS.channel_runs:
+        raise InputError(f"channel ranking too large: {n_channels} channels × {trials} trials = {size} "
+                         f"noisy runs; the cap is {LIMITS.channel_runs} {REASON}")
 
 
 def check_levels(low: float, high: float) -> None:

@@ -14,7 +14,7 @@ from compare import noise_figures, points
 from compare.noise import DISTRIBUTIONS, SCALES, noise_sweep
 from compare.phase import phase_transition
 
-from . import downloads, limits, models
+from . import downloads, limits, models, tab_channels
 from .tab_compare import check_prompt
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -116,3 +116,4 @@ def build() -> None:
                                           distribution, scale, seed],
                              outputs=[curves, heatmap, critical, fits, results])
         stop.click(None, cancels=[event])
+        tab_channels.build(role, prompt, target, component)

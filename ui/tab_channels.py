@@ -1,0 +1,67 @@
+"""Channel sensitivity, inside the Noise tab: which channels of one layer's component carry the prediction.
+
+`compare.channel_sensitivity` keeps the Noise tab's ε on one channel at a time and counts how
+often the last prediction flips; this view shows the most sensitive channels as bars and a
+table, and the whole ranking as files. It reads the tab's model, component, prompt and target,
+so a layer and level picked off the sweep's curves can be opened here. Its size, channels ×
+trials noisy runs, is capped (`limits.check_channels`) before any compute.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from compare import channel_sensitivity, noise_figures, points
+from compare.channels import feature_shape
+
+from . import downloads, limits, models
+from .tab_compare import check_prompt
+
+TOP = 20
+"""Channels shown per axis, in the bars and the table (the files hold all of them)."""
+
+
+def n_channels(handle, component: str) -> int:
+    """Rows of the ranking: one per channel, plus one per state index on Mamba's SSM points."""
+    return sum(feature_shape(handle, component))
+
+
+def top_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The `TOP` most sensitive channels of each axis, means rounded for reading."""
+    return df[df["rank"] <= TOP].round({"flip_rate": 3, "p_target": 4, "logit_diff": 3})
+
+
+@limits.shown_to_user
+def run(role, prompt, target, component, layer, level, trials, seed, progress=gr.Progress()):
+    """(bars, top rows, CSV + Parquet of the full ranking) for one layer at one level."""
+    prompt = check_prompt(prompt)
+    model = models.get(role)
+    layer, trials, seed = int(layer), int(trials), int(seed)
+    points.check(model, component, layer)
+    size = n_channels(model, component)
+    limits.check_channels(size, trials)
+    progress(0, desc=f"{size} channels × {trials} trials")
+    df = channel_sensitivity(prompt, model=model, target=target, component=component, layer=layer,
+                             level=float(level), trials=trials, seed=seed, scale="relative")
+    return noise_figures.channel_bars(df, top=TOP), top_rows(df), downloads.table_files(df, "channel_sensitivity")
+
+
+def build(role: gr.Radio, prompt: gr.Textbox, target: gr.Textbox, component: gr.Dropdown) -> None:
+    """The accordion; call inside the Noise tab with its model, prompt, target and component inputs."""
+    with gr.Accordion("Channel sensitivity", open=False, elem_id="channels"):
+        gr.Markdown("Noise on one channel at a time (model, component, prompt and target from above; "
+                    "relative scale): a channel's flip rate is the fraction of trials whose last "
+                    "prediction changes. Mamba's SSM points are ranked by channel and by state index. "
+                    f"Capped at {limits.LIMITS.channel_runs} noisy runs (channels × trials).")
+        with gr.Row():
+            layer = gr.Number(0, label="Layer", precision=0, elem_id="channels-layer")
+            level = gr.Number(1.0, label="Level", elem_id="channels-level")
+            trials = gr.Number(2, label="Trials", precision=0, elem_id="channels-trials")
+            seed = gr.Number(0, label="Seed", precision=0, elem_id="channels-seed")
+            button = gr.Button("Rank channels", variant="primary", elem_id="channels-run")
+        bars = gr.Plot(label="Most sensitive channels", elem_id="channels-bars")
+        table = gr.Dataframe(label=f"Top {TOP} per axis", elem_id="channels-table")
+        results = gr.File(label="Download the full ranking (CSV, Parquet)", file_count="multiple",
+                          elem_id="channels-files")
+        button.click(run, inputs=[role, prompt, target, component, layer, level, trials, seed],
+                     outputs=[bars, table, results])
