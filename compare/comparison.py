@@ -424,7 +424,7 @@ def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:
     stats = metrics.k_stats(K)
     outliers = [metrics.tail_outliers(row, OUTLIER_Z) for row in K]
     stats["n_outliers"] = [len(o) for o in outliers]
-    stats["tail_bump"] = [metrics.tail_bump(row, OUTLIER_Z) for row in K]
+    stats["tail_bump"] = stats["n_outliers"] >= metrics.BUMP_MIN_SIZE  # `metrics.tail_bump`, outliers reused
     stats["outliers"] = [[texts[i] for i in o[:MAX_OUTLIERS_LISTED]] for o in outliers]
     p = metrics.period(ids)
     top_ids, top_probs = metrics.top_k(P, min(TOP_K, P.shape[1]))

@@ -138,11 +138,12 @@ def tail_outliers(k_row: np.ndarray, z: float = 4.0) -> np.ndarray:
     return ids[np.argsort(-k_row[ids], kind="stable")]
 
 
-def tail_bump(k_row: np.ndarray, z: float = 4.0, min_size: int = 10) -> bool:
-    """Whether the row's tail holds a bump: at least `min_size` outliers (see `tail_outliers`).
+# A Gaussian bulk of 50k tokens leaves about 2 tokens beyond 4 robust σ, so 10 is a cluster.
+BUMP_MIN_SIZE = 10
 
-    A Gaussian bulk of 50k tokens leaves about 2 tokens beyond 4 robust σ, so 10 is a cluster.
-    """
+
+def tail_bump(k_row: np.ndarray, z: float = 4.0, min_size: int = BUMP_MIN_SIZE) -> bool:
+    """Whether the row's tail holds a bump: at least `min_size` outliers (see `tail_outliers`)."""
     return len(tail_outliers(k_row, z)) >= min_size
 
 
