@@ -19,7 +19,6 @@ MODELS = ("mamba", "gpt2")
 """The two models a prompt is built for; every tokenizer mapping uses these keys."""
 
 
-
 @dataclass(frozen=True)
 class Vocab:
     """A tokenizer reduced to what the suites need.
@@ -57,11 +56,12 @@ class Vocab:
 
     def check_ids(self, ids: list[int], field: str) -> None:
         """Raise `ValueError` naming `field` if any ID is outside `0 .. size-1`."""
-        bad = [i for i in ids if not 0 <= i < self.size]
+        size = self.size  # a tokenizer call, not an attribute: once, not once per ID
+        bad = [i for i in ids if not 0 <= i < size]
         if bad:
             raise ValueError(
                 f"{field}: IDs {bad[:5]} are outside the {self.name} vocabulary; "
-                f"allowed values are 0..{self.size - 1}"
+                f"allowed values are 0..{size - 1}"
             )
 
 
