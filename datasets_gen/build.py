@@ -131,6 +131,7 @@ def build(*, seed: int = 0, suites: Iterable[Any] | None = None,
         raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
     configs = _configs(suites, sizes)
     vocabs = load_vocabs(tokenizers)
+    schema = features()
     bar = tqdm(total=sum(c.n for c in configs), disable=not progress, unit="prompt")
     splits = {}
     for config in configs:
@@ -141,12 +142,12 @@ def build(*, seed: int = 0, suites: Iterable[Any] | None = None,
         for prompt in config.generate(vocabs, rng):
             rows.append(row(prompt, vocabs, params_json))
             bar.update()
-        table = {k: [r[k] for r in rows] for k in features()}
-        info = DatasetInfo(description=(type(config).__doc__ or "").strip(), features=features())
+        table = {k: [r[k] for r in rows] for k in schema}
+        info = DatasetInfo(description=(type(config).__doc__ or "").strip(), features=schema)
         # A fingerprint from the parameters (not a random one) keeps save_to_disk's state.json
         # identical across runs too.
         fingerprint = hashlib.sha256(params_json.encode()).hexdigest()[:16]
-        dataset = Dataset.from_dict(table, features=features(), info=info)
+        dataset = Dataset.from_dict(table, features=schema, info=info)
         splits[config.name] = Dataset(dataset.data, info=dataset.info, fingerprint=fingerprint)
     bar.close()
     return DatasetDict(splits)
