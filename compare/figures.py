@@ -19,7 +19,8 @@ STYLE = "whitegrid"
 PANEL = (5.5, 4.0)  # inches per model panel
 
 
-def _panels(n_rows: int, n_cols: int, *, sharey=False, size=PANEL, squeeze=False):
+def panels(n_rows: int, n_cols: int, *, sharey=False, size=PANEL, squeeze=False):
+    """A constrained-layout Figure of n_rows × n_cols axes, `size` inches each (axes 2-D unless squeeze)."""
     fig = Figure(figsize=(size[0] * n_cols, size[1] * n_rows), layout="constrained")
     return fig, fig.subplots(n_rows, n_cols, sharey=sharey, squeeze=squeeze)
 
@@ -32,7 +33,7 @@ def k_distributions(k: Mapping[str, np.ndarray], tokens: Mapping[str, Sequence[s
     """
     with sns.axes_style(STYLE):
         height = max(PANEL[1], 0.45 * max(len(v) for v in k.values()))
-        fig, axes = _panels(1, len(k), size=(PANEL[0], height))
+        fig, axes = panels(1, len(k), size=(PANEL[0], height))
         for ax, (name, K) in zip(axes[0], k.items()):
             K = np.asarray(K, dtype=np.float64)
             edges = np.linspace(K.min(), K.max(), bins + 1)
@@ -58,7 +59,7 @@ def trajectories(frame: pd.DataFrame) -> Figure:
     """
     models = list(dict.fromkeys(frame["model"]))
     with sns.axes_style(STYLE):
-        fig, axes = _panels(3, len(models), size=(PANEL[0], PANEL[1] * 0.7))
+        fig, axes = panels(3, len(models), size=(PANEL[0], PANEL[1] * 0.7))
         for col, name in enumerate(models):
             data = frame[frame["model"] == name]
             for row, quantity in enumerate(("L", "K", "P")):
@@ -75,7 +76,7 @@ def trajectories(frame: pd.DataFrame) -> Figure:
 def flattened_logits(logits: Mapping[str, np.ndarray]) -> Figure:
     """Every position's L row concatenated into one vector per model; shaded blocks = positions."""
     with sns.axes_style("white"):
-        fig, axes = _panels(len(logits), 1, size=(11.0, 2.8))
+        fig, axes = panels(len(logits), 1, size=(11.0, 2.8))
         for ax, (name, L) in zip(axes[:, 0], logits.items()):
             L = np.asarray(L)
             T, V = L.shape
@@ -98,7 +99,7 @@ def tokenizer_scatter(tables: Mapping[str, pd.DataFrame]) -> Figure:
     tables: model → DataFrame with columns id, length (as `metrics.token_lengths`).
     """
     with sns.axes_style(STYLE):
-        fig, axes = _panels(1, len(tables), sharey=True)
+        fig, axes = panels(1, len(tables), sharey=True)
         for ax, (name, table) in zip(axes[0], tables.items()):
             r = metrics.length_correlations(table)
             sns.scatterplot(data=table, x="id", y="length", s=4, alpha=0.3, linewidth=0, ax=ax, rasterized=True)
@@ -117,7 +118,7 @@ def top_k_table(frame: pd.DataFrame) -> Figure:
     models = list(dict.fromkeys(frame["model"]))
     k = int(frame["rank"].max())
     n_rows = frame.groupby("model")["position"].nunique().max()
-    fig, axes = _panels(1, len(models), size=(1.6 * (k + 1), 0.3 * n_rows + 1.0))
+    fig, axes = panels(1, len(models), size=(1.6 * (k + 1), 0.3 * n_rows + 1.0))
     for ax, name in zip(axes[0], models):
         data = frame[frame["model"] == name].sort_values(["position", "rank"])
         cells = [[f"{c!r} {p:.2f}" for c, p in zip(g["candidate"], g["p"])]
@@ -140,7 +141,7 @@ def cross_model(frame: pd.DataFrame) -> Figure:
     """
     pairs = list(dict.fromkeys(zip(frame["model"], frame["other"])))
     with sns.axes_style(STYLE):
-        fig, axes = _panels(1, len(pairs), sharey=True)
+        fig, axes = panels(1, len(pairs), sharey=True)
         for ax, (a, b) in zip(axes[0], pairs):
             data = frame[(frame["model"] == a) & (frame["other"] == b)]
             ax.plot(data["position"], data["js"], marker="o", color="C0", label="JS (bits)")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .figures import panels
 from .phase import SPREAD_10_90
 
 
@@ -25,8 +26,7 @@ def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=Non
     if layers is None:
         picks = np.unique(np.linspace(0, len(available) - 1, min(max_panels, len(available))).round().astype(int))
         layers = [available[i] for i in picks]
-    fig = Figure(figsize=(3.2 * len(layers), 3.0), layout="constrained")
-    axes = fig.subplots(1, len(layers), sharey=True, squeeze=False)[0]
+    fig, (axes,) = panels(1, len(layers), sharey=True, size=(3.2, 3.0))
     for ax, layer in zip(axes, layers):
         sub = df[df["layer"] == layer]
         for (model, component), g in sub.groupby(["model", "component"]):
@@ -49,8 +49,7 @@ def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=Non
 def hit_heatmap(df: pd.DataFrame) -> Figure:
     """Hit rate over layer × level, one panel per model (mean over trials and components)."""
     models = list(dict.fromkeys(df["model"]))
-    fig = Figure(figsize=(5 * len(models), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    fig, (axes,) = panels(1, len(models), size=(5, 3.6))
     for ax, model in zip(axes, models):
         grid = df[df["model"] == model].pivot_table(index="layer", columns="level", values="hit", aggfunc="mean")
         mesh = ax.pcolormesh(_edges(grid.columns.to_numpy(float)), _edges(grid.index.to_numpy(float)),
@@ -62,8 +61,7 @@ def hit_heatmap(df: pd.DataFrame) -> Figure:
 
 def critical_levels(fits: pd.DataFrame) -> Figure:
     """Critical level vs layer, one line per (model, component); groups without a fit are left out."""
-    fig = Figure(figsize=(6, 3.6), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = panels(1, 1, size=(6, 3.6), squeeze=True)
     for (model, component), g in fits[fits["status"] == "fit"].groupby(["model", "component"]):
         g = g.sort_values("layer")
         err = np.vstack([g["critical_level"] - g["ci_low"], g["ci_high"] - g["critical_level"]])
@@ -78,8 +76,7 @@ def critical_levels(fits: pd.DataFrame) -> Figure:
 def flattened_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
     """Logit vs token ID, clean and noisy, one panel per layer; `df` from `noise.noisy_logits`."""
     layers = sorted(df["layer"].unique())
-    fig = Figure(figsize=(5 * len(layers), 3.2), layout="constrained")
-    axes = fig.subplots(1, len(layers), sharey=True, squeeze=False)[0]
+    fig, (axes,) = panels(1, len(layers), sharey=True, size=(5, 3.2))
     for ax, layer in zip(axes, layers):
         for run, g in df[df["layer"] == layer].groupby("run", sort=True):
             ax.plot(g["token_id"], g["logit"], lw=0.4, alpha=0.8, label=run)
@@ -94,8 +91,7 @@ def flattened_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
 def channel_bars(df: pd.DataFrame, *, top: int = 20) -> Figure:
     """Flip rate of the `top` most sensitive channels, one panel per axis (channel / state)."""
     axes_names = list(dict.fromkeys(df["axis"]))
-    fig = Figure(figsize=(4 * len(axes_names), 0.25 * top + 1.2), layout="constrained")
-    axes = fig.subplots(1, len(axes_names), squeeze=False)[0]
+    fig, (axes,) = panels(1, len(axes_names), size=(4, 0.25 * top + 1.2))
     for ax, axis in zip(axes, axes_names):
         g = df[df["axis"] == axis].nsmallest(top, "rank")
         ax.barh([str(c) for c in g["channel"]][::-1], g["flip_rate"].to_numpy()[::-1])
