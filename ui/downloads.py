@@ -1,6 +1,6 @@
 """Results as files for `gr.File` downloads.
 
-Each download gets its own temporary directory, so two sessions never overwrite each other;
+Each result's files share one new temporary directory, so two sessions never overwrite each other;
 directories older than `KEEP_SECONDS` are removed when a new one is made, so a long-running
 Space does not fill its disk (Gradio has copied the files into its own cache by then).
 (The figures come from `compare.figures` / `compare.noise_figures`, built outside pyplot, so a
@@ -29,16 +29,15 @@ def new_directory() -> Path:
     return Path(tempfile.mkdtemp(dir=ROOT))
 
 
-def table_files(frame: pd.DataFrame, stem: str) -> list[str]:
-    """`frame` as CSV and Parquet; the paths, for a `gr.File(file_count="multiple")`."""
-    directory = new_directory()
+def table_files(directory: Path, frame: pd.DataFrame, stem: str) -> list[str]:
+    """`frame` as CSV and Parquet in `directory`; the paths, for a `gr.File(file_count="multiple")`."""
     csv, parquet = directory / f"{stem}.csv", directory / f"{stem}.parquet"
     frame.to_csv(csv, index=False)
     frame.to_parquet(parquet, index=False)
     return [str(csv), str(parquet)]
 
 
-def figure_file(figure, stem: str) -> str:
-    path = new_directory() / f"{stem}.png"
+def figure_file(directory: Path, figure, stem: str) -> str:
+    path = directory / f"{stem}.png"
     figure.savefig(path, dpi=120, bbox_inches="tight")
     return str(path)

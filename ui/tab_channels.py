@@ -43,7 +43,8 @@ def run(role, prompt, target, component, layer, level, trials, seed, progress=gr
     progress(0, desc=f"{size} channels × {trials} trials")
     df = channel_sensitivity(prompt, model=model, target=target, component=component, layer=layer,
                              level=float(level), trials=trials, seed=seed, scale="relative")
-    return noise_figures.channel_bars(df, top=TOP), top_rows(df), downloads.table_files(df, "channel_sensitivity")
+    files = downloads.table_files(downloads.new_directory(), df, "channel_sensitivity")
+    return noise_figures.channel_bars(df, top=TOP), top_rows(df), files
 
 
 def build(role: gr.Radio, prompt: gr.Textbox, target: gr.Textbox, component: gr.Dropdown) -> None:

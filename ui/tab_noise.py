@@ -52,8 +52,10 @@ def outputs(df: pd.DataFrame, fits: pd.DataFrame | None):
 
 
 def files(df: pd.DataFrame, fits: pd.DataFrame, figures) -> list[str]:
-    paths = downloads.table_files(df, "noise_sweep") + downloads.table_files(fits, "critical_levels")
-    return paths + [downloads.figure_file(f, stem) for f, stem in
+    directory = downloads.new_directory()
+    paths = (downloads.table_files(directory, df, "noise_sweep")
+             + downloads.table_files(directory, fits, "critical_levels"))
+    return paths + [downloads.figure_file(directory, f, stem) for f, stem in
                     zip(figures, ("hit_curves", "hit_heatmap", "critical_levels"))]
 
 
