@@ -201,7 +201,8 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     items, is_suite = _items(prompt)
     prepared = [_prepare(item, handles, variant, track) for item in items]
     logits = _forward(handles, [p.ids for p in prepared], batch_size, progress and is_suite)
-    tables = {h.name: metrics.token_lengths(h.tokenizer) for h in handles} if tokenizer_stats else {}
+    tables = ({h.name: metrics.length_table(range(h.vocab_size), _vocab_texts(h)) for h in handles}
+              if tokenizer_stats else {})
     shared = [metrics.shared_vocabulary(_vocab_texts(handles[0]), _vocab_texts(h)) for h in handles[1:]]
     results = []
     for n, (item, prep) in enumerate(zip(items, prepared)):

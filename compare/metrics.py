@@ -177,8 +177,12 @@ def token_lengths(tokenizer: Any, text: str | None = None) -> pd.DataFrame:
         ids = list(tokenizer.encode(text, add_special_tokens=False))
     else:
         raise ValueError(f"text: must be a non-empty string or None (the whole vocabulary), got {text!r}")
-    texts = decode_each(tokenizer, ids)
-    return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "token": texts,
+    return length_table(ids, decode_each(tokenizer, ids))
+
+
+def length_table(ids: Sequence[int], texts: Sequence[str]) -> pd.DataFrame:
+    """The `token_lengths` table of IDs whose texts are already decoded (see `decode_each`)."""
+    return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "token": list(texts),
                          "length": np.array([len(t) for t in texts], dtype=np.int64)})
 
 

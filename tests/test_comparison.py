@@ -120,6 +120,17 @@ def test_to_frame_has_one_row_per_model_and_position(models):
     np.testing.assert_allclose(rows["p_prediction"], run.probs.max(axis=1))
 
 
+def test_tokenizer_stats_tabulate_every_id_and_its_decoded_length(models):
+    handles, _ = models
+    result = package.compare(TEXT, handles, variant="native", tokenizer_stats=True)
+    tok = tiny_tokenizer()
+    for handle in handles:
+        table = result.tokenizer_tables[handle.name]
+        assert table["id"].tolist() == list(range(V))
+        assert table["length"].tolist() == [len(tok.decode([i], clean_up_tokenization_spaces=False))
+                                            for i in range(V)]
+
+
 def test_a_suite_row_brings_its_ids_seed_and_target(models):
     handles, _ = models
     ids, mary = ids_of("When Mary and John"), tiny_tokenizer().get_vocab()["Mary"]
