@@ -66,6 +66,11 @@ class Sweep:
     positions: tuple[int, ...]  # non-negative, unique
     seed: int
 
+    @property
+    def runs(self) -> list[tuple[float, int]]:
+        """Every (level, trial) of one layer, in the order of the result's rows."""
+        return [(float(lv), t) for lv in self.levels for t in range(self.trials)]
+
 
 def prepare(prompt, *, model, target, component, layers=None, levels=None, trials=1,
             distribution="gaussian", scale="absolute", positions=None, seed=0) -> Sweep:
@@ -114,7 +119,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
-    runs = [(float(lv), t) for lv in sweep.levels for t in range(sweep.trials)]
+    runs = sweep.runs
     noised = [run for run in runs if run[0] > 0]
     frames = []
     for layer in sweep.layers:

@@ -24,11 +24,10 @@ def noise_sweep_ref(prompt, *, model, target, component, layers=None, levels=Non
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
-    runs = [(float(lv), t) for lv in sweep.levels for t in range(sweep.trials)]
     frames = []
     for layer in sweep.layers:
-        logits = torch.stack([traced_run(sweep, layer, level, trial) for level, trial in runs])
-        frames.append(rows(sweep, layer, runs, logits))
+        logits = torch.stack([traced_run(sweep, layer, level, trial) for level, trial in sweep.runs])
+        frames.append(rows(sweep, layer, sweep.runs, logits))
     return to_frame(sweep, frames)
 
 
