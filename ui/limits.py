@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -88,24 +89,30 @@ def check_suite_size(n: int) -> None:
         raise InputError(f"prompts per suite must be in 1..{LIMITS.suite_prompts}, got {n}, {REASON}")
 
 
+READABLE = (ValueError, TypeError, ModelLoadError)
+"""The package's own validation errors: their messages are written for the user."""
+
+
 def shown_to_user(fn):
-    """Re-raise readable validation errors as `gr.Error` (a modal), keeping `fn`'s signature."""
+    """Re-raise readable validation errors as `gr.Error` (a modal), keeping `fn`'s signature.
+
+    Generator callbacks (those that stream partial results) get a generator wrapper: a plain one
+    would return the generator unstarted and miss every error raised while it runs.
+    """
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except READABLE as err:
+                raise _modal(err) from err
+        return streaming
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, ModelLoadError) as err:
-            raise _modal(err) from err
-    return wrapper
-
-
-def shown_to_user_gen(fn):
-    """`shown_to_user` for generator callbacks (those that stream partial results)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            yield from fn(*args, **kwargs)
-        except (ValueError, TypeError, ModelLoadError) as err:
+        except READABLE as err:
             raise _modal(err) from err
     return wrapper
 

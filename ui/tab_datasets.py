@@ -28,7 +28,7 @@ def preview(dataset: DatasetDict) -> pd.DataFrame:
     return frame
 
 
-@limits.shown_to_user_gen
+@limits.shown_to_user
 def run(suites: list[str], size: float, seed: float, progress=gr.Progress()):
     """Stream the preview as each suite is built; the Parquet files when all are."""
     if not suites:

@@ -59,7 +59,7 @@ def files(df: pd.DataFrame, fits: pd.DataFrame, figures) -> list[str]:
                     zip(figures, ("hit_curves", "hit_heatmap", "critical_levels"))]
 
 
-@limits.shown_to_user_gen
+@limits.shown_to_user
 def run(role, prompt, target, component, layers, low, high, n_levels, trials, distribution, scale,
         seed, progress=gr.Progress()):
     """Stream (curves, heatmap, critical levels, fits table, files) as each layer finishes."""
