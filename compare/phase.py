@@ -35,10 +35,10 @@ def phase_transition(df: pd.DataFrame, *, n_boot: int = 200, confidence: float =
     missing = {"level", "hit", "trial", *GROUP} - set(df.columns)
     if missing:
         raise ValueError(f"df lacks columns {sorted(missing)}; pass the frame noise_sweep returns")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
+    if not isinstance(confidence, (int, float, np.number)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
+        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
     rng = np.random.default_rng(seed)
     out = []
     for key, group in df.groupby(GROUP, sort=True):

@@ -66,7 +66,8 @@ def test_single_trial_sweeps_bootstrap_over_rows():
     assert fit["ci_low"] < fit["critical_level"] < fit["ci_high"]
 
 
-@pytest.mark.parametrize("kw,needle", [({"confidence": 1.0}, "confidence"), ({"n_boot": 0}, "n_boot")])
+@pytest.mark.parametrize("kw,needle", [({"confidence": 1.0}, "confidence"), ({"n_boot": 0}, "n_boot"),
+                                        ({"confidence": "high"}, "confidence"), ({"n_boot": 2.5}, "n_boot")])
 def test_bad_arguments_are_refused(kw, needle):
     with pytest.raises(ValueError, match=needle):
         phase_transition(synthetic(0.5, 0.05), **kw)
