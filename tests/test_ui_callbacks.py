@@ -208,6 +208,14 @@ def test_noise_sweep_over_the_cap_is_refused_before_compute():
                            "gaussian", "relative", 0))
 
 
+def test_a_cleared_number_box_is_named_in_the_error():
+    from ui import tab_noise
+
+    with pytest.raises(gr.Error, match="seed is empty"):
+        next(tab_noise.run("gpt2", PROMPT, "Mary", "resid_post", "all", 0.0, 1.0, 4, 1,
+                           "gaussian", "relative", None))
+
+
 def test_dataset_build_previews_rows_and_writes_parquet():
     from ui import tab_datasets
 

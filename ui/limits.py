@@ -38,6 +38,13 @@ class InputError(ValueError):
     """A user input the app refuses; the message names the field, the cap and the reason."""
 
 
+def number(value: float | None, field: str, kind: type = int):
+    """A `gr.Number`'s value as `kind`; a box the user cleared arrives as None."""
+    if value is None:
+        raise InputError(f"{field} is empty: type a number")
+    return kind(value)
+
+
 def check_text(text: str | None, field: str = "prompt") -> str:
     if text is None or not text.strip():
         raise InputError(f"{field} is empty: type some text (or pick an example)")

@@ -36,13 +36,14 @@ def run(role, prompt, target, component, layer, level, trials, seed, progress=gr
     """(bars, top rows, CSV + Parquet of the full ranking) for one layer at one level."""
     prompt = check_prompt(prompt)
     model = models.get(role)
-    layer, trials, seed = int(layer), int(trials), int(seed)
+    layer, level = limits.number(layer, "layer"), limits.number(level, "level", float)
+    trials, seed = limits.number(trials, "trials"), limits.number(seed, "seed")
     points.check(model, component, layer)
     size = n_channels(model, component)
     limits.check_channels(size, trials)
     progress(0, desc=f"{size} channels × {trials} trials")
     df = channel_sensitivity(prompt, model=model, target=target, component=component, layer=layer,
-                             level=float(level), trials=trials, seed=seed, scale="relative")
+                             level=level, trials=trials, seed=seed, scale="relative")
     files = downloads.table_files(downloads.new_directory(), df, "channel_sensitivity")
     return noise_figures.channel_bars(df, top=TOP), top_rows(df), files
 

@@ -33,7 +33,7 @@ def run(suites: list[str], size: float, seed: float, progress=gr.Progress()):
     """Stream the preview as each suite is built; the Parquet files when all are."""
     if not suites:
         raise limits.InputError(f"suites: pick at least one of {list(datasets_gen.DEFAULT_SUITES)}")
-    size, seed = int(size), int(seed)
+    size, seed = limits.number(size, "prompts per suite"), limits.number(seed, "seed")
     limits.check_suite_size(size)
     tokenizers = {role: models.get(role).tokenizer for role in models.MODELS}
     splits = {}

@@ -65,7 +65,7 @@ def preview(ids: list[int]) -> pd.DataFrame:
 @limits.shown_to_user
 def run(kind: str, source: str, spec: str, length: float, progress=gr.Progress()):
     """Aligned preview, lock-in per model, and the per-position comparison of the pattern."""
-    ids = pattern(cycle_ids(kind, source, spec), int(length))
+    ids = pattern(cycle_ids(kind, source, spec), limits.number(length, "length"))
     progress(0.3, desc="running both models")
     comparison = compare(ids, models.pair(), variant="aligned", progress=False)
     lock_in = pd.DataFrame([{"model": name, "lock-in position": run.lock_in,
