@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .mamba import SSM_POINTS
-from .noise import DEFAULT_MAX_BYTES, clean_pass, prepare, read_prediction, run_noised, sweep_noise
+from .noise import DEFAULT_MAX_BYTES, clean_pass, one, prepare, read_prediction, run_noised, sweep_noise
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
 
@@ -41,8 +41,8 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     Arguments as in `noise.noise_sweep`, with one layer and one level. p_target and logit_diff
     are means over trials; rank 1 is the most sensitive channel of its axis.
     """
-    sweep = prepare(prompt, model=model, target=target, component=component, layers=[layer],
-                    levels=[level], trials=trials, distribution=distribution, scale=scale,
+    sweep = prepare(prompt, model=model, target=target, component=component, layers=one(layer, "layer"),
+                    levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
     handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])
     shape = feature_shape(handle, sweep.component)

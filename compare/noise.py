@@ -142,7 +142,7 @@ def noisy_logits(prompt, *, model, target, component, layers, level: float, tria
     if not isinstance(trial, (int, np.integer)) or isinstance(trial, bool) or trial < 0:
         raise ValueError(f"trial must be an int >= 0, got {trial!r}")
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
-                    levels=[level], trials=int(trial) + 1, distribution=distribution, scale=scale,
+                    levels=one(level, "level"), trials=int(trial) + 1, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     run = [(float(sweep.levels[0]), trial)]
@@ -364,6 +364,13 @@ def _target_id(handle: Model, target) -> int:
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool) and 0 <= target < handle.vocab_size:
         return int(target)
     raise ValueError(f"target must be a one-token string or a token ID in 0..{handle.vocab_size - 1}, got {target!r}")
+
+
+def one(value, name: str) -> list:
+    """[value] for `prepare`, refusing a sequence given where one level or layer is meant."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a single value, not a sequence, got {value!r}")
+    return [value]
 
 
 def _float_array(values, name: str) -> np.ndarray:

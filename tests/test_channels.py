@@ -53,3 +53,11 @@ def test_zero_noise_flips_nothing(tiny):
 def test_bad_layer_is_refused(tiny):
     with pytest.raises(ValueError, match="layer must be an int in 0..1"):
         channel_sensitivity(PROMPT, model=tiny[0]["gpt2"], target=" Mary", component="mlp_out", layer=7, level=1.0)
+
+
+@pytest.mark.parametrize("kw,needle", [({"layer": [0, 1]}, "layer must be a single value"),
+                                       ({"level": [0.5, 1.0]}, "level must be a single value")])
+def test_a_sequence_where_one_layer_or_level_is_meant_is_refused_by_name(tiny, kw, needle):
+    args = dict(model=tiny[0]["gpt2"], target=" Mary", component="mlp_out", layer=0, level=1.0) | kw
+    with pytest.raises(ValueError, match=needle):
+        channel_sensitivity(PROMPT, **args)

@@ -184,3 +184,8 @@ def test_bad_input_is_refused_with_the_valid_values(tiny, override, needle):
 def test_gpt2_pattern_is_refused_because_edits_there_do_nothing(tiny):
     with pytest.raises(ValueError, match="pattern"):
         noise_sweep(PROMPT, model=tiny[0]["gpt2"], target=TARGET, component="pattern", levels=[0.5])
+
+
+def test_noisy_logits_refuses_a_list_of_levels_by_name(tiny):
+    with pytest.raises(ValueError, match="level must be a single value"):
+        noisy_logits(PROMPT, model=tiny[0]["gpt2"], target=TARGET, component="mlp_out", layers=[0], level=[0.5, 1.0])
