@@ -74,6 +74,11 @@ def single_token(token: int | str, vocab: Vocab, field: str) -> int:
     return token
 
 
+def repeat(cycle: list[int], length: int) -> list[int]:
+    """`cycle` repeated and cut to `length` tokens: the prompt of a periodic pattern."""
+    return [cycle[k % len(cycle)] for k in range(length)]
+
+
 def check_everywhere(ids: list[int], vocabs: dict[str, Vocab], field: str) -> None:
     """Raise naming `field` unless every ID is in every model's vocabulary."""
     for vocab in vocabs.values():
@@ -216,8 +221,8 @@ class PeriodicConfig(_Suite):
         for i in range(self.n):
             cycle = self.tokens_at(i, self.cycles, f"periodic.cycles[{i}]", vocabs, rng,
                                    self.period)
-            ids = [cycle[k % len(cycle)] for k in range(self.length)]
-            prompts.append(self.prompt(i, ids, cycle[self.length % len(cycle)], vocabs))
+            prompts.append(self.prompt(i, repeat(cycle, self.length), cycle[self.length % len(cycle)],
+                                       vocabs))
         return prompts
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from compare import compare
 from datasets_gen import align
+from datasets_gen.suites import repeat
 
 from . import limits, models
 from .tab_compare import side_by_side
@@ -47,7 +48,7 @@ def pattern(cycle: list[int], length: int) -> list[int]:
     limits.check_tokens(length, "the pattern", "length")
     if length < len(cycle):
         raise limits.InputError(f"length {length} is shorter than the cycle ({len(cycle)} tokens)")
-    return [cycle[t % len(cycle)] for t in range(length)]
+    return repeat(cycle, length)
 
 
 def preview(ids: list[int]) -> pd.DataFrame:
