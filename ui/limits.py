@@ -18,6 +18,8 @@ import gradio as gr
 
 from compare import ModelLoadError
 
+from . import models
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -57,6 +59,14 @@ def check_tokens(n_tokens: int, model_name: str, field: str = "prompt") -> None:
     if n_tokens > LIMITS.prompt_tokens:
         raise InputError(f"{field} is {n_tokens} tokens for {model_name}; the cap is "
                          f"{LIMITS.prompt_tokens} tokens {REASON}")
+
+
+def check_prompt(prompt: str | None) -> str:
+    """Empty and over-long prompts are refused before any forward, with the cap's reason."""
+    prompt = check_text(prompt)
+    for model in models.pair():
+        check_tokens(len(model.encode(prompt)), model.name)
+    return prompt
 
 
 def check_trials(trials: int) -> None:

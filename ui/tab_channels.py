@@ -15,7 +15,6 @@ from compare import channel_sensitivity, noise_figures, points
 from compare.channels import feature_shape
 
 from . import downloads, limits, models
-from .tab_compare import check_prompt
 
 TOP = 20
 """Channels shown per axis, in the bars and the table (the files hold all of them)."""
@@ -34,7 +33,7 @@ def top_rows(df: pd.DataFrame) -> pd.DataFrame:
 @limits.shown_to_user
 def run(role, prompt, target, component, layer, level, trials, seed, progress=gr.Progress()):
     """(bars, top rows, CSV + Parquet of the full ranking) for one layer at one level."""
-    prompt = check_prompt(prompt)
+    prompt = limits.check_prompt(prompt)
     model = models.get(role)
     layer, level = limits.number(layer, "layer"), limits.number(level, "level", float)
     trials, seed = limits.number(trials, "trials"), limits.number(seed, "seed")

@@ -31,14 +31,6 @@ def tracked_tokens(track: str | None) -> list[str] | None:
     return tokens or None
 
 
-def check_prompt(prompt: str | None) -> str:
-    """Empty and over-long prompts are refused before any forward, with the cap's reason."""
-    prompt = limits.check_text(prompt)
-    for model in models.pair():
-        limits.check_tokens(len(model.encode(prompt)), model.name)
-    return prompt
-
-
 def side_by_side(comparison) -> pd.DataFrame:
     """One row per position of the first model: each model's token, prediction and its P.
 
@@ -75,7 +67,7 @@ def files(comparison, table: pd.DataFrame) -> list[str]:
 def run(prompt: str, variant: str, track: str, progress=gr.Progress()):
     """Table, trajectory plot, cross-model plot, files, and the Comparison for the session state."""
     progress(0.0, desc="loading models")
-    prompt = check_prompt(prompt)
+    prompt = limits.check_prompt(prompt)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     progress(0.2, desc="running both models")

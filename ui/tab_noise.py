@@ -15,7 +15,6 @@ from compare.noise import DISTRIBUTIONS, SCALES, noise_sweep
 from compare.phase import phase_transition
 
 from . import downloads, limits, models, tab_channels
-from .tab_compare import check_prompt
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post"}
@@ -63,7 +62,7 @@ def files(df: pd.DataFrame, fits: pd.DataFrame, figures) -> list[str]:
 def run(role, prompt, target, component, layers, low, high, n_levels, trials, distribution, scale,
         seed, progress=gr.Progress()):
     """Stream (curves, heatmap, critical levels, fits table, files) as each layer finishes."""
-    prompt = check_prompt(prompt)
+    prompt = limits.check_prompt(prompt)
     model = models.get(role)
     chosen = parse_layers(layers, model.n_layers)
     low, high = limits.number(low, "level from", float), limits.number(high, "level to", float)
