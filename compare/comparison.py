@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
-from .loading import load_model
+from .loading import cached_model
 from .model import Model
 
 VARIANTS = ("native", "same_ids", "aligned")
@@ -38,8 +38,7 @@ MAX_OUTLIERS_LISTED = 50
 CROSS_COLUMNS = ["model", "other", "position", "other_position", "token", "other_token", "split", "prediction",
                  "other_prediction", "agree", "js", "shared_mass", "other_shared_mass"]
 
-# Caches, not state: loaded models by (source, device), and each model's vocabulary as text.
-_MODELS: dict[tuple[str, str], Model] = {}
+# A cache, not state: each model's vocabulary as text (models themselves: `loading.cached_model`).
 _VOCAB_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -230,10 +229,7 @@ def _load(models, device) -> list[Model]:
         if isinstance(source, Model):
             handles.append(source)
             continue
-        key = (str(source), str(device))
-        if key not in _MODELS:
-            _MODELS[key] = load_model(source, device=device)
-        handles.append(_MODELS[key])
+        handles.append(cached_model(source, device=device))
     names = [h.name for h in handles]
     if len(set(names)) != len(names):
         raise ValueError(f"models: names must be distinct to key the results, got {names}")

@@ -34,6 +34,10 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
+# A cache, not state: a model named by its source is loaded once per process and device.
+_CACHE: dict[tuple[str, str], Model] = {}
+
+
 class ModelLoadError(RuntimeError):
     """A model or tokenizer could not be found or understood; the message says what to do."""
 
@@ -59,6 +63,15 @@ def load_model(source: str | os.PathLike, *, tokenizer: Any = None, device: str 
     max_positions = config.get("n_positions") if family == "gpt2" else None
     return Model(name=name, family=family, module=module, tokenizer=tok, vocab_size=vocab_size,
                  max_positions=max_positions)
+
+
+def cached_model(source: str | os.PathLike, *, device: str | torch.device | None = None) -> Model:
+    """`load_model(source, device=device)`, loaded once per process: what `compare` and the
+    sweeps use when given a source instead of a handle."""
+    key = (str(source), str(device))
+    if key not in _CACHE:
+        _CACHE[key] = load_model(source, device=device)
+    return _CACHE[key]
 
 
 def _resolve(source) -> tuple[Path, str]:

@@ -41,6 +41,7 @@ import torch
 
 from . import points
 from .mamba import MODEL_POINTS, SSM_POINTS
+from .loading import cached_model
 from .model import Model
 
 DISTRIBUTIONS = ("gaussian", "uniform")
@@ -271,20 +272,15 @@ def _run_chunk(handle, component, layer, entry, positions, chunk, noise):
 def _injection_hook(handle, component, layer, add):
     """A torch hook that edits the component in place, as ``point(...)[:, pos] += noise`` does in a trace."""
     if handle.family == "mamba":
-        block = handle.module.layers[layer]
-        owner = block.mixer if component in points.MAMBA_MIXER_POINTS else block
-        return getattr(owner, f"hook_{component}").register_forward_hook(lambda mod, inp, out: add(out))
+        hook = points.mamba_hook(handle.module, component, layer)
+        return hook.register_forward_hook(lambda mod, inp, out: add(out))
     block = handle.module.transformer.h[layer]
     if component == "resid_pre":
         return block.register_forward_pre_hook(lambda mod, args: add(args[0]))
     if component == "resid_mid":
         return block.ln_2.register_forward_pre_hook(lambda mod, args: add(args[0]))
     if component in ("q", "k", "v"):
-        def qkv(mod, inp, out):
-            d = out.shape[-1] // 3
-            i = "qkv".index(component)
-            add(out[..., i * d:(i + 1) * d])
-        return block.attn.c_attn.register_forward_hook(qkv)
+        return block.attn.c_attn.register_forward_hook(lambda mod, inp, out: add(points.qkv_slice(out, component)))
     module = {"attn_out": block.attn, "mlp_out": block.mlp, "resid_post": block}[component]
     return module.register_forward_hook(lambda mod, inp, out: add(out[0] if isinstance(out, tuple) else out))
 
@@ -329,8 +325,7 @@ def _handle(model) -> Model:
     if isinstance(model, Model):
         return model
     if isinstance(model, str):
-        from .loading import load_model
-        return load_model(model)
+        return cached_model(model)
     raise ValueError(f"model must be a loaded Model or a source string for compare.load_model, "
                      f"got {type(model).__name__}")
 

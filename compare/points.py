@@ -51,12 +51,24 @@ def get(handle, component: str, layer: int | None = None):
     return (_mamba if handle.family == "mamba" else _gpt2)(handle.nn, component, layer)
 
 
-def _mamba(nn, component, layer):
+def mamba_hook(root, component: str, layer: int | None):
+    """The HookPoint of a Mamba component under `root`: the module tree or its nnsight envoy."""
     if layer is None:
-        return getattr(nn, f"hook_{component}").output
-    block = nn.layers[layer]
+        return getattr(root, f"hook_{component}")
+    block = root.layers[layer]
     owner = block.mixer if component in MAMBA_MIXER_POINTS else block
-    return getattr(owner, f"hook_{component}").output
+    return getattr(owner, f"hook_{component}")
+
+
+def qkv_slice(qkv, component: str):
+    """q, k or v out of c_attn's concatenated [..., 3·d] output (a view: edits write through)."""
+    d = qkv.shape[-1] // 3
+    i = "qkv".index(component)
+    return qkv[..., i * d:(i + 1) * d]
+
+
+def _mamba(nn, component, layer):
+    return mamba_hook(nn, component, layer).output
 
 
 def _gpt2(nn, component, layer):
@@ -66,10 +78,7 @@ def _gpt2(nn, component, layer):
                 "logits": lambda: nn.lm_head.output}[component]()
     block = nn.transformer.h[layer]
     if component in ("q", "k", "v"):
-        qkv = block.attn.c_attn.output
-        d = qkv.shape[-1] // 3
-        i = "qkv".index(component)
-        return qkv[..., i * d:(i + 1) * d]
+        return qkv_slice(block.attn.c_attn.output, component)
     return {"resid_pre": lambda: block.input,
             "pattern": lambda: block.attn.output[1],
             "attn_out": lambda: block.attn.output[0],

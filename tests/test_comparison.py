@@ -147,8 +147,10 @@ def test_a_suite_row_brings_its_ids_seed_and_target(models):
 def test_models_are_loaded_once_per_source(tiny_dirs, monkeypatch):
     dirs, _ = tiny_dirs
     calls = []
-    monkeypatch.setattr(engine, "_MODELS", {})
-    monkeypatch.setattr(engine, "load_model", lambda source, device=None: calls.append(source) or
+    import compare.loading as loading
+
+    monkeypatch.setattr(loading, "_CACHE", {})
+    monkeypatch.setattr(loading, "load_model", lambda source, device=None: calls.append(source) or
                         package.load_model(source, device=device))
     for _ in range(2):
         package.compare("Mary", [dirs["mamba"], dirs["gpt2"]], variant="native", device="cpu")

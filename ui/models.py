@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 
-from compare import Model, load_model
+from compare import Model
+from compare.loading import cached_model
 
 MODELS = ("mamba", "gpt2")
 """The two roles the app compares, in display order; Mamba first, as in `compare.compare`."""
@@ -20,7 +21,6 @@ DEFAULTS = {"mamba": "mamba-130m", "gpt2": "gpt2"}
 ENV_VARS = {"mamba": "MAMBA_MODEL", "gpt2": "GPT2_MODEL"}
 
 _configured: dict[str, str] = {}
-_loaded: dict[str, Model] = {}
 _lock = threading.Lock()
 
 
@@ -42,10 +42,8 @@ def source(role: str) -> str:
 def get(role: str) -> Model:
     """The loaded model of `role`, loading it on first use (thread-safe, once per source)."""
     src = source(role)
-    with _lock:
-        if src not in _loaded:
-            _loaded[src] = load_model(src)
-        return _loaded[src]
+    with _lock:  # the cache itself is not thread-safe: two sessions would load a model twice
+        return cached_model(src)
 
 
 def pair() -> tuple[Model, ...]:
