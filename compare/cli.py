@@ -43,7 +43,7 @@ def table(comparison: Comparison) -> str:
                 cells.append("—")
                 continue
             predictions.append(run.predictions[u])
-            cells.append(f"{run.predictions[u]!r} ({run.probs[u, run.prediction_ids[u]]:.3f})")
+            cells.append(f"{run.predictions[u]!r} ({run.p_predictions[u]:.3f})")
         complete = len(predictions) == len(runs)
         cells.append(("yes" if len(set(predictions)) == 1 else "no") if complete else "—")
         lines.append(cells)

@@ -55,17 +55,23 @@ class Trajectory:
 
 @dataclass
 class Run:
-    """One model's results on one prompt. Arrays are [T] or [T, V], V = the real vocabulary."""
+    """One model's results on one prompt. Arrays are [T] or [T, V], V = the real vocabulary.
+
+    `logits`, `k` and `probs` are None when `compare(..., keep_arrays=False)` kept only the
+    summaries.
+    """
 
     model: str
     family: str
+    vocab_size: int
     ids: np.ndarray
     tokens: list[str]
-    logits: np.ndarray  # L
-    k: np.ndarray  # K
-    probs: np.ndarray  # P
+    logits: np.ndarray | None  # L
+    k: np.ndarray | None  # K
+    probs: np.ndarray | None  # P
     prediction_ids: np.ndarray
     predictions: list[str]
+    p_predictions: np.ndarray  # [T], P of each argmax
     tracked: dict[str, Trajectory]
     k_stats: pd.DataFrame  # position, mean, variance, skew, n_outliers, tail_bump, outliers
     variance_trend: dict[str, float]
@@ -93,7 +99,7 @@ class Comparison:
             frame = pd.DataFrame({
                 "model": run.model, "position": np.arange(len(run.ids)), "token_id": run.ids,
                 "token": run.tokens, "prediction_id": run.prediction_ids, "prediction": run.predictions,
-                "p_prediction": run.probs[np.arange(len(run.ids)), run.prediction_ids]})
+                "p_prediction": run.p_predictions})
             frame = frame.merge(run.k_stats, on="position")
             for label, trajectory in run.tracked.items():
                 for quantity in ("L", "K", "P"):
@@ -118,14 +124,19 @@ class Comparison:
             columns=["model", "tracked", "position", "L", "K", "P"])
 
     def figures(self) -> dict[str, Any]:
-        """The standard figures by file stem (plain matplotlib Figures, see `compare.figures`)."""
+        """The standard figures by file stem (plain matplotlib Figures, see `compare.figures`).
+
+        The K-distribution and flattened-L figures need the [T, V] arrays: without them
+        (`keep_arrays=False`) they are left out.
+        """
         from . import figures
 
         names = list(self.runs)
-        out = {"k_distributions": figures.k_distributions({n: self.runs[n].k for n in names},
-                                                          {n: self.runs[n].tokens for n in names}),
-               "flattened_logits": figures.flattened_logits({n: self.runs[n].logits for n in names}),
-               "top_k": figures.top_k_table(self.top_k_frame())}
+        out = {"top_k": figures.top_k_table(self.top_k_frame())}
+        if all(run.k is not None for run in self.runs.values()):
+            out["k_distributions"] = figures.k_distributions({n: self.runs[n].k for n in names},
+                                                             {n: self.runs[n].tokens for n in names})
+            out["flattened_logits"] = figures.flattened_logits({n: self.runs[n].logits for n in names})
         if any(run.tracked for run in self.runs.values()):
             out["trajectories"] = figures.trajectories(self.tracked_frame())
         if len(self.cross):
@@ -140,7 +151,7 @@ class Comparison:
         import transformers
 
         prompt = self.prompt if isinstance(self.prompt, (str, list)) else str(self.prompt)
-        return {"models": {n: {"family": r.family, "vocab_size": int(r.logits.shape[1])}
+        return {"models": {n: {"family": r.family, "vocab_size": r.vocab_size}
                            for n, r in self.runs.items()},
                 "variant": self.variant, "seed": self.seed, "prompt": prompt,
                 "lock_in": {n: r.lock_in for n, r in self.runs.items()},
@@ -179,7 +190,7 @@ class Comparison:
 
 def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",
             track=None, device=None, batch_size: int = 8, progress: bool = True,
-            tokenizer_stats: bool = False):
+            tokenizer_stats: bool = False, keep_arrays: bool = True):
     """Run `prompt` through every model and compare them; see the module docstring for variants.
 
     prompt: a string, a list of token IDs (first model's tokenizer), a `datasets_gen` suite row
@@ -191,9 +202,14 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         token in every model.
     tokenizer_stats: also tabulate each tokenizer's ID-vs-length over the whole vocabulary (for
         the tokenizer figure; slower).
+    keep_arrays: keep L, K and P ([T, V] each) in every run. False keeps only what is derived
+        from them (predictions, tracked trajectories, K statistics, top-k, cross metrics), for
+        suites: at a 50k vocabulary the arrays take ~8 MB per model per 14-token prompt.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant: unknown {variant!r}; allowed values are {', '.join(VARIANTS)}")
+    if not isinstance(keep_arrays, bool):
+        raise TypeError(f"keep_arrays: must be True or False, got {keep_arrays!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
     handles = _load(models, device)
@@ -207,6 +223,9 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     for n, (item, prep) in enumerate(zip(items, prepared)):
         runs = {h.name: _run(h, m, prep.ids[m], logits[m][n], prep.track) for m, h in enumerate(handles)}
         cross = _cross([runs[h.name] for h in handles], prep.pairs, shared)
+        if not keep_arrays:
+            for m, run in enumerate(runs.values()):
+                run.logits = run.k = run.probs = logits[m][n] = None
         results.append(Comparison(prompt=item, variant=variant, runs=runs, cross=cross, seed=prep.seed,
                                   tokenizer_tables=tables))
     return results if is_suite else results[0]
@@ -428,9 +447,10 @@ def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:
     positions = np.arange(len(ids))
     tracked = {label: Trajectory(label, per_model[m], *(X[positions, per_model[m]] for X in (L, K, P)))
                for label, per_model in track}
-    return Run(model=handle.name, family=handle.family, ids=np.array(ids), tokens=[texts[i] for i in ids],
-               logits=L, k=K.astype(np.float32), probs=P.astype(np.float32), prediction_ids=prediction_ids,
-               predictions=[texts[i] for i in prediction_ids], tracked=tracked, k_stats=stats,
+    return Run(model=handle.name, family=handle.family, vocab_size=handle.vocab_size, ids=np.array(ids),
+               tokens=[texts[i] for i in ids], logits=L, k=K.astype(np.float32), probs=P.astype(np.float32),
+               prediction_ids=prediction_ids, predictions=[texts[i] for i in prediction_ids],
+               p_predictions=P[positions, prediction_ids].astype(np.float32), tracked=tracked, k_stats=stats,
                variance_trend=metrics.variance_trend(stats["variance"]),
                lock_in=None if p is None else metrics.lock_in(prediction_ids, metrics.continuation(ids, p)),
                top_k_ids=top_ids, top_k_probs=top_probs,

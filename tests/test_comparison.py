@@ -107,6 +107,18 @@ def test_a_suite_in_batches_equals_one_by_one_runs(models):
             assert result.runs[name].tokens == run.tokens
 
 
+def test_a_suite_without_arrays_keeps_every_summary(models):
+    handles, _ = models
+    suite = [TEXT, "Mary and John"]
+    full = package.compare(suite, handles, variant="native", track=" Mary", progress=False)
+    lean = package.compare(suite, handles, variant="native", track=" Mary", progress=False, keep_arrays=False)
+    for a, b in zip(full, lean):
+        pd.testing.assert_frame_equal(a.to_frame(), b.to_frame())
+        pd.testing.assert_frame_equal(a.cross, b.cross)
+        assert all(run.logits is None and run.k is None and run.probs is None for run in b.runs.values())
+        assert set(b.figures()) == set(a.figures()) - {"k_distributions", "flattened_logits"}
+
+
 def test_to_frame_has_one_row_per_model_and_position(models):
     handles, _ = models
     result = package.compare(TEXT, handles, variant="native", track=" Mary")
