@@ -399,12 +399,7 @@ def _tracked(track, handles: list[Model]) -> list[tuple[str, list[int]]]:
             if m == 0 and not isinstance(item, str):
                 ids.append(int(item))
                 continue
-            pieces = h.encode(label) if label else []
-            if len(pieces) != 1:
-                raise ValueError(f"track: {label!r} is {len(pieces)} tokens in {h.name}'s tokenizer "
-                                 f"({h.decode_tokens(pieces)}); a tracked token must be exactly one "
-                                 "token in every model")
-            ids.append(pieces[0])
+            ids.append(h.single_token(label, what="track"))
         out.append((label, ids))
     return out
 

@@ -56,6 +56,15 @@ class Model:
             raise ValueError(f"{self.name}: prompt must be a non-empty string, got {text!r}")
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def single_token(self, text: str, *, what: str = "token") -> int:
+        """The ID of `text`, which must be exactly one token of this model (e.g. " Mary")."""
+        pieces = self.tokenizer.encode(text, add_special_tokens=False) if text else []
+        if len(pieces) != 1:
+            raise ValueError(f"{what}: {text!r} is {len(pieces)} tokens in {self.name}'s tokenizer "
+                             f"({self.decode_tokens(pieces)}); it must be exactly one token in every "
+                             "model (mind the leading space), or pass a token ID")
+        return pieces[0]
+
     def decode_tokens(self, ids: Sequence[int]) -> list[str]:
         return [self.tokenizer.decode([i]) for i in ids]
 

@@ -351,11 +351,7 @@ def _component(handle: Model, component) -> str:
 
 def _target_id(handle: Model, target) -> int:
     if isinstance(target, str):
-        ids = handle.encode(target) if target else []
-        if len(ids) != 1:
-            raise ValueError(f"target {target!r} is {len(ids)} tokens {ids} for {handle.name}; pass a string "
-                             f"that is exactly one token (mind the leading space) or a token ID")
-        return ids[0]
+        return handle.single_token(target, what="target")
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool) and 0 <= target < handle.vocab_size:
         return int(target)
     raise ValueError(f"target must be a one-token string or a token ID in 0..{handle.vocab_size - 1}, got {target!r}")
