@@ -27,11 +27,15 @@ them, so an edit there changes nothing downstream.
 Fast path (`noise_sweep`): one clean forward caches the residual stream entering every layer;
 for each layer l the blocks l.. run once on a batch of (level, trial) copies of that residual
 with the noise added by a torch forward hook on the component, and the LM head runs only at the
-last position. Batches are chunked to stay within ``max_bytes``. Level-0 rows are read from the
-clean forward itself (zero noise is no intervention), so they equal `Model.logits` exactly.
+last position. Where block l's output is affine in the noise (`AFFINE`: h, write, y, resid_post…)
+block l runs once per trial instead and each run restarts at block l+1 from
+out_clean + level·(out(ε) − out_clean). Batches are chunked to stay within ``max_bytes``.
+Level-0 rows are read from the clean forward itself (zero noise is no intervention), so they
+equal `Model.logits` exactly.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -50,6 +54,16 @@ COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "
            "predicted_id", "predicted")
 DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
 _BYTES = 4  # fp32
+HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
+
+# Components the injected block's output depends on affinely: noise ε there moves the output
+# by J·ε with J fixed by the clean run, so a (level, trial) run starts the next block from
+# out_clean + level·(out(ε) − out_clean) (`run_rays`). Mamba: B, C, B̄, w, h (increments) and
+# h_readout enter y linearly, and y, mixer_out, resid_post reach the residual through the clean
+# gate and out_proj only; Δ, Ā, x, the gate and the norms act through exp/SiLU/softplus.
+# GPT-2: mlp_out and resid_post are added after the block's last nonlinearity.
+AFFINE = {"mamba": ("B", "C", "B_bar", "write", "h", "h_readout", "y", "mixer_out", "resid_post"),
+          "gpt2": ("mlp_out", "resid_post")}
 
 
 @dataclass(frozen=True)
@@ -124,9 +138,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     noised = [run for run in runs if run[0] > 0]
     frames = []
     for layer in sweep.layers:
-        noise = lambda chunk, value, layer=layer: sweep_noise(sweep, layer, chunk, value)
-        logits = run_noised(sweep.handle, sweep.component, layer, resid[layer], sweep.positions,
-                            noised, noise, max_bytes=max_bytes)
+        logits = sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)
         by_run = dict(zip(noised, logits))
         stacked = torch.stack([by_run.get(run, clean) for run in runs])
         frames.append(rows(sweep, layer, runs, stacked))
@@ -149,8 +161,7 @@ def noisy_logits(prompt, *, model, target, component, layers, level: float, tria
     run = [(float(sweep.levels[0]), trial)]
     frames = []
     for layer in sweep.layers:
-        noise = lambda chunk, value, layer=layer: sweep_noise(sweep, layer, chunk, value)
-        noisy = run_noised(sweep.handle, sweep.component, layer, resid[layer], sweep.positions, run, noise)[0]
+        noisy = sweep_logits(sweep, layer, resid[layer], run)[0]
         for name, logits in (("clean", clean), ("noisy", noisy)):
             frames.append(pd.DataFrame({"model": sweep.handle.name, "layer": layer, "component": sweep.component,
                                         "level": run[0][0], "run": name, "token_id": np.arange(len(logits)),
@@ -208,6 +219,13 @@ def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
     return logits, cache
 
 
+def sweep_logits(sweep: Sweep, layer: int, entry, runs: list, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Last-position logits [len(runs), V] of a sweep's (level, trial) runs at one layer."""
+    engine = run_rays if sweep.component in AFFINE[sweep.handle.family] else run_noised
+    noise = lambda chunk, value: sweep_noise(sweep, layer, chunk, value)
+    return engine(sweep.handle, sweep.component, layer, entry, sweep.positions, runs, noise, max_bytes=max_bytes)
+
+
 @torch.inference_mode()
 def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
                noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
@@ -216,55 +234,116 @@ def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequ
     noise(chunk, clean_value) → [len(chunk), P, *feature]: called inside the hook with the
     clean component at the noised positions [P, *feature] (all batch rows are clean there).
     """
-    if not runs:
-        return torch.empty(0, handle.vocab_size)
-    per_item = item_bytes(handle, component, entry[0][0].shape[1])
+    resid = entry[0][0]
+    size = _chunk_size(handle, component, resid.shape[1], max_bytes)
+    finals = []
+    for start in range(0, len(runs), size):
+        chunk = runs[start:start + size]
+        with _injected(handle, component, layer, positions, lambda value, chunk=chunk: noise(chunk, value)):
+            finals.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry)[:, -1])
+    return _head(handle, finals)
+
+
+@torch.inference_mode()
+def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
+             noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
+    """`run_noised` for an `AFFINE` component and runs (level, key) whose noise is level × that of (1, key).
+
+    The injected block's output is then out_clean + level · r_key, with the response
+    r_key = out(1, key) − out_clean: the block runs once per key, not once per run, and the
+    batched forward restarts at the next block from these outputs.
+    """
+    resid = entry[0][0]
+    keys = list(dict.fromkeys(key for _, key in runs))
+    clean = _blocks_from(handle, layer, resid, entry, stop=layer + 1)
+    size = _chunk_size(handle, component, resid.shape[1], max_bytes)
+    unit = []
+    for start in range(0, len(keys), size):
+        chunk = [(1.0, key) for key in keys[start:start + size]]
+        with _injected(handle, component, layer, positions, lambda value, chunk=chunk: noise(chunk, value)):
+            unit.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry, stop=layer + 1))
+    response = torch.cat(unit) - clean
+    row = {key: i for i, key in enumerate(keys)}
+    size = _chunk_size(handle, None, resid.shape[1], max_bytes)
+    finals = []
+    for start in range(0, len(runs), size):
+        chunk = runs[start:start + size]
+        level = torch.tensor([lv for lv, _ in chunk], dtype=response.dtype, device=response.device)
+        inputs = torch.addcmul(clean, level[:, None, None], response[[row[key] for _, key in chunk]])
+        finals.append(_blocks_from(handle, layer + 1, inputs, entry)[:, -1])
+    return _head(handle, finals)
+
+
+def _chunk_size(handle: Model, component: str | None, T: int, max_bytes: int) -> int:
+    per_item = item_bytes(handle, component, T)
     if per_item > max_bytes:
         raise ValueError(f"one noised forward needs about {per_item / 2**20:.0f} MiB, more than "
                          f"max_bytes={max_bytes / 2**20:.0f} MiB; raise max_bytes or shorten the prompt")
-    size = max(1, max_bytes // per_item)
-    out = []
-    for start in range(0, len(runs), size):
-        chunk = runs[start:start + size]
-        out.append(_run_chunk(handle, component, layer, entry, list(positions), chunk, noise))
-    return torch.cat(out)
+    return max(1, max_bytes // per_item)
 
 
-def item_bytes(handle: Model, component: str, T: int) -> int:
-    """Rough peak bytes of one batch item through one layer (the largest live activations)."""
-    vocab = handle.vocab_size
+def item_bytes(handle: Model, component: str | None, T: int) -> int:
+    """Rough peak bytes of one batch item through one layer (the largest live activations).
+
+    component None: no hook, the forward of the blocks after the injected one.
+    """
     if handle.family == "mamba":
         cfg = handle.module.config
         state = cfg.d_inner * cfg.d_state
         # materialised SSM: Ā, B̄, w, h, its copy and the increment's scan; else the chunked scan
         ssm = 9 * T * state if component in SSM_POINTS else 4 * min(T, 32) * state
-        return _BYTES * (ssm + 12 * T * cfg.d_inner + vocab)
+        return _BYTES * (ssm + 12 * T * cfg.d_inner + cfg.d_model)
     cfg = handle.module.config
-    return _BYTES * (T * (16 * cfg.n_embd + 3 * cfg.n_head * T) + vocab)
+    return _BYTES * (T * (16 * cfg.n_embd + 3 * cfg.n_head * T) + cfg.n_embd)
 
 
-def _run_chunk(handle, component, layer, entry, positions, chunk, noise):
-    (resid, *rest), kwargs = entry
-    resid = resid.repeat(len(chunk), *[1] * (resid.dim() - 1))
-    idx = torch.tensor(positions, device=resid.device)
+def _blocks_from(handle: Model, start: int, resid: torch.Tensor, entry, stop: int | None = None) -> torch.Tensor:
+    """The residual [b, T, d] after blocks start..stop-1 (default: to the last block)."""
+    if handle.family == "mamba":
+        for block in handle.module.layers[start:stop]:
+            resid = block(resid)
+        return resid
+    (_, *rest), kwargs = entry
+    mask = rest[1] if len(rest) > 1 else kwargs.get("attention_mask")
+    extra = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values", "attention_mask")}
+    for block in handle.module.transformer.h[start:stop]:
+        resid = block(resid, None, mask, use_cache=False, **extra)
+    return resid
+
+
+def _copies(resid: torch.Tensor, b: int) -> torch.Tensor:
+    """b writable copies of the residual [1, T, d]: the hooks edit the batch in place."""
+    return resid.repeat(b, *[1] * (resid.dim() - 1))
+
+
+def _head(handle: Model, finals: list) -> torch.Tensor:
+    """Logits [N, V] from the last-position residuals of every chunk.
+
+    The LM head streams its whole weight (154 MB at a 50k vocabulary) per matmul, so it runs
+    on HEAD_ROWS residuals at a time rather than once per chunk of a few runs.
+    """
+    resid = torch.cat(finals) if finals else torch.empty(0, _width(handle))
+    norm = handle.module.norm_f if handle.family == "mamba" else handle.module.transformer.ln_f
+    return torch.cat([handle.module.lm_head(norm(resid[i:i + HEAD_ROWS]))[:, : handle.vocab_size].float()
+                      for i in range(0, len(resid), HEAD_ROWS)] or [torch.empty(0, handle.vocab_size)])
+
+
+def _width(handle: Model) -> int:
+    cfg = handle.module.config
+    return cfg.d_model if handle.family == "mamba" else cfg.n_embd
+
+
+@contextmanager
+def _injected(handle, component, layer, positions, noise):
+    """Within: the component at `layer` gets noise(clean_value) added at `positions`, in place."""
+    idx = torch.tensor(list(positions))
 
     def add(value):
-        eps = noise(chunk, value[0, idx]).to(value.device, value.dtype)
-        value[:, idx] += eps
+        value[:, idx] += noise(value[0, idx]).to(value.device, value.dtype)
 
     hook = _injection_hook(handle, component, layer, add)
     try:
-        if handle.family == "mamba":
-            m = handle.module
-            for block in m.layers[layer:]:
-                resid = block(resid)
-            return m.lm_head(m.norm_f(resid[:, -1]))[:, : handle.vocab_size].float()
-        t = handle.module.transformer
-        mask = rest[1] if len(rest) > 1 else kwargs.get("attention_mask")
-        extra = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values", "attention_mask")}
-        for block in t.h[layer:]:
-            resid = block(resid, None, mask, use_cache=False, **extra)
-        return handle.module.lm_head(t.ln_f(resid[:, -1]))[:, : handle.vocab_size].float()
+        yield
     finally:
         hook.remove()
 
