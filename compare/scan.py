@@ -72,19 +72,23 @@ def selective_scan(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tens
         chunk = max(1, min(l, CHUNK_BYTES // (b * d * n * x.element_size())))
     A_t = A.t().contiguous()  # [n, d_in]
     A_bar = x.new_empty(b, chunk, n, d)
-    hs = x.new_empty(b, chunk, n, d)
-    h = x.new_zeros(b, n, d)  # the state carried across chunks: the buffers are overwritten
+    # w is scanned into h in place; two buffers in turn, so the last state of one chunk stays
+    # readable (as h) while the next chunk is written
+    hs = [x.new_empty(b, chunk, n, d) for _ in range(min(2, -(-l // chunk)))]
+    h = None  # the state before the chunk; None while it is h_{-1} = 0, which Ā_0 multiplies
     y = torch.empty_like(x)
-    for s in range(0, l, chunk):
+    for i, s in enumerate(range(0, l, chunk)):
         c = min(chunk, l - s)
-        a, w = A_bar[:, :c], hs[:, :c]
-        torch.mul(delta[:, s:s + c, None, :], A_t, out=a).exp_()
+        a, w = A_bar[:, :c], hs[i % 2][:, :c]
+        skip = 1 if h is None else 0  # Ā_0 · 0: no exp needed
+        torch.mul(delta[:, s + skip:s + c, None, :], A_t, out=a[:, skip:]).exp_()
         torch.mul(B[:, s:s + c, :, None], (delta[:, s:s + c] * x[:, s:s + c]).unsqueeze(-2), out=w)
         a_t, w_t = a.unbind(1), w.unbind(1)  # one call for all the step views
-        w_t[0].addcmul_(a_t[0], h)
+        if h is not None:
+            w_t[0].addcmul_(a_t[0], h)
         for t in range(1, c):
             w_t[t].addcmul_(a_t[t], w_t[t - 1])
-        h.copy_(w_t[-1])
+        h = w_t[-1]
         y[:, s:s + c] = (C[:, s:s + c, None, :] @ w).squeeze(-2) + D * x[:, s:s + c]
     return y
 
