@@ -98,8 +98,19 @@ class MambaMixer(nn.Module):
         for name in ("gate", "x", "delta", "B", "C") + SSM_POINTS + ("y",):
             setattr(self, f"hook_{name}", HookPoint())
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        x, z = self.in_proj(u).chunk(2, dim=-1)
+    def forward(self, u: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """u [b, l, d] → [b, l, d], or [b, 1, d] (the last position) with last_only.
+
+        last_only serves callers that read nothing else, like the noise sweep's final block: the
+        scan still runs over every position, but the gate half of in_proj and out_proj run at the
+        last one only (in_proj is then applied through its weight, which nnsight does not see).
+        """
+        if last_only:
+            d_in, w, bias = self.D.shape[0], self.in_proj.weight, self.in_proj.bias
+            x = F.linear(u, w[:d_in], None if bias is None else bias[:d_in])
+            z = F.linear(u[:, -1:], w[d_in:], None if bias is None else bias[d_in:])
+        else:
+            x, z = self.in_proj(u).chunk(2, dim=-1)
         z = self.hook_gate(z)
         x = self.hook_x(F.silu(causal_conv(x, self.conv1d.weight, self.conv1d.bias)))
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
@@ -113,7 +124,7 @@ class MambaMixer(nn.Module):
         else:
             y = selective_scan(*ssm_in, self.D.float())
         y = self.hook_y(y.to(x.dtype))
-        return self.out_proj(y * F.silu(z))
+        return self.out_proj((y[:, -1:] if last_only else y) * F.silu(z))
 
     def _ssm_materialised(self, x, delta, A, B, C):
         A_bar, B_bar = discretise(delta, A, B)
@@ -155,10 +166,11 @@ class MambaBlock(nn.Module):
         self.hook_resid_pre, self.hook_norm = HookPoint(), HookPoint()
         self.hook_mixer_out, self.hook_resid_post = HookPoint(), HookPoint()
 
-    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+    def forward(self, resid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """resid [b, l, d] → [b, l, d], or [b, 1, d] with last_only (see `MambaMixer.forward`)."""
         resid = self.hook_resid_pre(resid)
-        out = self.hook_mixer_out(self.mixer(self.hook_norm(self.norm(resid))))
-        return self.hook_resid_post(resid + out)
+        out = self.hook_mixer_out(self.mixer(self.hook_norm(self.norm(resid)), last_only))
+        return self.hook_resid_post((resid[:, -1:] if last_only else resid) + out)
 
 
 class MambaLM(nn.Module):

@@ -240,7 +240,8 @@ def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequ
     for start in range(0, len(runs), size):
         chunk = runs[start:start + size]
         with _injected(handle, component, layer, positions, lambda value, chunk=chunk: noise(chunk, value)):
-            finals.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry)[:, -1])
+            finals.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry,
+                                       last_only=layer < len(_blocks(handle)) - 1)[:, -1])
     return _head(handle, finals)
 
 
@@ -270,7 +271,7 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
         chunk = runs[start:start + size]
         level = torch.tensor([lv for lv, _ in chunk], dtype=response.dtype, device=response.device)
         inputs = torch.addcmul(clean, level[:, None, None], response[[row[key] for _, key in chunk]])
-        finals.append(_blocks_from(handle, layer + 1, inputs, entry)[:, -1])
+        finals.append(_blocks_from(handle, layer + 1, inputs, entry, last_only=True)[:, -1])
     return _head(handle, finals)
 
 
@@ -298,11 +299,17 @@ def item_bytes(handle: Model, component: str | None, T: int) -> int:
     return _BYTES * (T * (16 * cfg.n_embd + 3 * cfg.n_head * T) + cfg.n_embd)
 
 
-def _blocks_from(handle: Model, start: int, resid: torch.Tensor, entry, stop: int | None = None) -> torch.Tensor:
-    """The residual [b, T, d] after blocks start..stop-1 (default: to the last block)."""
+def _blocks_from(handle: Model, start: int, resid: torch.Tensor, entry, stop: int | None = None,
+                 last_only: bool = False) -> torch.Tensor:
+    """The residual [b, T, d] after blocks start..stop-1 (default: to the last block).
+
+    last_only: the model's final block (Mamba; it must carry no hook) computes its output at
+    the last position only, [b, 1, d], which is all the LM head reads.
+    """
     if handle.family == "mamba":
-        for block in handle.module.layers[start:stop]:
-            resid = block(resid)
+        blocks = handle.module.layers
+        for i in range(start, len(blocks) if stop is None else stop):
+            resid = blocks[i](resid, last_only=last_only and i == len(blocks) - 1)
         return resid
     (_, *rest), kwargs = entry
     mask = rest[1] if len(rest) > 1 else kwargs.get("attention_mask")

@@ -223,3 +223,15 @@ def test_causal_conv_matches_torch_conv1d(bias):
     expected = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
     with torch.no_grad():
         torch.testing.assert_close(causal_conv(x, conv.weight, conv.bias), expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_last_only_block_is_the_full_blocks_last_position(bias):
+    # the full block is held to the naive oracle above; last_only must agree with it
+    from compare.mamba import MambaBlock, MambaConfig
+
+    torch.manual_seed(0)
+    block = MambaBlock(MambaConfig(d_model=8, n_layer=1, vocab_size=16, bias=bias)).eval()
+    resid = torch.randn(3, 7, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(block(resid, last_only=True), block(resid)[:, -1:], atol=1e-6, rtol=1e-6)
