@@ -30,7 +30,7 @@ import torch
 from compare import load_tokenizer
 from compare.mamba import MambaConfig, MambaLM, init_random_
 from compare.model import Model
-from compare.noise import noise_sweep, prepare
+from compare.noise import AFFINE, noise_sweep, prepare
 from compare.noise_ref import traced_run
 
 from bench_mamba import SHAPE, flops_per_token
@@ -63,19 +63,26 @@ def build(seed: int) -> tuple[Model, object, object]:
     return Model("mamba-130m-random", "mamba", module, RawIDs(), 50277, None), ids, 6393
 
 
-def arithmetic_bound(T: int, n_layer: int) -> str:
+def arithmetic_bound(T: int, n_layer: int, affine: bool) -> str:
     """FLOPs per run of each path, and the speed-up they allow at equal arithmetic efficiency.
 
     A naive run is a whole forward (every layer, LM head at every position). A sweep run must
-    still push all T positions through every layer from the injected one on (noise at every
-    position reaches the last one through the recurrence) but needs the head at one position.
+    still push all T positions through every block after the injected one (noise at every
+    position reaches the last one through the recurrence) and, unless the component is affine
+    (`noise.AFFINE`, its block then runs once per trial), through the injected block too; the
+    final block's gate half of in_proj and its out_proj, and the LM head, run at one position.
     """
-    head = 2 * SHAPE["d_model"] * SHAPE["vocab_size"]
+    d, d_in = SHAPE["d_model"], SHAPE["expand"] * SHAPE["d_model"]
+    head = 2 * d * SHAPE["vocab_size"]
     layer = (flops_per_token(**SHAPE) - head) / SHAPE["n_layer"]
+    last_only_saves = 2 * 2 * d * d_in * (T - 1)
     naive = T * flops_per_token(**SHAPE)
-    sweep = T * layer * np.mean([n_layer - l for l in range(n_layer)]) + head
-    return (f"arithmetic: naive {naive / 1e9:.2f} GFLOP/run, sweep {sweep / 1e9:.2f} GFLOP/run: "
-            f"at equal FLOP/s the ratio would be {naive / sweep:.1f}x; the rest comes from batching")
+    blocks = [n_layer - l - (1 if affine else 0) for l in range(n_layer)]
+    saved = [last_only_saves if affine or l < n_layer - 1 else 0 for l in range(n_layer)]
+    sweep = T * layer * np.mean(blocks) - np.mean(saved) + head
+    return (f"arithmetic: naive {naive / 1e9:.2f} GFLOP/run, sweep {sweep / 1e9:.2f} GFLOP/run "
+            f"({'affine' if affine else 'non-affine'} component): at equal FLOP/s the ratio would be "
+            f"{naive / sweep:.1f}x; the rest comes from batching")
 
 
 def peak_rss_mib() -> float:
@@ -119,7 +126,7 @@ def main():
     how = "measured" if len(pairs) == total else f"extrapolated from a random sample of {len(pairs)} runs ({spent:.1f} s)"
     print(f"naive loop (one nnsight trace per run): {naive:.1f} s, {how}; peak RSS {peak_rss_mib():.0f} MiB")
     print(f"speed-up: {naive / fast:.1f}x")
-    print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers)))
+    print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers), args.component in AFFINE["mamba"]))
     # other work on the same cores inflates both times; the load average says how much there was
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 

@@ -144,15 +144,17 @@ class MambaMixer(nn.Module):
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Depthwise causal conv1d in [b, l, d_in] layout: Σ_j weight[:, j] · x[t - (k-1) + j] + bias.
 
-    The same sums as `nn.Conv1d(padding=k-1)[..., :l]`, without its two [b, d_in, l] transposes,
-    which cost more than the k multiply-adds; `conv1d` keeps the checkpoint's weights.
+    The same sums as `nn.Conv1d(padding=k-1)[..., :l]`, without its two [b, d_in, l] transposes
+    or a zero-padded copy, which cost more than the k multiply-adds; `conv1d` keeps the
+    checkpoint's weights.
     """
     l, k = x.shape[1], weight.shape[-1]
     w = weight[:, 0]  # [d_in, k]
-    padded = F.pad(x, (0, 0, k - 1, 0))
-    y = padded[:, k - 1:] * w[:, k - 1] if bias is None else torch.addcmul(bias, padded[:, k - 1:], w[:, k - 1])
+    y = x * w[:, k - 1] if bias is None else torch.addcmul(bias, x, w[:, k - 1])
     for j in range(k - 1):
-        y.addcmul_(padded[:, j:j + l], w[:, j])
+        shift = k - 1 - j  # tap j reads `shift` positions back; earlier positions see the zero padding
+        if shift < l:
+            y[:, shift:].addcmul_(x[:, :l - shift], w[:, j])
     return y
 
 

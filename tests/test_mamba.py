@@ -215,12 +215,13 @@ def test_state_is_materialised_only_when_something_reads_it(mamba, monkeypatch):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_causal_conv_matches_torch_conv1d(bias):
+@pytest.mark.parametrize("l", [9, 2, 1])  # 2 and 1: shorter than the kernel
+def test_causal_conv_matches_torch_conv1d(bias, l):
     from compare.mamba import causal_conv
 
     conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, bias=bias)
-    x = torch.randn(2, 9, 6)
-    expected = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
+    x = torch.randn(2, l, 6)
+    expected = conv(x.transpose(1, 2))[..., :l].transpose(1, 2)
     with torch.no_grad():
         torch.testing.assert_close(causal_conv(x, conv.weight, conv.bias), expected, atol=1e-6, rtol=1e-6)
 
