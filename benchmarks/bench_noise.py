@@ -4,9 +4,12 @@ A random-weight Mamba at the real mamba-130m shape (d_model 768, 24 layers, 50,2
 the 14-token prompt "When Mary and John went to the store, John gave a drink to", target
 " Mary", 24 layers × 100 levels × 1 trial. The naive loop is `noise_ref.traced_run`, one trace
 per (layer, level); when it would take too long (``--sample``) a seeded random sample of
-(layer, level) pairs is timed and the total extrapolated, which the output says.
+(layer, level) pairs is timed and the total extrapolated, which the output says. The two are
+timed in alternating rounds and the median ratio reported, since load from other tenants of
+the machine moves single timings by ±10 %; each timed naive run is checked against the
+sweep's row for it.
 
-    python benchmarks/bench_noise.py [--component h] [--sample 48] [--threads 2]
+    python benchmarks/bench_noise.py [--component h] [--sample 64] [--rounds 3] [--threads 2]
 
 The batched path allocates and frees tensors of tens of MB per layer; glibc hands such memory
 back to the kernel on every free, so each allocation pays fresh page faults, which can cost
@@ -92,7 +95,8 @@ def peak_rss_mib() -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--component", default="h")
-    ap.add_argument("--sample", type=int, default=48, help="naive runs timed (0: all 2400)")
+    ap.add_argument("--sample", type=int, default=64, help="naive runs timed per round (0: all 2400)")
+    ap.add_argument("--rounds", type=int, default=3, help="fast sweep / naive sample pairs, alternated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -106,26 +110,36 @@ def main():
           f"{', '.join(f'{k}={v}' for k, v in os.environ.items() if k.startswith('MALLOC_')) or 'default'}")
 
     rss0 = peak_rss_mib()
-    t = time.perf_counter()
-    df = noise_sweep(prompt, **kw)
-    fast = time.perf_counter() - t
-    rss_fast = peak_rss_mib()
-    print(f"fast sweep: {fast:.1f} s for {len(df)} runs; peak RSS {rss_fast:.0f} MiB "
-          f"(before: {rss0:.0f} MiB)")
-
     pairs = [(l, float(v)) for l in sweep.layers for v in sweep.levels]
     total = len(pairs)
-    if args.sample and args.sample < total:
-        rng = np.random.default_rng(args.seed)
-        pairs = [pairs[i] for i in rng.choice(total, size=args.sample, replace=False)]
-    t = time.perf_counter()
-    for layer, level in pairs:
-        traced_run(sweep, layer, level, 0)
-    spent = time.perf_counter() - t
-    naive = spent / len(pairs) * total
-    how = "measured" if len(pairs) == total else f"extrapolated from a random sample of {len(pairs)} runs ({spent:.1f} s)"
-    print(f"naive loop (one nnsight trace per run): {naive:.1f} s, {how}; peak RSS {peak_rss_mib():.0f} MiB")
-    print(f"speed-up: {naive / fast:.1f}x")
+    sample = args.sample if 0 < args.sample < total else total
+    rng = np.random.default_rng(args.seed)
+    fast_times, naive_times, worst = [], [], 0.0
+    # rounds alternate the two paths, so drift in the machine's load hits both alike
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        df = noise_sweep(prompt, **kw)
+        fast_times.append(time.perf_counter() - t)
+        if r == 0:
+            rss_fast = peak_rss_mib()  # before any naive run
+        chosen = [pairs[i] for i in rng.choice(total, size=sample, replace=False)]
+        t = time.perf_counter()
+        logits = [traced_run(sweep, layer, level, 0) for layer, level in chosen]
+        naive_times.append((time.perf_counter() - t) / sample * total)
+        # both paths must have computed the same thing: p_target of every timed naive run
+        fast_p = df.set_index(["layer", "level"])["p_target"]
+        for (layer, level), lg in zip(chosen, logits):
+            worst = max(worst, abs(torch.softmax(lg, -1)[sweep.target].item() - fast_p[(layer, level)]))
+        print(f"round {r + 1}: fast sweep {fast_times[-1]:.1f} s, naive loop {naive_times[-1]:.1f} s "
+              f"({'measured' if sample == total else f'extrapolated from {sample} random runs'}): "
+              f"{naive_times[-1] / fast_times[-1]:.1f}x")
+    ratios = [n / f for n, f in zip(naive_times, fast_times)]
+    print(f"fast sweep: median {np.median(fast_times):.1f} s for {len(df)} runs (slowest {max(fast_times):.1f} s); "
+          f"peak RSS {rss_fast:.0f} MiB ({rss0:.0f} MiB before it: model and libraries)")
+    print(f"naive loop (one nnsight trace per run): median {np.median(naive_times):.1f} s")
+    print(f"speed-up: median {np.median(ratios):.1f}x over {args.rounds} rounds "
+          f"(range {min(ratios):.1f}x to {max(ratios):.1f}x)")
+    print(f"max |p_target fast - naive| over the timed naive runs: {worst:.1e}")
     print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers), args.component in AFFINE["mamba"]))
     # other work on the same cores inflates both times; the load average says how much there was
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
