@@ -4,16 +4,17 @@ A random-weight Mamba at the real mamba-130m shape (d_model 768, 24 layers, 50,2
 the 14-token prompt "When Mary and John went to the store, John gave a drink to", target
 " Mary", 24 layers × 100 levels × 1 trial. The naive loop is `noise_ref.traced_run`, one trace
 per (layer, level); when it would take too long (``--sample``) a seeded random sample of
-(layer, level) pairs is timed and the total extrapolated, which the output says. The two are
-timed in alternating rounds and the median ratio reported, since load from other tenants of
-the machine moves single timings by ±10 %; each timed naive run is checked against the
-sweep's row for it.
+(layer, level) pairs is timed and the total extrapolated, which the output says. Load from
+other tenants of the machine moves single timings by up to ±20 % over minutes, so the paths
+are timed in rounds, each fast sweep bracketed by halves of the naive sample, and the median
+ratio is reported. Each timed naive run is checked against the sweep's row for it.
 
     python benchmarks/bench_noise.py [--component h] [--sample 64] [--rounds 3] [--threads 2]
 
-The batched path allocates and frees tensors of tens of MB per layer; glibc hands such memory
-back to the kernel on every free, so each allocation pays fresh page faults, which can cost
-more than the arithmetic. Keeping freed memory in the process is a platform setting, not code:
+The batched path allocates and frees tensors of tens of MB per layer; glibc may hand such
+memory back to the kernel on free, so that allocations pay fresh page faults. Keeping freed
+memory in the process is a platform setting, not code (it made no measurable difference in the
+last measurement, see the README):
 
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/bench_noise.py
 
@@ -115,20 +116,27 @@ def main():
     sample = args.sample if 0 < args.sample < total else total
     rng = np.random.default_rng(args.seed)
     fast_times, naive_times, worst = [], [], 0.0
-    # rounds alternate the two paths, so drift in the machine's load hits both alike
+
+    def naive_sample(n):
+        chosen = [pairs[i] for i in rng.choice(total, size=n, replace=False)]
+        t = time.perf_counter()
+        logits = [traced_run(sweep, layer, level, 0) for layer, level in chosen]
+        return time.perf_counter() - t, list(zip(chosen, logits))
+
+    # each round brackets one fast sweep with halves of the naive sample, so that the machine's
+    # load, which drifts by ±20 % over minutes here, weighs on both paths alike
     for r in range(args.rounds):
+        before, runs = naive_sample(sample // 2)
         t = time.perf_counter()
         df = noise_sweep(prompt, **kw)
         fast_times.append(time.perf_counter() - t)
         if r == 0:
-            rss_fast = peak_rss_mib()  # before any naive run
-        chosen = [pairs[i] for i in rng.choice(total, size=sample, replace=False)]
-        t = time.perf_counter()
-        logits = [traced_run(sweep, layer, level, 0) for layer, level in chosen]
-        naive_times.append((time.perf_counter() - t) / sample * total)
+            rss_fast = peak_rss_mib()  # before most naive runs
+        after, more = naive_sample(sample - sample // 2)
+        naive_times.append((before + after) / sample * total)
         # both paths must have computed the same thing: p_target of every timed naive run
         fast_p = df.set_index(["layer", "level"])["p_target"]
-        for (layer, level), lg in zip(chosen, logits):
+        for (layer, level), lg in runs + more:
             worst = max(worst, abs(torch.softmax(lg, -1)[sweep.target].item() - fast_p[(layer, level)]))
         print(f"round {r + 1}: fast sweep {fast_times[-1]:.1f} s, naive loop {naive_times[-1]:.1f} s "
               f"({'measured' if sample == total else f'extrapolated from {sample} random runs'}): "
