@@ -12,11 +12,12 @@ the layer from the cached clean residual.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .mamba import SSM_POINTS
-from .noise import DEFAULT_MAX_BYTES, clean_pass, one, prepare, read_prediction, run_noised, sweep_noise
+from .noise import DEFAULT_MAX_BYTES, blocks, clean_pass, one, prepare, read_prediction, run_noised, sweep_noise
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
 
@@ -58,9 +59,10 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
         return full * mask
 
     clean, resid = clean_pass(handle, sweep.ids, sweep.layers)
-    logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, runs, noise,
-                        max_bytes=max_bytes)
-    read = read_prediction(logits, sweep.target)
+    reads = [read_prediction(run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, block,
+                                        noise, max_bytes=max_bytes), sweep.target)
+             for block in blocks(runs)]
+    read = {key: np.concatenate([r[key] for r in reads]) for key in reads[0]}
     per_run = pd.DataFrame({
         "axis": [a for a, _, _ in runs], "channel": [c for _, c, _ in runs],
         "flip": read.pop("predicted_id") != clean.argmax().item(), **read,

@@ -55,6 +55,7 @@ COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "
 DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
 _BYTES = 4  # fp32
 HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
+READ_ROWS = 1024  # runs whose logits [V] are held at once (200 MB at a 50k vocabulary)
 
 # Components the injected block's output depends on affinely: noise ε there moves the output
 # by J·ε with J fixed by the clean run, so a (level, trial) run starts the next block from
@@ -134,14 +135,12 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
-    runs = sweep.runs
-    noised = [run for run in runs if run[0] > 0]
     frames = []
     for layer in sweep.layers:
-        logits = sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)
-        by_run = dict(zip(noised, logits))
-        stacked = torch.stack([by_run.get(run, clean) for run in runs])
-        frames.append(rows(sweep, layer, runs, stacked))
+        for runs in blocks(sweep.runs):
+            noised = [run for run in runs if run[0] > 0]
+            by_run = dict(zip(noised, sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)))
+            frames.append(rows(sweep, layer, runs, torch.stack([by_run.get(run, clean) for run in runs])))
     return to_frame(sweep, frames)
 
 
@@ -217,6 +216,11 @@ def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
         for h in handles:
             h.remove()
     return logits, cache
+
+
+def blocks(runs: list) -> list[list]:
+    """The runs in blocks of READ_ROWS: logits are read block by block, so memory does not grow with the sweep."""
+    return [runs[i:i + READ_ROWS] for i in range(0, len(runs), READ_ROWS)]
 
 
 def sweep_logits(sweep: Sweep, layer: int, entry, runs: list, *, max_bytes: int = DEFAULT_MAX_BYTES):

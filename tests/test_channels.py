@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -42,6 +43,13 @@ def test_one_channel_row_equals_a_hand_written_masked_trace(tiny):
     row = df[(df["axis"] == "channel") & (df["channel"] == channel)].iloc[0]
     assert row["p_target"] == pytest.approx(np.mean(p), abs=1e-5)
     assert row["flip_rate"] == pytest.approx(np.mean(flips))
+
+
+def test_reading_the_runs_in_blocks_changes_nothing(tiny, monkeypatch):
+    kw = dict(model=tiny[0]["mamba"], target=" Mary", component="h", layer=1, level=3.0, trials=2)
+    whole = channel_sensitivity(PROMPT, **kw)
+    monkeypatch.setattr("compare.noise.READ_ROWS", 7)  # 7 runs of the 2 × (d_in + n) per block
+    pd.testing.assert_frame_equal(channel_sensitivity(PROMPT, **kw), whole, check_exact=False, atol=1e-6, rtol=0)
 
 
 def test_zero_noise_flips_nothing(tiny):

@@ -136,10 +136,14 @@ def test_noise_depends_only_on_seed_layer_and_trial():
         assert not torch.equal(a, draw_noise((4, 8), distribution="gaussian", **args))
 
 
-def test_results_do_not_depend_on_chunking_or_on_the_other_levels(tiny):
+def test_results_do_not_depend_on_chunking_or_on_the_other_levels(tiny, monkeypatch):
     kw = dict(model=tiny[0]["mamba"], target=TARGET, component="h", trials=2, seed=7)
     whole = noise_sweep(PROMPT, levels=[0.4, 1.5], **kw)
     one_at_a_time = noise_sweep(PROMPT, levels=[0.4, 1.5], max_bytes=400_000, **kw)
+    monkeypatch.setattr("compare.noise.READ_ROWS", 3)  # logits read in blocks of 3 runs
+    in_blocks = noise_sweep(PROMPT, levels=[0.0, 0.4, 1.5], **kw)
+    pd.testing.assert_frame_equal(in_blocks[in_blocks["level"] > 0].reset_index(drop=True), whole,
+                                  check_exact=False, atol=1e-6, rtol=0)
     alone = noise_sweep(PROMPT, levels=[1.5], **kw)
     np.testing.assert_allclose(whole["p_target"], one_at_a_time["p_target"], atol=1e-6)
     np.testing.assert_allclose(whole[whole["level"] == 1.5]["p_target"], alone["p_target"], atol=1e-6)
