@@ -55,7 +55,7 @@ COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "
 DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
 _BYTES = 4  # fp32
 HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
-READ_ROWS = 1024  # runs whose logits [V] are held at once (200 MB at a 50k vocabulary)
+READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
 
 # Components the injected block's output depends on affinely: noise ε there moves the output
 # by J·ε with J fixed by the clean run, so a (level, trial) run starts the next block from
