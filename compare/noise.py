@@ -55,6 +55,7 @@ COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "
 DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
 _BYTES = 4  # fp32
 HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
+RESULT_ROW_BYTES = 256  # one result row while the frames are concatenated (~104 B measured in the frame)
 READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
 
 # Components the injected block's output depends on affinely: noise ε there moves the output
@@ -113,6 +114,7 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    _check_result_fits(len(layers) * levels.size * int(trials))
     return Sweep(handle, ids, _target_id(handle, target), component, layers, levels, int(trials),
                  distribution, scale, _positions(positions, T), int(seed))
 
@@ -166,6 +168,32 @@ def noisy_logits(prompt, *, model, target, component, layers, level: float, tria
                                         "level": run[0][0], "run": name, "token_id": np.arange(len(logits)),
                                         "logit": logits.numpy()}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_result_fits(n_runs: int) -> None:
+    """Refuse, before any compute, a sweep whose result alone would not fit in memory.
+
+    The forwards are chunked to `max_bytes` and the logits read in blocks, so the result frame
+    (one row per run) is the only part that grows with the sweep.
+    """
+    need, free = n_runs * RESULT_ROW_BYTES, available_bytes()
+    if free is not None and need > free // 2:
+        raise ValueError(f"this sweep has {n_runs:,} runs (layers × levels × trials); its result needs about "
+                         f"{_size(need)}, more than half of the {_size(free)} of memory available; sweep "
+                         f"fewer layers, levels or trials, or split it into several calls")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def available_bytes() -> int | None:
+    """Memory the OS can give this process now (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 # --- noise ---------------------------------------------------------------------------------
