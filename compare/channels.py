@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from .mamba import SSM_POINTS
-from .noise import DEFAULT_MAX_BYTES, blocks, clean_pass, one, prepare, read_prediction, run_noised, sweep_noise
+from .noise import DEFAULT_MAX_BYTES, clean_pass, one, prepare, read_groups, read_prediction, run_noised, sweep_noise
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
 
@@ -59,9 +59,9 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
         return full * mask
 
     clean, resid = clean_pass(handle, sweep.ids, sweep.layers)
-    reads = [read_prediction(run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, block,
+    reads = [read_prediction(run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, group,
                                         noise, max_bytes=max_bytes), sweep.target)
-             for block in blocks(runs)]
+             for group in read_groups(runs)]
     read = {key: np.concatenate([r[key] for r in reads]) for key in reads[0]}
     per_run = pd.DataFrame({
         "axis": [a for a, _, _ in runs], "channel": [c for _, c, _ in runs],

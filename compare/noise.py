@@ -139,7 +139,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     frames = []
     for layer in sweep.layers:
-        for runs in blocks(sweep.runs):
+        for runs in read_groups(sweep.runs):
             noised = [run for run in runs if run[0] > 0]
             by_run = dict(zip(noised, sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)))
             frames.append(rows(sweep, layer, runs, torch.stack([by_run.get(run, clean) for run in runs])))
@@ -246,7 +246,7 @@ def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
     return logits, cache
 
 
-def blocks(runs: list) -> list[list]:
+def read_groups(runs: list) -> list[list]:
     """The runs in blocks of READ_ROWS: logits are read block by block, so memory does not grow with the sweep."""
     return [runs[i:i + READ_ROWS] for i in range(0, len(runs), READ_ROWS)]
 
