@@ -29,7 +29,9 @@ for each layer l the blocks l.. run once on a batch of (level, trial) copies of 
 with the noise added by a torch forward hook on the component, and the LM head runs only at the
 last position. Where block l's output is affine in the noise (`AFFINE`: h, write, y, resid_post…)
 block l runs once per trial instead and each run restarts at block l+1 from
-out_clean + level·(out(ε) − out_clean). Batches are chunked to stay within ``max_bytes``.
+out_clean + level·(out(ε) − out_clean). Batches are chunked to stay within ``max_bytes`` and
+logits are read READ_ROWS runs at a time, so only the result frame grows with the sweep; a
+sweep whose frame would not fit in half the available memory is refused before any compute.
 Level-0 rows are read from the clean forward itself (zero noise is no intervention), so they
 equal `Model.logits` exactly.
 """
