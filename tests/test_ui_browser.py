@@ -156,3 +156,63 @@ def test_absurd_sweep_is_refused_and_app_keeps_serving(page, shots):
     page.locator("#noise-target textarea, #noise-target input").first.fill("Mary")
     page.locator("#noise-run").click()
     _table_text(page, "noise-fits", "critical_level")
+
+
+def test_distributions_reads_the_latest_comparison(page, shots):
+    _open_tab(page, "Distributions")
+    page.locator("#dist-run").click()
+    assert "Compare tab first" in _error_text(page)  # nothing compared yet in this session
+    _open_tab(page, "Compare")
+    page.locator("#cmp-prompt textarea").fill("When Mary and John went to the store")
+    page.locator("#cmp-run").click()
+    _table_text(page, "cmp-table", "store")
+    _open_tab(page, "Distributions")
+    page.locator("#dist-run").click()
+    text = _table_text(page, "dist-table", "skew")
+    assert "mamba" in text and "gpt2" in text and "store" in text
+    _plot(page, "dist-k")
+    _plot(page, "dist-flat")
+    page.screenshot(path=str(shots / "distributions.png"), full_page=True)
+
+
+def test_patterns_builds_a_periodic_prompt_and_compares_it(page, shots):
+    _open_tab(page, "Patterns")
+    page.locator("#pat-spec textarea, #pat-spec input").first.fill("5, 6")
+    page.locator("#pat-length input").fill("8")
+    page.locator("#pat-run").click()
+    assert "gpt2 aligned ids" in _table_text(page, "pat-preview", "gpt2 aligned ids")
+    assert "lock-in position" in _table_text(page, "pat-lockin", "lock-in position")
+    _table_text(page, "pat-table", "mamba prediction")
+    page.screenshot(path=str(shots / "patterns.png"), full_page=True)
+
+
+def test_datasets_builds_suites_and_offers_parquet(page, shots):
+    _open_tab(page, "Datasets")
+    # the default periodic cycle (IDs 42, 69) lies outside the tiny models' 64-token vocabulary
+    page.locator("#ds-suites").get_by_label("periodic").uncheck()
+    page.locator("#ds-suites").get_by_label("repeated_random").check()
+    page.locator("#ds-run").click()
+    sync_api.expect(page.locator("#ds-files")).to_contain_text("repeated_random", timeout=TIMEOUT_MS)
+    assert "monotone" in page.locator("#ds-files").inner_text()
+    assert "monotone-00000" in _table_text(page, "ds-preview", "monotone-00000")
+    page.screenshot(path=str(shots / "datasets.png"), full_page=True)
+
+
+def test_a_suite_the_served_vocabulary_cannot_hold_shows_why(page, shots):
+    _open_tab(page, "Datasets")
+    page.locator("#ds-run").click()  # default periodic cycle 42, 69: outside the tiny vocabulary
+    assert "outside the mamba vocabulary; allowed values are 0..63" in _error_text(page)
+    page.screenshot(path=str(shots / "datasets-out-of-vocabulary.png"), full_page=True)
+
+
+def test_channel_sensitivity_ranks_channels_of_the_noise_tabs_component(page, shots):
+    _open_tab(page, "Noise")
+    page.locator("#noise-prompt textarea, #noise-prompt input").first.fill("When Mary and John went to the")
+    page.locator("#noise-target textarea, #noise-target input").first.fill("Mary")
+    page.locator("#channels").get_by_text("Channel sensitivity").click()  # open the accordion
+    page.locator("#channels-run").click()
+    text = _table_text(page, "channels-table", "flip_rate")
+    assert "channel" in text and "state" in text  # the default component h ranks both axes
+    _plot(page, "channels-bars")
+    sync_api.expect(page.locator("#channels-files")).to_contain_text("channel_sensitivity", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(shots / "channels.png"), full_page=True)
