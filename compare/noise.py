@@ -426,11 +426,13 @@ def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataF
 def read_prediction(logits: torch.Tensor, target: int) -> dict[str, np.ndarray]:
     """p_target, logit_diff (target minus the best other token) and predicted_id from logits [N, V]."""
     logits = logits.float()
-    others = logits.clone()
-    others[:, target] = -torch.inf
+    predicted = logits.argmax(-1)
+    top2 = logits.topk(2, dim=-1).values
+    # the best other token is the runner-up when the target leads, else the leader (no [N, V] copy)
+    best_other = torch.where(predicted == target, top2[:, 1], top2[:, 0])
     return {"p_target": torch.softmax(logits, dim=-1)[:, target].numpy(),
-            "logit_diff": (logits[:, target] - others.max(-1).values).numpy(),
-            "predicted_id": logits.argmax(-1).numpy()}
+            "logit_diff": (logits[:, target] - best_other).numpy(),
+            "predicted_id": predicted.numpy()}
 
 
 def to_frame(sweep: Sweep, frames: list) -> pd.DataFrame:

@@ -208,3 +208,14 @@ def test_gpt2_pattern_is_refused_because_edits_there_do_nothing(tiny):
 def test_noisy_logits_refuses_a_list_of_levels_by_name(tiny):
     with pytest.raises(ValueError, match="level must be a single value"):
         noisy_logits(PROMPT, model=tiny[0]["gpt2"], target=TARGET, component="mlp_out", layers=[0], level=[0.5, 1.0])
+
+
+def test_read_prediction_by_hand_including_ties():
+    from compare.noise import read_prediction
+
+    logits = torch.tensor([[1.0, 3.0, 3.0], [5.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    read = read_prediction(logits, target=1)
+    np.testing.assert_array_equal(read["predicted_id"], [1, 0, 0])  # ties go to the first index
+    np.testing.assert_array_equal(read["logit_diff"], [0.0, -4.0, 0.0])  # a tied other counts as best
+    e = np.exp(1.0)
+    np.testing.assert_allclose(read["p_target"], [e**3 / (e + 2 * e**3), e / (e**5 + e + e**2), 1 / 3], rtol=1e-6)
