@@ -288,6 +288,8 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
     r_key = out(1, key) − out_clean: the block runs once per key, not once per run, and the
     batched forward restarts at the next block from these outputs.
     """
+    if not runs:  # e.g. a read group of level-0 runs only
+        return torch.empty(0, handle.vocab_size)
     resid = entry[0][0]
     keys = list(dict.fromkeys(key for _, key in runs))
     clean = _blocks_from(handle, layer, resid, entry, stop=layer + 1)

@@ -37,6 +37,18 @@ def test_level_zero_reproduces_the_clean_run_exactly(tiny, family, component):
         assert row["hit"] == (logits.argmax().item() == t)
 
 
+@pytest.mark.parametrize("component", ["h", "delta"])  # the affine restart and the hooked forward
+def test_a_sweep_or_read_group_of_level_zero_only_is_the_clean_run(tiny, monkeypatch, component):
+    handle = tiny[0]["mamba"]
+    clean_p = torch.softmax(_clean_last(handle), -1)[_target_id(handle)].item()
+    only_zero = noise_sweep(PROMPT, model=handle, target=TARGET, component=component, levels=[0.0], trials=2)
+    assert (only_zero["p_target"] == clean_p).all()
+    monkeypatch.setattr("compare.noise.READ_ROWS", 2)  # the first group holds level 0's two trials
+    grouped = noise_sweep(PROMPT, model=handle, target=TARGET, component=component, levels=[0.0, 0.5], trials=2)
+    assert (grouped[grouped["level"] == 0]["p_target"] == clean_p).all()
+    assert (grouped[grouped["level"] == 0.5]["p_target"] != clean_p).all()
+
+
 @pytest.mark.parametrize("family,component,scale,positions", [
     ("mamba", "h", "absolute", None),
     ("mamba", "h_readout", "relative", [3, -1]),
