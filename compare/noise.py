@@ -268,15 +268,9 @@ def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequ
     noise(chunk, clean_value) → [len(chunk), P, *feature]: called inside the hook with the
     clean component at the noised positions [P, *feature] (all batch rows are clean there).
     """
-    resid = entry[0][0]
-    size = _chunk_size(handle, component, resid.shape[1], max_bytes)
-    finals = []
-    for start in range(0, len(runs), size):
-        chunk = runs[start:start + size]
-        with _injected(handle, component, layer, positions, lambda value, chunk=chunk: noise(chunk, value)):
-            finals.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry,
-                                       last_only=layer < len(_blocks(handle)) - 1)[:, -1])
-    return _head(handle, finals)
+    last_only = layer < len(_blocks(handle)) - 1  # else the final block carries the hook
+    return _head(handle, [out[:, -1] for out in _hooked_chunks(handle, component, layer, entry, positions, runs,
+                                                               noise, max_bytes, last_only=last_only)])
 
 
 @torch.inference_mode()
@@ -293,12 +287,8 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
     resid = entry[0][0]
     keys = list(dict.fromkeys(key for _, key in runs))
     clean = _blocks_from(handle, layer, resid, entry, stop=layer + 1)
-    size = _chunk_size(handle, component, resid.shape[1], max_bytes)
-    unit = []
-    for start in range(0, len(keys), size):
-        chunk = [(1.0, key) for key in keys[start:start + size]]
-        with _injected(handle, component, layer, positions, lambda value, chunk=chunk: noise(chunk, value)):
-            unit.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry, stop=layer + 1))
+    unit = _hooked_chunks(handle, component, layer, entry, positions, [(1.0, key) for key in keys], noise,
+                          max_bytes, stop=layer + 1)
     response = torch.cat(unit) - clean
     row = {key: i for i, key in enumerate(keys)}
     size = _chunk_size(handle, None, resid.shape[1], max_bytes)
@@ -309,6 +299,20 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
         inputs = torch.addcmul(clean, level[:, None, None], response[[row[key] for _, key in chunk]])
         finals.append(_blocks_from(handle, layer + 1, inputs, entry, last_only=True)[:, -1])
     return _head(handle, finals)
+
+
+def _hooked_chunks(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
+                   noise: Callable, max_bytes: int, **blocks) -> list[torch.Tensor]:
+    """Per chunk of runs, the residual after blocks from `layer` (`_blocks_from` arguments
+    `blocks`) with each run's noise added to the component at `positions`."""
+    resid = entry[0][0]
+    size = _chunk_size(handle, component, resid.shape[1], max_bytes)
+    out = []
+    for start in range(0, len(runs), size):
+        chunk = runs[start:start + size]
+        with _injected(handle, component, layer, positions, lambda value, chunk=chunk: noise(chunk, value)):
+            out.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry, **blocks))
+    return out
 
 
 def _chunk_size(handle: Model, component: str | None, T: int, max_bytes: int) -> int:
@@ -366,15 +370,12 @@ def _head(handle: Model, finals: list) -> torch.Tensor:
     The LM head streams its whole weight (154 MB at a 50k vocabulary) per matmul, so it runs
     on HEAD_ROWS residuals at a time rather than once per chunk of a few runs.
     """
-    resid = torch.cat(finals) if finals else torch.empty(0, _width(handle))
+    if not finals:
+        return torch.empty(0, handle.vocab_size)
+    resid = torch.cat(finals)
     norm = handle.module.norm_f if handle.family == "mamba" else handle.module.transformer.ln_f
     return torch.cat([handle.module.lm_head(norm(resid[i:i + HEAD_ROWS]))[:, : handle.vocab_size].float()
-                      for i in range(0, len(resid), HEAD_ROWS)] or [torch.empty(0, handle.vocab_size)])
-
-
-def _width(handle: Model) -> int:
-    cfg = handle.module.config
-    return cfg.d_model if handle.family == "mamba" else cfg.n_embd
+                      for i in range(0, len(resid), HEAD_ROWS)])
 
 
 @contextmanager
