@@ -65,9 +65,10 @@ def selective_scan(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tens
 
     Internally the state is laid out [b, c, n, d_in]: the long d_in axis innermost makes every
     broadcast (Δ⊗A, B⊗Δx) and the read-out C·h run over contiguous 1536-wide rows instead of
-    16-wide ones. Ā and w live in two buffers allocated once per call and refilled chunk by chunk
-    (~CHUNK_BYTES each, so a batch of noisy copies does not fault in fresh pages per layer); the
-    per-step update is one in-place addcmul on a contiguous [b, n, d_in] slice.
+    16-wide ones. Ā and w live in buffers allocated once per call and refilled chunk by chunk
+    (~CHUNK_BYTES each, so a batch of noisy copies does not fault in fresh pages per layer): one
+    for Ā, two taken in turn for w, which the scan turns into h in place. The per-step update is
+    one in-place addcmul on a contiguous [b, n, d_in] slice.
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
         # out= buffers are invisible to autograd; gradients take the materialised scan
