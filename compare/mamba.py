@@ -28,7 +28,8 @@ Edit semantics of the state:
 
 Ā, B̄, w and h are [b, l, d_in, n] (100 MB per layer at mamba-130m, l = 1024): they are
 materialised only while a trace or a torch forward hook reads or edits one of them; otherwise
-the chunked scan in `scan.py` computes y directly.
+`scan.selective_scan` computes y directly (on CPU a fused C kernel, `scan_native`, which keeps
+one run's state in cache).
 """
 from __future__ import annotations
 

@@ -331,8 +331,9 @@ def item_bytes(handle: Model, component: str | None, T: int) -> int:
     if handle.family == "mamba":
         cfg = handle.module.config
         state = cfg.d_inner * cfg.d_state
-        # materialised SSM: Ā, B̄, w, h, its copy and the increment's scan; else the chunked
-        # scan's three buffers (Ā and two of w/h), one position each once a batch fills CHUNK_BYTES
+        # materialised SSM: Ā, B̄, w, h, its copy and the increment's scan; else at most the
+        # PyTorch scan's three buffers (Ā and two of w/h), one position each once a batch fills
+        # CHUNK_BYTES (the C kernel needs one state per thread)
         ssm = 9 * T * state if component in SSM_POINTS else 3 * state
         return _BYTES * (ssm + 12 * T * cfg.d_inner + cfg.d_model)
     cfg = handle.module.config

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from . import scan_native
+
 LOG2_E = math.log2(math.e)
 CHUNK_BYTES = 4 * 2**20  # per buffer: 42 steps at d_in=1536, n=16, batch 1; small enough to reuse heap pages
 
@@ -60,7 +62,20 @@ def read_out(h: torch.Tensor, C: torch.Tensor, D: torch.Tensor, x: torch.Tensor)
     return (h @ C.unsqueeze(-1)).squeeze(-1) + D * x
 
 
-def selective_scan(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tensor:
+def selective_scan(x, delta, A, B, C, D) -> torch.Tensor:
+    """y = SSM(x), by the fastest path that fits: the C kernel for fp32 on CPU (`scan_native`),
+    else the chunked PyTorch scan; with autograd, the materialised scan (out= buffers and the
+    kernel are invisible to it)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
+        A_bar, B_bar = discretise(delta, A, B)
+        return read_out(linear_scan(A_bar, write_of(B_bar, x)), C, D, x)
+    if x.device.type == "cpu" and all(t.dtype == torch.float32 for t in (x, delta, A, B, C, D)) \
+            and scan_native.available():
+        return scan_native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D)
+    return selective_scan_chunked(x, delta, A, B, C, D)
+
+
+def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tensor:
     """y without ever holding more than `chunk` positions of Ā, w and h.
 
     Internally the state is laid out [b, c, n, d_in]: the long d_in axis innermost makes every
@@ -70,10 +85,6 @@ def selective_scan(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tens
     for Ā, two taken in turn for w, which the scan turns into h in place. The per-step update is
     one in-place addcmul on a contiguous [b, n, d_in] slice.
     """
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
-        # out= buffers are invisible to autograd; gradients take the materialised scan
-        A_bar, B_bar = discretise(delta, A, B)
-        return read_out(linear_scan(A_bar, write_of(B_bar, x)), C, D, x)
     b, l, d = x.shape
     n = A.shape[1]
     if chunk is None:
@@ -101,8 +112,7 @@ def selective_scan(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tens
     return y
 
 
-def selective_scan_ref(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tensor:
-    del chunk  # the reference has no chunks; the argument keeps the signatures identical
+def selective_scan_ref(x, delta, A, B, C, D) -> torch.Tensor:
     x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
     h = torch.zeros(x.shape[0], x.shape[2], A.shape[1], dtype=torch.float32, device=x.device)
     ys = []
