@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from compare import native
+
 SHAPE = dict(d_model=768, n_layer=24, vocab_size=50280, d_state=16, d_conv=4, expand=2)
 
 
@@ -93,7 +95,8 @@ def main() -> None:
     peak = gemm_peak_gflops()
     fpt = flops_per_token(**SHAPE)
     print(f"threads={torch.get_num_threads()}  fp32 GEMM peak={peak:.1f} GFLOP/s  "
-          f"model={fpt / 1e6:.1f} MFLOP/token (mamba-130m shape, random weights)")
+          f"model={fpt / 1e6:.1f} MFLOP/token (mamba-130m shape, random weights)  "
+          f"C kernels: {'yes' if native.available() else 'no (PyTorch mixer)'}")
     print(f"{'T':>5} | {'ours tok/s':>10} {'%peak':>6} {'mem MiB':>8} | {'transformers tok/s':>18} {'%peak':>6} "
           f"{'mem MiB':>8} | {'speed-up':>8}")
     for T in args.lengths:

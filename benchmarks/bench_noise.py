@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compare import load_tokenizer
+from compare import load_tokenizer, native
 from compare.mamba import MambaConfig, MambaLM, init_random_
 from compare.model import Model
 from compare.noise import AFFINE, noise_sweep, prepare
@@ -107,7 +107,8 @@ def main():
     sweep = prepare(prompt, **kw)
     print(f"mamba-130m shape, random weights; {sweep.ids.shape[1]} tokens; component {args.component!r}; "
           f"{len(sweep.layers)} layers x {len(sweep.levels)} levels x 1 trial; {args.threads} threads; "
-          f"tokenizer: {'gpt-neox-20b' if TOKENIZER.is_dir() else 'raw IDs'}; glibc malloc settings: "
+          f"tokenizer: {'gpt-neox-20b' if TOKENIZER.is_dir() else 'raw IDs'}; C kernels: "
+          f"{'yes' if native.available() else 'no (PyTorch mixer)'}; glibc malloc settings: "
           f"{', '.join(f'{k}={v}' for k, v in os.environ.items() if k.startswith('MALLOC_')) or 'default'}")
 
     rss0 = peak_rss_mib()

@@ -28,8 +28,11 @@ Edit semantics of the state:
 
 Ā, B̄, w and h are [b, l, d_in, n] (100 MB per layer at mamba-130m, l = 1024): they are
 materialised only while a trace or a torch forward hook reads or edits one of them; otherwise
-`scan.selective_scan` computes y directly (on CPU a fused C kernel, `scan_native`, which keeps
-one run's state in cache).
+`scan.selective_scan` computes y directly.
+
+On CPU in fp32 without autograd, the conv + SiLU, softplus and the scan with its gate run as
+fused C kernels (`native.py`, mirroring mamba_ssm's CUDA kernels); elsewhere PyTorch computes
+the same sums.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .hooks import HookPoint
 from .scan import discretise, linear_scan, read_out, selective_scan, write_of
 
@@ -113,15 +117,18 @@ class MambaMixer(nn.Module):
         else:
             x, z = self.in_proj(u).chunk(2, dim=-1)
         z = self.hook_gate(z)
-        x = self.hook_x(F.silu(causal_conv(x, self.conv1d.weight, self.conv1d.bias)))
+        x = self.hook_x(conv_silu(x, self.conv1d.weight, self.conv1d.bias))
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = self.hook_delta(F.softplus(self.dt_proj(dt)))
+        delta = self.hook_delta(softplus(self.dt_proj(dt)))
         B, C = self.hook_B(B), self.hook_C(C)
         # the scan runs in fp32 whatever the weights' dtype, as mamba_ssm's kernels do
         A = -torch.exp(self.A_log.float())
         ssm_in = (x.float(), delta.float(), A, B.float(), C.float())
         if any(getattr(self, f"hook_{p}").requested() for p in SSM_POINTS):
             y = self._ssm_materialised(*ssm_in)
+        elif not (last_only or self.hook_y.requested()):
+            # nothing reads y before the gate: the scan applies it, as selective_scan_fn(z=z) does
+            return self.out_proj(selective_scan(*ssm_in, self.D.float(), z=z.float()).to(x.dtype))
         else:
             y = selective_scan(*ssm_in, self.D.float())
         y = self.hook_y(y.to(x.dtype))
@@ -140,6 +147,19 @@ class MambaMixer(nn.Module):
                 h = h + linear_scan(A_bar, increment)
         h = self.hook_h_readout(h)
         return read_out(h, C, self.D.float(), x)
+
+
+def conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """SiLU(causal_conv(x)), in one C pass where the kernels can take the tensors."""
+    if native.usable(x, weight, bias):
+        return native.causal_conv1d_silu(x, weight, bias)
+    return F.silu(causal_conv(x, weight, bias))
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """Δ's activation; the C kernel's runs ~4× faster than torch's on CPU (within 2 fp32 ulps of
+    the exact value, torch's within 1)."""
+    return native.elementwise("softplus", x) if native.usable(x) else F.softplus(x)
 
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

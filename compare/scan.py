@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-from . import scan_native
+from . import native
 
 LOG2_E = math.log2(math.e)
 CHUNK_BYTES = 4 * 2**20  # per buffer: 42 steps at d_in=1536, n=16, batch 1; small enough to reuse heap pages
@@ -62,17 +63,18 @@ def read_out(h: torch.Tensor, C: torch.Tensor, D: torch.Tensor, x: torch.Tensor)
     return (h @ C.unsqueeze(-1)).squeeze(-1) + D * x
 
 
-def selective_scan(x, delta, A, B, C, D) -> torch.Tensor:
-    """y = SSM(x), by the fastest path that fits: the C kernel for fp32 on CPU (`scan_native`),
-    else the chunked PyTorch scan; with autograd, the materialised scan (out= buffers and the
-    kernel are invisible to it)."""
+def selective_scan(x, delta, A, B, C, D, z=None) -> torch.Tensor:
+    """y = SSM(x), times SiLU(z) if the gate z is given (mamba_ssm's `selective_scan_fn`), by the
+    fastest path that fits: the C kernel for fp32 on CPU (`native`), else the chunked PyTorch
+    scan; with autograd, the materialised scan (out= buffers and the kernel are invisible to it)."""
+    if native.usable(x, delta, A, B, C, D, z):
+        return native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D, z)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
         A_bar, B_bar = discretise(delta, A, B)
-        return read_out(linear_scan(A_bar, write_of(B_bar, x)), C, D, x)
-    if x.device.type == "cpu" and all(t.dtype == torch.float32 for t in (x, delta, A, B, C, D)) \
-            and scan_native.available():
-        return scan_native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D)
-    return selective_scan_chunked(x, delta, A, B, C, D)
+        y = read_out(linear_scan(A_bar, write_of(B_bar, x)), C, D, x)
+    else:
+        y = selective_scan_chunked(x, delta, A, B, C, D)
+    return y if z is None else y * F.silu(z)
 
 
 def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tensor:
@@ -112,7 +114,7 @@ def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> to
     return y
 
 
-def selective_scan_ref(x, delta, A, B, C, D) -> torch.Tensor:
+def selective_scan_ref(x, delta, A, B, C, D, z=None) -> torch.Tensor:
     x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
     h = torch.zeros(x.shape[0], x.shape[2], A.shape[1], dtype=torch.float32, device=x.device)
     ys = []
@@ -121,4 +123,5 @@ def selective_scan_ref(x, delta, A, B, C, D) -> torch.Tensor:
         B_bar = delta[:, t, :, None] * B[:, t, None, :]
         h = A_bar * h + B_bar * x[:, t, :, None]
         ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])
-    return torch.stack(ys, dim=1)
+    y = torch.stack(ys, dim=1)
+    return y if z is None else y * z.float() * torch.sigmoid(z.float())

@@ -40,10 +40,12 @@ def naive_forward(hf, ids, edit=None, record=None):
                 h, h_read = edit(li, t, h)
             hs.append(h_read)
             ys.append(h_read @ C[t] + w["D"] * x[t])
+        y = torch.stack(ys)
+        mixer_out = (y * F.silu(z)) @ w["out_proj.weight"].T
         if record is not None:
-            record[li] = dict(x=x, delta=delta, B=B, C=C, h=torch.stack(hs), resid_pre=resid)
-        y = torch.stack(ys) * F.silu(z)
-        resid = resid + y @ w["out_proj.weight"].T
+            record[li] = dict(x=x, delta=delta, B=B, C=C, h=torch.stack(hs), y=y, mixer_out=mixer_out,
+                              resid_pre=resid)
+        resid = resid + mixer_out
     f = bb.norm_f
     out = resid * torch.rsqrt(resid.pow(2).mean(-1, keepdim=True) + f.variance_epsilon) * f.weight.double()
     return (out @ hf.lm_head.weight.double().T).float().unsqueeze(0)
@@ -74,7 +76,8 @@ def test_every_point_readable_at_every_layer_and_position(mamba):
     record = {}
     with torch.no_grad():
         naive_forward(hf, IDS, record=record)
-    names = ("resid_pre", "x", "delta", "B", "C", "A_bar", "write", "h", "h_readout", "y", "resid_post")
+    names = ("resid_pre", "x", "delta", "B", "C", "A_bar", "write", "h", "h_readout", "y", "mixer_out",
+             "resid_post")
     got = [{} for _ in range(m.n_layers)]
     with m.nn.trace(IDS):
         for layer in range(m.n_layers):
@@ -82,7 +85,7 @@ def test_every_point_readable_at_every_layer_and_position(mamba):
                 got[layer][n] = m.point(n, layer).save()
     for layer, ref in record.items():
         g = {k: v[0].double() for k, v in got[layer].items()}
-        for n in ("resid_pre", "x", "delta", "B", "C", "h"):
+        for n in ("resid_pre", "x", "delta", "B", "C", "h", "y", "mixer_out"):  # y before the gate
             torch.testing.assert_close(g[n], ref[n], atol=1e-4, rtol=1e-4, msg=f"layer {layer} point {n}")
         torch.testing.assert_close(g["h_readout"], ref["h"], atol=1e-4, rtol=1e-4)
         A = -torch.exp(hf.backbone.layers[layer].mixer.A_log.double())

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from compare import scan_native
-from compare.scan import (LOG2_E, discretise, linear_scan, linear_scan_ref, read_out, selective_scan,
+from compare import native
+from compare.scan import (discretise, linear_scan, linear_scan_ref, read_out, selective_scan,
                           selective_scan_chunked, selective_scan_ref, write_of)
 
 TOL = dict(atol=1e-5, rtol=1e-5)  # fp32, sums over n <= 16 terms
@@ -42,81 +42,27 @@ def test_chunked_scan_matches_reference(b, l, chunk):
     torch.testing.assert_close(selective_scan_chunked(*args, chunk=chunk), selective_scan_ref(*args), **TOL)
 
 
+@pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("b,l,d,n", [(1, 14, 8, 4), (2, 33, 8, 4)])
-def test_selective_scan_matches_reference(b, l, d, n):
+def test_selective_scan_matches_reference(b, l, d, n, gated):
     args = _inputs(b, l, d, n, seed=l)
+    z = torch.randn(b, l, d, generator=torch.Generator().manual_seed(1)) if gated else None
+    torch.testing.assert_close(selective_scan(*args, z=z), selective_scan_ref(*args, z=z), **TOL)
+
+
+def test_gate_is_y_times_silu_of_z():
+    x, delta, A, B, C, D = _inputs(1, 3, 2, 2)
+    z = torch.tensor([[[0.0, 1.0], [-2.0, 3.0], [0.5, -0.5]]])
+    y = selective_scan_ref(x, delta, A, B, C, D)
+    torch.testing.assert_close(selective_scan_ref(x, delta, A, B, C, D, z=z), y * z / (1 + torch.exp(-z)))
+
+
+def test_without_the_c_kernels_the_pytorch_scan_gives_the_same(monkeypatch):
+    args = _inputs(2, 6, 5, 3)
+    monkeypatch.setattr(native, "available", lambda: False)
     torch.testing.assert_close(selective_scan(*args), selective_scan_ref(*args), **TOL)
 
 
-@pytest.fixture
-def native():
-    if not scan_native._compilers():
-        pytest.skip("no C compiler on this machine (cc, gcc, clang or $CC): the C scan cannot be built")
-    assert scan_native.available(), "a C compiler is present but the C selective scan did not build"
-    return scan_native.selective_scan
-
-
-def _native_args(x, delta, A, B, C, D):
-    return x, delta, (A * LOG2_E).t(), B, C, D
-
-
-# odd d (not a multiple of any vector width) and b not a multiple of the thread count
-@pytest.mark.parametrize("b,l,d,n", [(1, 1, 1, 1), (1, 14, 8, 4), (3, 33, 37, 5), (5, 9, 1536, 16)])
-def test_native_scan_matches_reference(native, b, l, d, n):
-    args = _inputs(b, l, d, n, seed=d)
-    torch.testing.assert_close(native(*_native_args(*args)), selective_scan_ref(*args), **TOL)
-
-
-def test_native_scan_is_the_same_for_any_thread_count(native):
-    args = _native_args(*_inputs(7, 12, 40, 6))
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = native(*args)
-        torch.set_num_threads(3)
-        three = native(*args)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one, three)  # each run is computed by one thread in the same order
-
-
-def test_native_decay_is_exp_of_delta_A_to_fp32_precision(native):
-    """With h_0 = 1 and nothing written after it, y_1 = Ā_1 = exp(Δ_1 A): the kernel's exp2
-    polynomial, read off for Δ·A from -87 to 0 (Ā down to the smallest normal float) and at -inf,
-    where Ā must be exactly 0. The reference is 2^a in float64 of the very fp32 a = Δ·(A·log₂e)
-    the kernel sees: rounding Δ·A to fp32 is every fp32 scan's error, not the polynomial's."""
-    dA = torch.cat([torch.linspace(-87, 0, 4001), torch.tensor([-float("inf")])])
-    d = dA.numel()
-    x = torch.ones(1, 2, d)
-    delta = torch.ones(1, 2, d)
-    A = dA.unsqueeze(1).clone()
-    B = torch.tensor([[[1.0], [0.0]]])
-    C = torch.ones(1, 2, 1)
-    y = native(*_native_args(x, delta, A, B, C, torch.zeros(d)))[0, 1]
-    expected = torch.exp2((A[:, 0] * LOG2_E).double())
-    assert y[-1].item() == 0.0
-    rel = ((y[:-1].double() - expected[:-1]) / expected[:-1]).abs().max().item()
-    assert rel < 1.2e-7, f"max relative error of Ā = {rel:.1e}"  # one fp32 ulp; measured 7.9e-8
-
-
-def test_native_scan_propagates_nan(native):
-    x, delta, A, B, C, D = _inputs(1, 4, 3, 2)
-    delta[0, 2, 1] = float("nan")
-    y = native(*_native_args(x, delta, A, B, C, D))
-    assert torch.isnan(y[0, 2:, 1]).all() and not torch.isnan(y[0, :2]).any() and not torch.isnan(y[0, :, 0]).any()
-
-
-def test_without_a_compiler_the_pytorch_scan_is_used_with_a_warning(monkeypatch):
-    args = _inputs(2, 6, 5, 3)
-    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    scan_native._kernel.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="could not compile the C selective scan"):
-            assert not scan_native.available()
-        torch.testing.assert_close(selective_scan(*args), selective_scan_ref(*args), **TOL)
-    finally:
-        monkeypatch.delenv("CC")
-        scan_native._kernel.cache_clear()
 
 
 def test_materialised_path_matches_reference():

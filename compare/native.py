@@ -1,0 +1,131 @@
+"""The Mamba mixer's fused CPU kernels (`csrc/kernels.c`), compiled at first use.
+
+PyTorch runs the mixer's elementwise work one operation at a time, each a pass over memory; the
+scan's passes run over [b, n, d_in] tensors far larger than the cache. The kernels do all of an
+element's work at once and keep one run's state in cache: the scan is about 3× faster on CPU.
+They mirror mamba_ssm's CUDA kernels, `causal_conv1d_fn(..., activation="silu")` and
+`selective_scan_fn(..., z)`, and have twins in PyTorch (`scan.py`, `mamba.causal_conv`) that the
+tests hold them against, as they hold the kernels' exp, exp2, softplus and SiLU against float64.
+
+The library is compiled once per process with the system C compiler (`$CC`, else cc, gcc or
+clang; ~0.3 s, no torch headers) into a temporary directory and loaded with ctypes. Without a
+working compiler `available()` is False, a warning says so once, and the model keeps to the
+PyTorch paths.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
+FLAGS = ("-O3", "-fno-trapping-math", "-shared", "-fPIC")
+# best first: OpenMP shares torch's threads (see the C source); not every compiler has OpenMP
+# (Apple clang) or takes -march=native
+VARIANTS = (("-fopenmp", "-march=native"), ("-fopenmp",), ("-march=native",), ())
+ELEMENTWISE = ("exp2", "exp", "softplus", "silu")  # the C enum's order
+_P, _I, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+SIGNATURES = {
+    "causal_conv1d_silu": [_P, _I] + [_P] * 3 + [_I] * 4 + [_INT],
+    "selective_scan": [_P] * 4 + [_I, _P, _I, _P, _P, _I, _P, _P] + [_I] * 4 + [_INT],
+    "elementwise": [_INT, _P, _P, _I, _INT],
+}
+
+
+def available() -> bool:
+    return _library() is not None
+
+
+def usable(*tensors: torch.Tensor | None) -> bool:
+    """Whether the kernels can take these tensors: fp32 on CPU, no autograd, library built."""
+    given = [t for t in tensors if t is not None]
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in given)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in given)) and available())
+
+
+@functools.lru_cache(maxsize=1)
+def _library():
+    errors = []
+    for cc in _compilers():
+        for extra in VARIANTS:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "kernels.so"
+                proc = subprocess.run([cc, *FLAGS, *extra, str(SOURCE), "-o", str(path)],
+                                      capture_output=True, text=True)
+                try:
+                    lib = ctypes.CDLL(str(path))  # stays mapped once the file is gone
+                except OSError as e:  # not built, or built against a runtime that cannot be loaded
+                    why = (proc.stderr or str(e)).strip()[:200]
+                    errors.append(f"{Path(cc).name} {' '.join(extra)}: {why}")
+                    continue
+            for name, argtypes in SIGNATURES.items():
+                getattr(lib, name).argtypes = argtypes
+                getattr(lib, name).restype = None
+            return lib
+    warnings.warn("compare: could not compile the C kernels (" + ("; ".join(errors) or "no C compiler "
+                  "found; set $CC") + "); the Mamba mixer runs on PyTorch alone, about 20% slower on CPU",
+                  RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _compilers() -> list[str]:
+    names = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
+    return [path for path in dict.fromkeys(shutil.which(n) for n in names) if path]
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """[b, l, m] as the kernels read it: unit stride along m and a row stride ld between
+    positions (element (r, t, j) at r·l·ld + t·ld + j). Column slices of a wider matrix qualify
+    as they are; anything else is copied."""
+    b, l, m = t.shape
+    ld = t.stride(1) if l > 1 else (t.stride(0) if b > 1 else m)
+    if (m > 1 and t.stride(2) != 1) or (b > 1 and t.stride(0) != l * ld) or ld < m:
+        return _rows(t.contiguous())
+    return t, ld
+
+
+def selective_scan(x, delta, A2, B, C, D, z=None) -> torch.Tensor:
+    """y [b, l, d_in], times SiLU(z) if z is given; A2 = A·log₂e laid out [n, d_in] (see the C source)."""
+    x, delta, A2, D = (t.contiguous() for t in (x, delta, A2, D))
+    (B, ld_B), (C, ld_C) = _rows(B), _rows(C)
+    z, ld_z = (None, 0) if z is None else _rows(z)
+    b, l, d = x.shape
+    n = A2.shape[0]
+    threads = torch.get_num_threads()
+    y = torch.empty_like(x)
+    scratch = x.new_empty(threads, n, d)
+    _library().selective_scan(*map(_ptr, (x, delta, A2, B)), ld_B, _ptr(C), ld_C, _ptr(D), _ptr(z), ld_z,
+                              *map(_ptr, (y, scratch)), b, l, d, n, threads)
+    return y
+
+
+def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """SiLU of the depthwise causal conv of x [b, l, d_in]; weight [d_in, 1, k] as nn.Conv1d keeps it."""
+    x, ld_x = _rows(x)
+    w = weight[:, 0].t().contiguous()  # [k, d_in]
+    bias = None if bias is None else bias.contiguous()
+    b, l, d = x.shape
+    y = x.new_empty(b, l, d)
+    _library().causal_conv1d_silu(x.data_ptr(), ld_x, *map(_ptr, (w, bias, y)), b, l, d, w.shape[0],
+                                  torch.get_num_threads())
+    return y
+
+
+def elementwise(op: str, x: torch.Tensor) -> torch.Tensor:
+    """The kernels' exp2, exp, softplus or SiLU of each element of fp32 x."""
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    _library().elementwise(ELEMENTWISE.index(op), x.data_ptr(), y.data_ptr(), x.numel(),
+                           torch.get_num_threads())
+    return y
