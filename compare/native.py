@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -57,13 +58,13 @@ def _library():
         for extra in VARIANTS:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "kernels.so"
-                proc = subprocess.run([cc, *FLAGS, *extra, str(SOURCE), "-o", str(path)],
+                proc = subprocess.run([*cc, *FLAGS, *extra, str(SOURCE), "-o", str(path)],
                                       capture_output=True, text=True)
                 try:
                     lib = ctypes.CDLL(str(path))  # stays mapped once the file is gone
                 except OSError as e:  # not built, or built against a runtime that cannot be loaded
                     why = (proc.stderr or str(e)).strip()[:200]
-                    errors.append(f"{Path(cc).name} {' '.join(extra)}: {why}")
+                    errors.append(f"{Path(cc[0]).name} {' '.join(extra)}: {why}")
                     continue
             for name, argtypes in SIGNATURES.items():
                 getattr(lib, name).argtypes = argtypes
@@ -75,9 +76,13 @@ def _library():
     return None
 
 
-def _compilers() -> list[str]:
-    names = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
-    return [path for path in dict.fromkeys(shutil.which(n) for n in names) if path]
+def _compilers() -> list[list[str]]:
+    """Command lines to try: $CC as given (it may carry a launcher or flags), else the usual names."""
+    if os.environ.get("CC"):
+        command = shlex.split(os.environ["CC"])
+        return [command] if command and shutil.which(command[0]) else []
+    paths = dict.fromkeys(shutil.which(name) for name in ("cc", "gcc", "clang"))
+    return [[path] for path in paths if path]
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
