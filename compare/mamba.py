@@ -116,6 +116,11 @@ class MambaMixer(nn.Module):
             z = F.linear(u[:, -1:], w[d_in:], None if bias is None else bias[d_in:])
         else:
             x, z = self.in_proj(u).chunk(2, dim=-1)
+        return self.mix(x, z, last_only)
+
+    def mix(self, x: torch.Tensor, z: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """The mixer after in_proj: x [b, l, d_in] and the gate z [b, l, d_in] ([b, 1, d_in] with
+        last_only) → [b, l, d] ([b, 1, d]); for callers that compute in_proj their own way."""
         z = self.hook_gate(z)
         x = self.hook_x(conv_silu(x, self.conv1d.weight, self.conv1d.bias))
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)

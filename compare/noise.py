@@ -44,6 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from . import points
 from .mamba import MODEL_POINTS, SSM_POINTS
@@ -292,13 +293,46 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
     response = torch.cat(unit) - clean
     row = {key: i for i, key in enumerate(keys)}
     size = _chunk_size(handle, None, resid.shape[1], max_bytes)
+    blocks = _blocks(handle)
+    next_on_rays = handle.family == "mamba" and layer + 1 < len(blocks)
+    if next_on_rays:
+        projected = _ray_projections(blocks[layer + 1], clean, response)
     finals = []
     for start in range(0, len(runs), size):
         chunk = runs[start:start + size]
         level = torch.tensor([lv for lv, _ in chunk], dtype=response.dtype, device=response.device)
-        inputs = torch.addcmul(clean, level[:, None, None], response[[row[key] for _, key in chunk]])
-        finals.append(_blocks_from(handle, layer + 1, inputs, entry, last_only=True)[:, -1])
+        idx = [row[key] for _, key in chunk]
+        inputs = torch.addcmul(clean, level[:, None, None], response[idx])
+        if next_on_rays:
+            inputs = _mamba_block_on_rays(blocks[layer + 1], inputs, level, projected[0], projected[1][idx],
+                                          last_only=layer + 2 == len(blocks))
+        finals.append(_blocks_from(handle, layer + 2 if next_on_rays else layer + 1, inputs, entry,
+                                   last_only=True)[:, -1])
     return _head(handle, finals)
+
+
+def _ray_projections(block, clean: torch.Tensor, response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """in_proj's matmul, without bias, on clean [1, T, d] and each response [K, T, d] after the
+    block's RMSNorm weight g: W(g ⊙ clean) and W(g ⊙ response), [*, T, 2 d_in]."""
+    g, w = block.norm.weight, block.mixer.in_proj.weight
+    return F.linear(clean * g, w), F.linear(response * g, w)
+
+
+def _mamba_block_on_rays(block, inputs, level, clean_proj, response_proj, last_only: bool) -> torch.Tensor:
+    """The Mamba block on inputs = clean + level · response [b, T, d], in_proj computed from the
+    ray projections (`_ray_projections`) instead of once per run.
+
+    RMSNorm only scales each row, by 1/rms(row), before its weight g; so
+    in_proj(RMSNorm(inputs)) = (W(g ⊙ clean) + level · W(g ⊙ response)) / rms(inputs) + bias.
+    The block's hook points are not called: nothing hooks the block after the injected one.
+    """
+    inv_rms = torch.rsqrt(inputs.pow(2).mean(-1, keepdim=True) + block.norm.eps)
+    xz = torch.addcmul(clean_proj, level[:, None, None], response_proj).mul_(inv_rms)
+    if block.mixer.in_proj.bias is not None:
+        xz += block.mixer.in_proj.bias
+    x, z = xz.chunk(2, dim=-1)
+    out = block.mixer.mix(x, z[:, -1:] if last_only else z, last_only)
+    return (inputs[:, -1:] if last_only else inputs) + out
 
 
 def _hooked_chunks(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,

@@ -80,6 +80,25 @@ def test_fast_path_equals_one_trace_per_run(tiny, family, component, scale, posi
     assert (fast["p_target"] != fast.groupby("layer")["p_target"].transform("first")).any()
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_fast_path_equals_one_trace_per_run_through_a_deep_mamba(bias):
+    """Four layers, so that the block after the injected one is sometimes not the last (its
+    in_proj is then computed from the ray projections), with and without in_proj's bias, and
+    with every weight jittered so RMSNorm's weight is not 1."""
+    from conftest import TINY_VOCAB, _jitter, tiny_tokenizer
+    from compare.mamba import MambaConfig, MambaLM
+    from compare.model import Model
+
+    torch.manual_seed(0)
+    module = _jitter(MambaLM(MambaConfig(d_model=32, n_layer=4, vocab_size=72, d_state=8, bias=bias)), 5).eval()
+    handle = Model("deep-tiny-mamba", "mamba", module, tiny_tokenizer(), TINY_VOCAB, None)
+    for component in ("h", "resid_post"):
+        kw = dict(model=handle, target=TARGET, component=component, levels=[0.0, 0.8, 3.0], trials=2, seed=3)
+        fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
+        np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=TOL)
+        np.testing.assert_allclose(fast["logit_diff"], ref["logit_diff"], atol=1e-4)
+
+
 def test_noise_on_h_equals_a_hand_written_recurrence(tiny):
     handle, layer, pos, level = tiny[0]["mamba"], 1, 3, 0.7
     ids = handle.as_input(handle.encode(PROMPT))
