@@ -71,7 +71,7 @@ def _library():
                 getattr(lib, name).restype = None
             return lib
     warnings.warn("compare: could not compile the C kernels (" + ("; ".join(errors) or "no C compiler "
-                  "found; set $CC") + "); the Mamba mixer runs on PyTorch alone, about 20% slower on CPU",
+                  "found; set $CC") + "); the Mamba mixer runs on PyTorch alone, about 30% slower on CPU",
                   RuntimeWarning, stacklevel=3)
     return None
 
