@@ -296,7 +296,7 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
     blocks = _blocks(handle)
     next_on_rays = handle.family == "mamba" and layer + 1 < len(blocks)
     if next_on_rays:
-        projected = _ray_projections(blocks[layer + 1], clean, response)
+        clean_proj, response_proj = _ray_projections(blocks[layer + 1], clean, response)
     finals = []
     for start in range(0, len(runs), size):
         chunk = runs[start:start + size]
@@ -304,7 +304,7 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
         idx = [row[key] for _, key in chunk]
         inputs = torch.addcmul(clean, level[:, None, None], response[idx])
         if next_on_rays:
-            inputs = _mamba_block_on_rays(blocks[layer + 1], inputs, level, projected[0], projected[1][idx],
+            inputs = _mamba_block_on_rays(blocks[layer + 1], inputs, level, clean_proj, response_proj[idx],
                                           last_only=layer + 2 == len(blocks))
         finals.append(_blocks_from(handle, layer + 2 if next_on_rays else layer + 1, inputs, entry,
                                    last_only=True)[:, -1])

@@ -33,6 +33,18 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>")
 
 
+def ssm_inputs(b, l, d, n, seed=0, gate=False):
+    """Random selective-scan inputs x, delta, A, B, C, D (and the gate z with gate=True) in the
+    shapes of `compare.scan`, with Δ > 0 and A < 0 as in a real Mamba."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, l, d, generator=g)
+    delta = torch.nn.functional.softplus(torch.randn(b, l, d, generator=g))
+    A = -torch.rand(d, n, generator=g) * 4 - 0.1
+    B, C = torch.randn(b, l, n, generator=g), torch.randn(b, l, n, generator=g)
+    D = torch.randn(d, generator=g)
+    return (x, delta, A, B, C, D) + ((torch.randn(b, l, d, generator=g),) if gate else ())
+
+
 def _jitter(model, seed: int, scale: float = 0.2):
     # Default inits leave D = 1 and tiny embeddings; jitter every weight so bugs show in the logits.
     g = torch.Generator().manual_seed(seed)

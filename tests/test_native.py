@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from compare import native
 from compare.mamba import causal_conv
 from compare.scan import LOG2_E, selective_scan_ref
+from conftest import ssm_inputs
 
 TOL = dict(atol=1e-5, rtol=1e-5)  # fp32, sums over n <= 16 terms
 ULP = 2.0 ** -23  # relative spacing of fp32 numbers in [1, 2)
@@ -24,17 +25,6 @@ def kernels():
     assert native.available(), "a C compiler is present but the C kernels did not build"
 
 
-def _inputs(b, l, d, n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, l, d, generator=g)
-    delta = F.softplus(torch.randn(b, l, d, generator=g))
-    A = -torch.rand(d, n, generator=g) * 4 - 0.1
-    B, C = torch.randn(b, l, n, generator=g), torch.randn(b, l, n, generator=g)
-    D = torch.randn(d, generator=g)
-    z = torch.randn(b, l, d, generator=g)
-    return x, delta, A, B, C, D, z
-
-
 def _scan(x, delta, A, B, C, D, z=None):
     return native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D, z)
 
@@ -43,7 +33,7 @@ def _scan(x, delta, A, B, C, D, z=None):
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("b,l,d,n", [(1, 1, 1, 1), (1, 14, 8, 4), (3, 33, 37, 5), (5, 9, 1536, 16)])
 def test_scan_matches_reference(b, l, d, n, gated):
-    *args, z = _inputs(b, l, d, n, seed=d)
+    *args, z = ssm_inputs(b, l, d, n, seed=d, gate=True)
     z = z if gated else None
     torch.testing.assert_close(_scan(*args, z), selective_scan_ref(*args, z=z), **TOL)
 
@@ -52,7 +42,7 @@ def test_scan_matches_reference(b, l, d, n, gated):
 def test_kernels_read_column_slices_in_place(b, l):
     """x and z arrive as the halves of in_proj's output, B and C as slices of x_proj's: the
     kernels read them through their row stride (and copy anything not laid out so)."""
-    x, delta, A, _, _, D, _ = _inputs(b, l, 6, 3)
+    x, delta, A, _, _, D = ssm_inputs(b, l, 6, 3)
     xz = torch.randn(b, l, 12)
     dBC = torch.randn(b, l, 2 + 2 * 3)
     B, C, z = dBC[..., 2:5], dBC[..., 5:], xz[..., 6:]
@@ -65,7 +55,7 @@ def test_kernels_read_column_slices_in_place(b, l):
 
 
 def test_results_do_not_depend_on_the_thread_count():
-    *args, z = _inputs(7, 12, 40, 6)
+    *args, z = ssm_inputs(7, 12, 40, 6, gate=True)
     x = args[0]
     w, bias = torch.randn(40, 1, 4), torch.randn(40)
     threads = torch.get_num_threads()
@@ -119,7 +109,7 @@ def test_elementwise_special_values_as_torch(op, ref):
 
 
 def test_scan_propagates_nan_forward_in_time_only():
-    x, delta, A, B, C, D, _ = _inputs(1, 4, 3, 2)
+    x, delta, A, B, C, D = ssm_inputs(1, 4, 3, 2)
     delta[0, 2, 1] = math.nan
     y = _scan(x, delta, A, B, C, D)
     assert torch.isnan(y[0, 2:, 1]).all() and not torch.isnan(y[0, :2]).any() and not torch.isnan(y[0, :, 0]).any()
