@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 
 from .mamba import SSM_POINTS
-from .noise import DEFAULT_MAX_BYTES, clean_pass, one, prepare, read_groups, read_prediction, run_noised, sweep_noise
+from .noise import (DEFAULT_MAX_BYTES, check_callbacks, clean_pass, one, prepare, read_groups, read_prediction,
+                    run_noised, sweep_noise)
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
 
@@ -36,15 +37,20 @@ def feature_shape(handle, component: str) -> tuple[int, ...]:
 
 def channel_sensitivity(prompt, *, model, target, component, layer: int, level: float, trials: int = 8,
                         seed: int = 0, distribution: str = "gaussian", scale: str = "relative",
-                        positions=None, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+                        positions=None, max_bytes: int = DEFAULT_MAX_BYTES, progress=None,
+                        stop=None) -> pd.DataFrame:
     """Channels ranked by how often noise restricted to them flips the prediction; columns `COLUMNS`.
 
     Arguments as in `noise.noise_sweep`, with one layer and one level. p_target and logit_diff
     are means over trials; rank 1 is the most sensitive channel of its axis.
+    progress: called as progress(runs_done, runs_total) after each block of READ_ROWS runs.
+    stop: anything with ``is_set()``, checked before each block; once set, the channels whose
+    runs finished are returned, with ``df.attrs["stopped"] = True``.
     """
     sweep = prepare(prompt, model=model, target=target, component=component, layers=one(layer, "layer"),
                     levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
+    check_callbacks(progress, stop)
     handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])
     shape = feature_shape(handle, sweep.component)
     axes = {"channel": 0, "state": 1} if len(shape) == 2 else {"channel": 0}
@@ -59,10 +65,22 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
         return full * mask
 
     clean, resid = clean_pass(handle, sweep.ids, sweep.layers)
-    reads = [read_prediction(run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, group,
-                                        noise, max_bytes=max_bytes), sweep.target)
-             for group in read_groups(runs)]
-    read = {key: np.concatenate([r[key] for r in reads]) for key in reads[0]}
+    reads, done = [], 0
+    for group in read_groups(runs):
+        if stop is not None and stop.is_set():
+            break
+        with handle.lock:  # per block of runs, so other callers get the model between blocks
+            logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, group, noise,
+                                max_bytes=max_bytes)
+        reads.append(read_prediction(logits, sweep.target))
+        done += len(group)
+        if progress is not None:
+            progress(done, len(runs))
+    # a stopped sweep keeps whole channels only: runs are ordered (axis, channel, trial)
+    stopped, kept = done < len(runs), done - done % sweep.trials
+    runs = runs[:kept]
+    read = {key: np.concatenate([r[key] for r in reads])[:kept] if reads else np.empty(0)
+            for key in ("p_target", "logit_diff", "predicted_id")}
     per_run = pd.DataFrame({
         "axis": [a for a, _, _ in runs], "channel": [c for _, c, _ in runs],
         "flip": read.pop("predicted_id") != clean.argmax().item(), **read,
@@ -75,4 +93,6 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     df.insert(0, "model", handle.name)
     df.insert(1, "layer", layer)
     df.insert(2, "component", sweep.component)
-    return df.reset_index(drop=True)[list(COLUMNS)]
+    df = df.reset_index(drop=True)[list(COLUMNS)]
+    df.attrs["stopped"] = stopped
+    return df

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from nnsight import NNsight
 from torch import nn
 
 from . import points
+from .isolation import LockedNNsight, ModelLock
 
 
 @dataclass(eq=False)
@@ -24,11 +24,13 @@ class Model:
     tokenizer: Any
     vocab_size: int  # the tokenizer's real vocabulary; embedding rows beyond it are padding
     max_positions: int | None  # None: no positional limit (Mamba)
-    nn: NNsight = field(init=False, repr=False)
+    nn: LockedNNsight = field(init=False, repr=False)
+    lock: ModelLock = field(init=False, repr=False)  # held by every forward and trace (`isolation`)
 
     def __post_init__(self):
         self.module.eval()
-        self.nn = NNsight(self.module)
+        self.lock = ModelLock()
+        self.nn = LockedNNsight(self.module, self.lock)
 
     @property
     def device(self) -> torch.device:
@@ -92,6 +94,7 @@ class Model:
     def logits(self, input_ids) -> torch.Tensor:
         """Plain forward (no hooks): float logits [batch, T, vocab_size] over the real vocabulary."""
         ids = self.as_input(input_ids)
-        out = self.module(ids)
+        with self.lock:
+            out = self.module(ids)
         out = out if isinstance(out, torch.Tensor) else out.logits
         return out[..., : self.vocab_size].float()

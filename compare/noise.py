@@ -124,7 +124,7 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
 
 def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, trials=1,
                 distribution="gaussian", scale="absolute", positions=None, seed=0,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+                max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None) -> pd.DataFrame:
     """Layers × levels × trials of noise on `component`; one row per run, columns `COLUMNS`.
 
     prompt: text or token IDs [T]. model: a `Model` or a source for `compare.load_model`.
@@ -135,18 +135,32 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     positions noised (default all; negative counts from the end). hit: the argmax at the last
     position is the target; logit_diff: target's logit minus the best other token's.
     max_bytes: memory budget of one batched chunk (estimated from shapes).
+    progress: called as progress(layers_done, layers_total) after each layer.
+    stop: anything with ``is_set()`` (a `threading.Event`), checked before each layer; once set,
+    the sweep returns the rows of the layers it finished, with ``df.attrs["stopped"] = True``.
+    ``df.attrs["layers_done"]`` always lists the finished layers.
     """
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
+    check_callbacks(progress, stop)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
-    frames = []
+    frames, done = [], []
     for layer in sweep.layers:
+        if stop is not None and stop.is_set():
+            break
+        layer_frames = []
         for runs in read_groups(sweep.runs):
             noised = [run for run in runs if run[0] > 0]
-            by_run = dict(zip(noised, sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)))
-            frames.append(rows(sweep, layer, runs, torch.stack([by_run.get(run, clean) for run in runs])))
-    return to_frame(sweep, frames)
+            with sweep.handle.lock:  # per block of runs, so other callers get the model between blocks
+                logits = sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)
+            by_run = dict(zip(noised, logits))
+            layer_frames.append(rows(sweep, layer, runs, torch.stack([by_run.get(run, clean) for run in runs])))
+        frames += layer_frames
+        done.append(layer)
+        if progress is not None:
+            progress(len(done), len(sweep.layers))
+    return to_frame(sweep, frames, layers_done=tuple(done))
 
 
 def noisy_logits(prompt, *, model, target, component, layers, level: float, trial: int = 0,
@@ -165,7 +179,8 @@ def noisy_logits(prompt, *, model, target, component, layers, level: float, tria
     run = [(float(sweep.levels[0]), trial)]
     frames = []
     for layer in sweep.layers:
-        noisy = sweep_logits(sweep, layer, resid[layer], run)[0]
+        with sweep.handle.lock:
+            noisy = sweep_logits(sweep, layer, resid[layer], run)[0]
         for name, logits in (("clean", clean), ("noisy", noisy)):
             frames.append(pd.DataFrame({"model": sweep.handle.name, "layer": layer, "component": sweep.component,
                                         "level": run[0][0], "run": name, "token_id": np.arange(len(logits)),
@@ -240,12 +255,13 @@ def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
             cache[layer] = (args, kwargs)
         return hook
 
-    handles = [blocks[l].register_forward_pre_hook(keep(l), with_kwargs=True) for l in layers]
-    try:
-        logits = handle.logits(ids)[0, -1]
-    finally:
-        for h in handles:
-            h.remove()
+    with handle.lock:  # the hooks exist only while this call owns the model (`isolation`)
+        handles = [blocks[l].register_forward_pre_hook(keep(l), with_kwargs=True) for l in layers]
+        try:
+            logits = handle.logits(ids)[0, -1]
+        finally:
+            for h in handles:
+                h.remove()
     return logits, cache
 
 
@@ -255,7 +271,11 @@ def read_groups(runs: list) -> list[list]:
 
 
 def sweep_logits(sweep: Sweep, layer: int, entry, runs: list, *, max_bytes: int = DEFAULT_MAX_BYTES):
-    """Last-position logits [len(runs), V] of a sweep's (level, trial) runs at one layer."""
+    """Last-position logits [len(runs), V] of a sweep's (level, trial) runs at one layer.
+
+    The caller holds ``sweep.handle.lock``: the engine registers torch hooks on the shared
+    model and calls its blocks one by one, which an nnsight trace in another thread would see.
+    """
     engine = run_rays if sweep.component in AFFINE[sweep.handle.family] else run_noised
     noise = lambda chunk, value: sweep_noise(sweep, layer, chunk, value)
     return engine(sweep.handle, sweep.component, layer, entry, sweep.positions, runs, noise, max_bytes=max_bytes)
@@ -473,11 +493,22 @@ def read_prediction(logits: torch.Tensor, target: int) -> dict[str, np.ndarray]:
             "predicted_id": predicted.numpy()}
 
 
-def to_frame(sweep: Sweep, frames: list) -> pd.DataFrame:
-    df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
+def to_frame(sweep: Sweep, frames: list, layers_done: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """The sweep's rows with its parameters in ``attrs``; `layers_done` short of the sweep's
+    layers marks a stopped sweep."""
+    layers_done = sweep.layers if layers_done is None else layers_done
+    df = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS))[list(COLUMNS)]
     df.attrs.update(target=sweep.target, distribution=sweep.distribution, scale=sweep.scale,
-                    positions=sweep.positions, seed=sweep.seed)
+                    positions=sweep.positions, seed=sweep.seed, layers_done=tuple(layers_done),
+                    stopped=len(layers_done) < len(sweep.layers))
     return df
+
+
+def check_callbacks(progress, stop) -> None:
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be a callable (done, total) or None, got {progress!r}")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise ValueError(f"stop must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
 
 
 # --- argument checks ---------------------------------------------------------------------------
