@@ -5,10 +5,12 @@ results pair every other model with it. Three variants say what "the same prompt
     native    each model tokenises the text itself (IDs are decoded by the first model first)
     same_ids  the first model's IDs are fed to every model unchanged
     aligned   each of the first model's tokens is re-encoded on its own by the other tokenizers
-              (`datasets_gen.align`), so all models read the text split at the same places
+              (`datasets_gen.align`), so all models read the text split at the same places;
+              tokens that share one character (emoji, CJK in byte-level BPE) are re-encoded together
 Cross-model metrics are taken at *paired positions*: positions after which both models have read
 the same text. Where a token splits into several pieces in the other model, the pair uses the
-last piece (the position whose prediction is of the same next token) and is flagged `split`.
+last piece (the position whose prediction is of the same next token) and is flagged `split`; a
+position inside a character has no pair.
 """
 from __future__ import annotations
 
@@ -339,39 +341,43 @@ def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str)
 
 
 def _pairs(first: Model, other: Model, ids_a, ids_b, splits) -> list[tuple[int, int, bool]]:
-    """Paired positions (first's, other's, split) where both have read the same text.
+    """Paired positions (first's, other's, split) where both have read exactly the same text.
 
-    `splits` (aligned variant): pieces per source token, negative where `align` flagged the token
-    (a byte fragment) even though it is one piece.
+    `splits` (aligned variant): target pieces per source token (`datasets_gen.align`): 0 for a
+    token ending inside a character (no pair), negative where `align` flagged the token (part of a
+    multi-token character, or bytes that are not UTF-8) even though it is one piece. A pair is
+    `split` unless it is one token to one token.
     """
     if splits is not None:
         ends_a, ends_b = np.cumsum(np.abs(splits[0])) - 1, np.cumsum(np.abs(splits[1])) - 1
-        return [(int(a), int(b), sb != 1) for a, b, sa, sb in zip(ends_a, ends_b, *splits) if sa and sb]
+        return [(int(a), int(b), sa != 1 or sb != 1)
+                for a, b, sa, sb in zip(ends_a, ends_b, *splits) if sa and sb]
     if ids_a == ids_b and first.tokenizer is other.tokenizer:
         return [(t, t, False) for t in range(len(ids_a))]
-    if not _same_text(first, other, ids_a, ids_b):  # same_ids across tokenizers: compare by position
-        return [(t, t, False) for t in range(min(len(ids_a), len(ids_b)))]
-    ends_a, ends_b = _text_ends(first, ids_a), _text_ends(other, ids_b)
+    text_a, text_b = _decode(first, ids_a), _decode(other, ids_b)
+    if ids_a == ids_b and text_a != text_b:  # same_ids across tokenizers: compare by position
+        return [(t, t, False) for t in range(len(ids_a))]
+    # Native: a normaliser (GPT-NeoX's NFC) may have changed one model's text, so equal lengths
+    # mean equal text only within the prefix both texts share.
+    shared = len(os.path.commonprefix([text_a, text_b]))
+    ends_a, ends_b = _text_ends(first, ids_a, text_a), _text_ends(other, ids_b, text_b)
     pairs, previous = [], (-1, -1)
     for end, a in ends_a.items():
-        if end in ends_b:
+        if end <= shared and end in ends_b:
             b = ends_b[end]
             pairs.append((a, b, (a - previous[0], b - previous[1]) != (1, 1)))
             previous = (a, b)
     return pairs
 
 
-def _same_text(first: Model, other: Model, ids_a, ids_b) -> bool:
-    return _decode(first, ids_a) == _decode(other, ids_b)
-
-
-def _text_ends(handle: Model, ids: list[int]) -> dict[int, int]:
-    """Length of the decoded text after each position → that position (skipping mid-character ends)."""
+def _text_ends(handle: Model, ids: list[int], text: str) -> dict[int, int]:
+    """Length of the text read after each position → that position, where that is a prefix of
+    `text` (all of `ids` decoded): a position inside a character decodes to U+FFFD, not a prefix."""
     ends = {}
     for t in range(len(ids)):
-        text = _decode(handle, ids[: t + 1])
-        if not text.endswith("\ufffd"):
-            ends[len(text)] = t
+        prefix = _decode(handle, ids[: t + 1])
+        if text.startswith(prefix):
+            ends[len(prefix)] = t
     return ends
 
 

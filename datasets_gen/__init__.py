@@ -24,7 +24,8 @@ Row schema (one row per prompt, one split per suite; all columns always present)
 | target_id_<m>               | int64       | target ID for model m; -1 where none/not 1 token   |
 | <m>_<v>_ids                 | list<int64> | token IDs model m reads in variant v               |
 | <m>_<v>_tokens              | list<string>| text of each of those tokens on its own            |
-| <m>_aligned_split           | list<int64> | m's tokens per source token (1 = exact)            |
+| <m>_aligned_split           | list<int64> | m's tokens per source token (1 = exact, 0 = ends   |
+|                             |             | inside a character split over several tokens)      |
 | <m>_aligned_flags           | list<bool>  | True where a source token has no single counterpart|
 | <m>_flagged                 | bool        | any(<m>_aligned_flags)                             |
 | flagged                     | bool        | mamba_flagged or gpt2_flagged                      |
@@ -32,7 +33,8 @@ Row schema (one row per prompt, one split per suite; all columns always present)
 
 with m in ("mamba", "gpt2") and v in ("native", "same_ids", "aligned"):
 native = `text` tokenised by m; same_ids = the source IDs unchanged; aligned = each source
-token's text encoded on its own by m (see `align`).
+token's text encoded on its own by m, a character split over several source tokens kept whole
+(see `align`).
 """
 
 from datasets_gen.align import Alignment, align

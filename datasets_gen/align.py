@@ -1,29 +1,36 @@
-"""Token-by-token alignment of a prompt from one tokenizer into another.
+"""Alignment of a prompt from one tokenizer into another, on character boundaries.
 
-"The same prompt" for two models with different tokenizers is defined here: each source token's
-text is re-encoded *on its own* in the target tokenizer, so both models read the same text split
-at the same places. Example (GPT-NeoX → GPT-2): IDs [42, 69] are "I", "d" → [40, 67].
+"The same prompt" for two models with different tokenizers is defined here. The source IDs are cut
+into *groups*, the shortest runs of tokens whose bytes end on a UTF-8 character boundary, and each
+group's text is encoded on its own by the target tokenizer: both models read the same text and
+agree on where each group ends. Most groups are one token (GPT-NeoX → GPT-2: IDs [42, 69], "I"
+and "d", → [40, 67]). Byte-level BPE splits a multi-byte character (emoji, Hebrew, CJK) across
+tokens, and each such token decoded alone is U+FFFD; grouped, " 🐍" (three GPT-NeoX tokens)
+becomes the GPT-2 tokens of " 🐍" rather than of three U+FFFD.
 
-A source token with no single-token counterpart keeps all its target pieces (never merged with its
-neighbours) and is flagged, so a comparison can drop or inspect the prompt instead of trusting a
-silently shifted position.
+A group's target IDs sit on its last source token; the tokens before it end inside a character
+and get none, so a comparison has nothing to pair them with. A group that is not exactly one token
+on each side is flagged (never merged with its neighbours), and so is one whose bytes are not
+valid UTF-8 (IDs that start or end inside a character): its text holds U+FFFD, which the target
+reads as bytes the source never had.
 """
 
 from __future__ import annotations
 
+import codecs
 from typing import Any, NamedTuple
 
 from datasets_gen.tokenizers import Vocab, load_vocab
-
-REPLACEMENT_CHAR = "\ufffd"
 
 
 class Alignment(NamedTuple):
     """Result of `align`, one entry of `flags` and `pieces` per source token.
 
-    ids:    the aligned target IDs, the concatenation of `pieces` (len ≥ len(source ids)).
-    flags:  True where the source token has no exact single-token counterpart.
-    pieces: the target IDs each source token became (length 1 unless flagged).
+    ids:    the aligned target IDs, the concatenation of `pieces`.
+    flags:  True where the source token is not, alone, exactly one target token: part of a
+            multi-token group, split into several target tokens, or bytes that are not UTF-8.
+    pieces: the target IDs of the group each source token ends; [] for a token that ends inside
+            a character (not the last of its group).
     """
 
     ids: list[int]
@@ -35,26 +42,43 @@ class Alignment(NamedTuple):
         return any(self.flags)
 
 
-def _is_lossy(text: str, token_id: int, source: Vocab) -> bool:
-    """True if the token is part of a UTF-8 character, so its text alone is not its bytes."""
-    return REPLACEMENT_CHAR in text and source.encode(text) != [token_id]
+class Group(NamedTuple):
+    """Source tokens `start:stop`, whose bytes decode to `text`; `exact` if they are valid UTF-8."""
+
+    start: int
+    stop: int
+    text: str
+    exact: bool
+
+
+def groups(ids: list[int], source: Vocab) -> list[Group]:
+    """Cut `ids` after every token whose bytes end on a character boundary of the running text."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out, start, text, raw = [], 0, "", b""
+    for t, token_id in enumerate(ids):
+        data = source.token_bytes(token_id)
+        raw, text = raw + data, text + decoder.decode(data)
+        pending, _ = decoder.getstate()
+        if not pending:  # no bytes of an unfinished character carried over to the next token
+            out.append(Group(start, t + 1, text, text.encode("utf-8") == raw))
+            start, text, raw = t + 1, "", b""
+    if start < len(ids):  # the IDs end inside a character
+        out.append(Group(start, len(ids), text + decoder.decode(b"", final=True), False))
+    return out
 
 
 def align(ids: list[int], source_tokenizer: Any, target_tokenizer: Any) -> Alignment:
-    """Re-encode each source token's text on its own in the target tokenizer.
+    """Encode the text of each group of `ids` (see `groups`) on its own with the target tokenizer.
 
     The tokenizers may be `Vocab`s, tokenizer objects, local paths or Hub ids (`load_vocab`).
-
-    Tokens that are byte fragments of a multi-byte character decode to U+FFFD; they are flagged
-    even if the replacement character happens to be one target token, since the bytes differ.
     """
     source_tokenizer = load_vocab(source_tokenizer, "source_tokenizer")
     target_tokenizer = load_vocab(target_tokenizer, "target_tokenizer")
     source_tokenizer.check_ids(list(ids), "ids")
     pieces, flags = [], []
-    for token_id in ids:
-        text = source_tokenizer.decode([token_id])
-        piece = target_tokenizer.encode(text)
-        pieces.append(piece)
-        flags.append(len(piece) != 1 or _is_lossy(text, token_id, source_tokenizer))
+    for group in groups(list(ids), source_tokenizer):
+        piece = target_tokenizer.encode(group.text)
+        size = group.stop - group.start
+        pieces += [[] for _ in range(size - 1)] + [piece]
+        flags += [size != 1 or len(piece) != 1 or not group.exact] * size
     return Alignment(ids=[i for piece in pieces for i in piece], flags=flags, pieces=pieces)
