@@ -76,3 +76,76 @@ def test_bad_arguments_are_refused(kw, needle):
 def test_a_frame_without_the_sweep_columns_is_refused():
     with pytest.raises(ValueError, match="lacks columns"):
         phase_transition(pd.DataFrame({"level": [0.1], "hit": [True]}))
+
+
+def sweep(level, hit, *, trial=0, layer=0):
+    return pd.DataFrame({"model": "m", "layer": layer, "component": "h", "level": level, "trial": trial,
+                         "hit": hit})
+
+
+def assert_not_estimated(fit, status):
+    assert fit["status"] == status
+    assert np.isnan([fit["critical_level"], fit["ci_low"], fit["ci_high"], fit["width"]]).all()
+
+
+def test_one_level_is_not_estimable():
+    fit = phase_transition(sweep([0.5] * 8, [True, False] * 4), n_boot=20).iloc[0]
+    assert_not_estimated(fit, "not estimable: one level")
+
+
+def test_hits_rising_with_noise_are_not_estimable():
+    # the clean prediction hits, a little noise breaks it, more noise brings it back
+    level = np.repeat(np.linspace(0, 1, 11), 4)
+    hit = (level == 0) | (level > 0.3)
+    fit = phase_transition(sweep(level, hit, trial=np.tile(np.arange(4), 11)), n_boot=20).iloc[0]
+    assert_not_estimated(fit, "not estimable: hit rises with noise")
+
+
+def test_only_the_lowest_level_hitting_is_not_estimable():
+    level = np.linspace(0, 1, 21)
+    fit = phase_transition(sweep(level, level == 0), n_boot=20).iloc[0]
+    assert_not_estimated(fit, "not estimable: only the lowest level hits")
+
+
+def test_a_midpoint_beyond_the_swept_levels_is_flagged_without_a_ci():
+    # p(hit) falls from 1 to only ~0.84 at the top level: the 0.5 point (1.5) lies past the sweep
+    fit = phase_transition(synthetic(1.5, 0.3, trials=20), n_boot=20).iloc[0]
+    assert_not_estimated(fit, "beyond range")
+
+
+def test_a_degenerate_layer_does_not_spoil_the_others():
+    good = synthetic(0.5, 0.05, layer=0)
+    flat = synthetic(0.5, 0.05, layer=1).assign(level=0.5)
+    fits = phase_transition(pd.concat([good, flat]), n_boot=20)
+    assert fits["status"].tolist() == ["fit", "not estimable: one level"]
+    assert fits["critical_level"].iloc[0] == pytest.approx(0.5, abs=0.03)
+
+
+@pytest.mark.parametrize("column, values", [
+    ("hit", ["True", "False"] * 5), ("hit", ["yes", "no"] * 5), ("hit", [True, None] * 5),
+    ("hit", [1.0, np.nan] * 5), ("hit", [0, 2] * 5), ("level", [0.0, np.nan] * 5),
+    ("level", [0.0, None] * 5), ("level", ["0.1", "0.2"] * 5), ("level", [0.0, -0.5] * 5),
+    ("level", [0.0, np.inf] * 5),
+], ids=["hit-str", "hit-yes", "hit-none", "hit-nan", "hit-2", "level-nan", "level-none", "level-str",
+        "level-negative", "level-inf"])
+def test_malformed_columns_are_refused_naming_the_column(column, values):
+    df = sweep(np.linspace(0, 1, 10), [True] * 5 + [False] * 5)
+    df[column] = values
+    with pytest.raises(ValueError, match=rf"df\[{column!r}\]"):
+        phase_transition(df, n_boot=5)
+
+
+def test_hits_as_zero_and_one_are_read_as_booleans():
+    level = np.linspace(0, 1, 101)
+    as_bool, as_int = sweep(level, level < 0.425), sweep(level, (level < 0.425).astype(int))
+    pd.testing.assert_frame_equal(phase_transition(as_bool, n_boot=5), phase_transition(as_int, n_boot=5))
+
+
+def test_an_empty_frame_is_refused():
+    with pytest.raises(ValueError, match="df: no rows"):
+        phase_transition(sweep([], []))
+
+
+def test_something_other_than_a_frame_is_refused():
+    with pytest.raises(TypeError, match="df: must be a pandas DataFrame"):
+        phase_transition(None)
