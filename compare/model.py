@@ -2,18 +2,25 @@
 
 A handle carries the torch module, its nnsight wrapper (`nn`, for hand-written traces), the
 tokenizer and the few facts the rest of the package needs (family, layers, real vocabulary).
-Token IDs are validated here, at the boundary, so errors name the model and the allowed range.
+Token IDs are validated here, at the boundary, so errors name the model and the allowed range;
+logits that are not finite raise `NonFiniteError` instead of reading as a prediction of token 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import points
 from .isolation import LockedNNsight, ModelLock
+
+
+class NonFiniteError(ValueError):
+    """The model produced NaN or infinite logits; the message says where they first appear."""
 
 
 @dataclass(eq=False)
@@ -71,30 +78,108 @@ class Model:
         return [self.tokenizer.decode([i]) for i in ids]
 
     def as_input(self, input_ids) -> torch.Tensor:
-        """A [batch, T] LongTensor on the model's device, after checking IDs and length."""
-        ids = torch.as_tensor(input_ids, dtype=torch.long) if not isinstance(input_ids, torch.Tensor) else input_ids
-        if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"{self.name}: token IDs must be integers, got dtype {ids.dtype}")
+        """A [batch, T] LongTensor on the model's device, after checking IDs and length.
+
+        input_ids: [T] or [batch, T] of integers (`integer_ids`): floats are refused even when
+        whole, bools too, and every ID must lie in 0..vocab_size-1 (checked before any cast,
+        so 2**64 - 1 is refused as out of range rather than wrapped).
+        """
+        values = integer_ids(input_ids, f"{self.name}: token IDs")
+        outside = sorted({v for v in _flat(values) if not 0 <= v < self.vocab_size})
+        if outside:
+            raise ValueError(f"{self.name}: token IDs {outside[:10]} are outside the vocabulary; "
+                             f"allowed 0..{self.vocab_size - 1}")
+        try:
+            ids = torch.tensor(values, dtype=torch.long)
+        except ValueError:  # ragged rows
+            raise ValueError(f"{self.name}: token IDs must be [T] or [batch, T] with rows of equal "
+                             "length") from None
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
         if ids.dim() != 2:
             raise ValueError(f"{self.name}: token IDs must be [T] or [batch, T], got shape {tuple(ids.shape)}")
         if ids.numel() == 0:
             raise ValueError(f"{self.name}: empty input: at least one token is needed")
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            raise ValueError(f"{self.name}: token IDs {sorted(set(ids[bad].tolist()))[:10]} are outside "
-                             f"the vocabulary; allowed 0..{self.vocab_size - 1}")
         if self.max_positions is not None and ids.shape[1] > self.max_positions:
             raise ValueError(f"{self.name}: {ids.shape[1]} tokens exceed the model's context of "
                              f"{self.max_positions} positions")
-        return ids.long().to(self.device)
+        return ids.to(self.device)
 
     @torch.no_grad()
     def logits(self, input_ids) -> torch.Tensor:
-        """Plain forward (no hooks): float logits [batch, T, vocab_size] over the real vocabulary."""
+        """Plain forward (no hooks): float logits [batch, T, vocab_size] over the real vocabulary.
+
+        Raises NonFiniteError where a logit is NaN or infinite, naming the first such position
+        and the first stage (embedding, layer, final norm, LM head) whose output is not finite.
+        """
         ids = self.as_input(input_ids)
         with self.lock:
             out = self.module(ids)
-        out = out if isinstance(out, torch.Tensor) else out.logits
-        return out[..., : self.vocab_size].float()
+            out = out if isinstance(out, torch.Tensor) else out.logits
+            out = out[..., : self.vocab_size].float()
+            if not torch.isfinite(out).all():
+                raise self._non_finite(ids, out)
+        return out
+
+    def _non_finite(self, ids: torch.Tensor, logits: torch.Tensor) -> NonFiniteError:
+        row, position = (~torch.isfinite(logits).all(-1)).nonzero()[0].tolist()
+        stage = next((name for name, value in self._stages(ids) if not torch.isfinite(value).all()),
+                     "no stage when run block by block (the fused forward overflowed)")
+        token = self.decode_tokens([ids[row, position].item()])[0]
+        return NonFiniteError(
+            f"{self.name}: the logits are NaN or infinite, first at position {position} (token {token!r}) "
+            f"of batch row {row}; the first non-finite value appears in {stage}. The weights are corrupt "
+            f"or the activations overflow {self.dtype} (try dtype='float32')")
+
+    def _stages(self, ids: torch.Tensor):
+        """(stage, output) of the forward re-run stage by stage: the embedding, each layer, the
+        final norm, the LM head. Called only once logits were found non-finite, so the plain
+        forward pays nothing; no hook is registered, so other callers of the module see nothing."""
+        m = self.module
+        if self.family == "mamba":
+            resid, layers, norm = m.embeddings(ids), m.layers, m.norm_f
+            args, kwargs = (), {}
+        else:
+            t = m.transformer
+            resid, layers, norm = t.wte(ids) + t.wpe(torch.arange(ids.shape[1], device=ids.device)), t.h, t.ln_f
+            # the causal mask transformers gives eager attention: added to the scores, finfo.min above the diagonal
+            T = ids.shape[1]
+            mask = torch.full((1, 1, T, T), torch.finfo(resid.dtype).min, device=ids.device, dtype=resid.dtype).triu(1)
+            args, kwargs = (None, mask), {"use_cache": False}
+        yield "the embedding", resid
+        for i, layer in enumerate(layers):
+            resid = layer(resid, *args, **kwargs)
+            yield f"layer {i} (of {len(layers)})", resid
+        resid = norm(resid)
+        yield "the final norm", resid
+        yield "the LM head", m.lm_head(resid)
+
+
+def integer_ids(values, what: str = "token IDs"):
+    """`values` as nested lists of exact Python ints; anything that is not an integer is refused.
+
+    Accepted: Python ints, numpy integer scalars and arrays, torch integer tensors, and (nested)
+    lists or tuples of these. Refused: bools, and floats even when whole ([1.0, 2.0]): token IDs
+    are labels, and a float array of them means something upstream went wrong (a column
+    upcast by a NaN, an average); convert deliberately, e.g. `.astype(int)` or `.long()`.
+    Values are not range-checked here; a numpy uint64 stays exact (no wrap past 2**63).
+    """
+    if isinstance(values, torch.Tensor):
+        if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
+            raise TypeError(f"{what} must be integers, got a tensor of dtype {values.dtype}; "
+                            "floats are refused even when whole: convert with .long() if that is meant")
+        return values.tolist()
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"{what} must be integers, got an array of dtype {values.dtype}; "
+                            "floats are refused even when whole: convert with .astype(int) if that is meant")
+        return values.tolist()
+    if isinstance(values, (list, tuple)):
+        return [integer_ids(v, what) for v in values]
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        return int(values)
+    raise TypeError(f"{what} must be integers, got {values!r} ({type(values).__name__})")
+
+
+def _flat(values) -> list[int]:
+    return [x for v in values for x in _flat(v)] if isinstance(values, list) else [values]

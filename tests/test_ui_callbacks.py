@@ -33,6 +33,12 @@ def test_source_falls_back_to_env_then_default(monkeypatch):
     assert (models.source("gpt2"), models.source("mamba")) == ("/env/gpt2", "mamba-130m")
 
 
+def last(stream):
+    """The final update of a streaming callback."""
+    *_, final = stream
+    return final
+
+
 def test_tokenize_lists_ids_side_by_side():
     from conftest import tiny_tokenizer
 
@@ -40,8 +46,20 @@ def test_tokenize_lists_ids_side_by_side():
 
     frame = tab_tokenizers.tokenize("When Mary went")
     expected = tiny_tokenizer().encode("When Mary went", add_special_tokens=False)
-    assert frame["mamba id"].tolist() == expected == frame["gpt2 id"].tolist()
-    assert frame["gpt2 token"].tolist() == ["When", "Mary", "went"]
+    assert [int(i) for i in frame["mamba ids"]] == expected == [int(i) for i in frame["gpt2 ids"]]
+    assert frame["gpt2 tokens"].tolist() == ["When", "Mary", "went"]
+
+
+def test_tokenize_rows_are_spans_both_tokenizers_cut_at_their_ends(monkeypatch):
+    from ui import tab_tokenizers
+
+    # GPT-2's tokenizer made to read "When Mary" as one token: one row holds the span, both sides
+    ends = {"mamba": [(5, 0, 4), (6, 5, 9), (7, 10, 14)], "gpt2": [(9, 0, 9), (7, 10, 14)]}
+    monkeypatch.setattr(tab_tokenizers, "token_spans", lambda model, text: ends[model.family])
+    frame = tab_tokenizers.tokenize("When Mary went")
+    assert frame["text"].tolist() == ["When␣Mary", "␣went"]
+    assert frame["mamba ids"].tolist() == ["5 6", "7"]
+    assert frame["gpt2 ids"].tolist() == ["9", "7"]
 
 
 def test_visible_marks_whitespace():
@@ -97,7 +115,7 @@ PROMPT = "When Mary and John went to the store"
 def compared():
     from ui import tab_compare
 
-    return tab_compare.run(PROMPT, "aligned", "Mary| John")
+    return last(tab_compare.run(PROMPT, "aligned", "Mary| John"))
 
 
 def test_compare_table_holds_each_models_argmax_and_its_probability(compared, tiny):
@@ -111,7 +129,13 @@ def test_compare_table_holds_each_models_argmax_and_its_probability(compared, ti
     probs = torch.softmax(logits, -1)
     expected = handles["gpt2"].decode_tokens(logits.argmax(-1).tolist())
     assert table["gpt2 prediction"].tolist() == expected
-    assert table["gpt2 P"].tolist() == pytest.approx(probs.max(-1).values.tolist(), abs=1e-4)
+    assert [float(p) for p in table["gpt2 P"]] == pytest.approx(probs.max(-1).values.tolist(), rel=1e-2)
+
+
+def test_compare_table_shows_p_in_scientific_notation(compared):
+    import re
+
+    assert all(re.fullmatch(r"\d\.\d\de[-+]\d\d", p) for p in compared[0]["gpt2 P"])
 
 
 def test_compare_offers_parquet_csv_and_png(compared):
@@ -122,7 +146,7 @@ def test_compare_offers_parquet_csv_and_png(compared):
 def test_compare_without_tracked_tokens_has_no_trajectory_plot():
     from ui import tab_compare
 
-    assert tab_compare.run("cat dog", "native", "")[1] is None
+    assert last(tab_compare.run("cat dog", "native", ""))[1] is None
 
 
 def test_tracked_tokens_keep_their_spaces():
@@ -136,7 +160,7 @@ def test_unknown_variant_is_refused():
     from ui import tab_compare
 
     with pytest.raises(gr.Error, match="variant must be one of"):
-        tab_compare.run(PROMPT, "shuffled", "")
+        next(tab_compare.run(PROMPT, "shuffled", ""))
 
 
 def test_distributions_list_k_statistics_per_position(compared):
@@ -145,7 +169,7 @@ def test_distributions_list_k_statistics_per_position(compared):
     from ui import tab_distributions
 
     comparison = compared[-1]
-    table = tab_distributions.show(comparison)[1]
+    table = last(tab_distributions.show(comparison, PROMPT, "aligned"))[1]
     k = comparison.runs["mamba"].k
     rows = table[table["model"] == "mamba"]
     assert rows["variance"].tolist() == pytest.approx(np.var(k.astype(float), axis=1), rel=1e-4)
@@ -155,7 +179,7 @@ def test_distributions_before_compare_say_what_to_do():
     from ui import tab_distributions
 
     with pytest.raises(gr.Error, match="Compare tab first"):
-        tab_distributions.show(None)
+        next(tab_distributions.show(None, "", "aligned"))
 
 
 def test_periodic_pattern_repeats_the_cycle():
@@ -174,7 +198,7 @@ def test_monotone_pattern_from_text_needs_one_token():
 def test_pattern_preview_and_lock_in():
     from ui import tab_patterns
 
-    preview, lock_in, _ = tab_patterns.run("periodic", "text", "cat dog", 8)
+    preview, lock_in, _, _ = tab_patterns.run("periodic", "text", "cat dog", 8)
     assert preview["mamba token"].tolist() == ["cat", "dog"] * 4
     assert not preview["flagged"].any()
     assert sorted(lock_in["model"]) == ["gpt2", "mamba"]
@@ -189,15 +213,92 @@ def test_noise_layers_parse_ranges_and_refuse_missing_layers():
         parse_layers("5", 2)
 
 
-def test_noise_sweep_streams_one_update_per_layer_then_files():
+NOISE = dict(role="gpt2", prompt=PROMPT, target="Mary", component="resid_post", layers="all", low=0.0,
+             high=1.0, n_levels=4, trials=1, distribution="gaussian", scale="relative", seed=0)
+
+
+def test_noise_sweep_ends_with_fits_for_every_layer_and_files():
     from ui import tab_noise
 
-    updates = list(tab_noise.run("gpt2", PROMPT, "Mary", "resid_post", "all", 0.0, 1.0, 4, 1,
-                                 "gaussian", "relative", 0))
-    assert len(updates) == 3  # 2 layers + the fitted result
-    fits, files = updates[-1][3], updates[-1][4]
+    note, *_, fits, files, picker, (df, _) = last(tab_noise.run(**NOISE))
     assert fits["layer"].tolist() == [0, 1]
     assert any(p.endswith("noise_sweep.parquet") for p in files)
+    assert "Stopped" not in note
+
+
+def test_noise_sweep_is_one_engine_call_for_all_layers(monkeypatch):
+    from compare.noise import noise_sweep
+
+    from ui import tab_noise
+
+    calls = []
+    monkeypatch.setattr(tab_noise, "noise_sweep", lambda *a, **kw: calls.append(kw["layers"]) or noise_sweep(*a, **kw))
+    last(tab_noise.run(**NOISE))
+    assert calls == [[0, 1]]
+
+
+def test_noise_sweep_reports_progress_per_layer():
+    from ui import tab_noise
+
+    seen = []
+    last(tab_noise.run(**NOISE, progress=lambda value, **kw: seen.append(value)))
+    assert seen[0] == (0, 2) and seen[-1] == (2, 2)
+
+
+def test_noise_sweep_says_when_the_clean_prediction_is_not_the_target(tiny):
+    import torch
+
+    from ui import tab_noise
+
+    handle = tiny[0]["gpt2"]
+    probs = torch.softmax(handle.logits(handle.encode(PROMPT))[0, -1], -1)
+    wrong = next(i for i in probs.argsort(descending=True).tolist()[1:] if i > 1)
+    token = handle.decode_tokens([wrong])[0]
+    first = next(tab_noise.run(**{**NOISE, "target": token}))
+    assert "not the target" in first[0]
+    assert f"P(target {token!r}) = {float(probs[wrong]):.3g}" in first[0]
+
+
+class Session:
+    session_hash = "test-session"
+
+
+def test_noise_stop_keeps_finished_layers_downloadable(monkeypatch):
+    import threading
+
+    from compare.noise import noise_sweep
+
+    from ui import jobs, tab_noise
+
+    first_layer_done = threading.Event()
+
+    def stopped_after_first(*args, progress, stop, **kwargs):
+        def report(done, total):
+            progress(done, total)
+            if done == 1:  # Stop pressed while layer 1 runs
+                jobs.request_stop(Session, tab_noise.VIEW)
+        return noise_sweep(*args, progress=report, stop=stop, **kwargs)
+
+    monkeypatch.setattr(tab_noise, "noise_sweep", stopped_after_first)
+    note, *_, fits, files, picker, (df, _) = last(tab_noise.run(**NOISE, request=Session))
+    assert "Stopped after layer 0" in note
+    assert sorted(df["layer"].unique()) == [0] and fits["layer"].tolist() == [0]
+    assert any(p.endswith("noise_sweep_partial.csv") for p in files)
+
+
+def test_noise_layers_to_plot_redraw_the_picked_layers():
+    from ui import tab_noise
+
+    result = last(tab_noise.run(**NOISE))[-1]
+    figure = tab_noise.redraw(result, [1])
+    assert [ax.get_title() for ax in figure.axes if ax.get_title()] == ["layer 1"]
+
+
+def test_noise_reversed_layer_range_is_refused_with_the_fix():
+    from ui.tab_noise import parse_layers
+
+    with pytest.raises(limits.InputError, match="runs backwards; write it low to high, '2-5'"):
+        parse_layers("5-2", 8)
 
 
 def test_noise_sweep_over_the_cap_is_refused_before_compute():
@@ -252,7 +353,7 @@ CHANNEL_RUN = dict(role="gpt2", prompt=PROMPT, target="Mary", component="mlp_out
 def ranked():
     from ui import tab_channels
 
-    return tab_channels.run(**CHANNEL_RUN)
+    return last(tab_channels.run(**CHANNEL_RUN))[1:]
 
 
 def hand_flip_rates(handle, component, layer, level, trials, seed):
@@ -301,7 +402,7 @@ def test_channel_ranking_on_a_missing_layer_is_a_readable_error():
     from ui import tab_channels
 
     with pytest.raises(gr.Error, match=r"layer must be an int in 0\.\.1"):
-        tab_channels.run(**{**CHANNEL_RUN, "layer": 7})
+        next(tab_channels.run(**{**CHANNEL_RUN, "layer": 7}))
 
 
 def test_channel_ranking_over_the_cap_counts_both_axes_of_h(tiny, monkeypatch):
@@ -311,4 +412,155 @@ def test_channel_ranking_over_the_cap_counts_both_axes_of_h(tiny, monkeypatch):
     n = cfg.d_inner + cfg.d_state
     monkeypatch.setattr(limits, "LIMITS", limits.Limits(channel_runs=2 * n - 1))
     with pytest.raises(gr.Error, match=f"{n} channels × 2 trials = {2 * n} noisy runs; the cap is {2 * n - 1}"):
-        tab_channels.run(**{**CHANNEL_RUN, "role": "mamba", "component": "h"})
+        next(tab_channels.run(**{**CHANNEL_RUN, "role": "mamba", "component": "h"}))
+
+
+def test_channel_stop_keeps_the_channels_ranked_so_far(monkeypatch):
+    from compare import channel_sensitivity, noise
+
+    from ui import jobs, tab_channels
+
+    def stopped_early(*args, progress, stop, **kwargs):
+        def report(done, total):
+            progress(done, total)
+            jobs.request_stop(Session, tab_channels.VIEW)
+        return channel_sensitivity(*args, progress=report, stop=stop, **kwargs)
+
+    monkeypatch.setattr(tab_channels, "channel_sensitivity", stopped_early)
+    monkeypatch.setattr(noise, "READ_ROWS", 16)  # several blocks of runs, so Stop lands between two
+    note, bars, table, files = last(tab_channels.run(**{**CHANNEL_RUN, "role": "mamba", "component": "h"},
+                                                     request=Session))
+    assert note.startswith("**Stopped**")
+    assert any(p.endswith("channel_sensitivity_partial.csv") for p in files)
+
+
+def test_channel_ranking_reports_runs_done():
+    from ui import tab_channels
+
+    seen = []
+    last(tab_channels.run(**CHANNEL_RUN, progress=lambda value, **kw: seen.append(value)))
+    total = 32 * CHANNEL_RUN["trials"]  # GPT-2's d_model channels × trials
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+
+
+def test_closing_the_compare_stream_stops_the_engine(monkeypatch):
+    import threading
+    import time
+
+    from ui import tab_compare
+
+    exited = threading.Event()
+
+    def endless(*args, stop, **kwargs):
+        while not stop.is_set():
+            time.sleep(0.01)
+        exited.set()
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(tab_compare, "compare", endless)
+    stream = tab_compare.run(PROMPT, "aligned", "")
+    next(stream)  # the engine is running
+    stream.close()  # what Gradio does on Stop
+    assert exited.wait(2.0)
+
+
+def test_every_model_event_shares_one_concurrency_limit():
+    from ui import app
+
+    demo = app.build_app(heavy_limit=1)
+    names = {"run", "show", "run_example"}
+    heavy = [fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") in names]
+    assert len(heavy) >= 6  # compare, distributions, patterns, noise, channels, datasets
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in heavy
+            if fn.name != "run_example"} == {(app.HEAVY, 1)}
+
+
+def test_models_key_changes_with_either_source(tmp_path, monkeypatch):
+    key = models.key()
+    monkeypatch.setattr(models, "_configured", {"mamba": str(tmp_path), "gpt2": models.source("gpt2")})
+    other_mamba = models.key()
+    monkeypatch.setattr(models, "_configured", {"mamba": models.source("mamba"), "gpt2": str(tmp_path)})
+    assert len({key, other_mamba, models.key()}) == 3
+
+
+def test_examples_cache_under_the_models_key(monkeypatch):
+    import gradio as gr
+
+    from ui import examples
+
+    with gr.Blocks():
+        box, out = gr.Textbox(), gr.Textbox()
+        block = examples.cached([["a"]], inputs=box, outputs=out, fn=str.upper)
+    assert block.cached_folder.parent.name == f"models-{models.key()}"
+    assert block.cached_file.parent == block.cached_indices_file.parent == block.cached_folder
+
+
+def test_startup_check_reports_both_missing_models_with_the_flag_fix(monkeypatch, capsys):
+    from ui import __main__ as cli
+
+    monkeypatch.setattr(models, "_configured", {"mamba": "/nowhere/mamba", "gpt2": "/nowhere/gpt2"})
+    statuses = cli.startup()
+    printed = capsys.readouterr().out
+    assert [s.role for s in statuses if s.problem] == ["mamba", "gpt2"]
+    for role, var in (("mamba", "MAMBA_MODEL"), ("gpt2", "GPT2_MODEL")):
+        assert f"--{role} DIR" in printed and f"{var}=DIR" in printed
+    banner = models.banner(statuses)
+    assert "--mamba DIR" in banner and "--gpt2 DIR" in banner and "load_model" not in banner + printed
+
+
+def test_startup_check_lists_what_loaded(capsys):
+    from ui import __main__ as cli
+
+    statuses = cli.startup()
+    assert all(s.problem is None for s in statuses)
+    assert "mamba: loaded" in capsys.readouterr().out
+    assert models.banner(statuses) == ""
+
+
+def test_compare_prompt_is_prefilled_with_the_ioi_sentence():
+    from ui import tab_compare
+
+    assert tab_compare.PROMPT == "When Mary and John went to the store, John gave a drink to"
+
+
+def test_distributions_after_an_example_compute_the_compare_tabs_prompt():
+    from ui import tab_distributions
+
+    ridgelines, table, flat, comparison = last(tab_distributions.show(None, PROMPT, "aligned"))
+    assert comparison.prompt == PROMPT
+    assert "store" in " ".join(table["token"])
+
+
+def test_pattern_plot_marks_lock_in_and_frame_holds_p_of_the_next_token():
+    import numpy as np
+
+    from compare import compare
+
+    from ui import tab_patterns
+
+    ids = tab_patterns.pattern(tab_patterns.cycle_ids("periodic", "text", "cat dog"), 8)
+    comparison = compare(ids, models.pair(), variant="aligned", progress=False)
+    frame = tab_patterns.next_token_frame(comparison)
+    run = comparison.runs["mamba"]
+    expected = [run.probs[t, ids[(t + 1) % 2 if t < 7 else 6]] for t in range(8)]
+    assert frame[frame["model"] == "mamba"]["P_next"].to_numpy() == pytest.approx(np.array(expected))
+    plot = tab_patterns.run("periodic", "text", "cat dog", 8)[2]
+    assert plot is not None and len(plot.axes) == 2
+
+
+def test_dataset_preview_shows_every_column():
+    import datasets_gen
+
+    from ui import tab_datasets
+
+    preview, _ = last(tab_datasets.run(["monotone"], 2, 0))
+    built = datasets_gen.build(seed=0, suites=["monotone"], sizes={"monotone": 2},
+                               tokenizers={r: models.get(r).tokenizer for r in models.MODELS})
+    assert list(preview.columns) == list(built["monotone"].column_names)
+
+
+def test_method_note_links_the_papers():
+    from ui import app
+
+    for link in ("arxiv.org/abs/2312.00752", "arxiv.org/abs/2211.00593", "K = L ÷ |mean(L)|", "logistic"):
+        assert link in app.METHOD

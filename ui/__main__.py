@@ -16,9 +16,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve the network")
     args = parser.parse_args(argv)
     models.configure(**{role: getattr(args, role) for role in models.MODELS})
+    statuses = startup()
     from .app import build_app
 
-    build_app().launch(server_name=args.host, server_port=args.port)
+    build_app(statuses=statuses).launch(server_name=args.host, server_port=args.port)
+
+
+def startup() -> list[models.Status]:
+    """Load both models before serving and print what loaded and what is missing, with the fix."""
+    print("Loading the models (once per process) ...", flush=True)
+    statuses = models.check()
+    for status in statuses:
+        print(f"  {status.line}", flush=True)
+    if any(s.problem for s in statuses):
+        print("The app starts anyway; the tabs that need a missing model say so.", flush=True)
+    return statuses
 
 
 if __name__ == "__main__":

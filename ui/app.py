@@ -1,9 +1,12 @@
 """`build_app()`: the Blocks of the whole front end, one tab per view.
 
-Models are not loaded here: the first callback that needs one loads it into the process-wide
-cache (`ui.models`), so the page comes up at once and every session shares the same weights.
-The latest comparison of a session lives in a `gr.State`, so the Distributions tab reads what
-the Compare tab computed instead of recomputing it.
+Models are not loaded here: `python -m ui` checks them before serving (and passes what it found
+as `statuses`, shown as a banner when one is missing); otherwise the first callback that needs
+one loads it into the process-wide cache (`ui.models`). The latest comparison of a session lives
+in a `gr.State`, so the Distributions tab reads what the Compare tab computed.
+
+Every event that runs a model shares one concurrency group, `HEAVY`: on a small CPU two
+forwards at once only thrash, so at most `heavy_limit` of them run, across all tabs and users.
 """
 from __future__ import annotations
 
@@ -13,23 +16,44 @@ from . import (models, tab_compare, tab_datasets, tab_distributions, tab_noise, 
                tab_tokenizers)
 
 CONCURRENCY = 2
-"""Events run at once: the models are CPU-bound and shared, so more would only thrash."""
-
+"""Events run at once outside the heavy group (tokenising, redrawing a plot, Stop)."""
+HEAVY = "heavy"
+HEAVY_LIMIT = 1
+"""Model-running events at once, all tabs and sessions together."""
 QUEUE_SIZE = 32
 
+METHOD = """\
+**Method.** Mamba: Gu & Dao, *Mamba: Linear-Time Sequence Modeling with Selective State Spaces*
+([arXiv 2312.00752](https://arxiv.org/abs/2312.00752)); GPT-2 small is the transformer baseline.
+The natural prompt is the indirect-object-identification (IOI) task of Wang et al.,
+*Interpretability in the Wild* ([arXiv 2211.00593](https://arxiv.org/abs/2211.00593)).
+**L** are the logits at a position; **K = L ÷ |mean(L)|**, each logit divided by the absolute mean
+of its row over the vocabulary, so rows of different scale compare; **P = softmax(L)**.
+Noise: `level · ε` (× the component's RMS on the relative scale) is added at one layer; *hit* means
+the last position's argmax is still the target. The critical level is the midpoint of a logistic
+fit of hit against level ([logistic regression](https://en.wikipedia.org/wiki/Logistic_regression)),
+with a bootstrap confidence interval over trials.
+"""
 
-def build_app(*, concurrency: int = CONCURRENCY) -> gr.Blocks:
+
+def build_app(*, concurrency: int = CONCURRENCY, heavy_limit: int = HEAVY_LIMIT,
+              statuses: list[models.Status] | None = None) -> gr.Blocks:
+    heavy = {"concurrency_id": HEAVY, "concurrency_limit": heavy_limit}
     with gr.Blocks(title="Mamba vs GPT-2", analytics_enabled=False) as demo:
         gr.Markdown("# Mamba vs GPT-2, side by side\n"
                     f"Models: Mamba `{models.source('mamba')}`, GPT-2 `{models.source('gpt2')}` "
                     "(set with `--mamba/--gpt2` or MAMBA_MODEL/GPT2_MODEL). "
                     "L = logits, K = logits ÷ |row mean of L|, P = probabilities.")
+        problems = models.banner(statuses or [])
+        gr.Markdown(problems, visible=bool(problems), elem_id="startup-banner")
+        with gr.Accordion("Method", open=False, elem_id="method"):
+            gr.Markdown(METHOD)
         comparison = gr.State(None)
         with gr.Tabs():
-            tab_compare.build(comparison)
-            tab_distributions.build(comparison)
-            tab_patterns.build()
-            tab_noise.build()
-            tab_tokenizers.build()
-            tab_datasets.build()
+            inputs = tab_compare.build(comparison, heavy)
+            tab_distributions.build(comparison, inputs, heavy)
+            tab_patterns.build(heavy)
+            tab_noise.build(heavy)
+            tab_tokenizers.build(heavy)
+            tab_datasets.build(heavy)
     return demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)

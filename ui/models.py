@@ -8,10 +8,13 @@ same time from loading it twice.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 
-from compare import Model
+from compare import Model, ModelLoadError
 from compare.loading import cached_model
 
 MODELS = ("mamba", "gpt2")
@@ -39,11 +42,72 @@ def source(role: str) -> str:
     return _configured.get(role) or os.environ.get(ENV_VARS[role]) or DEFAULTS[role]
 
 
+def key() -> str:
+    """A short hash of both sources (directories as absolute paths): results computed by one pair
+    of models, such as cached examples, are stored under it and never shown for another."""
+    parts = []
+    for role in MODELS:
+        src = source(role)
+        path = Path(src).expanduser()
+        parts.append(f"{role}={path.resolve() if path.is_dir() else src}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def fix(role: str) -> str:
+    """How to point the app at a local copy of the `role` model."""
+    return (f"start the app with `python -m ui --{role} DIR` or `{ENV_VARS[role]}=DIR python -m ui`, "
+            "DIR a local directory with config.json, the weights and the tokenizer")
+
+
 def get(role: str) -> Model:
     """The loaded model of `role`, loading it on first use (thread-safe, once per source)."""
     src = source(role)
     with _lock:  # the cache itself is not thread-safe: two sessions would load a model twice
-        return cached_model(src)
+        try:
+            return cached_model(src)
+        except ModelLoadError as err:
+            raise ModelLoadError(_for_the_app(role, src, err)) from err
+
+
+def _for_the_app(role: str, src: str, err: Exception) -> str:
+    # The loader's advice is for the Python API (load_model('DIR')); here the fix is a flag.
+    reason = str(err).replace("pass the directory: load_model('DIR')", "use it as below")
+    return f"{role} model {src!r} could not be loaded: {reason} Fix: {fix(role)}."
+
+
+@dataclass(frozen=True)
+class Status:
+    """One role's start-up check: the source and its model's name, or why it did not load."""
+    role: str
+    source: str
+    loaded: str | None  # the model's name
+    problem: str | None
+
+    @property
+    def line(self) -> str:
+        if self.problem is None:
+            return f"{self.role}: loaded {self.loaded!r} from {self.source}"
+        return f"{self.role}: MISSING — {self.problem}"
+
+
+def check() -> list[Status]:
+    """Load both models now, reporting every role (a missing one does not hide the other's state)."""
+    statuses = []
+    for role in MODELS:
+        try:
+            statuses.append(Status(role, source(role), get(role).name, None))
+        except ModelLoadError as err:
+            statuses.append(Status(role, source(role), None, str(err)))
+    return statuses
+
+
+def banner(statuses: list[Status]) -> str:
+    """Markdown for the top of the page: empty when both loaded, else each missing model and its fix."""
+    missing = [s for s in statuses if s.problem is not None]
+    if not missing:
+        return ""
+    return "\n".join(["**⚠ Not every model could be loaded** — the tabs that need it will refuse to run:"]
+                     + [f"- {s.line}" for s in statuses])
 
 
 def pair() -> tuple[Model, ...]:

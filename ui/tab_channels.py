@@ -4,7 +4,8 @@
 often the last prediction flips; this view shows the most sensitive channels as bars and a
 table, and the whole ranking as files. It reads the tab's model, component, prompt and target,
 so a layer and level picked off the sweep's curves can be opened here. Its size, channels ×
-trials noisy runs, is capped (`limits.check_channels`) before any compute.
+trials noisy runs, is capped (`limits.check_channels`) before any compute. The ranking runs in a
+worker thread (`jobs.run`) reporting runs done; Stop keeps the channels ranked so far.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pandas as pd
 from compare import channel_sensitivity, noise_figures, points
 from compare.channels import feature_shape
 
-from . import downloads, limits, models
+from . import downloads, jobs, limits, models
 
 TOP = 20
 """Channels shown per axis, in the bars and the table (the files hold all of them)."""
+VIEW = "channels"
 
 
 def n_channels(handle, component: str) -> int:
@@ -31,8 +33,9 @@ def top_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @limits.shown_to_user
-def run(role, prompt, target, component, layer, level, trials, seed, progress=gr.Progress()):
-    """(bars, top rows, CSV + Parquet of the full ranking) for one layer at one level."""
+def run(role, prompt, target, component, layer, level, trials, seed, request: gr.Request = None,
+        progress=gr.Progress()):
+    """Stream (note, bars, top rows, CSV + Parquet of the ranking) for one layer at one level."""
     prompt = limits.check_prompt(prompt)
     model = models.get(role)
     layer, level = limits.number(layer, "layer"), limits.number(level, "level", float)
@@ -40,14 +43,32 @@ def run(role, prompt, target, component, layer, level, trials, seed, progress=gr
     points.check(model, component, layer)
     size = n_channels(model, component)
     limits.check_channels(size, trials)
-    progress(0, desc=f"{size} channels × {trials} trials")
-    df = channel_sensitivity(prompt, model=model, target=target, component=component, layer=layer,
-                             level=level, trials=trials, seed=seed, scale="relative")
-    files = downloads.table_files(downloads.new_directory(), df, "channel_sensitivity")
-    return noise_figures.channel_bars(df, top=TOP), top_rows(df), files
+    desc = f"{size} channels × {trials} trials"
+    progress((0, size * trials), desc=desc, unit="run")
+    df = yield from jobs.run(
+        lambda progress, stop: channel_sensitivity(prompt, model=model, target=target, component=component,
+                                                   layer=layer, level=level, trials=trials, seed=seed,
+                                                   scale="relative", progress=progress, stop=stop),
+        tick=jobs.skips(4), key=jobs.session_key(request, VIEW),
+        on_progress=lambda done, total: progress((done, total), desc=desc, unit="run"))
+    note = ""
+    if df.attrs.get("stopped"):
+        note = (f"**Stopped**: {df.groupby('axis').size().to_dict() if len(df) else 'no'} channels ranked "
+                f"of {size}; the bars, table and files hold those only.")
+    if df.empty:
+        yield note, None, None, None
+        return
+    stem = "channel_sensitivity_partial" if df.attrs.get("stopped") else "channel_sensitivity"
+    files = downloads.table_files(downloads.new_directory(), df, stem)
+    yield note, noise_figures.channel_bars(df, top=TOP), top_rows(df), files
 
 
-def build(role: gr.Radio, prompt: gr.Textbox, target: gr.Textbox, component: gr.Dropdown) -> None:
+def stop_ranking(request: gr.Request):
+    if not jobs.request_stop(request, VIEW):
+        gr.Info("No channel ranking of yours is running.")
+
+
+def build(role: gr.Radio, prompt: gr.Textbox, target: gr.Textbox, component: gr.Dropdown, heavy: dict) -> None:
     """The accordion; call inside the Noise tab with its model, prompt, target and component inputs."""
     with gr.Accordion("Channel sensitivity", open=False, elem_id="channels"):
         gr.Markdown("Noise on one channel at a time (model, component, prompt and target from above; "
@@ -60,9 +81,13 @@ def build(role: gr.Radio, prompt: gr.Textbox, target: gr.Textbox, component: gr.
             trials = gr.Number(2, label="Trials", precision=0, elem_id="channels-trials")
             seed = gr.Number(0, label="Seed", precision=0, elem_id="channels-seed")
             button = gr.Button("Rank channels", variant="primary", elem_id="channels-run")
-        bars = gr.Plot(label="Most sensitive channels", elem_id="channels-bars")
+            stop = gr.Button("Stop", variant="stop", elem_id="channels-stop")
+        note = gr.Markdown(elem_id="channels-note")
+        bars = gr.Plot(show_label=False, elem_id="channels-bars")
         table = gr.Dataframe(label=f"Top {TOP} per axis", elem_id="channels-table")
         results = gr.File(label="Download the full ranking (CSV, Parquet)", file_count="multiple",
                           elem_id="channels-files")
         button.click(run, inputs=[role, prompt, target, component, layer, level, trials, seed],
-                     outputs=[bars, table, results])
+                     outputs=[note, bars, table, results], **heavy)
+        # Stop does not cancel the event: the ranking returns the channels it finished.
+        stop.click(stop_ranking, None, None, concurrency_limit=None)

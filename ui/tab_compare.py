@@ -11,7 +11,7 @@ import pandas as pd
 
 from compare import compare, figures
 
-from . import downloads, limits, models
+from . import downloads, examples, jobs, limits, models
 from .tab_tokenizers import visible
 
 VARIANTS = ("aligned", "native", "same_ids")
@@ -23,6 +23,18 @@ EXAMPLES = [  # one per prompt suite: prompt, variant, tracked tokens
     [" red green blue one two three" * 2, "aligned", " red"],
 ]
 EXAMPLE_LABELS = ["natural (IOI)", "monotone", "periodic", "repeated random"]
+PROMPT, TRACK = EXAMPLES[0][0], EXAMPLES[0][2]
+K_SCALES = ("auto", "linear", "symlog", "log")
+"""The K axis of the figures (`figures.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
+
+
+def trajectory_figure(comparison, k_axis: str | None = "auto"):
+    """L/K/P of the tracked tokens, x-axes labelled with each model's input tokens; None when none tracked."""
+    tracked = comparison.tracked_frame()
+    if not len(tracked):
+        return None
+    return figures.trajectories(tracked, k_scale=k_axis or "auto",
+                                tokens={name: run.tokens for name, run in comparison.runs.items()})
 
 
 def tracked_tokens(track: str | None) -> list[str] | None:
@@ -43,7 +55,7 @@ def side_by_side(comparison) -> pd.DataFrame:
     table = pd.DataFrame({"position": first.index})
     table[f"{names[0]} token"] = first["token"].map(visible).to_numpy()
     table[f"{names[0]} prediction"] = first["prediction"].map(visible).to_numpy()
-    table[f"{names[0]} P"] = first["p_prediction"].astype(float).round(4).to_numpy()
+    table[f"{names[0]} P"] = first["p_prediction"].astype(float).to_numpy()
     for name in names[1:]:
         pairs = comparison.cross[comparison.cross["other"] == name][["position", "other_position", "agree"]]
         own = frame[frame["model"] == name].set_index("position")
@@ -51,8 +63,17 @@ def side_by_side(comparison) -> pd.DataFrame:
         joined = table[["position"]].merge(joined, on="position", how="left")
         table[f"{name} token"] = joined["token"].map(visible, na_action="ignore").to_numpy()
         table[f"{name} prediction"] = joined["prediction"].map(visible, na_action="ignore").to_numpy()
-        table[f"{name} P"] = joined["p_prediction"].astype(float).round(4).to_numpy()
+        table[f"{name} P"] = joined["p_prediction"].astype(float).to_numpy()
         table[f"agree ({name})"] = joined["agree"].to_numpy()
+    return table
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as displayed: P in scientific notation (a near-uniform P is ~1/V, 2.0e-05, not 0.0000)."""
+    table = table.copy()
+    for column in table.columns:
+        if column.endswith(" P"):
+            table[column] = table[column].map(lambda p: "" if pd.isna(p) else f"{p:.2e}")
     return table
 
 
@@ -63,50 +84,75 @@ def files(comparison, table: pd.DataFrame) -> list[str]:
     return sorted(str(p) for p in directory.rglob("*") if p.is_file())
 
 
-@limits.shown_to_user
-def run(prompt: str, variant: str, track: str, progress=gr.Progress()):
-    """Table, trajectory plot, cross-model plot, files, and the Comparison for the session state."""
-    progress(0.0, desc="loading models")
+def check(prompt: str, variant: str) -> str:
     prompt = limits.check_prompt(prompt)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    progress(0.2, desc="running both models")
-    comparison = compare(prompt, models.pair(), variant=variant, track=tracked_tokens(track),
-                         progress=False)
-    progress(0.7, desc="tables and figures")
+    return prompt
+
+
+def results(comparison, k_axis: str | None = "auto"):
+    """Table (as shown), trajectory plot, cross-model plot, files: the Compare tab's outputs."""
     table = side_by_side(comparison)
-    tracked = comparison.tracked_frame()
-    trajectories = figures.trajectories(tracked) if len(tracked) else None
+    trajectories = trajectory_figure(comparison, k_axis)
     cross = figures.cross_model(comparison.cross) if len(comparison.cross) else None
-    return table, trajectories, cross, files(comparison, table), comparison
+    return shown(table), trajectories, cross, files(comparison, table)
 
 
+@limits.shown_to_user
+def run(prompt: str, variant: str, track: str, k_axis: str = "auto", progress=gr.Progress()):
+    """Stream: nothing while both models run (Stop stops them), then the outputs and the Comparison."""
+    progress(0.0, desc="loading models")
+    prompt = check(prompt, variant)
+    progress(0.2, desc="running both models")
+    comparison = yield from jobs.run(
+        lambda progress, stop: compare(prompt, models.pair(), variant=variant, track=tracked_tokens(track),
+                                       progress=False, stop=stop),
+        tick=jobs.skips(5))
+    progress(0.7, desc="tables and figures")
+    yield *results(comparison, k_axis), comparison
+
+
+@limits.shown_to_user
+def redraw(comparison, k_axis: str):
+    """The trajectory plot of the session's latest comparison on another K axis (no forward)."""
+    return None if comparison is None else trajectory_figure(comparison, k_axis)
+
+
+@limits.shown_to_user
 def run_example(prompt: str, variant: str, track: str):
-    """`run` without the state output: cached examples are shared by all sessions."""
-    return run(prompt, variant, track)[:-1]
+    """The outputs without the state: cached examples are shared by all sessions."""
+    prompt = check(prompt, variant)
+    return results(compare(prompt, models.pair(), variant=variant, track=tracked_tokens(track), progress=False))
 
 
-def build(comparison: gr.State) -> None:
+def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
+    """The tab; returns its inputs (prompt, variant, tracked tokens) for the Distributions tab."""
     with gr.Tab("Compare", id="compare"):
         with gr.Row():
-            prompt = gr.Textbox(label="Prompt", lines=2, scale=4, elem_id="cmp-prompt")
+            prompt = gr.Textbox(PROMPT, label="Prompt", lines=2, scale=4, elem_id="cmp-prompt")
             with gr.Column(scale=1):
                 variant = gr.Radio(list(VARIANTS), value="aligned", label="Variant", elem_id="cmp-variant",
                                    info="aligned: both read the first model's tokens' text; native: each "
                                         "tokenises; same_ids: identical IDs")
-                track = gr.Textbox(label=f"Tracked tokens (separate with {TRACK_SEPARATOR})",
+                track = gr.Textbox(TRACK, label=f"Tracked tokens (separate with {TRACK_SEPARATOR})",
                                    placeholder=" Mary| John", elem_id="cmp-track")
+                k_axis = gr.Radio(list(K_SCALES), value="auto", label="K axis", elem_id="cmp-k-axis",
+                                  info="auto: symlog when K spans orders of magnitude")
         with gr.Row():
             button = gr.Button("Compare", variant="primary", elem_id="cmp-run")
             stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
         table = gr.Dataframe(label="Per position: predictions and P", elem_id="cmp-table", wrap=True)
-        with gr.Row():
-            trajectories = gr.Plot(label="L / K / P of tracked tokens", elem_id="cmp-trajectories")
-            cross = gr.Plot(label="Cross-model: JS divergence and agreement", elem_id="cmp-cross")
-        results = gr.File(label="Download (Parquet, CSV, PNG, JSON)", file_count="multiple", elem_id="cmp-files")
-        outputs = [table, trajectories, cross, results]
-        gr.Examples(EXAMPLES, inputs=[prompt, variant, track], outputs=outputs, fn=run_example,
-                    example_labels=EXAMPLE_LABELS, cache_examples=True, cache_mode="lazy",
-                    label="One example per prompt suite")
-        event = button.click(run, inputs=[prompt, variant, track], outputs=outputs + [comparison])
+        # The figures carry their own titles: a label above them would hide the title.
+        trajectories = gr.Plot(show_label=False, elem_id="cmp-trajectories")
+        cross = gr.Plot(show_label=False, elem_id="cmp-cross")
+        results_files = gr.File(label="Download (Parquet, CSV, PNG, JSON)", file_count="multiple",
+                                elem_id="cmp-files")
+        outputs = [table, trajectories, cross, results_files]
+        examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=outputs, fn=run_example,
+                        example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
+        event = button.click(run, inputs=[prompt, variant, track, k_axis], outputs=outputs + [comparison], **heavy)
+        k_axis.input(redraw, [comparison, k_axis], trajectories)
+        # Cancelling closes the callback's generator, which sets the engine's stop (`jobs.run`).
         stop.click(None, cancels=[event])
+    return [prompt, variant, track]

@@ -15,17 +15,25 @@ import datasets_gen
 from . import downloads, limits, models
 
 PREVIEW_ROWS = 20
-PREVIEW_COLUMNS = ["id", "text", "target", "mamba_aligned_tokens", "gpt2_aligned_tokens", "flagged"]
 
 
 def preview(dataset: DatasetDict) -> pd.DataFrame:
-    """The first rows of every split, the columns a reader checks first."""
+    """The first rows of every split, every column; lists shown joined by "|" (the table shows text)."""
     frames = [dataset[split].select(range(min(PREVIEW_ROWS, len(dataset[split])))).to_pandas()
               for split in dataset]
-    frame = pd.concat(frames, ignore_index=True)[PREVIEW_COLUMNS]
-    for column in ("mamba_aligned_tokens", "gpt2_aligned_tokens"):
-        frame[column] = frame[column].map(lambda tokens: "|".join(tokens))
+    frame = pd.concat(frames, ignore_index=True)
+    for column in frame.columns:
+        if frame[column].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
+            frame[column] = frame[column].map(_shown)
     return frame
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_shown(v)}" for k, v in value.items())
+    if hasattr(value, "__len__") and not isinstance(value, str):
+        return "|".join(_shown(v) for v in value)
+    return str(value)
 
 
 @limits.shown_to_user
@@ -45,7 +53,7 @@ def run(suites: list[str], size: float, seed: float, progress=gr.Progress()):
     yield preview(dataset), [str(p) for p in paths]
 
 
-def build() -> None:
+def build(heavy: dict) -> None:
     with gr.Tab("Datasets", id="datasets"):
         gr.Markdown("Build reproducible prompt suites (one split each) with the served models' tokenizers. "
                     "Each row stores the seed and config that regenerate it.")
@@ -60,5 +68,5 @@ def build() -> None:
             stop = gr.Button("Stop", variant="stop")
         table = gr.Dataframe(label=f"Preview (first {PREVIEW_ROWS} rows per suite)", elem_id="ds-preview", wrap=True)
         files = gr.File(label="Download Parquet (one file per suite)", file_count="multiple", elem_id="ds-files")
-        event = button.click(run, inputs=[suites, size, seed], outputs=[table, files])
+        event = button.click(run, inputs=[suites, size, seed], outputs=[table, files], **heavy)
         stop.click(None, cancels=[event])

@@ -1,16 +1,18 @@
 """Distributions tab: K per position for the session's latest comparison, the tail bump, flat L.
 
-It reads the `Comparison` the Compare tab left in the session state, so nothing is recomputed;
-the statistics (mean, variance, skew, tail-bump outliers) are `compare.compare`'s own.
+It shows the Compare tab's current prompt: the `Comparison` the Compare tab left in the session
+state when it is of that prompt and variant (nothing recomputed), else a new one (a cached
+example fills the Compare tab without running it), which then becomes the session's. The
+statistics (mean, variance, skew, tail-bump outliers) are `compare.compare`'s own.
 """
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from compare import figures
+from compare import compare, figures
 
-from . import limits
+from . import jobs, limits, models, tab_compare
 from .tab_tokenizers import visible
 
 
@@ -26,25 +28,44 @@ def k_table(comparison) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True).round(4)
 
 
+def is_of(comparison, prompt: str | None, variant: str) -> bool:
+    return comparison is not None and comparison.prompt == prompt and comparison.variant == variant
+
+
 @limits.shown_to_user
-def show(comparison):
-    """K ridgelines, the K-statistics table and the flattened L of the latest comparison."""
-    if comparison is None:
-        raise limits.InputError("no comparison yet: run a prompt on the Compare tab first")
+def show(comparison, prompt: str | None = None, variant: str = "aligned", track: str | None = None,
+         k_axis: str = "auto"):
+    """K ridgelines, the K-statistics table, the flattened L, and the Comparison they come from."""
+    if not is_of(comparison, prompt, variant):
+        if not (prompt or "").strip():
+            if comparison is None:
+                raise limits.InputError("no comparison yet: type a prompt on the Compare tab first")
+        else:
+            prompt = tab_compare.check(prompt, variant)
+            comparison = yield from jobs.run(
+                lambda progress, stop: compare(prompt, models.pair(), variant=variant,
+                                               track=tab_compare.tracked_tokens(track), progress=False,
+                                               stop=stop),
+                tick=jobs.skips(4))
     names = list(comparison.runs)
-    ridgelines = figures.k_distributions({n: comparison.runs[n].k for n in names},
-                                         {n: comparison.runs[n].tokens for n in names})
-    flat = figures.flattened_logits({n: comparison.runs[n].logits for n in names})
-    return ridgelines, k_table(comparison), flat
+    tokens = {n: comparison.runs[n].tokens for n in names}
+    ridgelines = figures.k_distributions({n: comparison.runs[n].k for n in names}, tokens,
+                                         k_scale=k_axis or "auto")
+    flat = figures.flattened_logits({n: comparison.runs[n].logits for n in names}, tokens=tokens)
+    yield ridgelines, k_table(comparison), flat, comparison
 
 
-def build(comparison: gr.State) -> None:
+def build(comparison: gr.State, compare_inputs: list, heavy: dict) -> None:
     with gr.Tab("Distributions", id="distributions"):
-        gr.Markdown("K (each logit ÷ |its row's mean|) over the vocabulary at every position of the latest "
-                    "Compare run. A *tail bump* is a separate cluster of outlying K values; the table lists "
-                    "its tokens (␣ space, ↵ newline).")
-        button = gr.Button("Show distributions of the latest comparison", variant="primary", elem_id="dist-run")
-        ridgelines = gr.Plot(label="K distribution per position", elem_id="dist-k")
+        gr.Markdown("K (each logit ÷ |its row's mean|) over the vocabulary at every position of the Compare "
+                    "tab's prompt (the latest Compare run when it is of that prompt). A *tail bump* is a "
+                    "separate cluster of outlying K values; the table lists its tokens (␣ space, ↵ newline).")
+        with gr.Row():
+            button = gr.Button("Show distributions of the Compare tab's prompt", variant="primary",
+                               elem_id="dist-run", scale=3)
+            k_axis = gr.Radio(list(tab_compare.K_SCALES), value="auto", label="K axis", elem_id="dist-k-axis")
+        ridgelines = gr.Plot(show_label=False, elem_id="dist-k")
         table = gr.Dataframe(label="K statistics and tail-bump tokens", elem_id="dist-table", wrap=True)
-        flat = gr.Plot(label="Flattened L (all positions' logits in a row)", elem_id="dist-flat")
-        button.click(show, inputs=comparison, outputs=[ridgelines, table, flat])
+        flat = gr.Plot(show_label=False, elem_id="dist-flat")
+        button.click(show, inputs=[comparison, *compare_inputs, k_axis], outputs=[ridgelines, table, flat, comparison],
+                     **heavy)

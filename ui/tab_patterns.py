@@ -10,12 +10,14 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from compare import compare
+import numpy as np
+
+from compare import compare, figures, metrics
 from datasets_gen import align
 from datasets_gen.suites import repeat
 
 from . import limits, models
-from .tab_compare import side_by_side
+from .tab_compare import shown, side_by_side
 from .tab_tokenizers import visible
 
 KINDS = ("periodic", "monotone")
@@ -63,18 +65,39 @@ def preview(ids: list[int]) -> pd.DataFrame:
         "flagged": aligned.flags})
 
 
+def next_token_frame(comparison) -> pd.DataFrame:
+    """Per model and position: the input token and P of the token the pattern continues with.
+
+    Each model's own IDs give its pattern (under the aligned variant GPT-2 may read more pieces);
+    a model whose input is not periodic has no rows.
+    """
+    frames = []
+    for name, run in comparison.runs.items():
+        period = metrics.period(run.ids)
+        if period is None:
+            continue
+        expected = metrics.continuation(run.ids, period)
+        frames.append(pd.DataFrame({"model": name, "position": np.arange(len(run.ids)), "token": run.tokens,
+                                    "P_next": run.probs[np.arange(len(run.ids)), expected]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["model", "position", "token", "P_next"])
+
+
 @limits.shown_to_user
 def run(kind: str, source: str, spec: str, length: float, progress=gr.Progress()):
-    """Aligned preview, lock-in per model, and the per-position comparison of the pattern."""
+    """Aligned preview, lock-in per model, P of the next pattern token plot, and the per-position table."""
     ids = pattern(cycle_ids(kind, source, spec), limits.number(length, "length"))
     progress(0.3, desc="running both models")
     comparison = compare(ids, models.pair(), variant="aligned", progress=False)
     lock_in = pd.DataFrame([{"model": name, "lock-in position": run.lock_in,
                              "locked in": run.lock_in is not None} for name, run in comparison.runs.items()])
-    return preview(ids), lock_in, side_by_side(comparison)
+    frame = next_token_frame(comparison)
+    plot = (figures.pattern_lock_in(frame, lock_in={n: r.lock_in for n, r in comparison.runs.items()})
+            if len(frame) else None)
+    return preview(ids), lock_in, plot, shown(side_by_side(comparison))
 
 
-def build() -> None:
+def build(heavy: dict) -> None:
     with gr.Tab("Patterns", id="patterns"):
         gr.Markdown("Build a monotone (one token repeated) or periodic (a cycle repeated) prompt in Mamba's "
                     "tokenizer, by IDs or by text. The preview shows what GPT-2 reads under the aligned "
@@ -90,6 +113,8 @@ def build() -> None:
             stop = gr.Button("Stop", variant="stop")
         table = gr.Dataframe(label="Aligned variant, both tokenizers", elem_id="pat-preview", wrap=True)
         lock_in = gr.Dataframe(label="Lock-in", elem_id="pat-lockin")
+        plot = gr.Plot(show_label=False, elem_id="pat-plot")
         predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True)
-        event = button.click(run, inputs=[kind, source, spec, length], outputs=[table, lock_in, predictions])
+        event = button.click(run, inputs=[kind, source, spec, length], outputs=[table, lock_in, plot, predictions],
+                             **heavy)
         stop.click(None, cancels=[event])

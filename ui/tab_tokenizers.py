@@ -13,7 +13,7 @@ import pandas as pd
 
 from compare import figures, metrics, tokenizer_stats
 
-from . import limits, models
+from . import examples, limits, models
 
 EXAMPLES = ["When Mary and John went to the store, John gave a drink to",
             "123123123123 1 2 3\n\n    indented\tand tabbed",
@@ -25,18 +25,36 @@ def visible(token: str) -> str:
     return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
 
 
+def token_spans(model, text: str) -> list[tuple[int, int, int]]:
+    """(id, start, end) per token: the characters of `text` each token covers (the fast tokenizer's offsets)."""
+    encoding = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [(i, start, end) for i, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"])]
+
+
 def tokenize(text: str) -> pd.DataFrame:
-    """One row per position: each model's token ID and text (blank where one model ran out)."""
+    """One row per span of text that both tokenizers cut at its ends, each model's tokens and IDs in it.
+
+    A span ends where both tokenizations have a token ending at the same character, so a word one
+    tokenizer splits and the other keeps whole is one row: the pieces side by side with the whole.
+    """
     limits.check_text(text, "text")
-    columns = {}
-    for role in models.MODELS:
-        model = models.get(role)
-        ids = model.encode(text)
-        columns[f"{role} id"] = pd.Series(ids, dtype="Int64")
-        columns[f"{role} token"] = pd.Series([visible(t) for t in model.decode_tokens(ids)], dtype="string")
-    frame = pd.DataFrame(columns)
-    frame.insert(0, "position", range(len(frame)))
-    return frame.fillna({c: "" for c in frame.columns if c.endswith("token")})
+    spans = {role: token_spans(models.get(role), text) for role in models.MODELS}
+    ends = set.intersection(*({end for _, _, end in tokens} for tokens in spans.values()))
+    cuts = sorted(ends | {len(text)})
+    rows, start = [], 0
+    for cut in cuts:
+        row = {"text": visible(text[start:cut])}
+        for role, tokens in spans.items():
+            inside = [(i, s, e) for i, s, e in tokens if start < e <= cut or (s == e == cut)]
+            model = models.get(role)
+            row[f"{role} tokens"] = " ".join(visible(t) for t in model.decode_tokens([i for i, _, _ in inside]))
+            row[f"{role} ids"] = " ".join(str(i) for i, _, _ in inside)
+        if row["text"] or any(row[f"{role} ids"] for role in spans):
+            rows.append(row)
+        start = cut
+    frame = pd.DataFrame(rows, columns=["text"] + [f"{r} {c}" for r in models.MODELS for c in ("tokens", "ids")])
+    frame.insert(0, "span", range(len(frame)))
+    return frame
 
 
 @functools.lru_cache(maxsize=4)
@@ -64,20 +82,21 @@ def stats(text: str | None) -> pd.DataFrame:
 
 @limits.shown_to_user
 def run(text: str):
-    """Tokens side by side, the correlation table and the vocabulary scatter."""
+    """Tokens side by side (one row per shared span of text), the correlation table, the vocabulary scatter."""
     return tokenize(text), stats(text), figures.tokenizer_scatter(vocab_tables())
 
 
-def build() -> None:
+def build(heavy: dict) -> None:
     with gr.Tab("Tokenizers", id="tokenizers"):
         gr.Markdown("Type any text to see how each model's tokenizer splits it, with the IDs. "
                     "The statistics are Pearson correlations between token ID (and log ID) and "
                     "the decoded token's length.")
         text = gr.Textbox(label="Text", lines=3, elem_id="tok-text")
         button = gr.Button("Tokenize", variant="primary", elem_id="tok-run")
-        table = gr.Dataframe(label="Tokens side by side", elem_id="tok-table", wrap=True)
+        table = gr.Dataframe(label="Tokens side by side, one row per span of text both tokenizers cut at "
+                                   "its ends (␣ space, ↵ newline, ⇥ tab)", elem_id="tok-table", wrap=True)
         stats_table = gr.Dataframe(label="ID vs length", elem_id="tok-stats")
-        plot = gr.Plot(label="Token ID vs decoded length", elem_id="tok-plot")
-        gr.Examples(EXAMPLES, inputs=text, outputs=[table, stats_table, plot], fn=run,
-                    cache_examples=True, cache_mode="lazy")
-        button.click(run, inputs=text, outputs=[table, stats_table, plot])
+        plot = gr.Plot(show_label=False, elem_id="tok-plot")
+        examples.cached(EXAMPLES, inputs=text, outputs=[table, stats_table, plot], fn=run)
+        # the first call tabulates each whole vocabulary: CPU work like a forward
+        button.click(run, inputs=text, outputs=[table, stats_table, plot], **heavy)
