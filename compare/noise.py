@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import points
+from . import memory, points
 from .mamba import MODEL_POINTS, SSM_POINTS
 from .loading import cached_model
 from .model import Model
@@ -56,7 +56,6 @@ SCALES = ("absolute", "relative")
 COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
            "predicted_id", "predicted")
 DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
-_BYTES = 4  # fp32
 HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
 RESULT_ROW_BYTES = 256  # one result row while the frames are concatenated (~104 B measured in the frame)
 READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
@@ -194,24 +193,8 @@ def _check_result_fits(n_runs: int) -> None:
     The forwards are chunked to `max_bytes` and the logits read in blocks, so the result frame
     (one row per run) is the only part that grows with the sweep.
     """
-    need, free = n_runs * RESULT_ROW_BYTES, available_bytes()
-    if free is not None and need > free // 2:
-        raise ValueError(f"this sweep has {n_runs:,} runs (layers × levels × trials); its result needs about "
-                         f"{_size(need)}, more than half of the {_size(free)} of memory available; sweep "
-                         f"fewer layers, levels or trials, or split it into several calls")
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
-def available_bytes() -> int | None:
-    """Memory the OS can give this process now (Linux's MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
+    memory.check_fits(n_runs * RESULT_ROW_BYTES, f"this sweep of {n_runs:,} runs (layers × levels × trials)",
+                      "sweep fewer layers, levels or trials, or split it into several calls")
 
 
 # --- noise ---------------------------------------------------------------------------------
@@ -370,28 +353,12 @@ def _hooked_chunks(handle: Model, component: str, layer: int, entry, positions: 
 
 
 def _chunk_size(handle: Model, component: str | None, T: int, max_bytes: int) -> int:
-    per_item = item_bytes(handle, component, T)
+    """Runs per chunk; component None: no hook, the forward of the blocks after the injected one."""
+    per_item = handle.layer_bytes(T, ssm=component in SSM_POINTS)
     if per_item > max_bytes:
         raise ValueError(f"one noised forward needs about {per_item / 2**20:.0f} MiB, more than "
                          f"max_bytes={max_bytes / 2**20:.0f} MiB; raise max_bytes or shorten the prompt")
     return max(1, max_bytes // per_item)
-
-
-def item_bytes(handle: Model, component: str | None, T: int) -> int:
-    """Rough peak bytes of one batch item through one layer (the largest live activations).
-
-    component None: no hook, the forward of the blocks after the injected one.
-    """
-    if handle.family == "mamba":
-        cfg = handle.module.config
-        state = cfg.d_inner * cfg.d_state
-        # materialised SSM: Ā, B̄, w, h, its copy and the increment's scan; else at most the
-        # PyTorch scan's three buffers (Ā and two of w/h), one position each once a batch fills
-        # CHUNK_BYTES (the C kernel needs one state per thread)
-        ssm = 9 * T * state if component in SSM_POINTS else 3 * state
-        return _BYTES * (ssm + 12 * T * cfg.d_inner + cfg.d_model)
-    cfg = handle.module.config
-    return _BYTES * (T * (16 * cfg.n_embd + 3 * cfg.n_head * T) + cfg.n_embd)
 
 
 def _blocks_from(handle: Model, start: int, resid: torch.Tensor, entry, stop: int | None = None,

@@ -225,7 +225,7 @@ def test_bad_input_is_refused_with_the_valid_values(tiny, override, needle):
 
 
 def test_a_sweep_whose_result_would_not_fit_in_memory_is_refused_before_any_compute(tiny, monkeypatch):
-    monkeypatch.setattr("compare.noise.available_bytes", lambda: 2**20)
+    monkeypatch.setattr("compare.memory.available_bytes", lambda: 2**20)
     monkeypatch.setattr("compare.noise.clean_pass", lambda *a: pytest.fail("computed before refusing"))
     with pytest.raises(ValueError, match=r"40,000 runs .* needs about 10 MiB, more than half of the 1 MiB"):
         noise_sweep(PROMPT, model=tiny[0]["mamba"], target=TARGET, component="h", levels=np.linspace(0, 1, 20_000))

@@ -1,0 +1,31 @@
+"""Memory: what the OS can give this process, and refusing work that would not fit before it starts.
+
+Every estimate is checked against half of what is available now (Linux's MemAvailable), which
+leaves room for the model, the libraries and estimates that run a little short. Where the
+available memory is unknown (not Linux), nothing is refused.
+"""
+from __future__ import annotations
+
+
+def available_bytes() -> int | None:
+    """Memory the OS can give this process now (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def size_text(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_fits(need: int, what: str, advice: str) -> None:
+    """Raise a ValueError with the estimate, the limit and `advice` when `need` bytes won't fit.
+
+    what: the work and its size, e.g. "a 23,000-token prompt through mamba-130m".
+    """
+    free = available_bytes()
+    if free is not None and need > free // 2:
+        raise ValueError(f"{what} needs about {size_text(need)}, more than half of the {size_text(free)} of "
+                         f"memory available; {advice}")
