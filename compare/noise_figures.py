@@ -8,7 +8,8 @@
     channel_bars        the most sensitive channels of `channels.channel_sensitivity`
 
 Figures are built with `matplotlib.figure.Figure`, not pyplot, so no global state is touched
-and Gradio's `gr.Plot` can take them as they are.
+and Gradio's `gr.Plot` can take them as they are. Model and component names are data, drawn
+literally (`figures.literal_text`, house rule 19).
 """
 from __future__ import annotations
 
@@ -16,23 +17,37 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .figures import panels
+from .figures import literal_text, panels
 from .phase import SPREAD_10_90
 
 
 def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=None, max_panels: int = 6) -> Figure:
-    """One panel per layer (default: up to `max_panels` spread over the sweep's layers)."""
-    available = sorted(df["layer"].unique())
+    """One panel per layer: hit rate (dots) and mean p_target (line) against the noise level.
+
+    layers: the layers to show, in that order (each must be in `df`); default up to `max_panels`
+        spread over the sweep's layers.
+    fits: as `phase.phase_transition`; a fitted group adds its logistic curve (dashed), its
+        critical level (dotted vertical line) and, where ci_low/ci_high are finite, the CI as a band.
+    """
+    available = sorted(pd.unique(df["layer"]).tolist())
     if layers is None:
         picks = np.unique(np.linspace(0, len(available) - 1, min(max_panels, len(available))).round().astype(int))
         layers = [available[i] for i in picks]
+    else:
+        layers = list(layers)
+        missing = [layer for layer in layers if layer not in available]
+        if missing or not layers:
+            raise ValueError(f"layers: {missing or 'none given'} not in the sweep; choose from {available}")
     fig, (axes,) = panels(1, len(layers), sharey=True, size=(3.2, 3.0))
+    legend = {}
     for ax, layer in zip(axes, layers):
         sub = df[df["layer"] == layer]
         for (model, component), g in sub.groupby(["model", "component"]):
             mean = g.groupby("level")[["hit", "p_target"]].mean()
-            line, = ax.plot(mean.index, mean["p_target"], lw=1, label=f"{model} {component} p_target")
-            ax.scatter(mean.index, mean["hit"], s=8, color=line.get_color(), label=f"{model} {component} hit rate")
+            line, = ax.plot(mean.index, mean["p_target"], lw=1)
+            dots = ax.scatter(mean.index, mean["hit"], s=8, color=line.get_color())
+            legend.setdefault(f"{model} {component} p_target", line)
+            legend.setdefault(f"{model} {component} hit rate", dots)
             fit = _fit_row(fits, model, layer, component)
             if fit is not None and fit["status"] == "fit":
                 level = np.linspace(0, mean.index.max(), 200)
@@ -40,10 +55,14 @@ def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=Non
                 ax.plot(level, 1 / (1 + np.exp((level - fit["critical_level"]) / w)), ls="--",
                         color=line.get_color())
                 ax.axvline(fit["critical_level"], ls=":", color=line.get_color())
+                if np.isfinite(fit.get("ci_low", np.nan)) and np.isfinite(fit.get("ci_high", np.nan)):
+                    ax.axvspan(fit["ci_low"], fit["ci_high"], color=line.get_color(), alpha=0.15, lw=0)
         ax.set(title=f"layer {layer}", xlabel="noise level", ylim=(-0.05, 1.05))
     axes[0].set_ylabel("hit rate / p(target)")
-    axes[-1].legend(fontsize="x-small", loc="upper right")
-    return fig
+    # one legend under all panels, handles passed explicitly (a name "_x" is not a hidden label)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", fontsize="x-small",
+               ncols=min(4, max(1, len(legend))))
+    return literal_text(fig)
 
 
 def hit_heatmap(df: pd.DataFrame) -> Figure:
@@ -56,7 +75,7 @@ def hit_heatmap(df: pd.DataFrame) -> Figure:
                              grid.to_numpy(float), vmin=0, vmax=1, cmap="viridis")
         ax.set(title=model, xlabel="noise level", ylabel="layer")
     fig.colorbar(mesh, ax=list(axes), label="hit rate")
-    return fig
+    return literal_text(fig)
 
 
 def critical_levels(fits: pd.DataFrame) -> Figure:
@@ -70,7 +89,7 @@ def critical_levels(fits: pd.DataFrame) -> Figure:
     ax.set(xlabel="layer", ylabel="critical noise level")
     if ax.containers:  # every layer may have gone without a fit (never flipped)
         ax.legend(fontsize="small")
-    return fig
+    return literal_text(fig)
 
 
 def flattened_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
@@ -85,7 +104,7 @@ def flattened_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
         ax.set(title=f"noise at layer {layer}", xlabel="token ID")
     axes[0].set_ylabel("logit (last position)")
     axes[-1].legend(fontsize="small")
-    return fig
+    return literal_text(fig)
 
 
 def channel_bars(df: pd.DataFrame, *, top: int = 20) -> Figure:
@@ -96,7 +115,7 @@ def channel_bars(df: pd.DataFrame, *, top: int = 20) -> Figure:
         g = df[df["axis"] == axis].nsmallest(top, "rank")
         ax.barh([str(c) for c in g["channel"]][::-1], g["flip_rate"].to_numpy()[::-1])
         ax.set(title=f"{axis}s by flip rate", xlabel="flip rate", xlim=(0, 1))
-    return fig
+    return literal_text(fig)
 
 
 def _fit_row(fits, model, layer, component):

@@ -1,10 +1,13 @@
 """Noise figures: synthetic frames in, a Figure with the expected panels and artists out."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from compare import noise_figures as nf
 
@@ -75,3 +78,49 @@ def test_channel_bars_show_the_top_channels(top):
 def test_critical_levels_without_any_fit_is_an_empty_plot():
     ax = nf.critical_levels(fits_frame().assign(status="always_hit")).axes[0]
     assert not ax.containers and ax.get_legend() is None
+
+
+def renders(fig):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue().startswith(b"\x89PNG")
+
+
+def test_hit_curves_shade_the_critical_level_ci():
+    fig = nf.hit_curves(sweep_frame(models=("mamba",)), fits_frame(), layers=[1])
+    (band,) = fig.axes[0].patches
+    x0, x1 = band.get_x(), band.get_x() + band.get_width()
+    assert (x0, x1) == pytest.approx((0.45, 0.55))
+    assert [list(line.get_xdata()) for line in fig.axes[0].lines if line.get_linestyle() == ":"] == [[0.5, 0.5]]
+
+
+def test_hit_curves_without_a_ci_draw_the_line_only():
+    fits = fits_frame().assign(ci_low=np.nan, ci_high=np.nan)
+    fig = nf.hit_curves(sweep_frame(models=("mamba",)), fits, layers=[1])
+    assert not fig.axes[0].patches and len(fig.axes[0].lines) == 3
+
+
+def test_hit_curves_keep_an_explicit_layer_list_in_its_order():
+    fig = nf.hit_curves(sweep_frame(), layers=[2, 0])
+    assert [ax.get_title() for ax in fig.axes] == ["layer 2", "layer 0"]
+
+
+@pytest.mark.parametrize("layers", [[0, 7], [], ["1"]])
+def test_hit_curves_refuse_layers_not_in_the_sweep(layers):
+    with pytest.raises(ValueError, match=r"layers.*\[0, 1, 2\]"):
+        nf.hit_curves(sweep_frame(), layers=layers)
+
+
+def test_noise_figures_draw_model_and_component_names_literally():
+    df = sweep_frame(models=("$m$", "a_b^c"), component="$$")
+    fits = fits_frame().assign(model="$m$", component="$$")
+    figs = [nf.hit_curves(df, fits), nf.hit_heatmap(df), nf.critical_levels(fits)]
+    for fig in figs:
+        assert renders(fig)
+        fig.draw_without_rendering()
+        texts = {t.get_text(): t for t in fig.findobj(Text)}
+        shown = [name for name in texts if "$" in name]
+        assert shown and not any(texts[name].get_parse_math() for name in shown)
+    legend = figs[0].legends[0] if figs[0].legends else figs[0].axes[-1].get_legend()
+    assert "$m$ $$ p_target" in [t.get_text() for t in legend.get_texts()]
+    assert [ax.get_title() for ax in figs[1].axes[:2]] == ["$m$", "a_b^c"]
