@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .loading import cached_model
-from .model import Model
+from .model import Model, integer_ids
 
 VARIANTS = ("native", "same_ids", "aligned")
 TOP_K = 5
@@ -278,7 +278,7 @@ def _as_ids_if_array(prompt):
     if isinstance(prompt, (torch.Tensor, np.ndarray)):
         if prompt.ndim != 1:
             raise ValueError(f"prompt: token IDs must be one-dimensional, got shape {tuple(prompt.shape)}")
-        return [int(i) for i in prompt.tolist()]
+        return integer_ids(prompt, "prompt: token IDs")  # floats refused, not truncated
     return prompt
 
 

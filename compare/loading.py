@@ -6,19 +6,22 @@ Three on-disk formats are recognised from config.json:
     transformers Mamba   model_type "mamba" (the *-hf repos)    → our `MambaLM`
     mamba_ssm original   d_model, n_layer, vocab_size, ...      → our `MambaLM`
 A Hub id is fetched (or found in the local cache) and then loaded like a local directory, so
-both routes run the same code.
+both routes run the same code; `checkpoint` checks the files, before anything is allocated
+where it can, and `vocabularies` checks that the tokenizer belongs to the checkpoint.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import checkpoint
+from .checkpoint import ModelLoadError
 from .mamba import MambaConfig, MambaLM
 from .model import Model
+from .vocabularies import check_tokenizer
 
 ALIASES = {
     "gpt2": "openai-community/gpt2",
@@ -30,7 +33,6 @@ ALIASES = {
     "mamba-2.8b": "state-spaces/mamba-2.8b-hf",
 }
 DEFAULT_TOKENIZERS = {"gpt2": "openai-community/gpt2", "mamba": "EleutherAI/gpt-neox-20b"}
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
@@ -38,30 +40,32 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 _CACHE: dict[tuple[str, str], Model] = {}
 
 
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer could not be found or understood; the message says what to do."""
-
-
 def load_model(source: str | os.PathLike, *, tokenizer: Any = None, device: str | torch.device | None = None,
-               dtype: str | torch.dtype | None = None) -> Model:
+               dtype: str | torch.dtype | None = None, force_tokenizer: bool = False) -> Model:
     """Load GPT-2 or Mamba from an alias, a Hub id or a local directory.
 
     tokenizer: a tokenizer object, or a path (directory or tokenizer.json); used when the model
         directory has none. Default: the family's Hub tokenizer (gpt2, EleutherAI/gpt-neox-20b).
     device: "cpu", "cuda", ... (default: CUDA when available). dtype: torch dtype or its name.
+    force_tokenizer: use the tokenizer even where the checkpoint's embedding is a known
+        vocabulary (GPT-2's, GPT-NeoX's) and the tokenizer is not that one (`vocabularies`);
+        it must still have no more tokens than the embedding has rows.
+    Raises ModelLoadError, naming the file, for unreadable or inconsistent files, weights that
+    are not finite floats (or are all zero), a config too large for the memory available, and
+    a tokenizer that does not belong to the checkpoint.
     """
     directory, name = _resolve(source)
-    config = _read_config(directory)
+    device, dtype = _device(device), _dtype(dtype)
+    if not isinstance(force_tokenizer, bool):
+        raise ValueError(f"force_tokenizer must be True or False, got {force_tokenizer!r}")
+    config = checkpoint.read_config(directory)
     family, module = _build(directory, config)
-    module.to(device=_device(device), dtype=_dtype(dtype))
+    module.to(device=device, dtype=dtype)
     tok = _tokenizer(directory, tokenizer, family, name)
-    vocab_size = len(tok)
-    rows = module.get_input_embeddings().weight.shape[0] if family == "gpt2" else module.embeddings.weight.shape[0]
-    if vocab_size > rows:
-        raise ModelLoadError(f"{name}: the tokenizer has {vocab_size} tokens but the model's embedding has "
-                             f"only {rows} rows; this tokenizer does not belong to this model")
-    max_positions = config.get("n_positions") if family == "gpt2" else None
-    return Model(name=name, family=family, module=module, tokenizer=tok, vocab_size=vocab_size,
+    embedding = module.get_input_embeddings() if family == "gpt2" else module.embeddings
+    check_tokenizer(tok, embedding.weight.shape[0], name, force=force_tokenizer)
+    max_positions = config["n_positions"] if family == "gpt2" else None
+    return Model(name=name, family=family, module=module, tokenizer=tok, vocab_size=len(tok),
                  max_positions=max_positions)
 
 
@@ -100,7 +104,7 @@ def _download(repo_id: str) -> Path:
     patterns = ["*.json", "*.txt", "model.safetensors"]
     try:
         directory = Path(snapshot_download(repo_id, allow_patterns=patterns))
-        if not any((directory / f).exists() for f in _WEIGHT_FILES):
+        if not any((directory / f).exists() for f in checkpoint.WEIGHT_FILES):
             directory = Path(snapshot_download(repo_id, allow_patterns=patterns + ["pytorch_model.bin"]))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
         raise ModelLoadError(
@@ -110,63 +114,51 @@ def _download(repo_id: str) -> Path:
     return directory
 
 
-def _read_config(directory: Path) -> dict:
-    path = directory / "config.json"
-    if not path.is_file():
-        raise ModelLoadError(f"{directory}: no config.json; expected a transformers GPT-2 or Mamba "
-                             "directory, or an original mamba_ssm checkpoint")
-    return json.loads(path.read_text())
-
-
 def _build(directory: Path, config: dict):
+    """(family, module) with the checkpoint's weights; sizes and memory are checked first."""
     model_type = config.get("model_type")
     if model_type == "gpt2":
-        from transformers import GPT2LMHeadModel
-
-        return "gpt2", GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32)
-    if model_type == "mamba":
-        cfg = MambaConfig(d_model=config["hidden_size"], n_layer=config["num_hidden_layers"],
-                          vocab_size=config["vocab_size"], d_state=config.get("state_size", 16),
-                          d_conv=config.get("conv_kernel", 4), expand=config.get("expand", 2),
-                          dt_rank=_dt_rank(config.get("time_step_rank", "auto")),
-                          conv_bias=config.get("use_conv_bias", True), bias=config.get("use_bias", False),
-                          norm_eps=config.get("layer_norm_epsilon", 1e-5))
-        if config.get("hidden_act", "silu") != "silu":
-            raise ModelLoadError(f"{directory}: hidden_act {config['hidden_act']!r} is not supported (only silu)")
-        return "mamba", _mamba(directory, cfg)
-    if {"d_model", "n_layer", "vocab_size"} <= config.keys():
-        ssm = dict(config.get("ssm_cfg") or {})
-        if ssm.pop("layer", "Mamba1") != "Mamba1" or not config.get("rms_norm", True):
-            raise ModelLoadError(f"{directory}: only Mamba-1 checkpoints with RMSNorm are supported")
-        multiple = config.get("pad_vocab_size_multiple", 1)
-        rows = -(-config["vocab_size"] // multiple) * multiple
-        cfg = MambaConfig(d_model=config["d_model"], n_layer=config["n_layer"], vocab_size=rows,
-                          d_state=ssm.get("d_state", 16), d_conv=ssm.get("d_conv", 4),
-                          expand=ssm.get("expand", 2), dt_rank=_dt_rank(ssm.get("dt_rank", "auto")),
-                          conv_bias=ssm.get("conv_bias", True), bias=ssm.get("bias", False))
-        return "mamba", _mamba(directory, cfg)
+        sizes = checkpoint.gpt2_sizes(config, directory)
+        checkpoint.check_memory(checkpoint.gpt2_parameter_count(sizes), directory)
+        return "gpt2", _gpt2(directory, config, *checkpoint.read_weights(directory))
+    if model_type == "mamba" or (model_type is None and config.keys() & {"d_model", "n_layer", "ssm_cfg"}):
+        cfg = checkpoint.mamba_config(config, directory)
+        checkpoint.check_memory(checkpoint.mamba_parameter_count(cfg), directory)
+        return "mamba", _mamba(cfg, *checkpoint.read_weights(directory))
     raise ModelLoadError(f"{directory}: config.json is neither a transformers GPT-2/Mamba config "
                          f"(model_type {model_type!r}) nor a mamba_ssm config (d_model, n_layer, vocab_size)")
 
 
-def _dt_rank(value) -> int | None:
-    return None if value == "auto" else int(value)
+def _gpt2(directory: Path, config: dict, path: Path, state: dict[str, torch.Tensor]):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    try:
+        cfg = GPT2Config.from_dict(config)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{directory / 'config.json'}: transformers refuses this GPT-2 config: {err}") from None
+    # from the state dict already read and checked; transformers maps its key names (with or
+    # without the "transformer." prefix) and reports what did not fit instead of raising
+    module, info = GPT2LMHeadModel.from_pretrained(
+        None, config=cfg, state_dict=state, attn_implementation="eager",
+        dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True)
+    mismatched = sorted(info["mismatched_keys"])
+    if mismatched:
+        key, got, expected = mismatched[0]
+        raise ModelLoadError(f"{path}: the weights do not match config.json: {len(mismatched)} tensors "
+                             f"have other shapes, e.g. {key} is {tuple(got)} where the config needs "
+                             f"{tuple(expected)}")
+    if info["missing_keys"]:
+        raise ModelLoadError(f"{path}: the weights lack tensors config.json needs: "
+                             f"{checkpoint.first_names(sorted(info['missing_keys']))}")
+    return module
 
 
-def _mamba(directory: Path, cfg: MambaConfig) -> MambaLM:
-    if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(directory / "model.safetensors")
-    elif (directory / "pytorch_model.bin").is_file():
-        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise ModelLoadError(f"{directory}: no weights (model.safetensors or pytorch_model.bin)")
+def _mamba(cfg: MambaConfig, path: Path, state: dict[str, torch.Tensor]) -> MambaLM:
     model = MambaLM(cfg)
     try:
         model.load_checkpoint(state)
     except ValueError as err:
-        raise ModelLoadError(f"{directory}: {err}") from None
+        raise ModelLoadError(f"{path}: {err}") from None
     return model
 
 
