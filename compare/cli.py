@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from . import store
 from .comparison import VARIANTS, Comparison, compare
 from .loading import ModelLoadError
 
@@ -24,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", action="store_true", help="the prompt is token IDs in the first model's tokenizer")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--out", default=None, metavar="DIR", help="write Parquet, metadata.json and figures here")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DIR if it holds a previous comparison (anything else is refused)")
     return p
 
 
@@ -54,6 +56,8 @@ def table(comparison: Comparison) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.out is not None:  # before the models run, which may take minutes
+            store.check(args.out, kind="comparison", overwrite=args.overwrite, argument="--out")
         prompt = _ids(args.prompt) if args.ids else args.prompt
         comparison = compare(prompt, args.models, variant=args.variant, track=args.track or None,
                              device=args.device, progress=False)
@@ -61,12 +65,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in comparison.runs.values():
             if run.lock_in is not None:
                 print(f"{run.model}: locks in at position {run.lock_in}")
-        if args.out:
+        if args.out is not None:
             print(f"wrote {comparison.save(args.out, overwrite=args.overwrite)}")
-    except (ValueError, TypeError, ModelLoadError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    # User errors, including the output path's (FileExistsError, PermissionError, ... are
+    # OSErrors); anything else is a bug and keeps its traceback.
+    except (ValueError, TypeError, ModelLoadError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
+
+
+def error_line(err: BaseException) -> str:
+    """`err` as the one line a CLI prints for a user error."""
+    return "error: " + " ".join(line.strip() for line in str(err).splitlines())
 
 
 def _ids(text: str) -> list[int]:

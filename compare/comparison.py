@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import metrics, store
 from .loading import cached_model
 from .model import Model, integer_ids
 
@@ -164,30 +162,20 @@ class Comparison:
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write runs/cross/top_k/tracked Parquet, metadata.json and figures/*.png to `directory`.
 
-        Everything is written to a temporary sibling first and moved into place in one rename, so
-        a crash never leaves a half-written result.
+        The folder appears complete or not at all, and overwrite=True replaces only a previous
+        comparison, never other files (`compare.store` states the guarantee).
         """
-        target = Path(directory)
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"directory: {target} exists; pass overwrite=True (CLI: --overwrite)")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        self.to_frame().to_parquet(staging / "runs.parquet", engine="pyarrow")
-        self.cross.to_parquet(staging / "cross.parquet", engine="pyarrow")
-        self.top_k_frame().to_parquet(staging / "top_k.parquet", engine="pyarrow")
-        self.tracked_frame().to_parquet(staging / "tracked.parquet", engine="pyarrow")
-        (staging / "metadata.json").write_text(json.dumps(self.metadata(), indent=2, default=_json_default))
-        (staging / "figures").mkdir()
-        for stem, figure in self.figures().items():
-            figure.savefig(staging / "figures" / f"{stem}.png", dpi=150, bbox_inches="tight")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-        return target
+        def write(folder: Path) -> None:
+            self.to_frame().to_parquet(folder / "runs.parquet", engine="pyarrow")
+            self.cross.to_parquet(folder / "cross.parquet", engine="pyarrow")
+            self.top_k_frame().to_parquet(folder / "top_k.parquet", engine="pyarrow")
+            self.tracked_frame().to_parquet(folder / "tracked.parquet", engine="pyarrow")
+            (folder / "metadata.json").write_text(json.dumps(self.metadata(), indent=2, default=_json_default))
+            (folder / "figures").mkdir()
+            for stem, figure in self.figures().items():
+                figure.savefig(folder / "figures" / f"{stem}.png", dpi=150, bbox_inches="tight")
+
+        return store.publish(directory, write, kind="comparison", overwrite=overwrite)
 
 
 def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",

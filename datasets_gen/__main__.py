@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from compare.cli import error_line
 from datasets_gen.build import build
 from datasets_gen.export import check_out, push_to_hub, save
 from datasets_gen.suites import DEFAULT_SUITES, SUITES, CustomConfig
@@ -42,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m datasets_gen", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the suites and save them (Arrow, Parquet, card)")
-    b.add_argument("--out", required=True, help="output folder (must not exist)")
+    b.add_argument("--out", required=True, help="output folder (must not exist, or see --overwrite)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--suites", nargs="+", default=list(DEFAULT_SUITES),
                    choices=sorted(set(SUITES) - {"custom"}))
@@ -54,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--ids", action="append", default=[], metavar="ID,ID,...",
                    help="a custom prompt as source-tokenizer IDs (repeatable)")
     b.add_argument("--source", default="mamba", help="model that defines custom prompts")
-    b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds a previous build (anything else is refused)")
     b.add_argument("--push-to-hub", metavar="REPO_ID", help="upload after saving")
     b.add_argument("--no-progress", action="store_true")
     u = sub.add_parser("push", help="upload a saved build to a Hub dataset repo")
@@ -82,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saved {sum(ds.num_rows for ds in dataset.values())} prompts to {out}")
         if args.push_to_hub:
             print(push_to_hub(out, args.push_to_hub))
-    except (ValueError, TypeError, FileExistsError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    # User errors, including the output path's (FileExistsError, PermissionError, ... are
+    # OSErrors) and a failed upload (RuntimeError); anything else keeps its traceback.
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
 

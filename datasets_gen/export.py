@@ -4,22 +4,23 @@ Layout of a saved build (`OUT/`):
     dataset_dict.json, <split>/...     `save_to_disk`, so `datasets.load_from_disk(OUT)` works
     data/<split>-00000-of-00001.parquet one file per split, the layout the Hub reads
     README.md                          the dataset card (`datasets_gen.card`)
+    .mamba-gpt2-compare.json           the marker that lets a later --overwrite replace it
 
-Everything is written into a hidden temporary folder beside `OUT` and moved into place with one
-`os.replace`, so an interrupted build leaves either the old dataset or none, never half of one.
+`compare.store` publishes the folder: an interrupted build leaves either the old dataset or none,
+never half of one, and overwrite=True replaces only a previous build, never other files.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from datasets import DatasetDict
 
+from compare.store import check, publish, recover
 from datasets_gen.card import parquet_name, render_card
+
+KIND = "prompt suites"
 
 
 def write_parquet(dataset: DatasetDict, folder: Path) -> list[Path]:
@@ -38,36 +39,18 @@ def write_parquet(dataset: DatasetDict, folder: Path) -> list[Path]:
 
 
 def check_out(out: str | Path, *, overwrite: bool) -> Path:
-    """`out` as a Path; raises if it exists and may not be replaced (checked before building)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"out: {out} already exists; allowed values are a new path, "
-                              "or pass overwrite=True (--overwrite) to replace it")
-    return out
+    """`out` as a Path; raises if `save` may not write there (checked before building)."""
+    return check(out, kind=KIND, overwrite=overwrite, argument="out")
 
 
 def save(dataset: DatasetDict, out: str | Path, *, overwrite: bool = False) -> Path:
     """Save `dataset` to `out` (layout in the module docstring); returns `out`."""
-    out = check_out(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    # mkdtemp makes the folder private (0700); a dataset folder is meant to be read by others.
-    os.chmod(tmp, 0o755)
-    try:
-        dataset.save_to_disk(str(tmp))
-        write_parquet(dataset, tmp / "data")
-        (tmp / "README.md").write_text(render_card(dataset), encoding="utf-8")
-        if out.exists():
-            # os.replace cannot replace a non-empty folder: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    def write(folder: Path) -> None:
+        dataset.save_to_disk(str(folder))
+        write_parquet(dataset, folder / "data")
+        (folder / "README.md").write_text(render_card(dataset), encoding="utf-8")
+
+    return publish(out, write, kind=KIND, overwrite=overwrite, argument="out")
 
 
 def push_to_hub(out: str | Path, repo_id: str, *, token: str | None = None,
@@ -78,6 +61,7 @@ def push_to_hub(out: str | Path, repo_id: str, *, token: str | None = None,
     were checked locally. Returns the repo URL.
     """
     out = Path(out)
+    recover(out)  # a build whose replacement was killed midway is put back first
     if not (out / "README.md").is_file() or not (out / "data").is_dir():
         raise ValueError(f"out: {out} is not a saved build; allowed values are folders "
                          "written by datasets_gen.save or `python -m datasets_gen build`")

@@ -106,8 +106,7 @@ def test_interrupted_overwrite_keeps_the_old_dataset(suites, saved, tmp_path, mo
 
 
 def test_overwrite_replaces_the_dataset(suites, tmp_path):
-    out = tmp_path / "suites"
-    out.mkdir()
+    out = datasets_gen.save(suites, tmp_path / "suites")
     (out / "stale.txt").write_text("old")
     datasets_gen.save(suites, out, overwrite=True)
     assert not (out / "stale.txt").exists()
