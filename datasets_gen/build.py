@@ -11,15 +11,16 @@ import dataclasses
 import hashlib
 import json
 import zlib
+from collections.abc import Iterable, Mapping
 from importlib.metadata import version
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, Value
 from tqdm.auto import tqdm
 
 from datasets_gen.align import align
-from datasets_gen.suites import DEFAULT_SUITES, SUITES, Prompt
+from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, Prompt, count
 from datasets_gen.tokenizers import MODELS, Vocab, load_vocabs
 
 VARIANTS = ("native", "same_ids", "aligned")
@@ -80,10 +81,17 @@ def row(prompt: Prompt, vocabs: dict[str, Vocab], params: str) -> dict[str, Any]
     return out
 
 
-def _configs(suites: Iterable[Any] | None, sizes: dict[str, int] | None) -> list[Any]:
+def _configs(suites: Iterable[Any] | str | None, sizes: dict[str, int] | None) -> list[Any]:
     """Suite names or config objects → configs, with `sizes` applied; validated here."""
+    if suites is None:
+        suites = DEFAULT_SUITES
+    elif isinstance(suites, str) or type(suites) in SUITES.values():
+        suites = [suites]  # one suite; a name must not be read as its letters
+    elif not isinstance(suites, Iterable):
+        raise TypeError(f"suites: must be a list of names from {sorted(SUITES)} or config objects, "
+                        f"got {type(suites).__name__} {suites!r}")
     configs = []
-    for suite in DEFAULT_SUITES if suites is None else suites:
+    for suite in suites:
         if isinstance(suite, str):
             if suite not in SUITES:
                 raise ValueError(f"suites: unknown suite {suite!r}; allowed values are "
@@ -93,19 +101,27 @@ def _configs(suites: Iterable[Any] | None, sizes: dict[str, int] | None) -> list
             raise TypeError(f"suites: {type(suite).__name__} is not a suite; allowed values "
                             f"are {sorted(SUITES)} or their config classes")
         configs.append(suite)
+    if not configs:
+        raise ValueError(f"suites: empty; allowed values are names from {sorted(SUITES)} or "
+                         "config objects")
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"suites: {names} repeats a suite; each split appears once")
+    if sizes is not None and not isinstance(sizes, Mapping):
+        raise TypeError(f"sizes: must be a mapping of suite name → number of prompts, got "
+                        f"{type(sizes).__name__} {sizes!r}")
     sizes = dict(sizes or {})
     # A custom suite's size is the number of prompts the user gave, so it cannot be set.
     sizable = set(names) - {"custom"}
     unknown = sorted(set(sizes) - sizable)
     if unknown:
         raise ValueError(f"sizes: cannot size {unknown}; allowed keys are {sorted(sizable)}")
-    for suite, n in sizes.items():
-        if not isinstance(n, int) or n <= 0:
-            raise ValueError(f"sizes[{suite!r}]: must be an integer ≥ 1, got {n!r}")
-    return [dataclasses.replace(c, n=sizes[c.name]) if c.name in sizes else c for c in configs]
+    sizes = {suite: count(n, f"sizes[{suite!r}]", MAX_PROMPTS, "prompts per suite (MAX_PROMPTS)")
+             for suite, n in sizes.items()}
+    configs = [dataclasses.replace(c, n=sizes[c.name]) if c.name in sizes else c for c in configs]
+    for config in configs:  # every field now, before the tokenizers load and the prompts generate
+        config.check()
+    return configs
 
 
 def suite_params(config: Any, seed: int, vocabs: dict[str, Vocab]) -> dict[str, Any]:
@@ -114,21 +130,30 @@ def suite_params(config: Any, seed: int, vocabs: dict[str, Vocab]) -> dict[str, 
             "version": PACKAGE_VERSION, "tokenizers": {m: v.origin for m, v in vocabs.items()}}
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar in a config (`n=np.int64(8)`) as the Python number JSON can store."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def build(*, seed: int = 0, suites: Iterable[Any] | None = None,
           sizes: dict[str, int] | None = None, tokenizers: dict[str, Any] | None = None,
           progress: bool = False) -> DatasetDict:
     """Build one split per suite.
 
-    seed:       the only source of randomness; each suite draws from `(seed, crc32(name))`, so
-                adding a suite does not change the others.
-    suites:     names from `SUITES` or config objects (default: `DEFAULT_SUITES`).
-    sizes:      suite name → number of prompts, overriding the config's `n`.
+    seed:       the only source of randomness, an integer ≥ 0 (numpy integers too, stored as an
+                int); each suite draws from `(seed, crc32(name))`, so adding a suite does not
+                change the others.
+    suites:     names from `SUITES` or config objects, or a single one (default: `DEFAULT_SUITES`).
+    sizes:      suite name → number of prompts (1..`MAX_PROMPTS`), overriding the config's `n`.
     tokenizers: "mamba"/"gpt2" → tokenizer object, local path or Hub id (default
                 `DEFAULT_TOKENIZERS`).
     progress:   show a tqdm bar over prompts.
     """
-    if not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
+    seed = int(seed)
     configs = _configs(suites, sizes)
     vocabs = load_vocabs(tokenizers)
     schema = features()
@@ -136,7 +161,7 @@ def build(*, seed: int = 0, suites: Iterable[Any] | None = None,
     splits = {}
     for config in configs:
         params = suite_params(config, seed, vocabs)
-        params_json = json.dumps(params, sort_keys=True)
+        params_json = json.dumps(params, sort_keys=True, default=_plain)
         rng = np.random.default_rng([seed, zlib.crc32(config.name.encode())])
         rows = []
         for prompt in config.generate(vocabs, rng):

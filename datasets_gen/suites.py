@@ -12,12 +12,15 @@ same seed gives the same prompts; none keeps RNG state of its own.
 | periodic        | a cycle of ≥ 2 tokens repeated to `length`          | the next cycle element   |
 | repeated_random | a random block of `block_length` tokens, twice      | the block's first token  |
 | custom          | the user's texts and ID lists                       | none                     |
+
+Sizes are bounded (`MAX_PROMPTS` per suite, `MAX_TOKENS` per prompt) so that a typo such as
+`length=10**8` is refused at once rather than run for hours.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +42,12 @@ NAMES = ("Mary", "John", "Tom", "James", "Dan", "Sarah", "Paul", "Anna", "Mark",
 PLACES = ("store", "park", "school", "hospital", "station", "garden", "restaurant", "office")
 OBJECTS = ("drink", "book", "ring", "kiss", "snack", "bone", "necklace", "basketball")
 
+MAX_PROMPTS = 100_000
+"""Most prompts one suite may hold: far beyond a study's needs, well short of filling a disk."""
+MAX_TOKENS = 65_536
+"""Most tokens one prompt may hold: 64 times GPT-2's context of 1,024."""
+TOKENS = "tokens (IDs or one-token strings)"
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -52,9 +61,29 @@ class Prompt:
     target_id: int | None
 
 
-def _positive(value: int, field: str) -> None:
-    if not isinstance(value, int) or value <= 0:
+def count(value: Any, field: str, at_most: int, unit: str) -> int:
+    """`value` as a Python int in 1..`at_most` (`unit`s); numpy integers pass, booleans do not."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{field}: must be an integer ≥ 1, got {value!r}")
+    if value > at_most:
+        raise ValueError(f"{field}: {value:,} is above the bound of {at_most:,} {unit}; "
+                         f"allowed values are 1..{at_most:,}")
+    return int(value)
+
+
+def check_length(ids: list[int], field: str) -> None:
+    """Raise naming `field` if a prompt is longer than `MAX_TOKENS`."""
+    if len(ids) > MAX_TOKENS:
+        raise ValueError(f"{field}: {len(ids):,} tokens is above the bound of {MAX_TOKENS:,} "
+                         "tokens per prompt (MAX_TOKENS)")
+
+
+def sequence(value: Any, field: str, of: str) -> tuple:
+    """`value` as a tuple, refusing a string (a sequence of characters) and non-sequences."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        hint = f"; for a single one write ({value!r},)" if isinstance(value, str) else ""
+        raise TypeError(f"{field}: must be a tuple of {of}, got {type(value).__name__} {value!r}{hint}")
+    return tuple(value)
 
 
 def _source_of(source: str) -> None:
@@ -64,6 +93,9 @@ def _source_of(source: str) -> None:
 
 def single_token(token: int | str, vocab: Vocab, field: str) -> int:
     """The ID of `token` (an ID or a string that must encode to exactly one token)."""
+    if isinstance(token, bool) or not isinstance(token, (int, np.integer, str)):
+        raise TypeError(f"{field}: {token!r} is not a token; allowed values are token IDs and "
+                        "strings that encode to one token")
     if isinstance(token, str):
         ids = vocab.encode(token)
         if len(ids) != 1:
@@ -71,7 +103,7 @@ def single_token(token: int | str, vocab: Vocab, field: str) -> int:
                              "tokenizer; allowed values are strings that encode to one token")
         return ids[0]
     vocab.check_ids([token], field)
-    return token
+    return int(token)
 
 
 def repeat(cycle: list[int], length: int) -> list[int]:
@@ -111,11 +143,12 @@ class _Suite:
     source: str
 
     def check(self) -> None:
-        _positive(self.n, f"{self.name}.n")
+        count(self.n, f"{self.name}.n", MAX_PROMPTS, "prompts per suite (MAX_PROMPTS)")
         _source_of(self.source)
 
     def prompt(self, index: int, ids: list[int], target_id: int | None,
                vocabs: dict[str, Vocab], text: str | None = None) -> Prompt:
+        check_length(ids, f"{self.name} prompt {index}")  # a long template: known once encoded
         text = vocabs[self.source].decode(ids) if text is None else text
         return Prompt(self.name, f"{self.name}-{index:05d}", text, self.source, tuple(ids),
                       target_id)
@@ -185,9 +218,13 @@ class MonotoneConfig(_Suite):
     length: int = 14
     source: str = "mamba"
 
+    def check(self) -> None:
+        super().check()
+        count(self.length, "monotone.length", MAX_TOKENS, "tokens per prompt (MAX_TOKENS)")
+        sequence(self.tokens, "monotone.tokens", TOKENS)
+
     def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
         self.check()
-        _positive(self.length, "monotone.length")
         given = tuple((t,) for t in self.tokens)
         prompts = []
         for i in range(self.n):
@@ -209,9 +246,12 @@ class PeriodicConfig(_Suite):
 
     def check(self) -> None:
         super().check()
-        _positive(self.length, "periodic.length")
+        count(self.length, "periodic.length", MAX_TOKENS, "tokens per prompt (MAX_TOKENS)")
+        count(self.period, "periodic.period", MAX_TOKENS, "tokens per prompt (MAX_TOKENS)")
+        cycles = sequence(self.cycles, "periodic.cycles", "cycles")
         for field, p in [("periodic.period", self.period)] + [
-                (f"periodic.cycles[{i}]", len(c)) for i, c in enumerate(self.cycles)]:
+                (f"periodic.cycles[{i}]", len(sequence(c, f"periodic.cycles[{i}]", TOKENS)))
+                for i, c in enumerate(cycles)]:
             if p < 2:
                 raise ValueError(f"{field}: period {p} is too short; allowed values are ≥ 2")
 
@@ -236,9 +276,14 @@ class RepeatedRandomConfig(_Suite):
     block_length: int = 16
     source: str = "mamba"
 
+    def check(self) -> None:
+        super().check()
+        # the prompt is the block twice
+        count(self.block_length, "repeated_random.block_length", MAX_TOKENS // 2,
+              "tokens per block (MAX_TOKENS / 2)")
+
     def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
         self.check()
-        _positive(self.block_length, "repeated_random.block_length")
         prompts = []
         for i in range(self.n):
             block = [sane_token(rng, vocabs, self.source) for _ in range(self.block_length)]
@@ -259,19 +304,39 @@ class CustomConfig(_Suite):
     def n(self) -> int:
         return len(self.texts) + len(self.ids)
 
-    def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
-        if not self.n:
+    def check(self) -> None:
+        texts = sequence(self.texts, "custom.texts", "strings")
+        id_lists = sequence(self.ids, "custom.ids", "ID lists")
+        if not texts and not id_lists:
             raise ValueError("custom: texts and ids are both empty; give at least one prompt")
-        self.check()
-        source = vocabs[self.source]
-        prompts = [self.prompt(i, source.encode(t), None, vocabs, t)
-                   for i, t in enumerate(self.texts)]
-        for j, ids in enumerate(self.ids):
+        super().check()
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"custom.texts[{i}]: must be a string, got {type(text).__name__} {text!r}")
+            if not text:
+                raise ValueError(f"custom.texts[{i}]: empty; allowed values are non-empty strings")
+        for j, ids in enumerate(id_lists):
             field = f"custom.ids[{j}]"
+            ids = sequence(ids, field, "token IDs")
             if not ids:
                 raise ValueError(f"{field}: empty; allowed values are non-empty ID lists")
+            bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer))]
+            if bad:
+                raise TypeError(f"{field}: {bad[:5]} are not token IDs; allowed values are integers")
+
+    def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
+        self.check()
+        source = vocabs[self.source]
+        prompts = []
+        for i, text in enumerate(self.texts):
+            ids = source.encode(text)
+            check_length(ids, f"custom.texts[{i}]")
+            prompts.append(self.prompt(i, ids, None, vocabs, text))
+        for j, ids in enumerate(self.ids):
+            field = f"custom.ids[{j}]"
+            check_length(ids, field)
             check_everywhere(list(ids), vocabs, field)
-            prompts.append(self.prompt(len(self.texts) + j, list(ids), None, vocabs))
+            prompts.append(self.prompt(len(self.texts) + j, [int(i) for i in ids], None, vocabs))
         return prompts
 
 
