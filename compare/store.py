@@ -135,12 +135,13 @@ def _put_back(backup: Path, target: Path) -> None:
     except OSError as err:
         if not _occupied(err):
             raise
-        _remove(backup)  # a concurrent save's complete result took the place
+        _remove(backup)  # a concurrent save's complete result took its place
 
 
 def _require_ours(target: Path, kind: str, argument: str) -> None:
     found = _kind(target)
-    if found != kind:
+    empty = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+    if found != kind and not empty:  # an empty folder loses nothing; the claim's rename replaces it
         what = f"holds a {found}, not a {kind}" if found else f"is not a result of this package (no {MARKER})"
         raise FileExistsError(f"{argument}: {target} {what}, so it is not replaced; allowed values are a "
                               f"new path, or a folder a previous {kind} save wrote (with overwrite=True)")
@@ -184,6 +185,6 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # someone else's process
+    except PermissionError:  # alive, and someone else's
+        pass
     return True
