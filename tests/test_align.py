@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
+import pandas as pd
 import pytest
 
 import compare as package
@@ -183,3 +184,16 @@ def test_native_stops_pairing_where_the_normaliser_changed_the_text(real_vocab_m
     pairs = pairs_of(result)
     assert pairs == text_pairs(neox, ids_a, gpt2, ids_b)
     assert all(len(decode(neox, ids_a[: a + 1])) <= len("caf") for a, _ in pairs)
+
+
+def test_a_suite_row_pairs_like_the_text(real_vocab_models, neox, gpt2):
+    from datasets_gen import CustomConfig, build
+
+    row = build(suites=[CustomConfig(texts=(EMOJI,))], tokenizers={"mamba": neox, "gpt2": gpt2})["custom"][0]
+    # "I" is one token each; " ❤" is three GPT-NeoX tokens and two GPT-2 tokens, on the last
+    assert row["gpt2_aligned_split"][:4] == [1, 0, 0, 2]
+    assert row["gpt2_aligned_flags"][:4] == [False, True, True, True]
+    by_row = package.compare(row, real_vocab_models, variant="aligned", progress=False)
+    by_text = package.compare(EMOJI, real_vocab_models, variant="aligned", progress=False)
+    pd.testing.assert_frame_equal(by_row.cross[["position", "other_position", "split"]],
+                                  by_text.cross[["position", "other_position", "split"]])
