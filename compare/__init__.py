@@ -5,12 +5,12 @@ define_anyio_attributes()  # before anything imports nnsight
 
 from .loading import ALIASES, ModelLoadError, load_model, load_tokenizer
 from .model import Model, NonFiniteError
-from .comparison import Comparison, Run, Trajectory, compare
+from .comparison import Comparison, Run, Stopped, Trajectory, compare
 from .metrics import tokenizer_stats
 from .channels import channel_sensitivity
 from .noise import noise_sweep
 from .phase import phase_transition
 
 __all__ = ["ALIASES", "Model", "ModelLoadError", "NonFiniteError", "load_model", "load_tokenizer",
-           "compare", "Comparison", "Run", "Trajectory", "tokenizer_stats"]
+           "compare", "Comparison", "Run", "Stopped", "Trajectory", "tokenizer_stats"]
 __all__ += ["noise_sweep", "phase_transition", "channel_sensitivity"]

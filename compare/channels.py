@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 
 from .mamba import SSM_POINTS
-from .noise import (DEFAULT_MAX_BYTES, check_callbacks, clean_pass, one, prepare, read_groups, read_prediction,
-                    run_noised, sweep_noise)
+from .noise import (DEFAULT_MAX_BYTES, check_callbacks, check_finite, clean_pass, one, prepare, read_groups,
+                    read_prediction, run_noised, sweep_noise)
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
 
@@ -72,6 +72,7 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
         with handle.lock:  # per block of runs, so other callers get the model between blocks
             logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, group, noise,
                                 max_bytes=max_bytes)
+        check_finite(sweep, logits, [f"layer {layer}, level {level:g}, {axis} {c}, trial {t}" for axis, c, t in group])
         reads.append(read_prediction(logits, sweep.target))
         done += len(group)
         if progress is not None:

@@ -27,11 +27,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics, store
+from . import memory, metrics, store
 from .loading import cached_model
 from .model import Model, integer_ids
 
 VARIANTS = ("native", "same_ids", "aligned")
+BYTES_PER_LOGIT = 48  # peak per (position, vocabulary entry) while a run is measured: L, K, P in float64, top-k
+KEPT_BYTES_PER_LOGIT = 12  # what a run keeps with keep_arrays: L, K and P in float32
 TOP_K = 5
 OUTLIER_Z = 4.0
 MAX_OUTLIERS_LISTED = 50
@@ -40,6 +42,10 @@ CROSS_COLUMNS = ["model", "other", "position", "other_position", "token", "other
 
 # A cache, not state: each model's vocabulary as text (models themselves: `loading.cached_model`).
 _VOCAB_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class Stopped(Exception):
+    """`compare` was stopped by its caller (the ``stop`` event was set)."""
 
 
 @dataclass
@@ -180,7 +186,7 @@ class Comparison:
 
 def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",
             track=None, device=None, batch_size: int = 8, progress: bool = True,
-            tokenizer_stats: bool = False, keep_arrays: bool = True):
+            tokenizer_stats: bool = False, keep_arrays: bool = True, stop=None):
     """Run `prompt` through every model and compare them; see the module docstring for variants.
 
     prompt: a string, a list of token IDs (first model's tokenizer), a `datasets_gen` suite row
@@ -194,30 +200,46 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         the tokenizer figure; slower).
     keep_arrays: keep L, K and P ([T, V] each) in every run. False keeps only what is derived
         from them (predictions, tracked trajectories, K statistics, top-k, cross metrics), for
-        suites: at a 50k vocabulary the arrays take ~8 MB per model per 14-token prompt.
+        suites: at a 50k vocabulary the arrays take ~8 MB per model per 14-token prompt. Suites
+        run batch by batch, so with False the memory of a suite does not grow with its arrays.
+    stop: anything with ``is_set()`` (a `threading.Event`), checked before each batch; once set,
+        `Stopped` is raised.
+    Before any forward, work whose arrays would not fit in memory is refused with the estimate
+    (`BYTES_PER_LOGIT` per position and vocabulary entry while a run is measured).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant: unknown {variant!r}; allowed values are {', '.join(VARIANTS)}")
     if not isinstance(keep_arrays, bool):
         raise TypeError(f"keep_arrays: must be True or False, got {keep_arrays!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise ValueError(f"stop: must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
     handles = _load(models, device)
     items, is_suite = _items(prompt)
     prepared = [_prepare(item, handles, variant, track) for item in items]
-    logits = _forward(handles, [p.ids for p in prepared], batch_size, progress and is_suite)
+    batches = [range(s, min(s + batch_size, len(items))) for s in range(0, len(items), batch_size)]
+    _check_memory(handles, prepared, batches, keep_arrays)
     tables = ({h.name: metrics.length_table(range(h.vocab_size), _vocab_texts(h)) for h in handles}
               if tokenizer_stats else {})
     shared = [metrics.shared_vocabulary(_vocab_texts(handles[0]), _vocab_texts(h)) for h in handles[1:]]
     results = []
-    for n, (item, prep) in enumerate(zip(items, prepared)):
-        runs = {h.name: _run(h, m, prep.ids[m], logits[m][n], prep.track) for m, h in enumerate(handles)}
-        cross = _cross([runs[h.name] for h in handles], prep.pairs, shared)
-        if not keep_arrays:
-            for m, run in enumerate(runs.values()):
-                run.logits = run.k = run.probs = logits[m][n] = None
-        results.append(Comparison(prompt=item, variant=variant, runs=runs, cross=cross, seed=prep.seed,
-                                  tokenizer_tables=tables))
+    # batch by batch, so a suite's [T, V] arrays are alive one batch at a time (keep_arrays=False)
+    for batch in tqdm(batches, disable=not (progress and is_suite), unit="batch"):
+        logits = []
+        for m, h in enumerate(handles):
+            if stop is not None and stop.is_set():
+                raise Stopped(f"compare stopped after {len(results)} of {len(items)} prompts")
+            logits.append(_forward(h, [prepared[n].ids[m] for n in batch]))
+        for i, n in enumerate(batch):
+            prep = prepared[n]
+            runs = {h.name: _run(h, m, prep.ids[m], logits[m][i], prep.track) for m, h in enumerate(handles)}
+            cross = _cross([runs[h.name] for h in handles], prep.pairs, shared)
+            if not keep_arrays:
+                for m, run in enumerate(runs.values()):
+                    run.logits = run.k = run.probs = logits[m][i] = None
+            results.append(Comparison(prompt=items[n], variant=variant, runs=runs, cross=cross, seed=prep.seed,
+                                      tokenizer_tables=tables))
     return results if is_suite else results[0]
 
 
@@ -398,27 +420,37 @@ def _tracked(track, handles: list[Model]) -> list[tuple[str, list[int]]]:
     return out
 
 
-def _forward(handles: list[Model], ids: list[list[list[int]]], batch_size: int, progress: bool):
-    """L per model per prompt, [T, V] float32, computed in right-padded batches.
+def _forward(handle: Model, batch: list[list[int]]) -> list[np.ndarray]:
+    """L of each prompt of a batch, [T, V] float32, from one right-padded forward.
 
     Both models are causal, so a real position never sees the padding after it: no attention mask
     and no position-id shift are needed, and padded positions are simply cut off.
     """
-    starts = range(0, len(ids), batch_size)
-    bar = tqdm(total=len(handles) * len(starts), disable=not progress, unit="batch")
-    out = []
-    for m, h in enumerate(handles):
-        per_prompt = []
-        for s in starts:
-            batch = [p[m] for p in ids[s: s + batch_size]]
-            width = max(len(b) for b in batch)
-            padded = torch.tensor([b + [0] * (width - len(b)) for b in batch])
-            L = h.logits(padded).cpu().numpy()
-            per_prompt.extend(L[i, : len(b)] for i, b in enumerate(batch))
-            bar.update()
-        out.append(per_prompt)
-    bar.close()
-    return out
+    width = max(len(b) for b in batch)
+    padded = torch.tensor([b + [0] * (width - len(b)) for b in batch])
+    L = handle.logits(padded).cpu().numpy()
+    return [L[i, : len(b)] for i, b in enumerate(batch)]
+
+
+def _check_memory(handles: list[Model], prepared: list[_Prepared], batches: list[range], keep_arrays: bool) -> None:
+    """Refuse, before any forward, a prompt or suite whose arrays would not fit in memory.
+
+    Peak: the largest batch's forward and measurement; plus, with keep_arrays, the L, K and P
+    kept for every prompt (`KEPT_BYTES_PER_LOGIT`).
+    """
+    def logits(n):
+        return sum(len(prep_ids) * h.vocab_size for h, prep_ids in zip(handles, prepared[n].ids))
+
+    peak = max(sum(logits(n) for n in batch) * BYTES_PER_LOGIT
+               + max(h.forward_bytes(len(batch), max(len(prepared[n].ids[m]) for n in batch))
+                     for m, h in enumerate(handles))
+               for batch in batches)
+    kept = sum(logits(n) for n in range(len(prepared))) * KEPT_BYTES_PER_LOGIT if keep_arrays else 0
+    longest = max(len(ids) for prep in prepared for ids in prep.ids)
+    what = (f"comparing {len(prepared):,} prompts (up to {longest:,} tokens)" if len(prepared) > 1 else
+            f"comparing a {longest:,}-token prompt")
+    memory.check_fits(peak + kept, f"{what} over {len(handles)} models ([T, V] arrays L, K, P)",
+                      "shorten the prompt, use a smaller batch_size, or keep_arrays=False for a suite")
 
 
 def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import points
+from . import memory, points
 from .isolation import LockedNNsight, ModelLock
+
+FP32_BYTES = 4
 
 
 class NonFiniteError(ValueError):
@@ -105,14 +107,37 @@ class Model:
                              f"{self.max_positions} positions")
         return ids.to(self.device)
 
+    def layer_bytes(self, T: int, *, ssm: bool = False) -> int:
+        """Rough peak bytes of one batch item through one layer (its largest live activations).
+
+        ssm: Mamba's SSM tensors [T, d_in, n] are materialised (something reads or edits them).
+        """
+        cfg = self.module.config
+        if self.family == "mamba":
+            state = cfg.d_inner * cfg.d_state
+            # materialised SSM: Ā, B̄, w, h, its copy and the increment's scan; else at most the
+            # PyTorch scan's three buffers (Ā and two of w/h), one position each once a batch fills
+            # CHUNK_BYTES (the C kernel needs one state per thread)
+            ssm_bytes = 9 * T * state if ssm else 3 * state
+            return FP32_BYTES * (ssm_bytes + 12 * T * cfg.d_inner + cfg.d_model)
+        return FP32_BYTES * (T * (16 * cfg.n_embd + 3 * cfg.n_head * T) + cfg.n_embd)
+
+    def forward_bytes(self, batch: int, T: int) -> int:
+        """Rough peak bytes of a plain forward: one layer's activations and the logits over every row."""
+        return batch * (self.layer_bytes(T) + FP32_BYTES * T * self.module.lm_head.out_features)
+
     @torch.no_grad()
     def logits(self, input_ids) -> torch.Tensor:
         """Plain forward (no hooks): float logits [batch, T, vocab_size] over the real vocabulary.
 
         Raises NonFiniteError where a logit is NaN or infinite, naming the first such position
         and the first stage (embedding, layer, final norm, LM head) whose output is not finite.
+        A forward that would not fit in memory is refused before it starts, with the estimate.
         """
         ids = self.as_input(input_ids)
+        b, T = ids.shape
+        memory.check_fits(self.forward_bytes(b, T), f"a forward of {b} × {T:,} tokens through {self.name}",
+                          "shorten the prompt or use a smaller batch")
         with self.lock:
             out = self.module(ids)
             out = out if isinstance(out, torch.Tensor) else out.logits

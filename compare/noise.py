@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from . import memory, points
 from .mamba import MODEL_POINTS, SSM_POINTS
 from .loading import cached_model
-from .model import Model
+from .model import Model, NonFiniteError
 
 DISTRIBUTIONS = ("gaussian", "uniform")
 SCALES = ("absolute", "relative")
@@ -153,6 +153,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
             noised = [run for run in runs if run[0] > 0]
             with sweep.handle.lock:  # per block of runs, so other callers get the model between blocks
                 logits = sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)
+            check_finite(sweep, logits, [f"layer {layer}, level {lv:g}, trial {t}" for lv, t in noised])
             by_run = dict(zip(noised, logits))
             layer_frames.append(rows(sweep, layer, runs, torch.stack([by_run.get(run, clean) for run in runs])))
         frames += layer_frames
@@ -180,6 +181,7 @@ def noisy_logits(prompt, *, model, target, component, layers, level: float, tria
     for layer in sweep.layers:
         with sweep.handle.lock:
             noisy = sweep_logits(sweep, layer, resid[layer], run)[0]
+        check_finite(sweep, noisy[None], [f"layer {layer}, level {run[0][0]:g}, trial {trial}"])
         for name, logits in (("clean", clean), ("noisy", noisy)):
             frames.append(pd.DataFrame({"model": sweep.handle.name, "layer": layer, "component": sweep.component,
                                         "level": run[0][0], "run": name, "token_id": np.arange(len(logits)),
@@ -436,6 +438,17 @@ def _blocks(handle):
 
 
 # --- reading the prediction ------------------------------------------------------------------
+
+def check_finite(sweep: Sweep, logits: torch.Tensor, runs: list[str]) -> None:
+    """Raise NonFiniteError naming the first run (described in `runs`) whose logits [N, V] are
+    NaN or infinite: argmax would read them as a prediction of token 0."""
+    bad = (~torch.isfinite(logits).all(-1)).nonzero()
+    if len(bad):
+        raise NonFiniteError(
+            f"{sweep.handle.name}: noise on {sweep.component!r} made the last position's logits NaN or infinite, "
+            f"first at {runs[bad[0].item()]} (scale={sweep.scale!r}); the activations overflow: lower the "
+            "levels, or use scale='relative'")
+
 
 def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
     """One row per run from last-position logits [len(runs), V]."""

@@ -250,3 +250,12 @@ def test_read_prediction_by_hand_including_ties():
     np.testing.assert_array_equal(read["logit_diff"], [0.0, -4.0, 0.0])  # a tied other counts as best
     e = np.exp(1.0)
     np.testing.assert_allclose(read["p_target"], [e**3 / (e + 2 * e**3), e / (e**5 + e + e**2), 1 / 3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("family,component", [("mamba", "h"), ("mamba", "delta"), ("gpt2", "resid_post")])
+def test_noise_that_overflows_the_logits_is_reported_not_read_as_token_0(tiny, family, component):
+    from compare import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match=r"NaN or infinite, first at layer 0, level 1e\+38, trial 0"):
+        noise_sweep(PROMPT, model=tiny[0][family], target=TARGET, component=component, layers=[0],
+                    levels=[0, 1e38], scale="absolute")
