@@ -47,8 +47,7 @@ def publish(directory: str | os.PathLike, write: Callable[[Path], None], *, kind
         target.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
     except OSError as err:
-        raise type(err)(f"{argument}: cannot create a folder in {target.parent} ({err.strerror}); "
-                        "allowed values are paths inside a folder you can write to") from err
+        raise type(err)(_cannot_write(argument, target.parent, err.strerror)) from err
     try:
         (staging / MARKER).write_text(json.dumps({"kind": kind, "version": version("mamba-gpt2-compare")}))
         write(staging)
@@ -72,6 +71,8 @@ def check(directory: str | os.PathLike, *, kind: str, overwrite: bool, argument:
     if not ancestor.is_dir():
         raise NotADirectoryError(f"{argument}: {ancestor} is a file, not a folder; allowed values are "
                                  "paths whose parents are folders (or do not exist yet)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):  # found now, not after minutes of work
+        raise PermissionError(_cannot_write(argument, ancestor, "permission denied"))
     recover(target)
     if target.exists() or target.is_symlink():
         if not overwrite:
@@ -166,6 +167,11 @@ def _remove(folder: Path) -> None:
             folder.rmdir()
         except OSError:
             pass
+
+
+def _cannot_write(argument: str, folder: Path, reason: str | None) -> str:
+    return (f"{argument}: cannot create a folder in {folder} ({reason}); allowed values are paths "
+            "inside a folder you can write to")
 
 
 def _hidden(target: Path, role: str) -> Path:

@@ -104,6 +104,15 @@ def test_an_existing_result_without_overwrite_is_one_line_and_with_it_is_replace
     assert [p.name for p in tmp_path.iterdir()] == ["o"]
 
 
+def test_an_out_in_a_read_only_folder_is_one_line_before_any_model_runs(sources, tmp_path, monkeypatch, capsys):
+    # Tests run as root, which permission bits do not stop: make the access check answer
+    # as it does for a user in a read-only folder.
+    monkeypatch.setattr("compare.cli.compare", lambda *args, **kwargs: pytest.fail("the models ran"))
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    assert main(["Mary", "--models", *sources, "--out", str(tmp_path / "o")]) == 2
+    assert "--out: cannot create a folder in" in one_error_line(capsys.readouterr().err)
+
+
 @pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs, where nobody may create folders")
 def test_an_out_nobody_may_write_is_one_line(sources, capsys):
     assert main(["Mary", "--models", *sources, "--variant", "native", "--out", "/sys/no-such-folder/o"]) == 2

@@ -326,6 +326,14 @@ def test_a_parent_we_may_not_write_is_refused_naming_the_argument(results, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_read_only_parent_is_refused_before_anything_is_written(results, tmp_path, monkeypatch):
+    # As above: the access check answers as it does for a user in a read-only folder.
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(PermissionError, match=r"directory: cannot create a folder in .*permission denied"):
+        results[0].save(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs, where nobody may create folders")
 def test_a_parent_in_a_filesystem_nobody_may_write_is_refused(results):
     with pytest.raises(PermissionError, match=r"directory: cannot create a folder in /sys"):
