@@ -34,6 +34,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.ticker import FixedFormatter, FuncFormatter, MaxNLocator
 
@@ -44,10 +45,11 @@ PANEL = (5.5, 4.0)  # inches per model panel
 TOP_MARGIN = 0.4  # inches kept empty above every figure: the app's plot label sits there
 MAX_TICKS = 40  # token tick labels per axis; more positions are thinned to every n-th
 ROW_HEIGHT = 2.6  # inches per L/K/P row of the trajectories
-POSITION_WIDTH = 0.3  # inches per position of the trajectories (within PANEL[0] … MAX_WIDTH)
+POSITION_WIDTH = 0.35  # inches per position of the trajectories (within PANEL[0] … MAX_WIDTH)
 MAX_WIDTH = 14.0
 K_SCALES = ("linear", "symlog", "log")
 K_SYMLOG_ABOVE = 100.0  # k_scale="auto": symlog once some |K| is above this
+SCALE_ARGS = {"symlog": {"linthresh": 1.0}}  # linear for |K| ≤ 1: K's row mean is ±1
 CJK_FONT, CJK_FONT_FILE = "Noto Sans CJK JP", "NotoSansCJK-Regular.ttc"  # every face has all Han, kana, hangul
 EMOJI_FONT, EMOJI_FONT_FILE = "Symbola", "Symbola_hint.ttf"
 _VISIBLE = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421", ord("\n"): "↵", ord("\t"): "⇥"}
@@ -136,9 +138,6 @@ def check_k_scale(k_scale: str, K) -> str:
     return k_scale
 
 
-SCALE_ARGS = {"symlog": {"linthresh": 1.0}}  # |K| ≤ 1 linear: K's row mean is ±1
-
-
 def position_ticks(ax, tokens: Sequence[str], *, at=None) -> None:
     """Label positions `t: 'token'` on the x axis (at `at[t]`, default t), every n-th when many."""
     at = np.arange(len(tokens)) if at is None else np.asarray(at)
@@ -192,22 +191,20 @@ def trajectories(frame: pd.DataFrame, *, k_scale: str = "auto",
     """
     models = list(dict.fromkeys(frame["model"]))
     scale = check_k_scale(k_scale, frame["K"])
-    n_positions = frame["position"].nunique()
-    width = min(max(PANEL[0], POSITION_WIDTH * n_positions), MAX_WIDTH)
+    colours = dict(zip(dict.fromkeys(frame["tracked"]), sns.color_palette(n_colors=frame["tracked"].nunique())))
+    width = min(max(PANEL[0], POSITION_WIDTH * frame["position"].nunique()), MAX_WIDTH)
     with sns.axes_style(STYLE):
         fig, axes = panels(3, len(models), size=(width, ROW_HEIGHT))
         for col, name in enumerate(models):
             data = frame[frame["model"] == name]
             for row, quantity in enumerate(("L", "K", "P")):
                 ax = axes[row][col]
-                lines = [ax.plot(g["position"], g[quantity], marker="o", ms=4, color=colour)[0]
-                         for colour, (_, g) in zip(sns.color_palette(), data.groupby("tracked", sort=False))]
-                if row == 0:  # labels passed explicitly: matplotlib would hide a label "_x" it collects itself
-                    ax.legend(lines, list(dict.fromkeys(data["tracked"])), title="tracked", fontsize="small")
+                for label, g in data.groupby("tracked", sort=False):
+                    ax.plot(g["position"], g[quantity], marker="o", ms=4, color=colours[label])
                 if quantity == "K":
                     ax.set_yscale(scale, **SCALE_ARGS.get(scale, {}))
                 ax.set_ylabel(quantity)
-                ax.set_title(f"{name}: {quantity}" if row == 0 else f"{quantity}{' (' + scale + ')' if quantity == 'K' else ''}")
+                ax.set_title(f"{name}: {quantity}" if row == 0 else quantity if quantity != "K" else f"K ({scale})")
                 if tokens is not None:
                     position_ticks(ax, tokens[name])
                 else:
@@ -217,6 +214,10 @@ def trajectories(frame: pd.DataFrame, *, k_scale: str = "auto",
                     ax.tick_params(labelbottom=False)
                 else:
                     ax.set_xlabel("position: input token" if tokens is not None else "position")
+        # one legend for all panels; handles and labels explicit: matplotlib hides a label "_x" it collects
+        handles = [Line2D([], [], marker="o", ms=4, color=c) for c in colours.values()]
+        fig.legend(handles, list(colours), title="tracked token", loc="outside lower center", fontsize="small",
+                   ncols=min(len(colours), 6))
         suptitle(fig, "Tracked tokens over positions: logit L, normalised logit K, probability P")
     return literal_text(fig)
 
@@ -273,7 +274,7 @@ def top_k_table(frame: pd.DataFrame) -> Figure:
     models = list(dict.fromkeys(frame["model"]))
     k = int(frame["rank"].max())
     n_rows = frame.groupby("model")["position"].nunique().max()
-    fig, axes = panels(1, len(models), size=(1.6 * (k + 1), 0.3 * n_rows + 1.0))
+    fig, axes = panels(1, len(models), size=(1.6 * (k + 1), 0.2 * (n_rows + 1) + 0.4))
     for ax, name in zip(axes[0], models):
         data = frame[frame["model"] == name].sort_values(["position", "rank"])
         cells = [[f"{token_label(c)} {p_label(p)}" for c, p in zip(g["candidate"], g["p"])]
@@ -281,7 +282,7 @@ def top_k_table(frame: pd.DataFrame) -> Figure:
         inputs = [f"{t}: {token_label(tok)}" for t, tok in data.groupby("position", sort=True)["token"].first().items()]
         ax.axis("off")
         table = ax.table(cellText=cells, rowLabels=inputs, colLabels=[f"top {r}" for r in range(1, k + 1)],
-                         loc="upper center", cellLoc="left")
+                         bbox=(0, 0, 1, 1), cellLoc="left")
         table.auto_set_font_size(False)
         table.set_fontsize(7)
         ax.set_title(name)
@@ -351,6 +352,7 @@ def cross_model(frame: pd.DataFrame) -> Figure:
             split = data[data["split"]]
             ax.scatter(split["position"], split["js"], marker="x", color="C3", label="split token", zorder=3)
             ax.set_ylim(0, 1)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(f"position ({a})")
             ax.set_ylabel("Jensen–Shannon divergence (bits)")
             ax.set_title(f"{a} vs {b}: agreement {data['agree'].mean():.0%}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .figures import literal_text, panels
 from .phase import SPREAD_10_90
@@ -39,7 +40,7 @@ def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=Non
         if missing or not layers:
             raise ValueError(f"layers: {missing or 'none given'} not in the sweep; choose from {available}")
     fig, (axes,) = panels(1, len(layers), sharey=True, size=(3.2, 3.0))
-    legend = {}
+    legend, fitted = {}, False
     for ax, layer in zip(axes, layers):
         sub = df[df["layer"] == layer]
         for (model, component), g in sub.groupby(["model", "component"]):
@@ -50,6 +51,7 @@ def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=Non
             legend.setdefault(f"{model} {component} hit rate", dots)
             fit = _fit_row(fits, model, layer, component)
             if fit is not None and fit["status"] == "fit":
+                fitted = True
                 level = np.linspace(0, mean.index.max(), 200)
                 w = fit["width"] / SPREAD_10_90
                 ax.plot(level, 1 / (1 + np.exp((level - fit["critical_level"]) / w)), ls="--",
@@ -59,6 +61,9 @@ def hit_curves(df: pd.DataFrame, fits: pd.DataFrame | None = None, *, layers=Non
                     ax.axvspan(fit["ci_low"], fit["ci_high"], color=line.get_color(), alpha=0.15, lw=0)
         ax.set(title=f"layer {layer}", xlabel="noise level", ylim=(-0.05, 1.05))
     axes[0].set_ylabel("hit rate / p(target)")
+    if fitted:
+        legend["logistic fit"] = Line2D([], [], ls="--", color="0.3")
+        legend["critical level (band: CI)"] = Line2D([], [], ls=":", color="0.3")
     # one legend under all panels, handles passed explicitly (a name "_x" is not a hidden label)
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", fontsize="x-small",
                ncols=min(4, max(1, len(legend))))
