@@ -6,6 +6,7 @@ Screenshots go to the test's tmp dir, or to $UI_ARTIFACTS when set (e.g. artifac
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tempfile
 from pathlib import Path
@@ -39,7 +40,7 @@ def url(tiny_dirs, tmp_path_factory):
 
     dirs, _ = tiny_dirs
     models.configure(mamba=str(dirs["mamba"]), gpt2=str(dirs["gpt2"]))
-    demo = build_app()
+    demo = build_app(heavy_limit=2)  # two heavy jobs at once, so two users' sweeps really overlap
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
@@ -95,7 +96,7 @@ def test_tokenizers_tab_shows_both_tokenisations(page, shots):
     text = _table_text(page, "tok-table", "John")
     for word in ("When", "Mary", "and", "John", "went"):
         assert word in text
-    page.locator("#tok-plot img, #tok-plot canvas, #tok-plot svg").first.wait_for()
+    _plot(page, "tok-plot")
     page.screenshot(path=str(shots / "tokenizers.png"), full_page=True)
 
 
@@ -110,7 +111,8 @@ def test_empty_text_shows_message_and_app_keeps_serving(page, shots):
 
 
 def _plot(page, elem_id: str):
-    page.locator(f"#{elem_id} img, #{elem_id} canvas, #{elem_id} svg").first.wait_for()
+    # a matplotlib figure arrives as an <img>; the hidden svg is the empty plot's icon
+    page.locator(f"#{elem_id} img").first.wait_for()
 
 
 def test_compare_shows_table_and_plots(page, shots):
@@ -158,18 +160,12 @@ def test_absurd_sweep_is_refused_and_app_keeps_serving(page, shots):
     _table_text(page, "noise-fits", "critical_level")
 
 
-def test_distributions_reads_the_latest_comparison(page, shots):
-    _open_tab(page, "Distributions")
-    page.locator("#dist-run").click()
-    assert "Compare tab first" in _error_text(page)  # nothing compared yet in this session
-    _open_tab(page, "Compare")
-    page.locator("#cmp-prompt textarea").fill("When Mary and John went to the store")
-    page.locator("#cmp-run").click()
-    _table_text(page, "cmp-table", "store")
+def test_distributions_work_after_a_compare_example(page, shots):
+    page.get_by_text("monotone", exact=True).first.click()  # a cached example: fills the inputs, runs nothing
     _open_tab(page, "Distributions")
     page.locator("#dist-run").click()
     text = _table_text(page, "dist-table", "skew")
-    assert "mamba" in text and "gpt2" in text and "store" in text
+    assert "mamba" in text and "gpt2" in text and "the" in text
     _plot(page, "dist-k")
     _plot(page, "dist-flat")
     page.screenshot(path=str(shots / "distributions.png"), full_page=True)
@@ -183,6 +179,7 @@ def test_patterns_builds_a_periodic_prompt_and_compares_it(page, shots):
     assert "gpt2 aligned ids" in _table_text(page, "pat-preview", "gpt2 aligned ids")
     assert "lock-in position" in _table_text(page, "pat-lockin", "lock-in position")
     _table_text(page, "pat-table", "mamba prediction")
+    _plot(page, "pat-plot")
     page.screenshot(path=str(shots / "patterns.png"), full_page=True)
 
 
@@ -216,3 +213,165 @@ def test_channel_sensitivity_ranks_channels_of_the_noise_tabs_component(page, sh
     _plot(page, "channels-bars")
     sync_api.expect(page.locator("#channels-files")).to_contain_text("channel_sensitivity", timeout=TIMEOUT_MS)
     page.screenshot(path=str(shots / "channels.png"), full_page=True)
+
+
+def _fill(page, elem_id: str, value: str):
+    page.locator(f"#{elem_id} textarea, #{elem_id} input").first.fill(value)
+
+
+def _toast(page) -> tuple[str, str]:
+    toast = page.locator(".toast-body").first
+    toast.wait_for()
+    return toast.locator(".toast-title").first.inner_text(), toast.locator(".toast-message-text").first.inner_text()
+
+
+def test_error_toast_is_titled_and_names_the_cap(page, shots):
+    _open_tab(page, "Noise")
+    page.locator("#noise-levels input").fill("100000")
+    page.locator("#noise-run").click()
+    title, message = _toast(page)
+    assert message.startswith("Input refused: ") and "levels must be in" in message
+
+
+def test_compare_opens_with_the_ioi_prompt_and_shows_p_in_scientific_notation(page, shots):
+    assert page.locator("#cmp-prompt textarea").input_value() == (
+        "When Mary and John went to the store, John gave a drink to")
+    page.locator("#cmp-run").click()
+    text = _table_text(page, "cmp-table", "drink")
+    assert re.search(r"\d\.\d\de-\d\d", text)
+    _plot(page, "cmp-trajectories")
+    # the figure's own title is not covered by a label: the plot has none
+    labels = page.locator("#cmp-trajectories [data-testid=block-label]")
+    assert not any(labels.nth(i).is_visible() for i in range(labels.count()))
+    page.locator("#cmp-k-axis").get_by_label("log", exact=True).check()
+    page.wait_for_timeout(500)
+    _plot(page, "cmp-trajectories")
+    page.screenshot(path=str(shots / "compare-ioi.png"), full_page=True)
+
+
+def test_compare_stop_returns_the_page_to_idle(page, shots):
+    page.locator("#cmp-run").click()
+    page.locator("#cmp-stop").click()
+    page.locator("#cmp-prompt textarea").fill("the cat")
+    page.locator("#cmp-run").click()
+    _table_text(page, "cmp-table", "cat")
+
+
+def test_method_note_links_the_papers(page):
+    page.locator("#method").get_by_text("Method").first.click()
+    for href in ("https://arxiv.org/abs/2312.00752", "https://arxiv.org/abs/2211.00593"):
+        sync_api.expect(page.locator(f'#method a[href="{href}"]')).to_have_count(1)
+
+
+def test_noise_tab_states_the_clean_prediction_before_sweeping(page, shots):
+    _open_tab(page, "Noise")
+    _fill(page, "noise-prompt", "When Mary and John went to the")
+    _fill(page, "noise-target", "Mary")
+    page.locator("#noise-levels input").fill("4")
+    page.locator("#noise-run").click()
+    note = page.locator("#noise-note")
+    sync_api.expect(note).to_contain_text("Clean run: the last position predicts", timeout=TIMEOUT_MS)
+    assert "P(target 'Mary')" in note.inner_text()
+    _table_text(page, "noise-fits", "critical_level")
+    page.screenshot(path=str(shots / "noise-clean-note.png"), full_page=True)
+
+
+def test_noise_layers_to_plot_can_be_picked(page, shots):
+    _open_tab(page, "Noise")
+    _fill(page, "noise-target", "Mary")
+    page.locator("#noise-levels input").fill("4")
+    page.locator("#noise-run").click()
+    _table_text(page, "noise-fits", "critical_level")
+    picker = page.locator("#noise-plot-layers")
+    picker.get_by_label("0", exact=True).uncheck()
+    page.wait_for_timeout(1000)
+    _plot(page, "noise-curves")
+    page.screenshot(path=str(shots / "noise-layer-1-only.png"), full_page=True)
+
+
+def test_noise_reversed_layer_range_says_how_to_write_it(page):
+    _open_tab(page, "Noise")
+    _fill(page, "noise-layers", "1-0")
+    page.locator("#noise-run").click()
+    assert "write it low to high, '0-1'" in _error_text(page)
+
+
+def test_tokenizers_rows_are_spans_of_text(page, shots):
+    _open_tab(page, "Tokenizers")
+    page.locator("#tok-text textarea").fill("When Mary went")
+    page.locator("#tok-run").click()
+    text = _table_text(page, "tok-table", "went")
+    for header in ("text", "mamba tokens", "mamba ids", "gpt2 tokens", "gpt2 ids"):
+        assert header in text
+
+
+def test_datasets_preview_shows_every_column(page):
+    _open_tab(page, "Datasets")
+    page.locator("#ds-suites").get_by_label("periodic").uncheck()
+    page.locator("#ds-run").click()
+    text = _table_text(page, "ds-preview", "monotone-00000")
+    for column in ("seed", "suite", "mamba_aligned_ids", "gpt2_native_ids"):
+        assert column in text
+
+
+def test_two_users_sweeping_at_once_get_their_solo_results(browser_context, url, tiny_dirs):
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from compare import noise_sweep
+    from ui import models
+
+    jobs = [("When Mary and John went to the", "0"), ("When John and Mary went to the store ,", "0")]
+    pages = []
+    for prompt, seed in jobs:  # both sweeps are submitted before either finishes
+        page = browser_context.new_page()
+        page.goto(url)
+        _open_tab(page, "Noise")
+        _fill(page, "noise-prompt", prompt)
+        _fill(page, "noise-target", "Mary")
+        page.locator("#noise-levels input").fill("6")
+        page.locator("#noise-trials input").fill("3")
+        pages.append(page)
+    for page in pages:
+        page.locator("#noise-run").click()
+    for page, (prompt, _) in zip(pages, jobs):
+        sync_api.expect(page.locator("#noise-files")).to_contain_text("noise_sweep", timeout=60_000)
+        link = page.locator('#noise-files a[href*="noise_sweep.csv"]').first
+        body = page.request.get(link.get_attribute("href")).body()
+        got = pd.read_csv(io.BytesIO(body))
+        solo = noise_sweep(prompt, model=models.get("mamba"), target="Mary", component="h", layers=[0, 1],
+                           levels=np.linspace(0, 1, 6), trials=3, scale="relative", seed=0)
+        for column in ("layer", "level", "trial", "hit", "predicted_id"):
+            assert got[column].tolist() == solo[column].tolist(), column
+        np.testing.assert_allclose(got["p_target"], solo["p_target"], rtol=1e-5, atol=1e-7)
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def url_with_missing_model(tiny_dirs):
+    from ui import models
+    from ui.app import build_app
+
+    statuses = [models.Status("mamba", "/nowhere/mamba", None,
+                              f"mamba model '/nowhere/mamba' could not be loaded: no such directory. "
+                              f"Fix: {models.fix('mamba')}."),
+                models.Status("gpt2", "gpt2", "gpt2", None)]
+    demo = build_app(statuses=statuses)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_startup_banner_names_the_missing_model_and_the_fix(browser_context, url_with_missing_model, shots):
+    page = browser_context.new_page()
+    page.goto(url_with_missing_model)
+    banner = page.locator("#startup-banner")
+    sync_api.expect(banner).to_contain_text("MISSING", timeout=TIMEOUT_MS)
+    text = banner.inner_text()
+    assert "--mamba DIR" in text and "MAMBA_MODEL=DIR" in text and "gpt2: loaded" in text
+    assert "load_model" not in text
+    page.screenshot(path=str(shots / "startup-banner.png"), full_page=True)
+    page.close()

@@ -108,6 +108,17 @@ def test_error_messages_are_html_escaped():
     assert "&lt;|endoftext|&gt;" in info.value.message
 
 
+def test_error_message_leads_with_its_title():
+    @limits.shown_to_user
+    def refuses():
+        raise limits.InputError("levels must be in 1..200")
+
+    with pytest.raises(gr.Error) as info:
+        refuses()
+    assert info.value.title == "Input refused"
+    assert info.value.message.startswith("<strong>Input refused</strong>: levels")
+
+
 PROMPT = "When Mary and John went to the store"
 
 

@@ -136,6 +136,8 @@ def shown_to_user(fn):
 
 def _modal(err: Exception) -> gr.Error:
     # Messages quote tokens such as "<|endoftext|>", and gr.Error renders HTML: escape them.
+    # Gradio 6's toast heads every error "Error" whatever its title, so the title also leads the
+    # message, where the user sees it.
     title = ("Input refused" if isinstance(err, InputError)
              else "Model not available" if isinstance(err, ModelLoadError) else "Invalid input")
-    return gr.Error(html.escape(str(err)), title=title, print_exception=False)
+    return gr.Error(f"<strong>{title}</strong>: {html.escape(str(err))}", title=title, print_exception=False)
