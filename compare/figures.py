@@ -138,11 +138,15 @@ def check_k_scale(k_scale: str, K) -> str:
     return k_scale
 
 
-def position_ticks(ax, tokens: Sequence[str], *, at=None) -> None:
-    """Label positions `t: 'token'` on the x axis (at `at[t]`, default t), every n-th when many."""
-    at = np.arange(len(tokens)) if at is None else np.asarray(at)
+def position_ticks(ax, tokens: Sequence[str], *, positions=None, at=None) -> None:
+    """Label the x axis `t: 'token'`, every n-th when more than `MAX_TICKS`.
+
+    positions: the position t of each token (default 0, 1, …); at: where on the axis (default t).
+    """
+    positions = np.arange(len(tokens)) if positions is None else np.asarray(positions)
+    at = positions if at is None else np.asarray(at)
     shown = range(0, len(tokens), max(1, math.ceil(len(tokens) / MAX_TICKS)))
-    ax.set_xticks([at[t] for t in shown], [f"{t}: {token_label(tokens[t])}" for t in shown],
+    ax.set_xticks([at[i] for i in shown], [f"{positions[i]}: {token_label(tokens[i])}" for i in shown],
                   rotation=60, ha="right", rotation_mode="anchor", fontsize=7)
 
 
@@ -292,7 +296,8 @@ def top_k_table(frame: pd.DataFrame) -> Figure:
 
 def pattern_lock_in(frame: pd.DataFrame, lock_in: Mapping[str, int | None] | None = None, *,
                     p_scale: str = "linear") -> Figure:
-    """P of the pattern's next token at each position, one panel per model, lock-in marked.
+    """P of the pattern's next token at each position, one panel per model (stacked, so that the
+    positions line up), lock-in marked.
 
     frame: one row per (model, position), columns
         model     the model's name (one panel each, in order of appearance)
@@ -314,8 +319,8 @@ def pattern_lock_in(frame: pd.DataFrame, lock_in: Mapping[str, int | None] | Non
     n_positions = frame.groupby("model")["position"].nunique().max()
     width = min(max(PANEL[0], POSITION_WIDTH * n_positions), MAX_WIDTH)
     with sns.axes_style(STYLE):
-        fig, axes = panels(1, len(models), sharey=True, size=(width, 3.4))
-        for ax, name in zip(axes[0], models):
+        fig, axes = panels(len(models), 1, size=(width, 3.0))
+        for ax, name in zip(axes[:, 0], models):
             data = frame[frame["model"] == name].sort_values("position")
             ax.plot(data["position"], data["P_next"], marker="o", ms=3, color="C0", label="P(next pattern token)")
             title = name
@@ -327,10 +332,9 @@ def pattern_lock_in(frame: pd.DataFrame, lock_in: Mapping[str, int | None] | Non
             ax.set_yscale(p_scale)
             if p_scale == "linear":
                 ax.set_ylim(-0.02, 1.02)
-            position_ticks(ax, list(data["token"]), at=data["position"].to_numpy())
-            ax.set(title=title, xlabel="position: input token")
+            position_ticks(ax, list(data["token"]), positions=data["position"].to_numpy())
+            ax.set(title=title, xlabel="position: input token", ylabel="P(next pattern token)")
             ax.legend(fontsize="small", loc="lower right")
-        axes[0][0].set_ylabel("P of the pattern's next token")
         suptitle(fig, "Pattern continuation: P of the next pattern token per position")
     return literal_text(fig)
 

@@ -307,6 +307,11 @@ def test_pattern_lock_in_plots_p_next_per_model_and_marks_lock_in():
     assert renders(fig)
 
 
+def test_pattern_lock_in_labels_the_positions_given():
+    fig = figures.pattern_lock_in(lock_frame().assign(position=lambda f: f["position"] + 10))
+    assert [t.get_text() for t in panels(fig)[0].get_xticklabels()][:2] == ["10: 'a'", "11: 'b'"]
+
+
 def test_pattern_lock_in_without_lock_in_only_draws_the_curves():
     fig = figures.pattern_lock_in(lock_frame())
     assert [len(ax.lines) for ax in panels(fig)] == [1, 1]
