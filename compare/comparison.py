@@ -138,13 +138,14 @@ class Comparison:
         from . import figures
 
         names = list(self.runs)
+        tokens = {n: self.runs[n].tokens for n in names}
         out = {"top_k": figures.top_k_table(self.top_k_frame())}
         if all(run.k is not None for run in self.runs.values()):
-            out["k_distributions"] = figures.k_distributions({n: self.runs[n].k for n in names},
-                                                             {n: self.runs[n].tokens for n in names})
-            out["flattened_logits"] = figures.flattened_logits({n: self.runs[n].logits for n in names})
+            out["k_distributions"] = figures.k_distributions({n: self.runs[n].k for n in names}, tokens)
+            out["flattened_logits"] = figures.flattened_logits({n: self.runs[n].logits for n in names},
+                                                               tokens=tokens)
         if any(run.tracked for run in self.runs.values()):
-            out["trajectories"] = figures.trajectories(self.tracked_frame())
+            out["trajectories"] = figures.trajectories(self.tracked_frame(), tokens=tokens)
         if len(self.cross):
             out["cross"] = figures.cross_model(self.cross)
         if self.tokenizer_tables:
