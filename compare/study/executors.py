@@ -1,0 +1,90 @@
+"""Executors: where a study's tasks run. Both call `tasks.execute` and hand each Outcome back.
+
+    embedded   in this process, one task at a time, in task order; no extra dependency.
+    ray        Ray actors (`pip install 'mamba-gpt2-compare[ray]'`), on this machine or on a
+               cluster (``address``); one actor per worker slot, each loading the study's
+               models once (`loading.cached_model`) and running task after task; results are
+               streamed back as tasks finish and written by the driver, so workers need no
+               shared filesystem.
+
+Retry policy (Ray). A task whose worker process dies (killed, out of memory, node lost) is
+retried by Ray on the restarted actor, up to `retries` more times (default RETRIES = 3, so 4
+attempts); after that it is recorded as failed ("worker lost …") and the study goes on. Actors
+restart without limit, so one poisonous task costs its attempts and nothing else. An exception
+raised by the analysis is not retried: tasks are deterministic (same inputs, same seed), so it
+would only fail again; it is recorded as failed with its traceback at once.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Sequence
+
+from .tasks import Outcome, Task, execute
+
+try:
+    import ray
+except ImportError:
+    ray = None
+
+EXECUTORS = ("embedded", "ray")
+RETRIES = 3
+DEPTH = 2  # tasks queued per actor: the next one starts while the driver writes the last result
+
+OnOutcome = Callable[[Outcome, int], None]  # (outcome, attempts)
+
+
+def run_embedded(tasks: Sequence[Task], on_outcome: OnOutcome) -> None:
+    for task in tasks:
+        on_outcome(execute(task), 1)
+
+
+class _Worker:
+    """A Ray actor's body: the process keeps its loaded models between tasks."""
+
+    def run(self, task: Task) -> Outcome:
+        return execute(task)
+
+
+def run_ray(tasks: Sequence[Task], on_outcome: OnOutcome, *, address: str | None = None,
+            workers: int | None = None, retries: int = RETRIES) -> None:
+    """Run `tasks` on Ray actors. Uses the running Ray connection if there is one, else
+    ``ray.init(address=address)`` (None: a local instance, or $RAY_ADDRESS), shut down at the end."""
+    if ray is None:
+        raise ImportError("executor: 'ray' needs Ray; install it with pip install 'mamba-gpt2-compare[ray]'")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False)
+    actors = []
+    try:
+        if workers is None:  # one per CPU of the cluster: each actor runs one task at a time
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        worker = ray.remote(_Worker).options(num_cpus=1, max_restarts=-1, max_task_retries=retries)
+        actors = [worker.remote() for _ in range(min(workers, len(tasks)))]
+        queue, in_flight = deque(tasks), {}
+
+        def submit(actor) -> None:
+            if queue:
+                task = queue.popleft()
+                in_flight[actor.run.remote(task)] = (task, actor)
+
+        for actor in actors:
+            for _ in range(DEPTH):
+                submit(actor)
+        while in_flight:
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            task, actor = in_flight.pop(ref)
+            attempts = 1
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the worker died on every attempt
+                attempts = retries + 1
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                outcome = Outcome(task.key, None, f"worker lost on {attempts} attempts: {type(err).__name__}: "
+                                  f"{first_line}", str(err), 0.0)
+            submit(actor)
+            on_outcome(outcome, attempts)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()

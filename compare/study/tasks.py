@@ -1,0 +1,139 @@
+"""A study split into independent tasks, and the one function that runs a task: `execute`.
+
+A task is one prompt × one model × one analysis, except `compare`: it is cross-model (its
+metrics pair every model with the first, the reference), so its task is one prompt × all the
+study's models, filed under the models' names joined by '+'.
+
+Task key: ``{label}/{model folder}/p{prompt index:06d}``, the path of its result file under the
+study folder without the '.parquet'. Seeds: each task's seed is drawn from
+``numpy.random.SeedSequence([study seed, *sha256(key)])``, so it depends on what the task is and
+never on when or where it runs; both executors give the same rows. noise_sweep and
+channel_sensitivity get it as their `seed` (their noise ε is then a function of (task seed,
+layer, trial)); it is stored in the rows' `seed` column, so any row can be recomputed with a
+direct call.
+
+Both executors call `execute` and nothing else, in the driver's process (embedded) or in a
+worker (Ray); models are loaded once per process (`loading.cached_model`).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..channels import channel_sensitivity
+from ..comparison import compare
+from ..loading import cached_model
+from ..noise import noise_sweep
+from .spec import Spec, model_key
+
+# compare's cross metrics of a non-reference model's row, vs the reference (first) model
+CROSS = {"position": "ref_position", "split": "split", "agree": "agree", "js": "js",
+         "shared_mass": "ref_shared_mass", "other_shared_mass": "shared_mass"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: everything a worker needs, nothing that depends on the executor."""
+
+    key: str
+    analysis: str
+    params: Mapping[str, Any]
+    models: tuple[str, ...]  # sources: one, or all of the study's for compare
+    prompt_index: int
+    prompt: Any  # a string or a suite row
+    seed: int
+    device: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `execute` returns: the task's rows, or the error that stopped it."""
+
+    key: str
+    frame: pd.DataFrame | None
+    error: str | None  # "TypeName: message" when the task failed
+    traceback: str | None
+    seconds: float
+
+
+def split(spec: Spec) -> list[Task]:
+    """Every task of the study, in a fixed order: analysis, then model, then prompt."""
+    tasks = []
+    for analysis in spec.analyses:
+        groups = ([spec.models] if analysis.name == "compare" else [(m,) for m in spec.models])
+        for models in groups:
+            folder = "+".join(model_key(m) for m in models)
+            for i, prompt in enumerate(spec.prompts):
+                key = f"{analysis.label}/{folder}/p{i:06d}"
+                tasks.append(Task(key=key, analysis=analysis.name, params=dict(analysis.params), models=models,
+                                  prompt_index=i, prompt=prompt, seed=task_seed(spec.seed, key), device=spec.device))
+    return tasks
+
+
+def task_seed(study_seed: int, key: str) -> int:
+    """A 32-bit seed from the study seed and the task key (see the module docstring)."""
+    words = np.frombuffer(hashlib.sha256(key.encode()).digest(), dtype=np.uint32)
+    return int(np.random.SeedSequence([study_seed, *words.tolist()]).generate_state(1, dtype=np.uint32)[0])
+
+
+def execute(task: Task) -> Outcome:
+    """Run one task; an exception inside the analysis becomes a failed Outcome, not a raise.
+
+    Failures are deterministic here (same inputs, same seed), so they are reported, not retried;
+    only a lost worker is retried (the Ray executor).
+    """
+    start = time.perf_counter()
+    try:
+        frame = run(task)
+    except Exception as err:
+        return Outcome(task.key, None, f"{type(err).__name__}: {err}", traceback.format_exc(),
+                       time.perf_counter() - start)
+    return Outcome(task.key, frame, None, None, time.perf_counter() - start)
+
+
+def run(task: Task) -> pd.DataFrame:
+    """The task's rows: the analysis' own frame, led by `task` and `prompt_index` columns."""
+    if task.analysis == "compare":
+        frame = _compare(task)
+    else:
+        handle = cached_model(task.models[0], device=task.device)
+        params = dict(task.params)
+        variant = params.pop("variant", "native")
+        prompt, target = task.prompt, params.pop("target", None)
+        if isinstance(prompt, Mapping):  # a suite row: the model's own IDs and target
+            prompt = list(prompt[f"{handle.family}_{variant}_ids"])
+            if target is None:
+                target = task.prompt.get(f"target_id_{handle.family}", -1)
+                if target < 0:
+                    raise ValueError(f"target: the suite row {task.prompt.get('id')!r} has no one-token target "
+                                     f"for {handle.name}; give 'target' in the analysis")
+        analysis = noise_sweep if task.analysis == "noise_sweep" else channel_sensitivity
+        frame = analysis(prompt, model=handle, target=target, seed=task.seed, **params)
+        frame["seed"] = np.int64(task.seed)
+    frame.attrs = {}  # the stop/progress bookkeeping of a call, not data
+    frame.insert(0, "task", task.key)
+    frame.insert(1, "prompt_index", np.int64(task.prompt_index))
+    return frame.reset_index(drop=True)
+
+
+def _compare(task: Task) -> pd.DataFrame:
+    """compare's per-(model, position) frame, each non-reference row with its cross metrics vs the
+    reference model at the paired position (NaN where the position has no pair)."""
+    params = dict(task.params)
+    comparison = compare(task.prompt, models=list(task.models), variant=params.get("variant", "aligned"),
+                         track=params.get("track"), device=task.device, progress=False, keep_arrays=False)
+    frame = comparison.to_frame()
+    cross = comparison.cross.rename(columns={"other": "model_", "other_position": "position_"})
+    cross = cross[["model_", "position_", *CROSS]].rename(columns=CROSS)
+    cross = cross.rename(columns={"model_": "model", "position_": "position"})
+    frame = frame.merge(cross, on=["model", "position"], how="left", validate="one_to_one")
+    for column in ("split", "agree"):  # missing on the reference's rows: nullable, not object
+        frame[column] = frame[column].astype("boolean")
+    frame["ref_position"] = frame["ref_position"].astype("Int64")
+    return frame
