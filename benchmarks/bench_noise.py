@@ -34,7 +34,8 @@ import torch
 from compare import load_tokenizer, native
 from compare.mamba import MambaConfig, MambaLM, init_random_
 from compare.model import Model
-from compare.noise import AFFINE, noise_sweep, prepare
+from compare.families import MAMBA
+from compare.noise import noise_sweep, prepare
 from compare.noise_ref import traced_run
 
 from bench_mamba import SHAPE, flops_per_token
@@ -73,7 +74,7 @@ def arithmetic_bound(T: int, n_layer: int, affine: bool) -> str:
     A naive run is a whole forward (every layer, LM head at every position). A sweep run must
     still push all T positions through every block after the injected one (noise at every
     position reaches the last one through the recurrence) and, unless the component is affine
-    (`noise.AFFINE`, its block then runs once per trial), through the injected block too; the
+    (`Point.affine`, its block then runs once per trial), through the injected block too; the
     final block's gate half of in_proj and its out_proj, and the LM head, run at one position.
     """
     d, d_in = SHAPE["d_model"], SHAPE["expand"] * SHAPE["d_model"]
@@ -149,7 +150,7 @@ def main():
     print(f"speed-up: median {np.median(ratios):.1f}x over {args.rounds} rounds "
           f"(range {min(ratios):.1f}x to {max(ratios):.1f}x)")
     print(f"max |p_target fast - naive| over the timed naive runs: {worst:.1e}")
-    print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers), args.component in AFFINE["mamba"]))
+    print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers), MAMBA.point(args.component).affine))
     # other work on the same cores inflates both times; the load average says how much there was
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 

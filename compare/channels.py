@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .mamba import SSM_POINTS
 from .noise import (DEFAULT_MAX_BYTES, check_callbacks, check_finite, clean_pass, one, prepare, read_groups,
                     read_prediction, run_noised, sweep_noise)
 
@@ -24,15 +23,8 @@ COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_tar
 
 
 def feature_shape(handle, component: str) -> tuple[int, ...]:
-    """The per-position shape of a layer component: (d,), (d_in,), (n,) or (d_in, n)."""
-    if handle.family == "gpt2":
-        return (handle.module.config.n_embd,)
-    cfg = handle.module.config
-    if component in SSM_POINTS:
-        return (cfg.d_inner, cfg.d_state)
-    if component in ("B", "C"):
-        return (cfg.d_state,)
-    return (cfg.d_inner,) if component in ("gate", "x", "delta", "y") else (cfg.d_model,)
+    """The per-position shape of a layer component: (d,), (d_in,), (n,) or (d_in, n) (`Family.feature_shape`)."""
+    return handle.arch.feature_shape(handle.module.config, component)
 
 
 def channel_sensitivity(prompt, *, model, target, component, layer: int, level: float, trials: int = 8,

@@ -1,13 +1,12 @@
 """`load_model`: aliases, Hub ids and local directories → a `Model` handle.
 
-Three on-disk formats are recognised from config.json:
-    transformers GPT-2   model_type "gpt2"                     → GPT2LMHeadModel (eager attention,
-                                                                  so the `pattern` point exists)
-    transformers Mamba   model_type "mamba" (the *-hf repos)    → our `MambaLM`
-    mamba_ssm original   d_model, n_layer, vocab_size, ...      → our `MambaLM`
-A Hub id is fetched (or found in the local cache) and then loaded like a local directory, so
-both routes run the same code; `checkpoint` checks the files, before anything is allocated
-where it can, and `vocabularies` checks that the tokenizer belongs to the checkpoint.
+The family is recognised from config.json by the adapters (`families`): transformers GPT-2
+(model_type "gpt2", eager attention so the `pattern` point exists), transformers Mamba (the *-hf
+repos) and original mamba_ssm checkpoints (both into our `MambaLM`), transformers GPT-NeoX
+(Pythia, model_type "gpt_neox"). A Hub id is fetched (or found in the local cache) and then
+loaded like a local directory, so both routes run the same code; each family checks its config
+and memory before anything is allocated, `checkpoint` checks the files, and `vocabularies`
+checks that the tokenizer belongs to the checkpoint.
 """
 from __future__ import annotations
 
@@ -17,22 +16,13 @@ from typing import Any
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, families
 from .checkpoint import ModelLoadError
-from .mamba import MambaConfig, MambaLM
 from .model import Model
 from .vocabularies import check_tokenizer
 
-ALIASES = {
-    "gpt2": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "mamba-130m": "state-spaces/mamba-130m-hf",
-    "mamba-370m": "state-spaces/mamba-370m-hf",
-    "mamba-790m": "state-spaces/mamba-790m-hf",
-    "mamba-1.4b": "state-spaces/mamba-1.4b-hf",
-    "mamba-2.8b": "state-spaces/mamba-2.8b-hf",
-}
-DEFAULT_TOKENIZERS = {"gpt2": "openai-community/gpt2", "mamba": "EleutherAI/gpt-neox-20b"}
+ALIASES = families.ALIASES
+DEFAULT_TOKENIZERS = {name: family.tokenizer for name, family in families.FAMILIES.items()}
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
@@ -42,10 +32,10 @@ _CACHE: dict[tuple[str, str], Model] = {}
 
 def load_model(source: str | os.PathLike, *, tokenizer: Any = None, device: str | torch.device | None = None,
                dtype: str | torch.dtype | None = None, force_tokenizer: bool = False) -> Model:
-    """Load GPT-2 or Mamba from an alias, a Hub id or a local directory.
+    """Load a model of any family (`families`: Mamba, GPT-2, Pythia) from an alias, a Hub id or a local directory.
 
     tokenizer: a tokenizer object, or a path (directory or tokenizer.json); used when the model
-        directory has none. Default: the family's Hub tokenizer (gpt2, EleutherAI/gpt-neox-20b).
+        directory has none. Default: the family's Hub tokenizer (`Family.tokenizer`).
     device: "cpu", "cuda", ... (default: CUDA when available). dtype: torch dtype or its name.
     force_tokenizer: use the tokenizer even where the checkpoint's embedding is a known
         vocabulary (GPT-2's, GPT-NeoX's) and the tokenizer is not that one (`vocabularies`);
@@ -59,14 +49,13 @@ def load_model(source: str | os.PathLike, *, tokenizer: Any = None, device: str 
     if not isinstance(force_tokenizer, bool):
         raise ValueError(f"force_tokenizer must be True or False, got {force_tokenizer!r}")
     config = checkpoint.read_config(directory)
-    family, module = _build(directory, config)
+    family = families.detect(config, directory)
+    module = family.build(directory, config)
     module.to(device=device, dtype=dtype)
     tok = _tokenizer(directory, tokenizer, family, name)
-    embedding = module.get_input_embeddings() if family == "gpt2" else module.embeddings
-    check_tokenizer(tok, embedding.weight.shape[0], name, force=force_tokenizer)
-    max_positions = config["n_positions"] if family == "gpt2" else None
-    return Model(name=name, family=family, module=module, tokenizer=tok, vocab_size=len(tok),
-                 max_positions=max_positions)
+    check_tokenizer(tok, family.embedding(module).weight.shape[0], name, force=force_tokenizer)
+    return Model(name=name, family=family.name, module=module, tokenizer=tok, vocab_size=len(tok),
+                 max_positions=family.max_positions(config))
 
 
 def cached_model(source: str | os.PathLike, *, device: str | torch.device | None = None) -> Model:
@@ -114,54 +103,6 @@ def _download(repo_id: str) -> Path:
     return directory
 
 
-def _build(directory: Path, config: dict):
-    """(family, module) with the checkpoint's weights; sizes and memory are checked first."""
-    model_type = config.get("model_type")
-    if model_type == "gpt2":
-        sizes = checkpoint.gpt2_sizes(config, directory)
-        checkpoint.check_memory(checkpoint.gpt2_parameter_count(sizes), directory)
-        return "gpt2", _gpt2(directory, config, *checkpoint.read_weights(directory))
-    if model_type == "mamba" or (model_type is None and config.keys() & {"d_model", "n_layer", "ssm_cfg"}):
-        cfg = checkpoint.mamba_config(config, directory)
-        checkpoint.check_memory(checkpoint.mamba_parameter_count(cfg), directory)
-        return "mamba", _mamba(cfg, *checkpoint.read_weights(directory))
-    raise ModelLoadError(f"{directory}: config.json is neither a transformers GPT-2/Mamba config "
-                         f"(model_type {model_type!r}) nor a mamba_ssm config (d_model, n_layer, vocab_size)")
-
-
-def _gpt2(directory: Path, config: dict, path: Path, state: dict[str, torch.Tensor]):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    try:
-        cfg = GPT2Config.from_dict(config)
-    except (TypeError, ValueError) as err:
-        raise ModelLoadError(f"{directory / 'config.json'}: transformers refuses this GPT-2 config: {err}") from None
-    # from the state dict already read and checked; transformers maps its key names (with or
-    # without the "transformer." prefix) and reports what did not fit instead of raising
-    module, info = GPT2LMHeadModel.from_pretrained(
-        None, config=cfg, state_dict=state, attn_implementation="eager",
-        dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True)
-    mismatched = sorted(info["mismatched_keys"])
-    if mismatched:
-        key, got, expected = mismatched[0]
-        raise ModelLoadError(f"{path}: the weights do not match config.json: {len(mismatched)} tensors "
-                             f"have other shapes, e.g. {key} is {tuple(got)} where the config needs "
-                             f"{tuple(expected)}")
-    if info["missing_keys"]:
-        raise ModelLoadError(f"{path}: the weights lack tensors config.json needs: "
-                             f"{checkpoint.first_names(sorted(info['missing_keys']))}")
-    return module
-
-
-def _mamba(cfg: MambaConfig, path: Path, state: dict[str, torch.Tensor]) -> MambaLM:
-    model = MambaLM(cfg)
-    try:
-        model.load_checkpoint(state)
-    except ValueError as err:
-        raise ModelLoadError(f"{path}: {err}") from None
-    return model
-
-
 def load_tokenizer(spec: Any, *, what: str = "tokenizer"):
     """A tokenizer from an object (returned as is), a tokenizer.json file, or a directory / Hub id."""
     from tokenizers import ByteLevelBPETokenizer
@@ -191,12 +132,12 @@ def load_tokenizer(spec: Any, *, what: str = "tokenizer"):
                              "Offline? Pass a local path (a directory or a tokenizer.json file) instead") from None
 
 
-def _tokenizer(directory: Path, spec, family: str, name: str):
+def _tokenizer(directory: Path, spec, family: families.Family, name: str):
     if spec is not None:
         return load_tokenizer(spec)
     if any((directory / f).is_file() for f in _TOKENIZER_FILES):
         return load_tokenizer(directory)
-    return load_tokenizer(DEFAULT_TOKENIZERS[family], what=f"tokenizer for {name}")
+    return load_tokenizer(family.tokenizer, what=f"tokenizer for {name}")
 
 
 def _device(device) -> torch.device:

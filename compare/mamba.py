@@ -47,10 +47,7 @@ from . import native
 from .hooks import HookPoint
 from .scan import discretise, linear_scan, read_out, selective_scan, write_of
 
-SSM_POINTS = ("A_bar", "B_bar", "write", "h", "h_readout")
-LAYER_POINTS = ("resid_pre", "norm", "gate", "x", "delta", "B", "C") + SSM_POINTS + (
-    "y", "mixer_out", "resid_post")
-MODEL_POINTS = ("embed", "final_norm", "logits")
+SSM_POINTS = ("A_bar", "B_bar", "write", "h", "h_readout")  # the registry: `families.mamba`
 
 
 @dataclass

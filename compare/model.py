@@ -1,7 +1,8 @@
 """`Model`: one loaded model behind one interface, whichever architecture it is.
 
 A handle carries the torch module, its nnsight wrapper (`nn`, for hand-written traces), the
-tokenizer and the few facts the rest of the package needs (family, layers, real vocabulary).
+tokenizer and the few facts the rest of the package needs (family, layers, real vocabulary);
+everything architecture-specific is asked of its adapter, `arch` (`families`).
 Token IDs are validated here, at the boundary, so errors name the model and the allowed range;
 logits that are not finite raise `NonFiniteError` instead of reading as a prediction of token 0.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import memory, points
+from . import families, memory, points
 from .isolation import LockedNNsight, ModelLock
 
 FP32_BYTES = 4
@@ -28,7 +29,7 @@ class NonFiniteError(ValueError):
 @dataclass(eq=False)
 class Model:
     name: str
-    family: str  # "gpt2" or "mamba"
+    family: str  # a key of `families.FAMILIES`: "mamba", "gpt2", "pythia"
     module: nn.Module
     tokenizer: Any
     vocab_size: int  # the tokenizer's real vocabulary; embedding rows beyond it are padding
@@ -50,13 +51,18 @@ class Model:
         return next(self.module.parameters()).dtype
 
     @property
+    def arch(self) -> families.Family:
+        """The family's adapter: its point registry and its forward, piece by piece."""
+        return families.get(self.family)
+
+    @property
     def n_layers(self) -> int:
-        return points.n_layers(self)
+        return self.arch.n_layers(self.module)
 
     @property
     def hook_points(self) -> tuple[str, ...]:
         """Names accepted by `point`: per-layer components, then model-level ones."""
-        return points.names(self.family)
+        return self.arch.names
 
     def point(self, component: str, layer: int | None = None):
         """Inside ``with handle.nn.trace(ids):`` — the live tensor of a hook point; edit it in place."""
@@ -112,15 +118,7 @@ class Model:
 
         ssm: Mamba's SSM tensors [T, d_in, n] are materialised (something reads or edits them).
         """
-        cfg = self.module.config
-        if self.family == "mamba":
-            state = cfg.d_inner * cfg.d_state
-            # materialised SSM: Ā, B̄, w, h, its copy and the increment's scan; else at most the
-            # PyTorch scan's three buffers (Ā and two of w/h), one position each once a batch fills
-            # CHUNK_BYTES (the C kernel needs one state per thread)
-            ssm_bytes = 9 * T * state if ssm else 3 * state
-            return FP32_BYTES * (ssm_bytes + 12 * T * cfg.d_inner + cfg.d_model)
-        return FP32_BYTES * (T * (16 * cfg.n_embd + 3 * cfg.n_head * T) + cfg.n_embd)
+        return self.arch.layer_bytes(self.module.config, T, ssm=ssm)
 
     def forward_bytes(self, batch: int, T: int) -> int:
         """Rough peak bytes of a plain forward: one layer's activations and the logits over every row."""
@@ -160,24 +158,7 @@ class Model:
         """(stage, output) of the forward re-run stage by stage: the embedding, each layer, the
         final norm, the LM head. Called only once logits were found non-finite, so the plain
         forward pays nothing; no hook is registered, so other callers of the module see nothing."""
-        m = self.module
-        if self.family == "mamba":
-            resid, layers, norm = m.embeddings(ids), m.layers, m.norm_f
-            args, kwargs = (), {}
-        else:
-            t = m.transformer
-            resid, layers, norm = t.wte(ids) + t.wpe(torch.arange(ids.shape[1], device=ids.device)), t.h, t.ln_f
-            # the causal mask transformers gives eager attention: added to the scores, finfo.min above the diagonal
-            T = ids.shape[1]
-            mask = torch.full((1, 1, T, T), torch.finfo(resid.dtype).min, device=ids.device, dtype=resid.dtype).triu(1)
-            args, kwargs = (None, mask), {"use_cache": False}
-        yield "the embedding", resid
-        for i, layer in enumerate(layers):
-            resid = layer(resid, *args, **kwargs)
-            yield f"layer {i} (of {len(layers)})", resid
-        resid = norm(resid)
-        yield "the final norm", resid
-        yield "the LM head", m.lm_head(resid)
+        return self.arch.stages(self.module, ids)
 
 
 def integer_ids(values, what: str = "token IDs"):

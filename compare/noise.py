@@ -27,7 +27,7 @@ them, so an edit there changes nothing downstream.
 Fast path (`noise_sweep`): one clean forward caches the residual stream entering every layer;
 for each layer l the blocks l.. run once on a batch of (level, trial) copies of that residual
 with the noise added by a torch forward hook on the component, and the LM head runs only at the
-last position. Where block l's output is affine in the noise (`AFFINE`: h, write, y, resid_post…)
+last position. Where block l's output is affine in the noise (the family's `Point.affine`: h, y, resid_post…)
 block l runs once per trial instead and each run restarts at block l+1 from
 out_clean + level·(out(ε) − out_clean). Batches are chunked to stay within ``max_bytes`` and
 logits are read READ_ROWS runs at a time, so only the result frame grows with the sweep; a
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from . import memory, points
-from .mamba import MODEL_POINTS, SSM_POINTS
+from .mamba import SSM_POINTS
 from .loading import cached_model
 from .model import Model, NonFiniteError
 
@@ -59,16 +59,6 @@ DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tens
 HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
 RESULT_ROW_BYTES = 256  # one result row while the frames are concatenated (~104 B measured in the frame)
 READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
-
-# Components the injected block's output depends on affinely: noise ε there moves the output
-# by J·ε with J fixed by the clean run, so a (level, trial) run starts the next block from
-# out_clean + level·(out(ε) − out_clean) (`run_rays`). Mamba: B, C, B̄, w, h (increments) and
-# h_readout enter y linearly, and y, mixer_out, resid_post reach the residual through the clean
-# gate and out_proj only; Δ, Ā, x, the gate and the norms act through exp/SiLU/softplus.
-# GPT-2: mlp_out and resid_post are added after the block's last nonlinearity.
-AFFINE = {"mamba": ("B", "C", "B_bar", "write", "h", "h_readout", "y", "mixer_out", "resid_post"),
-          "gpt2": ("mlp_out", "resid_post")}
-
 
 @dataclass(frozen=True)
 class Sweep:
@@ -261,7 +251,7 @@ def sweep_logits(sweep: Sweep, layer: int, entry, runs: list, *, max_bytes: int 
     The caller holds ``sweep.handle.lock``: the engine registers torch hooks on the shared
     model and calls its blocks one by one, which an nnsight trace in another thread would see.
     """
-    engine = run_rays if sweep.component in AFFINE[sweep.handle.family] else run_noised
+    engine = run_rays if sweep.handle.arch.point(sweep.component).affine else run_noised
     noise = lambda chunk, value: sweep_noise(sweep, layer, chunk, value)
     return engine(sweep.handle, sweep.component, layer, entry, sweep.positions, runs, noise, max_bytes=max_bytes)
 
@@ -282,7 +272,7 @@ def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequ
 @torch.inference_mode()
 def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
              noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
-    """`run_noised` for an `AFFINE` component and runs (level, key) whose noise is level × that of (1, key).
+    """`run_noised` for an affine component (`Point.affine`) and runs (level, key) whose noise is level × that of (1, key).
 
     The injected block's output is then out_clean + level · r_key, with the response
     r_key = out(1, key) − out_clean: the block runs once per key, not once per run, and the
@@ -299,7 +289,7 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
     row = {key: i for i, key in enumerate(keys)}
     size = _chunk_size(handle, None, resid.shape[1], max_bytes)
     blocks = _blocks(handle)
-    next_on_rays = handle.family == "mamba" and layer + 1 < len(blocks)
+    next_on_rays = handle.arch.next_on_rays(handle.module, layer)
     if next_on_rays:
         clean_proj, response_proj = _ray_projections(blocks[layer + 1], clean, response)
     finals = []
@@ -365,22 +355,13 @@ def _chunk_size(handle: Model, component: str | None, T: int, max_bytes: int) ->
 
 def _blocks_from(handle: Model, start: int, resid: torch.Tensor, entry, stop: int | None = None,
                  last_only: bool = False) -> torch.Tensor:
-    """The residual [b, T, d] after blocks start..stop-1 (default: to the last block).
+    """The residual [b, T, d] after blocks start..stop-1 (default: to the last block), from the
+    clean forward's cached `entry` (`Family.blocks_from`).
 
     last_only: the model's final block (Mamba; it must carry no hook) computes its output at
     the last position only, [b, 1, d], which is all the LM head reads.
     """
-    if handle.family == "mamba":
-        blocks = handle.module.layers
-        for i in range(start, len(blocks) if stop is None else stop):
-            resid = blocks[i](resid, last_only=last_only and i == len(blocks) - 1)
-        return resid
-    (_, *rest), kwargs = entry
-    mask = rest[1] if len(rest) > 1 else kwargs.get("attention_mask")
-    extra = {k: v for k, v in kwargs.items() if k not in ("use_cache", "past_key_values", "attention_mask")}
-    for block in handle.module.transformer.h[start:stop]:
-        resid = block(resid, None, mask, use_cache=False, **extra)
-    return resid
+    return handle.arch.blocks_from(handle.module, start, resid, entry, stop=stop, last_only=last_only)
 
 
 def _copies(resid: torch.Tensor, b: int) -> torch.Tensor:
@@ -397,8 +378,7 @@ def _head(handle: Model, finals: list) -> torch.Tensor:
     if not finals:
         return torch.empty(0, handle.vocab_size)
     resid = torch.cat(finals)
-    norm = handle.module.norm_f if handle.family == "mamba" else handle.module.transformer.ln_f
-    return torch.cat([handle.module.lm_head(norm(resid[i:i + HEAD_ROWS]))[:, : handle.vocab_size].float()
+    return torch.cat([handle.arch.head(handle.module, resid[i:i + HEAD_ROWS])[:, : handle.vocab_size].float()
                       for i in range(0, len(resid), HEAD_ROWS)])
 
 
@@ -419,22 +399,11 @@ def _injected(handle, component, layer, positions, noise):
 
 def _injection_hook(handle, component, layer, add):
     """A torch hook that edits the component in place, as ``point(...)[:, pos] += noise`` does in a trace."""
-    if handle.family == "mamba":
-        hook = points.mamba_hook(handle.module, component, layer)
-        return hook.register_forward_hook(lambda mod, inp, out: add(out))
-    block = handle.module.transformer.h[layer]
-    if component == "resid_pre":
-        return block.register_forward_pre_hook(lambda mod, args: add(args[0]))
-    if component == "resid_mid":
-        return block.ln_2.register_forward_pre_hook(lambda mod, args: add(args[0]))
-    if component in ("q", "k", "v"):
-        return block.attn.c_attn.register_forward_hook(lambda mod, inp, out: add(points.qkv_slice(out, component)))
-    module = {"attn_out": block.attn, "mlp_out": block.mlp, "resid_post": block}[component]
-    return module.register_forward_hook(lambda mod, inp, out: add(out[0] if isinstance(out, tuple) else out))
+    return handle.arch.hook(handle.module, component, layer, add)
 
 
 def _blocks(handle):
-    return handle.module.layers if handle.family == "mamba" else handle.module.transformer.h
+    return handle.arch.blocks(handle.module)
 
 
 # --- reading the prediction ------------------------------------------------------------------
@@ -512,13 +481,14 @@ def _prompt_ids(handle: Model, prompt) -> torch.Tensor:
 
 
 def _component(handle: Model, component) -> str:
-    valid = [c for c in points.LAYER_POINTS[handle.family] if not (handle.family == "gpt2" and c == "pattern")]
-    if component in valid:
+    arch = handle.arch
+    if component in arch.noisable:
         return component
-    why = ("GPT-2's 'pattern' is read after attention used it, so noise there changes nothing; "
-           if component == "pattern" else "model-level points have no layer to sweep; "
-           if component in MODEL_POINTS else "")
-    raise ValueError(f"{handle.name}: component {component!r} cannot be noised; {why}valid: {', '.join(valid)}")
+    point = arch.find(component)
+    why = ("" if point is None else f"{point.refused}; " if point.refused
+           else "model-level points have no layer to sweep; ")
+    raise ValueError(f"{handle.name}: component {component!r} cannot be noised; {why}valid: "
+                     f"{', '.join(arch.noisable)}")
 
 
 def _target_id(handle: Model, target) -> int:

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models in all three on-disk formats, built at test time.
+"""Shared fixtures: tiny random models in every on-disk format, built at test time.
 
 Nothing here is a shipped weight: every model is randomly initialised from a config, saved to a
 temp dir and loaded back through the public `load_model`, the route a user takes.
@@ -97,17 +97,45 @@ def build_mamba_ssm(directory: Path, *, seed=2, with_tokenizer=True):
     return hf
 
 
+def build_pythia(directory: Path, *, seed=3, n_layer=2, vocab=72, with_tokenizer=True, hub_layout=True, **sizes):
+    """A tiny GPT-NeoX (Pythia's architecture: parallel residual, rotary on a quarter of each head).
+
+    hub_layout: add the non-weight buffers EleutherAI's checkpoints carry (a bool causal mask and
+    its fill value); transformers already saves the LM head as `embed_out`, as they do.
+    """
+    from safetensors.torch import load_file, save_file
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(**{"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
+                           "max_position_embeddings": 1024, **sizes}, num_hidden_layers=n_layer, vocab_size=vocab,
+                        rotary_pct=0.25, use_parallel_residual=True, attn_implementation="eager",
+                        bos_token_id=0, eos_token_id=0)
+    model = _jitter(GPTNeoXForCausalLM(cfg), seed).eval()
+    model.save_pretrained(directory)
+    if hub_layout:
+        state = load_file(directory / "model.safetensors")
+        T = cfg.max_position_embeddings
+        for i in range(n_layer):
+            state[f"gpt_neox.layers.{i}.attention.bias"] = torch.ones(1, 1, T, T, dtype=torch.bool).tril()
+            state[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     refs = {"gpt2": build_gpt2(root / "gpt2"), "mamba": build_mamba_hf(root / "mamba"),
-            "mamba_ssm": build_mamba_ssm(root / "mamba_ssm")}
+            "mamba_ssm": build_mamba_ssm(root / "mamba_ssm"), "pythia": build_pythia(root / "pythia")}
     return {name: root / name for name in refs}, refs
 
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dirs):
-    """Loaded handles {"gpt2", "mamba", "mamba_ssm"} and the transformers models they came from."""
+    """Loaded handles {"gpt2", "mamba", "mamba_ssm", "pythia"} and the transformers models they came from."""
     from compare import load_model
 
     dirs, refs = tiny_dirs

@@ -119,10 +119,7 @@ def test_parameter_estimate_is_exact_for_each_format(tiny, tiny_dirs, name):
     from compare import checkpoint
 
     config = checkpoint.read_config(tiny_dirs[0][name])
-    if name == "gpt2":
-        estimate = checkpoint.gpt2_parameter_count(checkpoint.gpt2_sizes(config, tiny_dirs[0][name]))
-    else:
-        estimate = checkpoint.mamba_parameter_count(checkpoint.mamba_config(config, tiny_dirs[0][name]))
+    estimate = tiny[0][name].arch.parameter_count(config, tiny_dirs[0][name])
     assert estimate == sum(p.numel() for p in tiny[0][name].module.parameters())
 
 

@@ -1,4 +1,4 @@
-"""`load_model` in all three formats, tokenizer resolution, and the errors a user can hit."""
+"""`load_model` in every format, tokenizer resolution, and the errors a user can hit."""
 import json
 import shutil
 
@@ -11,7 +11,8 @@ from conftest import TINY_VOCAB, build_gpt2, shared_tokenizer
 IDS = [2, 3, 4, 5, 6, 7, 8, 9]
 
 
-@pytest.mark.parametrize("name,family", [("gpt2", "gpt2"), ("mamba", "mamba"), ("mamba_ssm", "mamba")])
+@pytest.mark.parametrize("name,family", [("gpt2", "gpt2"), ("mamba", "mamba"), ("mamba_ssm", "mamba"),
+                                         ("pythia", "pythia")])
 def test_each_format_loads_and_matches_transformers(tiny, name, family):
     handles, refs = tiny
     h = handles[name]
@@ -78,7 +79,7 @@ def test_unreachable_hub_gives_one_clear_message(monkeypatch):
 
 def test_directory_of_neither_format(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
-    with pytest.raises(ModelLoadError, match="neither a transformers GPT-2/Mamba config"):
+    with pytest.raises(ModelLoadError, match=r"not a checkpoint of a known family \(Mamba, GPT-2, Pythia\)"):
         load_model(tmp_path)
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(tmp_path / "..")

@@ -1,0 +1,273 @@
+"""One adapter per architecture: everything the package knows about a model family, in one place.
+
+A `Family` owns its point registry (each `Point` once: where it lives, its shape, whether noise
+on it is affine, whether it may be noised), how to load and check a checkpoint, how to run
+blocks l..m from a cached entry, the head, the stage-by-stage rerun and the memory estimate.
+`points`, `Model`, `loading`, the noise engine, channels and the UI ask the family of a handle
+(`Model.arch`) and never branch on its name. A new architecture is one new module here that
+defines a `Family` subclass and adds it to `FAMILIES`, plus its tests.
+
+Shapes are written in the glossary letters of `compare.mamba` (b, l, d, d_in, n) plus
+`heads` (attention heads); the family's `dims` gives each letter's size for a config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..checkpoint import ModelLoadError, first_names
+
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Point:
+    """One hook point of one family.
+
+    module: the dotted path of the module under the model whose input or output it is, with
+        `{l}` standing for the layer (absent: a model-level point), e.g. "layers.{l}.mixer.hook_h".
+    io: "output", or "input" (the module's first positional argument).
+    item: the element of a tuple output (GPT-2's attention returns (out, pattern)).
+    part: "q", "k" or "v": that third of a fused [..., 3·d] output, as a view (edits write through).
+    shape: in glossary letters, e.g. "[b, l, d_in, n]"; the letters after [b, l] are the
+        per-position feature shape that noise and channels use.
+    affine: the block's output is affine in noise added here (`noise.run_rays` restarts from it).
+    refused: why noise on this point is refused (None: it may be noised).
+    ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
+    """
+    name: str
+    module: str
+    shape: str
+    io: str = "output"
+    item: int | None = None
+    part: str | None = None
+    affine: bool = False
+    refused: str | None = None
+    ssm: bool = False
+
+    @property
+    def per_layer(self) -> bool:
+        return "{l}" in self.module
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.shape.strip("[]").split(","))
+
+
+class Family:
+    """The adapter base: generic access to the registry; subclasses give the architecture."""
+
+    name: str  # the key of FAMILIES, stored as `Model.family` and in results
+    title: str  # for people: "GPT-2"
+    points: tuple[Point, ...]  # per-layer points in forward order, then the model-level ones
+    aliases: dict[str, str] = {}  # short name -> Hub id
+    tokenizer: str  # Hub id of the tokenizer used when a checkpoint ships none
+    blocks_path: str  # dotted path of the ModuleList of blocks
+    norm_path: str  # the final norm
+    rays: bool = False  # `next_on_rays`: the block after an affine injection runs on rays
+
+    # --- the registry ---------------------------------------------------------------------
+
+    def point(self, name: str) -> Point:
+        return next(p for p in self.points if p.name == name)
+
+    def find(self, name) -> Point | None:
+        """The point called `name`, or None (any value: user input is checked with this)."""
+        return next((p for p in self.points if p.name == name), None)
+
+    @property
+    def layer_points(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.points if p.per_layer)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Per-layer points, then model-level ones."""
+        return self.layer_points + tuple(p.name for p in self.points if not p.per_layer)
+
+    @property
+    def noisable(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.points if p.per_layer and p.refused is None)
+
+    def feature_shape(self, config, name: str) -> tuple[int, ...]:
+        """The per-position shape of a point: its letters after [b, l], sized by `dims`."""
+        dims = self.dims(config)
+        return tuple(dims[letter] for letter in self.point(name).letters[2:])
+
+    # --- where a point lives ------------------------------------------------------------------
+
+    def locate(self, root, name: str, layer: int | None):
+        """The module (or, under nnsight, its envoy) that holds the point under `root`."""
+        for part in self.point(name).module.format(l=layer).split("."):
+            root = root[int(part)] if part.isdigit() else getattr(root, part)
+        return root
+
+    def trace_value(self, root, name: str, layer: int | None):
+        """The live value of a point inside an nnsight trace on `root` (`Model.nn`)."""
+        p = self.point(name)
+        envoy = self.locate(root, name, layer)
+        value = envoy.input if p.io == "input" else envoy.output
+        if p.item is not None:
+            value = value[p.item]
+        return thirds(value, p.part) if p.part else value
+
+    def hook(self, module: nn.Module, name: str, layer: int, add):
+        """A torch hook calling add(value) on the point, which edits it in place, as
+        ``point(...)[:, pos] += noise`` does in a trace. Returns the removable handle."""
+        p = self.point(name)
+        target = self.locate(module, name, layer)
+        if p.io == "input":
+            return target.register_forward_pre_hook(lambda mod, args: add(args[0]))
+
+        def on_output(mod, args, out):
+            value = out[p.item if p.item is not None else 0] if isinstance(out, tuple) else out
+            add(thirds(value, p.part) if p.part else value)
+        return target.register_forward_hook(on_output)
+
+    # --- the forward, piece by piece ------------------------------------------------------------
+
+    def blocks(self, module: nn.Module) -> nn.ModuleList:
+        return _walk(module, self.blocks_path)
+
+    def n_layers(self, module: nn.Module) -> int:
+        return len(self.blocks(module))
+
+    def head(self, module: nn.Module, resid: torch.Tensor) -> torch.Tensor:
+        """Logits from residuals [..., d]: the final norm, then the LM head."""
+        return module.lm_head(_walk(module, self.norm_path)(resid))
+
+    def blocks_from(self, module: nn.Module, start: int, resid: torch.Tensor, entry, stop: int | None = None,
+                    last_only: bool = False) -> torch.Tensor:
+        """The residual [b, l, d] after blocks start..stop-1 (default: to the last block).
+
+        entry: (args, kwargs) the model passed block `start` in the clean forward (the mask and
+        position arguments are reused; args[0], the residual, is replaced by `resid`).
+        last_only: the final block may compute its last position only, [b, 1, d].
+        """
+        raise NotImplementedError
+
+    def next_on_rays(self, module: nn.Module, layer: int) -> bool:
+        """Whether the block after `layer` runs on rays (`noise.run_rays`; Mamba's in_proj trick)."""
+        return self.rays and layer + 1 < self.n_layers(module)
+
+    def stages(self, module: nn.Module, ids: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """(stage, output) of the forward re-run stage by stage — embedding, each layer, final
+        norm, LM head — without registering a hook (other callers see nothing)."""
+        resid, args, kwargs = self.embed(module, ids)
+        yield "the embedding", resid
+        blocks = self.blocks(module)
+        for i, block in enumerate(blocks):
+            resid = block(resid, *args, **kwargs)
+            yield f"layer {i} (of {len(blocks)})", resid
+        resid = _walk(module, self.norm_path)(resid)
+        yield "the final norm", resid
+        yield "the LM head", module.lm_head(resid)
+
+    def embed(self, module: nn.Module, ids: torch.Tensor):
+        """(residual entering block 0, extra args, extra kwargs of every block) for `stages`."""
+        raise NotImplementedError
+
+    # --- sizes and memory -------------------------------------------------------------------------
+
+    def dims(self, config) -> dict[str, int]:
+        """The size of each glossary letter for a loaded model's config."""
+        raise NotImplementedError
+
+    def layer_bytes(self, config, T: int, *, ssm: bool = False) -> int:
+        """Rough peak bytes of one batch item through one layer (its largest live activations)."""
+        raise NotImplementedError
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    def matches(self, config: dict) -> bool:
+        """Whether config.json describes a checkpoint of this family."""
+        raise NotImplementedError
+
+    def parameter_count(self, config: dict, directory: Path) -> int:
+        """Parameters the config describes (checked, naming `directory`'s config.json), before loading."""
+        raise NotImplementedError
+
+    def build(self, directory: Path, config: dict) -> nn.Module:
+        """The module with the checkpoint's weights; sizes and memory are checked before allocating."""
+        raise NotImplementedError
+
+    def embedding(self, module: nn.Module) -> nn.Embedding:
+        return module.get_input_embeddings()
+
+    def max_positions(self, config: dict) -> int | None:
+        return None
+
+    def ignored(self, key: str) -> bool:
+        """Checkpoint entries that are not weights (buffers old exports saved) and are dropped."""
+        return False
+
+
+def thirds(fused: torch.Tensor, part: str) -> torch.Tensor:
+    """q, k or v out of a fused [..., 3·d] projection (a view: edits write through)."""
+    d = fused.shape[-1] // 3
+    i = "qkv".index(part)
+    return fused[..., i * d:(i + 1) * d]
+
+
+def causal_mask(resid: torch.Tensor) -> torch.Tensor:
+    """The mask transformers gives eager attention, [1, 1, l, l]: added to the scores, finfo.min
+    above the diagonal."""
+    T = resid.shape[1]
+    return torch.full((1, 1, T, T), torch.finfo(resid.dtype).min, device=resid.device, dtype=resid.dtype).triu(1)
+
+
+def from_state_dict(model_class, cfg, state: dict[str, torch.Tensor], path: Path, attn: str) -> nn.Module:
+    """A transformers model from a state dict already read and checked; transformers maps its key
+    names and reports what did not fit, which is refused here naming the first tensors."""
+    module, info = model_class.from_pretrained(
+        None, config=cfg, state_dict=state, attn_implementation=attn,
+        dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True)
+    mismatched = sorted(info["mismatched_keys"])
+    if mismatched:
+        key, got, expected = mismatched[0]
+        raise ModelLoadError(f"{path}: the weights do not match config.json: {len(mismatched)} tensors "
+                             f"have other shapes, e.g. {key} is {tuple(got)} where the config needs "
+                             f"{tuple(expected)}")
+    if info["missing_keys"]:
+        raise ModelLoadError(f"{path}: the weights lack tensors config.json needs: "
+                             f"{first_names(sorted(info['missing_keys']))}")
+    return module
+
+
+def transformers_config(config_class, config: dict, directory: Path):
+    try:
+        return config_class.from_dict(config)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{directory / 'config.json'}: transformers refuses this {config_class.__name__}: "
+                             f"{err}") from None
+
+
+def _walk(root, path: str):
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+from .gpt2 import GPT2  # noqa: E402  (the families need the base above)
+from .mamba import MAMBA  # noqa: E402
+from .pythia import PYTHIA  # noqa: E402
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, GPT2, PYTHIA)}
+ALIASES: dict[str, str] = {alias: hub for f in FAMILIES.values() for alias, hub in f.aliases.items()}
+
+
+def get(name: str) -> Family:
+    return FAMILIES[name]
+
+
+def detect(config: dict, directory: Path) -> Family:
+    """The family whose checkpoints config.json describes, or ModelLoadError naming the known ones."""
+    for family in FAMILIES.values():
+        if family.matches(config):
+            return family
+    raise ModelLoadError(f"{directory}: config.json is not a checkpoint of a known family "
+                         f"({', '.join(f.title for f in FAMILIES.values())}): model_type "
+                         f"{config.get('model_type')!r}, and not a mamba_ssm config (d_model, n_layer, vocab_size)")
