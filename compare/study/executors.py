@@ -7,6 +7,10 @@
                streamed back as tasks finish and written by the driver, so workers need no
                shared filesystem.
 
+Threads. Every task runs on `threads` torch threads (default THREADS = 1) in both executors,
+and a Ray actor reserves that many CPUs: the thread count changes how float sums are split, so
+only the same count gives the same rows (with the same hardware and library versions).
+
 Retry policy (Ray). A task whose worker process dies (killed, out of memory, node lost) is
 retried by Ray on the restarted actor, up to `retries` more times (default RETRIES = 3, so 4
 attempts); after that it is recorded as failed ("worker lost …") and the study goes on. Actors
@@ -28,27 +32,32 @@ except ImportError:
 
 EXECUTORS = ("embedded", "ray")
 RETRIES = 3
+THREADS = 1  # torch threads per task, in both executors: the same count gives the same rows (`tasks.execute`)
 DEPTH = 2  # tasks queued per actor: the next one starts while the driver writes the last result
 
 OnOutcome = Callable[[Outcome, int], None]  # (outcome, attempts)
 
 
-def run_embedded(tasks: Sequence[Task], on_outcome: OnOutcome) -> None:
+def run_embedded(tasks: Sequence[Task], on_outcome: OnOutcome, *, threads: int | None = THREADS) -> None:
     for task in tasks:
-        on_outcome(execute(task), 1)
+        on_outcome(execute(task, threads), 1)
 
 
 class _Worker:
     """A Ray actor's body: the process keeps its loaded models between tasks."""
 
+    def __init__(self, threads: int):
+        self.threads = threads
+
     def run(self, task: Task) -> Outcome:
-        return execute(task)
+        return execute(task, self.threads)
 
 
 def run_ray(tasks: Sequence[Task], on_outcome: OnOutcome, *, address: str | None = None,
-            workers: int | None = None, retries: int = RETRIES) -> None:
-    """Run `tasks` on Ray actors. Uses the running Ray connection if there is one, else
-    ``ray.init(address=address)`` (None: a local instance, or $RAY_ADDRESS), shut down at the end."""
+            workers: int | None = None, retries: int = RETRIES, threads: int = THREADS) -> None:
+    """Run `tasks` on Ray actors of `threads` CPUs each. Uses the running Ray connection if there
+    is one, else ``ray.init(address=address)`` (None: a local instance, or $RAY_ADDRESS), shut
+    down at the end."""
     if ray is None:
         raise ImportError("executor: 'ray' needs Ray; install it with pip install 'mamba-gpt2-compare[ray]'")
     started = not ray.is_initialized()
@@ -56,10 +65,10 @@ def run_ray(tasks: Sequence[Task], on_outcome: OnOutcome, *, address: str | None
         ray.init(address=address, include_dashboard=False)
     actors = []
     try:
-        if workers is None:  # one per CPU of the cluster: each actor runs one task at a time
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        worker = ray.remote(_Worker).options(num_cpus=1, max_restarts=-1, max_task_retries=retries)
-        actors = [worker.remote() for _ in range(min(workers, len(tasks)))]
+        if workers is None:  # as many as the cluster's CPUs hold: each actor runs one task at a time
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        worker = ray.remote(_Worker).options(num_cpus=threads, max_restarts=-1, max_task_retries=retries)
+        actors = [worker.remote(threads) for _ in range(min(workers, len(tasks)))]
         queue, in_flight = deque(tasks), {}
 
         def submit(actor) -> None:

@@ -42,13 +42,14 @@ MANIFEST = "_study.json"
 FAILED = "_failed"
 TASK_FILE = re.compile(r"p\d{6}\.parquet")
 TEMP_FILE = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}")
-PACKAGES = ("mamba-gpt2-compare", "torch", "transformers", "nnsight", "numpy", "pandas", "pyarrow", "datasets")
+PACKAGES = ("mamba-gpt2-compare", "torch", "transformers", "nnsight", "numpy", "pandas", "pyarrow", "datasets", "ray")
 
 
-def open_study(out: str | os.PathLike, spec: Spec, n_tasks: int, *, overwrite: bool, executor: str,
+def open_study(out: str | os.PathLike, spec: Spec, n_tasks: int, *, overwrite: bool, run: dict[str, Any],
                argument: str = "out") -> Path:
     """Create or reopen the study folder `out` for `spec`; returns it as a Path.
 
+    run: how this run executes (executor, threads), listed in the manifest with its versions.
     Raises FileExistsError when `out` holds anything but this study (another study: only
     without overwrite; files that are not a study: always), naming `argument`.
     """
@@ -74,8 +75,8 @@ def open_study(out: str | os.PathLike, spec: Spec, n_tasks: int, *, overwrite: b
         raise FileExistsError(f"{argument}: {folder} is not empty and holds no study (no {MANIFEST}), so nothing "
                               "there is touched; allowed values are a new path, an empty folder or a study folder")
     folder.mkdir(parents=True, exist_ok=True)
-    run = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "executor": executor,
-           "versions": versions(executor)}
+    run = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **run,
+           "versions": versions()}
     if manifest is None:
         write_atomic(folder / MARKER, lambda f: f.write(json.dumps({"kind": KIND, "version": _version(PACKAGES[0])}).encode()))
         manifest = {"kind": KIND, "digest": spec.digest(), "tasks": n_tasks, "spec": spec.to_dict(),
@@ -89,11 +90,8 @@ def open_study(out: str | os.PathLike, spec: Spec, n_tasks: int, *, overwrite: b
     return folder
 
 
-def versions(executor: str) -> dict[str, str]:
-    out = {"python": sys.version.split()[0], **{p: _version(p) for p in PACKAGES}}
-    if executor == "ray":
-        out["ray"] = _version("ray")
-    return out
+def versions() -> dict[str, str]:
+    return {"python": sys.version.split()[0], **{p: _version(p) for p in PACKAGES}}
 
 
 def task_path(folder: Path, key: str) -> Path:

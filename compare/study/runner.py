@@ -51,7 +51,7 @@ class Summary:
 
 def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLike, *,
         executor: str = "embedded", address: str | None = None, workers: int | None = None,
-        retries: int = executors.RETRIES, overwrite: bool = False, progress: bool = True,
+        retries: int = executors.RETRIES, threads: int | None = executors.THREADS, overwrite: bool = False, progress: bool = True,
         callback: Callable[[Progress], Any] | None = None) -> Summary:
     """Run a study (a `Spec`, its mapping form, or a YAML/JSON file) into the folder `out`.
 
@@ -60,6 +60,8 @@ def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLi
         one); default: an already-running connection, $RAY_ADDRESS, or a new local instance.
     workers: Ray actors (default: one per CPU of the cluster). retries: Ray attempts after a
         lost worker (the retry policy is in `executors`).
+    threads: torch threads per task, in both executors (default 1): rows are identical across
+        executors only at the same count. None (embedded only): leave torch's setting alone.
     overwrite: replace a *different* study found in `out` (its own files only); the same study
         is always resumed: its finished tasks are skipped.
     progress: a bar in the terminal. callback: called with a `Progress` after each task.
@@ -70,7 +72,9 @@ def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLi
         raise ValueError(f"executor: unknown {executor!r}; allowed values are {', '.join(executors.EXECUTORS)}")
     if address is not None and (executor != "ray" or not isinstance(address, str)):
         raise ValueError(f"address: a Ray address string, only with executor='ray', got {address!r}")
-    for name, value, low in (("workers", workers, 1), ("retries", retries, 0)):
+    if threads is None and executor == "ray":
+        raise ValueError("threads: an integer ≥ 1 with executor='ray' (each actor reserves that many CPUs)")
+    for name, value, low in (("workers", workers, 1), ("retries", retries, 0), ("threads", threads, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ValueError(f"{name}: must be an integer ≥ {low}, got {value!r}")
     if not isinstance(progress, bool):
@@ -81,7 +85,8 @@ def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLi
         raise ImportError("executor: 'ray' needs Ray; install it with pip install 'mamba-gpt2-compare[ray]'")
 
     all_tasks = tasking.split(spec)
-    folder = results.open_study(out, spec, len(all_tasks), overwrite=overwrite, executor=executor)
+    folder = results.open_study(out, spec, len(all_tasks), overwrite=overwrite,
+                                run={"executor": executor, "threads": threads})
     done_before = results.finished(folder, (t.key for t in all_tasks))
     todo = [t for t in all_tasks if t.key not in done_before]
     summary = Summary(out=folder, total=len(all_tasks), skipped=len(done_before), done=len(done_before))
@@ -109,9 +114,9 @@ def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLi
 
     try:
         if executor == "ray":
-            executors.run_ray(todo, on_outcome, address=address, workers=workers, retries=retries)
+            executors.run_ray(todo, on_outcome, address=address, workers=workers, retries=retries, threads=threads)
         else:
-            executors.run_embedded(todo, on_outcome)
+            executors.run_embedded(todo, on_outcome, threads=threads)
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - start
