@@ -22,9 +22,10 @@ def test_h_is_ranked_along_channels_and_state_dimensions(tiny):
         assert g["flip_rate"].is_monotonic_decreasing
 
 
-def test_one_channel_row_equals_a_hand_written_masked_trace(tiny):
-    handle, layer, level, channel = tiny[0]["gpt2"], 1, 4.0, 5
-    df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component="mlp_out", layer=layer,
+@pytest.mark.parametrize("family,component", [("gpt2", "mlp_out"), ("pythia", "q")])
+def test_one_channel_row_equals_a_hand_written_masked_trace(tiny, family, component):
+    handle, layer, level, channel = tiny[0][family], 1, 4.0, 5
+    df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component=component, layer=layer,
                              level=level, trials=3, scale="absolute", seed=2)
     ids = handle.as_input(handle.encode(PROMPT))
     target = handle.encode(" Mary")[0]
@@ -35,7 +36,7 @@ def test_one_channel_row_equals_a_hand_written_masked_trace(tiny):
         mask = torch.zeros_like(eps)
         mask[:, channel] = 1
         with handle.nn.trace(ids):
-            handle.point("mlp_out", layer)[0] += level * eps * mask
+            handle.point(component, layer)[0] += level * eps * mask
             logits = handle.point("logits").save()
         last = logits[0, -1, : handle.vocab_size]
         p.append(torch.softmax(last, -1)[target].item())

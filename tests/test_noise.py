@@ -22,7 +22,7 @@ def _clean_last(handle):
     return handle.logits(handle.encode(PROMPT))[0, -1]
 
 
-@pytest.mark.parametrize("family,component", [("mamba", "h"), ("gpt2", "resid_pre")])
+@pytest.mark.parametrize("family,component", [("mamba", "h"), ("gpt2", "resid_pre"), ("pythia", "q")])
 def test_level_zero_reproduces_the_clean_run_exactly(tiny, family, component):
     handle = tiny[0][family]
     df = noise_sweep(PROMPT, model=handle, target=TARGET, component=component, levels=[0.0, 0.5])
@@ -68,6 +68,14 @@ def test_a_sweep_or_read_group_of_level_zero_only_is_the_clean_run(tiny, monkeyp
     ("gpt2", "resid_mid", "absolute", None),
     ("gpt2", "mlp_out", "relative", [1, 5]),
     ("gpt2", "resid_post", "absolute", None),
+    ("pythia", "resid_pre", "relative", None),
+    ("pythia", "q", "absolute", None),  # after rotary: hooked inside the attention function
+    ("pythia", "k", "relative", [1, -1]),
+    # affine on Pythia (parallel residual: nothing nonlinear follows them in the block)
+    ("pythia", "v", "relative", None),
+    ("pythia", "attn_out", "absolute", [0, 3]),
+    ("pythia", "mlp_out", "relative", None),
+    ("pythia", "resid_post", "absolute", [-2]),
 ])
 def test_fast_path_equals_one_trace_per_run(tiny, family, component, scale, positions):
     kw = dict(model=tiny[0][family], target=TARGET, component=component, levels=[0.0, 0.8, 3.0],
@@ -231,9 +239,10 @@ def test_a_sweep_whose_result_would_not_fit_in_memory_is_refused_before_any_comp
         noise_sweep(PROMPT, model=tiny[0]["mamba"], target=TARGET, component="h", levels=np.linspace(0, 1, 20_000))
 
 
-def test_gpt2_pattern_is_refused_because_edits_there_do_nothing(tiny):
-    with pytest.raises(ValueError, match="pattern"):
-        noise_sweep(PROMPT, model=tiny[0]["gpt2"], target=TARGET, component="pattern", levels=[0.5])
+@pytest.mark.parametrize("family,why", [("gpt2", "read after attention used it"), ("pythia", "second axis")])
+def test_pattern_is_refused_with_the_reason_its_registry_gives(tiny, family, why):
+    with pytest.raises(ValueError, match=f"'pattern' cannot be noised; .*{why}"):
+        noise_sweep(PROMPT, model=tiny[0][family], target=TARGET, component="pattern", levels=[0.5])
 
 
 def test_noisy_logits_refuses_a_list_of_levels_by_name(tiny):
@@ -252,7 +261,8 @@ def test_read_prediction_by_hand_including_ties():
     np.testing.assert_allclose(read["p_target"], [e**3 / (e + 2 * e**3), e / (e**5 + e + e**2), 1 / 3], rtol=1e-6)
 
 
-@pytest.mark.parametrize("family,component", [("mamba", "h"), ("mamba", "delta"), ("gpt2", "resid_post")])
+@pytest.mark.parametrize("family,component", [("mamba", "h"), ("mamba", "delta"), ("gpt2", "resid_post"),
+                                              ("pythia", "resid_pre")])
 def test_noise_that_overflows_the_logits_is_reported_not_read_as_token_0(tiny, family, component):
     from compare import NonFiniteError
 
