@@ -69,9 +69,9 @@ def open_study(out: str | os.PathLike, spec: Spec, n_tasks: int, *, overwrite: b
             raise FileExistsError(f"{argument}: {folder} holds another study (a different spec); allowed values "
                                   "are a new path, the same spec (to resume), or overwrite=True (CLI: --overwrite) "
                                   "to replace that study's files")
-        _remove_study(folder, manifest)
+        _remove_study(folder, manifest)  # what else the user keeps in the folder stays beside the new study
         manifest = None
-    if manifest is None and folder.is_dir() and any(n != MARKER for n in os.listdir(folder)):
+    elif manifest is None and folder.is_dir() and any(n != MARKER for n in os.listdir(folder)):
         raise FileExistsError(f"{argument}: {folder} is not empty and holds no study (no {MANIFEST}), so nothing "
                               "there is touched; allowed values are a new path, an empty folder or a study folder")
     folder.mkdir(parents=True, exist_ok=True)
