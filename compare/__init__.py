@@ -1,8 +1,4 @@
-"""Side-by-side interpretability of Mamba and GPT-2."""
-from .anyio_compat import define_anyio_attributes
-
-define_anyio_attributes()  # before anything imports nnsight
-
+"""Side-by-side interpretability of Mamba, GPT-2 and Pythia."""
 from .loading import ALIASES, ModelLoadError, load_model, load_tokenizer
 from .model import Model, NonFiniteError
 from .comparison import Comparison, Run, Stopped, Trajectory, compare

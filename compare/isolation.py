@@ -23,6 +23,8 @@ import threading
 from nnsight import NNsight
 from nnsight.intervention.tracer import InterleavingTracer
 
+from .hooks import tracing
+
 
 class ModelLock:
     """A reentrant lock that waiting threads acquire in arrival order."""
@@ -83,7 +85,7 @@ class LockedTracer(InterleavingTracer):
     """
 
     def execute(self, code) -> None:
-        with self.envoy.model_lock:
+        with self.envoy.model_lock, tracing():  # `tracing`: hook points may be requested (`hooks`)
             super().execute(code)
 
 
@@ -107,5 +109,5 @@ class LockedNNsight(NNsight):
         return super().trace(*args, tracer_cls=tracer_cls, **kwargs)
 
     def interleave(self, fn, *args, **kwargs):
-        with self.model_lock:
+        with self.model_lock, tracing():
             return super().interleave(fn, *args, **kwargs)

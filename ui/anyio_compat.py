@@ -1,9 +1,11 @@
-"""Import order fix between nnsight and anyio (used by Gradio, FastAPI, httpx servers).
+"""Import order fix between nnsight and anyio, for the server only (Gradio, FastAPI, httpx).
 
-nnsight mounts `save` on every Python object; anyio refuses to create a `TypedAttributeSet`
-subclass with an unannotated public attribute, and servers import those anyio modules lazily, on
-the first request — so a Gradio app importing this package answered 500 to every page. Defining
-those classes once, before nnsight is imported, settles them.
+nnsight mounts `save` on every Python object (its CONFIG.APP.PYMOUNT, nnsight/_c); anyio refuses
+to create a `TypedAttributeSet` subclass with an unannotated public attribute (upstream:
+anyio/_core/_typedattr.py, `TypedAttributeSet.__init_subclass__`), and servers import those anyio
+modules lazily, on the first request — so a Gradio app importing `compare` answered 500 to every
+page. Defining those classes once settles them. Only a server meets this, so `ui.app` calls it
+where the app is built, not `import compare`.
 """
 
 

@@ -10,9 +10,13 @@ forwards at once only thrash, so at most `heavy_limit` of them run, across all t
 """
 from __future__ import annotations
 
-import gradio as gr
+from .anyio_compat import define_anyio_attributes
 
-from . import (models, tab_compare, tab_datasets, tab_distributions, tab_noise, tab_patterns,
+define_anyio_attributes()  # before the server imports anyio's typed attributes (see the module)
+
+import gradio as gr  # noqa: E402
+
+from . import (models, tab_compare, tab_datasets, tab_distributions, tab_noise, tab_patterns,  # noqa: E402
                tab_tokenizers)
 
 CONCURRENCY = 2
