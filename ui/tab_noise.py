@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from compare import noise_figures, points
+from compare import families, noise_figures
 from compare.noise import DISTRIBUTIONS, SCALES, noise_sweep, prepare
 from compare.phase import phase_transition
 
@@ -31,8 +31,8 @@ N_OUTPUTS = 8
 
 
 def components(role: str) -> list[str]:
-    """The per-layer hook points of a model family (GPT-2's `pattern` cannot be noised)."""
-    return [c for c in points.LAYER_POINTS[role] if c != "pattern"]
+    """The per-layer hook points a sweep may noise on the role's family (its registry, `compare.families`)."""
+    return list(families.get(role).noisable)
 
 
 def parse_layers(text: str | None, n_layers: int) -> list[int]:
