@@ -15,10 +15,10 @@ import torch
 from compare import ModelLoadError, load_model
 from conftest import TINY_VOCAB, build_gpt2, build_mamba_hf, shared_tokenizer
 
-FORMATS = ("gpt2", "mamba", "mamba_ssm")
+FORMATS = ("gpt2", "mamba", "mamba_ssm", "pythia")
 # per format: the key for the residual width and the key for the number of layers
-WIDTH = {"gpt2": "n_embd", "mamba": "hidden_size", "mamba_ssm": "d_model"}
-LAYERS = {"gpt2": "n_layer", "mamba": "num_hidden_layers", "mamba_ssm": "n_layer"}
+WIDTH = {"gpt2": "n_embd", "mamba": "hidden_size", "mamba_ssm": "d_model", "pythia": "hidden_size"}
+LAYERS = {"gpt2": "n_layer", "mamba": "num_hidden_layers", "mamba_ssm": "n_layer", "pythia": "num_hidden_layers"}
 IDS = [2, 3, 4, 5, 6]
 
 
@@ -181,7 +181,8 @@ def test_non_finite_weight_is_refused_naming_the_tensor(copy_of, name, value):
     poisoned = {}
 
     def poison(state):
-        key = sorted(k for k in state if "layers.1." in k or "h.1." in k)[0]
+        # a weight (Pythia's layers also hold a non-weight bool mask, which the loader drops)
+        key = sorted(k for k in state if ("layers.1." in k or "h.1." in k) and k.endswith("weight"))[0]
         poisoned["key"] = key
         state[key] = state[key].clone()
         state[key].view(-1)[0] = value
@@ -204,7 +205,7 @@ def test_all_zero_weights_are_refused(copy_of, name):
 def test_all_zero_embedding_is_refused(copy_of, name):
     directory = copy_of(name)
     embedding = {"gpt2": "transformer.wte.weight", "mamba": "backbone.embeddings.weight",
-                 "mamba_ssm": "backbone.embedding.weight"}[name]
+                 "mamba_ssm": "backbone.embedding.weight", "pythia": "gpt_neox.embed_in.weight"}[name]
     rewrite_weights(directory, lambda s: {**s, embedding: torch.zeros_like(s[embedding])})
     with pytest.raises(ModelLoadError, match=f"the embedding {embedding} is all zero"):
         load_model(directory, device="cpu")

@@ -180,3 +180,15 @@ def test_pythia_160m_shape_with_random_weights_matches_transformers(tmp_path):
     with torch.no_grad():
         expected = ref(ids).logits[..., :50277]
     assert (handle.logits(ids) - expected).abs().max().item() <= 1e-4
+
+
+def test_a_50304_row_embedding_is_pythias_gpt_neox_vocabulary(tmp_path):
+    from compare import ModelLoadError, load_model
+    from conftest import build_pythia, shared_tokenizer
+
+    neox, gpt2 = shared_tokenizer("gpt-neox-20b"), shared_tokenizer("gpt2")
+    build_pythia(tmp_path / "p", n_layer=1, vocab=50304, with_tokenizer=False)
+    handle = load_model(tmp_path / "p", tokenizer=neox, device="cpu")
+    assert (handle.vocab_size, handle.encode(" Mary")) == (50277, [6393])  # Mamba's IDs
+    with pytest.raises(ModelLoadError, match="EleutherAI/pythia"):
+        load_model(tmp_path / "p", tokenizer=gpt2, device="cpu")

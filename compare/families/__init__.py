@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .. import checkpoint
 from ..checkpoint import ModelLoadError, first_names
 
 FP32_BYTES = 4
@@ -203,6 +204,26 @@ class Family:
     def ignored(self, key: str) -> bool:
         """Checkpoint entries that are not weights (buffers old exports saved) and are dropped."""
         return False
+
+
+class TransformersFamily(Family):
+    """A family on transformers' own module tree, built from the checked state dict."""
+
+    model_type: str  # config.json's model_type
+    classes: tuple[str, str]  # (config class, model class) in transformers
+    attention = "eager"  # the attention implementation: eager returns the probabilities (`pattern`)
+
+    def matches(self, config):
+        return config.get("model_type") == self.model_type
+
+    def build(self, directory, config):
+        import transformers
+
+        checkpoint.check_memory(self.parameter_count(config, directory), directory)
+        path, state = checkpoint.read_weights(directory, ignored=self.ignored)
+        config_class, model_class = (getattr(transformers, name) for name in self.classes)
+        return from_state_dict(model_class, transformers_config(config_class, config, directory), state, path,
+                               self.attention)
 
 
 def thirds(fused: torch.Tensor, part: str) -> torch.Tensor:

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
-from . import FP32_BYTES, Family, Point, causal_mask, from_state_dict, transformers_config
+from . import FP32_BYTES, Point, TransformersFamily, causal_mask
 
 BLOCK = "transformer.h.{l}"
 PATTERN_REFUSED = ("GPT-2's 'pattern' is read after attention used it, so noise there changes nothing")
 
 
-class GPT2Family(Family):
+class GPT2Family(TransformersFamily):
     name, title = "gpt2", "GPT-2"
+    model_type, classes = "gpt2", ("GPT2Config", "GPT2LMHeadModel")
     aliases = {"gpt2": "openai-community/gpt2", **{f"gpt2-{s}": f"openai-community/gpt2-{s}"
                                                   for s in ("medium", "large", "xl")}}
     tokenizer = "openai-community/gpt2"
@@ -72,19 +72,8 @@ class GPT2Family(Family):
     def layer_bytes(self, config, T, *, ssm=False):
         return FP32_BYTES * (T * (16 * config.n_embd + 3 * config.n_head * T) + config.n_embd)
 
-    def matches(self, config):
-        return config.get("model_type") == "gpt2"
-
     def parameter_count(self, config, directory):
         return count(sizes(config, directory))
-
-    def build(self, directory, config):
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        checkpoint.check_memory(self.parameter_count(config, directory), directory)
-        path, state = checkpoint.read_weights(directory)
-        return from_state_dict(GPT2LMHeadModel, transformers_config(GPT2Config, config, directory), state, path,
-                               "eager")
 
     def max_positions(self, config):
         return config["n_positions"]

@@ -37,20 +37,20 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
 from ..hooks import HookPoint
-from . import FP32_BYTES, Family, Point, causal_mask, from_state_dict, transformers_config
+from . import FP32_BYTES, Point, TransformersFamily, causal_mask
 
 BLOCK = "gpt_neox.layers.{l}"
-ATTENTION = "compare_hooked"  # our name in transformers' AttentionInterface
 PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "
                    "is heads here; edit it in a trace instead")
 SIZES = ("70m", "160m", "410m", "1b", "1.4b", "2.8b")
 
 
-class PythiaFamily(Family):
+class PythiaFamily(TransformersFamily):
     name, title = "pythia", "Pythia"
+    model_type, classes = "gpt_neox", ("GPTNeoXConfig", "GPTNeoXForCausalLM")
+    attention = "compare_hooked"  # our name in transformers' AttentionInterface (`register_attention`)
     aliases = {f"pythia-{s}": f"EleutherAI/pythia-{s}" for s in SIZES}
     tokenizer = "EleutherAI/gpt-neox-20b"
     blocks_path, norm_path = "gpt_neox.layers", "gpt_neox.final_layer_norm"
@@ -90,20 +90,12 @@ class PythiaFamily(Family):
         # GPT-2's estimate with the MLP width f, plus q, k, v reshaped for the hook points
         return FP32_BYTES * (T * (11 * d + 2 * f + 3 * config.num_attention_heads * T) + d)
 
-    def matches(self, config):
-        return config.get("model_type") == "gpt_neox"
-
     def parameter_count(self, config, directory):
         return count(sizes(config, directory))
 
     def build(self, directory, config):
-        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-        checkpoint.check_memory(self.parameter_count(config, directory), directory)
-        path, state = checkpoint.read_weights(directory, ignored=self.ignored)
         register_attention()
-        module = from_state_dict(GPTNeoXForCausalLM, transformers_config(GPTNeoXConfig, config, directory),
-                                 state, path, ATTENTION)
+        module = super().build(directory, config)
         module.config.use_cache = False  # a plain forward keeps no K/V cache (the sweeps rerun blocks)
         for layer in module.gpt_neox.layers:
             for name in ("q", "k", "v", "pattern"):
@@ -147,12 +139,12 @@ def count(s: dict[str, int]) -> int:
 
 
 def register_attention() -> None:
-    """Register `hooked_attention` (and transformers' eager mask for it) under ATTENTION; idempotent."""
+    """Register `hooked_attention` (and transformers' eager mask for it) as PYTHIA.attention; idempotent."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-    AttentionInterface.register(ATTENTION, hooked_attention)
-    AttentionMaskInterface.register(ATTENTION, eager_mask)
+    AttentionInterface.register(PYTHIA.attention, hooked_attention)
+    AttentionMaskInterface.register(PYTHIA.attention, eager_mask)
 
 
 def hooked_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
