@@ -101,6 +101,24 @@ def test_seeded_analysis_rows_equal_a_direct_call_with_the_task_seed(embedded, t
             pd.testing.assert_frame_equal(rows_of(frame, key), direct, check_exact=True, check_dtype=False)
 
 
+def test_suite_rows_run_each_model_on_its_own_ids_and_target(tiny_dirs, tiny, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    handles, _ = tiny
+    ids = {m: handles[m].encode(PROMPTS[0]) for m in ("mamba", "gpt2")}
+    row = {"id": "natural-00000", "text": PROMPTS[0], "target": "Mary",
+           **{f"{m}_native_ids": ids[m] for m in ids}, **{f"target_id_{m}": handles[m].encode("Mary")[0] for m in ids}}
+    suite = datasets.Dataset.from_list([row])
+    noise = {k: v for k, v in NOISE.items() if k != "target"}
+    spec = make_spec(tiny_dirs[0], prompts=suite, analyses=[{"analysis": "noise_sweep", **noise}])
+    frame = study.run(spec, tmp_path / "s", progress=False).read("noise_sweep")
+    for model in ("mamba", "gpt2"):
+        key = f"noise_sweep/{model}/p000000"
+        with one_thread():
+            direct = noise_sweep(ids[model], model=handles[model], target=row[f"target_id_{model}"],
+                                 seed=study.task_seed(7, key), **noise)
+        pd.testing.assert_frame_equal(rows_of(frame, key), direct, check_exact=True, check_dtype=False)
+
+
 def test_task_seeds_depend_on_the_study_seed_and_the_task_key_only(spec):
     tasks = study.split(study.from_mapping(spec))
     assert [t.seed for t in tasks] == [study.task_seed(7, t.key) for t in tasks]

@@ -62,7 +62,8 @@ def run_ray(tasks: Sequence[Task], on_outcome: OnOutcome, *, address: str | None
         raise ImportError("executor: 'ray' needs Ray; install it with pip install 'mamba-gpt2-compare[ray]'")
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False)
+        # a new local instance needs no dashboard; a cluster keeps its own settings
+        ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
     actors = []
     try:
         if workers is None:  # as many as the cluster's CPUs hold: each actor runs one task at a time
