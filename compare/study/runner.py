@@ -32,6 +32,7 @@ class Progress:
     elapsed: float  # seconds in this run
     eta: float | None  # seconds left at this run's pace; None before the first task ends
     key: str  # the task just reported
+    seconds: float  # its run time inside its worker (0 for a lost worker)
 
 
 @dataclass
@@ -110,7 +111,8 @@ def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLi
             ran = summary.done - summary.skipped + len(summary.failed)
             left = summary.total - summary.done - len(summary.failed)
             callback(Progress(done=summary.done, failed=len(summary.failed), total=summary.total,
-                              skipped=summary.skipped, elapsed=elapsed, eta=elapsed / ran * left, key=outcome.key))
+                              skipped=summary.skipped, elapsed=elapsed, eta=elapsed / ran * left, key=outcome.key,
+                              seconds=outcome.seconds))
 
     try:
         if executor == "ray":
