@@ -59,6 +59,12 @@ class Point:
         return tuple(s.strip() for s in self.shape.strip("[]").split(","))
 
 
+def model_points(embed: str, final_norm: str, logits: str) -> tuple[Point, ...]:
+    """The model-level points every family has, from the paths of the modules whose outputs they are."""
+    return (Point("embed", embed, "[b, l, d]"), Point("final_norm", final_norm, "[b, l, d]"),
+            Point("logits", logits, "[b, l, V]"))
+
+
 class Family:
     """The adapter base: generic access to the registry; subclasses give the architecture."""
 

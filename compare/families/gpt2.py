@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import ModelLoadError, flag, size
-from . import FP32_BYTES, Point, TransformersFamily, causal_mask
+from . import FP32_BYTES, Point, TransformersFamily, causal_mask, model_points
 
 BLOCK = "transformer.h.{l}"
 PATTERN_REFUSED = ("GPT-2's 'pattern' is read after attention used it, so noise there changes nothing")
@@ -48,10 +48,7 @@ class GPT2Family(TransformersFamily):
         Point("resid_mid", f"{BLOCK}.ln_2", "[b, l, d]", io="input"),
         Point("mlp_out", f"{BLOCK}.mlp", "[b, l, d]", affine=True),
         Point("resid_post", BLOCK, "[b, l, d]", affine=True),
-        Point("embed", "transformer.drop", "[b, l, d]"),
-        Point("final_norm", "transformer.ln_f", "[b, l, d]"),
-        Point("logits", "lm_head", "[b, l, V]"),
-    )
+    ) + model_points("transformer.drop", "transformer.ln_f", "lm_head")
 
     def blocks_from(self, module, start, resid, entry, stop=None, last_only=False):
         (_, *rest), kwargs = entry

@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
 from ..mamba import MambaConfig, MambaLM
-from . import FP32_BYTES, Family, Point
+from . import FP32_BYTES, Family, Point, model_points
 
 
 def _p(name, owner, shape, **kw):
@@ -55,10 +55,7 @@ class MambaFamily(Family):
         _p("y", MIXER, "[b, l, d_in]", affine=True),
         _p("mixer_out", BLOCK, "[b, l, d]", affine=True),
         _p("resid_post", BLOCK, "[b, l, d]", affine=True),
-        _p("embed", "", "[b, l, d]"),
-        _p("final_norm", "", "[b, l, d]"),
-        _p("logits", "", "[b, l, V]"),
-    )
+    ) + model_points("hook_embed", "hook_final_norm", "hook_logits")
 
     def blocks_from(self, module, start, resid, entry, stop=None, last_only=False):
         blocks = module.layers

@@ -39,7 +39,7 @@ import torch
 
 from ..checkpoint import ModelLoadError, flag, size
 from ..hooks import HookPoint
-from . import FP32_BYTES, Point, TransformersFamily, causal_mask
+from . import FP32_BYTES, Point, TransformersFamily, causal_mask, model_points
 
 BLOCK = "gpt_neox.layers.{l}"
 PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "
@@ -63,10 +63,7 @@ class PythiaFamily(TransformersFamily):
         Point("attn_out", f"{BLOCK}.attention", "[b, l, d]", item=0, affine=True),
         Point("mlp_out", f"{BLOCK}.mlp", "[b, l, d]", affine=True),
         Point("resid_post", BLOCK, "[b, l, d]", affine=True),
-        Point("embed", "gpt_neox.emb_dropout", "[b, l, d]"),
-        Point("final_norm", "gpt_neox.final_layer_norm", "[b, l, d]"),
-        Point("logits", "lm_head", "[b, l, V]"),
-    )
+    ) + model_points("gpt_neox.emb_dropout", "gpt_neox.final_layer_norm", "lm_head")
 
     def blocks_from(self, module, start, resid, entry, stop=None, last_only=False):
         _, kwargs = entry
