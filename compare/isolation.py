@@ -19,6 +19,7 @@ nnsight. Use ``handle.logits`` or ``handle.nn.trace`` when other callers share t
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 from nnsight import NNsight
 from nnsight.intervention.tracer import InterleavingTracer
@@ -33,8 +34,7 @@ class ModelLock:
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._depth = 0
-        self._next_ticket = 0
-        self._serving = 0
+        self._queue: deque[object] = deque()  # one token per waiting thread, first come first
 
     def acquire(self) -> None:
         me = threading.get_ident()
@@ -42,10 +42,16 @@ class ModelLock:
             if self._owner == me:
                 self._depth += 1
                 return
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            while self._owner is not None or ticket != self._serving:
-                self._cond.wait()
+            token = object()
+            self._queue.append(token)
+            try:
+                while self._owner is not None or self._queue[0] is not token:
+                    self._cond.wait()
+            except BaseException:  # interrupted while waiting: leave the queue, or it stalls behind us
+                self._queue.remove(token)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
             self._owner, self._depth = me, 1
 
     def release(self) -> None:
@@ -55,14 +61,13 @@ class ModelLock:
             self._depth -= 1
             if self._depth == 0:
                 self._owner = None
-                self._serving += 1
                 self._cond.notify_all()
 
     @property
     def waiting(self) -> int:
         """Threads queued for the lock now."""
         with self._cond:
-            return self._next_ticket - self._serving - (self._owner is not None)
+            return len(self._queue)
 
     def held(self) -> bool:
         """True when the calling thread holds the lock."""

@@ -214,3 +214,27 @@ def test_model_lock_serves_waiters_in_arrival_order():
     for t in threads:
         t.join()
     assert order == ["first", "second", "third"]
+
+
+def test_a_waiter_interrupted_while_queued_does_not_stall_the_lock():
+    """A thread that leaves the queue by an exception (e.g. KeyboardInterrupt) must not keep its place."""
+    lock, got = ModelLock(), []
+    wait = lock._cond.wait
+
+    def interrupted_wait(*args):
+        if threading.current_thread().name == "interrupted":
+            raise KeyboardInterrupt
+        return wait(*args)
+
+    lock._cond.wait = interrupted_wait
+    lock.acquire()
+    a = threading.Thread(target=lambda: pytest.raises(KeyboardInterrupt, lock.acquire), name="interrupted")
+    a.start()
+    a.join()
+    b = threading.Thread(target=lambda: (lock.acquire(), got.append("b"), lock.release()))
+    b.start()
+    while lock.waiting < 1:
+        threading.Event().wait(0.001)
+    lock.release()
+    b.join(timeout=10)
+    assert got == ["b"] and lock.waiting == 0
