@@ -249,8 +249,6 @@ def test_compare_opens_with_the_ioi_prompt_and_shows_p_in_scientific_notation(pa
     page.screenshot(path=str(shots / "compare-ioi.png"), full_page=True)
 
 
-@pytest.mark.xfail(reason="#11: a Compare run right after Stop stayed at 'tables and figures - 70%' "
-                          "in the browser; not yet explained", strict=False)
 def test_compare_stop_returns_the_page_to_idle(page, shots):
     page.locator("#cmp-run").click()
     page.locator("#cmp-stop").click()
