@@ -6,8 +6,8 @@ single forward already uses, running them at once buys little time and gives wro
 Measured side by side in one run on a random-weight Mamba at the real mamba-130m shape:
 
     uncontended   one acquire + release of the lock, against one 14-token forward
-    contended     a 24-layer × 20-level sweep on `delta` (hooked through every chunk) in one thread while another runs `compare()`
-                  calls, wall time with the lock against the same work with the lock disabled
+    contended     a 24-layer × 20-level sweep on `delta` (hooked through every chunk) in one
+                  thread while another runs `compare()` calls, wall time with the lock against the same work with the lock disabled
                   (the previous behaviour: the results then differ from solo runs, counted), and
                   the longest a `compare()` call waited
 
