@@ -7,9 +7,9 @@ Measured side by side in one run on a random-weight Mamba at the real mamba-130m
 
     uncontended   one acquire + release of the lock, against one 14-token forward
     contended     a 24-layer × 20-level sweep on `delta` (hooked through every chunk) in one
-                  thread while another runs `compare()` calls, wall time with the lock against the same work with the lock disabled
-                  (the previous behaviour: the results then differ from solo runs, counted), and
-                  the longest a `compare()` call waited
+                  thread while another runs `compare()` calls: wall time with the lock against
+                  the same work with the lock disabled (the previous behaviour: the results then
+                  differ from solo runs, counted), and the longest a `compare()` call waited
 
     python benchmarks/bench_isolation.py [--calls 20] [--levels 20]
 """
