@@ -5,15 +5,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compare.phase import COLUMNS, phase_transition
+from compare.phase import COLUMNS, MIN_RAY_TRIALS, fit_logistic, fit_logistic_ref, phase_transition
 
 
 def synthetic(c, w, *, levels=np.linspace(0, 1, 60), trials=12, seed=0, layer=0, model="m", component="h"):
+    """Fresh draws: every (level, trial) an independent Bernoulli draw from the logistic."""
     rng = np.random.default_rng(seed)
     level = np.repeat(levels, trials)
     p = 1 / (1 + np.exp((level - c) / w))
-    return pd.DataFrame({"model": model, "layer": layer, "component": component, "level": level,
-                         "trial": np.tile(np.arange(trials), len(levels)), "hit": rng.random(level.size) < p})
+    df = pd.DataFrame({"model": model, "layer": layer, "component": component, "level": level,
+                       "trial": np.tile(np.arange(trials), len(levels)), "hit": rng.random(level.size) < p})
+    df.attrs["draws"] = "fresh"
+    return df
 
 
 @pytest.mark.parametrize("c,w", [(0.3, 0.04), (0.55, 0.08), (0.8, 0.02)])
@@ -61,7 +64,7 @@ def test_the_bootstrap_is_seeded():
     assert (a["ci_low"].item(), a["ci_high"].item()) != (other["ci_low"].item(), other["ci_high"].item())
 
 
-def test_single_trial_sweeps_bootstrap_over_rows():
+def test_single_trial_fresh_sweeps_bootstrap_over_runs():
     fit = phase_transition(synthetic(0.5, 0.05, levels=np.linspace(0, 1, 200), trials=1), n_boot=50).iloc[0]
     assert fit["ci_low"] < fit["critical_level"] < fit["ci_high"]
 
@@ -149,3 +152,54 @@ def test_an_empty_frame_is_refused():
 def test_something_other_than_a_frame_is_refused():
     with pytest.raises(TypeError, match="df: must be a pandas DataFrame"):
         phase_transition(None)
+
+
+def rays(thresholds, levels=np.linspace(0, 1, 50)):
+    """A ray sweep: trial t hits at level x iff x < thresholds[t] (one direction, one crossing)."""
+    level = np.repeat(levels, len(thresholds))
+    trial = np.tile(np.arange(len(thresholds)), len(levels))
+    df = sweep(level, (level < np.asarray(thresholds)[trial]) | (level == 0), trial=trial)
+    df.attrs["draws"] = "ray"
+    return df
+
+
+@pytest.mark.parametrize("n", [1, 4, MIN_RAY_TRIALS - 1])
+def test_too_few_rays_keep_the_estimate_but_say_the_ci_is_unreliable(n):
+    fit = phase_transition(rays(np.linspace(0.4, 0.5, n)), n_boot=20).iloc[0]
+    plural = "trial" if n == 1 else "trials"
+    assert fit["status"].startswith(f"ci unreliable: {n} {plural} of rays, need ≥ {MIN_RAY_TRIALS}")
+    assert 0.38 <= fit["critical_level"] <= 0.52 and np.isnan(fit["ci_low"]) and np.isnan(fit["ci_high"])
+
+
+def test_enough_rays_get_an_interval_from_resampling_whole_rays():
+    fit = phase_transition(rays(np.linspace(0.3, 0.6, MIN_RAY_TRIALS)), n_boot=100).iloc[0]
+    assert fit["status"] == "fit" and 0.3 <= fit["ci_low"] < fit["critical_level"] < fit["ci_high"] <= 0.6
+
+
+def test_draws_default_to_the_frames_attrs_and_else_to_rays():
+    df = synthetic(0.5, 0.05, trials=1)
+    assert phase_transition(df, n_boot=10)["status"].item() == "fit"  # attrs: fresh
+    df.attrs.clear()
+    assert phase_transition(df, n_boot=10)["status"].item().startswith("ci unreliable: 1 trial of rays")
+    assert phase_transition(df, draws="fresh", n_boot=10)["status"].item() == "fit"
+
+
+def test_draws_must_be_fresh_or_ray():
+    with pytest.raises(ValueError, match=r"draws must be one of \('fresh', 'ray'\)"):
+        phase_transition(synthetic(0.5, 0.05), draws="rays")
+
+
+@pytest.mark.parametrize("c,w,trials", [(0.45, 0.05, 1), (0.3, 0.1, 4), (0.5, 0.002, 2)])
+def test_batched_newton_fit_equals_the_scipy_reference(c, w, trials):
+    """Bootstrap weights included; tolerance: scipy's BFGS stops at a gradient of 1e-5."""
+    df = synthetic(c, w, levels=np.linspace(0, 1, 40), trials=trials, seed=3)
+    weights = np.random.default_rng(0).multinomial(len(df), np.full(len(df), 1 / len(df)), size=12)
+    fast, ref = fit_logistic(df["level"], df["hit"], weights), fit_logistic_ref(df["level"], df["hit"], weights)
+    np.testing.assert_allclose(fast[0], ref[0], atol=1e-5)
+    np.testing.assert_allclose(fast[1], ref[1], rtol=1e-3)
+
+
+def test_a_resample_of_one_class_has_no_fit():
+    level, hit = np.array([0.0, 0.5, 1.0]), np.array([True, True, False])
+    c, w = fit_logistic(level, hit, np.array([[1, 1, 1], [1, 2, 0]]))
+    assert np.isfinite(c[0]) and np.isnan(c[1]) and np.isnan(w[1])
