@@ -114,6 +114,7 @@ def main():
 
     rss0 = peak_rss_mib()
     pairs = [(l, float(v)) for l in sweep.layers for v in sweep.levels]
+    draw = dict(sweep.runs)  # each level's ε key (1 trial)
     total = len(pairs)
     sample = args.sample if 0 < args.sample < total else total
     rng = np.random.default_rng(args.seed)
@@ -122,7 +123,7 @@ def main():
     def naive_sample(n):
         chosen = [pairs[i] for i in rng.choice(total, size=n, replace=False)]
         t = time.perf_counter()
-        logits = [traced_run(sweep, layer, level, 0) for layer, level in chosen]
+        logits = [traced_run(sweep, layer, level, draw[level]) for layer, level in chosen]
         return time.perf_counter() - t, list(zip(chosen, logits))
 
     # each round brackets one fast sweep with halves of the naive sample, so that the machine's

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .noise import (DEFAULT_MAX_BYTES, check_callbacks, check_finite, clean_pass, one, prepare, read_groups,
+from .noise import (DEFAULT_MAX_BYTES, Draw, check_callbacks, check_finite, clean_pass, one, prepare, read_groups,
                     read_prediction, run_noised, sweep_noise)
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
@@ -49,7 +49,7 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     runs = [(axis, c, t) for axis, dim in axes.items() for c in range(shape[dim]) for t in range(sweep.trials)]
 
     def noise(chunk, value):
-        full = sweep_noise(sweep, layer, [(level, t) for _, _, t in chunk], value)
+        full = sweep_noise(sweep, layer, [(level, Draw(t)) for _, _, t in chunk], value)
         mask = torch.zeros_like(full)
         for i, (axis, c, _) in enumerate(chunk):
             # full is [b, P, *feature]: the channel axis is dim 2, the state axis dim 3

@@ -4,13 +4,20 @@ The experiment: run the prompt, add ``level · ε`` to a component (a hook point
 positions of one layer, and read the last position's next-token prediction. Sweeping layers ×
 levels × trials gives the hit curves that `phase.phase_transition` fits.
 
-Noise ε, one draw per (seed, layer, trial), shape [P, *feature] (P noised positions):
+Noise ε, shape [P, *feature] (P noised positions):
     gaussian   ε ~ N(0, 1)
     uniform    ε ~ U(-√3, √3)      unit variance too, so a level means the same spread in both
-The draw comes from a `torch.Generator` seeded by ``numpy.random.SeedSequence([seed, layer,
-trial])``: the same (seed, layer, trial) gets the same ε at every level, in any batch or chunk,
-in the fast path and in the reference (`noise_ref.noise_sweep_ref`) alike; levels scale one
-direction, so a hit curve is a walk along a single ray.
+Which ε a run gets (`draws`, a `Draw` key per run):
+    fresh      one ε per (seed, layer, level index, trial): every run is an independent draw,
+               so a hit curve is levels × trials independent Bernoulli trials (the default).
+    ray        one ε per (seed, layer, trial), the same at every level: the level only scales
+               it, so a trial's hit curve is a walk along one direction, crossing the
+               transition about once.
+The draw comes from a `torch.Generator` seeded by ``numpy.random.SeedSequence``: [seed, layer,
+trial] for a ray, [seed, layer, trial, level index + 1] for a fresh draw (SeedSequence pads
+with zeros, so the + 1 keeps every fresh draw apart from every ray). The same key gets the same
+ε in any batch or chunk, in the fast path and in the reference (`noise_ref.noise_sweep_ref`)
+alike.
     scale="absolute"   noise = level · ε
     scale="relative"   noise = level · RMS · ε, RMS over all elements of the component at the
                        noised positions in the clean run: levels then compare across
@@ -28,8 +35,8 @@ Fast path (`noise_sweep`): one clean forward caches the residual stream entering
 for each layer l the blocks l.. run once on a batch of (level, trial) copies of that residual
 with the noise added by a torch forward hook on the component, and the LM head runs only at the
 last position. Where block l's output is affine in the noise (the family's `Point.affine`: h, y, resid_post…)
-block l runs once per trial instead and each run restarts at block l+1 from
-out_clean + level·(out(ε) − out_clean). Batches are chunked to stay within ``max_bytes`` and
+block l runs once per draw (a ray: per trial; fresh: per run) and each run restarts at block
+l+1 from out_clean + level·(out(ε) − out_clean). Batches are chunked to stay within ``max_bytes`` and
 logits are read READ_ROWS runs at a time, so only the result frame grows with the sweep; a
 sweep whose frame would not fit in half the available memory is refused before any compute.
 Level-0 rows are read from the clean forward itself (zero noise is no intervention), so they
@@ -39,7 +46,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,6 +59,7 @@ from .loading import cached_model
 from .model import Model, NonFiniteError
 
 DISTRIBUTIONS = ("gaussian", "uniform")
+DRAWS = ("fresh", "ray")
 SCALES = ("absolute", "relative")
 COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
            "predicted_id", "predicted")
@@ -59,6 +67,12 @@ DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tens
 HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
 RESULT_ROW_BYTES = 256  # one result row while the frames are concatenated (~104 B measured in the frame)
 READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
+
+class Draw(NamedTuple):
+    """Which ε a run adds (see the module docstring): rays share theirs across levels."""
+    trial: int
+    level_index: int | None = None  # None: a ray, the same ε at every level
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -74,15 +88,17 @@ class Sweep:
     scale: str
     positions: tuple[int, ...]  # non-negative, unique
     seed: int
+    draws: str
 
     @property
-    def runs(self) -> list[tuple[float, int]]:
-        """Every (level, trial) of one layer, in the order of the result's rows."""
-        return [(float(lv), t) for lv in self.levels for t in range(self.trials)]
+    def runs(self) -> list[tuple[float, Draw]]:
+        """Every (level, draw) of one layer, in the order of the result's rows (level-major)."""
+        return [(float(lv), Draw(t, None if self.draws == "ray" else k))
+                for k, lv in enumerate(self.levels) for t in range(self.trials)]
 
 
 def prepare(prompt, *, model, target, component, layers=None, levels=None, trials=1,
-            distribution="gaussian", scale="absolute", positions=None, seed=0) -> Sweep:
+            distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh") -> Sweep:
     """Check every argument before any compute; ValueError names the argument and the valid values."""
     handle = _handle(model)
     ids = _prompt_ids(handle, prompt)
@@ -106,13 +122,15 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if draws not in DRAWS:
+        raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
     _check_result_fits(len(layers) * levels.size * int(trials))
     return Sweep(handle, ids, _target_id(handle, target), component, layers, levels, int(trials),
-                 distribution, scale, _positions(positions, T), int(seed))
+                 distribution, scale, _positions(positions, T), int(seed), draws)
 
 
 def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, trials=1,
-                distribution="gaussian", scale="absolute", positions=None, seed=0,
+                distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh",
                 max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None) -> pd.DataFrame:
     """Layers × levels × trials of noise on `component`; one row per run, columns `COLUMNS`.
 
@@ -123,6 +141,14 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     levels: array of noise levels >= 0 (default 100 levels in [0, 1]). positions: token
     positions noised (default all; negative counts from the end). hit: the argmax at the last
     position is the target; logit_diff: target's logit minus the best other token's.
+    draws: "fresh" (default), an independent ε per (layer, level, trial), or "ray", one ε per
+    (layer, trial) that the level only scales. Fresh is the default because it makes the
+    default trials=1 sweep measurable: its runs are independent, so `phase_transition`
+    resamples them and its 95 % interval covers (≥ 90 % in simulation, sharp to wide), while
+    one ray crosses the transition once and gives one threshold, no interval (≥ 8 rays are
+    needed); it is also what the thesis most plausibly did. Rays answer another question, how
+    far along one fixed direction the prediction survives, and cost less on an `AFFINE`
+    component (the injected block runs once per trial instead of once per run).
     max_bytes: memory budget of one batched chunk (estimated from shapes).
     progress: called as progress(layers_done, layers_total) after each layer.
     stop: anything with ``is_set()`` (a `threading.Event`), checked before each layer; once set,
@@ -131,7 +157,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     """
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed)
+                    positions=positions, seed=seed, draws=draws)
     check_callbacks(progress, stop)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     frames, done = [], []
@@ -143,7 +169,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
             noised = [run for run in runs if run[0] > 0]
             with sweep.handle.lock:  # per block of runs, so other callers get the model between blocks
                 logits = sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)
-            check_finite(sweep, logits, [f"layer {layer}, level {lv:g}, trial {t}" for lv, t in noised])
+            check_finite(sweep, logits, [f"layer {layer}, level {lv:g}, trial {key.trial}" for lv, key in noised])
             by_run = dict(zip(noised, logits))
             layer_frames.append(rows(sweep, layer, runs, torch.stack([by_run.get(run, clean) for run in runs])))
         frames += layer_frames
@@ -154,19 +180,21 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
 
 
 def noisy_logits(prompt, *, model, target, component, layers, level: float, trial: int = 0,
-                 distribution="gaussian", scale="absolute", positions=None, seed=0) -> pd.DataFrame:
+                 distribution="gaussian", scale="absolute", positions=None, seed=0,
+                 draws="fresh") -> pd.DataFrame:
     """The flattened-L data: last-position logits over the vocabulary, clean and with noise.
 
-    One noised run per layer (the ε of `noise_sweep` for that seed, layer and trial); columns
-    model, layer, component, level, run ("clean" / "noisy"), token_id, logit.
+    One noised run per layer: the ε that ``noise_sweep(..., levels=[level], trials=trial + 1,
+    draws=draws)`` gives that seed, layer and trial (a ray's ε is the same at any level);
+    columns model, layer, component, level, run ("clean" / "noisy"), token_id, logit.
     """
     if not isinstance(trial, (int, np.integer)) or isinstance(trial, bool) or trial < 0:
         raise ValueError(f"trial must be an int >= 0, got {trial!r}")
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=one(level, "level"), trials=int(trial) + 1, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed)
+                    positions=positions, seed=seed, draws=draws)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
-    run = [(float(sweep.levels[0]), trial)]
+    run = [sweep.runs[trial]]
     frames = []
     for layer in sweep.layers:
         with sweep.handle.lock:
@@ -191,9 +219,12 @@ def _check_result_fits(n_runs: int) -> None:
 
 # --- noise ---------------------------------------------------------------------------------
 
-def draw_noise(shape: Sequence[int], *, seed: int, layer: int, trial: int, distribution: str) -> torch.Tensor:
-    """ε for one (seed, layer, trial): fp32 on the CPU, unit variance (see the module docstring)."""
-    state = np.random.SeedSequence([seed, layer, trial]).generate_state(2, dtype=np.uint32)
+def draw_noise(shape: Sequence[int], *, seed: int, layer: int, trial: int, distribution: str,
+               level_index: int | None = None) -> torch.Tensor:
+    """ε for one (seed, layer, trial) ray, or with `level_index` one fresh draw: fp32 on the CPU,
+    unit variance (see the module docstring)."""
+    entropy = [seed, layer, trial] + ([] if level_index is None else [level_index + 1])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
     if distribution == "gaussian":
         return torch.randn(tuple(shape), generator=gen)
@@ -206,11 +237,12 @@ def rms(value: torch.Tensor) -> torch.Tensor:
 
 
 def sweep_noise(sweep: Sweep, layer: int, chunk, clean_value: torch.Tensor) -> torch.Tensor:
-    """[b, P, *feature] noise for the (level, trial) runs of one chunk."""
+    """[b, P, *feature] noise for the (level, `Draw`) runs of one chunk."""
     unit = rms(clean_value) if sweep.scale == "relative" else torch.tensor(1.0)
-    eps = {t: draw_noise(clean_value.shape, seed=sweep.seed, layer=layer, trial=t,
-                         distribution=sweep.distribution) for t in {t for _, t in chunk}}
-    return torch.stack([level * unit * eps[t] for level, t in chunk])
+    eps = {key: draw_noise(clean_value.shape, seed=sweep.seed, layer=layer, trial=key.trial,
+                           level_index=key.level_index, distribution=sweep.distribution)
+           for key in {key for _, key in chunk}}
+    return torch.stack([level * unit * eps[key] for level, key in chunk])
 
 
 # --- the batched engine ------------------------------------------------------------------
@@ -246,7 +278,7 @@ def read_groups(runs: list) -> list[list]:
 
 
 def sweep_logits(sweep: Sweep, layer: int, entry, runs: list, *, max_bytes: int = DEFAULT_MAX_BYTES):
-    """Last-position logits [len(runs), V] of a sweep's (level, trial) runs at one layer.
+    """Last-position logits [len(runs), V] of a sweep's (level, `Draw`) runs at one layer.
 
     The caller holds ``sweep.handle.lock``: the engine registers torch hooks on the shared
     model and calls its blocks one by one, which an nnsight trace in another thread would see.
@@ -275,47 +307,54 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
     """`run_noised` for an affine component (`Point.affine`) and runs (level, key) whose noise is level × that of (1, key).
 
     The injected block's output is then out_clean + level · r_key, with the response
-    r_key = out(1, key) − out_clean: the block runs once per key, not once per run, and the
-    batched forward restarts at the next block from these outputs.
+    r_key = out(1, key) − out_clean: the block runs once per key (a ray: per trial, shared by
+    its levels; a fresh draw: per run), and the batched forward restarts at the next block
+    from these outputs.
     """
     if not runs:  # e.g. a read group of level-0 runs only
         return torch.empty(0, handle.vocab_size)
     resid = entry[0][0]
-    keys = list(dict.fromkeys(key for _, key in runs))
     clean = _blocks_from(handle, layer, resid, entry, stop=layer + 1)
-    unit = _hooked_chunks(handle, component, layer, entry, positions, [(1.0, key) for key in keys], noise,
-                          max_bytes, stop=layer + 1)
-    response = torch.cat(unit) - clean
-    row = {key: i for i, key in enumerate(keys)}
     size = _chunk_size(handle, None, resid.shape[1], max_bytes)
     blocks = _blocks(handle)
     next_on_rays = handle.arch.next_on_rays(handle.module, layer)
     if next_on_rays:
-        clean_proj, response_proj = _ray_projections(blocks[layer + 1], clean, response)
-    finals = []
-    for start in range(0, len(runs), size):
-        chunk = runs[start:start + size]
-        level = torch.tensor([lv for lv, _ in chunk], dtype=response.dtype, device=response.device)
-        idx = [row[key] for _, key in chunk]
-        inputs = torch.addcmul(clean, level[:, None, None], response[idx])
+        clean_proj = _ray_projection(blocks[layer + 1], clean)
+    keys = list(dict.fromkeys(key for _, key in runs))
+    finals = [None] * len(runs)
+    # responses are held `size` keys at a time: a few rays' serve every run, while fresh draws
+    # have one key per run and a read group's worth would not fit for a long prompt
+    for k in range(0, len(keys), size):
+        row = {key: i for i, key in enumerate(keys[k:k + size])}
+        unit = _hooked_chunks(handle, component, layer, entry, positions, [(1.0, key) for key in row], noise,
+                              max_bytes, stop=layer + 1)
+        response = torch.cat(unit) - clean
         if next_on_rays:
-            inputs = _mamba_block_on_rays(blocks[layer + 1], inputs, level, clean_proj, response_proj[idx],
-                                          last_only=layer + 2 == len(blocks))
-        finals.append(_blocks_from(handle, layer + 2 if next_on_rays else layer + 1, inputs, entry,
-                                   last_only=True)[:, -1])
-    return _head(handle, finals)
+            response_proj = _ray_projection(blocks[layer + 1], response)
+        mine = [i for i, (_, key) in enumerate(runs) if key in row]
+        for start in range(0, len(mine), size):
+            chunk = [runs[i] for i in mine[start:start + size]]
+            level = torch.tensor([lv for lv, _ in chunk], dtype=response.dtype, device=response.device)
+            idx = [row[key] for _, key in chunk]
+            inputs = torch.addcmul(clean, level[:, None, None], response[idx])
+            if next_on_rays:
+                inputs = _mamba_block_on_rays(blocks[layer + 1], inputs, level, clean_proj, response_proj[idx],
+                                              last_only=layer + 2 == len(blocks))
+            out = _blocks_from(handle, layer + 2 if next_on_rays else layer + 1, inputs, entry, last_only=True)
+            for i, final in zip(mine[start:start + size], out[:, -1]):
+                finals[i] = final
+    return _head(handle, [torch.stack(finals)])
 
 
-def _ray_projections(block, clean: torch.Tensor, response: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """in_proj's matmul, without bias, on clean [1, T, d] and each response [K, T, d] after the
-    block's RMSNorm weight g: W(g ⊙ clean) and W(g ⊙ response), [*, T, 2 d_in]."""
-    g, w = block.norm.weight, block.mixer.in_proj.weight
-    return F.linear(clean * g, w), F.linear(response * g, w)
+def _ray_projection(block, value: torch.Tensor) -> torch.Tensor:
+    """in_proj's matmul, without bias, on the clean output [1, T, d] or responses [K, T, d] after
+    the block's RMSNorm weight g: W(g ⊙ value), [*, T, 2 d_in]."""
+    return F.linear(value * block.norm.weight, block.mixer.in_proj.weight)
 
 
 def _mamba_block_on_rays(block, inputs, level, clean_proj, response_proj, last_only: bool) -> torch.Tensor:
     """The Mamba block on inputs = clean + level · response [b, T, d], in_proj computed from the
-    ray projections (`_ray_projections`) instead of once per run.
+    ray projections (`_ray_projection`) instead of once per run.
 
     RMSNorm only scales each row, by 1/rms(row), before its weight g; so
     in_proj(RMSNorm(inputs)) = (W(g ⊙ clean) + level · W(g ⊙ response)) / rms(inputs) + bias.
@@ -424,7 +463,7 @@ def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataF
     read = read_prediction(logits, sweep.target)
     return pd.DataFrame({
         "model": sweep.handle.name, "layer": layer, "component": sweep.component,
-        "level": [lv for lv, _ in runs], "trial": [t for _, t in runs],
+        "level": [lv for lv, _ in runs], "trial": [key.trial for _, key in runs],
         "hit": read["predicted_id"] == sweep.target, **read,
         "predicted": sweep.handle.decode_tokens(read["predicted_id"].tolist()),
     })
@@ -447,7 +486,7 @@ def to_frame(sweep: Sweep, frames: list, layers_done: tuple[int, ...] | None = N
     layers marks a stopped sweep."""
     layers_done = sweep.layers if layers_done is None else layers_done
     df = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS))[list(COLUMNS)]
-    df.attrs.update(target=sweep.target, distribution=sweep.distribution, scale=sweep.scale,
+    df.attrs.update(target=sweep.target, distribution=sweep.distribution, scale=sweep.scale, draws=sweep.draws,
                     positions=sweep.positions, seed=sweep.seed, layers_done=tuple(layers_done),
                     stopped=len(layers_done) < len(sweep.layers))
     return df

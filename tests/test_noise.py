@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from compare.noise import draw_noise, noise_sweep, noisy_logits
+from compare.noise import DRAWS, draw_noise, noise_sweep, noisy_logits
 from compare.noise_ref import noise_sweep_ref
 
 PROMPT = "When Mary and John went to the store , John gave a drink to"
@@ -77,9 +77,10 @@ def test_a_sweep_or_read_group_of_level_zero_only_is_the_clean_run(tiny, monkeyp
     ("pythia", "mlp_out", "relative", None),
     ("pythia", "resid_post", "absolute", [-2]),
 ])
-def test_fast_path_equals_one_trace_per_run(tiny, family, component, scale, positions):
+@pytest.mark.parametrize("draws", DRAWS)
+def test_fast_path_equals_one_trace_per_run(tiny, family, component, scale, positions, draws):
     kw = dict(model=tiny[0][family], target=TARGET, component=component, levels=[0.0, 0.8, 3.0],
-              trials=2, scale=scale, positions=positions, seed=3)
+              trials=2, scale=scale, positions=positions, seed=3, draws=draws)
     fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
     pd.testing.assert_frame_equal(fast.drop(columns=["p_target", "logit_diff"]),
                                   ref.drop(columns=["p_target", "logit_diff"]))
@@ -88,8 +89,9 @@ def test_fast_path_equals_one_trace_per_run(tiny, family, component, scale, posi
     assert (fast["p_target"] != fast.groupby("layer")["p_target"].transform("first")).any()
 
 
+@pytest.mark.parametrize("draws", DRAWS)
 @pytest.mark.parametrize("bias", [False, True])
-def test_fast_path_equals_one_trace_per_run_through_a_deep_mamba(bias):
+def test_fast_path_equals_one_trace_per_run_through_a_deep_mamba(bias, draws):
     """Four layers, so that the block after the injected one is sometimes not the last (its
     in_proj is then computed from the ray projections), with and without in_proj's bias, and
     with every weight jittered so RMSNorm's weight is not 1."""
@@ -101,7 +103,8 @@ def test_fast_path_equals_one_trace_per_run_through_a_deep_mamba(bias):
     module = _jitter(MambaLM(MambaConfig(d_model=32, n_layer=4, vocab_size=72, d_state=8, bias=bias)), 5).eval()
     handle = Model("deep-tiny-mamba", "mamba", module, tiny_tokenizer(), TINY_VOCAB, None)
     for component in ("h", "resid_post"):
-        kw = dict(model=handle, target=TARGET, component=component, levels=[0.0, 0.8, 3.0], trials=2, seed=3)
+        kw = dict(model=handle, target=TARGET, component=component, levels=[0.0, 0.8, 3.0], trials=2, seed=3,
+                  draws=draws)
         fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
         np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=TOL)
         np.testing.assert_allclose(fast["logit_diff"], ref["logit_diff"], atol=1e-4)
@@ -116,7 +119,8 @@ def test_noise_on_h_equals_a_hand_written_recurrence(tiny):
         A_bar = handle.point("A_bar", layer).save()
         write = handle.point("write", layer).save()
     D = handle.module.layers[layer].mixer.D.detach()
-    noise = level * draw_noise((1, *A_bar.shape[2:]), seed=0, layer=layer, trial=0, distribution="gaussian")[0]
+    noise = level * draw_noise((1, *A_bar.shape[2:]), seed=0, layer=layer, trial=0, level_index=0,
+                               distribution="gaussian")[0]
     h = torch.zeros_like(A_bar[0, 0])
     ys = []
     for t in range(ids.shape[1]):
@@ -176,7 +180,7 @@ def test_noise_depends_only_on_seed_layer_and_trial():
 
 
 def test_results_do_not_depend_on_chunking_or_on_the_other_levels(tiny, monkeypatch):
-    kw = dict(model=tiny[0]["mamba"], target=TARGET, component="h", trials=2, seed=7)
+    kw = dict(model=tiny[0]["mamba"], target=TARGET, component="h", trials=2, seed=7, draws="ray")
     whole = noise_sweep(PROMPT, levels=[0.4, 1.5], **kw)
     one_at_a_time = noise_sweep(PROMPT, levels=[0.4, 1.5], max_bytes=400_000, **kw)
     monkeypatch.setattr("compare.noise.READ_ROWS", 3)  # logits read in blocks of 3 runs
@@ -221,6 +225,7 @@ def test_noisy_logits_gives_clean_and_noisy_vectors(tiny):
     ({"trials": 0}, "trials must be an int >= 1"),
     ({"distribution": "cauchy"}, "distribution must be one of ('gaussian', 'uniform')"),
     ({"scale": "log"}, "scale must be one of ('absolute', 'relative')"),
+    ({"draws": "rays"}, "draws must be one of ('fresh', 'ray')"),
     ({"positions": [99]}, "positions must be"),
     ({"model": 3}, "model must be"),
     ({"max_bytes": 1000}, "raise max_bytes"),
@@ -269,3 +274,50 @@ def test_noise_that_overflows_the_logits_is_reported_not_read_as_token_0(tiny, f
     with pytest.raises(NonFiniteError, match=r"NaN or infinite, first at layer 0, level 1e\+38, trial 0"):
         noise_sweep(PROMPT, model=tiny[0][family], target=TARGET, component=component, layers=[0],
                     levels=[0, 1e38], scale="absolute")
+
+
+def test_a_ray_scales_one_epsilon_and_fresh_draws_do_not():
+    """Rays: the ε of (seed, layer, trial) at every level. Fresh: one per level index, each
+    different from the others and from every ray (SeedSequence pads with zeros: [s, l, t] and
+    [s, l, t, 0] would be one seed)."""
+    def eps(**kw):
+        return draw_noise((64,), seed=1, layer=2, distribution="gaussian", **kw)
+
+    fresh = [eps(trial=0, level_index=k) for k in range(3)]
+    rays = [eps(trial=t) for t in range(3)]
+    assert not any(torch.equal(r, f) for r in rays for f in fresh)
+    assert not torch.equal(fresh[0], fresh[1]) and not torch.equal(fresh[1], fresh[2])
+    assert torch.equal(fresh[1], eps(trial=0, level_index=1))
+
+
+@pytest.mark.parametrize("component", ["resid_post", "delta"])  # the affine restart and the hooked forward
+def test_fresh_draws_give_each_level_its_own_epsilon(tiny, component):
+    kw = dict(model=tiny[0]["mamba"], target=TARGET, component=component, layers=[0], trials=2, seed=4)
+    fresh = noise_sweep(PROMPT, levels=[0.6, 0.6, 0.6], draws="fresh", **kw)
+    ray = noise_sweep(PROMPT, levels=[0.6, 0.6, 0.6], draws="ray", **kw)
+    assert fresh.attrs["draws"] == "fresh" and ray.attrs["draws"] == "ray"
+    # a ray repeats itself at a repeated level; fresh draws differ between level indices
+    assert ray.groupby("trial")["p_target"].nunique().eq(1).all()
+    assert fresh.groupby("trial")["p_target"].nunique().eq(3).all()
+    alone = noise_sweep(PROMPT, levels=[0.6], draws="fresh", **kw)  # level index 0's ε
+    np.testing.assert_allclose(fresh["p_target"].iloc[:2], alone["p_target"], atol=1e-6)
+
+
+def test_fresh_draws_do_not_depend_on_chunking(tiny, monkeypatch):
+    kw = dict(model=tiny[0]["mamba"], target=TARGET, component="h", trials=3, seed=7, levels=[0.0, 0.4, 1.5, 2.0])
+    whole = noise_sweep(PROMPT, **kw)
+    small = noise_sweep(PROMPT, max_bytes=400_000, **kw)  # a few responses held at a time
+    monkeypatch.setattr("compare.noise.READ_ROWS", 5)
+    in_blocks = noise_sweep(PROMPT, **kw)
+    np.testing.assert_allclose(whole["p_target"], small["p_target"], atol=1e-6)
+    np.testing.assert_allclose(whole["p_target"], in_blocks["p_target"], atol=1e-6)
+
+
+@pytest.mark.parametrize("draws", DRAWS)
+def test_noisy_logits_is_the_sweeps_run_at_that_level(tiny, draws):
+    handle = tiny[0]["gpt2"]
+    kw = dict(model=handle, target=TARGET, component="mlp_out", seed=2, draws=draws)
+    df = noisy_logits(PROMPT, layers=[1], level=1.5, trial=1, **kw)
+    noisy = torch.tensor(df[df["run"] == "noisy"]["logit"].to_numpy())
+    sweep = noise_sweep(PROMPT, layers=[1], levels=[1.5], trials=2, **kw)
+    assert torch.softmax(noisy, -1)[_target_id(handle)].item() == pytest.approx(sweep["p_target"].iloc[1], abs=TOL)
