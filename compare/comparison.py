@@ -7,10 +7,20 @@ results pair every other model with it. Three variants say what "the same prompt
     aligned   each of the first model's tokens is re-encoded on its own by the other tokenizers
               (`datasets_gen.align`), so all models read the text split at the same places;
               tokens that share one character (emoji, CJK in byte-level BPE) are re-encoded together
+Under same_ids a tracked token is the first model's ID in every model (the ID each is fed: GPT-NeoX's
+6660 is "])," but GPT-2 reads it as " Thus"), and `Trajectory.token` is each model's own text of it.
+K divides each row of L by |its mean| over the real vocabulary (k_columns="vocab") or, as the thesis
+did, over every row of the LM head, padding included (k_columns="all": 50,280 columns for Mamba-130m).
+Per position (`Comparison.to_frame`): r_id_L and r_logid_L, the Pearson r between token ID (and
+log(1 + ID)) and L within the row (the thesis's Result 2: lower IDs get higher logits).
 Cross-model metrics are taken at *paired positions*: positions after which both models have read
 the same text. Where a token splits into several pieces in the other model, the pair uses the
 last piece (the position whose prediction is of the same next token) and is flagged `split`; a
-position inside a character has no pair.
+position inside a character has no pair. Beside agreement and JS (`_cross`), Conclusion 5 of the thesis
+(rows of L differ less between the models than between positions) as RMS distances of L over the
+tokens both vocabularies share (`metrics.row_distance`): `d_L` between the two models' rows at
+the pair, `d_L_positions` / `other_d_L_positions` from each model's row to its own rows at the
+other paired positions (mean, `metrics.position_distance`). d_L < d_L_positions is the claim.
 """
 from __future__ import annotations
 
@@ -32,13 +42,15 @@ from .loading import cached_model
 from .model import Model, integer_ids
 
 VARIANTS = ("native", "same_ids", "aligned")
+K_COLUMNS = ("vocab", "all")
 BYTES_PER_LOGIT = 48  # peak per (position, vocabulary entry) while a run is measured: L, K, P in float64, top-k
 KEPT_BYTES_PER_LOGIT = 12  # what a run keeps with keep_arrays: L, K and P in float32
 TOP_K = 5
 OUTLIER_Z = 4.0
 MAX_OUTLIERS_LISTED = 50
 CROSS_COLUMNS = ["model", "other", "position", "other_position", "token", "other_token", "split", "prediction",
-                 "other_prediction", "agree", "js", "shared_mass", "other_shared_mass"]
+                 "other_prediction", "agree", "js", "shared_mass", "other_shared_mass", "d_L", "d_L_positions",
+                 "other_d_L_positions"]
 
 # A cache, not state: each model's vocabulary as text (models themselves: `loading.cached_model`).
 _VOCAB_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -79,7 +91,7 @@ class Run:
     predictions: list[str]
     p_predictions: np.ndarray  # [T], P of each argmax
     tracked: dict[str, Trajectory]
-    k_stats: pd.DataFrame  # position, mean, variance, skew, n_outliers, tail_bump, outliers
+    k_stats: pd.DataFrame  # position, mean, variance, skew, r_id_L, r_logid_L, n_outliers, tail_bump, outliers
     variance_trend: dict[str, float]
     lock_in: int | None  # None also when the prompt is not periodic
     top_k_ids: np.ndarray  # [T, TOP_K], most probable first
@@ -97,6 +109,7 @@ class Comparison:
     cross: pd.DataFrame
     seed: int | None = None
     tokenizer_tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    k_columns: str = "vocab"
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (model, position): token, prediction, P, K statistics, tracked L/K/P."""
@@ -160,7 +173,7 @@ class Comparison:
         prompt = self.prompt if isinstance(self.prompt, (str, list)) else str(self.prompt)
         return {"models": {n: {"family": r.family, "vocab_size": r.vocab_size}
                            for n, r in self.runs.items()},
-                "variant": self.variant, "seed": self.seed, "prompt": prompt,
+                "variant": self.variant, "k_columns": self.k_columns, "seed": self.seed, "prompt": prompt,
                 "lock_in": {n: r.lock_in for n, r in self.runs.items()},
                 "variance_trend": {n: r.variance_trend for n, r in self.runs.items()},
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -187,7 +200,7 @@ class Comparison:
 
 def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",
             track=None, device=None, batch_size: int = 8, progress: bool = True,
-            tokenizer_stats: bool = False, keep_arrays: bool = True, stop=None):
+            tokenizer_stats: bool = False, keep_arrays: bool = True, stop=None, k_columns: str = "vocab"):
     """Run `prompt` through every model and compare them; see the module docstring for variants.
 
     prompt: a string, a list of token IDs (first model's tokenizer), a `datasets_gen` suite row
@@ -205,11 +218,16 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         run batch by batch, so with False the memory of a suite does not grow with its arrays.
     stop: anything with ``is_set()`` (a `threading.Event`), checked before each batch; once set,
         `Stopped` is raised.
+    k_columns: the columns K's row mean runs over: "vocab" (default), the tokenizer's real
+        vocabulary, the only logits a model can emit; "all", every row of the LM head, padding
+        included, as the thesis computed it (see the module docstring).
     Before any forward, work whose arrays would not fit in memory is refused with the estimate
     (`BYTES_PER_LOGIT` per position and vocabulary entry while a run is measured).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant: unknown {variant!r}; allowed values are {', '.join(VARIANTS)}")
+    if k_columns not in K_COLUMNS:
+        raise ValueError(f"k_columns: unknown {k_columns!r}; allowed values are {', '.join(K_COLUMNS)}")
     if not isinstance(keep_arrays, bool):
         raise TypeError(f"keep_arrays: must be True or False, got {keep_arrays!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -231,7 +249,7 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         for m, h in enumerate(handles):
             if stop is not None and stop.is_set():
                 raise Stopped(f"compare stopped after {len(results)} of {len(items)} prompts")
-            logits.append(_forward(h, [prepared[n].ids[m] for n in batch]))
+            logits.append(_forward(h, [prepared[n].ids[m] for n in batch], padded=k_columns == "all"))
         for i, n in enumerate(batch):
             prep = prepared[n]
             runs = {h.name: _run(h, m, prep.ids[m], logits[m][i], prep.track) for m, h in enumerate(handles)}
@@ -240,7 +258,7 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
                 for m, run in enumerate(runs.values()):
                     run.logits = run.k = run.probs = logits[m][i] = None
             results.append(Comparison(prompt=items[n], variant=variant, runs=runs, cross=cross, seed=prep.seed,
-                                      tokenizer_tables=tables))
+                                      tokenizer_tables=tables, k_columns=k_columns))
     return results if is_suite else results[0]
 
 
@@ -316,7 +334,9 @@ def _prepare(item, handles: list[Model], variant: str, track) -> _Prepared:
         h.as_input(h_ids)  # raises on out-of-vocabulary IDs and over-long prompts, naming the model
     pairs = [_pairs(handles[0], h, ids[0], ids[m], None if splits is None else (splits[0], splits[m]))
              for m, h in enumerate(handles) if m > 0]
-    resolved = target if isinstance(item, Mapping) and track is None else _tracked(track, handles)
+    resolved = target if isinstance(item, Mapping) and track is None else _tracked(track, handles, variant)
+    if variant == "same_ids":  # every model is fed the first model's IDs: each tracks the ID it reads
+        resolved = [(label, [per_model[0]] * len(handles)) for label, per_model in resolved]
     return _Prepared(ids=ids, pairs=pairs, track=resolved, seed=seed)
 
 
@@ -396,7 +416,9 @@ def _decode(handle: Model, ids) -> str:
     return handle.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
 
 
-def _tracked(track, handles: list[Model]) -> list[tuple[str, list[int]]]:
+def _tracked(track, handles: list[Model], variant: str) -> list[tuple[str, list[int]]]:
+    """(label, ID per model) of each tracked token. Under same_ids only the first model's
+    tokenizer must hold it (the others are fed its ID); else it must be one token in each."""
     if track is None:
         return []
     items = [track] if isinstance(track, (str, int, np.integer)) else track
@@ -415,21 +437,25 @@ def _tracked(track, handles: list[Model]) -> list[tuple[str, list[int]]]:
         for m, h in enumerate(handles):
             if m == 0 and not isinstance(item, str):
                 ids.append(int(item))
-                continue
-            ids.append(h.single_token(label, what="track"))
+            elif m == 0 or variant != "same_ids":
+                ids.append(h.single_token(label, what="track"))
+            else:
+                h.as_input([ids[0]])  # raises naming the model when its vocabulary has no such ID
+                ids.append(ids[0])
         out.append((label, ids))
     return out
 
 
-def _forward(handle: Model, batch: list[list[int]]) -> list[np.ndarray]:
-    """L of each prompt of a batch, [T, V] float32, from one right-padded forward.
+def _forward(handle: Model, batch: list[list[int]], padded: bool = False) -> list[np.ndarray]:
+    """L of each prompt of a batch, [T, V] float32 (padded: every LM-head row, `Model.logits`),
+    from one right-padded forward.
 
     Both models are causal, so a real position never sees the padding after it: no attention mask
     and no position-id shift are needed, and padded positions are simply cut off.
     """
     width = max(len(b) for b in batch)
-    padded = torch.tensor([b + [0] * (width - len(b)) for b in batch])
-    L = handle.logits(padded).cpu().numpy()
+    ids = torch.tensor([b + [0] * (width - len(b)) for b in batch])
+    L = handle.logits(ids, padded=padded).cpu().numpy()
     return [L[i, : len(b)] for i, b in enumerate(batch)]
 
 
@@ -455,11 +481,13 @@ def _check_memory(handles: list[Model], prepared: list[_Prepared], batches: list
 
 
 def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:
-    """Model `m`'s results; `track` holds (label, ID per model) pairs."""
-    K, P = metrics.normalise(L), metrics.softmax(L)
+    """Model `m`'s results; `track` holds (label, ID per model) pairs. L [T, V], or [T, V_pad]
+    with the LM head's padding rows (k_columns="all"), which only K's row mean reads."""
+    L, L_padding = L[:, : handle.vocab_size], (L[:, handle.vocab_size:] if L.shape[1] > handle.vocab_size else None)
+    K, P = metrics.normalise(L, L_padding), metrics.softmax(L)
     prediction_ids = metrics.argmax(L)
     texts = _vocab_texts(handle)
-    stats = metrics.k_stats(K)
+    stats = metrics.k_stats(K).merge(metrics.id_logit_correlation(L), on="position")
     outliers = [metrics.tail_outliers(row, OUTLIER_Z) for row in K]
     stats["n_outliers"] = [len(o) for o in outliers]
     stats["tail_bump"] = stats["n_outliers"] >= metrics.BUMP_MIN_SIZE  # `metrics.tail_bump`, outliers reused
@@ -467,7 +495,7 @@ def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:
     p = metrics.period(ids)
     top_ids, top_probs = metrics.top_k(P, min(TOP_K, P.shape[1]))
     positions = np.arange(len(ids))
-    tracked = {label: Trajectory(label, per_model[m], *(X[positions, per_model[m]] for X in (L, K, P)))
+    tracked = {label: Trajectory(texts[per_model[m]], per_model[m], *(X[positions, per_model[m]] for X in (L, K, P)))
                for label, per_model in track}
     return Run(model=handle.name, family=handle.family, vocab_size=handle.vocab_size, ids=np.array(ids),
                tokens=[texts[i] for i in ids], logits=L, k=K.astype(np.float32), probs=P.astype(np.float32),
@@ -483,6 +511,7 @@ def _cross(runs: list[Run], pairs, shared) -> pd.DataFrame:
     """First model vs each other at paired positions: agreement and JS over shared tokens.
 
     `shared_mass`: how much of each model's P the shared tokens hold (JS renormalises over them).
+    d_L, d_L_positions, other_d_L_positions: Conclusion 5's distances (module docstring).
     """
     first, frames = runs[0], []
     for other, other_pairs, (ids_a, ids_b) in zip(runs[1:], pairs, shared):
@@ -490,6 +519,7 @@ def _cross(runs: list[Run], pairs, shared) -> pd.DataFrame:
             continue
         a, b, split = (np.array(x) for x in zip(*other_pairs))
         P_a, P_b = first.probs[a][:, ids_a], other.probs[b][:, ids_b]
+        L_a, L_b = first.logits[a][:, ids_a], other.logits[b][:, ids_b]
         prediction = [first.predictions[i] for i in a]
         other_prediction = [other.predictions[i] for i in b]
         frames.append(pd.DataFrame({
@@ -498,7 +528,8 @@ def _cross(runs: list[Run], pairs, shared) -> pd.DataFrame:
             "split": split, "prediction": prediction, "other_prediction": other_prediction,
             "agree": np.array(prediction) == np.array(other_prediction),
             "js": metrics.js_divergence(P_a, P_b), "shared_mass": P_a.sum(axis=1),
-            "other_shared_mass": P_b.sum(axis=1)}))
+            "other_shared_mass": P_b.sum(axis=1), "d_L": metrics.row_distance(L_a, L_b),
+            "d_L_positions": metrics.position_distance(L_a), "other_d_L_positions": metrics.position_distance(L_b)}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CROSS_COLUMNS)
 
 

@@ -18,10 +18,15 @@ import numpy as np
 import pandas as pd
 
 
-def normalise(L: np.ndarray) -> np.ndarray:
-    """K: each row of L divided by the absolute value of its mean over the vocabulary."""
+def normalise(L: np.ndarray, L_padding: np.ndarray | None = None) -> np.ndarray:
+    """K: each row of L divided by the absolute value of its mean over the vocabulary.
+
+    L_padding: the logits of the LM head's padding rows [T, V_pad − V]; given, the mean runs over
+    all V_pad columns (the thesis's K: 50,280 columns for Mamba-130m), K still over L's columns.
+    """
     L = np.asarray(L, dtype=np.float64)
-    return L / np.abs(L.mean(axis=-1, keepdims=True))
+    columns = L if L_padding is None else np.concatenate([L, np.asarray(L_padding, dtype=np.float64)], axis=-1)
+    return L / np.abs(columns.mean(axis=-1, keepdims=True))
 
 
 def softmax(L: np.ndarray) -> np.ndarray:
@@ -156,6 +161,45 @@ def variance_trend(variances: Sequence[float]) -> dict[str, float]:
     slope, intercept = np.polyfit(t, v, 1)
     r = _pearson(t, v)
     return {"slope": float(slope), "intercept": float(intercept), "r": r}
+
+
+def id_logit_correlation(L: np.ndarray) -> pd.DataFrame:
+    """Result 2 of the thesis, per row of L [T, V]: Pearson r between token ID and logit.
+
+    r_id_L: r(ID, L[t]) over the V columns; r_logid_L: r(log(1 + ID), L[t]) (log1p, as in
+    `tokenizer_stats`, so ID 0 is defined). Negative r: lower IDs get higher logits.
+    """
+    L = np.asarray(L, dtype=np.float64)
+    ids = np.arange(L.shape[-1], dtype=np.float64)
+    centred = L - L.mean(axis=-1, keepdims=True)
+    norm = np.sqrt((centred ** 2).sum(axis=-1))
+
+    def r(x):
+        x = x - x.mean()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return centred @ x / (norm * np.sqrt((x ** 2).sum()))
+
+    return pd.DataFrame({"position": np.arange(len(L)), "r_id_L": r(ids), "r_logid_L": r(np.log1p(ids))})
+
+
+def row_distance(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Root-mean-square distance between matching rows of X and Y [N, V]: sqrt(mean_v (X − Y)²), [N]."""
+    diff = np.asarray(X, dtype=np.float64) - np.asarray(Y, dtype=np.float64)
+    return np.sqrt((diff ** 2).mean(axis=-1))
+
+
+def position_distance(X: np.ndarray) -> np.ndarray:
+    """Each row's mean `row_distance` to the other rows of X [N, V], [N] (NaN for one row).
+
+    Conclusion 5's within-model term: how far one position's row of L lies from the others.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    X = X - X.mean(axis=0)  # distances ignore a shift common to all rows; centring spares the
+    sq = (X ** 2).mean(axis=-1)  # Gram identity below cancelling large logits (L ~ −100) to rounding
+    # |x − y|² = |x|² + |y|² − 2 x·y, clipped at 0 against rounding on (near-)equal rows
+    pairwise = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * (X @ X.T) / X.shape[-1], 0, None))
+    n = len(X)
+    return pairwise.sum(axis=-1) / (n - 1) if n > 1 else np.full(n, np.nan)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -125,8 +125,11 @@ class Model:
         return batch * (self.layer_bytes(T) + FP32_BYTES * T * self.module.lm_head.out_features)
 
     @torch.no_grad()
-    def logits(self, input_ids) -> torch.Tensor:
+    def logits(self, input_ids, *, padded: bool = False) -> torch.Tensor:
         """Plain forward (no hooks): float logits [batch, T, vocab_size] over the real vocabulary.
+
+        padded: every row of the LM head instead, [batch, T, lm_head.out_features], the padding
+        rows past the tokenizer's vocabulary included (the thesis's K averages over them).
 
         Raises NonFiniteError where a logit is NaN or infinite, naming the first such position
         and the first stage (embedding, layer, final norm, LM head) whose output is not finite.
@@ -139,7 +142,7 @@ class Model:
         with self.lock:
             out = self.module(ids)
             out = out if isinstance(out, torch.Tensor) else out.logits
-            out = out[..., : self.vocab_size].float()
+            out = out[..., : None if padded else self.vocab_size].float()
             if not torch.isfinite(out).all():
                 raise self._non_finite(ids, out)
         return out

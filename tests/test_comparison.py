@@ -266,3 +266,62 @@ def test_js_is_over_tokens_both_vocabularies_share(real_vocab_models):
     assert len(result.cross) == 14 and not result.cross["split"].any()
     assert ((result.cross["js"] >= 0) & (result.cross["js"] <= 1)).all()
     assert (result.cross["shared_mass"] < 1).all() and (result.cross["shared_mass"] > 0.5).all()
+
+
+def test_k_over_all_columns_divides_by_the_mean_of_every_lm_head_row(models):
+    handles, refs = models
+    result = package.compare(TEXT, handles, variant="native", k_columns="all")
+    assert result.k_columns == "all" and result.metadata()["k_columns"] == "all"
+    for handle, ref in zip(handles, refs):
+        with torch.no_grad():
+            L_all = ref(torch.tensor([ids_of(TEXT)])).logits[0].double().numpy()  # 72 rows: 64 + 8 padding
+        assert L_all.shape[1] > V
+        run = result.runs[handle.name]
+        np.testing.assert_allclose(run.k, L_all[:, :V] / np.abs(L_all.mean(axis=1, keepdims=True)), rtol=1e-3, atol=1e-4)
+        assert run.logits.shape[1] == V  # L and P stay over the real vocabulary
+        np.testing.assert_allclose(run.probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_k_columns_must_be_vocab_or_all(models):
+    with pytest.raises(ValueError, match="k_columns: unknown 'padded'; allowed values are vocab, all"):
+        package.compare(TEXT, models[0], k_columns="padded")
+
+
+def test_id_logit_correlation_per_position_matches_numpy(models):
+    handles, refs = models
+    frame = package.compare(TEXT, handles, variant="native").to_frame()
+    for handle, ref in zip(handles, refs):
+        L = ref_logits(ref, ids_of(TEXT))
+        rows = frame[frame["model"] == handle.name]
+        ids = np.arange(V)
+        np.testing.assert_allclose(rows["r_id_L"], [np.corrcoef(ids, row)[0, 1] for row in L], atol=1e-4)
+        np.testing.assert_allclose(rows["r_logid_L"], [np.corrcoef(np.log1p(ids), row)[0, 1] for row in L], atol=1e-4)
+
+
+def test_conclusion_5_distances_match_pandas(models):
+    handles, refs = models
+    cross = package.compare(TEXT, handles, variant="same_ids").cross
+    tok = tiny_tokenizer()
+    texts = pd.Series([tok.decode([i], clean_up_tokenization_spaces=False) for i in range(V)])
+    shared = texts[~texts.duplicated(keep=False)].index.to_numpy()  # one tokenizer: strings held once
+    La, Lb = (pd.DataFrame(ref_logits(ref, ids_of(TEXT))[:, shared]) for ref in refs)
+    T = len(La)
+    rms = lambda x, y: np.sqrt(((x - y) ** 2).mean())  # noqa: E731
+    np.testing.assert_allclose(cross["d_L"], [rms(La.loc[t], Lb.loc[t]) for t in range(T)], rtol=1e-4)
+    for column, L in (("d_L_positions", La), ("other_d_L_positions", Lb)):
+        expected = [np.mean([rms(L.loc[t], L.loc[u]) for u in range(T) if u != t]) for t in range(T)]
+        np.testing.assert_allclose(cross[column], expected, rtol=1e-4)
+
+
+def test_same_ids_tracks_the_id_each_model_is_fed(real_vocab_models):
+    # GPT-NeoX's 6660 is "]),"; fed the same ID, GPT-2 reads " Thus" (the thesis's Fig. 19 cycle)
+    ids = [4200, 6660] * 4
+    result = package.compare(ids, real_vocab_models, variant="same_ids", track=6660)
+    mamba, gpt2 = (result.runs[name].tracked["]),"] for name in ("mamba", "gpt2"))
+    assert (mamba.id, mamba.token) == (6660, "]),")
+    assert (gpt2.id, gpt2.token) == (6660, " Thus")
+    np.testing.assert_allclose(gpt2.L, result.runs["gpt2"].logits[:, 6660])
+    by_text = package.compare(ids, real_vocab_models, variant="same_ids", track="]),")  # not a GPT-2 token
+    assert by_text.runs["gpt2"].tracked["]),"].id == 6660
+    aligned = package.compare(ids, real_vocab_models, variant="native", track=" Thus")
+    assert [run.tracked[" Thus"].id for run in aligned.runs.values()] == [3308, 6660]

@@ -164,3 +164,35 @@ def test_tokenizer_stats_on_the_real_gpt2_vocabulary():
     assert result["n_vocab"] == 50257
     assert result["r_id_len"] == pytest.approx(np.corrcoef(ids, lengths)[0, 1], abs=1e-3)
     assert result["r_logid_len"] == pytest.approx(np.corrcoef(np.log1p(ids), lengths)[0, 1], abs=1e-3)
+
+
+def test_normalise_with_padding_divides_by_the_mean_over_every_column():
+    L = np.array([[1.0, 2.0, 3.0], [-4.0, 0.0, 1.0]])
+    padding = np.array([[-10.0], [2.0]])
+    # row means over 4 columns: (1 + 2 + 3 − 10) / 4 = −1, (−4 + 0 + 1 + 2) / 4 = −0.25
+    np.testing.assert_allclose(metrics.normalise(L, padding), [[1.0, 2.0, 3.0], [-16.0, 0.0, 4.0]])
+    np.testing.assert_allclose(metrics.normalise(L), L / np.abs(L.mean(axis=1, keepdims=True)))
+
+
+def test_id_logit_correlation_is_pearson_r_per_row():
+    rng = np.random.default_rng(0)
+    L = rng.normal(size=(4, 50)) - np.linspace(0, 3, 50)  # logits falling with ID, plus noise
+    frame = metrics.id_logit_correlation(L)
+    ids = np.arange(50)
+    assert frame["position"].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(frame["r_id_L"], [stats.pearsonr(ids, row)[0] for row in L], atol=1e-12)
+    np.testing.assert_allclose(frame["r_logid_L"], [stats.pearsonr(np.log1p(ids), row)[0] for row in L], atol=1e-12)
+    assert (frame["r_id_L"] < 0).all()
+
+
+def test_row_distance_is_the_rms_of_the_difference():
+    X, Y = np.array([[0.0, 0.0], [1.0, 2.0]]), np.array([[3.0, 4.0], [1.0, 2.0]])
+    np.testing.assert_allclose(metrics.row_distance(X, Y), [5 / math.sqrt(2), 0.0])
+
+
+def test_position_distance_is_each_rows_mean_distance_to_the_others():
+    X = np.random.default_rng(1).normal(size=(5, 30))
+    expected = [np.mean([np.sqrt(((X[i] - X[j]) ** 2).mean()) for j in range(5) if j != i]) for i in range(5)]
+    np.testing.assert_allclose(metrics.position_distance(X), expected, rtol=1e-8)  # Gram identity's rounding
+    np.testing.assert_allclose(metrics.position_distance(X - 100), expected, rtol=1e-8)
+    assert np.isnan(metrics.position_distance(X[:1])).all()
