@@ -228,9 +228,9 @@ def _transition(group: pd.DataFrame, draws: str, n_boot: int, confidence: float,
         return fit | {"status": ci_unreliable(n_units)}
     counts = rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_boot)  # [n_boot, units]
     boots, _ = fit_logistic(level, hit, counts[:, units], ridge, start=(c, w))
-    tail = expanded_tail(confidence, n_units) * 100
     if not np.isfinite(boots).any():
         return fit
+    tail = expanded_tail(confidence, n_units) * 100
     low, high = np.nanpercentile(boots, [tail, 100 - tail])
     # hits are seen only at the swept levels, so no interval can be finer than the step between
     # two of them: widen each end out to the nearest level (sharp rays otherwise all cross in

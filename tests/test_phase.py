@@ -203,3 +203,13 @@ def test_a_resample_of_one_class_has_no_fit():
     level, hit = np.array([0.0, 0.5, 1.0]), np.array([True, True, False])
     c, w = fit_logistic(level, hit, np.array([[1, 1, 1], [1, 2, 0]]))
     assert np.isfinite(c[0]) and np.isnan(c[1]) and np.isnan(w[1])
+
+
+def test_no_interval_is_finer_than_the_step_between_swept_levels():
+    # every ray crosses between the same two levels: each resample fits the same midpoint, yet
+    # the data only place the transition somewhere in that step
+    levels = np.linspace(0, 1, 50)
+    fit = phase_transition(rays(np.linspace(0.45, 0.455, MIN_RAY_TRIALS), levels=levels), n_boot=50).iloc[0]
+    below, above = levels[levels < 0.45].max(), levels[levels > 0.455].min()
+    assert (fit["ci_low"], fit["ci_high"]) == (below, above)
+    assert below < fit["critical_level"] < above
