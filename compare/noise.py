@@ -147,8 +147,9 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     resamples them and its 95 % interval covers (≥ 90 % in simulation, sharp to wide), while
     one ray crosses the transition once and gives one threshold, no interval (≥ 8 rays are
     needed); it is also what the thesis most plausibly did. Rays answer another question, how
-    far along one fixed direction the prediction survives, and cost less on an `AFFINE`
-    component (the injected block runs once per trial instead of once per run).
+    far along one fixed direction the prediction survives, and cost less on an affine
+    component, whose injected block runs once per trial instead of once per run (noise on h at
+    the mamba-130m shape, 24 layers × 10 levels × 1 trial, 2 threads: 7.0 s fresh, 5.5 s ray).
     max_bytes: memory budget of one batched chunk (estimated from shapes).
     progress: called as progress(layers_done, layers_total) after each layer.
     stop: anything with ``is_set()`` (a `threading.Event`), checked before each layer; once set,
@@ -322,7 +323,7 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
         clean_proj = _ray_projection(blocks[layer + 1], clean)
     keys = list(dict.fromkeys(key for _, key in runs))
     finals = [None] * len(runs)
-    # responses are held `size` keys at a time: a few rays' serve every run, while fresh draws
+    # responses are held `size` keys at a time: a few rays' responses serve every run, while fresh draws
     # have one key per run and a read group's worth would not fit for a long prompt
     for k in range(0, len(keys), size):
         row = {key: i for i, key in enumerate(keys[k:k + size])}
