@@ -44,7 +44,8 @@ def argmax(L: np.ndarray) -> np.ndarray:
 def top_k(P: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """IDs and probabilities of the k most probable tokens per row, most probable first: [T, k]."""
     P = np.asarray(P)
-    ids = np.argsort(-P, axis=-1, kind="stable")[..., :k]
+    # a copy, not a view: a view of the [T, V] argsort would keep all of it alive with the result
+    ids = np.argsort(-P, axis=-1, kind="stable")[..., :k].copy()
     return ids, np.take_along_axis(P, ids, axis=-1)
 
 

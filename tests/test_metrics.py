@@ -196,3 +196,13 @@ def test_position_distance_is_each_rows_mean_distance_to_the_others():
     np.testing.assert_allclose(metrics.position_distance(X), expected, rtol=1e-8)  # Gram identity's rounding
     np.testing.assert_allclose(metrics.position_distance(X - 100), expected, rtol=1e-8)
     assert np.isnan(metrics.position_distance(X[:1])).all()
+
+
+def test_top_k_keeps_no_vocabulary_sized_array_alive():
+    """The result owns its memory: a suite keeps [T, k] per run, not the [T, V] argsort behind it."""
+    from compare.metrics import top_k
+
+    P = np.random.default_rng(0).random((3, 1000))
+    ids, probs = top_k(P, 5)
+    for a in (ids, probs):
+        assert a.base is None or a.base.size == a.size
