@@ -20,7 +20,9 @@ position inside a character has no pair. Beside agreement and JS (`_cross`), Con
 (rows of L differ less between the models than between positions) as RMS distances of L over the
 tokens both vocabularies share (`metrics.row_distance`): `d_L` between the two models' rows at
 the pair, `d_L_positions` / `other_d_L_positions` from each model's row to its own rows at the
-other paired positions (mean, `metrics.position_distance`). d_L < d_L_positions is the claim.
+other paired positions (mean, `metrics.position_distance`). d_L < d_L_positions is the claim as
+issue #12 reads it; read literally (values within a row differ less than between rows) it compares
+each row's L_std with the spread of L_mean over positions, both per position in `to_frame`.
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ class Run:
     predictions: list[str]
     p_predictions: np.ndarray  # [T], P of each argmax
     tracked: dict[str, Trajectory]
-    k_stats: pd.DataFrame  # position, mean, variance, skew, r_id_L, r_logid_L, n_outliers, tail_bump, outliers
+    k_stats: pd.DataFrame  # position, mean, variance, skew, r_id_L, r_logid_L, L_mean, L_std, n_outliers, tail_bump, outliers
     variance_trend: dict[str, float]
     lock_in: int | None  # None also when the prompt is not periodic
     top_k_ids: np.ndarray  # [T, TOP_K], most probable first
@@ -487,7 +489,8 @@ def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:
     K, P = metrics.normalise(L, L_padding), metrics.softmax(L)
     prediction_ids = metrics.argmax(L)
     texts = _vocab_texts(handle)
-    stats = metrics.k_stats(K).merge(metrics.id_logit_correlation(L), on="position")
+    stats = (metrics.k_stats(K).merge(metrics.id_logit_correlation(L), on="position")
+             .merge(metrics.row_moments(L), on="position"))
     outliers = [metrics.tail_outliers(row, OUTLIER_Z) for row in K]
     stats["n_outliers"] = [len(o) for o in outliers]
     stats["tail_bump"] = stats["n_outliers"] >= metrics.BUMP_MIN_SIZE  # `metrics.tail_bump`, outliers reused

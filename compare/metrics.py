@@ -183,6 +183,17 @@ def id_logit_correlation(L: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"position": np.arange(len(L)), "r_id_L": r(ids), "r_logid_L": r(np.log1p(ids))})
 
 
+def row_moments(L: np.ndarray) -> pd.DataFrame:
+    """Per row of L [T, V]: its mean `L_mean` and (population) standard deviation `L_std`.
+
+    The literal reading of the thesis's Conclusion 5 ("values within a row differ much less than
+    between rows", the blocks of Figs. 24–25) compares L_std with the spread of L_mean over
+    positions; the reading across models is `row_distance` / `position_distance`.
+    """
+    L = np.asarray(L, dtype=np.float64)
+    return pd.DataFrame({"position": np.arange(len(L)), "L_mean": L.mean(axis=-1), "L_std": L.std(axis=-1)})
+
+
 def row_distance(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Root-mean-square distance between matching rows of X and Y [N, V]: sqrt(mean_v (X − Y)²), [N]."""
     diff = np.asarray(X, dtype=np.float64) - np.asarray(Y, dtype=np.float64)

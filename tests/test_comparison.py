@@ -296,6 +296,8 @@ def test_id_logit_correlation_per_position_matches_numpy(models):
         ids = np.arange(V)
         np.testing.assert_allclose(rows["r_id_L"], [np.corrcoef(ids, row)[0, 1] for row in L], atol=1e-4)
         np.testing.assert_allclose(rows["r_logid_L"], [np.corrcoef(np.log1p(ids), row)[0, 1] for row in L], atol=1e-4)
+        np.testing.assert_allclose(rows["L_mean"], L.mean(axis=1), rtol=1e-5)
+        np.testing.assert_allclose(rows["L_std"], L.std(axis=1), rtol=1e-5)
 
 
 def test_conclusion_5_distances_match_pandas(models):

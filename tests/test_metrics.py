@@ -206,3 +206,11 @@ def test_top_k_keeps_no_vocabulary_sized_array_alive():
     ids, probs = top_k(P, 5)
     for a in (ids, probs):
         assert a.base is None or a.base.size == a.size
+
+
+def test_row_moments_are_each_rows_mean_and_population_std():
+    L = np.array([[1.0, 2.0, 3.0, 6.0], [-5.0, -5.0, -5.0, -5.0]])
+    frame = metrics.row_moments(L)
+    assert frame["position"].tolist() == [0, 1]
+    np.testing.assert_allclose(frame["L_mean"], [3.0, -5.0])
+    np.testing.assert_allclose(frame["L_std"], [math.sqrt((4 + 1 + 0 + 9) / 4), 0.0])
