@@ -33,7 +33,6 @@ except ImportError:
 EXECUTORS = ("embedded", "ray")
 RETRIES = 3
 THREADS = 1  # torch threads per task, in both executors: the same count gives the same rows (`tasks.execute`)
-DEPTH = 2  # tasks queued per actor: the next one starts while the driver writes the last result
 
 OnOutcome = Callable[[Outcome, int], None]  # (outcome, attempts)
 
@@ -77,9 +76,9 @@ def run_ray(tasks: Sequence[Task], on_outcome: OnOutcome, *, address: str | None
                 task = queue.popleft()
                 in_flight[actor.run.remote(task)] = (task, actor)
 
+        # one task in flight per actor: a task that kills its worker takes no queued innocent task with it
         for actor in actors:
-            for _ in range(DEPTH):
-                submit(actor)
+            submit(actor)
         while in_flight:
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
             task, actor = in_flight.pop(ref)
