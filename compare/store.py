@@ -112,9 +112,12 @@ def _claim(staging: Path, target: Path, kind: str, overwrite: bool, argument: st
         if not overwrite:
             raise FileExistsError(f"{argument}: {target} was created by another save meanwhile; allowed "
                                   "values are a new path, or pass overwrite=True (CLI: --overwrite)") from None
-    _require_ours(target, kind, argument)
     lost = FileExistsError(f"{argument}: another save replaced {target} at the same time and its result "
                            "stands; save again to replace it")
+    try:
+        _require_ours(target, kind, argument)
+    except FileNotFoundError:  # another save has just moved it aside to replace it
+        raise lost from None
     backup = _hidden(target, "old")
     try:
         os.rename(target, backup)

@@ -47,9 +47,9 @@ def test_a_suite_without_arrays_keeps_one_batch_alive(tiny, monkeypatch):
     models = [tiny[0]["mamba"], tiny[0]["gpt2"]]
     forward, batches, alive = comparison._forward, [], []
 
-    def watched(handle, batch):
+    def watched(handle, batch, **kwargs):
         alive.append(sum(ref() is not None for b in batches for ref in b))
-        out = forward(handle, batch)
+        out = forward(handle, batch, **kwargs)
         batches.append([weakref.ref(L) for L in out])
         return out
 

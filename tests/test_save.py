@@ -129,7 +129,7 @@ def test_many_saves_racing_at_the_rename_leave_one_complete_result(store, tmp_pa
     def run(k):
         try:
             store.publish(out, write(k), kind="comparison", overwrite=overwrite)
-        except FileExistsError as err:
+        except BaseException as err:  # anything but FileExistsError fails the test below
             outcomes[k] = err
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
@@ -137,6 +137,7 @@ def test_many_saves_racing_at_the_rename_leave_one_complete_result(store, tmp_pa
         t.start()
     for t in threads:
         t.join()
+    assert all(isinstance(err, FileExistsError) for err in outcomes if err is not None), outcomes
     winners = [k for k in range(n) if outcomes[k] is None]
     who = (out / "who").read_text()
     assert who in {str(k) for k in winners}
