@@ -59,14 +59,7 @@ def publish(directory: str | os.PathLike, write: Callable[[Path], None], *, kind
 
 def check(directory: str | os.PathLike, *, kind: str, overwrite: bool, argument: str = "directory") -> Path:
     """`directory` as a Path, after `recover`; raises if a result of `kind` may not be saved there."""
-    if not isinstance(directory, (str, os.PathLike)):
-        raise TypeError(f"{argument}: must be a path (str or os.PathLike), got {type(directory).__name__}")
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite: must be True or False, got {overwrite!r}")
-    target = Path(directory)
-    if target.name in ("", ".", ".."):
-        raise ValueError(f"{argument}: {os.fspath(directory)!r} names no folder of its own; allowed values "
-                         "are paths that end in a folder name, e.g. out/run1")
+    target = folder_path(directory, overwrite, argument=argument)
     ancestor = next(p for p in target.parents if p.exists())
     if not ancestor.is_dir():
         raise NotADirectoryError(f"{argument}: {ancestor} is a file, not a folder; allowed values are "
@@ -79,6 +72,20 @@ def check(directory: str | os.PathLike, *, kind: str, overwrite: bool, argument:
             raise FileExistsError(f"{argument}: {target} already exists; allowed values are a new path, "
                                   "or pass overwrite=True (CLI: --overwrite) to replace a previous result")
         _require_ours(target, kind, argument)
+    return target
+
+
+def folder_path(directory, overwrite: bool, *, argument: str, example: str = "out/run1") -> Path:
+    """`directory` as a Path that names a folder of its own; TypeError/ValueError naming `argument`
+    (or `overwrite`, which must be a bool) otherwise."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"{argument}: must be a path (str or os.PathLike), got {type(directory).__name__}")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite: must be True or False, got {overwrite!r}")
+    target = Path(directory)
+    if target.name in ("", ".", ".."):
+        raise ValueError(f"{argument}: {os.fspath(directory)!r} names no folder of its own; allowed values "
+                         f"are paths that end in a folder name, e.g. {example}")
     return target
 
 

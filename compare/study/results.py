@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import store
 from ..store import MARKER
 from .spec import Spec
 
@@ -53,14 +54,7 @@ def open_study(out: str | os.PathLike, spec: Spec, n_tasks: int, *, overwrite: b
     Raises FileExistsError when `out` holds anything but this study (another study: only
     without overwrite; files that are not a study: always), naming `argument`.
     """
-    if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"{argument}: must be a path (str or os.PathLike), got {type(out).__name__}")
-    if not isinstance(overwrite, bool):
-        raise TypeError(f"overwrite: must be True or False, got {overwrite!r}")
-    folder = Path(out)
-    if folder.name in ("", ".", ".."):
-        raise ValueError(f"{argument}: {os.fspath(out)!r} names no folder of its own; allowed values are "
-                         "paths that end in a folder name, e.g. out/study1")
+    folder = store.folder_path(out, overwrite, argument=argument, example="out/study1")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{argument}: {folder} is a file; allowed values are a new path or a study folder")
     manifest = _read_manifest(folder)
