@@ -261,6 +261,9 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
                     run.logits = run.k = run.probs = logits[m][i] = None
             results.append(Comparison(prompt=items[n], variant=variant, runs=runs, cross=cross, seed=prep.seed,
                                       tokenizer_tables=tables, k_columns=k_columns))
+        if is_suite:
+            del logits
+            memory.return_freed()  # else the heap fragments and grows with the suite (`memory.return_freed`)
     return results if is_suite else results[0]
 
 

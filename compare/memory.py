@@ -6,6 +6,15 @@ available memory is unknown (not Linux), nothing is refused.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
+try:  # glibc only; elsewhere freed memory is left to the platform's allocator
+    _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    _LIBC.malloc_trim
+except (OSError, AttributeError):
+    _LIBC = None
+
 
 def available_bytes() -> int | None:
     """Memory the OS can give this process now (Linux's MemAvailable), or None where unknown."""
@@ -29,3 +38,14 @@ def check_fits(need: int, what: str, advice: str) -> None:
     if free is not None and need > free // 2:
         raise ValueError(f"{what} needs about {size_text(need)}, more than half of the {size_text(free)} of "
                          f"memory available; {advice}")
+
+
+def return_freed() -> None:
+    """Hand the memory that freed arrays leave in the heap back to the OS (glibc's malloc_trim).
+
+    After the first large array is freed, glibc serves arrays of that size from the heap instead
+    of fresh mappings, and a loop of [T, V] arrays then fragments it: a 400-prompt suite grew the
+    resident set by 719 MiB with nothing alive, against 93 MiB with a fixed mmap threshold.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
