@@ -9,7 +9,7 @@ other tenants of the machine moves single timings by up to ±20 % over minutes, 
 are timed in rounds, each fast sweep bracketed by halves of the naive sample, and the median
 ratio is reported. Each timed naive run is checked against the sweep's row for it.
 
-    python benchmarks/bench_noise.py [--component h] [--sample 64] [--rounds 3] [--threads 2]
+    python benchmarks/bench_noise.py [--component h] [--sample 64] [--rounds 3] [--threads 2] [--draws fresh|ray]
 
 The batched path allocates and frees tensors of tens of MB per layer; glibc may hand such
 memory back to the kernel on free, so that allocations pay fresh page faults. Keeping freed
@@ -101,13 +101,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="fast sweep / naive sample pairs, alternated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draws", default="fresh", choices=["fresh", "ray"],
+                    help="noise draws (`noise_sweep`); ray compares with benchmarks from before draws existed")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     handle, prompt, target = build(args.seed)
-    kw = dict(model=handle, target=target, component=args.component, levels=np.linspace(0, 1, 100))
+    kw = dict(model=handle, target=target, component=args.component, levels=np.linspace(0, 1, 100),
+              draws=args.draws)
     sweep = prepare(prompt, **kw)
     print(f"mamba-130m shape, random weights; {sweep.ids.shape[1]} tokens; component {args.component!r}; "
-          f"{len(sweep.layers)} layers x {len(sweep.levels)} levels x 1 trial; {args.threads} threads; "
+          f"{len(sweep.layers)} layers x {len(sweep.levels)} levels x 1 trial, {args.draws} draws; "
+          f"{args.threads} threads; "
           f"tokenizer: {'gpt-neox-20b' if TOKENIZER.is_dir() else 'raw IDs'}; C kernels: "
           f"{'yes' if native.available() else 'no (PyTorch mixer)'}; glibc malloc settings: "
           f"{', '.join(f'{k}={v}' for k, v in os.environ.items() if k.startswith('MALLOC_')) or 'default'}")
