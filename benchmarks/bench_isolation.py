@@ -6,7 +6,7 @@ single forward already uses, running them at once buys little time and gives wro
 Measured side by side in one run on a random-weight Mamba at the real mamba-130m shape:
 
     uncontended   one acquire + release of the lock, against one 14-token forward
-    contended     a 24-layer × 20-level sweep on `delta` (hooked through every chunk) in one
+    contended     a 24-layer × 20-level sweep on `x` (hooked through every chunk) in one
                   thread while another runs `compare()` calls: wall time with the lock against
                   the same work with the lock disabled (the previous behaviour: the results then
                   differ from solo runs, counted), and the longest a `compare()` call waited
@@ -33,16 +33,18 @@ def run_both(handle, prompt, target, calls: int, levels: np.ndarray):
     latencies, logits, sweep = [], [], {}
 
     def sweeper():
-        sweep["df"] = noise_sweep(prompt, model=handle, target=target, component="delta", levels=levels, seed=0)
+        sweep["df"] = noise_sweep(prompt, model=handle, target=target, component="x", levels=levels, seed=0)
 
     thread = threading.Thread(target=sweeper)
     start = time.perf_counter()
     thread.start()
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        logits.append(compare(prompt, models=[handle], progress=False).runs[handle.name].logits)
-        latencies.append(time.perf_counter() - t0)
-    thread.join()
+    try:
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            logits.append(compare(prompt, models=[handle], progress=False).runs[handle.name].logits)
+            latencies.append(time.perf_counter() - t0)
+    finally:  # the sweep may still hold the lock's patched methods: let it finish first
+        thread.join()
     return time.perf_counter() - start, latencies, logits, sweep["df"]
 
 
@@ -69,7 +71,7 @@ def main() -> None:
           f"({per_lock / per_compare:.1e} of it)")
 
     t0 = time.perf_counter()
-    solo_sweep = noise_sweep(prompt, model=handle, target=target, component="delta", levels=levels, seed=0)
+    solo_sweep = noise_sweep(prompt, model=handle, target=target, component="x", levels=levels, seed=0)
     t_sweep = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(args.calls):
