@@ -89,11 +89,16 @@ def _table_text(page, elem_id: str, expect: str, timeout_ms: int = TIMEOUT_MS) -
     return table.inner_text()
 
 
-def test_tokenizers_tab_shows_both_tokenisations(page, shots):
+def _tokenize(page, text: str, expect: str) -> str:
+    """The Tokenizers tab's table text once it shows `expect` for `text`."""
     _open_tab(page, "Tokenizers")
-    page.locator("#tok-text textarea").fill("When Mary and John went")
+    page.locator("#tok-text textarea").fill(text)
     page.locator("#tok-run").click()
-    text = _table_text(page, "tok-table", "John")
+    return _table_text(page, "tok-table", expect)
+
+
+def test_tokenizers_tab_shows_both_tokenisations(page, shots):
+    text = _tokenize(page, "When Mary and John went", "John")
     for word in ("When", "Mary", "and", "John", "went"):
         assert word in text
     _plot(page, "tok-plot")
@@ -303,10 +308,7 @@ def test_noise_reversed_layer_range_says_how_to_write_it(page):
 
 
 def test_tokenizers_rows_are_spans_of_text(page, shots):
-    _open_tab(page, "Tokenizers")
-    page.locator("#tok-text textarea").fill("When Mary went")
-    page.locator("#tok-run").click()
-    text = _table_text(page, "tok-table", "went")
+    text = _tokenize(page, "When Mary went", "went")
     for header in ("text", "mamba tokens", "mamba ids", "gpt2 tokens", "gpt2 ids"):
         assert header in text
 
