@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from . import memory, metrics, store
 from .loading import cached_model
 from .model import Model, integer_ids
+from .noise import check_callbacks
 
 VARIANTS = ("native", "same_ids", "aligned")
 K_COLUMNS = ("vocab", "all")
@@ -234,8 +235,7 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         raise TypeError(f"keep_arrays: must be True or False, got {keep_arrays!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
-    if stop is not None and not callable(getattr(stop, "is_set", None)):
-        raise ValueError(f"stop: must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
+    check_callbacks(None, stop)
     handles = _load(models, device)
     items, is_suite = _items(prompt)
     prepared = [_prepare(item, handles, variant, track) for item in items]

@@ -494,10 +494,11 @@ def to_frame(sweep: Sweep, frames: list, layers_done: tuple[int, ...] | None = N
 
 
 def check_callbacks(progress, stop) -> None:
+    """The progress and stop arguments of the engine's long calls (sweeps, channels, compare)."""
     if progress is not None and not callable(progress):
-        raise ValueError(f"progress must be a callable (done, total) or None, got {progress!r}")
+        raise ValueError(f"progress: must be a callable (done, total) or None, got {progress!r}")
     if stop is not None and not callable(getattr(stop, "is_set", None)):
-        raise ValueError(f"stop must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
+        raise ValueError(f"stop: must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
 
 
 # --- argument checks ---------------------------------------------------------------------------

@@ -175,9 +175,9 @@ def test_stopped_channels_keep_whole_channels(tiny):
     df = channel_sensitivity(PROMPT, model=handle, target="Mary", component="resid_post", layer=0, level=1.0,
                              trials=3, stop=stop)
     assert df.attrs["stopped"] and len(df) == 0
-    with pytest.raises(ValueError, match="stop must have an is_set"):
+    with pytest.raises(ValueError, match="stop: must have an is_set"):
         noise_sweep(PROMPT, model=handle, target="Mary", component="resid_post", stop=True)
-    with pytest.raises(ValueError, match="progress must be a callable"):
+    with pytest.raises(ValueError, match="progress: must be a callable"):
         noise_sweep(PROMPT, model=handle, target="Mary", component="resid_post", progress=3)
 
 
