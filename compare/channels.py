@@ -7,8 +7,8 @@ last-position prediction differs from the clean one. The SSM points (A_bar, B_ba
 h_readout: [d_in, n] per position) are ranked along both axes: "channel" masks one d_in row
 (all its states), "state" one state index (across all channels).
 
-Every (axis, channel, trial) run is one row of the batched engine of `noise.py`, restarted at
-the layer from the cached clean residual.
+Every (axis, channel, trial) run is one row of a batch of the restart engine
+(`restart.run_noised`), restarted at the layer from the cached clean residual.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .noise import (DEFAULT_MAX_BYTES, Draw, check_callbacks, check_finite, clean_pass, one, prepare, read_groups,
-                    read_prediction, run_noised, sweep_noise)
+from .noise import Draw, check_callbacks, check_finite, one, prepare, read_groups, sweep_noise
+from .prediction import read_prediction
+from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
 
 COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
 

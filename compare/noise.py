@@ -31,42 +31,39 @@ Which variant is which on Mamba's state (the foundation's semantics, `mamba.py`)
 GPT-2's `pattern` is refused: its hook point is the probabilities attention returns after using
 them, so an edit there changes nothing downstream.
 
-Fast path (`noise_sweep`): one clean forward caches the residual stream entering every layer;
-for each layer l the blocks l.. run once on a batch of (level, trial) copies of that residual
-with the noise added by a torch forward hook on the component, and the LM head runs only at the
-last position. Where block l's output is affine in the noise (the family's `Point.affine`: h, y, resid_post…)
-block l runs once per draw (a ray: per trial; fresh: per run) and each run restarts at block
-l+1 from out_clean + level·(out(ε) − out_clean). Batches are chunked to stay within ``max_bytes`` and
-logits are read READ_ROWS runs at a time, so only the result frame grows with the sweep; a
-sweep whose frame would not fit in half the available memory is refused before any compute.
-Level-0 rows are read from the clean forward itself (zero noise is no intervention), so they
-equal `Model.logits` exactly.
+Fast path (`noise_sweep`): the restart engine (`restart`) caches the residual stream entering
+every layer in one clean forward; for each layer l the blocks l.. run once on a batch of
+(level, draw) copies of that residual with the noise added to the component, and the LM head
+runs only at the last position (on an affine component, once per draw; see `restart`). Logits
+are read READ_ROWS runs at a time (`read_groups`) into rows (`prediction`), so only the result
+frame grows with the sweep; a sweep whose frame would not fit in half the available memory is
+refused before any compute. Level-0 rows are read from the clean forward itself (zero noise is
+no intervention), so they equal `Model.logits` exactly.
+
+Modules: this one checks the arguments (`prepare`, `Sweep`), draws the noise and runs the
+public calls; `restart` is the engine; `prediction` reads the logits into rows.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import memory, points
-from .mamba import SSM_POINTS
 from .loading import cached_model
 from .model import Model, NonFiniteError
+from .prediction import COLUMNS, rows, to_frame
+from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
 
 DISTRIBUTIONS = ("gaussian", "uniform")
 DRAWS = ("fresh", "ray")
 SCALES = ("absolute", "relative")
-COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
-           "predicted_id", "predicted")
-DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
-HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
 RESULT_ROW_BYTES = 256  # one result row while the frames are concatenated (~104 B measured in the frame)
 READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
+
 
 class Draw(NamedTuple):
     """Which ε a run adds (see the module docstring): rays share theirs across levels."""
@@ -246,32 +243,7 @@ def sweep_noise(sweep: Sweep, layer: int, chunk, clean_value: torch.Tensor) -> t
     return torch.stack([level * unit * eps[key] for level, key in chunk])
 
 
-# --- the batched engine ------------------------------------------------------------------
-
-@torch.no_grad()
-def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
-    """The clean last-position logits [V] (exactly `Model.logits`) and the inputs of each layer.
-
-    Returns (logits, {layer: entry}); an entry holds what `run_noised` needs to restart the
-    forward at that layer: the residual [1, T, d] and, for GPT-2, the block's mask/position args.
-    """
-    blocks = _blocks(handle)
-    cache = {}
-
-    def keep(layer):
-        def hook(module, args, kwargs):
-            cache[layer] = (args, kwargs)
-        return hook
-
-    with handle.lock:  # the hooks exist only while this call owns the model (`isolation`)
-        handles = [blocks[l].register_forward_pre_hook(keep(l), with_kwargs=True) for l in layers]
-        try:
-            logits = handle.logits(ids)[0, -1]
-        finally:
-            for h in handles:
-                h.remove()
-    return logits, cache
-
+# --- the sweep's runs, read in blocks --------------------------------------------------------
 
 def read_groups(runs: list) -> list[list]:
     """The runs in blocks of READ_ROWS: logits are read block by block, so memory does not grow with the sweep."""
@@ -289,164 +261,7 @@ def sweep_logits(sweep: Sweep, layer: int, entry, runs: list, *, max_bytes: int 
     return engine(sweep.handle, sweep.component, layer, entry, sweep.positions, runs, noise, max_bytes=max_bytes)
 
 
-@torch.inference_mode()
-def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
-               noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
-    """Last-position logits [len(runs), V] of the forward restarted at `layer` with noise added.
-
-    noise(chunk, clean_value) → [len(chunk), P, *feature]: called inside the hook with the
-    clean component at the noised positions [P, *feature] (all batch rows are clean there).
-    """
-    last_only = layer < len(_blocks(handle)) - 1  # else the final block carries the hook
-    return _head(handle, [out[:, -1] for out in _hooked_chunks(handle, component, layer, entry, positions, runs,
-                                                               noise, max_bytes, last_only=last_only)])
-
-
-@torch.inference_mode()
-def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
-             noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
-    """`run_noised` for an affine component (`Point.affine`) and runs (level, key) whose noise is level × that of (1, key).
-
-    The injected block's output is then out_clean + level · r_key, with the response
-    r_key = out(1, key) − out_clean: the block runs once per key (a ray: per trial, shared by
-    its levels; a fresh draw: per run), and the batched forward restarts at the next block
-    from these outputs.
-    """
-    if not runs:  # e.g. a read group of level-0 runs only
-        return torch.empty(0, handle.vocab_size)
-    resid = entry[0][0]
-    clean = _blocks_from(handle, layer, resid, entry, stop=layer + 1)
-    size = _chunk_size(handle, None, resid.shape[1], max_bytes)
-    blocks = _blocks(handle)
-    next_on_rays = handle.arch.next_on_rays(handle.module, layer)
-    if next_on_rays:
-        clean_proj = _ray_projection(blocks[layer + 1], clean)
-    keys = list(dict.fromkeys(key for _, key in runs))
-    finals = [None] * len(runs)
-    # responses are held `size` keys at a time: a few rays' responses serve every run, while fresh draws
-    # have one key per run and a read group's worth would not fit for a long prompt
-    for k in range(0, len(keys), size):
-        row = {key: i for i, key in enumerate(keys[k:k + size])}
-        unit = _hooked_chunks(handle, component, layer, entry, positions, [(1.0, key) for key in row], noise,
-                              max_bytes, stop=layer + 1)
-        response = torch.cat(unit) - clean
-        if next_on_rays:
-            response_proj = _ray_projection(blocks[layer + 1], response)
-        mine = [i for i, (_, key) in enumerate(runs) if key in row]
-        for start in range(0, len(mine), size):
-            chunk = [runs[i] for i in mine[start:start + size]]
-            level = torch.tensor([lv for lv, _ in chunk], dtype=response.dtype, device=response.device)
-            idx = [row[key] for _, key in chunk]
-            inputs = torch.addcmul(clean, level[:, None, None], response[idx])
-            if next_on_rays:
-                inputs = _mamba_block_on_rays(blocks[layer + 1], inputs, level, clean_proj, response_proj[idx],
-                                              last_only=layer + 2 == len(blocks))
-            out = _blocks_from(handle, layer + 2 if next_on_rays else layer + 1, inputs, entry, last_only=True)
-            for i, final in zip(mine[start:start + size], out[:, -1]):
-                finals[i] = final
-    return _head(handle, [torch.stack(finals)])
-
-
-def _ray_projection(block, value: torch.Tensor) -> torch.Tensor:
-    """in_proj's matmul, without bias, on the clean output [1, T, d] or responses [K, T, d] after
-    the block's RMSNorm weight g: W(g ⊙ value), [*, T, 2 d_in]."""
-    return F.linear(value * block.norm.weight, block.mixer.in_proj.weight)
-
-
-def _mamba_block_on_rays(block, inputs, level, clean_proj, response_proj, last_only: bool) -> torch.Tensor:
-    """The Mamba block on inputs = clean + level · response [b, T, d], in_proj computed from the
-    ray projections (`_ray_projection`) instead of once per run.
-
-    RMSNorm only scales each row, by 1/rms(row), before its weight g; so
-    in_proj(RMSNorm(inputs)) = (W(g ⊙ clean) + level · W(g ⊙ response)) / rms(inputs) + bias.
-    The block's hook points are not called: nothing hooks the block after the injected one.
-    """
-    inv_rms = torch.rsqrt(inputs.pow(2).mean(-1, keepdim=True) + block.norm.eps)
-    xz = torch.addcmul(clean_proj, level[:, None, None], response_proj).mul_(inv_rms)
-    if block.mixer.in_proj.bias is not None:
-        xz += block.mixer.in_proj.bias
-    x, z = xz.chunk(2, dim=-1)
-    out = block.mixer.mix(x, z[:, -1:] if last_only else z, last_only)
-    return (inputs[:, -1:] if last_only else inputs) + out
-
-
-def _hooked_chunks(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
-                   noise: Callable, max_bytes: int, **blocks) -> list[torch.Tensor]:
-    """Per chunk of runs, the residual after blocks from `layer` (`_blocks_from` arguments
-    `blocks`) with each run's noise added to the component at `positions`."""
-    resid = entry[0][0]
-    size = _chunk_size(handle, component, resid.shape[1], max_bytes)
-    out = []
-    for start in range(0, len(runs), size):
-        chunk = runs[start:start + size]
-        with _injected(handle, component, layer, positions, lambda value, chunk=chunk: noise(chunk, value)):
-            out.append(_blocks_from(handle, layer, _copies(resid, len(chunk)), entry, **blocks))
-    return out
-
-
-def _chunk_size(handle: Model, component: str | None, T: int, max_bytes: int) -> int:
-    """Runs per chunk; component None: no hook, the forward of the blocks after the injected one."""
-    per_item = handle.layer_bytes(T, ssm=component in SSM_POINTS)
-    if per_item > max_bytes:
-        raise ValueError(f"one noised forward needs about {per_item / 2**20:.0f} MiB, more than "
-                         f"max_bytes={max_bytes / 2**20:.0f} MiB; raise max_bytes or shorten the prompt")
-    return max(1, max_bytes // per_item)
-
-
-def _blocks_from(handle: Model, start: int, resid: torch.Tensor, entry, stop: int | None = None,
-                 last_only: bool = False) -> torch.Tensor:
-    """The residual [b, T, d] after blocks start..stop-1 (default: to the last block), from the
-    clean forward's cached `entry` (`Family.blocks_from`).
-
-    last_only: the model's final block (Mamba; it must carry no hook) computes its output at
-    the last position only, [b, 1, d], which is all the LM head reads.
-    """
-    return handle.arch.blocks_from(handle.module, start, resid, entry, stop=stop, last_only=last_only)
-
-
-def _copies(resid: torch.Tensor, b: int) -> torch.Tensor:
-    """b writable copies of the residual [1, T, d]: the hooks edit the batch in place."""
-    return resid.repeat(b, *[1] * (resid.dim() - 1))
-
-
-def _head(handle: Model, finals: list) -> torch.Tensor:
-    """Logits [N, V] from the last-position residuals of every chunk.
-
-    The LM head streams its whole weight (154 MB at a 50k vocabulary) per matmul, so it runs
-    on HEAD_ROWS residuals at a time rather than once per chunk of a few runs.
-    """
-    if not finals:
-        return torch.empty(0, handle.vocab_size)
-    resid = torch.cat(finals)
-    return torch.cat([handle.arch.head(handle.module, resid[i:i + HEAD_ROWS])[:, : handle.vocab_size].float()
-                      for i in range(0, len(resid), HEAD_ROWS)])
-
-
-@contextmanager
-def _injected(handle, component, layer, positions, noise):
-    """Within: the component at `layer` gets noise(clean_value) added at `positions`, in place."""
-    idx = torch.tensor(list(positions))
-
-    def add(value):
-        value[:, idx] += noise(value[0, idx]).to(value.device, value.dtype)
-
-    hook = _injection_hook(handle, component, layer, add)
-    try:
-        yield
-    finally:
-        hook.remove()
-
-
-def _injection_hook(handle, component, layer, add):
-    """A torch hook that edits the component in place, as ``point(...)[:, pos] += noise`` does in a trace."""
-    return handle.arch.hook(handle.module, component, layer, add)
-
-
-def _blocks(handle):
-    return handle.arch.blocks(handle.module)
-
-
-# --- reading the prediction ------------------------------------------------------------------
+# --- checks -------------------------------------------------------------------------------------
 
 def check_finite(sweep: Sweep, logits: torch.Tensor, runs: list[str]) -> None:
     """Raise NonFiniteError naming the first run (described in `runs`) whose logits [N, V] are
@@ -457,40 +272,6 @@ def check_finite(sweep: Sweep, logits: torch.Tensor, runs: list[str]) -> None:
             f"{sweep.handle.name}: noise on {sweep.component!r} made the last position's logits NaN or infinite, "
             f"first at {runs[bad[0].item()]} (scale={sweep.scale!r}); the activations overflow: lower the "
             "levels, or use scale='relative'")
-
-
-def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
-    """One row per run from last-position logits [len(runs), V]."""
-    read = read_prediction(logits, sweep.target)
-    return pd.DataFrame({
-        "model": sweep.handle.name, "layer": layer, "component": sweep.component,
-        "level": [lv for lv, _ in runs], "trial": [key.trial for _, key in runs],
-        "hit": read["predicted_id"] == sweep.target, **read,
-        "predicted": sweep.handle.decode_tokens(read["predicted_id"].tolist()),
-    })
-
-
-def read_prediction(logits: torch.Tensor, target: int) -> dict[str, np.ndarray]:
-    """p_target, logit_diff (target minus the best other token) and predicted_id from logits [N, V]."""
-    logits = logits.float()
-    predicted = logits.argmax(-1)
-    top2 = logits.topk(2, dim=-1).values
-    # the best other token is the runner-up when the target leads, else the leader (no [N, V] copy)
-    best_other = torch.where(predicted == target, top2[:, 1], top2[:, 0])
-    return {"p_target": torch.softmax(logits, dim=-1)[:, target].numpy(),
-            "logit_diff": (logits[:, target] - best_other).numpy(),
-            "predicted_id": predicted.numpy()}
-
-
-def to_frame(sweep: Sweep, frames: list, layers_done: tuple[int, ...] | None = None) -> pd.DataFrame:
-    """The sweep's rows with its parameters in ``attrs``; `layers_done` short of the sweep's
-    layers marks a stopped sweep."""
-    layers_done = sweep.layers if layers_done is None else layers_done
-    df = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS))[list(COLUMNS)]
-    df.attrs.update(target=sweep.target, distribution=sweep.distribution, scale=sweep.scale, draws=sweep.draws,
-                    positions=sweep.positions, seed=sweep.seed, layers_done=tuple(layers_done),
-                    stopped=len(layers_done) < len(sweep.layers))
-    return df
 
 
 def check_callbacks(progress, stop) -> None:

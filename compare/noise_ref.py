@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .noise import Draw, prepare, rows, sweep_noise, to_frame
+from .noise import Draw, prepare, sweep_noise
+from .prediction import rows, to_frame
 
 
 def noise_sweep_ref(prompt, *, model, target, component, layers=None, levels=None, trials=1,

@@ -256,7 +256,7 @@ def test_noisy_logits_refuses_a_list_of_levels_by_name(tiny):
 
 
 def test_read_prediction_by_hand_including_ties():
-    from compare.noise import read_prediction
+    from compare.prediction import read_prediction
 
     logits = torch.tensor([[1.0, 3.0, 3.0], [5.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
     read = read_prediction(logits, target=1)

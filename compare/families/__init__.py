@@ -36,7 +36,7 @@ class Point:
     part: "q", "k" or "v": that third of a fused [..., 3·d] output, as a view (edits write through).
     shape: in glossary letters, e.g. "[b, l, d_in, n]"; the letters after [b, l] are the
         per-position feature shape that noise and channels use.
-    affine: the block's output is affine in noise added here (`noise.run_rays` restarts from it).
+    affine: the block's output is affine in noise added here (`restart.run_rays` restarts from it).
     refused: why noise on this point is refused (None: it may be noised).
     ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
     """
@@ -157,7 +157,7 @@ class Family:
         raise NotImplementedError
 
     def next_on_rays(self, module: nn.Module, layer: int) -> bool:
-        """Whether the block after `layer` runs on rays (`noise.run_rays`; Mamba's in_proj trick)."""
+        """Whether the block after `layer` runs on rays (`restart.run_rays`; Mamba's in_proj trick)."""
         return self.rays and layer + 1 < self.n_layers(module)
 
     def stages(self, module: nn.Module, ids: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
