@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
 from ..mamba import MambaConfig, MambaLM
@@ -39,6 +41,7 @@ class MambaFamily(Family):
     tokenizer = "EleutherAI/gpt-neox-20b"
     blocks_path, norm_path = "layers", "norm_f"
     rays = True
+    mixing = "ssm"
     points = (
         _p("resid_pre", BLOCK, "[b, l, d]"),
         _p("norm", BLOCK, "[b, l, d]"),
@@ -64,7 +67,11 @@ class MambaFamily(Family):
         return resid
 
     def embed(self, module, ids):
-        return module.embeddings(ids), (), {}
+        return module.embeddings(ids).float(), (), {}  # the residual stream is fp32 (`MambaLM.forward`)
+
+    def ssm_parameters(self, module, layer):
+        mixer = module.layers[layer].mixer
+        return -torch.exp(mixer.A_log.float()), mixer.D.float()
 
     def dims(self, config):
         return {"d": config.d_model, "d_in": config.d_inner, "n": config.d_state, "V": config.vocab_size}
