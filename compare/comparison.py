@@ -1,23 +1,14 @@
 """`compare`: run one prompt (or a suite) through several models and measure them side by side.
 
-The first model is the reference: prompts given as IDs are in its tokenizer, and cross-model
-results pair every other model with it. Three variants say what "the same prompt" means:
-    native    each model tokenises the text itself (IDs are decoded by the first model first)
-    same_ids  the first model's IDs are fed to every model unchanged
-    aligned   each of the first model's tokens is re-encoded on its own by the other tokenizers
-              (`datasets_gen.align`), so all models read the text split at the same places;
-              tokens that share one character (emoji, CJK in byte-level BPE) are re-encoded together
-Under same_ids a tracked token is the first model's ID in every model (the ID each is fed: GPT-NeoX's
-6660 is "])," but GPT-2 reads it as " Thus"), and `Trajectory.token` is each model's own text of it.
+Which IDs each model reads and which positions pair up: `pairing` (variants native, same_ids,
+aligned); the results and how they are saved: `results`.
+
 K divides each row of L by |its mean| over the real vocabulary (k_columns="vocab") or, as the thesis
 did, over every row of the LM head, padding included (k_columns="all": 50,280 columns for Mamba-130m).
 Per position (`Comparison.to_frame`): r_id_L and r_logid_L, the Pearson r between token ID (and
 log(1 + ID)) and L within the row (the thesis's Result 2: lower IDs get higher logits).
-Cross-model metrics are taken at *paired positions*: positions after which both models have read
-the same text. Where a token splits into several pieces in the other model, the pair uses the
-last piece (the position whose prediction is of the same next token) and is flagged `split`; a
-position inside a character has no pair. Beside agreement and JS (`_cross`), Conclusion 5 of the thesis
-(rows of L differ less between the models than between positions) as RMS distances of L over the
+Cross-model metrics at paired positions (`pairing`): agreement and JS (`_cross`), and Conclusion 5
+of the thesis (rows of L differ less between the models than between positions) as RMS distances of L over the
 tokens both vocabularies share (`metrics.row_distance`): `d_L` between the two models' rows at
 the pair, `d_L_positions` / `other_d_L_positions` from each model's row to its own rows at the
 other paired positions (mean, `metrics.position_distance`). d_L < d_L_positions is the claim as
@@ -26,12 +17,9 @@ each row's L_std with the spread of L_mean over positions, both per position in 
 """
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,12 +27,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import memory, metrics, store
+from . import memory, metrics
 from .loading import cached_model
 from .model import Model, integer_ids
 from .noise import check_callbacks
+from .pairing import VARIANTS, Prepared, prepare
+from .results import Comparison, Run, Trajectory
 
-VARIANTS = ("native", "same_ids", "aligned")
 K_COLUMNS = ("vocab", "all")
 BYTES_PER_LOGIT = 48  # peak per (position, vocabulary entry) while a run is measured: L, K, P in float64, top-k
 KEPT_BYTES_PER_LOGIT = 12  # what a run keeps with keep_arrays: L, K and P in float32
@@ -61,144 +50,6 @@ _VOCAB_TEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 class Stopped(Exception):
     """`compare` was stopped by its caller (the ``stop`` event was set)."""
-
-
-@dataclass
-class Trajectory:
-    """One tracked token's L, K and P at every position of one model: each [T]."""
-
-    token: str
-    id: int
-    L: np.ndarray
-    K: np.ndarray
-    P: np.ndarray
-
-
-@dataclass
-class Run:
-    """One model's results on one prompt. Arrays are [T] or [T, V], V = the real vocabulary.
-
-    `logits`, `k` and `probs` are None when `compare(..., keep_arrays=False)` kept only the
-    summaries.
-    """
-
-    model: str
-    family: str
-    vocab_size: int
-    ids: np.ndarray
-    tokens: list[str]
-    logits: np.ndarray | None  # L
-    k: np.ndarray | None  # K
-    probs: np.ndarray | None  # P
-    prediction_ids: np.ndarray
-    predictions: list[str]
-    p_predictions: np.ndarray  # [T], P of each argmax
-    tracked: dict[str, Trajectory]
-    k_stats: pd.DataFrame  # position, mean, variance, skew, r_id_L, r_logid_L, L_mean, L_std, n_outliers, tail_bump, outliers
-    variance_trend: dict[str, float]
-    lock_in: int | None  # None also when the prompt is not periodic
-    top_k_ids: np.ndarray  # [T, TOP_K], most probable first
-    top_k_probs: np.ndarray
-    top_k_tokens: list[list[str]]
-
-
-@dataclass
-class Comparison:
-    """The result of `compare` on one prompt: `runs` by model name, `cross` by paired position."""
-
-    prompt: Any
-    variant: str
-    runs: dict[str, Run]
-    cross: pd.DataFrame
-    seed: int | None = None
-    tokenizer_tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
-    k_columns: str = "vocab"
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per (model, position): token, prediction, P, K statistics, tracked L/K/P."""
-        frames = []
-        for run in self.runs.values():
-            frame = pd.DataFrame({
-                "model": run.model, "position": np.arange(len(run.ids)), "token_id": run.ids,
-                "token": run.tokens, "prediction_id": run.prediction_ids, "prediction": run.predictions,
-                "p_prediction": run.p_predictions})
-            frame = frame.merge(run.k_stats, on="position")
-            for label, trajectory in run.tracked.items():
-                for quantity in ("L", "K", "P"):
-                    frame[f"{quantity}[{label}]"] = getattr(trajectory, quantity)
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
-
-    def top_k_frame(self) -> pd.DataFrame:
-        """One row per (model, position, rank): the candidate token and its probability."""
-        rows = [{"model": run.model, "position": t, "token": run.tokens[t], "rank": rank + 1,
-                 "candidate_id": int(run.top_k_ids[t, rank]), "candidate": run.top_k_tokens[t][rank],
-                 "p": float(run.top_k_probs[t, rank])}
-                for run in self.runs.values() for t in range(len(run.ids)) for rank in range(run.top_k_ids.shape[1])]
-        return pd.DataFrame(rows)
-
-    def tracked_frame(self) -> pd.DataFrame:
-        """Long form of the trajectories: model, tracked, position, L, K, P."""
-        rows = [pd.DataFrame({"model": run.model, "tracked": label, "position": np.arange(len(tr.L)),
-                              "L": tr.L, "K": tr.K, "P": tr.P})
-                for run in self.runs.values() for label, tr in run.tracked.items()]
-        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-            columns=["model", "tracked", "position", "L", "K", "P"])
-
-    def figures(self) -> dict[str, Any]:
-        """The standard figures by file stem (plain matplotlib Figures, see `compare.figures`).
-
-        The K-distribution and flattened-L figures need the [T, V] arrays: without them
-        (`keep_arrays=False`) they are left out.
-        """
-        from . import figures
-
-        names = list(self.runs)
-        tokens = {n: self.runs[n].tokens for n in names}
-        out = {"top_k": figures.top_k_table(self.top_k_frame())}
-        if all(run.k is not None for run in self.runs.values()):
-            out["k_distributions"] = figures.k_distributions({n: self.runs[n].k for n in names}, tokens)
-            out["flattened_logits"] = figures.flattened_logits({n: self.runs[n].logits for n in names},
-                                                               tokens=tokens)
-        if any(run.tracked for run in self.runs.values()):
-            out["trajectories"] = figures.trajectories(self.tracked_frame(), tokens=tokens)
-        if len(self.cross):
-            out["cross"] = figures.cross_model(self.cross)
-        if self.tokenizer_tables:
-            out["tokenizer"] = figures.tokenizer_scatter(self.tokenizer_tables)
-        return out
-
-    def metadata(self) -> dict[str, Any]:
-        from importlib.metadata import version
-
-        import transformers
-
-        prompt = self.prompt if isinstance(self.prompt, (str, list)) else str(self.prompt)
-        return {"models": {n: {"family": r.family, "vocab_size": r.vocab_size}
-                           for n, r in self.runs.items()},
-                "variant": self.variant, "k_columns": self.k_columns, "seed": self.seed, "prompt": prompt,
-                "lock_in": {n: r.lock_in for n, r in self.runs.items()},
-                "variance_trend": {n: r.variance_trend for n, r in self.runs.items()},
-                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                             "nnsight": version("nnsight"), "mamba-gpt2-compare": version("mamba-gpt2-compare")}}
-
-    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write runs/cross/top_k/tracked Parquet, metadata.json and figures/*.png to `directory`.
-
-        The folder appears complete or not at all, and overwrite=True replaces only a previous
-        comparison, never other files (`compare.store` states the guarantee).
-        """
-        def write(folder: Path) -> None:
-            self.to_frame().to_parquet(folder / "runs.parquet", engine="pyarrow")
-            self.cross.to_parquet(folder / "cross.parquet", engine="pyarrow")
-            self.top_k_frame().to_parquet(folder / "top_k.parquet", engine="pyarrow")
-            self.tracked_frame().to_parquet(folder / "tracked.parquet", engine="pyarrow")
-            (folder / "metadata.json").write_text(json.dumps(self.metadata(), indent=2, default=_json_default))
-            (folder / "figures").mkdir()
-            for stem, figure in self.figures().items():
-                figure.savefig(folder / "figures" / f"{stem}.png", dpi=150, bbox_inches="tight")
-
-        return store.publish(directory, write, kind="comparison", overwrite=overwrite)
 
 
 def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",
@@ -238,7 +89,7 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     check_callbacks(None, stop)
     handles = _load(models, device)
     items, is_suite = _items(prompt)
-    prepared = [_prepare(item, handles, variant, track) for item in items]
+    prepared = [prepare(item, handles, variant, track) for item in items]
     batches = [range(s, min(s + batch_size, len(items))) for s in range(0, len(items), batch_size)]
     _check_memory(handles, prepared, batches, keep_arrays)
     tables = ({h.name: metrics.length_table(range(h.vocab_size), _vocab_texts(h)) for h in handles}
@@ -265,14 +116,6 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
             del logits
             memory.return_freed()  # else the heap fragments and grows with the suite (`memory.return_freed`)
     return results if is_suite else results[0]
-
-
-@dataclass
-class _Prepared:
-    ids: list[list[int]]  # per model
-    pairs: list[list[tuple[int, int, bool]]]  # per other model: (position, other position, split)
-    track: list[tuple[str, list[int]]]  # (label, ID per model)
-    seed: int | None
 
 
 def _load(models, device) -> list[Model]:
@@ -316,141 +159,6 @@ def _as_ids_if_array(prompt):
     return prompt
 
 
-def _prepare(item, handles: list[Model], variant: str, track) -> _Prepared:
-    seed, target = None, []
-    if isinstance(item, Mapping):
-        ids, splits, target = _from_row(item, handles, variant)
-        seed = json.loads(item.get("params") or "{}").get("seed")
-    else:
-        first = handles[0]
-        if isinstance(item, str):
-            if not item.strip():
-                raise ValueError(f"prompt: must be a non-empty string, got {item!r}")
-            text, ids0 = item, first.encode(item)
-        else:
-            if not item:
-                raise ValueError("prompt: empty list of token IDs; at least one is needed")
-            ids0 = first.as_input(item)[0].tolist()
-            text = _decode(first, ids0)
-        ids, splits = _variant_ids(text, ids0, handles, variant)
-    for h, h_ids in zip(handles, ids):
-        if not h_ids:
-            raise ValueError(f"prompt: {h.name} reads it as no tokens at all; give visible text")
-        h.as_input(h_ids)  # raises on out-of-vocabulary IDs and over-long prompts, naming the model
-    pairs = [_pairs(handles[0], h, ids[0], ids[m], None if splits is None else (splits[0], splits[m]))
-             for m, h in enumerate(handles) if m > 0]
-    resolved = target if isinstance(item, Mapping) and track is None else _tracked(track, handles, variant)
-    if variant == "same_ids":  # every model is fed the first model's IDs: each tracks the ID it reads
-        resolved = [(label, [per_model[0]] * len(handles)) for label, per_model in resolved]
-    return _Prepared(ids=ids, pairs=pairs, track=resolved, seed=seed)
-
-
-def _from_row(row: Mapping, handles: list[Model], variant: str):
-    missing = [f"{h.family}_{variant}_ids" for h in handles if f"{h.family}_{variant}_ids" not in row]
-    if missing:
-        raise ValueError(f"prompt: the suite row has no {missing}; rows come from datasets_gen.build")
-    ids = [list(row[f"{h.family}_{variant}_ids"]) for h in handles]
-    splits = None
-    if variant == "aligned":  # flagged one-piece tokens (byte fragments) count as split: negative
-        splits = [[-s if f else s for s, f in zip(row[f"{h.family}_aligned_split"], row[f"{h.family}_aligned_flags"])]
-                  for h in handles]
-    target_ids = [row.get(f"target_id_{h.family}", -1) for h in handles]
-    target = []
-    if row.get("target") and all(i is not None and i >= 0 for i in target_ids):
-        target = [(row["target"], target_ids)]
-    return ids, splits, target
-
-
-def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str):
-    if variant == "same_ids":
-        return [ids0 for _ in handles], None
-    if variant == "native":
-        return [ids0] + [h.encode(text) for h in handles[1:]], None
-    from datasets_gen import align
-    from datasets_gen.tokenizers import load_vocab
-
-    source = load_vocab(handles[0].tokenizer, handles[0].name)
-    alignments = [align(ids0, source, load_vocab(h.tokenizer, h.name)) for h in handles[1:]]
-    splits = [[1] * len(ids0)] + [[len(p) if not f else -len(p) for p, f in zip(a.pieces, a.flags)]
-                                  for a in alignments]
-    return [ids0] + [a.ids for a in alignments], splits
-
-
-def _pairs(first: Model, other: Model, ids_a, ids_b, splits) -> list[tuple[int, int, bool]]:
-    """Paired positions (first's, other's, split) where both have read exactly the same text.
-
-    `splits` (aligned variant): target pieces per source token (`datasets_gen.align`): 0 for a
-    token ending inside a character (no pair), negative where `align` flagged the token (part of a
-    multi-token character, or bytes that are not UTF-8) even though it is one piece. A pair is
-    `split` unless it is one token to one token.
-    """
-    if splits is not None:
-        ends_a, ends_b = np.cumsum(np.abs(splits[0])) - 1, np.cumsum(np.abs(splits[1])) - 1
-        return [(int(a), int(b), sa != 1 or sb != 1)
-                for a, b, sa, sb in zip(ends_a, ends_b, *splits) if sa and sb]
-    if ids_a == ids_b and first.tokenizer is other.tokenizer:
-        return [(t, t, False) for t in range(len(ids_a))]
-    text_a, text_b = _decode(first, ids_a), _decode(other, ids_b)
-    if ids_a == ids_b and text_a != text_b:  # same_ids across tokenizers: compare by position
-        return [(t, t, False) for t in range(len(ids_a))]
-    # Native: a normaliser (GPT-NeoX's NFC) may have changed one model's text, so equal lengths
-    # mean equal text only within the prefix both texts share.
-    shared = len(os.path.commonprefix([text_a, text_b]))
-    ends_a, ends_b = _text_ends(first, ids_a, text_a), _text_ends(other, ids_b, text_b)
-    pairs, previous = [], (-1, -1)
-    for end, a in ends_a.items():
-        if end <= shared and end in ends_b:
-            b = ends_b[end]
-            pairs.append((a, b, (a - previous[0], b - previous[1]) != (1, 1)))
-            previous = (a, b)
-    return pairs
-
-
-def _text_ends(handle: Model, ids: list[int], text: str) -> dict[int, int]:
-    """Length of the text read after each position → that position, where that is a prefix of
-    `text` (all of `ids` decoded): a position inside a character decodes to U+FFFD, not a prefix."""
-    ends = {}
-    for t in range(len(ids)):
-        prefix = _decode(handle, ids[: t + 1])
-        if text.startswith(prefix):
-            ends[len(prefix)] = t
-    return ends
-
-
-def _decode(handle: Model, ids) -> str:
-    return handle.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
-
-
-def _tracked(track, handles: list[Model], variant: str) -> list[tuple[str, list[int]]]:
-    """(label, ID per model) of each tracked token. Under same_ids only the first model's
-    tokenizer must hold it (the others are fed its ID); else it must be one token in each."""
-    if track is None:
-        return []
-    items = [track] if isinstance(track, (str, int, np.integer)) else track
-    if not isinstance(items, (list, tuple)) or not items:
-        raise TypeError(f"track: must be a token string, a token ID, or a list of them, got {track!r}")
-    out = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
-            raise TypeError(f"track: items must be token strings or IDs, got {item!r}")
-        if isinstance(item, str):
-            label = item
-        else:
-            handles[0].as_input([int(item)])  # raises naming the model and the allowed range
-            label = _decode(handles[0], [int(item)])
-        ids = []
-        for m, h in enumerate(handles):
-            if m == 0 and not isinstance(item, str):
-                ids.append(int(item))
-            elif m == 0 or variant != "same_ids":
-                ids.append(h.single_token(label, what="track"))
-            else:
-                h.as_input([ids[0]])  # raises naming the model when its vocabulary has no such ID
-                ids.append(ids[0])
-        out.append((label, ids))
-    return out
-
-
 def _forward(handle: Model, batch: list[list[int]], padded: bool = False) -> list[np.ndarray]:
     """L of each prompt of a batch, [T, V] float32 (padded: every LM-head row, `Model.logits`),
     from one right-padded forward.
@@ -464,7 +172,7 @@ def _forward(handle: Model, batch: list[list[int]], padded: bool = False) -> lis
     return [L[i, : len(b)] for i, b in enumerate(batch)]
 
 
-def _check_memory(handles: list[Model], prepared: list[_Prepared], batches: list[range], keep_arrays: bool) -> None:
+def _check_memory(handles: list[Model], prepared: list[Prepared], batches: list[range], keep_arrays: bool) -> None:
     """Refuse, before any forward, a prompt or suite whose arrays would not fit in memory.
 
     Peak: the largest batch's forward and measurement; plus, with keep_arrays, the L, K and P
@@ -543,11 +251,3 @@ def _vocab_texts(handle: Model) -> list[str]:
     if handle not in _VOCAB_TEXTS:
         _VOCAB_TEXTS[handle] = metrics.decode_each(handle.tokenizer, range(handle.vocab_size))
     return _VOCAB_TEXTS[handle]
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-

@@ -55,7 +55,7 @@ import torch
 from . import memory, points
 from .loading import cached_model
 from .model import Model, NonFiniteError
-from .prediction import COLUMNS, rows, to_frame
+from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
 
 DISTRIBUTIONS = ("gaussian", "uniform")

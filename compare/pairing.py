@@ -1,0 +1,172 @@
+"""Pairing: what "the same prompt" means for several models, and which of their positions match.
+
+The first model is the reference: prompts given as IDs are in its tokenizer, and cross-model
+results pair every other model with it. Three variants say what "the same prompt" means:
+    native    each model tokenises the text itself (IDs are decoded by the first model first)
+    same_ids  the first model's IDs are fed to every model unchanged
+    aligned   each of the first model's tokens is re-encoded on its own by the other tokenizers
+              (`datasets_gen.align`), so all models read the text split at the same places;
+              tokens that share one character (emoji, CJK in byte-level BPE) are re-encoded together
+Under same_ids a tracked token is the first model's ID in every model (the ID each is fed: GPT-NeoX's
+6660 is "])," but GPT-2 reads it as " Thus"), and `Trajectory.token` is each model's own text of it.
+Cross-model metrics are taken at *paired positions*: positions after which both models have read
+the same text. Where a token splits into several pieces in the other model, the pair uses the
+last piece (the position whose prediction is of the same next token) and is flagged `split`; a
+position inside a character has no pair.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import Model
+
+VARIANTS = ("native", "same_ids", "aligned")
+
+
+@dataclass
+class Prepared:
+    ids: list[list[int]]  # per model
+    pairs: list[list[tuple[int, int, bool]]]  # per other model: (position, other position, split)
+    track: list[tuple[str, list[int]]]  # (label, ID per model)
+    seed: int | None
+
+
+def prepare(item, handles: list[Model], variant: str, track) -> Prepared:
+    """One prompt's IDs per model, its paired positions and tracked tokens, checked against every model."""
+    seed, target = None, []
+    if isinstance(item, Mapping):
+        ids, splits, target = _from_row(item, handles, variant)
+        seed = json.loads(item.get("params") or "{}").get("seed")
+    else:
+        first = handles[0]
+        if isinstance(item, str):
+            if not item.strip():
+                raise ValueError(f"prompt: must be a non-empty string, got {item!r}")
+            text, ids0 = item, first.encode(item)
+        else:
+            if not item:
+                raise ValueError("prompt: empty list of token IDs; at least one is needed")
+            ids0 = first.as_input(item)[0].tolist()
+            text = _decode(first, ids0)
+        ids, splits = _variant_ids(text, ids0, handles, variant)
+    for h, h_ids in zip(handles, ids):
+        if not h_ids:
+            raise ValueError(f"prompt: {h.name} reads it as no tokens at all; give visible text")
+        h.as_input(h_ids)  # raises on out-of-vocabulary IDs and over-long prompts, naming the model
+    pairs = [_pairs(handles[0], h, ids[0], ids[m], None if splits is None else (splits[0], splits[m]))
+             for m, h in enumerate(handles) if m > 0]
+    resolved = target if isinstance(item, Mapping) and track is None else _tracked(track, handles, variant)
+    if variant == "same_ids":  # every model is fed the first model's IDs: each tracks the ID it reads
+        resolved = [(label, [per_model[0]] * len(handles)) for label, per_model in resolved]
+    return Prepared(ids=ids, pairs=pairs, track=resolved, seed=seed)
+
+
+def _from_row(row: Mapping, handles: list[Model], variant: str):
+    missing = [f"{h.family}_{variant}_ids" for h in handles if f"{h.family}_{variant}_ids" not in row]
+    if missing:
+        raise ValueError(f"prompt: the suite row has no {missing}; rows come from datasets_gen.build")
+    ids = [list(row[f"{h.family}_{variant}_ids"]) for h in handles]
+    splits = None
+    if variant == "aligned":  # flagged one-piece tokens (byte fragments) count as split: negative
+        splits = [[-s if f else s for s, f in zip(row[f"{h.family}_aligned_split"], row[f"{h.family}_aligned_flags"])]
+                  for h in handles]
+    target_ids = [row.get(f"target_id_{h.family}", -1) for h in handles]
+    target = []
+    if row.get("target") and all(i is not None and i >= 0 for i in target_ids):
+        target = [(row["target"], target_ids)]
+    return ids, splits, target
+
+
+def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str):
+    if variant == "same_ids":
+        return [ids0 for _ in handles], None
+    if variant == "native":
+        return [ids0] + [h.encode(text) for h in handles[1:]], None
+    from datasets_gen import align
+    from datasets_gen.tokenizers import load_vocab
+
+    source = load_vocab(handles[0].tokenizer, handles[0].name)
+    alignments = [align(ids0, source, load_vocab(h.tokenizer, h.name)) for h in handles[1:]]
+    splits = [[1] * len(ids0)] + [[len(p) if not f else -len(p) for p, f in zip(a.pieces, a.flags)]
+                                  for a in alignments]
+    return [ids0] + [a.ids for a in alignments], splits
+
+
+def _pairs(first: Model, other: Model, ids_a, ids_b, splits) -> list[tuple[int, int, bool]]:
+    """Paired positions (first's, other's, split) where both have read exactly the same text.
+
+    `splits` (aligned variant): target pieces per source token (`datasets_gen.align`): 0 for a
+    token ending inside a character (no pair), negative where `align` flagged the token (part of a
+    multi-token character, or bytes that are not UTF-8) even though it is one piece. A pair is
+    `split` unless it is one token to one token.
+    """
+    if splits is not None:
+        ends_a, ends_b = np.cumsum(np.abs(splits[0])) - 1, np.cumsum(np.abs(splits[1])) - 1
+        return [(int(a), int(b), sa != 1 or sb != 1)
+                for a, b, sa, sb in zip(ends_a, ends_b, *splits) if sa and sb]
+    if ids_a == ids_b and first.tokenizer is other.tokenizer:
+        return [(t, t, False) for t in range(len(ids_a))]
+    text_a, text_b = _decode(first, ids_a), _decode(other, ids_b)
+    if ids_a == ids_b and text_a != text_b:  # same_ids across tokenizers: compare by position
+        return [(t, t, False) for t in range(len(ids_a))]
+    # Native: a normaliser (GPT-NeoX's NFC) may have changed one model's text, so equal lengths
+    # mean equal text only within the prefix both texts share.
+    shared = len(os.path.commonprefix([text_a, text_b]))
+    ends_a, ends_b = _text_ends(first, ids_a, text_a), _text_ends(other, ids_b, text_b)
+    pairs, previous = [], (-1, -1)
+    for end, a in ends_a.items():
+        if end <= shared and end in ends_b:
+            b = ends_b[end]
+            pairs.append((a, b, (a - previous[0], b - previous[1]) != (1, 1)))
+            previous = (a, b)
+    return pairs
+
+
+def _text_ends(handle: Model, ids: list[int], text: str) -> dict[int, int]:
+    """Length of the text read after each position → that position, where that is a prefix of
+    `text` (all of `ids` decoded): a position inside a character decodes to U+FFFD, not a prefix."""
+    ends = {}
+    for t in range(len(ids)):
+        prefix = _decode(handle, ids[: t + 1])
+        if text.startswith(prefix):
+            ends[len(prefix)] = t
+    return ends
+
+
+def _decode(handle: Model, ids) -> str:
+    return handle.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
+
+
+def _tracked(track, handles: list[Model], variant: str) -> list[tuple[str, list[int]]]:
+    """(label, ID per model) of each tracked token. Under same_ids only the first model's
+    tokenizer must hold it (the others are fed its ID); else it must be one token in each."""
+    if track is None:
+        return []
+    items = [track] if isinstance(track, (str, int, np.integer)) else track
+    if not isinstance(items, (list, tuple)) or not items:
+        raise TypeError(f"track: must be a token string, a token ID, or a list of them, got {track!r}")
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+            raise TypeError(f"track: items must be token strings or IDs, got {item!r}")
+        if isinstance(item, str):
+            label = item
+        else:
+            handles[0].as_input([int(item)])  # raises naming the model and the allowed range
+            label = _decode(handles[0], [int(item)])
+        ids = []
+        for m, h in enumerate(handles):
+            if m == 0 and not isinstance(item, str):
+                ids.append(int(item))
+            elif m == 0 or variant != "same_ids":
+                ids.append(h.single_token(label, what="track"))
+            else:
+                h.as_input([ids[0]])  # raises naming the model when its vocabulary has no such ID
+                ids.append(ids[0])
+        out.append((label, ids))
+    return out
