@@ -33,6 +33,7 @@ from .model import Model, integer_ids
 from .noise import check_callbacks
 from .pairing import VARIANTS, Prepared, prepare
 from .results import Comparison, Run, Trajectory
+from .vocabularies import token_texts
 
 K_COLUMNS = ("vocab", "all")
 BYTES_PER_LOGIT = 48  # peak per (position, vocabulary entry) while a run is measured: L, K, P in float64, top-k
@@ -249,5 +250,5 @@ def _cross(runs: list[Run], pairs, shared) -> pd.DataFrame:
 
 def _vocab_texts(handle: Model) -> list[str]:
     if handle not in _VOCAB_TEXTS:
-        _VOCAB_TEXTS[handle] = metrics.decode_each(handle.tokenizer, range(handle.vocab_size))
+        _VOCAB_TEXTS[handle] = token_texts(handle.tokenizer, range(handle.vocab_size))
     return _VOCAB_TEXTS[handle]

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .vocabularies import token_texts
+
 
 def normalise(L: np.ndarray, L_padding: np.ndarray | None = None) -> np.ndarray:
     """K: each row of L divided by the absolute value of its mean over the vocabulary.
@@ -233,18 +235,13 @@ def token_lengths(tokenizer: Any, text: str | None = None) -> pd.DataFrame:
         ids = list(tokenizer.encode(text, add_special_tokens=False))
     else:
         raise ValueError(f"text: must be a non-empty string or None (the whole vocabulary), got {text!r}")
-    return length_table(ids, decode_each(tokenizer, ids))
+    return length_table(ids, token_texts(tokenizer, ids))
 
 
 def length_table(ids: Sequence[int], texts: Sequence[str]) -> pd.DataFrame:
-    """The `token_lengths` table of IDs whose texts are already decoded (see `decode_each`)."""
+    """The `token_lengths` table of IDs whose texts are already decoded (`vocabularies.token_texts`)."""
     return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "token": list(texts),
                          "length": np.array([len(t) for t in texts], dtype=np.int64)})
-
-
-def decode_each(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """The text of each ID on its own, as the tokenizer prints it (no clean-up of spaces)."""
-    return tokenizer.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
 
 
 def tokenizer_stats(tokenizer: Any, text: str | None = None) -> dict[str, float | int]:

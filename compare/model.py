@@ -18,6 +18,7 @@ from torch import nn
 
 from . import families, memory, points
 from .isolation import LockedNNsight, ModelLock
+from .vocabularies import token_texts
 
 FP32_BYTES = 4
 
@@ -83,7 +84,8 @@ class Model:
         return pieces[0]
 
     def decode_tokens(self, ids: Sequence[int]) -> list[str]:
-        return [self.tokenizer.decode([i]) for i in ids]
+        """The text of each ID on its own (`vocabularies.token_texts`)."""
+        return token_texts(self.tokenizer, ids)
 
     def as_input(self, input_ids) -> torch.Tensor:
         """A [batch, T] LongTensor on the model's device, after checking IDs and length.

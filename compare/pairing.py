@@ -5,7 +5,7 @@ results pair every other model with it. Three variants say what "the same prompt
     native    each model tokenises the text itself (IDs are decoded by the first model first)
     same_ids  the first model's IDs are fed to every model unchanged
     aligned   each of the first model's tokens is re-encoded on its own by the other tokenizers
-              (`datasets_gen.align`), so all models read the text split at the same places;
+              (`compare.align`), so all models read the text split at the same places;
               tokens that share one character (emoji, CJK in byte-level BPE) are re-encoded together
 Under same_ids a tracked token is the first model's ID in every model (the ID each is fed: GPT-NeoX's
 6660 is "])," but GPT-2 reads it as " Thus"), and `Trajectory.token` is each model's own text of it.
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import vocabularies
+from .align import align
 from .model import Model
 
 VARIANTS = ("native", "same_ids", "aligned")
@@ -52,7 +54,7 @@ def prepare(item, handles: list[Model], variant: str, track) -> Prepared:
             if not item:
                 raise ValueError("prompt: empty list of token IDs; at least one is needed")
             ids0 = first.as_input(item)[0].tolist()
-            text = _decode(first, ids0)
+            text = vocabularies.text(first.tokenizer, ids0)
         ids, splits = _variant_ids(text, ids0, handles, variant)
     for h, h_ids in zip(handles, ids):
         if not h_ids:
@@ -87,11 +89,8 @@ def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str)
         return [ids0 for _ in handles], None
     if variant == "native":
         return [ids0] + [h.encode(text) for h in handles[1:]], None
-    from datasets_gen import align
-    from datasets_gen.tokenizers import load_vocab
-
-    source = load_vocab(handles[0].tokenizer, handles[0].name)
-    alignments = [align(ids0, source, load_vocab(h.tokenizer, h.name)) for h in handles[1:]]
+    source = vocabularies.load_vocab(handles[0].tokenizer, handles[0].name)
+    alignments = [align(ids0, source, vocabularies.load_vocab(h.tokenizer, h.name)) for h in handles[1:]]
     splits = [[1] * len(ids0)] + [[len(p) if not f else -len(p) for p, f in zip(a.pieces, a.flags)]
                                   for a in alignments]
     return [ids0] + [a.ids for a in alignments], splits
@@ -100,7 +99,7 @@ def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str)
 def _pairs(first: Model, other: Model, ids_a, ids_b, splits) -> list[tuple[int, int, bool]]:
     """Paired positions (first's, other's, split) where both have read exactly the same text.
 
-    `splits` (aligned variant): target pieces per source token (`datasets_gen.align`): 0 for a
+    `splits` (aligned variant): target pieces per source token (`compare.align`): 0 for a
     token ending inside a character (no pair), negative where `align` flagged the token (part of a
     multi-token character, or bytes that are not UTF-8) even though it is one piece. A pair is
     `split` unless it is one token to one token.
@@ -111,7 +110,7 @@ def _pairs(first: Model, other: Model, ids_a, ids_b, splits) -> list[tuple[int, 
                 for a, b, sa, sb in zip(ends_a, ends_b, *splits) if sa and sb]
     if ids_a == ids_b and first.tokenizer is other.tokenizer:
         return [(t, t, False) for t in range(len(ids_a))]
-    text_a, text_b = _decode(first, ids_a), _decode(other, ids_b)
+    text_a, text_b = vocabularies.text(first.tokenizer, ids_a), vocabularies.text(other.tokenizer, ids_b)
     if ids_a == ids_b and text_a != text_b:  # same_ids across tokenizers: compare by position
         return [(t, t, False) for t in range(len(ids_a))]
     # Native: a normaliser (GPT-NeoX's NFC) may have changed one model's text, so equal lengths
@@ -132,14 +131,10 @@ def _text_ends(handle: Model, ids: list[int], text: str) -> dict[int, int]:
     `text` (all of `ids` decoded): a position inside a character decodes to U+FFFD, not a prefix."""
     ends = {}
     for t in range(len(ids)):
-        prefix = _decode(handle, ids[: t + 1])
+        prefix = vocabularies.text(handle.tokenizer, ids[: t + 1])
         if text.startswith(prefix):
             ends[len(prefix)] = t
     return ends
-
-
-def _decode(handle: Model, ids) -> str:
-    return handle.tokenizer.decode(list(ids), clean_up_tokenization_spaces=False)
 
 
 def _tracked(track, handles: list[Model], variant: str) -> list[tuple[str, list[int]]]:
@@ -158,7 +153,7 @@ def _tracked(track, handles: list[Model], variant: str) -> list[tuple[str, list[
             label = item
         else:
             handles[0].as_input([int(item)])  # raises naming the model and the allowed range
-            label = _decode(handles[0], [int(item)])
+            label = vocabularies.text(handles[0].tokenizer, [int(item)])
         ids = []
         for m, h in enumerate(handles):
             if m == 0 and not isinstance(item, str):

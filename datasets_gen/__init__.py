@@ -37,7 +37,7 @@ token's text encoded on its own by m, a character split over several source toke
 (see `align`).
 """
 
-from datasets_gen.align import Alignment, align
+from compare.align import Alignment, align
 from datasets_gen.build import VARIANTS, build, features
 from datasets_gen.card import render_card
 from datasets_gen.export import push_to_hub, save, write_parquet

@@ -19,9 +19,10 @@ import numpy as np
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, Value
 from tqdm.auto import tqdm
 
-from datasets_gen.align import align
+from compare.align import align
+from compare.vocabularies import Vocab
 from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, Prompt, count
-from datasets_gen.tokenizers import MODELS, Vocab, load_vocabs
+from datasets_gen.tokenizers import MODELS, load_vocabs
 
 VARIANTS = ("native", "same_ids", "aligned")
 PACKAGE_VERSION = version("mamba-gpt2-compare")

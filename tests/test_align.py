@@ -14,8 +14,8 @@ import pytest
 
 import compare as package
 from conftest import build_gpt2, build_mamba_hf, shared_tokenizer
-from datasets_gen import align
-from datasets_gen.tokenizers import load_vocab
+from compare.align import align
+from compare.vocabularies import load_vocab
 
 IOI = "When Mary and John went to the store, John gave a drink to"
 EMOJI = "I ❤️ 🐍 and 👨‍👩‍👧"

@@ -162,8 +162,8 @@ def test_models_are_loaded_once_per_source(tiny_dirs, monkeypatch):
     import compare.loading as loading
 
     monkeypatch.setattr(loading, "_CACHE", {})
-    monkeypatch.setattr(loading, "load_model", lambda source, device=None: calls.append(source) or
-                        package.load_model(source, device=device))
+    monkeypatch.setattr(loading, "load_model", lambda source, **kwargs: calls.append(source) or
+                        package.load_model(source, **kwargs))
     for _ in range(2):
         package.compare("Mary", [dirs["mamba"], dirs["gpt2"]], variant="native", device="cpu")
     assert calls == [dirs["mamba"], dirs["gpt2"]]

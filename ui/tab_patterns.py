@@ -1,7 +1,7 @@
 """Patterns tab: monotone and periodic prompts built from IDs or text, and when each model locks in.
 
 The pattern is defined in Mamba's tokenizer (the first model, as in `datasets_gen`'s suites);
-`datasets_gen.align` previews what GPT-2 reads under the aligned variant, flagging tokens with no
+`compare.align` previews what GPT-2 reads under the aligned variant, flagging tokens with no
 single-token counterpart. Lock-in (the first position after which the argmax always continues
 the pattern) is `compare.compare`'s.
 """
@@ -13,7 +13,7 @@ import pandas as pd
 import numpy as np
 
 from compare import compare, figures, metrics
-from datasets_gen import align
+from compare.align import align
 from datasets_gen.suites import repeat
 
 from . import limits, models

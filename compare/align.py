@@ -20,7 +20,7 @@ from __future__ import annotations
 import codecs
 from typing import Any, NamedTuple
 
-from datasets_gen.tokenizers import Vocab, load_vocab
+from .vocabularies import Vocab, load_vocab
 
 
 class Alignment(NamedTuple):
