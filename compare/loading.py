@@ -18,7 +18,7 @@ import torch
 
 from . import checkpoint, families
 from .checkpoint import ModelLoadError
-from .model import Model
+from .model import Model, cast_module, parse_dtype
 from .vocabularies import check_tokenizer
 
 ALIASES = families.ALIASES
@@ -36,7 +36,11 @@ def load_model(source: str | os.PathLike, *, tokenizer: Any = None, device: str 
 
     tokenizer: a tokenizer object, or a path (directory or tokenizer.json); used when the model
         directory has none. Default: the family's Hub tokenizer (`Family.tokenizer`).
-    device: "cpu", "cuda", ... (default: CUDA when available). dtype: torch dtype or its name.
+    device: "cpu", "cuda", ... (default: CUDA when available).
+    dtype: "float32" (default), "bfloat16" or "float16", or the torch dtype: the weights and
+        matmuls in that dtype; Mamba keeps its conv, scan, state and residual stream in fp32,
+        as mamba_ssm does (`model.cast_module`); logits are returned in fp32. On a CPU without
+        bf16 matmul hardware (AMX, AVX512-BF16) bfloat16 is slower than float32: a warning says so.
     force_tokenizer: use the tokenizer even where the checkpoint's embedding is a known
         vocabulary (GPT-2's, GPT-NeoX's) and the tokenizer is not that one (`vocabularies`);
         it must still have no more tokens than the embedding has rows.
@@ -45,25 +49,25 @@ def load_model(source: str | os.PathLike, *, tokenizer: Any = None, device: str 
     a tokenizer that does not belong to the checkpoint.
     """
     directory, name = _resolve(source)
-    device, dtype = _device(device), _dtype(dtype)
+    device, dtype = _device(device), parse_dtype(dtype)
     if not isinstance(force_tokenizer, bool):
         raise ValueError(f"force_tokenizer must be True or False, got {force_tokenizer!r}")
     config = checkpoint.read_config(directory)
     family = families.detect(config, directory)
-    module = family.build(directory, config)
-    module.to(device=device, dtype=dtype)
+    module = cast_module(family.build(directory, config).to(device=device), dtype, stacklevel=3)
     tok = _tokenizer(directory, tokenizer, family, name)
     check_tokenizer(tok, family.embedding(module).weight.shape[0], name, force=force_tokenizer)
     return Model(name=name, family=family.name, module=module, tokenizer=tok, vocab_size=len(tok),
                  max_positions=family.max_positions(config))
 
 
-def cached_model(source: str | os.PathLike, *, device: str | torch.device | None = None) -> Model:
-    """`load_model(source, device=device)`, loaded once per process: what `compare` and the
-    sweeps use when given a source instead of a handle."""
-    key = (str(source), str(device))
+def cached_model(source: str | os.PathLike, *, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None) -> Model:
+    """`load_model(source, device=device, dtype=dtype)`, loaded once per process and dtype: what
+    `compare` and the sweeps use when given a source instead of a handle."""
+    key = (str(source), str(device), str(parse_dtype(dtype)))
     if key not in _CACHE:
-        _CACHE[key] = load_model(source, device=device)
+        _CACHE[key] = load_model(source, device=device, dtype=dtype)
     return _CACHE[key]
 
 
@@ -147,14 +151,3 @@ def _device(device) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be like 'cpu' or 'cuda:0', got {device!r}") from None
-
-
-def _dtype(dtype) -> torch.dtype:
-    allowed = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in allowed.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in allowed:
-        return allowed[dtype]
-    raise ValueError(f"dtype must be one of {', '.join(allowed)}, got {dtype!r}")

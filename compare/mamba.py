@@ -30,9 +30,18 @@ Edit semantics of the state:
 materialised only while a trace or a torch forward hook reads or edits one of them; otherwise
 `scan.selective_scan` computes y directly.
 
-On CPU in fp32 without autograd, the conv + SiLU, softplus and the scan with its gate run as
-fused C kernels (`native.py`, mirroring mamba_ssm's CUDA kernels); elsewhere PyTorch computes
-the same sums.
+On CPU without autograd, the conv + SiLU, softplus and the scan with its gate run as fused C
+kernels in fp32 (`native.py`, mirroring mamba_ssm's CUDA kernels); on CUDA with the [cuda]
+extra, mamba_ssm's and causal-conv1d's own kernels (`cuda.py`), the scan only while no SSM point
+is requested (the same rule); elsewhere PyTorch computes the same sums, and a materialised state
+on a GPU is scanned in parallel (`scan.linear_scan_parallel`), not position by position.
+
+Precision (`MambaLM.cast_`, `load_model(dtype=...)`): in bfloat16 (or float16) the weights of the
+matmuls (in_proj, x_proj, dt_proj, out_proj, the tied embedding / LM head) and of the norms are
+in that dtype and the matmuls run in it; the conv, A_log, D, Δ after its softplus, B, C, the scan
+and its state, y and the residual stream stay fp32, as mamba_ssm keeps them on GPU (its
+residual_in_fp32). The norms compute in fp32 and hand the next matmul its dtype. Points in the
+reduced dtype: norm, gate, mixer_out, final_norm and logits (`Model.logits` returns fp32).
 """
 from __future__ import annotations
 
@@ -43,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import cuda, native
 from .hooks import HookPoint
 from .scan import discretise, linear_scan, read_out, selective_scan, write_of
 
@@ -79,7 +88,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x):
-        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        """In fp32 whatever the dtypes; the result in the weight's dtype, the next matmul's."""
+        x = x.float()
+        return ((x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)) * self.weight.float()).to(self.weight.dtype)
 
 
 class MambaMixer(nn.Module):
@@ -107,6 +118,7 @@ class MambaMixer(nn.Module):
         scan still runs over every position, but the gate half of in_proj and out_proj run at the
         last one only (in_proj is then applied through its weight, which nnsight does not see).
         """
+        u = u.to(self.in_proj.weight.dtype)
         if last_only:
             d_in, w, bias = self.D.shape[0], self.in_proj.weight, self.in_proj.bias
             x = F.linear(u, w[:d_in], None if bias is None else bias[:d_in])
@@ -118,23 +130,24 @@ class MambaMixer(nn.Module):
     def mix(self, x: torch.Tensor, z: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """The mixer after in_proj: x [b, l, d_in] and the gate z [b, l, d_in] ([b, 1, d_in] with
         last_only) → [b, l, d] ([b, 1, d]); for callers that compute in_proj their own way."""
+        wd = self.out_proj.weight.dtype  # the matmuls' dtype; everything between them is fp32
         z = self.hook_gate(z)
-        x = self.hook_x(conv_silu(x, self.conv1d.weight, self.conv1d.bias))
-        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = self.hook_delta(softplus(self.dt_proj(dt)))
-        B, C = self.hook_B(B), self.hook_C(C)
-        # the scan runs in fp32 whatever the weights' dtype, as mamba_ssm's kernels do
+        # the conv, the SSM and their points in fp32 whatever the weights' dtype, as mamba_ssm's kernels
+        x = self.hook_x(conv_silu(x.float(), self.conv1d.weight, self.conv1d.bias))
+        dt, B, C = self.x_proj(x.to(wd)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = self.hook_delta(softplus(self.dt_proj(dt).float()))
+        B, C = self.hook_B(B.float()), self.hook_C(C.float())
         A = -torch.exp(self.A_log.float())
-        ssm_in = (x.float(), delta.float(), A, B.float(), C.float())
+        ssm_in = (x, delta, A, B, C)
         if any(getattr(self, f"hook_{p}").requested() for p in SSM_POINTS):
             y = self._ssm_materialised(*ssm_in)
         elif not (last_only or self.hook_y.requested()):
             # nothing reads y before the gate: the scan applies it, as selective_scan_fn(z=z) does
-            return self.out_proj(selective_scan(*ssm_in, self.D.float(), z=z.float()).to(x.dtype))
+            return self.out_proj(selective_scan(*ssm_in, self.D.float(), z=z.float()).to(wd))
         else:
             y = selective_scan(*ssm_in, self.D.float())
-        y = self.hook_y(y.to(x.dtype))
-        return self.out_proj((y[:, -1:] if last_only else y) * F.silu(z))
+        y = self.hook_y(y)
+        return self.out_proj(((y[:, -1:] if last_only else y) * F.silu(z.float())).to(wd))
 
     def _ssm_materialised(self, x, delta, A, B, C):
         A_bar, B_bar = discretise(delta, A, B)
@@ -152,9 +165,12 @@ class MambaMixer(nn.Module):
 
 
 def conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """SiLU(causal_conv(x)), in one C pass where the kernels can take the tensors."""
+    """SiLU(causal_conv(x)), in one pass where a kernel can take the tensors: the C kernel on
+    CPU, causal-conv1d's on CUDA."""
     if native.usable(x, weight, bias):
         return native.causal_conv1d_silu(x, weight, bias)
+    if cuda.conv_usable(x, weight, bias):
+        return cuda.causal_conv1d_silu(x, weight, bias)
     return F.silu(causal_conv(x, weight, bias))
 
 
@@ -212,10 +228,20 @@ class MambaLM(nn.Module):
         self.hook_embed, self.hook_final_norm, self.hook_logits = HookPoint(), HookPoint(), HookPoint()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        resid = self.hook_embed(self.embeddings(input_ids))
+        resid = self.hook_embed(self.embeddings(input_ids).float())  # the residual stream is fp32
         for layer in self.layers:
             resid = layer(resid)
         return self.hook_logits(self.lm_head(self.hook_final_norm(self.norm_f(resid))))
+
+    def cast_(self, dtype: torch.dtype) -> "MambaLM":
+        """Weights in `dtype` where mamba_ssm has them in the model's dtype: every nn.Linear (in,
+        x, dt and out projections), the embedding (the tied LM head) and the norms. conv1d,
+        A_log and D keep their fp32 values (cast back from a reduced dtype they would stay
+        rounded); see the module docstring for what runs in which dtype."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding, RMSNorm)):
+                module.to(dtype)
+        return self
 
     def load_checkpoint(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load transformers (`backbone.embeddings.*`) or mamba_ssm (`backbone.embedding.*`) weights.

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import families, memory, points
+from . import families, memory, native, points
 from .isolation import LockedNNsight, ModelLock
 from .vocabularies import token_texts
 
 FP32_BYTES = 4
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class NonFiniteError(ValueError):
@@ -49,6 +50,7 @@ class Model:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the weights and matmuls (`cast_module`); logits are returned in fp32."""
         return next(self.module.parameters()).dtype
 
     @property
@@ -165,6 +167,33 @@ class Model:
         final norm, the LM head. Called only once logits were found non-finite, so the plain
         forward pays nothing; no hook is registered, so other callers of the module see nothing."""
         return self.arch.stages(self.module, ids)
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    """A dtype argument (a name of `DTYPES`, the torch dtype, or None for float32) as a torch dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def cast_module(module: nn.Module, dtype, *, stacklevel: int = 2) -> nn.Module:
+    """The module with its weights in `dtype` (a `DTYPES` name or torch dtype), in place.
+
+    Mamba follows mamba_ssm (`MambaLM.cast_`: the matmuls and norms in dtype; the conv, the scan,
+    its state and the residual stream in fp32); transformers' models (GPT-2, Pythia) have every
+    weight cast, as their own `.to(dtype)` does. Either way `Model.logits` returns fp32. On a CPU
+    without hardware for dtype's matmuls a warning says, once, that it will be slower than fp32
+    (pointing `stacklevel` frames up, as `warnings.warn` counts).
+    """
+    dtype = parse_dtype(dtype)
+    cast = getattr(module, "cast_", None)
+    module = cast(dtype) if cast is not None else module.to(dtype=dtype)
+    native.warn_if_slow(dtype, next(module.parameters()).device, stacklevel=stacklevel + 1)
+    return module
 
 
 def integer_ids(values, what: str = "token IDs"):

@@ -11,6 +11,11 @@ The library is compiled once per process with the system C compiler (`$CC`, else
 clang; ~0.3 s, no torch headers) into a temporary directory and loaded with ctypes. Without a
 working compiler `available()` is False, a warning says so once, and the model keeps to the
 PyTorch paths.
+
+The kernels are fp32. Under a reduced dtype (`mamba.MambaLM.cast_`) the mixer hands them fp32
+tensors: the conv, the SSM and the residual stream are fp32 in every dtype. Whether the CPU runs
+bf16 / fp16 matmuls in hardware (`matmul_units`: AMX or AVX512-BF16 on x86, read from
+/proc/cpuinfo) decides whether a reduced dtype is faster at all; `warn_if_slow` says so once.
 """
 from __future__ import annotations
 
@@ -134,3 +139,56 @@ def elementwise(op: str, x: torch.Tensor) -> torch.Tensor:
     _library().elementwise(ELEMENTWISE.index(op), x.data_ptr(), y.data_ptr(), x.numel(),
                            torch.get_num_threads())
     return y
+
+
+# CPU features (/proc/cpuinfo "flags" on x86, "Features" on Arm) that run a dtype's matmuls in
+# hardware; without one, torch converts to fp32 and back around every multiply and a bf16
+# matmul runs slower than an fp32 one (7× for an in_proj-shaped matmul on an AVX2 machine)
+MATMUL_UNITS = {
+    torch.bfloat16: {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "bf16": "Arm BF16"},
+    torch.float16: {"amx_fp16": "AMX-FP16", "avx512_fp16": "AVX512-FP16", "asimdhp": "Arm FP16"},
+}
+_WARNED: set = set()  # dtypes warned about in this process
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo; None where it cannot be read (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return None
+
+
+def matmul_units(dtype: torch.dtype) -> list[str] | None:
+    """The CPU's units that run `dtype` matmuls natively (e.g. ["AMX-BF16", "AVX512-BF16"]), []
+    for none, None where the CPU's features cannot be read."""
+    flags = cpu_flags()
+    if flags is None:
+        return None
+    return [name for flag, name in MATMUL_UNITS.get(dtype, {}).items() if flag in flags]
+
+
+def warn_if_slow(dtype: torch.dtype, device: torch.device, stacklevel: int = 2) -> None:
+    """Warn once per dtype and process when a reduced dtype is asked for on a CPU that has no
+    hardware for its matmuls: the model then runs slower than in fp32, not faster."""
+    if torch.device(device).type != "cpu" or dtype not in MATMUL_UNITS or dtype in _WARNED:
+        return
+    units = matmul_units(dtype)
+    if units:
+        return
+    _WARNED.add(dtype)
+    name = str(dtype).removeprefix("torch.")
+    *others, last = MATMUL_UNITS[dtype].values()
+    needed = f"{', '.join(others)} or {last}"
+    why = ("this CPU has no " + needed + " (not among the flags of /proc/cpuinfo)" if units is not None
+           else "the CPU's features could not be read (no /proc/cpuinfo), so " + needed + " may be missing")
+    warnings.warn(f"compare: dtype={name} on CPU: {why}; torch then emulates {name} matmuls and the model "
+                  f"runs slower than in float32 (7× for an in_proj-shaped matmul on an AVX2 machine), "
+                  f"while accurate to {name} only. Use dtype='float32' on this machine",
+                  RuntimeWarning, stacklevel=stacklevel + 1)

@@ -11,6 +11,14 @@ Shapes (time-major, so one step's slice is contiguous in memory):
 
 Each fast function has a `_ref` twin with the same signature: the obvious fp32 loop of
 Algorithm 2 in the Mamba paper, which the tests treat as ground truth.
+
+Which scan runs where (`selective_scan` for y alone, `linear_scan` for the materialised h):
+    CPU, fp32           the C kernel (`native`); without a compiler, `selective_scan_chunked`
+                        and the in-place loop of `linear_scan` (one step per position: on a CPU
+                        a step costs a few µs of overhead against ~25 µs of work)
+    CUDA + mamba_ssm    `selective_scan_fn` (`cuda`), y only
+    any other device    `linear_scan_parallel`: a chunked parallel scan with no loop over
+                        positions (a GPU pays a kernel launch per step, thousands per forward)
 """
 from __future__ import annotations
 
@@ -19,10 +27,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import native
+from . import cuda, native
 
 LOG2_E = math.log2(math.e)
 CHUNK_BYTES = 4 * 2**20  # per buffer: 42 steps at d_in=1536, n=16, batch 1; small enough to reuse heap pages
+PARALLEL_CHUNK = 16  # positions combined by doubling in `linear_scan_parallel` (log2: 4 rounds)
+PARALLEL_BLOCK_BYTES = 256 * 2**20  # per buffer of `selective_scan_parallel` (a GPU's memory is large, its launches dear)
 
 
 def discretise(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor):
@@ -40,13 +50,73 @@ def write_of(B_bar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_scan(A_bar: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
-    """All states h of h_t = Ā_t h_{t-1} + w_t with h_{-1} = 0, as one new tensor."""
+    """All states h of h_t = Ā_t h_{t-1} + w_t with h_{-1} = 0, as one new tensor: a loop over
+    positions on CPU, `linear_scan_parallel` on any other device."""
+    if write.device.type != "cpu":
+        return linear_scan_parallel(A_bar, write)
     if torch.is_grad_enabled() and (A_bar.requires_grad or write.requires_grad):
         return linear_scan_ref(A_bar, write)  # in-place steps would overwrite what backward needs
     h = write.clone()
     for t in range(1, h.shape[1]):
         h[:, t].addcmul_(A_bar[:, t], h[:, t - 1])
     return h
+
+
+def linear_scan_parallel(A_bar: torch.Tensor, write: torch.Tensor, h0: torch.Tensor | None = None,
+                         chunk: int = PARALLEL_CHUNK) -> torch.Tensor:
+    """`linear_scan` (h_{-1} = h0, default 0) without a loop over positions, on any device.
+
+    A chunked parallel scan: the positions are cut into chunks of `chunk` and, within every
+    chunk at once, combined by doubling (Hillis–Steele): after the round with offset k each
+    position holds (P, h), the product of the Ā and the state over its last 2k positions in the
+    chunk, from
+        h_t ← h_t + P_t · h_{t−k},    P_t ← P_t · P_{t−k}.
+    After log2(chunk) rounds h is each chunk's state from a zero start and P the product of its
+    Ā from the chunk's start. The states at the chunks' ends then satisfy the same recurrence
+    over chunks, H_k = P_end,k · H_{k−1} + h_end,k, scanned by this function again (recursion
+    over ever fewer positions), and every state gets its chunk's entry state carried in:
+    h_t += P_t · H_{k−1}.
+
+    Only products of Ā and sums are formed, never a quotient or a logarithm: Ā underflowing
+    to 0 (a state reset) is exact, as in the sequential loop, and any Ā works, edited ones
+    included. The scan is linear in w, so an increment scanned on its own adds exactly what it
+    adds inside the recurrence (`mamba.MambaMixer`'s h edits). Rounding differs from the loop
+    by the order of the sums (log2 of the length more terms), not in kind. Without autograd each
+    round writes into the other of two buffer pairs (out=, ~4 passes over w's size per tensor);
+    with autograd (a trace on a model whose weights require grad) it builds new tensors.
+    """
+    b, l = write.shape[:2]
+    feat = write.shape[2:]
+    track = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (A_bar, write, h0))
+    c = min(max(2, chunk), l)  # ≥ 2, or the recursion over chunk ends would not shrink
+    nc = -(-l // c)
+    if h0 is not None:
+        write = torch.cat([torch.addcmul(write[:, :1], A_bar[:, :1], h0.unsqueeze(1)), write[:, 1:]], 1)
+    # padded after the last position (never read by a real one): new tensors, the inputs stay as they are
+    pad = [0, 0] * len(feat) + [0, nc * c - l]
+    h = F.pad(write, pad).view(b, nc, c, *feat)
+    a = F.pad(A_bar, pad, value=1.0).view(b, nc, c, *feat)
+    if not track:
+        h_next, a_next = torch.empty_like(h), torch.empty_like(a)
+    k = 1
+    while k < c:
+        if track:
+            h = torch.cat([h[:, :, :k], torch.addcmul(h[:, :, k:], a[:, :, k:], h[:, :, :-k])], 2)
+            a = torch.cat([a[:, :, :k], a[:, :, k:] * a[:, :, :-k]], 2)
+        else:
+            torch.addcmul(h[:, :, k:], a[:, :, k:], h[:, :, :-k], out=h_next[:, :, k:])
+            h_next[:, :, :k] = h[:, :, :k]
+            torch.mul(a[:, :, k:], a[:, :, :-k], out=a_next[:, :, k:])
+            a_next[:, :, :k] = a[:, :, :k]
+            h, h_next, a, a_next = h_next, h, a_next, a
+        k *= 2
+    if nc > 1:
+        entry = linear_scan_parallel(a[:, :, -1], h[:, :, -1], chunk=chunk)  # the state after each chunk
+        if track:
+            h = torch.cat([h[:, :1], torch.addcmul(h[:, 1:], a[:, 1:], entry[:, :-1].unsqueeze(2))], 1)
+        else:
+            h[:, 1:].addcmul_(a[:, 1:], entry[:, :-1].unsqueeze(2))
+    return h.reshape(b, nc * c, *feat)[:, :l]
 
 
 def linear_scan_ref(A_bar: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
@@ -65,16 +135,43 @@ def read_out(h: torch.Tensor, C: torch.Tensor, D: torch.Tensor, x: torch.Tensor)
 
 def selective_scan(x, delta, A, B, C, D, z=None) -> torch.Tensor:
     """y = SSM(x), times SiLU(z) if the gate z is given (mamba_ssm's `selective_scan_fn`), by the
-    fastest path that fits: the C kernel for fp32 on CPU (`native`), else the chunked PyTorch
-    scan; with autograd, the materialised scan (out= buffers and the kernel are invisible to it)."""
+    fastest path that fits: the C kernel for fp32 on CPU (`native`), mamba_ssm's kernel on CUDA
+    (`cuda`), else the chunked PyTorch scan (on CPU) or the parallel one (elsewhere); with
+    autograd, the materialised scan (out= buffers and the C kernel are invisible to it)."""
     if native.usable(x, delta, A, B, C, D, z):
         return native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D, z)
+    if cuda.usable(x, delta, A, B, C, D, z):
+        return cuda.selective_scan(x, delta, A, B, C, D, z)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
         A_bar, B_bar = discretise(delta, A, B)
         y = read_out(linear_scan(A_bar, write_of(B_bar, x)), C, D, x)
-    else:
+    elif x.device.type == "cpu":
         y = selective_scan_chunked(x, delta, A, B, C, D)
+    else:
+        y = selective_scan_parallel(x, delta, A, B, C, D)
     return y if z is None else y * F.silu(z)
+
+
+def selective_scan_parallel(x, delta, A, B, C, D, block: int | None = None,
+                            chunk: int = PARALLEL_CHUNK) -> torch.Tensor:
+    """y by `linear_scan_parallel`, `block` positions at a time (default: ~PARALLEL_BLOCK_BYTES
+    per buffer), the state carried from block to block: no loop over positions, and Ā, w and h
+    never held for more than a block."""
+    b, l, d = x.shape
+    n = A.shape[1]
+    if block is None:
+        block = max(1, min(l, PARALLEL_BLOCK_BYTES // (b * d * n * x.element_size())))
+    A2 = A * LOG2_E
+    y = torch.empty_like(x)
+    h = None
+    for s in range(0, l, block):
+        e = min(l, s + block)
+        A_bar = torch.exp2(delta[:, s:e, :, None] * A2)
+        write = (delta[:, s:e] * x[:, s:e]).unsqueeze(-1) * B[:, s:e, None, :]
+        states = linear_scan_parallel(A_bar, write, h0=h, chunk=chunk)
+        y[:, s:e] = read_out(states, C[:, s:e], D, x[:, s:e])
+        h = states[:, -1]
+    return y
 
 
 def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tensor:
@@ -115,8 +212,10 @@ def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> to
 
 
 def selective_scan_ref(x, delta, A, B, C, D, z=None) -> torch.Tensor:
-    x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
-    h = torch.zeros(x.shape[0], x.shape[2], A.shape[1], dtype=torch.float32, device=x.device)
+    """In fp32, or in fp64 when x is fp64 (the tests' exact reference)."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, delta, A, B, C, D = (t.to(dtype) for t in (x, delta, A, B, C, D))
+    h = torch.zeros(x.shape[0], x.shape[2], A.shape[1], dtype=dtype, device=x.device)
     ys = []
     for t in range(x.shape[1]):
         A_bar = torch.exp(delta[:, t, :, None] * A)
@@ -124,4 +223,5 @@ def selective_scan_ref(x, delta, A, B, C, D, z=None) -> torch.Tensor:
         h = A_bar * h + B_bar * x[:, t, :, None]
         ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])
     y = torch.stack(ys, dim=1)
-    return y if z is None else y * z.float() * torch.sigmoid(z.float())
+    z = None if z is None else z.to(dtype)
+    return y if z is None else y * z * torch.sigmoid(z)
