@@ -3,8 +3,8 @@
     hit_curves          hit rate and p_target vs level per layer, with the logistic fit and c
     hit_heatmap         layer × level hit rate, one panel per model
     critical_levels     critical level vs layer, one line per (model, component), bootstrap CI
-    flattened_logits    the flattened-L view: last-position logits over the vocabulary, clean
-                        vs noisy, at the layers given (an early vs a late one)
+    noisy_logits        last-position logits over the vocabulary, clean vs noisy, at the
+                        layers given (an early vs a late one)
     channel_bars        the most sensitive channels of `channels.channel_sensitivity`
 
 Figures are built with `matplotlib.figure.Figure`, not pyplot, so no global state is touched
@@ -97,8 +97,11 @@ def critical_levels(fits: pd.DataFrame) -> Figure:
     return literal_text(fig)
 
 
-def flattened_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
-    """Logit vs token ID, clean and noisy, one panel per layer; `df` from `noise.noisy_logits`."""
+def noisy_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
+    """Logit vs token ID, clean and noisy, one panel per layer; `df` from `noise.noisy_logits`.
+
+    The last position's row of L only; the flattened L of every position is `figures.flattened_logits`.
+    """
     layers = sorted(df["layer"].unique())
     fig, (axes,) = panels(1, len(layers), sharey=True, size=(5, 3.2))
     for ax, layer in zip(axes, layers):

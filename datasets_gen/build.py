@@ -20,11 +20,11 @@ from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, Value
 from tqdm.auto import tqdm
 
 from compare.align import align
+from compare.pairing import VARIANTS
 from compare.vocabularies import Vocab
 from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, Prompt, count
 from datasets_gen.tokenizers import MODELS, load_vocabs
 
-VARIANTS = ("native", "same_ids", "aligned")
 PACKAGE_VERSION = version("mamba-gpt2-compare")
 
 

@@ -58,10 +58,10 @@ def test_critical_levels_plot_one_line_per_model_and_component():
     np.testing.assert_array_equal(data_line.get_ydata(), [0.3, 0.5])  # the unfitted layer is left out
 
 
-def test_flattened_logits_one_panel_per_layer():
+def test_noisy_logits_one_panel_per_layer():
     df = pd.DataFrame([{"layer": l, "run": r, "token_id": t, "logit": float(t)}
                        for l in (0, 23) for r in ("clean", "noisy") for t in range(5)])
-    fig = nf.flattened_logits(df, target=2)
+    fig = nf.noisy_logits(df, target=2)
     assert [ax.get_title() for ax in fig.axes] == ["noise at layer 0", "noise at layer 23"]
     assert len(fig.axes[0].lines) == 3
 

@@ -10,11 +10,11 @@ import gradio as gr
 import pandas as pd
 
 from compare import compare, figures
+from compare.pairing import VARIANTS
 
 from . import downloads, examples, jobs, limits, models
 from .tab_tokenizers import visible
 
-VARIANTS = ("aligned", "native", "same_ids")
 TRACK_SEPARATOR = "|"
 EXAMPLES = [  # one per prompt suite: prompt, variant, tracked tokens
     ["When Mary and John went to the store, John gave a drink to", "aligned", " Mary| John"],
