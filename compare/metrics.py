@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .vocabularies import token_texts
 
@@ -179,8 +180,8 @@ def id_logit_correlation(L: np.ndarray) -> pd.DataFrame:
 
     def r(x):
         x = x - x.mean()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return centred @ x / (norm * np.sqrt((x ** 2).sum()))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a product-sum, not BLAS: see position_distance
+            return (centred * x).sum(axis=-1) / (norm * np.sqrt((x ** 2).sum()))
 
     return pd.DataFrame({"position": np.arange(len(L)), "r_id_L": r(ids), "r_logid_L": r(np.log1p(ids))})
 
@@ -210,8 +211,11 @@ def position_distance(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     X = X - X.mean(axis=0)  # distances ignore a shift common to all rows; centring spares the
     sq = (X ** 2).mean(axis=-1)  # Gram identity below cancelling large logits (L ~ −100) to rounding
-    # |x − y|² = |x|² + |y|² − 2 x·y, clipped at 0 against rounding on (near-)equal rows
-    pairwise = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * (X @ X.T) / X.shape[-1], 0, None))
+    # |x − y|² = |x|² + |y|² − 2 x·y, clipped at 0 against rounding on (near-)equal rows. The Gram
+    # matrix is a torch matmul: its rounding depends on the thread count, which torch lets a caller
+    # fix (a study does, so executors agree to the bit); numpy's BLAS picks its own threads.
+    gram = torch.from_numpy(X) @ torch.from_numpy(X).T
+    pairwise = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * gram.numpy() / X.shape[-1], 0, None))
     n = len(X)
     return pairwise.sum(axis=-1) / (n - 1) if n > 1 else np.full(n, np.nan)
 

@@ -214,3 +214,28 @@ def test_row_moments_are_each_rows_mean_and_population_std():
     assert frame["position"].tolist() == [0, 1]
     np.testing.assert_allclose(frame["L_mean"], [3.0, -5.0])
     np.testing.assert_allclose(frame["L_std"], [math.sqrt((4 + 1 + 0 + 9) / 4), 0.0])
+
+
+_THREADS_PROBE = """
+import sys, numpy as np, torch
+from compare import metrics
+torch.set_num_threads(1)  # as a study task does
+L = np.random.default_rng(0).normal(-100, 3, size=(14, 50280)).astype(np.float32)
+values = np.concatenate([metrics.id_logit_correlation(L)[["r_id_L", "r_logid_L"]].to_numpy().ravel(),
+                         metrics.position_distance(L)])
+sys.stdout.write(values.tobytes().hex())
+"""
+
+
+def test_cross_model_metrics_do_not_depend_on_numpy_blas_threads():
+    # A study's executors fix torch's thread count, not numpy's BLAS: with BLAS matmuls, r_id_L and
+    # the position distances differed in the last bits between the embedded and the Ray executor.
+    import os
+    import subprocess
+    import sys
+    out = {}
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        out[threads] = subprocess.run([sys.executable, "-c", _THREADS_PROBE], env=env, check=True,
+                                      capture_output=True, text=True).stdout
+    assert out["1"] == out["2"]
