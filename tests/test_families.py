@@ -41,7 +41,7 @@ def _neox_qkv(ref, layer):
 REFERENCE = {
     "gpt2": lambda ref, l: {
         "resid_pre": (ref.transformer.h[l], "in"), "attn_out": (ref.transformer.h[l].attn, 0),
-        "pattern": (ref.transformer.h[l].attn, 1), "resid_mid": (ref.transformer.h[l].ln_2, "in"),
+        "pattern": (ref.transformer.h[l].attn, 1), "z": (ref.transformer.h[l].attn.c_proj, "in"), "resid_mid": (ref.transformer.h[l].ln_2, "in"),
         "mlp_out": (ref.transformer.h[l].mlp, "out"), "resid_post": (ref.transformer.h[l], "out"),
         "embed": (ref.transformer.drop, "out"), "final_norm": (ref.transformer.ln_f, "out"),
         "logits": (ref.lm_head, "out"),
@@ -53,6 +53,7 @@ REFERENCE = {
         "logits": (ref.lm_head, "out")},
     "pythia": lambda ref, l: {
         "resid_pre": (ref.gpt_neox.layers[l], "in"), "pattern": (ref.gpt_neox.layers[l].attention, 1),
+        "z": (ref.gpt_neox.layers[l].attention.dense, "in"),
         "attn_out": (ref.gpt_neox.layers[l].attention, 0), "mlp_out": (ref.gpt_neox.layers[l].mlp, "out"),
         "resid_post": (ref.gpt_neox.layers[l], "out"), "embed": (ref.gpt_neox.emb_dropout, "out"),
         "final_norm": (ref.gpt_neox.final_layer_norm, "out"), "logits": (ref.lm_head, "out")},

@@ -39,6 +39,8 @@ class Point:
     affine: the block's output is affine in noise added here (`restart.run_rays` restarts from it).
     refused: why noise on this point is refused (None: it may be noised).
     ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
+    patchable: activation patching may replace it position by position (`compare.patching`):
+        its second axis is positions (not `pattern`'s heads).
     """
     name: str
     module: str
@@ -49,6 +51,7 @@ class Point:
     affine: bool = False
     refused: str | None = None
     ssm: bool = False
+    patchable: bool = True
 
     @property
     def per_layer(self) -> bool:
@@ -76,6 +79,7 @@ class Family:
     blocks_path: str  # dotted path of the ModuleList of blocks
     norm_path: str  # the final norm
     rays: bool = False  # `next_on_rays`: the block after an affine injection runs on rays
+    mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
 
     # --- the registry ---------------------------------------------------------------------
 
@@ -98,6 +102,11 @@ class Family:
     @property
     def noisable(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.points if p.per_layer and p.refused is None)
+
+    @property
+    def patchable(self) -> tuple[str, ...]:
+        """Per-layer points activation patching may replace at chosen positions (`Point.patchable`)."""
+        return tuple(p.name for p in self.points if p.per_layer and p.patchable)
 
     def feature_shape(self, config, name: str) -> tuple[int, ...]:
         """The per-position shape of a point: its letters after [b, l], sized by `dims`."""
@@ -172,6 +181,16 @@ class Family:
         resid = _walk(module, self.norm_path)(resid)
         yield "the final norm", resid
         yield "the LM head", module.lm_head(resid)
+
+    def ssm_parameters(self, module: nn.Module, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A [d_in, n], D [d_in]) of a layer's selective SSM in fp32, as its scan uses them
+        (families with mixing "ssm"; `compare.hidden_attention`, `compare.knockout`)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    def y_response(self, module: nn.Module, layer: int, dy: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """The change of block `layer`'s output [b, l, d] for a change dy of the SSM's output y
+        (families with mixing "ssm"; `patching` restarts a patch of `h` from it)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
 
     def embed(self, module: nn.Module, ids: torch.Tensor):
         """(residual entering block 0, extra args, extra kwargs of every block) for `stages`."""

@@ -5,6 +5,7 @@ Points per layer `transformer.h[l]`:
     resid_pre  block input                        [b, l, d]
     q, k, v    thirds of c_attn's output          [b, l, d]   (heads concatenated, no rotary)
     pattern    attention probabilities            [b, heads, l, l]
+    z          each head's output, heads concatenated, entering c_proj   [b, l, d]
     attn_out   attention output after c_proj      [b, l, d]
     resid_mid  resid_pre + attn_out (ln_2 input)  [b, l, d]
     mlp_out    MLP output                         [b, l, d]
@@ -43,7 +44,8 @@ class GPT2Family(TransformersFamily):
         Point("q", f"{BLOCK}.attn.c_attn", "[b, l, d]", part="q"),
         Point("k", f"{BLOCK}.attn.c_attn", "[b, l, d]", part="k"),
         Point("v", f"{BLOCK}.attn.c_attn", "[b, l, d]", part="v"),
-        Point("pattern", f"{BLOCK}.attn", "[b, heads, l, l]", item=1, refused=PATTERN_REFUSED),
+        Point("pattern", f"{BLOCK}.attn", "[b, heads, l, l]", item=1, refused=PATTERN_REFUSED, patchable=False),
+        Point("z", f"{BLOCK}.attn.c_proj", "[b, l, d]", io="input"),
         Point("attn_out", f"{BLOCK}.attn", "[b, l, d]", item=0),
         Point("resid_mid", f"{BLOCK}.ln_2", "[b, l, d]", io="input"),
         Point("mlp_out", f"{BLOCK}.mlp", "[b, l, d]", affine=True),

@@ -73,6 +73,12 @@ class MambaFamily(Family):
         mixer = module.layers[layer].mixer
         return -torch.exp(mixer.A_log.float()), mixer.D.float()
 
+    def y_response(self, module, layer, dy, gate):
+        """The change of block `layer`'s output for a change dy of its y [b, l, d_in] (the block
+        is affine in y): out_proj's weight on dy ⊙ SiLU(gate), the gate [1, l, d_in] of the run."""
+        mixer = module.layers[layer].mixer
+        return torch.nn.functional.linear(dy.to(gate.dtype) * torch.nn.functional.silu(gate), mixer.out_proj.weight)
+
     def dims(self, config):
         return {"d": config.d_model, "d_in": config.d_inner, "n": config.d_state, "V": config.vocab_size}
 

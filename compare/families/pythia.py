@@ -8,6 +8,7 @@ Points per layer `gpt_neox.layers[l]`:
                                                                [b, l, d]
     v          as projected (rotary touches q and k only)      [b, l, d]
     pattern    attention probabilities, before they weight v   [b, heads, l, l]
+    z          each head's output, heads concatenated, entering `dense`   [b, l, d]
     attn_out   attention output after `dense`                  [b, l, d]
     mlp_out    MLP output                                      [b, l, d]
     resid_post block output                                    [b, l, d]
@@ -15,7 +16,7 @@ and model-level embed (emb_dropout output), final_norm (final_layer_norm output)
 
 There is no resid_mid: Pythia's residual is parallel, resid_post = resid_pre + attn(ln_1(resid_pre))
 + mlp(ln_2(resid_pre)); no tensor is "the stream between attention and MLP", and inventing one
-would name a sum the model never computes. For the same reason v, attn_out, mlp_out and
+would name a sum the model never computes. For the same reason v, z, attn_out, mlp_out and
 resid_post reach the block's output affinely (nothing nonlinear follows them), so noise there
 restarts from rays (`Point.affine`); only GPT-NeoX checkpoints with the parallel residual load.
 
@@ -59,7 +60,9 @@ class PythiaFamily(TransformersFamily):
         Point("q", f"{BLOCK}.attention.hook_q", "[b, l, d]"),
         Point("k", f"{BLOCK}.attention.hook_k", "[b, l, d]"),
         Point("v", f"{BLOCK}.attention.hook_v", "[b, l, d]", affine=True),
-        Point("pattern", f"{BLOCK}.attention.hook_pattern", "[b, heads, l, l]", refused=PATTERN_REFUSED),
+        Point("pattern", f"{BLOCK}.attention.hook_pattern", "[b, heads, l, l]", refused=PATTERN_REFUSED,
+              patchable=False),
+        Point("z", f"{BLOCK}.attention.dense", "[b, l, d]", io="input", affine=True),
         Point("attn_out", f"{BLOCK}.attention", "[b, l, d]", item=0, affine=True),
         Point("mlp_out", f"{BLOCK}.mlp", "[b, l, d]", affine=True),
         Point("resid_post", BLOCK, "[b, l, d]", affine=True),
