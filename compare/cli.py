@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         comparison = compare(prompt, args.models, variant=args.variant, track=args.track or None,
                              device=args.device, progress=False)
         print(table(comparison))
+        print(comparison.summary())
         for run in comparison.runs.values():
             if run.lock_in is not None:
                 print(f"{run.model}: locks in at position {run.lock_in}")

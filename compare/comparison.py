@@ -14,6 +14,8 @@ the pair, `d_L_positions` / `other_d_L_positions` from each model's row to its o
 other paired positions (mean, `metrics.position_distance`). d_L < d_L_positions is the claim as
 issue #12 reads it; read literally (values within a row differ less than between rows) it compares
 each row's L_std with the spread of L_mean over positions, both per position in `to_frame`.
+For a model that reads the first model's tokenizer (`vocabularies.same_tokenizer`) the shared
+tokens are the whole vocabulary: every ID, byte fragments included.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from .model import Model, integer_ids
 from .noise import check_callbacks
 from .pairing import VARIANTS, Prepared, prepare
 from .results import Comparison, Run, Trajectory
-from .vocabularies import token_texts
+from .vocabularies import same_tokenizer, token_texts
 
 K_COLUMNS = ("vocab", "all")
 BYTES_PER_LOGIT = 48  # peak per (position, vocabulary entry) while a run is measured: L, K, P in float64, top-k
@@ -61,7 +63,11 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     prompt: a string, a list of token IDs (first model's tokenizer), a `datasets_gen` suite row
         (a mapping with per-model ``{family}_{variant}_ids``), or a suite (a `datasets.Dataset`, or
         a list of strings/rows/ID lists) → then a list of Comparisons, computed in batches.
-    models: sources for `load_model` or loaded `Model` handles; loaded sources are cached.
+    models: sources for `load_model` or loaded `Model` handles, any number and any families (two
+        Mambas, Mamba vs Pythia, three models), keyed by name; loaded sources are cached. A model
+        that reads the first model's tokenizer (Mamba and Pythia: GPT-NeoX-20B) is listed in
+        `Comparison.same_tokenizer`: its variants coincide with the first model's and its
+        cross-model metrics cover the whole vocabulary.
     track: a token (string that is one token in every tokenizer, or an ID in the first model's
         tokenizer) or a list of them; default for suite rows: the row's target, when it is one
         token in every model.
@@ -90,12 +96,17 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     check_callbacks(None, stop)
     handles = _load(models, device)
     items, is_suite = _items(prompt)
-    prepared = [prepare(item, handles, variant, track) for item in items]
+    same = [same_tokenizer(handles[0].tokenizer, h.tokenizer) for h in handles]
+    prepared = [prepare(item, handles, variant, track, same) for item in items]
     batches = [range(s, min(s + batch_size, len(items))) for s in range(0, len(items), batch_size)]
     _check_memory(handles, prepared, batches, keep_arrays)
     tables = ({h.name: metrics.length_table(range(h.vocab_size), _vocab_texts(h)) for h in handles}
               if tokenizer_stats else {})
-    shared = [metrics.shared_vocabulary(_vocab_texts(handles[0]), _vocab_texts(h)) for h in handles[1:]]
+    # one tokenizer: every ID is the same token in both, so the whole vocabulary is shared (the
+    # strings would leave out the IDs that decode alike, byte fragments: U+FFFD)
+    shared = [(np.arange(h.vocab_size),) * 2 if s else
+              metrics.shared_vocabulary(_vocab_texts(handles[0]), _vocab_texts(h))
+              for h, s in zip(handles[1:], same[1:])]
     results = []
     # batch by batch, so a suite's [T, V] arrays are alive one batch at a time (keep_arrays=False)
     for batch in tqdm(batches, disable=not (progress and is_suite), unit="batch"):
@@ -112,7 +123,8 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
                 for m, run in enumerate(runs.values()):
                     run.logits = run.k = run.probs = logits[m][i] = None
             results.append(Comparison(prompt=items[n], variant=variant, runs=runs, cross=cross, seed=prep.seed,
-                                      tokenizer_tables=tables, k_columns=k_columns))
+                                      tokenizer_tables=tables, k_columns=k_columns,
+                                      same_tokenizer=tuple(h.name for h, s in zip(handles[1:], same[1:]) if s)))
         if is_suite:
             del logits
             memory.return_freed()  # else the heap fragments and grows with the suite (`memory.return_freed`)

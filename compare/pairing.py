@@ -13,6 +13,14 @@ Cross-model metrics are taken at *paired positions*: positions after which both 
 the same text. Where a token splits into several pieces in the other model, the pair uses the
 last piece (the position whose prediction is of the same next token) and is flagged `split`; a
 position inside a character has no pair.
+
+Models that read the same tokenizer (Mamba and Pythia: GPT-NeoX-20B; `same`, from
+`vocabularies.same_tokenizer`) need none of this: every variant is the first model's IDs, every
+position pairs with itself, and `compare` measures them over the whole vocabulary.
+
+Suite rows (`datasets_gen.build`) hold ``{family}_{variant}_ids`` per model family; a family
+whose tokenizer is another's (Pythia's is Mamba's, `vocabularies.tokenizer_family`) reads that
+family's columns where its own are absent, as in suites built before it had columns.
 """
 from __future__ import annotations
 
@@ -38,8 +46,11 @@ class Prepared:
     seed: int | None
 
 
-def prepare(item, handles: list[Model], variant: str, track) -> Prepared:
-    """One prompt's IDs per model, its paired positions and tracked tokens, checked against every model."""
+def prepare(item, handles: list[Model], variant: str, track, same: list[bool]) -> Prepared:
+    """One prompt's IDs per model, its paired positions and tracked tokens, checked against every model.
+
+    same: per model, whether it reads the first model's tokenizer.
+    """
     seed, target = None, []
     if isinstance(item, Mapping):
         ids, splits, target = _from_row(item, handles, variant)
@@ -55,12 +66,12 @@ def prepare(item, handles: list[Model], variant: str, track) -> Prepared:
                 raise ValueError("prompt: empty list of token IDs; at least one is needed")
             ids0 = first.as_input(item)[0].tolist()
             text = vocabularies.text(first.tokenizer, ids0)
-        ids, splits = _variant_ids(text, ids0, handles, variant)
+        ids, splits = _variant_ids(text, ids0, handles, variant, same)
     for h, h_ids in zip(handles, ids):
         if not h_ids:
             raise ValueError(f"prompt: {h.name} reads it as no tokens at all; give visible text")
         h.as_input(h_ids)  # raises on out-of-vocabulary IDs and over-long prompts, naming the model
-    pairs = [_pairs(handles[0], h, ids[0], ids[m], None if splits is None else (splits[0], splits[m]))
+    pairs = [_pairs(handles[0], h, ids[0], ids[m], None if splits is None else (splits[0], splits[m]), same[m])
              for m, h in enumerate(handles) if m > 0]
     resolved = target if isinstance(item, Mapping) and track is None else _tracked(track, handles, variant)
     if variant == "same_ids":  # every model is fed the first model's IDs: each tracks the ID it reads
@@ -69,46 +80,62 @@ def prepare(item, handles: list[Model], variant: str, track) -> Prepared:
 
 
 def _from_row(row: Mapping, handles: list[Model], variant: str):
-    missing = [f"{h.family}_{variant}_ids" for h in handles if f"{h.family}_{variant}_ids" not in row]
-    if missing:
-        raise ValueError(f"prompt: the suite row has no {missing}; rows come from datasets_gen.build")
-    ids = [list(row[f"{h.family}_{variant}_ids"]) for h in handles]
+    prefixes = [_columns(row, h, variant) for h in handles]
+    ids = [list(row[f"{p}_{variant}_ids"]) for p in prefixes]
     splits = None
     if variant == "aligned":  # flagged one-piece tokens (byte fragments) count as split: negative
-        splits = [[-s if f else s for s, f in zip(row[f"{h.family}_aligned_split"], row[f"{h.family}_aligned_flags"])]
-                  for h in handles]
-    target_ids = [row.get(f"target_id_{h.family}", -1) for h in handles]
+        splits = [[-s if f else s for s, f in zip(row[f"{p}_aligned_split"], row[f"{p}_aligned_flags"])]
+                  for p in prefixes]
+    target_ids = [row.get(f"target_id_{p}", -1) for p in prefixes]
     target = []
     if row.get("target") and all(i is not None and i >= 0 for i in target_ids):
         target = [(row["target"], target_ids)]
     return ids, splits, target
 
 
-def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str):
+def _columns(row: Mapping, handle: Model, variant: str) -> str:
+    """The column prefix of `handle` in a suite row: its family, else its tokenizer family's."""
+    prefixes = list(dict.fromkeys([handle.family, vocabularies.tokenizer_family(handle.family)]))
+    for prefix in prefixes:
+        if f"{prefix}_{variant}_ids" in row:
+            return prefix
+    version = json.loads(row.get("params") or "{}").get("version", "unknown")
+    raise ValueError(f"prompt: the suite row has no {' or '.join(f'{p}_{variant}_ids' for p in prefixes)} for "
+                     f"{handle.name} (family {handle.family}); the row was built by version {version}, before "
+                     "this family had columns: rebuild the suite with datasets_gen (python -m datasets_gen build)")
+
+
+def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str, same: list[bool]):
     if variant == "same_ids":
         return [ids0 for _ in handles], None
     if variant == "native":
-        return [ids0] + [h.encode(text) for h in handles[1:]], None
+        return [ids0 if s else h.encode(text) for h, s in zip(handles, same)], None
     source = vocabularies.load_vocab(handles[0].tokenizer, handles[0].name)
-    alignments = [align(ids0, source, vocabularies.load_vocab(h.tokenizer, h.name)) for h in handles[1:]]
-    splits = [[1] * len(ids0)] + [[len(p) if not f else -len(p) for p, f in zip(a.pieces, a.flags)]
-                                  for a in alignments]
-    return [ids0] + [a.ids for a in alignments], splits
+    ids, splits = [], []
+    for h, s in zip(handles, same):
+        if s:  # the first model's tokenizer: aligning its IDs to themselves changes nothing
+            ids.append(ids0)
+            splits.append([1] * len(ids0))
+            continue
+        a = align(ids0, source, vocabularies.load_vocab(h.tokenizer, h.name))
+        ids.append(a.ids)
+        splits.append([len(p) if not f else -len(p) for p, f in zip(a.pieces, a.flags)])
+    return ids, splits
 
 
-def _pairs(first: Model, other: Model, ids_a, ids_b, splits) -> list[tuple[int, int, bool]]:
+def _pairs(first: Model, other: Model, ids_a, ids_b, splits, same: bool) -> list[tuple[int, int, bool]]:
     """Paired positions (first's, other's, split) where both have read exactly the same text.
 
     `splits` (aligned variant): target pieces per source token (`compare.align`): 0 for a
     token ending inside a character (no pair), negative where `align` flagged the token (part of a
     multi-token character, or bytes that are not UTF-8) even though it is one piece. A pair is
-    `split` unless it is one token to one token.
+    `split` unless it is one token to one token. same: the two models read one tokenizer.
     """
     if splits is not None:
         ends_a, ends_b = np.cumsum(np.abs(splits[0])) - 1, np.cumsum(np.abs(splits[1])) - 1
         return [(int(a), int(b), sa != 1 or sb != 1)
                 for a, b, sa, sb in zip(ends_a, ends_b, *splits) if sa and sb]
-    if ids_a == ids_b and first.tokenizer is other.tokenizer:
+    if ids_a == ids_b and same:
         return [(t, t, False) for t in range(len(ids_a))]
     text_a, text_b = vocabularies.text(first.tokenizer, ids_a), vocabularies.text(other.tokenizer, ids_b)
     if ids_a == ids_b and text_a != text_b:  # same_ids across tokenizers: compare by position

@@ -61,7 +61,11 @@ class Run:
 
 @dataclass
 class Comparison:
-    """The result of `compare` on one prompt: `runs` by model name, `cross` by paired position."""
+    """The result of `compare` on one prompt: `runs` by model name, `cross` by paired position.
+
+    same_tokenizer: the other models that read the first model's tokenizer (Pythia beside Mamba):
+    for them the three variants coincide and the cross metrics cover the whole vocabulary.
+    """
 
     prompt: Any
     variant: str
@@ -70,6 +74,21 @@ class Comparison:
     seed: int | None = None
     tokenizer_tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     k_columns: str = "vocab"
+    same_tokenizer: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One line per other model: how it is paired with the first, and over which tokens."""
+        first, *others = self.runs.values()
+        lines = []
+        for run in others:
+            if run.model in self.same_tokenizer:
+                lines.append(f"{run.model} reads {first.model}'s tokenizer: the variants coincide, every position "
+                             f"pairs with itself, and the cross metrics cover the whole vocabulary "
+                             f"({run.vocab_size:,} tokens)")
+            else:
+                lines.append(f"{run.model} and {first.model} read different tokenizers: variant {self.variant!r}, "
+                             "cross metrics at paired positions over the token strings both vocabularies share")
+        return "\n".join(lines)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (model, position): token, prediction, P, K statistics, tracked L/K/P."""
@@ -95,12 +114,16 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def tracked_frame(self) -> pd.DataFrame:
-        """Long form of the trajectories: model, tracked, position, L, K, P."""
-        rows = [pd.DataFrame({"model": run.model, "tracked": label, "position": np.arange(len(tr.L)),
-                              "L": tr.L, "K": tr.K, "P": tr.P})
+        """Long form of the trajectories: model, tracked, id, token, position, L, K, P.
+
+        id and token are the model's own: the ID it tracks (under same_ids the first model's ID,
+        the one every model is fed) and that ID's text in its tokenizer, which can differ per model.
+        """
+        rows = [pd.DataFrame({"model": run.model, "tracked": label, "id": tr.id, "token": tr.token,
+                              "position": np.arange(len(tr.L)), "L": tr.L, "K": tr.K, "P": tr.P})
                 for run in self.runs.values() for label, tr in run.tracked.items()]
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-            columns=["model", "tracked", "position", "L", "K", "P"])
+            columns=["model", "tracked", "id", "token", "position", "L", "K", "P"])
 
     def figures(self) -> dict[str, Any]:
         """The standard figures by file stem (plain matplotlib Figures, see `compare.figures`).
@@ -134,6 +157,7 @@ class Comparison:
         return {"models": {n: {"family": r.family, "vocab_size": r.vocab_size}
                            for n, r in self.runs.items()},
                 "variant": self.variant, "k_columns": self.k_columns, "seed": self.seed, "prompt": prompt,
+                "same_tokenizer": list(self.same_tokenizer),
                 "lock_in": {n: r.lock_in for n, r in self.runs.items()},
                 "variance_trend": {n: r.variance_trend for n, r in self.runs.items()},
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,

@@ -18,6 +18,8 @@ of 8), so a known vocabulary is recognised by its padded row count, not by its s
 """
 from __future__ import annotations
 
+import hashlib
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +27,11 @@ from typing import Any, Sequence
 
 from tokenizers import Tokenizer, decoders
 
+from . import families
 from .checkpoint import ModelLoadError
+
+# A cache, not state: a digest of each tokenizer object (`same_tokenizer`).
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
@@ -39,6 +45,34 @@ def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 def text(tokenizer: Any, ids: Sequence[int]) -> str:
     """The text of `ids` read together (characters split over several tokens come out whole)."""
     return _decode(tokenizer, [[int(i) for i in ids]])[0]
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two tokenizers are the same: the same text gives the same IDs and an ID the same token.
+
+    Mamba and Pythia both read GPT-NeoX-20B: for them the three variants coincide and the
+    cross-model metrics can run over the whole vocabulary. Compared by content (the serialised
+    `tokenizers` backend: vocabulary, merges, normaliser, added tokens), as each checkpoint
+    loads its own copy.
+    """
+    return a is b or _digest(a) == _digest(b)
+
+
+def _digest(tokenizer: Any) -> str:
+    if tokenizer not in _DIGESTS:
+        backend = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
+        # no backend (a slow tokenizer): its vocabulary, which is what an ID means
+        content = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+        _DIGESTS[tokenizer] = hashlib.sha256(content.encode()).hexdigest()
+    return _DIGESTS[tokenizer]
+
+
+def tokenizer_family(family: str) -> str:
+    """The first family (in `families.FAMILIES` order) whose default tokenizer `family` reads:
+    "mamba" for "pythia" (both GPT-NeoX-20B), else the family itself. Suite rows store one column
+    set per family; a family's columns equal those of its tokenizer family."""
+    hub_id = families.get(family).tokenizer
+    return next(name for name, f in families.FAMILIES.items() if f.tokenizer == hub_id)
 
 
 def _decode(tokenizer: Any, sequences: list[list[int]]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Reproducible prompt suites for comparing Mamba and GPT-2, as Hugging Face datasets.
+"""Reproducible prompt suites for comparing Mamba, GPT-2 and Pythia, as Hugging Face datasets.
 
     from datasets_gen import build, save, align
     ds = build(seed=0, sizes={"natural": 64}, tokenizers={"mamba": "path/gpt-neox-20b",
@@ -19,7 +19,7 @@ Row schema (one row per prompt, one split per suite; all columns always present)
 |-----------------------------|-------------|----------------------------------------------------|
 | suite, id                   | string      | split name; "<suite>-<5-digit index>"              |
 | text                        | string      | the prompt text (source IDs decoded for ID suites) |
-| source                      | string      | "mamba" or "gpt2", the model defining the prompt   |
+| source                      | string      | "mamba" or "gpt2", the tokenizer defining it       |
 | target                      | string      | text of the expected next token; "" where none     |
 | target_id_<m>               | int64       | target ID for model m; -1 where none/not 1 token   |
 | <m>_<v>_ids                 | list<int64> | token IDs model m reads in variant v               |
@@ -29,12 +29,16 @@ Row schema (one row per prompt, one split per suite; all columns always present)
 | <m>_aligned_flags           | list<bool>  | True where a source token has no single counterpart|
 | <m>_flagged                 | bool        | any(<m>_aligned_flags)                             |
 | flagged                     | bool        | mamba_flagged or gpt2_flagged                      |
-| params                      | string      | JSON: suite, config, seed, version, tokenizers     |
+| params                      | string      | JSON: suite, config, seed, version, tokenizers,    |
+|                             |             | identical                                          |
 
-with m in ("mamba", "gpt2") and v in ("native", "same_ids", "aligned"):
+with m in `FAMILIES` ("mamba", "gpt2", "pythia") and v in ("native", "same_ids", "aligned"):
 native = `text` tokenised by m; same_ids = the source IDs unchanged; aligned = each source
 token's text encoded on its own by m, a character split over several source tokens kept whole
-(see `align`).
+(see `align`). Pythia reads Mamba's tokenizer (GPT-NeoX-20B), so its columns are copies of
+Mamba's, flagged in `params` as ``"identical": {"pythia": "mamba"}`` (`IDENTICAL`); suites built
+before Pythia had columns still work with `compare`, which reads Mamba's columns for a Pythia
+model where Pythia's are absent.
 """
 
 from compare.align import Alignment, align
@@ -51,11 +55,11 @@ from datasets_gen.suites import (
     Prompt,
     RepeatedRandomConfig,
 )
-from datasets_gen.tokenizers import DEFAULT_TOKENIZERS, MODELS, Vocab, load_vocab
+from datasets_gen.tokenizers import DEFAULT_TOKENIZERS, FAMILIES, IDENTICAL, TOKENIZER_FAMILIES, Vocab, load_vocab
 
 __all__ = [
-    "Alignment", "CustomConfig", "DEFAULT_SUITES", "DEFAULT_TOKENIZERS", "MODELS",
+    "Alignment", "CustomConfig", "DEFAULT_SUITES", "DEFAULT_TOKENIZERS", "FAMILIES", "IDENTICAL",
     "MonotoneConfig", "NaturalConfig", "PeriodicConfig", "Prompt", "RepeatedRandomConfig",
-    "SUITES", "VARIANTS", "Vocab", "align", "build", "features", "load_vocab", "push_to_hub",
+    "SUITES", "TOKENIZER_FAMILIES", "VARIANTS", "Vocab", "align", "build", "features", "load_vocab", "push_to_hub",
     "render_card", "save", "write_parquet",
 ]

@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--size", action="append", default=[], metavar="SUITE=N",
                    help="number of prompts of a suite (repeatable)")
     b.add_argument("--tokenizer", action="append", default=[], metavar="MODEL=PATH",
-                   help="mamba or gpt2 → local path or Hub id (repeatable)")
+                   help="mamba or gpt2 → local path or Hub id (repeatable; pythia reads mamba's)")
     b.add_argument("--text", action="append", default=[], help="a custom prompt (repeatable)")
     b.add_argument("--ids", action="append", default=[], metavar="ID,ID,...",
                    help="a custom prompt as source-tokenizer IDs (repeatable)")

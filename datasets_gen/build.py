@@ -23,7 +23,7 @@ from compare.align import align
 from compare.pairing import VARIANTS
 from compare.vocabularies import Vocab
 from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, Prompt, count
-from datasets_gen.tokenizers import MODELS, load_vocabs
+from datasets_gen.tokenizers import FAMILIES, IDENTICAL, TOKENIZER_FAMILIES, load_vocabs
 
 PACKAGE_VERSION = version("mamba-gpt2-compare")
 
@@ -34,9 +34,9 @@ def features() -> Features:
         "suite": Value("string"), "id": Value("string"), "text": Value("string"),
         "source": Value("string"), "target": Value("string"),
     }
-    for m in MODELS:
+    for m in FAMILIES:
         columns[f"target_id_{m}"] = Value("int64")
-    for m in MODELS:
+    for m in FAMILIES:
         for v in VARIANTS:
             columns[f"{m}_{v}_ids"] = List(Value("int64"))
             columns[f"{m}_{v}_tokens"] = List(Value("string"))
@@ -49,7 +49,7 @@ def features() -> Features:
 
 
 def row(prompt: Prompt, vocabs: dict[str, Vocab], params: str) -> dict[str, Any]:
-    """All variants of one prompt for both models (flat; see the package docstring)."""
+    """All variants of one prompt for every family (flat; see the package docstring)."""
     source = vocabs[prompt.source]
     ids = list(prompt.source_ids)
     out: dict[str, Any] = {
@@ -77,7 +77,10 @@ def row(prompt: Prompt, vocabs: dict[str, Vocab], params: str) -> dict[str, Any]
         out[f"{m}_aligned_split"] = [len(p) for p in pieces]
         out[f"{m}_aligned_flags"] = list(flags)
         out[f"{m}_flagged"] = any(flags)
-    out["flagged"] = any(out[f"{m}_flagged"] for m in MODELS)
+    for copy, family in IDENTICAL.items():  # the same tokenizer reads the prompt the same way
+        for key in [k for k in out if k.startswith(f"{family}_") or k == f"target_id_{family}"]:
+            out[key.replace(family, copy, 1)] = out[key]
+    out["flagged"] = any(out[f"{m}_flagged"] for m in TOKENIZER_FAMILIES)
     out["params"] = params
     return out
 
@@ -128,7 +131,8 @@ def _configs(suites: Iterable[Any] | str | None, sizes: dict[str, int] | None) -
 def suite_params(config: Any, seed: int, vocabs: dict[str, Vocab]) -> dict[str, Any]:
     """Everything needed to regenerate a split: config, seed, version, tokenizers."""
     return {"suite": config.name, "config": dataclasses.asdict(config), "seed": seed,
-            "version": PACKAGE_VERSION, "tokenizers": {m: v.origin for m, v in vocabs.items()}}
+            "version": PACKAGE_VERSION, "tokenizers": {m: v.origin for m, v in vocabs.items()},
+            "identical": IDENTICAL}
 
 
 def _plain(value: Any) -> Any:
@@ -148,8 +152,9 @@ def build(*, seed: int = 0, suites: Iterable[Any] | None = None,
                 change the others.
     suites:     names from `SUITES` or config objects, or a single one (default: `DEFAULT_SUITES`).
     sizes:      suite name → number of prompts (1..`MAX_PROMPTS`), overriding the config's `n`.
-    tokenizers: "mamba"/"gpt2" → tokenizer object, local path or Hub id (default
-                `DEFAULT_TOKENIZERS`).
+    tokenizers: a family of `TOKENIZER_FAMILIES` ("mamba", "gpt2") → tokenizer object, local
+                path or Hub id (default `DEFAULT_TOKENIZERS`); Pythia's columns copy Mamba's
+                (`IDENTICAL`).
     progress:   show a tqdm bar over prompts.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

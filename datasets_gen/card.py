@@ -18,11 +18,13 @@ TEMPLATE = Path(__file__).with_name("card_template.md")
 COLUMNS = """- `suite`, `id`, `text`, `source` (the model whose tokenizer defines the prompt), `target`
   (the expected next token's text, empty where none).
 - `target_id_<model>`: the target's ID for that model, -1 where none or not one token.
-- `<model>_<variant>_ids`, `<model>_<variant>_tokens`: for model `mamba`/`gpt2` and variant
-  `native`/`same_ids`/`aligned`, the token IDs and each token's text.
+- `<model>_<variant>_ids`, `<model>_<variant>_tokens`: for model `mamba`/`gpt2`/`pythia` and
+  variant `native`/`same_ids`/`aligned`, the token IDs and each token's text. Pythia reads
+  Mamba's tokenizer (GPT-NeoX-20B): its columns are copies of Mamba's (`identical` in `params`).
 - `<model>_aligned_split`: target tokens per source token; `<model>_aligned_flags`: True where
   that is not exactly one; `<model>_flagged`, `flagged`: any flag for that model, for either.
-- `params`: JSON of the generation parameters (suite config, seed, version, tokenizers)."""
+- `params`: JSON of the generation parameters (suite config, seed, version, tokenizers, and
+  `identical`: the families whose columns copy another's)."""
 
 
 def parquet_name(split: str) -> str:

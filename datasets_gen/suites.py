@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compare.vocabularies import Vocab
-from datasets_gen.tokenizers import MODELS
+from datasets_gen.tokenizers import TOKENIZER_FAMILIES
 
 CLASSIC_IOI = ("Mary", "John", "When {X} and {Y} went to the {place}, {S} gave a {object} to",
                "store", "drink")
@@ -88,8 +88,8 @@ def sequence(value: Any, field: str, of: str) -> tuple:
 
 
 def _source_of(source: str) -> None:
-    if source not in MODELS:
-        raise ValueError(f"source: unknown model {source!r}; allowed values are {list(MODELS)}")
+    if source not in TOKENIZER_FAMILIES:
+        raise ValueError(f"source: unknown model {source!r}; allowed values are {list(TOKENIZER_FAMILIES)}")
 
 
 def single_token(token: int | str, vocab: Vocab, field: str) -> int:

@@ -10,17 +10,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from compare import families
 from compare.loading import DEFAULT_TOKENIZERS
-from compare.vocabularies import Vocab, load_vocab
+from compare.vocabularies import Vocab, load_vocab, tokenizer_family
 
-MODELS = ("mamba", "gpt2")
-"""The two models a prompt is built for; every tokenizer mapping uses these keys."""
+FAMILIES = tuple(families.FAMILIES)
+"""Every model family `compare` knows ("mamba", "gpt2", "pythia"): a row has a column set for each."""
+
+IDENTICAL = {f: tokenizer_family(f) for f in FAMILIES if tokenizer_family(f) != f}
+"""Families whose columns are copies of another's, as they read its tokenizer: {"pythia": "mamba"}
+(GPT-NeoX-20B). Stored in each row's params, so a reader can tell copies from measurements."""
+
+TOKENIZER_FAMILIES = tuple(f for f in FAMILIES if f not in IDENTICAL)
+"""The families with a tokenizer of their own ("mamba", "gpt2"): the keys of `tokenizers` and
+the values of a suite's `source`."""
 
 
 def load_vocabs(tokenizers: dict[str, Any] | None) -> dict[str, Vocab]:
-    """One `Vocab` per model in `MODELS`; missing entries fall back to `DEFAULT_TOKENIZERS`."""
+    """One `Vocab` per family in `TOKENIZER_FAMILIES`; missing entries fall back to `DEFAULT_TOKENIZERS`."""
     tokenizers = dict(tokenizers or {})
-    unknown = sorted(set(tokenizers) - set(MODELS))
+    copies = sorted(set(tokenizers) & set(IDENTICAL))
+    if copies:
+        raise ValueError(f"tokenizers: {copies[0]!r} reads the {IDENTICAL[copies[0]]!r} tokenizer and its columns "
+                         f"copy that family's; give the tokenizer as {IDENTICAL[copies[0]]!r}")
+    unknown = sorted(set(tokenizers) - set(TOKENIZER_FAMILIES))
     if unknown:
-        raise ValueError(f"tokenizers: unknown keys {unknown}; allowed values are {list(MODELS)}")
-    return {m: load_vocab(tokenizers.get(m, DEFAULT_TOKENIZERS[m]), m) for m in MODELS}
+        raise ValueError(f"tokenizers: unknown keys {unknown}; allowed values are {list(TOKENIZER_FAMILIES)}")
+    return {m: load_vocab(tokenizers.get(m, DEFAULT_TOKENIZERS[m]), m) for m in TOKENIZER_FAMILIES}

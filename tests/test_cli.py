@@ -25,8 +25,10 @@ def test_prints_a_row_per_position_with_each_models_prediction(sources, capsys):
     assert main([TEXT, "--models", *sources, "--variant", "native", "--track", " Mary"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["pos", "token", "mamba", "prediction", "(P)", "gpt2", "prediction", "(P)", "agree"]
-    assert len(lines) == 1 + len(TEXT.split())
+    assert len(lines) == 1 + len(TEXT.split()) + 1  # header, a row per position, the summary
     assert lines[1].startswith("0    'When'")
+    # the tiny checkpoints ship one tokenizer (`Comparison.summary`)
+    assert lines[-1].startswith("gpt2 reads mamba's tokenizer: the variants coincide")
 
 
 def test_writes_data_and_figures_to_out(sources, tmp_path, capsys):
@@ -37,7 +39,7 @@ def test_writes_data_and_figures_to_out(sources, tmp_path, capsys):
 
 def test_accepts_token_ids(sources, capsys):
     assert main(["2, 3, 4", "--ids", "--models", *sources, "--variant", "same_ids"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,7 +8,7 @@ import torch
 
 import compare as package
 from compare import comparison as engine
-from conftest import build_gpt2, build_mamba_hf, shared_tokenizer, tiny_tokenizer
+from conftest import build_gpt2, build_mamba_hf, build_pythia, shared_tokenizer, tiny_tokenizer
 
 TEXT = "When Mary and John went to the store , John gave a drink to"
 V = 64  # the tiny tokenizer's vocabulary; the models' embeddings have padding rows beyond it
@@ -327,3 +327,75 @@ def test_same_ids_tracks_the_id_each_model_is_fed(real_vocab_models):
     assert by_text.runs["gpt2"].tracked["]),"].id == 6660
     aligned = package.compare(ids, real_vocab_models, variant="native", track=" Thus")
     assert [run.tracked[" Thus"].id for run in aligned.runs.values()] == [3308, 6660]
+
+
+@pytest.fixture(scope="module")
+def neox_models(real_vocab_models, tmp_path_factory):
+    """Real-vocabulary Mamba, GPT-2 and a tiny Pythia over the same GPT-NeoX-20B tokenizer."""
+    from compare import load_model
+
+    root = tmp_path_factory.mktemp("pythia_vocab")
+    build_pythia(root / "pythia", vocab=50304, with_tokenizer=False)
+    mamba, gpt2 = real_vocab_models
+    return mamba, gpt2, load_model(root / "pythia", tokenizer=shared_tokenizer("gpt-neox-20b"), device="cpu")
+
+
+def js_bits(p, q):
+    m = (p + q) / 2
+    return 0.5 * (p * np.log2(p / m)).sum(-1) + 0.5 * (q * np.log2(q / m)).sum(-1)
+
+
+def test_mamba_and_pythia_share_a_tokenizer_so_variants_coincide_over_the_whole_vocabulary(neox_models):
+    mamba, gpt2, pythia = neox_models
+    text = "I ❤ 🐍 and Kubernetes"  # byte fragments too: string matching would drop them
+    results = {v: package.compare(text, [mamba, pythia, gpt2], variant=v, progress=False) for v in package.comparison.VARIANTS}
+    for result in results.values():
+        assert result.same_tokenizer == ("pythia",)
+        np.testing.assert_array_equal(result.runs["pythia"].ids, result.runs["mamba"].ids)
+    result = results["aligned"]
+    T = len(result.runs["mamba"].ids)
+    cross = result.cross[result.cross["other"] == "pythia"]
+    assert cross["position"].tolist() == cross["other_position"].tolist() == list(range(T))
+    assert not cross["split"].any()
+    P_a, P_b = result.runs["mamba"].probs.astype(float), result.runs["pythia"].probs.astype(float)
+    np.testing.assert_allclose(cross["js"], js_bits(P_a, P_b), atol=1e-5)
+    np.testing.assert_allclose(cross["shared_mass"], 1.0, atol=1e-5)
+    gpt2_cross = result.cross[result.cross["other"] == "gpt2"]
+    assert (gpt2_cross["shared_mass"] < 1).all()  # string-matched: GPT-2's vocabulary is another
+    summary = result.summary().splitlines()
+    assert "pythia reads mamba's tokenizer" in summary[0] and "whole vocabulary (50,277 tokens)" in summary[0]
+    assert "gpt2 and mamba read different tokenizers" in summary[1]
+    assert json.loads(json.dumps(result.metadata(), default=str))["same_tokenizer"] == ["pythia"]
+
+
+def test_two_mambas_are_compared_by_name(tiny):
+    handles, _ = tiny
+    result = package.compare(TEXT, [handles["mamba"], handles["mamba_ssm"]], variant="native", progress=False)
+    assert list(result.runs) == ["mamba", "mamba_ssm"]
+    assert {r.family for r in result.runs.values()} == {"mamba"}
+    assert result.same_tokenizer == ("mamba_ssm",)  # the tiny checkpoints ship one tokenizer
+
+
+def test_tracked_frame_has_each_models_id_and_token(real_vocab_models):
+    result = package.compare("Hello", real_vocab_models, variant="same_ids", track=6660, progress=False)
+    tracked = result.tracked_frame().drop_duplicates("model").set_index("model")
+    # both are fed GPT-NeoX's 6660, which GPT-NeoX reads as "])," and GPT-2 as " Thus"
+    assert tracked.loc["mamba", ["id", "token"]].tolist() == [6660, "]),"]
+    assert tracked.loc["gpt2", ["id", "token"]].tolist() == [6660, " Thus"]
+
+
+def test_a_pythia_model_reads_mambas_columns_of_a_suite_built_before_pythia_had_its_own(neox_models):
+    from datasets_gen import CustomConfig, build
+
+    mamba, gpt2, pythia = neox_models
+    neox, gpt2_tok = shared_tokenizer("gpt-neox-20b"), shared_tokenizer("gpt2")
+    row = build(suites=[CustomConfig(texts=(TEXT,))], tokenizers={"mamba": neox, "gpt2": gpt2_tok})["custom"][0]
+    old = {k: v for k, v in row.items() if not (k.startswith("pythia_") or k == "target_id_pythia")}
+    for variant in ("native", "aligned"):
+        new_rows = package.compare(row, [mamba, pythia], variant=variant, progress=False)
+        old_rows = package.compare(old, [mamba, pythia], variant=variant, progress=False)
+        np.testing.assert_array_equal(old_rows.runs["pythia"].ids, new_rows.runs["pythia"].ids)
+        np.testing.assert_array_equal(old_rows.runs["pythia"].ids, row["mamba_" + variant + "_ids"])
+    no_gpt2 = {k: v for k, v in row.items() if not k.startswith("gpt2_")}
+    with pytest.raises(ValueError, match=r"no gpt2_native_ids for gpt2 .*built by version .*rebuild the suite"):
+        package.compare(no_gpt2, [mamba, gpt2], variant="native", progress=False)

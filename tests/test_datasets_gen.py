@@ -210,3 +210,20 @@ def test_tokenizer_objects_and_a_tokenizer_json_file_give_the_same_rows(neox, gp
         "mamba": str(TOKENIZERS / "gpt-neox-20b" / "tokenizer.json"), "gpt2": gpt2})["periodic"]
     assert by_object.remove_columns("params").to_list() == \
         by_path.remove_columns("params").to_list()
+
+
+def test_pythia_columns_copy_mambas_and_are_flagged_as_identical():
+    import json
+
+    split = one(CustomConfig(texts=(CLASSIC, "I ❤ 🐍"), ids=((42, 69),)))
+    mamba = {k: split[k] for k in split.column_names if k.startswith("mamba_") or k == "target_id_mamba"}
+    assert len(mamba) == 10  # 3 variants × (ids, tokens) + aligned split, flags, flagged, target ID
+    for key, column in mamba.items():
+        assert split[key.replace("mamba", "pythia", 1)] == column
+    assert json.loads(split[0]["params"])["identical"] == {"pythia": "mamba"}
+    assert set(datasets_gen.FAMILIES) == {"mamba", "gpt2", "pythia"}
+
+
+def test_a_tokenizer_for_pythia_is_refused_naming_the_family_it_reads():
+    with pytest.raises(ValueError, match=r"tokenizers: 'pythia' reads the 'mamba' tokenizer.*give the tokenizer as 'mamba'"):
+        build(suites=["monotone"], tokenizers={**PATHS, "pythia": PATHS["mamba"]})
