@@ -1,0 +1,85 @@
+"""Counterfactual pairs for activation patching on the IOI sentence (Wang et al. 2022).
+
+An IOI prompt names two people, the indirect object IO and the subject S, then repeats S:
+"When Mary and John went to the store, John gave a drink to" → " Mary". Its corruptions:
+
+| kind       | the corrupt prompt                                   | example (S2 position)         |
+|------------|------------------------------------------------------|-------------------------------|
+| abc        | a third name C replaces the repeated subject          | "..., Paul gave a drink to"   |
+| name_swap  | the repeated subject becomes the indirect object      | "..., Mary gave a drink to"   |
+
+In both, answer = " IO" and wrong = " S" (the clean run's answer and the name it must not
+give): patching recovers logit[answer] − logit[wrong]. abc removes the information "who was
+repeated" without proposing another answer; name_swap flips it, so the corrupt run prefers S.
+
+Every name (with its leading space) must be one token in every tokenizer, and each corrupt
+prompt must have as many tokens as its clean prompt in every tokenizer (patching replaces
+position by position); both are checked, and a failure names the name or the pair. Pure
+functions: the third name is drawn from an explicit generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compare.vocabularies import Vocab
+
+KINDS = ("abc", "name_swap")
+
+
+@dataclass(frozen=True)
+class IOI:
+    """One IOI prompt's choices: `first` is whichever of io, s is named first (ABBA or BABA)."""
+    io: str
+    s: str
+    first: str
+    template: str  # with {X}, {Y} (the two names in order), {S}, {place}, {object}
+    place: str
+    object: str
+
+    def text(self, repeated: str) -> str:
+        second = self.s if self.first == self.io else self.io
+        return self.template.format(X=self.first, Y=second, S=repeated, place=self.place, object=self.object)
+
+
+def pairs(ioi: IOI, third: str, vocabs: dict[str, Vocab]) -> list[dict]:
+    """The rows of one IOI prompt, one per kind in `KINDS`: kind, clean, corrupt, answer, wrong,
+    and per tokenizer family of `vocabs` the token IDs of both prompts, the answer and the wrong answer."""
+    if third in (ioi.io, ioi.s):
+        raise ValueError(f"third: {third!r} must differ from the indirect object {ioi.io!r} and the subject {ioi.s!r}")
+    ids = {name: {model: one_token(" " + name, vocab, model) for model, vocab in vocabs.items()}
+           for name in (ioi.io, ioi.s, third)}
+    clean = ioi.text(ioi.s)
+    rows = []
+    for kind, corrupt in (("abc", ioi.text(third)), ("name_swap", ioi.text(ioi.io))):
+        row = {"kind": kind, "clean": clean, "corrupt": corrupt, "answer": " " + ioi.io, "wrong": " " + ioi.s}
+        for model, vocab in vocabs.items():
+            clean_ids, corrupt_ids = vocab.encode(clean), vocab.encode(corrupt)
+            if len(clean_ids) != len(corrupt_ids):
+                raise ValueError(f"{kind}: {corrupt!r} is {len(corrupt_ids)} tokens in the {model} tokenizer and its "
+                                 f"clean prompt {clean!r} {len(clean_ids)}; patching needs equal lengths")
+            row.update({f"{model}_clean_ids": clean_ids, f"{model}_corrupt_ids": corrupt_ids,
+                        f"{model}_answer_id": ids[ioi.io][model], f"{model}_wrong_id": ids[ioi.s][model]})
+        rows.append(row)
+    return rows
+
+
+def counterfactuals(iois: list[IOI], names: tuple[str, ...], vocabs: dict[str, Vocab],
+                    rng: np.random.Generator) -> list[dict]:
+    """`pairs` of every IOI prompt, each with a third name drawn from `names` (not its io or s)."""
+    rows = []
+    for ioi in iois:
+        others = [n for n in names if n not in (ioi.io, ioi.s)]
+        if not others:
+            raise ValueError(f"names: need a third name besides {ioi.io!r} and {ioi.s!r}, got {list(names)}")
+        rows += pairs(ioi, others[int(rng.integers(len(others)))], vocabs)
+    return rows
+
+
+def one_token(text: str, vocab: Vocab, model: str) -> int:
+    ids = vocab.encode(text)
+    if len(ids) != 1:
+        raise ValueError(f"names: {text!r} is {len(ids)} tokens in the {model} tokenizer; every name, with its "
+                         "leading space, must be one token in every tokenizer")
+    return ids[0]
