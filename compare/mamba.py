@@ -133,7 +133,7 @@ class MambaMixer(nn.Module):
         wd = self.out_proj.weight.dtype  # the matmuls' dtype; everything between them is fp32
         z = self.hook_gate(z)
         # the conv, the SSM and their points in fp32 whatever the weights' dtype, as mamba_ssm's kernels
-        x = self.hook_x(conv_silu(x.float(), self.conv1d.weight, self.conv1d.bias))
+        x = self.hook_x(conv_silu(x, self.conv1d.weight, self.conv1d.bias))
         dt, B, C = self.x_proj(x.to(wd)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.hook_delta(softplus(self.dt_proj(dt).float()))
         B, C = self.hook_B(B.float()), self.hook_C(C.float())
@@ -143,7 +143,7 @@ class MambaMixer(nn.Module):
             y = self._ssm_materialised(*ssm_in)
         elif not (last_only or self.hook_y.requested()):
             # nothing reads y before the gate: the scan applies it, as selective_scan_fn(z=z) does
-            return self.out_proj(selective_scan(*ssm_in, self.D.float(), z=z.float()).to(wd))
+            return self.out_proj(selective_scan(*ssm_in, self.D.float(), z=z).to(wd))
         else:
             y = selective_scan(*ssm_in, self.D.float())
         y = self.hook_y(y)
@@ -165,10 +165,11 @@ class MambaMixer(nn.Module):
 
 
 def conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """SiLU(causal_conv(x)), in one pass where a kernel can take the tensors: the C kernel on
-    CPU, causal-conv1d's on CUDA."""
-    if native.usable(x, weight, bias):
+    """SiLU(causal_conv(x)) in fp32 (x in the weights' dtype or fp32), in one pass where a kernel
+    can take the tensors: the C kernel on CPU (reading a bf16 x as it is), causal-conv1d's on CUDA."""
+    if native.usable(weight, bias, bf16=(x,)):
         return native.causal_conv1d_silu(x, weight, bias)
+    x = x.float()
     if cuda.conv_usable(x, weight, bias):
         return cuda.causal_conv1d_silu(x, weight, bias)
     return F.silu(causal_conv(x, weight, bias))

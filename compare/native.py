@@ -12,8 +12,10 @@ clang; ~0.3 s, no torch headers) into a temporary directory and loaded with ctyp
 working compiler `available()` is False, a warning says so once, and the model keeps to the
 PyTorch paths.
 
-The kernels are fp32. Under a reduced dtype (`mamba.MambaLM.cast_`) the mixer hands them fp32
-tensors: the conv, the SSM and the residual stream are fp32 in every dtype. Whether the CPU runs
+The kernels compute in fp32. Under a reduced dtype (`mamba.MambaLM.cast_`) the conv, the SSM and
+the residual stream stay fp32; the two inputs that come straight out of the bf16 in_proj, the
+conv's x and the scan's gate z, are read as bf16 and widened on load, which saves a conversion
+pass over each. Whether the CPU runs
 bf16 / fp16 matmuls in hardware (`matmul_units`: AMX or AVX512-BF16 on x86, read from
 /proc/cpuinfo) decides whether a reduced dtype is faster at all; `warn_if_slow` says so once.
 """
@@ -39,8 +41,8 @@ VARIANTS = (("-fopenmp", "-march=native"), ("-fopenmp",), ("-march=native",), ()
 ELEMENTWISE = ("exp2", "exp", "softplus", "silu")  # the C enum's order
 _P, _I, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 SIGNATURES = {
-    "causal_conv1d_silu": [_P, _I] + [_P] * 3 + [_I] * 4 + [_INT],
-    "selective_scan": [_P] * 4 + [_I, _P, _I, _P, _P, _I, _P, _P] + [_I] * 4 + [_INT],
+    "causal_conv1d_silu": [_P, _I, _INT] + [_P] * 3 + [_I] * 4 + [_INT],
+    "selective_scan": [_P] * 4 + [_I, _P, _I, _P, _P, _I, _INT, _P, _P] + [_I] * 4 + [_INT],
     "elementwise": [_INT, _P, _P, _I, _INT],
 }
 
@@ -49,11 +51,14 @@ def available() -> bool:
     return _library() is not None
 
 
-def usable(*tensors: torch.Tensor | None) -> bool:
-    """Whether the kernels can take these tensors: fp32 on CPU, no autograd, library built."""
+def usable(*tensors: torch.Tensor | None, bf16: tuple[torch.Tensor | None, ...] = ()) -> bool:
+    """Whether the kernels can take these tensors: fp32 on CPU (those in `bf16`, the conv's x
+    and the scan's gate z, also bf16), no autograd, library built."""
     given = [t for t in tensors if t is not None]
+    halves = [t for t in bf16 if t is not None]
     return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in given)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in given)) and available())
+            and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16) for t in halves)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in given + halves)) and available())
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,7 +111,8 @@ def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def selective_scan(x, delta, A2, B, C, D, z=None) -> torch.Tensor:
-    """y [b, l, d_in], times SiLU(z) if z is given; A2 = A·log₂e laid out [n, d_in] (see the C source)."""
+    """y [b, l, d_in], times SiLU(z) if z (fp32 or bf16) is given; A2 = A·log₂e laid out [n, d_in]
+    (see the C source)."""
     x, delta, A2, D = (t.contiguous() for t in (x, delta, A2, D))
     (B, ld_B), (C, ld_C) = _rows(B), _rows(C)
     z, ld_z = (None, 0) if z is None else _rows(z)
@@ -115,20 +121,22 @@ def selective_scan(x, delta, A2, B, C, D, z=None) -> torch.Tensor:
     threads = torch.get_num_threads()
     y = torch.empty_like(x)
     scratch = x.new_empty(threads, n, d)
-    _library().selective_scan(*map(_ptr, (x, delta, A2, B)), ld_B, _ptr(C), ld_C, _ptr(D), _ptr(z), ld_z,
+    z_bf16 = int(z is not None and z.dtype == torch.bfloat16)
+    _library().selective_scan(*map(_ptr, (x, delta, A2, B)), ld_B, _ptr(C), ld_C, _ptr(D), _ptr(z), ld_z, z_bf16,
                               *map(_ptr, (y, scratch)), b, l, d, n, threads)
     return y
 
 
 def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """SiLU of the depthwise causal conv of x [b, l, d_in]; weight [d_in, 1, k] as nn.Conv1d keeps it."""
+    """SiLU of the depthwise causal conv of x [b, l, d_in] (fp32 or bf16), in fp32; weight
+    [d_in, 1, k] as nn.Conv1d keeps it."""
     x, ld_x = _rows(x)
     w = weight[:, 0].t().contiguous()  # [k, d_in]
     bias = None if bias is None else bias.contiguous()
     b, l, d = x.shape
-    y = x.new_empty(b, l, d)
-    _library().causal_conv1d_silu(x.data_ptr(), ld_x, *map(_ptr, (w, bias, y)), b, l, d, w.shape[0],
-                                  torch.get_num_threads())
+    y = x.new_empty(b, l, d, dtype=torch.float32)
+    _library().causal_conv1d_silu(x.data_ptr(), ld_x, int(x.dtype == torch.bfloat16), *map(_ptr, (w, bias, y)),
+                                  b, l, d, w.shape[0], torch.get_num_threads())
     return y
 
 

@@ -138,8 +138,9 @@ def selective_scan(x, delta, A, B, C, D, z=None) -> torch.Tensor:
     fastest path that fits: the C kernel for fp32 on CPU (`native`), mamba_ssm's kernel on CUDA
     (`cuda`), else the chunked PyTorch scan (on CPU) or the parallel one (elsewhere); with
     autograd, the materialised scan (out= buffers and the C kernel are invisible to it)."""
-    if native.usable(x, delta, A, B, C, D, z):
+    if native.usable(x, delta, A, B, C, D, bf16=(z,)):  # a bf16 gate is read as it is
         return native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D, z)
+    z = None if z is None else z.float()
     if cuda.usable(x, delta, A, B, C, D, z):
         return cuda.selective_scan(x, delta, A, B, C, D, z)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):

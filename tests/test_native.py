@@ -54,6 +54,20 @@ def test_kernels_read_column_slices_in_place(b, l):
     torch.testing.assert_close(native.causal_conv1d_silu(transposed, w, bias), F.silu(causal_conv(x, w, bias)), **TOL)
 
 
+@pytest.mark.parametrize("b,l", [(2, 7), (1, 1)])
+def test_bf16_inputs_are_widened_exactly(b, l):
+    """Under a bf16 model the conv's x and the scan's gate z arrive in bf16 (column slices of
+    in_proj's output): the kernels must give exactly what they give for the same values in fp32."""
+    x, delta, A, B, C, D = ssm_inputs(b, l, 16, 3, seed=l)
+    xz = torch.randn(b, l, 32, generator=torch.Generator().manual_seed(1)).bfloat16()
+    w, bias = torch.randn(16, 1, 4), torch.randn(16)
+    assert torch.equal(native.causal_conv1d_silu(xz[..., :16], w, bias),
+                       native.causal_conv1d_silu(xz[..., :16].float(), w, bias))
+    z = xz[..., 16:]
+    assert torch.equal(_scan(x, delta, A, B, C, D, z), _scan(x, delta, A, B, C, D, z.float()))
+    assert native.usable(x, bf16=(z,)) and not native.usable(x, z)
+
+
 def test_results_do_not_depend_on_the_thread_count():
     *args, z = ssm_inputs(7, 12, 40, 6, gate=True)
     x = args[0]

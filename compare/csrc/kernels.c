@@ -9,9 +9,12 @@
 
    A2 = A · log2 e, laid out [n, d_in]; conv weights laid out [k, d_in]: every inner loop runs
    over d_in contiguous channels and vectorises. Shapes as in scan.py: x, delta, z, y
-   [b, l, d_in]; B, C [b, l, n]; D, bias [d_in]. All fp32 with unit stride in the last dimension;
-   inputs that are column slices of a wider matrix (x and z out of in_proj, B and C out of
-   x_proj) are read in place, with their row stride ld_* between consecutive positions.
+   [b, l, d_in]; B, C [b, l, n]; D, bias [d_in]. All fp32 with unit stride in the last dimension,
+   except the two that come straight out of in_proj, the conv's x and the scan's gate z, which may
+   be bf16 (x_bf16, z_bf16): under a bf16 model they are read as they are, widened to fp32 on load
+   (exact), instead of in a separate conversion pass. Inputs that are column slices of a wider
+   matrix (x and z out of in_proj, B and C out of x_proj) are read in place, with their row
+   stride ld_* between consecutive positions.
 
    The scan's scratch holds one run's state h [n, d_in] per thread (96 KiB at mamba-130m), so h
    stays in cache from the first position to the last instead of streaming [b, n, d_in] through
@@ -33,19 +36,25 @@
 static int omp_get_thread_num(void) { return 0; }
 #endif
 
-void causal_conv1d_silu(const float *x, int64_t ld_x, const float *w, const float *bias, float *y, int64_t b,
-                        int64_t l, int64_t d, int64_t k, int threads) {
+void causal_conv1d_silu(const void *x, int64_t ld_x, int x_bf16, const float *w, const float *bias, float *y,
+                        int64_t b, int64_t l, int64_t d, int64_t k, int threads) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t r = 0; r < b; ++r) {
     for (int64_t t = 0; t < l; ++t) {
-      const float *xr = x + r * l * ld_x;
       float *yt = y + (r * l + t) * d;
       for (int64_t j = 0; j < d; ++j) yt[j] = bias ? bias[j] : 0.0f;
       for (int64_t i = 0; i < k; ++i) {
         const int64_t s = t - (k - 1) + i; /* positions before 0 are the zero padding */
         if (s < 0) continue;
-        const float *wi = w + i * d, *xs = xr + s * ld_x;
-        for (int64_t j = 0; j < d; ++j) yt[j] += wi[j] * xs[j];
+        const float *wi = w + i * d;
+        const int64_t at = (r * l + s) * ld_x;
+        if (x_bf16) {
+          const uint16_t *xs = (const uint16_t *)x + at;
+          for (int64_t j = 0; j < d; ++j) yt[j] += wi[j] * bf16_to_float(xs[j]);
+        } else {
+          const float *xs = (const float *)x + at;
+          for (int64_t j = 0; j < d; ++j) yt[j] += wi[j] * xs[j];
+        }
       }
       for (int64_t j = 0; j < d; ++j) yt[j] = silu(yt[j]);
     }
@@ -53,8 +62,8 @@ void causal_conv1d_silu(const float *x, int64_t ld_x, const float *w, const floa
 }
 
 static void scan_run(const float *x, const float *dt, const float *A2, const float *B, int64_t ld_B,
-                     const float *C, int64_t ld_C, const float *D, const float *z, int64_t ld_z, float *y,
-                     float *h, int64_t l, int64_t d, int64_t n) {
+                     const float *C, int64_t ld_C, const float *D, const void *z, int64_t ld_z, int z_bf16,
+                     float *y, float *h, int64_t l, int64_t d, int64_t n) {
   for (int64_t t = 0; t < l; ++t, x += d, dt += d, y += d) {
     for (int64_t j = 0; j < d; ++j) y[j] = D[j] * x[j];
     for (int64_t k = 0; k < n; ++k) {
@@ -73,20 +82,25 @@ static void scan_run(const float *x, const float *dt, const float *A2, const flo
         }
       }
     }
-    if (z) {
-      const float *zt = z + t * ld_z;
+    if (z && z_bf16) {
+      const uint16_t *zt = (const uint16_t *)z + t * ld_z;
+      for (int64_t j = 0; j < d; ++j) y[j] *= silu(bf16_to_float(zt[j]));
+    } else if (z) {
+      const float *zt = (const float *)z + t * ld_z;
       for (int64_t j = 0; j < d; ++j) y[j] *= silu(zt[j]);
     }
   }
 }
 
 void selective_scan(const float *x, const float *delta, const float *A2, const float *B, int64_t ld_B,
-                    const float *C, int64_t ld_C, const float *D, const float *z, int64_t ld_z, float *y,
-                    float *scratch, int64_t b, int64_t l, int64_t d, int64_t n, int threads) {
+                    const float *C, int64_t ld_C, const float *D, const void *z, int64_t ld_z, int z_bf16,
+                    float *y, float *scratch, int64_t b, int64_t l, int64_t d, int64_t n, int threads) {
+  const int64_t z_size = z_bf16 ? 2 : 4;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < b; ++r)
     scan_run(x + r * l * d, delta + r * l * d, A2, B + r * l * ld_B, ld_B, C + r * l * ld_C, ld_C, D,
-             z ? z + r * l * ld_z : 0, ld_z, y + r * l * d, scratch + omp_get_thread_num() * n * d, l, d, n);
+             z ? (const char *)z + r * l * ld_z * z_size : 0, ld_z, z_bf16, y + r * l * d,
+             scratch + omp_get_thread_num() * n * d, l, d, n);
 }
 
 enum { EXP2, EXP, SOFTPLUS, SILU };

@@ -10,6 +10,9 @@
 static inline float bits_to_float(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
 static inline int32_t float_to_bits(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; }
 
+/* bf16 is the top half of an fp32: widening is exact */
+static inline float bf16_to_float(uint16_t v) { return bits_to_float((int32_t)((uint32_t)v << 16)); }
+
 /* 2^i for integer-valued i in [-127, 128]: 0 at -127 (no denormals), inf at 128 */
 static inline float pow2i(float i) { return bits_to_float(((int32_t)i + 127) << 23); }
 
