@@ -1,0 +1,78 @@
+"""Figures of the causal tools: data in (the frames of `patch_sweep` and `causal_trace`,
+`AttentionMap`s), a matplotlib Figure out, one panel per model side by side (`figures.panels`).
+
+Heatmaps put layers on the y axis (0 at the bottom, as the residual stream rises) and positions
+on the x axis, labelled with the clean prompt's tokens where the frame holds single positions.
+Recovery and indirect effects are signed, so their colour scale is diverging and centred at 0;
+attention patterns are probabilities, on a sequential scale.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from .figures import literal_text, panels, suptitle, token_label
+
+
+def recovery_heatmaps(df: pd.DataFrame) -> Figure:
+    """Recovery over layer × position, one panel per model (a `patch_sweep` frame)."""
+    tokens = df.attrs.get("tokens", {})
+    return _heatmaps(df, "recovery", lambda model: tokens.get(model),
+                     f"recovery of {df.attrs.get('metric', 'the metric')} when patching "
+                     f"{', '.join(dict.fromkeys(df['component'].astype(str)))}")
+
+
+def trace_heatmaps(df: pd.DataFrame) -> Figure:
+    """Indirect effect over layer × position, one panel per model (a `causal_trace` frame)."""
+    tokens = {model: g.sort_values("position").drop_duplicates("position")["token"].tolist()
+              for model, g in df.groupby("model", sort=False)}
+    return _heatmaps(df, "indirect_effect", tokens.get,
+                     f"indirect effect of restoring {', '.join(dict.fromkeys(df['component'].astype(str)))}")
+
+
+def attention_maps(maps) -> Figure:
+    """Token-to-token weights of each `AttentionMap` side by side (reduced maps, [T, T])."""
+    fig, (axes,) = panels(1, len(maps), size=(4.6, 4.2))
+    for ax, m in zip(axes, maps):
+        weights = np.asarray(m.weights, dtype=float)
+        if weights.ndim != 2:
+            raise ValueError(f"attention_maps: {m.model}'s map is {weights.shape}; reduce it to [T, T] first")
+        if m.kind == "pattern":
+            image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=max(weights.max(), 1e-12))
+        else:
+            limit = max(np.abs(weights).max(), 1e-12)
+            image = ax.imshow(weights, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        labels = [token_label(t) for t in m.tokens]
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize="x-small")
+        ax.set_yticks(range(len(labels)), labels, fontsize="x-small")
+        ax.set(title=f"{m.model} layer {m.layer}: {m.kind} ({m.reduce})", xlabel="source s", ylabel="target t")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    return literal_text(fig)
+
+
+def _heatmaps(df: pd.DataFrame, value: str, tokens_of, title: str) -> Figure:
+    models = list(dict.fromkeys(df["model"]))
+    if not models:
+        raise ValueError(f"no rows to draw: the frame is empty")
+    fig, (axes,) = panels(1, len(models), size=(5.2, 4))
+    for ax, model in zip(axes, models):
+        g = df[df["model"] == model]
+        positions = list(dict.fromkeys(g["position"]))
+        layers = sorted(g["layer"].unique())
+        grid = (g.assign(position=pd.Categorical(g["position"], positions, ordered=True))
+                .pivot_table(index="layer", columns="position", values=value, aggfunc="mean", observed=False)
+                .reindex(index=layers, columns=positions).to_numpy(float))
+        limit = max(np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0, 1e-12)
+        image = ax.imshow(grid, origin="lower", aspect="auto", cmap="RdBu_r",
+                          norm=TwoSlopeNorm(0.0, -limit, limit))
+        tokens = tokens_of(model)
+        labels = [token_label(tokens[p]) if tokens is not None and isinstance(p, (int, np.integer)) and p < len(tokens)
+                  else str(p) for p in positions]
+        ax.set_xticks(range(len(positions)), labels, rotation=90, fontsize="x-small")
+        ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize="x-small")
+        ax.set(title=model, xlabel="position", ylabel="layer")
+        fig.colorbar(image, ax=ax, shrink=0.8, label=value.replace("_", " "))
+    suptitle(fig, title)
+    return literal_text(fig)

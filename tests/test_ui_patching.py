@@ -1,0 +1,106 @@
+"""The Patching tab's callbacks on tiny random models: heatmaps and files from one sweep per model, equal to
+the one-trace-per-patch reference; Stop keeps the finished layers; attention side by side; bad input."""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from compare.patching_ref import patch_sweep_ref
+from ui import models
+
+CLEAN = "When Mary and John went to the store , John gave a drink to"
+CORRUPT = "When Mary and John went to the store , Mary gave a drink to"
+RUN = dict(model_a="mamba", model_b="gpt2", clean=CLEAN, corrupt=CORRUPT, answer=" Mary", wrong=" John",
+           component_a="h", component_b="z.1", layers="all", metric="logit_diff")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_sources(tiny_dirs):
+    dirs, _ = tiny_dirs
+    models.configure(mamba=str(dirs["mamba"]), gpt2=str(dirs["gpt2"]))
+
+
+def last(stream):
+    *_, final = stream
+    return final
+
+
+class Session:
+    session_hash = "test-patching"
+
+
+def test_run_shows_both_models_side_by_side_equal_to_the_reference():
+    from ui import tab_patching
+
+    note, figure, df, files = last(tab_patching.run(**RUN))
+    assert df["model"].unique().tolist() == ["mamba", "gpt2"]
+    for name, component in (("mamba", "h"), ("gpt2", "z.1")):
+        ref = patch_sweep_ref(CLEAN, CORRUPT, model=models.get(name), answer=" Mary", wrong=" John",
+                              component=component)
+        np.testing.assert_allclose(df[df["model"] == name]["metric_patched"], ref["metric_patched"], atol=1e-5)
+    assert [ax.get_title() for ax in figure.axes if ax.get_title()] == ["mamba", "gpt2"]
+    assert any(p.endswith("patching.parquet") for p in files) and any(p.endswith("recovery.png") for p in files)
+    assert "mamba: logit_diff clean" in note and "Stopped" not in note
+
+
+def test_progress_counts_the_layers_of_both_models():
+    from ui import tab_patching
+
+    seen = []
+    last(tab_patching.run(**RUN, progress=lambda value, **kw: seen.append(value)))
+    assert seen[0] == (0, 4) and seen[-1] == (4, 4)
+
+
+def test_stop_keeps_the_layers_finished(monkeypatch):
+    from compare.patching import patch_sweep
+
+    from ui import jobs, tab_patching
+
+    def stopped_after_first(*args, progress, stop, **kwargs):
+        def report(done, total):
+            progress(done, total)
+            jobs.request_stop(Session, tab_patching.VIEW)  # Stop pressed once the first layer is done
+        return patch_sweep(*args, progress=report, stop=stop, **kwargs)
+
+    monkeypatch.setattr(tab_patching, "patch_sweep", stopped_after_first)
+    note, figure, df, files = last(tab_patching.run(**RUN, request=Session))
+    assert "Stopped" in note
+    assert df["model"].unique().tolist() == ["mamba"] and df["layer"].unique().tolist() == [0]
+    assert any(p.endswith("patching_partial.csv") for p in files)
+
+
+def test_pairs_fill_the_prompts():
+    from ui import tab_patching
+
+    clean, corrupt = tab_patching.pick_pair(list(tab_patching.PAIRS)[1])
+    assert clean == "When Mary and John went to the store, John gave a drink to"
+    assert corrupt == "When Mary and John went to the store, Mary gave a drink to"
+
+
+def test_attention_shows_hidden_attention_beside_the_pattern():
+    from ui import tab_patching
+
+    figure = tab_patching.attention("mamba", "gpt2", CLEAN, 1, 0)
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert titles == ["mamba layer 1: hidden attention (mean)", "gpt2 layer 0: pattern (mean)"]
+
+
+def test_component_choices_follow_the_family():
+    from ui import tab_patching
+
+    assert "h" in tab_patching.components("mamba") and "pattern" not in tab_patching.components("gpt2")
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(corrupt="When Mary and John went to the store , John gave a drink"), "same number of tokens"),
+    (dict(component_b="pattern"), "cannot be patched"),
+    (dict(layers="7"), r"0\.\.1"),
+    (dict(answer=" Mary Mary"), "2 tokens"),
+    (dict(clean=""), "prompt is empty"),
+])
+def test_bad_input_is_a_readable_error_before_any_sweep(change, message):
+    from ui import tab_patching
+
+    with pytest.raises(gr.Error, match=message):
+        last(tab_patching.run(**{**RUN, **change}))

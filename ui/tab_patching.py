@@ -1,0 +1,168 @@
+"""Patching tab: a clean/corrupt pair, a component per model, and the two models' layer × position
+recovery heatmaps side by side (`compare.patch_sweep`); below, Mamba's hidden attention beside a
+transformer's attention pattern (`compare.attention_map`).
+
+The pair is one of the IOI counterfactuals (`datasets_gen.counterfactuals`: the ABC corruption
+and the name swap of the classic sentence) or typed. Each model gets its own component, since
+the registries differ (Mamba's `h`, a transformer's `resid_post` or one head `z.3`). The sweeps
+run in a worker thread (`jobs.run`) with progress per layer; Stop keeps the layers finished.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from compare import families, patching_figures
+from compare.hidden_attention import attention_map
+from compare.patching import METRICS, patch_sweep, prepare
+from datasets_gen.counterfactuals import IOI
+from datasets_gen.suites import CLASSIC_IOI
+
+from . import downloads, jobs, limits, models
+from .tab_noise import LAYERS_HELP, family, parse_layers
+
+_CLASSIC = IOI(CLASSIC_IOI[0], CLASSIC_IOI[1], CLASSIC_IOI[0], *CLASSIC_IOI[2:])
+PAIRS = {
+    "IOI, ABC (a third name at the repeated subject)": (_CLASSIC.text(CLASSIC_IOI[1]), _CLASSIC.text("Paul")),
+    "IOI, name swap (the repeated subject becomes the answer)": (_CLASSIC.text(CLASSIC_IOI[1]), _CLASSIC.text(CLASSIC_IOI[0])),
+}
+"""Label → (clean, corrupt); answer " Mary", wrong " John" for both."""
+DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post", "pythia": "resid_post"}
+VIEW = "patching"
+N_OUTPUTS = 4
+
+
+def components(model_name: str) -> list[str]:
+    """The patchable points of the model's family (`Family.patchable`); one head, "z.<h>", may be typed."""
+    return list(families.get(family(model_name)).patchable)
+
+
+@limits.shown_to_user
+def pick_model(model_name: str):
+    return gr.Dropdown(choices=components(model_name), value=DEFAULT_COMPONENT[family(model_name)])
+
+
+def pick_pair(label: str):
+    """The clean and corrupt prompts of a pair from `PAIRS`."""
+    if label not in PAIRS:
+        raise gr.Error(f"pair: pick one of {list(PAIRS)}")
+    return PAIRS[label]
+
+
+def files(df: pd.DataFrame, figure, stem: str) -> list[str]:
+    directory = downloads.new_directory()
+    return downloads.table_files(directory, df, stem) + [downloads.figure_file(directory, figure, "recovery")]
+
+
+@limits.shown_to_user
+def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers, metric,
+        request: gr.Request = None, progress=gr.Progress()):
+    """Stream (note, heatmaps, table, files): one patch sweep per model, side by side."""
+    clean, corrupt = limits.check_prompt(clean), limits.check_text(corrupt, "corrupt prompt")
+    names = [n for n in (model_a, model_b) if n]
+    if not names:
+        raise limits.InputError("models: pick at least one model")
+    handles = [models.load(n) for n in names]
+    sweeps = []
+    for handle, component in zip(handles, (component_a, component_b)):
+        kw = dict(model=handle, answer=answer, wrong=wrong or None, component=component,
+                  layers=parse_layers(layers, handle.n_layers), metric=metric)
+        prepare(clean, corrupt, **kw)  # every argument of every model checked before any compute
+        sweeps.append(kw)
+    total = sum(len(kw["layers"]) for kw in sweeps)
+
+    def work(progress, stop):
+        frames, done = [], 0
+        for kw in sweeps:
+            offset = done
+            frames.append(patch_sweep(clean, corrupt, **kw, stop=stop,
+                                      progress=lambda d, t, offset=offset: progress(offset + d, total)))
+            done += len(kw["layers"])
+            if frames[-1].attrs["stopped"]:
+                break
+        return frames
+
+    skip = jobs.skips(N_OUTPUTS)
+    yield (f"Patching {total} layers …",) + skip[1:]
+    progress((0, total), desc="patching", unit="layer")
+    frames = yield from jobs.run(work, tick=skip, key=jobs.session_key(request, VIEW),
+                                 on_progress=lambda done, t: progress((done, t), desc="patching", unit="layer"))
+    df = pd.concat(frames, ignore_index=True)
+    for key in ("m_clean", "m_corrupt", "tokens", "answer", "wrong"):
+        df.attrs[key] = {k: v for f in frames for k, v in f.attrs[key].items()}
+    df.attrs["metric"] = metric
+    stopped = any(f.attrs["stopped"] for f in frames)
+    note = " · ".join(f"{name}: {metric} clean {df.attrs['m_clean'][name]:.3g}, corrupt "
+                      f"{df.attrs['m_corrupt'][name]:.3g}" for name in df.attrs["m_clean"])
+    if stopped:
+        note += f"\n\n**Stopped**: the heatmaps hold the {df.groupby('model')['layer'].nunique().sum()} layers finished."
+    if df.empty:
+        yield (note,) + skip[1:]
+        return
+    figure = patching_figures.recovery_heatmaps(df)
+    yield note, figure, df, files(df, figure, "patching_partial" if stopped else "patching")
+
+
+@limits.shown_to_user
+def attention(model_a, model_b, prompt, layer_a, layer_b):
+    """Both models' attention maps of one layer each: Mamba's hidden attention (mean over channels)
+    or a transformer's pattern (mean over heads)."""
+    prompt = limits.check_prompt(prompt)
+    maps = [attention_map(prompt, model=models.load(name), layer=limits.number(layer, "layer"))
+            for name, layer in ((model_a, layer_a), (model_b, layer_b)) if name]
+    return patching_figures.attention_maps(maps)
+
+
+def stop_sweep(request: gr.Request):
+    if not jobs.request_stop(request, VIEW):
+        gr.Info("No patching of yours is running.")
+
+
+def build(heavy: dict) -> None:
+    with gr.Tab("Patching", id="patching"):
+        gr.Markdown("Activation patching: run the corrupt prompt, put back one component at one layer and position "
+                    "from the clean run, and read how much of the clean answer comes back "
+                    "(recovery = (m_patched − m_corrupt) / (m_clean − m_corrupt); 1: all of it). On Mamba, "
+                    "patching `h` at a position carries the clean state forward through the recurrence. "
+                    "Stop keeps the layers already patched.")
+        with gr.Row():
+            model_a = gr.Dropdown(models.choices(), value="mamba", allow_custom_value=True, label="Model A",
+                                  elem_id="patching-model-a")
+            component_a = gr.Dropdown(components("mamba"), value="h", allow_custom_value=True,
+                                      label="Component A", elem_id="patching-component-a")
+            model_b = gr.Dropdown(models.choices(), value="gpt2", allow_custom_value=True, label="Model B",
+                                  elem_id="patching-model-b")
+            component_b = gr.Dropdown(components("gpt2"), value="resid_post", allow_custom_value=True,
+                                      label="Component B", info="one head: z.<head>", elem_id="patching-component-b")
+        pair = gr.Dropdown(list(PAIRS), value=list(PAIRS)[0], label="Pair", elem_id="patching-pair")
+        with gr.Row():
+            clean = gr.Textbox(PAIRS[list(PAIRS)[0]][0], label="Clean prompt", elem_id="patching-clean")
+            corrupt = gr.Textbox(PAIRS[list(PAIRS)[0]][1], label="Corrupt prompt", elem_id="patching-corrupt")
+        with gr.Row():
+            answer = gr.Textbox(" Mary", label="Answer (one token)", elem_id="patching-answer")
+            wrong = gr.Textbox(" John", label="Wrong answer (one token; empty: the best other)",
+                               elem_id="patching-wrong")
+            layers = gr.Textbox("all", label="Layers", info=LAYERS_HELP, elem_id="patching-layers")
+            metric = gr.Radio(list(METRICS), value="logit_diff", label="Metric")
+        with gr.Row():
+            button = gr.Button("Patch", variant="primary", elem_id="patching-run")
+            stop = gr.Button("Stop", variant="stop", elem_id="patching-stop")
+        note = gr.Markdown(elem_id="patching-note")
+        heatmaps = gr.Plot(show_label=False, elem_id="patching-heatmaps")
+        table = gr.Dataframe(label="Recovery per layer and position", elem_id="patching-table")
+        results = gr.File(label="Download (CSV, Parquet, PNG)", file_count="multiple", elem_id="patching-files")
+        gr.Markdown("**Attention, side by side**: Mamba's hidden attention α[t, s] (Ali et al. 2024; the "
+                    "unrolled scan, mean over channels, signed) beside a transformer's attention pattern (mean "
+                    "over heads), on the clean prompt.")
+        with gr.Row():
+            layer_a = gr.Number(0, label="Layer (model A)", precision=0, elem_id="patching-layer-a")
+            layer_b = gr.Number(0, label="Layer (model B)", precision=0, elem_id="patching-layer-b")
+            show = gr.Button("Show attention", elem_id="patching-attention")
+        maps = gr.Plot(show_label=False, elem_id="patching-maps")
+        pair.input(pick_pair, pair, [clean, corrupt])
+        model_a.input(pick_model, model_a, component_a)
+        model_b.input(pick_model, model_b, component_b)
+        button.click(run, inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
+                                  metric], outputs=[note, heatmaps, table, results], **heavy)
+        stop.click(stop_sweep, None, None, concurrency_limit=None)
+        show.click(attention, [model_a, model_b, clean, layer_a, layer_b], maps, **heavy)
