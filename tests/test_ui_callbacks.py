@@ -224,7 +224,7 @@ def test_noise_layers_parse_ranges_and_refuse_missing_layers():
         parse_layers("5", 2)
 
 
-NOISE = dict(role="gpt2", prompt=PROMPT, target="Mary", component="resid_post", layers="all", low=0.0,
+NOISE = dict(model_name="gpt2", prompt=PROMPT, target="Mary", component="resid_post", layers="all", low=0.0,
              high=1.0, n_levels=4, trials=1, distribution="gaussian", scale="relative", seed=0)
 
 
@@ -356,7 +356,7 @@ def test_old_download_directories_are_pruned(tmp_path, monkeypatch):
     assert fresh.parent == tmp_path and fresh.is_dir() and not stale.exists()
 
 
-CHANNEL_RUN = dict(role="gpt2", prompt=PROMPT, target="Mary", component="mlp_out", layer=1, level=1.0,
+CHANNEL_RUN = dict(model_name="gpt2", prompt=PROMPT, target="Mary", component="mlp_out", layer=1, level=1.0,
                    trials=2, seed=0)
 
 
@@ -423,7 +423,7 @@ def test_channel_ranking_over_the_cap_counts_both_axes_of_h(tiny, monkeypatch):
     n = cfg.d_inner + cfg.d_state
     monkeypatch.setattr(limits, "LIMITS", limits.Limits(channel_runs=2 * n - 1))
     with pytest.raises(gr.Error, match=f"{n} channels × 2 trials = {2 * n} noisy runs; the cap is {2 * n - 1}"):
-        next(tab_channels.run(**{**CHANNEL_RUN, "role": "mamba", "component": "h"}))
+        next(tab_channels.run(**{**CHANNEL_RUN, "model_name": "mamba", "component": "h"}))
 
 
 def test_channel_stop_keeps_the_channels_ranked_so_far(monkeypatch):
@@ -439,7 +439,7 @@ def test_channel_stop_keeps_the_channels_ranked_so_far(monkeypatch):
 
     monkeypatch.setattr(tab_channels, "channel_sensitivity", stopped_early)
     monkeypatch.setattr(noise, "READ_ROWS", 16)  # several blocks of runs, so Stop lands between two
-    note, bars, table, files = last(tab_channels.run(**{**CHANNEL_RUN, "role": "mamba", "component": "h"},
+    note, bars, table, files = last(tab_channels.run(**{**CHANNEL_RUN, "model_name": "mamba", "component": "h"},
                                                      request=Session))
     assert note.startswith("**Stopped**")
     assert any(p.endswith("channel_sensitivity_partial.csv") for p in files)
@@ -575,3 +575,39 @@ def test_method_note_links_the_papers():
 
     for link in ("arxiv.org/abs/2312.00752", "arxiv.org/abs/2211.00593", "K = L ÷ |mean(L)|", "logistic"):
         assert link in app.METHOD
+
+
+def test_compare_takes_any_two_or_three_models_by_name(tiny_dirs, tiny):
+    import torch
+
+    from ui import tab_compare
+
+    dirs, refs = tiny_dirs
+    pythia = str(dirs["pythia"])
+    table, _, _, _, summary, comparison = last(tab_compare.run(PROMPT, "aligned", "", "auto", ["mamba", pythia, "gpt2"]))
+    assert list(comparison.runs) == ["mamba", "pythia", "gpt2"]
+    ids = tiny[0]["pythia"].encode(PROMPT)
+    with torch.no_grad():
+        expected = tiny[0]["pythia"].decode_tokens(refs["pythia"](torch.tensor([ids])).logits[0, :, :64].argmax(-1).tolist())
+    assert table["pythia prediction"].tolist() == expected
+    # the tiny checkpoints ship one tokenizer, so the summary says so for both others
+    assert summary.count("reads mamba's tokenizer") == 2
+
+
+@pytest.mark.parametrize("names", [["mamba"], ["mamba", "gpt2", "mamba-130m", "gpt2-medium"]])
+def test_compare_refuses_one_model_or_more_than_three(names):
+    from ui import tab_compare
+
+    with pytest.raises(gr.Error, match="pick two or three models"):
+        next(tab_compare.run(PROMPT, "aligned", "", "auto", names))
+
+
+def test_noise_tab_sweeps_a_pythia_picked_by_path(tiny_dirs):
+    from ui import tab_noise
+
+    pythia = str(tiny_dirs[0]["pythia"])
+    picker = tab_noise.pick_model(pythia)
+    offered = [value for _, value in picker.choices]
+    assert picker.value == "resid_post" and "q" in offered and "h" not in offered  # the family's, not Mamba's
+    *_, (df, _) = last(tab_noise.run(**{**NOISE, "model_name": pythia}))
+    assert set(df["model"]) == {"pythia"} and df["layer"].unique().tolist() == [0, 1]

@@ -1,10 +1,13 @@
 """Model sources and the process-wide model cache shared by every session of the app.
 
 A source is anything `compare.load_model` accepts: an alias, a Hub id or a local directory.
-Precedence: `configure(...)` (the CLI flags) over the MAMBA_MODEL / GPT2_MODEL environment
-variables over the defaults, so the same app runs online against the Hub and offline against
-local copies. Each source is loaded once per process; a lock keeps two sessions that ask at the
-same time from loading it twice.
+Two configured models, "mamba" and "gpt2", are the app's default pair: they load at start-up
+and the cached examples are computed with them. Precedence: `configure(...)` (the CLI flags)
+over the MAMBA_MODEL / GPT2_MODEL environment variables over the defaults, so the same app runs
+online against the Hub and offline against local copies. Beyond them the user may pick any
+model by name (`load`): an alias (`choices`: Mamba, GPT-2 and Pythia sizes), a Hub id or a local
+directory, and compare any two or three (`chosen`). Each source is loaded once per process; a
+lock keeps two sessions that ask at the same time from loading it twice.
 """
 from __future__ import annotations
 
@@ -14,11 +17,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from compare import Model, ModelLoadError
+from compare import ALIASES, Model, ModelLoadError
 from compare.loading import cached_model
 
 MODELS = ("mamba", "gpt2")
-"""The two roles the app compares, in display order; Mamba first, as in `compare.compare`."""
+"""The two configured models, the default pair, in display order; Mamba first, as in `compare.compare`."""
+
+MAX_CHOSEN = 3
+"""Models one comparison may hold: the first is the reference, each other is measured against it."""
 
 DEFAULTS = {"mamba": "mamba-130m", "gpt2": "gpt2"}
 ENV_VARS = {"mamba": "MAMBA_MODEL", "gpt2": "GPT2_MODEL"}
@@ -73,6 +79,40 @@ def _for_the_app(role: str, src: str, err: Exception) -> str:
     # The loader's advice is for the Python API (load_model('DIR')); here the fix is a flag.
     reason = str(err).replace("pass the directory: load_model('DIR')", "use it as below")
     return f"{role} model {src!r} could not be loaded: {reason} Fix: {fix(role)}."
+
+
+def choices() -> list[tuple[str, str]]:
+    """(label, name) of what the model pickers offer: the two configured models, then every alias;
+    a Hub id or a local directory can be typed in as well."""
+    return [(f"{role}: {source(role)}", role) for role in MODELS] + [(alias, alias) for alias in ALIASES]
+
+
+def load(name: str) -> Model:
+    """The model called `name`: a configured one ("mamba", "gpt2") or any source `load_model` takes."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model: pick a model or type an alias, a Hub id or a local directory, got {name!r}")
+    if name in MODELS:
+        return get(name)
+    with _lock:
+        try:
+            return cached_model(name.strip())
+        except ModelLoadError as err:
+            raise ModelLoadError(f"model {name!r} could not be loaded: {err}") from err
+
+
+def chosen(names) -> tuple[Model, ...]:
+    """The models picked for a comparison, the first the reference; none picked: the default pair."""
+    names = [n for n in (names or []) if isinstance(n, str) and n.strip()]
+    if not names:
+        return pair()
+    if not 2 <= len(names) <= MAX_CHOSEN:
+        raise ValueError(f"models: pick two or three models to compare, got {len(names)} ({', '.join(names)})")
+    handles = tuple(load(n) for n in names)
+    loaded = [h.name for h in handles]
+    if len(set(loaded)) != len(loaded):
+        raise ValueError(f"models: {', '.join(names)} load models of the same name ({', '.join(loaded)}); "
+                         "pick different models")
+    return handles
 
 
 @dataclass(frozen=True)

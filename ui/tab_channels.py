@@ -33,11 +33,14 @@ def top_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @limits.shown_to_user
-def run(role, prompt, target, component, layer, level, trials, seed, request: gr.Request = None,
+def run(model_name, prompt, target, component, layer, level, trials, seed, request: gr.Request = None,
         progress=gr.Progress()):
-    """Stream (note, bars, top rows, CSV + Parquet of the ranking) for one layer at one level."""
+    """Stream (note, bars, top rows, CSV + Parquet of the ranking) for one layer at one level.
+
+    model_name: a configured model ("mamba", "gpt2") or any source (`models.load`).
+    """
     prompt = limits.check_prompt(prompt)
-    model = models.get(role)
+    model = models.load(model_name)
     layer, level = limits.number(layer, "layer"), limits.number(level, "level", float)
     trials, seed = limits.number(trials, "trials"), limits.number(seed, "seed")
     points.check(model, component, layer)
@@ -68,7 +71,7 @@ def stop_ranking(request: gr.Request):
         gr.Info("No channel ranking of yours is running.")
 
 
-def build(role: gr.Radio, prompt: gr.Textbox, target: gr.Textbox, component: gr.Dropdown, heavy: dict) -> None:
+def build(model_name: gr.Dropdown, prompt: gr.Textbox, target: gr.Textbox, component: gr.Dropdown, heavy: dict) -> None:
     """The accordion; call inside the Noise tab with its model, prompt, target and component inputs."""
     with gr.Accordion("Channel sensitivity", open=False, elem_id="channels"):
         gr.Markdown("Noise on one channel at a time (model, component, prompt and target from above; "
@@ -87,7 +90,7 @@ def build(role: gr.Radio, prompt: gr.Textbox, target: gr.Textbox, component: gr.
         table = gr.Dataframe(label=f"Top {TOP} per axis", elem_id="channels-table")
         results = gr.File(label="Download the full ranking (CSV, Parquet)", file_count="multiple",
                           elem_id="channels-files")
-        button.click(run, inputs=[role, prompt, target, component, layer, level, trials, seed],
+        button.click(run, inputs=[model_name, prompt, target, component, layer, level, trials, seed],
                      outputs=[note, bars, table, results], **heavy)
         # Stop does not cancel the event: the ranking returns the channels it finished.
         stop.click(stop_ranking, None, None, concurrency_limit=None)

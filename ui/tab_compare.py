@@ -1,4 +1,8 @@
-"""Compare tab: one prompt through both models; per-position predictions and P, L/K/P plots.
+"""Compare tab: one prompt through two or three models; per-position predictions and P, L/K/P plots.
+
+The models are picked by name (`models.chosen`): the configured pair by default, or any two or
+three of the aliases (Mamba, GPT-2, Pythia sizes), Hub ids or local directories; the first is the
+reference. A line under the table says which models read the first one's tokenizer.
 
 All numbers come from `compare.compare`; this module only validates input, lays the result out
 side by side and offers it as files. The `Comparison` goes into the session's `gr.State`, where
@@ -24,6 +28,8 @@ EXAMPLES = [  # one per prompt suite: prompt, variant, tracked tokens
 ]
 EXAMPLE_LABELS = ["natural (IOI)", "monotone", "periodic", "repeated random"]
 PROMPT, TRACK = EXAMPLES[0][0], EXAMPLES[0][2]
+N_OUTPUTS = 6
+"""What `run` updates: table, trajectories, cross plot, files, summary, the Comparison."""
 K_SCALES = ("auto", "linear", "symlog", "log")
 """The K axis of the figures (`figures.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
 
@@ -92,23 +98,28 @@ def check(prompt: str, variant: str) -> str:
 
 
 def results(comparison, k_axis: str | None = "auto"):
-    """Table (as shown), trajectory plot, cross-model plot, files: the Compare tab's outputs."""
+    """Table (as shown), trajectory plot, cross-model plot, files, summary: the Compare tab's outputs."""
     table = side_by_side(comparison)
     trajectories = trajectory_figure(comparison, k_axis)
     cross = figures.cross_model(comparison.cross) if len(comparison.cross) else None
-    return shown(table), trajectories, cross, files(comparison, table)
+    return shown(table), trajectories, cross, files(comparison, table), comparison.summary()
 
 
 @limits.shown_to_user
-def run(prompt: str, variant: str, track: str, k_axis: str = "auto", progress=gr.Progress()):
-    """Stream: nothing while both models run (Stop stops them), then the outputs and the Comparison."""
+def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: list[str] | None = None,
+        progress=gr.Progress()):
+    """Stream: nothing while the models run (Stop stops them), then the outputs and the Comparison.
+
+    chosen: the models' names (`models.chosen`); None or empty: the configured pair.
+    """
     progress(0.0, desc="loading models")
     prompt = check(prompt, variant)
-    progress(0.2, desc="running both models")
+    handles = models.chosen(chosen)
+    progress(0.2, desc="running the models")
     comparison = yield from jobs.run(
-        lambda progress, stop: compare(prompt, models.pair(), variant=variant, track=tracked_tokens(track),
+        lambda progress, stop: compare(prompt, handles, variant=variant, track=tracked_tokens(track),
                                        progress=False, stop=stop),
-        tick=jobs.skips(5))
+        tick=jobs.skips(N_OUTPUTS))
     progress(0.7, desc="tables and figures")
     yield *results(comparison, k_axis), comparison
 
@@ -127,8 +138,13 @@ def run_example(prompt: str, variant: str, track: str):
 
 
 def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
-    """The tab; returns its inputs (prompt, variant, tracked tokens) for the Distributions tab."""
+    """The tab; returns its inputs (prompt, variant, tracked tokens, models) for the Distributions tab."""
     with gr.Tab("Compare", id="compare"):
+        chosen = gr.Dropdown(models.choices(), value=list(models.MODELS), multiselect=True,
+                             max_choices=models.MAX_CHOSEN, allow_custom_value=True, label="Models",
+                             elem_id="cmp-models",
+                             info="two or three: the configured pair, an alias (Mamba, GPT-2, Pythia sizes), "
+                                  "a Hub id or a local directory; the first is the reference")
         with gr.Row():
             prompt = gr.Textbox(PROMPT, label="Prompt", lines=2, scale=4, elem_id="cmp-prompt")
             with gr.Column(scale=1):
@@ -148,11 +164,13 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
         cross = gr.Plot(show_label=False, elem_id="cmp-cross")
         results_files = gr.File(label="Download (Parquet, CSV, PNG, JSON)", file_count="multiple",
                                 elem_id="cmp-files")
-        outputs = [table, trajectories, cross, results_files]
+        summary = gr.Markdown(elem_id="cmp-summary")
+        outputs = [table, trajectories, cross, results_files, summary]
         examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=outputs, fn=run_example,
                         example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
-        event = button.click(run, inputs=[prompt, variant, track, k_axis], outputs=outputs + [comparison], **heavy)
+        event = button.click(run, inputs=[prompt, variant, track, k_axis, chosen], outputs=outputs + [comparison],
+                             **heavy)
         k_axis.input(redraw, [comparison, k_axis], trajectories)
         # Cancelling closes the callback's generator, which sets the engine's stop (`jobs.run`).
         stop.click(None, cancels=[event])
-    return [prompt, variant, track]
+    return [prompt, variant, track, chosen]

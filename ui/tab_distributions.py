@@ -28,22 +28,28 @@ def k_table(comparison) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True).round(4)
 
 
-def is_of(comparison, prompt: str | None, variant: str) -> bool:
-    return comparison is not None and comparison.prompt == prompt and comparison.variant == variant
+def is_of(comparison, prompt: str | None, variant: str, handles) -> bool:
+    return (comparison is not None and comparison.prompt == prompt and comparison.variant == variant
+            and list(comparison.runs) == [h.name for h in handles])
 
 
 @limits.shown_to_user
 def show(comparison, prompt: str | None = None, variant: str = "aligned", track: str | None = None,
-         k_axis: str = "auto"):
-    """K ridgelines, the K-statistics table, the flattened L, and the Comparison they come from."""
-    if not is_of(comparison, prompt, variant):
+         chosen: list[str] | None = None, k_axis: str = "auto"):
+    """K ridgelines, the K-statistics table, the flattened L, and the Comparison they come from.
+
+    chosen: the Compare tab's models (`models.chosen`); the latest comparison is reused when it is
+    of the same prompt, variant and models.
+    """
+    handles = models.chosen(chosen) if (prompt or "").strip() else ()
+    if not is_of(comparison, prompt, variant, handles):
         if not (prompt or "").strip():
             if comparison is None:
                 raise limits.InputError("no comparison yet: type a prompt on the Compare tab first")
         else:
             prompt = tab_compare.check(prompt, variant)
             comparison = yield from jobs.run(
-                lambda progress, stop: compare(prompt, models.pair(), variant=variant,
+                lambda progress, stop: compare(prompt, handles, variant=variant,
                                                track=tab_compare.tracked_tokens(track), progress=False,
                                                stop=stop),
                 tick=jobs.skips(4))

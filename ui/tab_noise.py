@@ -21,7 +21,8 @@ from compare.phase import phase_transition
 from . import downloads, jobs, limits, models, tab_channels
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
-DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post"}
+DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post", "pythia": "resid_post"}
+"""By family: the component a sweep starts on (the thesis's h on Mamba, the residual stream on transformers)."""
 LAYERS_HELP = ("'all', one layer '3', a range '2-5' (both ends included, low to high), "
                "or a list '0,2,7-9'")
 MAX_PANELS = 6
@@ -30,9 +31,21 @@ VIEW = "noise"
 N_OUTPUTS = 8
 
 
-def components(role: str) -> list[str]:
-    """The per-layer hook points a sweep may noise on the role's family (its registry, `compare.families`)."""
-    return list(families.get(role).noisable)
+def family(model_name: str) -> str:
+    """The family of a picked model: a configured one ("mamba", "gpt2") is of its own family (no
+    load), any other is loaded (`models.load`)."""
+    return model_name if model_name in models.MODELS else models.load(model_name).family
+
+
+def components(model_name: str) -> list[str]:
+    """The per-layer hook points a sweep may noise on the model's family (its registry, `compare.families`)."""
+    return list(families.get(family(model_name)).noisable)
+
+
+@limits.shown_to_user
+def pick_model(model_name: str):
+    """The component picker for another model: its family's components, on its default one."""
+    return gr.Dropdown(choices=components(model_name), value=DEFAULT_COMPONENT[family(model_name)])
 
 
 def parse_layers(text: str | None, n_layers: int) -> list[int]:
@@ -110,11 +123,14 @@ def files(df: pd.DataFrame, fits: pd.DataFrame, figures, stem: str = "noise_swee
 
 
 @limits.shown_to_user
-def run(role, prompt, target, component, layers, low, high, n_levels, trials, distribution, scale,
+def run(model_name, prompt, target, component, layers, low, high, n_levels, trials, distribution, scale,
         seed, request: gr.Request = None, progress=gr.Progress()):
-    """Stream (note, curves, heatmap, critical levels, fits, files, plot-layer picker, result state)."""
+    """Stream (note, curves, heatmap, critical levels, fits, files, plot-layer picker, result state).
+
+    model_name: a configured model ("mamba", "gpt2") or any source (`models.load`).
+    """
     prompt = limits.check_prompt(prompt)
-    model = models.get(role)
+    model = models.load(model_name)
     chosen = parse_layers(layers, model.n_layers)
     low, high = limits.number(low, "level from", float), limits.number(high, "level to", float)
     n_levels, trials = limits.number(n_levels, "levels"), limits.number(trials, "trials")
@@ -175,7 +191,8 @@ def build(heavy: dict) -> None:
                     f"Sweeps are capped at {limits.LIMITS.sweep_forwards} noisy runs (layers × levels × trials). "
                     "Stop keeps the layers already swept.")
         with gr.Row():
-            role = gr.Radio(list(models.MODELS), value="mamba", label="Model", elem_id="noise-model")
+            model_name = gr.Dropdown(models.choices(), value="mamba", allow_custom_value=True, label="Model",
+                                     elem_id="noise-model", info="an alias, a Hub id or a local directory too")
             component = gr.Dropdown(components("mamba"), value=DEFAULT_COMPONENT["mamba"], label="Component",
                                     elem_id="noise-component")
             layers = gr.Textbox("all", label="Layers", info=LAYERS_HELP, elem_id="noise-layers")
@@ -203,11 +220,11 @@ def build(heavy: dict) -> None:
         fits = gr.Dataframe(label="Critical levels (logistic fit, bootstrap CI)", elem_id="noise-fits")
         results = gr.File(label="Download (CSV, Parquet, PNG)", file_count="multiple", elem_id="noise-files")
         result = gr.State(None)
-        role.change(lambda r: gr.Dropdown(choices=components(r), value=DEFAULT_COMPONENT[r]), role, component)
-        button.click(run, inputs=[role, prompt, target, component, layers, low, high, n_levels, trials,
+        model_name.input(pick_model, model_name, component)
+        button.click(run, inputs=[model_name, prompt, target, component, layers, low, high, n_levels, trials,
                                   distribution, scale, seed],
                      outputs=[note, curves, heatmap, critical, fits, results, plot_layers, result], **heavy)
         # Stop does not cancel the event: the sweep returns the layers it finished, and they are shown.
         stop.click(stop_sweep, None, None, concurrency_limit=None)
         plot_layers.input(redraw, [result, plot_layers], curves)
-        tab_channels.build(role, prompt, target, component, heavy)
+        tab_channels.build(model_name, prompt, target, component, heavy)
