@@ -19,6 +19,15 @@ measured, 24.3 s against 24.7–25.6 s):
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296 python benchmarks/bench_noise.py
 
 The output says whether these variables were set.
+
+fp32 and bf16 side by side (`--bf16-layers`, `--bf16-levels`; skipped with --bf16-layers none):
+the fast sweep on the same random weights in both dtypes (`MambaLM.cast_`), on fewer layers and
+levels than the timing above (default layers 0, 4, …, 20 and 40 levels, one trial: bf16 runs
+7× slower than fp32 on a CPU without bf16 matmul hardware, which the output says the CPU has or
+lacks). The target is fp32's clean top-1 (random weights do not predict " Mary"). Reported: each
+sweep's time, the fraction of identical hit decisions, max |Δp_target|, and per layer the
+critical level of each (`phase.phase_transition`) and their difference in units of the fp32
+interval's width.
 """
 from __future__ import annotations
 
@@ -33,12 +42,13 @@ import torch
 
 from compare import load_tokenizer, native
 from compare.mamba import MambaConfig, MambaLM, init_random_
-from compare.model import Model
+from compare.model import Model, cast_module
 from compare.families import MAMBA
 from compare.noise import noise_sweep, prepare
 from compare.noise_ref import traced_run
+from compare.phase import phase_transition
 
-from bench_mamba import SHAPE, flops_per_token
+from bench_mamba import SHAPE, cpu_bf16_line, flops_per_token
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 TOKENIZER = Path(__file__).resolve().parents[1] / ".." / "shared" / "tokenizers" / "gpt-neox-20b"
@@ -58,9 +68,10 @@ class RawIDs:
         return " ".join(map(str, ids))
 
 
-def build(seed: int) -> tuple[Model, object, object]:
+def build(seed: int, dtype: str = "float32") -> tuple[Model, object, object]:
     torch.manual_seed(seed)
     module = init_random_(MambaLM(MambaConfig(d_model=768, n_layer=24, vocab_size=50280)), seed=seed, n_layer=24)
+    module = cast_module(module, dtype)
     if TOKENIZER.is_dir():
         tok = load_tokenizer(TOKENIZER)
         return Model("mamba-130m-random", "mamba", module, tok, len(tok), None), PROMPT, " Mary"
@@ -90,6 +101,36 @@ def arithmetic_bound(T: int, n_layer: int, affine: bool) -> str:
             f"{naive / sweep:.1f}x; the rest comes from batching")
 
 
+def bf16_against_fp32(args) -> None:
+    """The fast sweep in fp32 and in bf16 on the same weights and draws: time, hit decisions,
+    critical levels (see the module docstring)."""
+    levels = np.linspace(0, 1, args.bf16_levels)
+    frames, seconds, target = {}, {}, None
+    for dtype in ("float32", "bfloat16"):
+        handle, prompt, _ = build(args.seed, dtype)
+        if target is None:  # fp32's clean prediction: random weights do not predict " Mary", so no run would hit
+            target = int(handle.logits(handle.encode(prompt) if isinstance(prompt, str) else prompt)[0, -1].argmax())
+        t = time.perf_counter()
+        frames[dtype] = noise_sweep(prompt, model=handle, target=target, component=args.component,
+                                    layers=args.bf16_layers, levels=levels, draws=args.draws)
+        seconds[dtype] = time.perf_counter() - t
+    full, half = frames["float32"], frames["bfloat16"]
+    same = (full["hit"].to_numpy() == half["hit"].to_numpy()).mean()
+    dp = np.abs(full["p_target"].to_numpy() - half["p_target"].to_numpy()).max()
+    print(f"fp32 vs bf16, component {args.component!r}, target {target} (fp32's clean top-1), layers "
+          f"{args.bf16_layers} x {args.bf16_levels} levels x 1 trial ({args.draws} draws, same ε): sweep {seconds['float32']:.1f} s fp32, {seconds['bfloat16']:.1f} s "
+          f"bf16 ({seconds['float32'] / seconds['bfloat16']:.2f}x); identical hit decisions {100 * same:.1f} % of "
+          f"{len(full)} runs; max |Δp_target| {dp:.2e}")
+    pt = {dtype: phase_transition(frame).set_index("layer") for dtype, frame in frames.items()}
+    print(f"{'layer':>5} {'c fp32':>8} {'95% CI fp32':>17} {'c bf16':>8} {'status bf16':>14} {'Δc / CI width':>14}")
+    for layer, row in pt["float32"].iterrows():
+        other = pt["bfloat16"].loc[layer]
+        width = row["ci_high"] - row["ci_low"]
+        shift = (other["critical_level"] - row["critical_level"]) / width if width > 0 else float("nan")
+        print(f"{layer:>5} {row['critical_level']:>8.3f} [{row['ci_low']:>6.3f}, {row['ci_high']:>6.3f}] "
+              f"{other['critical_level']:>8.3f} {other['status']:>14} {shift:>14.2f}")
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -98,13 +139,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--component", default="h")
     ap.add_argument("--sample", type=int, default=64, help="naive runs timed per round (0: all 2400)")
-    ap.add_argument("--rounds", type=int, default=3, help="fast sweep / naive sample pairs, alternated")
+    ap.add_argument("--rounds", type=int, default=3, help="fast sweep / naive sample pairs, alternated (0: skip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--draws", default="fresh", choices=["fresh", "ray"],
                     help="noise draws (`noise_sweep`); ray compares with benchmarks from before draws existed")
+    ap.add_argument("--bf16-layers", nargs="+", default=["0", "4", "8", "12", "16", "20"],
+                    help="layers of the fp32-vs-bf16 sweep ('none': skip it)")
+    ap.add_argument("--bf16-levels", type=int, default=40)
     args = ap.parse_args()
+    args.bf16_layers = [] if args.bf16_layers == ["none"] else [int(v) for v in args.bf16_layers]
     torch.set_num_threads(args.threads)
+    print(cpu_bf16_line())
     handle, prompt, target = build(args.seed)
     kw = dict(model=handle, target=target, component=args.component, levels=np.linspace(0, 1, 100),
               draws=args.draws)
@@ -148,14 +194,17 @@ def main():
         print(f"round {r + 1}: fast sweep {fast_times[-1]:.1f} s, naive loop {naive_times[-1]:.1f} s "
               f"({'measured' if sample == total else f'extrapolated from {sample} random runs'}): "
               f"{naive_times[-1] / fast_times[-1]:.1f}x")
-    ratios = [n / f for n, f in zip(naive_times, fast_times)]
-    print(f"fast sweep: median {np.median(fast_times):.1f} s for {len(df)} runs (slowest {max(fast_times):.1f} s); "
-          f"peak RSS {rss_fast:.0f} MiB ({rss0:.0f} MiB before it: model and libraries)")
-    print(f"naive loop (one nnsight trace per run): median {np.median(naive_times):.1f} s")
-    print(f"speed-up: median {np.median(ratios):.1f}x over {args.rounds} rounds "
-          f"(range {min(ratios):.1f}x to {max(ratios):.1f}x)")
-    print(f"max |p_target fast - naive| over the timed naive runs: {worst:.1e}")
-    print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers), MAMBA.point(args.component).affine))
+    if args.rounds:
+        ratios = [n / f for n, f in zip(naive_times, fast_times)]
+        print(f"fast sweep: median {np.median(fast_times):.1f} s for {len(df)} runs (slowest {max(fast_times):.1f} s); "
+              f"peak RSS {rss_fast:.0f} MiB ({rss0:.0f} MiB before it: model and libraries)")
+        print(f"naive loop (one nnsight trace per run): median {np.median(naive_times):.1f} s")
+        print(f"speed-up: median {np.median(ratios):.1f}x over {args.rounds} rounds "
+              f"(range {min(ratios):.1f}x to {max(ratios):.1f}x)")
+        print(f"max |p_target fast - naive| over the timed naive runs: {worst:.1e}")
+        print(arithmetic_bound(sweep.ids.shape[1], len(sweep.layers), MAMBA.point(args.component).affine))
+    if args.bf16_layers:
+        bf16_against_fp32(args)
     # other work on the same cores inflates both times; the load average says how much there was
     print("load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
 
