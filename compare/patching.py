@@ -40,11 +40,16 @@ residual exactly (resid_post at the last layer, every position) recovers exactly
 no position is the corrupt run itself and recovers exactly 0.
 
 On Mamba's `h`, where the state at p is the whole past, the engine does not rerun the patched
-block at all (`_h_restart`): positions before p are unchanged, and from p on only the
-difference e_p = h_clean,p − h_corrupt,p travels, e_t = Ā_t e_{t-1}, adding C_t · e_t to y;
-the block's output is then out_proj((y + C·e) ⊙ SiLU(z)) from the corrupt run's cached Ā, C
-and gate. This is the same arithmetic as the hook point's increment (`MambaMixer`), so it
-agrees with the reference to fp32 rounding.
+block at all, and reuses what the causal model leaves unchanged (`_h_wavefront`): positions
+before p are the corrupt run's in every layer, and from p on only the difference
+e_p = h_clean,p − h_corrupt,p travels, e_t = Ā_t e_{t-1}, adding C_t · e_t to y; the patched
+block's output is then the corrupt one plus the family's response to that change of y
+(`Family.y_response`). The blocks above run on positions p.. only (`mamba_suffix`), every row
+patched at p below them in one batch (the rows of all swept layers, joining as the blocks rise).
+This is the same arithmetic as the hook point's increment (`MambaMixer`), so it agrees with the
+reference to fp32 rounding. For a patch of several positions the increments of each add up
+(the hook point's semantics: e is taken against the corrupt state), so only a single position
+is a plain replacement of the state.
 
 `patching_ref.patch_sweep_ref` is the one-trace-per-patch twin: the test oracle and the
 baseline of `benchmarks/bench_patching.py`.
@@ -63,6 +68,7 @@ from .causal_inputs import handles_of, is_int, layer_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
 from .noise import check_callbacks
 from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
+from .mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
 from .scan import discretise, linear_scan
 
 METRICS = ("logit_diff", "logit", "prob", "logprob")
@@ -134,35 +140,41 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component, layers=
     answer, wrong: one-token strings (" Mary") or token IDs. layers: default all.
     Returns one row per (model, layer, patch), columns `COLUMNS`; ``attrs`` hold per model the
     unpatched metrics (m_clean, m_corrupt), the answer and wrong IDs and the tokens.
-    max_bytes: memory budget of one batched chunk. progress(done, total) after each layer;
-    stop (``is_set()``), checked before each layer: the frame then holds the finished layers
-    and ``attrs["stopped"]`` is True.
+    max_bytes: memory budget of one batched chunk. progress(done, total) counts runs (layer ×
+    patch) as they finish: per layer, or on Mamba's `h` per patched position (all layers at
+    once). stop (``is_set()``), checked before each of these steps: the frame then holds the runs
+    finished and ``attrs["stopped"]`` is True.
     """
     sweeps = prepare(clean, corrupt, model=model, answer=answer, wrong=wrong, component=component,
                      layers=layers, positions=positions, metric=metric)
     check_callbacks(progress, stop)
-    total, done = sum(len(s.layers) for s in sweeps), 0
+    count = Counter(sum(len(s.layers) * len(s.patches) for s in sweeps), progress)
     frames, attrs, stopped = [], _attrs(sweeps), False
     for sweep in sweeps:
         src, entries, finals = record(sweep)
-        layer_finals, finished = [], []
-        for layer in sweep.layers:
-            if stop is not None and stop.is_set():
-                stopped = True
-                break
-            with sweep.handle.lock:  # per layer, so other callers get the model in between
-                layer_finals.append(patched_finals(sweep, layer, src[layer], entries, finals["corrupt"],
-                                                   max_bytes=max_bytes))
-            finished.append(layer)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        frames.append(_rows(sweep, finished, layer_finals, finals, attrs))
+        if _h_path(sweep):
+            done, stopped = _h_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
+        else:
+            done, stopped = _by_layer(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
+        frames.append(_rows(sweep, done, finals, attrs))
         if stopped:
             break
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     df.attrs.update(attrs, stopped=stopped)
     return df
+
+
+@dataclass
+class Counter:
+    """progress(done, total) in runs (layer × patch), across the models of a call."""
+    total: int
+    progress: object
+    done: int = 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 # --- the engine -------------------------------------------------------------------------------
@@ -175,7 +187,8 @@ def record(sweep: Patching):
     entries: what enters every block of the corrupt run ({layer: (args, kwargs)}, `restart.clean_pass`);
     finals: both runs' final residuals at the last position ({"clean", "corrupt"}: [1, d]);
     terms: for Mamba's `h` only, per swept layer the corrupt run's Δ, C, gate and y, and the
-        difference clean h − corrupt h (which then replaces src: the restart needs nothing else).
+        difference clean h − corrupt h (which then replaces src), and per layer the corrupt run's
+        `mamba_suffix.PREFIX_POINTS` for the blocks above a patch.
     """
     handle, arch = sweep.handle, sweep.handle.arch
     _check_cache_fits(sweep)
@@ -198,8 +211,11 @@ def record(sweep: Patching):
                 h.remove()
         hooks = [arch.hook(handle.module, "resid_post", last, lambda v: keep(finals, "corrupt", v, True))]
         if _h_path(sweep):
+            for l in range(handle.n_layers):  # the prefixes of every block a patch may run above
+                terms.setdefault(l, {})
+                hooks += [arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
+                          for name in PREFIX_POINTS if name not in ("delta", "C") or l not in sweep.layers]
             for l in sweep.layers:
-                terms[l] = {}
                 hooks += [arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
                           for name in ("delta", "C", "gate", "y")]
                 hooks.append(arch.hook(handle.module, "h", l, lambda v, l=l: difference(l, v)))
@@ -213,28 +229,25 @@ def record(sweep: Patching):
 
 
 def _h_path(sweep: Patching) -> bool:
-    """Mamba's state: patched by `_h_restart` instead of rerunning the patched block."""
+    """Mamba's state: patched by `_h_wavefront` instead of rerunning the patched block."""
     return sweep.point == "h" and sweep.handle.arch.mixing == "ssm"
 
 
-@torch.inference_mode()
-def patched_finals(sweep: Patching, layer: int, src, entries, corrupt_final: torch.Tensor, *,
-                   max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
-    """Final residuals at the last position [len(patches), d] of the corrupt run with each patch
-    applied at `layer`, from `record`'s src (or terms) of that layer and entries; the caller holds
-    the model's lock. A patch of no position is the corrupt run's own residual."""
-    handle = sweep.handle
-    run = [i for i, p in enumerate(sweep.patches) if p]
-    out = corrupt_final.repeat(len(sweep.patches), 1)
-    if not run:
-        return out
-    patches = [sweep.patches[i] for i in run]
-    if _h_path(sweep):
-        finals = _h_restart(sweep, layer, src, entries, corrupt_final, patches, max_bytes)
-    else:
-        finals = _hooked_restart(sweep, layer, src, entries[layer], patches, max_bytes)
-    out[run] = finals.to(out.dtype)
-    return out
+def _by_layer(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_bytes: int, count: Counter, stop):
+    """Every component but Mamba's `h`: layer by layer, each layer's patches batched
+    (`_hooked_restart`). Returns ({(layer, patch index): final residual [d]}, stopped)."""
+    done = {}
+    for layer in sweep.layers:
+        if stop is not None and stop.is_set():
+            return done, True
+        run = [i for i, patch in enumerate(sweep.patches) if patch]  # a patch of nothing is the corrupt run
+        with sweep.handle.lock, torch.inference_mode():  # per layer, so other callers get the model in between
+            finals = (_hooked_restart(sweep, layer, src[layer], entries[layer], [sweep.patches[i] for i in run],
+                                      max_bytes) if run else [])
+        done.update({(layer, i): corrupt_final[0] for i, patch in enumerate(sweep.patches) if not patch})
+        done.update({(layer, i): final for i, final in zip(run, finals)})
+        count.add(len(sweep.patches))
+    return done, False
 
 
 def _mask(sweep: Patching, patches, value: torch.Tensor) -> torch.Tensor:
@@ -274,35 +287,61 @@ def _hooked_restart(sweep: Patching, layer: int, src: torch.Tensor, entry, patch
     return torch.cat(finals)
 
 
-def _h_restart(sweep: Patching, layer: int, terms: dict, entries, corrupt_final: torch.Tensor, patches,
-               max_bytes: int) -> torch.Tensor:
-    """Mamba's `h` (module docstring): each row's increment e (clean − corrupt h at its positions)
-    runs through the recurrence E_t = Ā_t E_{t-1} + e_t, y gains C_t · E_t, and the block's
-    output gains the family's response to that change of y (`Family.y_response`); blocks
-    layer+1.. then run from it. The patched block itself is never rerun."""
+def _h_wavefront(sweep: Patching, terms: dict, entries, corrupt_final: torch.Tensor, max_bytes: int,
+                 count: Counter, stop):
+    """Mamba's `h` (module docstring), every swept layer at once, patches grouped by their first
+    position p. A patch at layer l changes block l's output by the family's response
+    (`Family.y_response`) to y's change C_t · E_t, E_t = Ā_t E_{t-1} + e_t, e the clean − corrupt
+    state at the patch's positions; the patched block is never rerun. Blocks above run on
+    positions p.. only (`mamba_suffix.block_suffix`, from the corrupt run's prefixes), on every
+    row patched below them at once: block k takes the rows of layers < k, then the rows of layer
+    k join. Returns ({(layer, patch index): final residual [d]}, stopped)."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    blocks, L = arch.blocks(handle.module), handle.n_layers
+    prefixes = {k: Prefix.of(blocks[k], terms[k]) for k in range(min(sweep.layers) + 1, L)}
+    done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
+            if not patch}
+    starts = sorted({min(patch) for patch in sweep.patches if patch})
+    for p in starts:
+        if stop is not None and stop.is_set():
+            return done, True
+        group = [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]
+        with handle.lock, torch.inference_mode():
+            rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
+            for k in range(min(sweep.layers), L):
+                if rows is not None:
+                    rows = _blocks_suffix(handle, blocks[k], rows, prefixes[k], p, k == L - 1, max_bytes)
+                if k in sweep.layers:
+                    joined = _patched_block(sweep, k, terms[k], entries, corrupt_final, [sweep.patches[i] for i in group], p)
+                    rows = joined if rows is None else torch.cat([rows, joined])
+                    keys += [(k, i) for i in group]
+        done.update({key: final for key, final in zip(keys, rows[:, -1])})
+        count.add(len(sweep.layers) * len(group))
+    return done, False
+
+
+def _patched_block(sweep: Patching, layer: int, terms: dict, entries, corrupt_final, patches, p: int) -> torch.Tensor:
+    """Block `layer`'s output at positions p.. [len(patches), T - p, d] with each patch of `h`
+    (only the last position, [len(patches), 1, d], at the last layer: nothing reads more)."""
     handle, arch = sweep.handle, sweep.handle.arch
     A, _ = arch.ssm_parameters(handle.module, layer)
     delta, C, gate, diff = terms["delta"].float(), terms["C"].float(), terms["gate"], terms["diff"]
     A_bar, _ = discretise(delta, A.to(delta.device), C)  # Ā as the model's scan computed it (B̄ unused)
-    T = delta.shape[1]
-    last = layer == handle.n_layers - 1
-    # the block's corrupt output: what enters the next block, or the final residual
-    out = corrupt_final[:, None] if last else entries[layer + 1][0][0]
-    size = chunk_size(handle, "h", T, max_bytes)
-    finals = []
-    for start in range(0, len(patches), size):
-        chunk = patches[start:start + size]
-        e = diff.new_zeros(len(chunk), *diff.shape[1:])
-        for i, positions in enumerate(chunk):
-            e[i, list(positions)] = diff[0, list(positions)]
-        E = linear_scan(A_bar, e)  # Ā [1, T, d_in, n] broadcasts over the rows
-        dy = (E @ C[..., None]).squeeze(-1)  # [b, T, d_in]
-        if last:  # the LM head reads the last position only
-            finals.append(out[:, -1] + arch.y_response(handle.module, layer, dy[:, -1:], gate[:, -1:])[:, -1])
-            continue
-        resid = out + arch.y_response(handle.module, layer, dy, gate)
-        finals.append(blocks_from(handle, layer + 1, resid, entries[layer + 1], last_only=True)[:, -1])
-    return torch.cat(finals)
+    e = diff.new_zeros(len(patches), *diff.shape[1:])
+    for i, positions in enumerate(patches):
+        e[i, list(positions)] = diff[0, list(positions)]
+    dy = (linear_scan(A_bar, e) @ C[..., None]).squeeze(-1)  # [b, T, d_in]; Ā [1, T, ...] broadcasts
+    if layer == handle.n_layers - 1:
+        return corrupt_final[:, None] + arch.y_response(handle.module, layer, dy[:, -1:], gate[:, -1:])
+    out = entries[layer + 1][0][0]  # the block's corrupt output, what enters the next block
+    return out[:, p:] + arch.y_response(handle.module, layer, dy[:, p:], gate[:, p:])
+
+
+def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only: bool, max_bytes: int):
+    """`mamba_suffix.block_suffix` on the rows in chunks that fit `max_bytes`."""
+    size = chunk_size(handle, None, rows.shape[1], max_bytes)
+    return torch.cat([block_suffix(block, rows[i:i + size], prefix, p, last_only)
+                      for i in range(0, len(rows), size)])
 
 
 # --- reading the runs ---------------------------------------------------------------------------
@@ -332,25 +371,26 @@ def recovery(m_patched, m_clean: float, m_corrupt: float):
 
 
 @torch.no_grad()
-def _rows(sweep: Patching, layers, layer_finals, finals, attrs) -> pd.DataFrame:
-    """The frame of one model: the LM head on every run's final residual at once, the unpatched
-    runs' two rows included, and once per distinct residual (so equal residuals read equal metrics)."""
+def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
+    """The frame of one model from the runs done ({(layer, patch index): final residual}), in
+    sweep order: the LM head on every run's final residual at once, the unpatched runs' two rows
+    included, and once per distinct residual (so equal residuals read equal metrics)."""
     handle = sweep.handle
-    if not layers:
+    keys = [(layer, i) for layer in sweep.layers for i in range(len(sweep.patches)) if (layer, i) in done]
+    if not keys:
         return pd.DataFrame(columns=COLUMNS)
-    rows = torch.cat(layer_finals + [finals["clean"], finals["corrupt"]])
+    rows = torch.cat([torch.stack([done[key] for key in keys]), finals["clean"], finals["corrupt"]])
     # one LM-head row per distinct residual: a matmul's rounding depends on where a row falls in the
     # batch, and a run that ends on the clean (corrupt) residual must read exactly m_clean (m_corrupt)
     distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
     with handle.lock:
         logits = head(handle, [distinct])[inverse]
-    _check_finite(sweep, logits, layers)
+    _check_finite(sweep, logits, keys)
     metric = metric_of(logits, sweep.metric, sweep.answer, sweep.wrong)
     m_clean, m_corrupt = float(metric[-2]), float(metric[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
-    n = len(sweep.patches)
     return pd.DataFrame({
-        "model": handle.name, "layer": np.repeat(layers, n), "position": list(sweep.labels) * len(layers),
+        "model": handle.name, "layer": [layer for layer, _ in keys], "position": [sweep.labels[i] for _, i in keys],
         "component": sweep.component, "metric_patched": metric[:-2],
         "recovery": recovery(metric[:-2], m_clean, m_corrupt)})[list(COLUMNS)]
 
@@ -363,13 +403,12 @@ def _attrs(sweeps) -> dict:
             "layers": {s.handle.name: s.layers for s in sweeps}}
 
 
-def _check_finite(sweep: Patching, logits: torch.Tensor, layers) -> None:
+def _check_finite(sweep: Patching, logits: torch.Tensor, keys) -> None:
     bad = (~torch.isfinite(logits).all(-1)).nonzero()
     if len(bad):
         i = bad[0].item()
-        n = len(sweep.patches)
-        where = ("the unpatched clean run" if i == len(logits) - 2 else "the unpatched corrupt run"
-                 if i == len(logits) - 1 else f"layer {layers[i // n]}, position {sweep.labels[i % n]}")
+        where = ("the unpatched clean run" if i == len(keys) else "the unpatched corrupt run" if i > len(keys)
+                 else f"layer {keys[i][0]}, position {sweep.labels[keys[i][1]]}")
         raise NonFiniteError(f"{sweep.handle.name}: the last position's logits are NaN or infinite at {where} "
                              f"(patching {sweep.component!r}); the activations overflow {sweep.handle.dtype}")
 

@@ -117,14 +117,45 @@ def test_recovery_is_nan_when_the_two_runs_agree(tiny):
     assert df["recovery"].isna().all()
 
 
-def test_progress_and_stop(tiny):
-    handle = tiny[0]["gpt2"]
+def test_progress_counts_runs_per_layer_or_per_position_of_h(tiny):
     seen = []
-    df = patch_sweep(CLEAN, CORRUPT, model=handle, component="attn_out", progress=lambda d, t: seen.append((d, t)), **KW)
-    assert seen == [(1, 2), (2, 2)] and not df.attrs["stopped"]
+    patch_sweep(CLEAN, CORRUPT, model=tiny[0]["gpt2"], component="attn_out", progress=lambda d, t: seen.append((d, t)), **KW)
+    assert seen == [(14, 28), (28, 28)]  # layer by layer
+    seen.clear()
+    patch_sweep(CLEAN, CORRUPT, model=tiny[0]["mamba"], component="h", positions=[3, (5, 9), 5, ()],
+                progress=lambda d, t: seen.append((d, t)), **KW)
+    assert seen == [(2, 8), (6, 8)]  # position by position (3, then both patches starting at 5), every layer
+
+
+class StopAfter:
+    """A stop that is set once `n` progress reports have come."""
+
+    def __init__(self, n):
+        self.n, self.event = n, threading.Event()
+
+    def report(self, done, total):
+        self.n -= 1
+        if self.n == 0:
+            self.event.set()
+
+
+@pytest.mark.parametrize("family,component,kept", [("gpt2", "attn_out", {(0, p) for p in range(14)}),
+                                                   ("mamba", "h", {(layer, 0) for layer in (0, 1)})])
+def test_stop_keeps_the_runs_finished(tiny, family, component, kept):
+    stop = StopAfter(1)
+    df = patch_sweep(CLEAN, CORRUPT, model=tiny[0][family], component=component, progress=stop.report,
+                     stop=stop.event, **KW)
+    assert df.attrs["stopped"] and set(zip(df["layer"], df["position"])) == kept
+    ref = patch_sweep_ref(CLEAN, CORRUPT, model=tiny[0][family], component=component, positions=[0], **KW)
+    first = df[df["position"] == 0].set_index("layer")["metric_patched"]
+    expected = ref.set_index("layer")["metric_patched"].loc[first.index]
+    np.testing.assert_allclose(first, expected, atol=TOL)
+
+
+def test_a_stop_set_before_the_start_returns_no_rows(tiny):
     stop = threading.Event()
     stop.set()
-    df = patch_sweep(CLEAN, CORRUPT, model=handle, component="attn_out", stop=stop, **KW)
+    df = patch_sweep(CLEAN, CORRUPT, model=tiny[0]["gpt2"], component="attn_out", stop=stop, **KW)
     assert df.empty and df.attrs["stopped"] and list(df.columns) == list(COLUMNS)
 
 

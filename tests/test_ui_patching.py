@@ -44,12 +44,12 @@ def test_run_shows_both_models_side_by_side_equal_to_the_reference():
     assert "mamba: logit_diff clean" in note and "Stopped" not in note
 
 
-def test_progress_counts_the_layers_of_both_models():
+def test_progress_counts_the_runs_of_both_models():
     from ui import tab_patching
 
     seen = []
     last(tab_patching.run(**RUN, progress=lambda value, **kw: seen.append(value)))
-    assert seen[0] == (0, 4) and seen[-1] == (4, 4)
+    assert seen[0] == (0, 56) and seen[-1] == (56, 56)  # 2 layers × 14 positions, each model
 
 
 def test_stop_keeps_the_layers_finished(monkeypatch):
@@ -60,13 +60,13 @@ def test_stop_keeps_the_layers_finished(monkeypatch):
     def stopped_after_first(*args, progress, stop, **kwargs):
         def report(done, total):
             progress(done, total)
-            jobs.request_stop(Session, tab_patching.VIEW)  # Stop pressed once the first layer is done
+            jobs.request_stop(Session, tab_patching.VIEW)  # Stop pressed once the first position is done
         return patch_sweep(*args, progress=report, stop=stop, **kwargs)
 
     monkeypatch.setattr(tab_patching, "patch_sweep", stopped_after_first)
     note, figure, df, files = last(tab_patching.run(**RUN, request=Session))
     assert "Stopped" in note
-    assert df["model"].unique().tolist() == ["mamba"] and df["layer"].unique().tolist() == [0]
+    assert df["model"].unique().tolist() == ["mamba"] and df["position"].unique().tolist() == [0]
     assert any(p.endswith("patching_partial.csv") for p in files)
 
 

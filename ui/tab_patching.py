@@ -5,7 +5,8 @@ transformer's attention pattern (`compare.attention_map`).
 The pair is one of the IOI counterfactuals (`datasets_gen.counterfactuals`: the ABC corruption
 and the name swap of the classic sentence) or typed. Each model gets its own component, since
 the registries differ (Mamba's `h`, a transformer's `resid_post` or one head `z.3`). The sweeps
-run in a worker thread (`jobs.run`) with progress per layer; Stop keeps the layers finished.
+run in a worker thread (`jobs.run`) with progress in runs (layer × position); Stop keeps the runs
+finished.
 """
 from __future__ import annotations
 
@@ -63,30 +64,31 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
     if not names:
         raise limits.InputError("models: pick at least one model")
     handles = [models.load(n) for n in names]
-    sweeps = []
+    sweeps, runs = [], []
     for handle, component in zip(handles, (component_a, component_b)):
         kw = dict(model=handle, answer=answer, wrong=wrong or None, component=component,
                   layers=parse_layers(layers, handle.n_layers), metric=metric)
-        prepare(clean, corrupt, **kw)  # every argument of every model checked before any compute
+        # every argument of every model checked before any compute
+        runs.append(sum(len(s.layers) * len(s.patches) for s in prepare(clean, corrupt, **kw)))
         sweeps.append(kw)
-    total = sum(len(kw["layers"]) for kw in sweeps)
+    total = sum(runs)
 
     def work(progress, stop):
         frames, done = [], 0
-        for kw in sweeps:
+        for kw, n in zip(sweeps, runs):
             offset = done
             frames.append(patch_sweep(clean, corrupt, **kw, stop=stop,
                                       progress=lambda d, t, offset=offset: progress(offset + d, total)))
-            done += len(kw["layers"])
+            done += n
             if frames[-1].attrs["stopped"]:
                 break
         return frames
 
     skip = jobs.skips(N_OUTPUTS)
-    yield (f"Patching {total} layers …",) + skip[1:]
-    progress((0, total), desc="patching", unit="layer")
+    yield (f"Patching {total} runs (layers × positions) …",) + skip[1:]
+    progress((0, total), desc="patching", unit="run")
     frames = yield from jobs.run(work, tick=skip, key=jobs.session_key(request, VIEW),
-                                 on_progress=lambda done, t: progress((done, t), desc="patching", unit="layer"))
+                                 on_progress=lambda done, t: progress((done, t), desc="patching", unit="run"))
     df = pd.concat(frames, ignore_index=True)
     for key in ("m_clean", "m_corrupt", "tokens", "answer", "wrong"):
         df.attrs[key] = {k: v for f in frames for k, v in f.attrs[key].items()}
@@ -95,7 +97,7 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
     note = " · ".join(f"{name}: {metric} clean {df.attrs['m_clean'][name]:.3g}, corrupt "
                       f"{df.attrs['m_corrupt'][name]:.3g}" for name in df.attrs["m_clean"])
     if stopped:
-        note += f"\n\n**Stopped**: the heatmaps hold the {df.groupby('model')['layer'].nunique().sum()} layers finished."
+        note += f"\n\n**Stopped**: the heatmaps hold the {len(df)} of {total} runs finished."
     if df.empty:
         yield (note,) + skip[1:]
         return
@@ -124,7 +126,7 @@ def build(heavy: dict) -> None:
                     "from the clean run, and read how much of the clean answer comes back "
                     "(recovery = (m_patched − m_corrupt) / (m_clean − m_corrupt); 1: all of it). On Mamba, "
                     "patching `h` at a position carries the clean state forward through the recurrence. "
-                    "Stop keeps the layers already patched.")
+                    "Stop keeps the runs already patched.")
         with gr.Row():
             model_a = gr.Dropdown(models.choices(), value="mamba", allow_custom_value=True, label="Model A",
                                   elem_id="patching-model-a")
