@@ -324,9 +324,12 @@ def _patched_block(sweep: Patching, layer: int, terms: dict, entries, corrupt_fi
     """Block `layer`'s output at positions p.. [len(patches), T - p, d] with each patch of `h`
     (only the last position, [len(patches), 1, d], at the last layer: nothing reads more)."""
     handle, arch = sweep.handle, sweep.handle.arch
-    A, _ = arch.ssm_parameters(handle.module, layer)
-    delta, C, gate, diff = terms["delta"].float(), terms["C"].float(), terms["gate"], terms["diff"]
-    A_bar, _ = discretise(delta, A.to(delta.device), C)  # Ā as the model's scan computed it (B̄ unused)
+    C, gate, diff = terms["C"].float(), terms["gate"], terms["diff"]
+    if "A_bar" not in terms:  # once per layer, for every group of patches
+        A, _ = arch.ssm_parameters(handle.module, layer)
+        delta = terms["delta"].float()
+        terms["A_bar"] = discretise(delta, A.to(delta.device), C)[0]  # Ā as the model's scan computed it
+    A_bar = terms["A_bar"]
     e = diff.new_zeros(len(patches), *diff.shape[1:])
     for i, positions in enumerate(patches):
         e[i, list(positions)] = diff[0, list(positions)]
