@@ -10,8 +10,9 @@ from .patching import patch_sweep
 from .causal_trace import causal_trace
 from .hidden_attention import attention_map, head_pattern, hidden_attention
 from .knockout import knockout
+from .reproduce import reproduce
 
 __all__ = ["ALIASES", "Model", "ModelLoadError", "NonFiniteError", "load_model", "load_tokenizer",
            "compare", "Comparison", "Run", "Stopped", "Trajectory", "tokenizer_stats"]
-__all__ += ["noise_sweep", "phase_transition", "channel_sensitivity"]
+__all__ += ["noise_sweep", "phase_transition", "channel_sensitivity", "reproduce"]
 __all__ += ["patch_sweep", "causal_trace", "hidden_attention", "head_pattern", "attention_map", "knockout"]

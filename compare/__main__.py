@@ -9,6 +9,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["study"]:  # `python -m compare study SPEC --out DIR` (a prompt "study": `-- study`)
         from .study.cli import main as study_main
         return study_main(argv[1:])
+    if argv[:1] == ["reproduce"]:  # `python -m compare reproduce --out DIR` (a prompt "reproduce": `-- reproduce`)
+        from .reproduce.cli import main as reproduce_main
+        return reproduce_main(argv[1:])
     return compare_main(argv)
 
 

@@ -17,7 +17,7 @@ define_anyio_attributes()  # before the server imports anyio's typed attributes 
 import gradio as gr  # noqa: E402
 
 from . import (models, tab_compare, tab_datasets, tab_distributions, tab_noise, tab_patching, tab_patterns,  # noqa: E402
-               tab_tokenizers)
+               tab_report, tab_tokenizers)
 
 CONCURRENCY = 2
 """Events run at once outside the heavy group (tokenising, redrawing a plot, Stop)."""
@@ -61,4 +61,5 @@ def build_app(*, concurrency: int = CONCURRENCY, heavy_limit: int = HEAVY_LIMIT,
             tab_patching.build(heavy)
             tab_tokenizers.build(heavy)
             tab_datasets.build(heavy)
+            tab_report.build(heavy)
     return demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)

@@ -1,0 +1,112 @@
+"""`reproduce`: every experiment of the thesis (Mamba-130m vs GPT-2, 2024) in one call, beside what it claims.
+
+    reproduce("out/report")                         # the thesis's models (needs the Hub or its cache)
+    reproduce("out/r", models=("./mamba", "./gpt2"), quick=True)
+    python -m compare reproduce --out DIR [--mamba SRC] [--gpt2 SRC] [--quick] [--seed N] [--overwrite]
+
+Ten sections, in the thesis's order (one module per concept):
+    1–2  tokens      token IDs of its inputs; token ID vs length
+    3, 4, 8 logits   K distributions; trajectories; the rows of L (Result 2, Conclusion 5)
+    5    periodic    periodic ID inputs, three ways
+    6, 7, 9 sweeps   noise in h(t); flattened L with noise; channel ranking
+    10   deviations  errata checked on the tokenizers (`errata`), and every choice made
+Each section is a `report.Section`: a figure or more, a "thesis says / measured here" table whose
+numbers (`report.Number`) carry their definition and parameters, tidy frames. `writing` publishes
+the folder atomically; `render` draws the one-file HTML page.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..comparison import Stopped
+from ..loading import cached_model
+from ..model import Model
+from ..noise import check_callbacks
+from . import deviations, logits, periodic, sweeps, tokens, writing
+from .context import Context
+from .plan import FULL, QUICK
+from .report import Report
+
+__all__ = ["reproduce", "Stopped", "SECTIONS"]
+
+SECTIONS = (tokens.token_ids, tokens.id_vs_length, logits.k_distributions, logits.trajectories,
+            periodic.periodic, sweeps.noise, sweeps.flattened, logits.rows_of_l, sweeps.channels)
+STATEMENT = ("These numbers describe the weights that were run (named below) and nothing else: a conclusion "
+             "holds for other checkpoints, other prompts or other seeds only where they are run too.")
+LIBRARIES = ("mamba-gpt2-compare", "torch", "transformers", "nnsight", "numpy", "pandas", "scipy", "matplotlib",
+             "seaborn", "pyarrow")
+
+
+def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", "gpt2"), quick: bool = False,
+              seed: int = 0, progress=None, overwrite: bool = False, device=None, stop=None) -> Path:
+    """Run every experiment of the thesis on `models` and write the report folder `out`; returns its path.
+
+    models: two model sources (aliases, Hub ids, local directories) or loaded `Model` handles: the
+        Mamba role first (the thesis's subject and the reference of every comparison), then GPT-2's.
+    quick: small sweeps (`plan.QUICK`: few layers, levels and trials), for a check that the whole
+        report runs; the default runs `plan.FULL`. Both are stated in the report's header.
+    seed: every noise draw and bootstrap of the report. progress: called as progress(done, total)
+        after each section. stop: anything with ``is_set()`` (a `threading.Event`), checked between
+        steps; once set, `Stopped` is raised and nothing is written.
+    overwrite: replace `out` when it holds a previous report (never anything else, `compare.store`).
+    The folder appears complete or not at all: an error or a stop leaves `out` as it was.
+    """
+    if not isinstance(quick, bool):
+        raise TypeError(f"quick: must be True or False, got {quick!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
+    check_callbacks(progress, stop)
+    if isinstance(models, (str, os.PathLike, Model)) or not isinstance(models, Sequence) or len(models) != 2:
+        raise ValueError(f"models: must be two model sources or Model handles (the Mamba role, then the GPT-2 "
+                         f"role), got {models!r}")
+    writing.check(out, overwrite)  # a bad folder is refused before minutes of work
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    handles = [m if isinstance(m, Model) else cached_model(m, device=device) for m in models]
+    if handles[0].name == handles[1].name:
+        raise ValueError(f"models: both are named {handles[0].name!r}; the report keys results by model name")
+    plan = QUICK if quick else FULL
+    ctx = Context(handles[0], handles[1], plan, seed, stop)
+    total, sections = len(SECTIONS) + 2, []
+    for fn in SECTIONS:
+        ctx.check_stop()
+        sections.append(fn(ctx))
+        if progress is not None:
+            progress(len(sections), total)
+    sections.append(deviations.section(ctx, deviations.bump_positions(sections)))
+    ctx.check_stop()
+    header = _header(models, handles, plan, seed, started, time.perf_counter() - clock)
+    report = Report(header, sections, deviations.choices(ctx))
+    path = writing.write(report, out, overwrite=overwrite)
+    if progress is not None:
+        progress(total, total)
+    return path
+
+
+def _header(sources, handles: list[Model], plan, seed: int, started: datetime, seconds: float) -> dict:
+    roles = ("Mamba role", "GPT-2 role")
+    return {
+        "title": f"The thesis, reproduced: {handles[0].name} vs {handles[1].name}",
+        "statement": STATEMENT,
+        "run": {"started_utc": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
+                "python": platform.python_version(), "machine": platform.machine()},
+        "seed": seed,
+        "plan": {k: v for k, v in vars(plan).items()},
+        "models": [{"role": role, "source": f"loaded Model {src.name!r}" if isinstance(src, Model) else os.fspath(src), "name": h.name, "family": h.family,
+                    "layers": h.n_layers, "vocabulary": h.vocab_size, "lm_head_rows": h.module.lm_head.out_features,
+                    "dtype": str(h.dtype).replace("torch.", ""), "device": str(h.device)}
+                   for role, src, h in zip(roles, sources, handles)],
+        "versions": {lib: _version(lib) for lib in LIBRARIES},
+    }
+
+
+def _version(lib: str) -> str:
+    try:
+        return version(lib)
+    except PackageNotFoundError:
+        return "not installed"

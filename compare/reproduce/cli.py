@@ -1,0 +1,69 @@
+"""`python -m compare reproduce --out DIR`: the thesis's experiments, one report folder."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from .. import store
+from ..cli import error_line
+from ..comparison import Stopped
+from ..loading import ModelLoadError, cached_model
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m compare reproduce", description=(
+        "Rerun every experiment of the 2024 thesis (Mamba-130m vs GPT-2) on two models and write DIR/report.html "
+        "(one self-contained page), DIR/report.json (every number with its definition), figures and Parquet."))
+    p.add_argument("--out", required=True, metavar="DIR", help="the report folder (written atomically)")
+    p.add_argument("--mamba", default="mamba-130m", metavar="SRC",
+                   help="the model in the Mamba role: alias, Hub id or local directory (default: mamba-130m)")
+    p.add_argument("--gpt2", default="gpt2", metavar="SRC",
+                   help="the model in the GPT-2 role: alias, Hub id or local directory (default: gpt2)")
+    p.add_argument("--quick", action="store_true", help="small sweeps (few layers, levels, trials): a check that "
+                                                        "the report runs, not the thesis's sizes")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed of every noise draw and bootstrap (default: 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it holds a previous report "
+                                                            "(anything else is refused)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 written, 2 a user error (one `error:` line naming the argument)."""
+    from . import reproduce, writing  # the sections import the engine and matplotlib: only when running
+
+    args = parser().parse_args(argv)
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"reproduce: {done}/{total} steps, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+    try:
+        # the folder and the models are checked here, so that an error names the flag at fault
+        store.check(args.out, kind=writing.KIND, overwrite=args.overwrite, argument="--out")
+        for flag, source in (("--mamba", args.mamba), ("--gpt2", args.gpt2)):
+            try:
+                cached_model(source, device=args.device)  # the cache reproduce() reads the model from
+            except (ValueError, TypeError, ModelLoadError, OSError) as err:
+                raise type(err)(f"{flag}: {err}") from err
+        path = reproduce(args.out, models=(args.mamba, args.gpt2), quick=args.quick, seed=args.seed,
+                         progress=progress, overwrite=args.overwrite, device=args.device)
+    except (ValueError, TypeError, ModelLoadError, OSError, Stopped) as err:
+        print(error_line(err), file=sys.stderr)
+        return 2
+    print(f"wrote {path / 'report.html'} ({time.perf_counter() - start:.0f} s)")
+    return 0

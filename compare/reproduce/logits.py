@@ -1,0 +1,182 @@
+"""Sections 3, 4 and 8: K distributions (Figs. 12–14), trajectories (Figs. 15–17, Table 1),
+and the rows of L (Result 2, Conclusion 5), all from `compare` on the thesis's prompts."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from .. import figures, metrics, thesis_figures
+from ..comparison import OUTLIER_Z, Comparison
+from .context import Context
+from .plan import MARY, REPEATED, TABLE1_POSITIONS
+from .report import Section
+
+BUMP_TOKENS_LISTED = 15
+
+
+def k_distributions(ctx: Context) -> Section:
+    s = Section(3, "k_distributions", "K distributions per position", "Figs. 12–14, Results 3–4")
+    ioi, ioi_all = ctx.ioi("vocab"), ctx.ioi("all")
+    runs = ioi.runs
+    bump_rows, trend_rows, padding_rows, listed = [], [], [], []
+    for name, run in runs.items():
+        texts = ctx.vocab_texts(next(h for h in ctx.handles if h.name == name))
+        outliers = [metrics.tail_outliers(row, OUTLIER_Z) for row in run.k]
+        flat = [i for o in outliers for i in o]
+        blank = sum(1 for i in flat if not texts[i].strip())
+        bump_rows.append(s.add(f"bump_positions[{name}]", f"positions with a bump, {name}",
+                               int(run.k_stats["tail_bump"].sum()),
+                               "positions whose K row has at least BUMP_MIN_SIZE tokens beyond OUTLIER_Z robust σ "
+                               "(metrics.tail_bump)", z=OUTLIER_Z, min_size=metrics.BUMP_MIN_SIZE,
+                               positions=len(run.ids)))
+        bump_rows.append(s.add(f"bump_blank_share[{name}]", f"whitespace-only share of the tail, {name}",
+                               blank / len(flat) if flat else None,
+                               "of all tail tokens (every position), the fraction whose text is only spaces, "
+                               "tabs or newlines", z=OUTLIER_Z, n_tail_tokens=len(flat)))
+        for token, count in Counter(texts[i] for i in flat).most_common(BUMP_TOKENS_LISTED):
+            listed.append({"model": name, "token": figures.token_label(token), "positions in the tail": count})
+        for columns, comparison in (("vocab", ioi), ("all", ioi_all)):
+            trend = comparison.runs[name].variance_trend
+            for key in ("slope", "r"):
+                trend_rows.append(s.add(f"variance_{key}[{columns}|{name}]", f"{key}, {name}" +
+                                        (" (all columns)" if columns == "all" else ""), trend[key],
+                                        f"least-squares {key} of K's variance against position T "
+                                        "(metrics.variance_trend)", k_columns=columns))
+        K_vocab, K_all = run.k.astype(np.float64), ioi_all.runs[name].k.astype(np.float64)
+        factor = np.abs(K_all[:, 0] / K_vocab[:, 0] - 1) if K_vocab.shape[1] else np.array([np.nan])
+        padding_rows.append(s.add(f"k_all_vs_vocab_abs[{name}]", f"max |K_all − K_vocab|, {name}",
+                                  float(np.max(np.abs(K_all - K_vocab))),
+                                  "largest absolute difference of K between the mean over every LM-head row "
+                                  "(padding included) and over the real vocabulary", vocab_size=run.vocab_size))
+        padding_rows.append(s.add(f"k_all_vs_vocab_rel[{name}]", f"max relative difference, {name}",
+                                  float(np.max(factor)), "largest |K_all / K_vocab − 1| over positions (one factor "
+                                  "per row: the ratio of the two means)"))
+    s.row("Tail bump", "a bump of whitespace/newline tokens in Mamba's K (Figs. 12–13); none in GPT-2 (Fig. 14)",
+          bump_rows)
+    s.row("Variance of K against T", "grows with T in Mamba; constant in GPT-2", trend_rows)
+    s.row("K over all 50,280 columns (as the thesis) vs the real vocabulary (this package's default)",
+          "the thesis divides by the mean over every column (eq. 6)", padding_rows)
+    tokens = {n: r.tokens for n, r in runs.items()}
+    s.figure("ridgelines", figures.k_distributions({n: r.k for n, r in runs.items()}, tokens),
+             "Histogram of K per position (log counts), K over the real vocabulary.")
+    stats = pd.concat([r.k_stats.assign(model=n) for n, r in runs.items()], ignore_index=True)
+    s.figure("variance", thesis_figures.variance_trend(stats, {n: r.variance_trend for n, r in runs.items()}),
+             "Variance of K per position with its least-squares line.")
+    s.frames["k_stats"] = stats.drop(columns=["outliers"]).assign(
+        outliers=[list(o) for o in stats["outliers"]])
+    s.frames["k_stats_all_columns"] = pd.concat([r.k_stats.drop(columns=["outliers"]).assign(model=n)
+                                                 for n, r in ioi_all.runs.items()], ignore_index=True)
+    s.table("tail_tokens", pd.DataFrame(listed, columns=["model", "token", "positions in the tail"]),
+            f"the {BUMP_TOKENS_LISTED} tokens most often in the tail of K (beyond {OUTLIER_Z} robust σ), with the "
+            "number of positions where they are")
+    return s
+
+
+def paired_position(comparison: Comparison, name: str, t: int) -> int | None:
+    """The position of model `name` paired with the first model's position t (None: no pair)."""
+    first = next(iter(comparison.runs))
+    if name == first:
+        return t if t < len(comparison.runs[name].ids) else None
+    hit = comparison.cross[(comparison.cross["other"] == name) & (comparison.cross["position"] == t)]
+    return None if hit.empty else int(hit["other_position"].iloc[0])
+
+
+def trajectories(ctx: Context) -> Section:
+    s = Section(4, "trajectories", "Trajectories of a tracked token", "Figs. 15–17, Table 1")
+    ioi, rep = ctx.ioi(), ctx.repeated()
+    p_rows, diff = [], []
+    for name, run in ioi.runs.items():
+        tr = run.tracked[MARY]
+        for t in TABLE1_POSITIONS:
+            u = paired_position(ioi, name, t)
+            p = None if u is None else float(tr.P[u])
+            rank = None if u is None else int((run.probs[u] > run.probs[u, tr.id]).sum() + 1)
+            p_rows.append(s.add(f"p_mary[{name}|T={t}]", f"P at T = {t}, {name}", p,
+                                f"P({MARY!r}) after reading up to the first model's position T (0-based)",
+                                position=t, paired_position=u))
+            p_rows.append(s.add(f"rank_mary[{name}|T={t}]", f"rank at T = {t}, {name}", rank,
+                                f"rank of {MARY!r} among all tokens by P at that position (1 = the prediction)",
+                                position=t))
+    names = list(ioi.runs)
+    at2 = [paired_position(ioi, n, 2) for n in names]
+    if None not in at2:
+        diff.append(s.add("p_mary_diff_T2", "|ΔP| at T = 2",
+                          abs(float(ioi.runs[names[0]].tracked[MARY].P[at2[0]] - ioi.runs[names[1]].tracked[MARY].P[at2[1]])),
+                          f"absolute difference between the two models' P({MARY!r}) at T = 2", position=2))
+    s.row(f"P({MARY!r}) in the IOI prompt", f"high at T ∈ {set(TABLE1_POSITIONS)} in both models", p_rows)
+    s.row("the models at T = 2", "their P differ at T = 2", diff)
+    rise = []
+    for name, run in rep.runs.items():
+        P = next(iter(run.tracked.values())).P
+        peak = int(np.argmax(P))
+        half = np.flatnonzero(P >= 0.5 * P.max())
+        rise.append(s.add(f"p123_peak_position[{name}]", f"peak T, {name}", peak,
+                          f"position of the largest P({REPEATED!r}) in the repeated prompt"))
+        rise.append(s.add(f"p123_half_position[{name}]", f"first T at half the peak, {name}", int(half[0]),
+                          f"first position where P({REPEATED!r}) reaches half its largest value (how fast it rises)"))
+        rise.append(s.add(f"p123_peak[{name}]", f"peak P, {name}", float(P.max()), f"largest P({REPEATED!r})"))
+    s.row(f"P({REPEATED!r}) in the repeated prompt", "rises until T ≈ 10, then falls; GPT-2's rises faster", rise)
+    for comparison, stem, label in ((ioi, "ioi", MARY), (rep, "repeated", REPEATED)):
+        K = {n: r.k for n, r in comparison.runs.items()}
+        P = {n: r.probs for n, r in comparison.runs.items()}
+        tracked = {n: next(iter(r.tracked.values())).id for n, r in comparison.runs.items()}
+        s.figure(stem, thesis_figures.vocabulary_trajectories(K, P, tracked, {n: r.tokens for n, r in comparison.runs.items()},
+                                                               label=label),
+                 f"K and P of every vocabulary entry over the positions, {label!r} in red "
+                 f"({'the IOI prompt' if stem == 'ioi' else 'the repeated prompt'}).")
+        s.frames[f"tracked_{stem}"] = comparison.tracked_frame()
+    return s
+
+
+def rows_of_l(ctx: Context) -> Section:
+    s = Section(8, "rows_of_l", "Within a row of L, and between rows", "Result 2, Conclusion 2, Conclusion 5")
+    ioi = ctx.ioi()
+    frame = ioi.to_frame()[["model", "position", "token", "r_id_L", "r_logid_L", "L_mean", "L_std"]]
+    r_rows = []
+    for name, g in frame.groupby("model", sort=False):
+        for column, what in (("r_id_L", "the token ID"), ("r_logid_L", "log(1 + ID)")):
+            r_rows.append(s.add(f"median_{column}[{name}]", f"median {column}, {name}", float(g[column].median()),
+                                f"median over positions of the Pearson r between {what} and L within the row "
+                                "(metrics.id_logit_correlation)", positions=len(g)))
+            r_rows.append(s.add(f"negative_{column}[{name}]", f"share of rows with {column} < 0, {name}",
+                                float((g[column] < 0).mean()), f"fraction of positions whose {column} is negative"))
+    s.row("Logit against token ID within a row", "negative: lower IDs get higher logits, in both models", r_rows)
+    cross = ioi.cross
+    c5 = [s.add("mean_d_L", "mean d_L", float(cross["d_L"].mean()),
+                "mean over paired positions of the RMS distance between the two models' rows of L over the "
+                "tokens both vocabularies share (metrics.row_distance)", pairs=len(cross)),
+          s.add("mean_d_L_positions", f"mean d_L_positions, {cross['model'].iloc[0]}",
+                float(cross["d_L_positions"].mean()), "mean over paired positions of each row's mean RMS distance "
+                "to the model's own rows at the other paired positions (metrics.position_distance)"),
+          s.add("mean_other_d_L_positions", f"mean d_L_positions, {cross['other'].iloc[0]}",
+                float(cross["other_d_L_positions"].mean()), "as mean_d_L_positions, for the second model"),
+          s.add("share_between_models_smaller", "share of pairs with d_L < both d_L_positions",
+                float(((cross["d_L"] < cross["d_L_positions"]) & (cross["d_L"] < cross["other_d_L_positions"])).mean()),
+                "fraction of paired positions where the rows differ less between the models than between positions")]
+    s.row("Rows of L between the models vs between positions (across models)",
+          "rows differ much less between the two models than between positions", c5,
+          verdict=_c5_verdict(cross))
+    literal = []
+    for name, g in frame.groupby("model", sort=False):
+        literal.append(s.add(f"mean_L_std[{name}]", f"mean L_std, {name}", float(g["L_std"].mean()),
+                             "mean over positions of the standard deviation of L within the row"))
+        literal.append(s.add(f"std_L_mean[{name}]", f"spread of L_mean, {name}", float(g["L_mean"].std(ddof=0)),
+                             "standard deviation over positions of the row means of L"))
+    s.row("Read literally: values within a row vs between rows", "(Conclusion 5, as the blocks of Figs. 24–25 show it)",
+          literal)
+    s.figure("id_logit", thesis_figures.id_logit_correlation(frame),
+             "Pearson r between token ID (left) or log(1 + ID) (right) and L within each row.")
+    s.figure("distances", thesis_figures.row_distances(cross),
+             "Per paired position: distance between the models' rows (d_L) and from each row to the "
+             "model's own other rows (d_L_positions).")
+    s.frames["rows"] = frame
+    s.frames["cross"] = cross
+    return s
+
+
+def _c5_verdict(cross: pd.DataFrame) -> str:
+    smaller = (cross["d_L"] < cross["d_L_positions"]) & (cross["d_L"] < cross["other_d_L_positions"])
+    return ("holds at every paired position" if smaller.all() else
+            "holds at no paired position" if not smaller.any() else "holds at some paired positions only")

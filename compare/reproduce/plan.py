@@ -1,0 +1,71 @@
+"""The thesis's inputs, and the sizes of the report's sweeps (full and `--quick`).
+
+The inputs are the thesis's own (eq. 1/8, eq. 9, Figs. 9 and 18–21); where it leaves something
+unstated, the value chosen here is listed in the report's choices (`errata.choices`) with why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IOI = "When Mary and John went to the store, John gave a drink to"
+MARY = " Mary"
+IOI_NEOX_IDS = (3039, 6393, 285, 2516, 2427, 281, 253, 4657, 13, 2516, 3534, 247, 5484, 281)  # eq. 8
+REPEATED = "123"
+REPEATED_ID_NEOX = 10683  # eq. 9: "123" in GPT-NeoX
+REPEATED_COUNT = 14  # eq. 9 lists 14 × 10683 (Table 1 reads T up to 13)
+PRINTED_REPEATS = 16  # eq. 9 prints "123" 16 times (48 characters)
+# Fig. 9's translation; the thesis's extraction writes "éjo" (an OCR slip for "ėjo")
+LITHUANIAN = "Kai Marija ir Jonas ėjo į parduotuvę, Jonas davė atsigerti"
+FIG9_COUNTS = {"english": 14, "lithuanian": 26}
+CYCLES = ((42, 69), (4200, 6660))  # Figs. 18–21, GPT-NeoX IDs
+TABLE1_POSITIONS = (2, 8, 10, 13)  # Table 1: P(" Mary") high at these T
+THESIS_R = 0.77  # Result 1
+THESIS_CRITICAL = 0.45  # Fig. 22
+FLATTENED_LAYERS = (2, 22)  # Fig. 24, of Mamba-130m's 24 layers
+THESIS_LAYERS = 24
+# The component noised per model family: h(t) on Mamba as in the thesis; the residual stream elsewhere
+NOISE_COMPONENT = {"mamba": "h"}
+OTHER_COMPONENT = "resid_post"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one report. `FULL` is what `reproduce()` runs, `QUICK` what `quick=True` runs."""
+
+    name: str
+    periodic_length: int  # tokens of each periodic prompt
+    noise_levels: int  # levels evenly in [0, 1] (the thesis's range)
+    noise_trials: int
+    noise_layers: int | None  # layers swept, evenly spread (None: all)
+    n_boot: int  # bootstrap resamples of each critical level
+    flattened_level: float  # absolute noise level of Figs. 24–25's noisy runs
+    channel_trials: int
+    channel_level: float  # relative scale
+    hit_curve_panels: int  # layers shown as hit curves
+
+
+# Sized to fit 10 min on 2 CPU cores at the real shapes (benchmarks/bench_reproduce.py): fresh draws make
+# one trial per level enough for an interval (compare.noise), and the channel ranking (every channel of
+# Mamba-130m's h, rerun from an early layer) costs as much as all the sweeps together.
+FULL = Plan("full", periodic_length=64, noise_levels=21, noise_trials=1, noise_layers=None, n_boot=200,
+            flattened_level=1.0, channel_trials=1, channel_level=1.0, hit_curve_panels=6)
+QUICK = Plan("quick", periodic_length=16, noise_levels=5, noise_trials=2, noise_layers=2, n_boot=50,
+             flattened_level=1.0, channel_trials=1, channel_level=1.0, hit_curve_panels=2)
+
+
+def component(family: str) -> str:
+    return NOISE_COMPONENT.get(family, OTHER_COMPONENT)
+
+
+def scaled_layer(layer: int, n_layers: int) -> int:
+    """The layer at the same relative depth as `layer` of Mamba-130m's 24 (layer 22 of 24 → 11 of 12)."""
+    return min(n_layers - 1, max(0, round(layer * (n_layers - 1) / (THESIS_LAYERS - 1))))
+
+
+def spread(n_layers: int, k: int | None) -> list[int]:
+    """`k` layers evenly over 0..n_layers − 1, first and last included (all when k is None)."""
+    if k is None or k >= n_layers:
+        return list(range(n_layers))
+    if k == 1:
+        return [0]
+    return sorted({round(i * (n_layers - 1) / (k - 1)) for i in range(k)})

@@ -1,0 +1,306 @@
+"""`compare.reproduce` / `python -m compare reproduce`: the report's files, its numbers against independent
+computations, a self-contained page that escapes token text, atomic writes, the CLI, the errata checks."""
+from __future__ import annotations
+
+import html
+import json
+import re
+import sys
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from compare import Stopped, load_model, load_tokenizer, noise
+from compare.__main__ import main
+from compare.reproduce import SECTIONS, errata, render, reproduce
+from compare.reproduce.plan import IOI, MARY, QUICK
+from compare.reproduce.report import Number, Report, Section
+from compare.reproduce.sweeps import noisy_rows
+from conftest import shared_tokenizer, tiny_tokenizer
+
+# the package, not the function `compare.reproduce` that `compare` exports under the same name
+package = sys.modules["compare.reproduce"]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_dirs, tmp_path_factory):
+    """One quick report on the tiny models, loaded from their folders through the public loader."""
+    dirs, _ = tiny_dirs
+    out = tmp_path_factory.mktemp("reproduce") / "report"
+    seen = []
+    path = reproduce(out, models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu",
+                     progress=lambda done, total: seen.append((done, total)))
+    data = json.loads((path / "report.json").read_text(encoding="utf-8"))
+    numbers = {(s["key"], n["key"]): n for s in data["sections"] for n in s["numbers"]}
+    return {"path": path, "json": data, "numbers": numbers, "progress": seen, "dirs": dirs,
+            "html": (path / "report.html").read_text(encoding="utf-8")}
+
+
+def value(report, section, key):
+    return report["numbers"][(section, key)]["value"]
+
+
+@pytest.fixture(scope="module")
+def models(report):
+    return {name: load_model(report["dirs"][name], device="cpu") for name in ("mamba", "gpt2")}
+
+
+# --- files --------------------------------------------------------------------------------------
+
+def test_writes_the_page_the_numbers_the_figures_and_the_frames(report):
+    path, data = report["path"], report["json"]
+    assert (path / "report.html").is_file() and (path / "report.json").is_file()
+    assert [s["number"] for s in data["sections"]] == list(range(1, 11))
+    for s in data["sections"]:
+        for relative in s["figures"] + s["frames"]:
+            assert (path / relative).is_file(), relative
+    assert len(list((path / "figures").glob("*.png"))) >= 9
+    assert pd.read_parquet(path / "data" / "noise_sweeps.parquet")["hit"].dtype == bool
+
+
+def test_progress_counts_every_step_to_the_end(report):
+    done = [d for d, _ in report["progress"]]
+    assert done == sorted(done) and report["progress"][-1][0] == report["progress"][-1][1]
+
+
+def test_every_number_has_a_definition_and_every_row_names_known_numbers(report):
+    for s in report["json"]["sections"]:
+        keys = {n["key"] for n in s["numbers"]}
+        assert all(n["definition"] for n in s["numbers"]), s["key"]
+        for row in s["rows"]:
+            assert set(row["measured"]) <= keys and row["thesis"]
+
+
+def test_header_names_sources_versions_seed_dtype_and_the_weights_caveat(report):
+    header, dirs = report["json"]["header"], report["dirs"]
+    assert [m["source"] for m in header["models"]] == [str(dirs["mamba"]), str(dirs["gpt2"])]
+    assert header["seed"] == 0 and header["plan"]["name"] == "quick"
+    assert {m["dtype"] for m in header["models"]} == {"float32"}
+    assert {"mamba-gpt2-compare", "torch", "transformers"} <= set(header["versions"])
+    assert "weights that were run" in report["html"] and str(dirs["mamba"]) in report["html"]
+
+
+# --- numbers against independent computations ----------------------------------------------------
+
+def test_token_count_is_the_tokenizers_own(report):
+    tok = load_tokenizer(report["dirs"]["gpt2"])
+    assert value(report, "token_ids", "n_tokens[IOI sentence|gpt2]") == len(tok.encode(IOI, add_special_tokens=False))
+
+
+def test_vocabulary_length_correlation_matches_numpy(report):
+    tok = load_tokenizer(report["dirs"]["mamba"])
+    ids = np.arange(len(tok))
+    lengths = [len(tok.decode([i], clean_up_tokenization_spaces=False)) for i in ids]
+    expected = np.corrcoef(np.log1p(ids), lengths)[0, 1]
+    assert value(report, "id_vs_length", "r_logid_len[vocabulary|mamba]") == pytest.approx(expected, abs=1e-9)
+
+
+def test_logit_id_correlation_and_p_of_mary_match_a_plain_forward(report, models):
+    handle = models["mamba"]
+    L = handle.logits(handle.encode(IOI))[0].double().numpy()
+    r = [np.corrcoef(np.arange(L.shape[1]), row)[0, 1] for row in L]
+    assert value(report, "rows_of_l", "median_r_id_L[mamba]") == pytest.approx(np.median(r), abs=1e-6)
+    P = np.exp(L - L.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    mary = handle.single_token(MARY)
+    assert value(report, "trajectories", "p_mary[mamba|T=2]") == pytest.approx(P[2, mary], rel=1e-5)
+
+
+def test_variance_slope_matches_a_numpy_fit_of_k(report, models):
+    handle = models["gpt2"]
+    L = handle.logits(handle.encode(IOI))[0].double().numpy()
+    K = L / np.abs(L.mean(1, keepdims=True))
+    slope = np.polyfit(np.arange(len(K)), K.var(1), 1)[0]
+    assert value(report, "k_distributions", "variance_slope[vocab|gpt2]") == pytest.approx(slope, rel=1e-4)
+
+
+def test_layer_trend_is_scipys_spearman_of_the_saved_sweep(report):
+    sweeps = pd.read_parquet(report["path"] / "data" / "noise_sweeps.parquet")
+    main = sweeps[(sweeps["model"] == "mamba") & (sweeps["distribution"] == "gaussian") & (sweeps["scale"] == "absolute")]
+    rate = main.groupby("layer")["hit"].mean()
+    expected = stats.spearmanr(rate.index, rate.to_numpy()).statistic
+    got = value(report, "noise", "spearman_layer_hit[mamba]")
+    assert (np.isnan(expected) and got == "nan") or got == pytest.approx(expected)
+
+
+def test_lock_in_matches_the_argmax_of_a_plain_forward(report, models):
+    handle = models["mamba"]
+    ids = ([42, 69 % handle.vocab_size] * QUICK.periodic_length)[: QUICK.periodic_length]
+    predicted = handle.logits(ids)[0].argmax(-1).numpy()
+    expected = ids[1:] + [ids[-2]]
+    wrong = np.flatnonzero(predicted != np.array(expected))
+    lock = 0 if not len(wrong) else None if wrong[-1] == len(ids) - 1 else int(wrong[-1]) + 1
+    assert value(report, "periodic", "lock_in[(42, 69)|mamba]") == lock
+
+
+def test_noisy_rows_by_trace_equal_the_sweep_engines_ray(models):
+    handle = models["mamba"]
+    rows = noisy_rows(handle, handle.encode(IOI), "h", 1, 0.7, 3)
+    engine = noise.noisy_logits(IOI, model=handle, target=MARY, component="h", layers=[1], level=0.7, seed=3,
+                                draws="ray")
+    np.testing.assert_allclose(rows[-1], engine[engine["run"] == "noisy"]["logit"].to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+def test_page_has_no_external_reference(report):
+    page = report["html"]
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", page)
+    assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page
+    assert page.count('src="data:image/png;base64,') == sum(len(s["figures"]) for s in report["json"]["sections"])
+
+
+def test_page_escapes_the_tiny_vocabularys_special_tokens(report):
+    assert "&lt;unk&gt;" in report["html"] and "<unk>" not in report["html"]
+
+
+def test_render_escapes_hostile_token_text():
+    hostile = ["<script>alert(1)</script>", "a & b", "$x^2$", "🐍", "日本語", '" onload="x']
+    s = Section(1, "t", "<b>title</b>", "Fig. <1>")
+    numbers = [s.add(f"n{i}", text, text, "d") for i, text in enumerate(hostile)]
+    s.row("<i>what</i>", "<u>thesis</u>", numbers)
+    s.table("tokens", pd.DataFrame({"token": hostile}), "d")
+    s.notes.append("<hr>")
+    header = {"title": "<t>", "statement": "<s>", "run": {}, "seed": 0, "plan": {}, "models": [], "versions": {}}
+    page = render.page(Report(header, [s], []), {})
+    for text in hostile + ["<b>title</b>", "<i>what</i>", "<hr>"]:
+        assert html.escape(text) in page
+    assert "<script>" not in page and "<b>title" not in page and "<hr>" not in page
+    assert '" onload="x' not in page
+
+
+# --- atomic -----------------------------------------------------------------------------------
+
+def _leftovers(folder):
+    return [p.name for p in folder.iterdir()]
+
+
+def test_an_error_mid_run_leaves_no_folder(tiny_dirs, tmp_path, monkeypatch):
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(package, "SECTIONS", SECTIONS[:2] + (broken,))
+    dirs, _ = tiny_dirs
+    with pytest.raises(RuntimeError, match="boom"):
+        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu")
+    assert _leftovers(tmp_path) == []
+
+
+def test_an_error_while_writing_leaves_no_folder_and_no_staging(tiny_dirs, tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(package, "SECTIONS", SECTIONS[:1])
+    monkeypatch.setattr(render, "page", broken)
+    dirs, _ = tiny_dirs
+    with pytest.raises(RuntimeError, match="disk full"):
+        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu")
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_stop_raises_and_writes_nothing(tiny_dirs, tmp_path):
+    dirs, _ = tiny_dirs
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, stop=stop)
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_foreign_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="out: .* already exists"):
+        reproduce(tmp_path / "r", models=("/nowhere/a", "/nowhere/b"), overwrite=False)
+    with pytest.raises(FileExistsError, match="not a result of this package"):
+        reproduce(tmp_path / "r", models=("/nowhere/a", "/nowhere/b"), overwrite=True)
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kw, needle", [({"seed": -1}, "seed: must be an integer"), ({"quick": "yes"}, "quick:"),
+                                        ({"models": ("a",)}, "models: must be two"), ({"progress": 3}, "progress:")])
+def test_bad_arguments_name_the_argument(tmp_path, kw, needle):
+    with pytest.raises((TypeError, ValueError), match=needle):
+        reproduce(tmp_path / "r", **kw)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, needle", [([], "--out"), (["--out", "x", "--seed", "-2"], "--seed"),
+                                          (["--out", "x", "--seed", "one"], "--seed"),
+                                          (["--out", "x", "--bogus"], "--bogus")])
+def test_cli_bad_arguments_exit_2_naming_the_argument(capsys, args, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", *args])
+    assert exit_info.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_cli_an_unloadable_model_exits_2_naming_the_flag(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--mamba", str(tmp_path / "none"), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --mamba:") and not (tmp_path / "r").exists()
+
+
+def test_cli_writes_a_quick_report(tiny_dirs, tmp_path, capsys):
+    dirs, _ = tiny_dirs
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--mamba", str(dirs["mamba"]), "--gpt2", str(dirs["gpt2"]),
+                 "--quick", "--seed", "3", "--device", "cpu", "--quiet"]) == 0
+    assert "report.html" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["header"]["seed"] == 3
+
+
+# --- errata -----------------------------------------------------------------------------------
+
+def test_errata_are_not_applicable_on_other_tokenizers(report):
+    statuses = {n["key"]: n["value"] for n in report["json"]["sections"][9]["numbers"] if n["key"].startswith("status")}
+    assert statuses == {"status[fig10_mary_ids]": errata.NOT_APPLICABLE, "status[fig19_caption]": errata.NOT_APPLICABLE,
+                        "status[eq9_token_count]": errata.NOT_APPLICABLE, "status[eq6_divisor]": errata.NOT_APPLICABLE,
+                        "status[fig12_caption]": errata.CONFIRMED}
+    why = next(n for n in report["json"]["sections"][9]["numbers"] if n["key"] == "found[eq9_token_count]")
+    assert "not GPT-NeoX-20B" in why["value"]
+
+
+def test_each_check_fails_when_fed_a_wrong_fact_on_a_hand_made_tokenizer():
+    tok = tiny_tokenizer()
+    mary = tok.encode(MARY, add_special_tokens=False)[0]
+    assert errata.mary_ids(tok, tok, caption={"gpt2": mary, "gpt-neox-20b": mary}).status == errata.CORRECT
+    assert errata.mary_ids(tok, tok, caption={"gpt2": mary + 1, "gpt-neox-20b": mary}).status == errata.CONFIRMED
+    n = len(tok.encode("123" * 16, add_special_tokens=False))
+    assert errata.repeated_count(tok, claimed=n).status == errata.CORRECT
+    assert errata.repeated_count(tok, claimed=n + 1).status == errata.CONFIRMED
+    words = {3: tok.decode([3]), 4: tok.decode([4])}
+    assert errata.fig19_caption(tok, caption=words, text={}).status == errata.CORRECT
+    assert errata.fig19_caption(tok, caption={3: words[3] + "x"}, text={}).status == errata.CONFIRMED
+    assert errata.eq6_divisor(100, max_id=99, divisor=100).status == errata.CORRECT
+    assert errata.eq6_divisor(100, max_id=99).status == errata.CONFIRMED  # off by one
+    assert errata.eq6_divisor(97, max_id=99, divisor=100).status == errata.CONFIRMED  # padded columns
+    assert errata.fig12_caption("Mamba", "Mamba").status == errata.CORRECT
+
+
+def test_errata_on_the_real_tokenizers():
+    neox, gpt2 = shared_tokenizer("gpt-neox-20b"), shared_tokenizer("gpt2")
+    assert (errata.recognise(neox), errata.recognise(gpt2)) == ("gpt-neox-20b", "gpt2")
+    mary = errata.mary_ids(neox, gpt2)
+    assert mary.status == errata.CONFIRMED and mary.found["swapped"]
+    assert mary.found["encoded"] == {"gpt2": [5335], "gpt-neox-20b": [6393]}
+    fig19 = errata.fig19_caption(neox)
+    assert fig19.status == errata.CONFIRMED
+    assert fig19.found["decoded"] == {4200: " Mon", 6660: "]),", 582: "),"}
+    count = errata.repeated_count(neox)
+    assert count.status == errata.CONFIRMED and count.found["tokens"] == 16 and count.found["distinct_ids"] == [10683]
+    eq6 = errata.eq6_divisor(len(neox))
+    assert eq6.status == errata.CONFIRMED
+    assert (eq6.found["columns_summed"], eq6.found["divisor"], eq6.found["padding_columns"]) == (50280, 50279, 3)
+    # fed the right facts, the same checks say the thesis is correct
+    assert errata.mary_ids(neox, gpt2, caption={"gpt2": 5335, "gpt-neox-20b": 6393}).status == errata.CORRECT
+    assert errata.fig19_caption(neox, caption={4200: " Mon", 6660: "]),"}).status == errata.CORRECT
+    assert errata.repeated_count(neox, claimed=16).status == errata.CORRECT
+
+
+def test_a_number_value_is_written_as_standard_json():
+    n = Number("k", "label", float("nan"), "d", {"x": np.float32(1.5)})
+    assert json.loads(json.dumps(n.to_json())) == {"key": "k", "label": "label", "value": "nan", "definition": "d",
+                                                   "parameters": {"x": 1.5}}
