@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from compare import compare, figures
+from compare.comparison import K_COLUMNS
 from compare.pairing import VARIANTS
 
 from . import downloads, examples, jobs, limits, models
@@ -107,10 +108,11 @@ def results(comparison, k_axis: str | None = "auto"):
 
 @limits.shown_to_user
 def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: list[str] | None = None,
-        progress=gr.Progress()):
+        k_columns: str = "vocab", progress=gr.Progress()):
     """Stream: nothing while the models run (Stop stops them), then the outputs and the Comparison.
 
     chosen: the models' names (`models.chosen`); None or empty: the configured pair.
+    k_columns: K's row mean over the real vocabulary ("vocab") or every LM-head row ("all", the thesis's).
     """
     progress(0.0, desc="loading models")
     prompt = check(prompt, variant)
@@ -118,7 +120,7 @@ def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: lis
     progress(0.2, desc="running the models")
     comparison = yield from jobs.run(
         lambda progress, stop: compare(prompt, handles, variant=variant, track=tracked_tokens(track),
-                                       progress=False, stop=stop),
+                                       progress=False, stop=stop, k_columns=k_columns),
         tick=jobs.skips(N_OUTPUTS))
     progress(0.7, desc="tables and figures")
     yield *results(comparison, k_axis), comparison
@@ -155,6 +157,9 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
                                    placeholder=" Mary| John", elem_id="cmp-track")
                 k_axis = gr.Radio(list(K_SCALES), value="auto", label="K axis", elem_id="cmp-k-axis",
                                   info="auto: symlog when K spans orders of magnitude")
+                k_columns = gr.Radio(list(K_COLUMNS), value="vocab", label="K columns", elem_id="cmp-k-columns",
+                                     info="K's row mean: the real vocabulary, or all LM-head rows (padding "
+                                          "included, as the thesis)")
         with gr.Row():
             button = gr.Button("Compare", variant="primary", elem_id="cmp-run")
             stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
@@ -168,7 +173,7 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
         outputs = [table, trajectories, cross, results_files, summary]
         examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=outputs, fn=run_example,
                         example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
-        event = button.click(run, inputs=[prompt, variant, track, k_axis, chosen], outputs=outputs + [comparison],
+        event = button.click(run, inputs=[prompt, variant, track, k_axis, chosen, k_columns], outputs=outputs + [comparison],
                              **heavy)
         k_axis.input(redraw, [comparison, k_axis], trajectories)
         # Cancelling closes the callback's generator, which sets the engine's stop (`jobs.run`).

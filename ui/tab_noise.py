@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from compare import families, noise_figures
-from compare.noise import DISTRIBUTIONS, SCALES, noise_sweep, prepare
+from compare.noise import DISTRIBUTIONS, DRAWS, SCALES, noise_sweep, prepare
 from compare.phase import phase_transition
 
 from . import downloads, jobs, limits, models, tab_channels
@@ -124,7 +124,7 @@ def files(df: pd.DataFrame, fits: pd.DataFrame, figures, stem: str = "noise_swee
 
 @limits.shown_to_user
 def run(model_name, prompt, target, component, layers, low, high, n_levels, trials, distribution, scale,
-        seed, request: gr.Request = None, progress=gr.Progress()):
+        seed, draws="fresh", request: gr.Request = None, progress=gr.Progress()):
     """Stream (note, curves, heatmap, critical levels, fits, files, plot-layer picker, result state).
 
     model_name: a configured model ("mamba", "gpt2") or any source (`models.load`).
@@ -139,7 +139,7 @@ def run(model_name, prompt, target, component, layers, low, high, n_levels, tria
     limits.check_sweep(len(chosen), n_levels, trials)
     levels = np.linspace(low, high, n_levels)
     sweep = dict(model=model, target=target, component=component, layers=chosen, levels=levels, trials=trials,
-                 distribution=distribution, scale=scale, seed=seed)
+                 distribution=distribution, scale=scale, seed=seed, draws=draws)
     clean = clean_reading(model, prepare(prompt, **sweep))  # also validates target and component
     note = clean_note(clean)
     if clean["predicted_id"] != clean["target_id"]:
@@ -207,6 +207,8 @@ def build(heavy: dict) -> None:
             distribution = gr.Radio(list(DISTRIBUTIONS), value="gaussian", label="Distribution")
             scale = gr.Radio(list(SCALES), value="relative", label="Scale")
             seed = gr.Number(0, label="Seed", precision=0)
+            draws = gr.Radio(list(DRAWS), value="fresh", label="Draws", elem_id="noise-draws",
+                             info="fresh: new noise per level and trial; ray: one ε per trial, scaled by the level")
         with gr.Row():
             button = gr.Button("Run sweep", variant="primary", elem_id="noise-run")
             stop = gr.Button("Stop", variant="stop", elem_id="noise-stop")
@@ -222,7 +224,7 @@ def build(heavy: dict) -> None:
         result = gr.State(None)
         model_name.input(pick_model, model_name, component)
         button.click(run, inputs=[model_name, prompt, target, component, layers, low, high, n_levels, trials,
-                                  distribution, scale, seed],
+                                  distribution, scale, seed, draws],
                      outputs=[note, curves, heatmap, critical, fits, results, plot_layers, result], **heavy)
         # Stop does not cancel the event: the sweep returns the layers it finished, and they are shown.
         stop.click(stop_sweep, None, None, concurrency_limit=None)
