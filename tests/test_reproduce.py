@@ -304,3 +304,34 @@ def test_a_number_value_is_written_as_standard_json():
     n = Number("k", "label", float("nan"), "d", {"x": np.float32(1.5)})
     assert json.loads(json.dumps(n.to_json())) == {"key": "k", "label": "label", "value": "nan", "definition": "d",
                                                    "parameters": {"x": 1.5}}
+
+
+# --- the figures the report adds -------------------------------------------------------------------
+
+def test_thesis_figures_draw_hostile_tokens_literally():
+    from compare import thesis_figures
+    from test_figures import HOSTILE, assert_literal, renders
+
+    rng = np.random.default_rng(0)
+    tokens = list(HOSTILE[:5])
+    K = {m: rng.normal(size=(5, 40)) for m in ("mamba", "gpt2")}
+    P = {m: rng.dirichlet(np.ones(40), size=5) for m in K}
+    fig = thesis_figures.vocabulary_trajectories(K, P, {m: 3 for m in K}, {m: tokens for m in K}, label="$")
+    assert renders(fig)
+    assert_literal(fig, ["'$' (ID 3)"])
+    table = pd.DataFrame({"id": [3, 7], "token": ["$x^2$", "🐍"], "length": [5, 1]})
+    fig = thesis_figures.id_length_scatter({"mamba": table}, {"mamba": table}, highlight="$x^2$")
+    assert renders(fig)
+    assert_literal(fig, ["'$x^2$' = 3"])
+
+
+def test_curve_density_counts_every_curve_once_per_column():
+    from matplotlib.figure import Figure
+
+    from compare.thesis_figures import curve_density
+
+    X = np.random.default_rng(1).normal(size=(4, 500))
+    ax = Figure().subplots()
+    curve_density(ax, X, samples=3, y_bins=50)
+    counts = np.nan_to_num(np.asarray(ax.collections[0].get_array(), dtype=float).reshape(50, -1))
+    assert counts.shape[1] == 3 * 3 + 1 and (counts.sum(axis=0) == 500).all()

@@ -58,7 +58,7 @@ class Context:
     def repeated(self) -> Comparison:
         """eq. 9's input: REPEATED_COUNT × the ID of "123" (fed as IDs), aligned to GPT-2, "123" tracked."""
         def run():
-            token = self.mamba.single_token(thesis.REPEATED, what="the repeated token")
+            token = self.mamba.encode(thesis.REPEATED)[0]  # one token in the thesis's tokenizers
             return compare([token] * thesis.REPEATED_COUNT, self.handles, variant="aligned", track=[token],
                            progress=False, stop=self.stop)
         return self.cached("repeated", run)

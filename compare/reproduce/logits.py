@@ -45,7 +45,8 @@ def k_distributions(ctx: Context) -> Section:
                                         f"least-squares {key} of K's variance against position T "
                                         "(metrics.variance_trend)", k_columns=columns))
         K_vocab, K_all = run.k.astype(np.float64), ioi_all.runs[name].k.astype(np.float64)
-        factor = np.abs(K_all[:, 0] / K_vocab[:, 0] - 1) if K_vocab.shape[1] else np.array([np.nan])
+        with np.errstate(divide="ignore", invalid="ignore"):  # a logit of exactly 0 gives 0/0 in its column only
+            factor = np.abs(np.nanmedian(K_all / K_vocab, axis=1) - 1)
         padding_rows.append(s.add(f"k_all_vs_vocab_abs[{name}]", f"max |K_all − K_vocab|, {name}",
                                   float(np.max(np.abs(K_all - K_vocab))),
                                   "largest absolute difference of K between the mean over every LM-head row "
