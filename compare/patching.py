@@ -61,14 +61,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import memory
 from .causal_inputs import handles_of, is_int, layer_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
 from .noise import check_callbacks
-from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
 from .mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
+from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
 from .scan import discretise, linear_scan
 
 METRICS = ("logit_diff", "logit", "prob", "logprob")

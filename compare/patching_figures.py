@@ -55,7 +55,7 @@ def attention_maps(maps) -> Figure:
 def _heatmaps(df: pd.DataFrame, value: str, tokens_of, title: str) -> Figure:
     models = list(dict.fromkeys(df["model"]))
     if not models:
-        raise ValueError(f"no rows to draw: the frame is empty")
+        raise ValueError("no rows to draw: the frame is empty")
     fig, (axes,) = panels(1, len(models), size=(5.2, 4))
     for ax, model in zip(axes, models):
         g = df[df["model"] == model]
