@@ -64,6 +64,7 @@ def main() -> None:
                 start = time.perf_counter()
                 result = fn(ctx)
                 timings.append((fn.__name__, time.perf_counter() - start))
+                print(f"  {fn.__name__:<16} {timings[-1][1]:7.1f} s  (loadavg {loadavg()})", flush=True)
                 return result
             return run
 
@@ -74,8 +75,6 @@ def main() -> None:
         package.reproduce(out, models=models, quick=args.quick, seed=0, overwrite=bool(args.keep))
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         print(f"loadavg after:  {loadavg()}")
-        for name, seconds in timings:
-            print(f"  {name:<16} {seconds:7.1f} s")
         print(f"  {'writing':<16} {wall - sum(s for _, s in timings):7.1f} s (figures rendered, files written)")
         plan = "quick" if args.quick else "full"
         print(f"{plan} report: wall {wall:.1f} s ({wall / 60:.1f} min), process CPU {cpu:.1f} s, "

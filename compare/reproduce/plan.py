@@ -41,16 +41,18 @@ class Plan:
     flattened_level: float  # absolute noise level of Figs. 24–25's noisy runs
     channel_trials: int
     channel_level: float  # relative scale
+    channel_layer: int  # of Mamba-130m's 24, at the same relative depth in other models (`scaled_layer`)
     hit_curve_panels: int  # layers shown as hit curves
 
 
 # Sized to fit 10 min on 2 CPU cores at the real shapes (benchmarks/bench_reproduce.py): fresh draws make
-# one trial per level enough for an interval (compare.noise), and the channel ranking (every channel of
-# Mamba-130m's h, rerun from an early layer) costs as much as all the sweeps together.
+# one trial per level enough for an interval (compare.noise); the channel ranking reruns every channel of
+# Mamba-130m's h (1,552 runs) from its layer on, so it runs at a late layer: from layer 2 it alone took
+# longer than the rest of the report.
 FULL = Plan("full", periodic_length=64, noise_levels=21, noise_trials=1, noise_layers=None, n_boot=200,
-            flattened_level=1.0, channel_trials=1, channel_level=1.0, hit_curve_panels=6)
+            flattened_level=1.0, channel_trials=1, channel_level=1.0, channel_layer=22, hit_curve_panels=6)
 QUICK = Plan("quick", periodic_length=16, noise_levels=5, noise_trials=2, noise_layers=2, n_boot=50,
-             flattened_level=1.0, channel_trials=1, channel_level=1.0, hit_curve_panels=2)
+             flattened_level=1.0, channel_trials=1, channel_level=1.0, channel_layer=22, hit_curve_panels=2)
 
 
 def component(family: str) -> str:

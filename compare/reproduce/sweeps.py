@@ -160,7 +160,7 @@ def channels(ctx: Context) -> Section:
     plan, rows, frames = ctx.plan, [], []
     for h in ctx.handles:
         ctx.check_stop()
-        comp, layer = component(h.family), scaled_layer(FLATTENED_LAYERS[0], h.n_layers)
+        comp, layer = component(h.family), scaled_layer(plan.channel_layer, h.n_layers)
         df = channel_sensitivity(IOI, model=h, target=MARY, component=comp, layer=layer, level=plan.channel_level,
                                  trials=plan.channel_trials, seed=ctx.seed, scale="relative", stop=ctx.stop)
         ctx.check_stop()
