@@ -113,8 +113,10 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
 
 def _ray_projection(block, value: torch.Tensor) -> torch.Tensor:
     """in_proj's matmul, without bias, on the clean output [1, T, d] or responses [K, T, d] after
-    the block's RMSNorm weight g: W(g ⊙ value), [*, T, 2 d_in]."""
-    return F.linear(value * block.norm.weight, block.mixer.in_proj.weight)
+    the block's RMSNorm weight g: W(g ⊙ value), [*, T, 2 d_in], in the weights' dtype (bf16 under
+    dtype="bfloat16", where the residual stream is fp32)."""
+    weight = block.mixer.in_proj.weight
+    return F.linear((value * block.norm.weight).to(weight.dtype), weight)
 
 
 def _mamba_block_on_rays(block, inputs, level, clean_proj, response_proj, last_only: bool) -> torch.Tensor:
