@@ -31,10 +31,10 @@ def feature_shape(handle, component: str) -> tuple[int, ...]:
 def channel_sensitivity(prompt, *, model, target, component, layer: int, level: float, trials: int = 8,
                         seed: int = 0, distribution: str = "gaussian", scale: str = "relative",
                         positions=None, max_bytes: int = DEFAULT_MAX_BYTES, progress=None,
-                        stop=None) -> pd.DataFrame:
+                        stop=None, dtype=None) -> pd.DataFrame:
     """Channels ranked by how often noise restricted to them flips the prediction; columns `COLUMNS`.
 
-    Arguments as in `noise.noise_sweep`, with one layer and one level. p_target and logit_diff
+    Arguments as in `noise.noise_sweep` (dtype too), with one layer and one level. p_target and logit_diff
     are means over trials; rank 1 is the most sensitive channel of its axis.
     progress: called as progress(runs_done, runs_total) after each block of READ_ROWS runs.
     stop: anything with ``is_set()``, checked before each block; once set, the channels whose
@@ -42,7 +42,7 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     """
     sweep = prepare(prompt, model=model, target=target, component=component, layers=one(layer, "layer"),
                     levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed)
+                    positions=positions, seed=seed, dtype=dtype)
     check_callbacks(progress, stop)
     handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])
     shape = feature_shape(handle, sweep.component)

@@ -54,7 +54,7 @@ import torch
 
 from . import memory, points
 from .loading import cached_model
-from .model import Model, NonFiniteError
+from .model import Model, NonFiniteError, parse_dtype
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
 
@@ -95,9 +95,10 @@ class Sweep:
 
 
 def prepare(prompt, *, model, target, component, layers=None, levels=None, trials=1,
-            distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh") -> Sweep:
+            distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh",
+            dtype=None) -> Sweep:
     """Check every argument before any compute; ValueError names the argument and the valid values."""
-    handle = _handle(model)
+    handle = _handle(model, dtype)
     ids = _prompt_ids(handle, prompt)
     T = ids.shape[1]
     component = _component(handle, component)
@@ -128,10 +129,12 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
 
 def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, trials=1,
                 distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh",
-                max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None) -> pd.DataFrame:
+                max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None, dtype=None) -> pd.DataFrame:
     """Layers × levels × trials of noise on `component`; one row per run, columns `COLUMNS`.
 
     prompt: text or token IDs [T]. model: a `Model` or a source for `compare.load_model`.
+    dtype: for a model given by source, the dtype it is loaded in ("float32" default, or
+    "bfloat16": `load_model`); a loaded `Model` keeps its own, and another dtype is refused.
     component: a per-layer hook point of the model; on Mamba, "h" feeds the noise into the
     recurrence (later positions see it) and "h_readout" only into y at the noised positions.
     target: a string that is exactly one token (" Mary") or a token ID. layers: default all.
@@ -155,7 +158,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     """
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed, draws=draws)
+                    positions=positions, seed=seed, draws=draws, dtype=dtype)
     check_callbacks(progress, stop)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     frames, done = [], []
@@ -179,7 +182,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
 
 def noisy_logits(prompt, *, model, target, component, layers, level: float, trial: int = 0,
                  distribution="gaussian", scale="absolute", positions=None, seed=0,
-                 draws="fresh") -> pd.DataFrame:
+                 draws="fresh", dtype=None) -> pd.DataFrame:
     """The flattened-L data: last-position logits over the vocabulary, clean and with noise.
 
     One noised run per layer: the ε that ``noise_sweep(..., levels=[level], trials=trial + 1,
@@ -190,7 +193,7 @@ def noisy_logits(prompt, *, model, target, component, layers, level: float, tria
         raise ValueError(f"trial must be an int >= 0, got {trial!r}")
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=one(level, "level"), trials=int(trial) + 1, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed, draws=draws)
+                    positions=positions, seed=seed, draws=draws, dtype=dtype)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     run = [sweep.runs[trial]]
     frames = []
@@ -284,11 +287,14 @@ def check_callbacks(progress, stop) -> None:
 
 # --- argument checks ---------------------------------------------------------------------------
 
-def _handle(model) -> Model:
+def _handle(model, dtype=None) -> Model:
     if isinstance(model, Model):
+        if dtype is not None and parse_dtype(dtype) != model.dtype:
+            raise ValueError(f"dtype={dtype!r}: model is already loaded, in {model.dtype}; dtype applies to a "
+                             "model given by source (or load it with load_model(..., dtype=...))")
         return model
     if isinstance(model, str):
-        return cached_model(model)
+        return cached_model(model, dtype=dtype)
     raise ValueError(f"model must be a loaded Model or a source string for compare.load_model, "
                      f"got {type(model).__name__}")
 
