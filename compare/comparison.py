@@ -57,7 +57,8 @@ class Stopped(Exception):
 
 def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",
             track=None, device=None, batch_size: int = 8, progress: bool = True,
-            tokenizer_stats: bool = False, keep_arrays: bool = True, stop=None, k_columns: str = "vocab"):
+            tokenizer_stats: bool = False, keep_arrays: bool = True, stop=None, k_columns: str = "vocab",
+            dtype=None):
     """Run `prompt` through every model and compare them; see the module docstring for variants.
 
     prompt: a string, a list of token IDs (first model's tokenizer), a `datasets_gen` suite row
@@ -79,6 +80,8 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         run batch by batch, so with False the memory of a suite does not grow with its arrays.
     stop: anything with ``is_set()`` (a `threading.Event`), checked before each batch; once set,
         `Stopped` is raised.
+    dtype: the dtype models given by source are loaded in ("float32" default, or "bfloat16":
+        `load_model`); loaded handles keep their own.
     k_columns: the columns K's row mean runs over: "vocab" (default), the tokenizer's real
         vocabulary, the only logits a model can emit; "all", every row of the LM head, padding
         included, as the thesis computed it (see the module docstring).
@@ -94,7 +97,7 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
     check_callbacks(None, stop)
-    handles = _load(models, device)
+    handles = _load(models, device, dtype)
     items, is_suite = _items(prompt)
     same = [same_tokenizer(handles[0].tokenizer, h.tokenizer) for h in handles]
     prepared = [prepare(item, handles, variant, track, same) for item in items]
@@ -131,7 +134,7 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     return results if is_suite else results[0]
 
 
-def _load(models, device) -> list[Model]:
+def _load(models, device, dtype=None) -> list[Model]:
     if isinstance(models, (str, os.PathLike, Model)) or not isinstance(models, Sequence) or not models:
         raise TypeError("models: must be a non-empty list/tuple of model sources (aliases, Hub ids, "
                         f"directories) or loaded Model handles, got {models!r}")
@@ -140,7 +143,7 @@ def _load(models, device) -> list[Model]:
         if isinstance(source, Model):
             handles.append(source)
             continue
-        handles.append(cached_model(source, device=device))
+        handles.append(cached_model(source, device=device, dtype=dtype))
     names = [h.name for h in handles]
     if len(set(names)) != len(names):
         raise ValueError(f"models: names must be distinct to key the results, got {names}")
