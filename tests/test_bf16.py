@@ -98,3 +98,53 @@ def test_bf16_on_a_cpu_without_bf16_hardware_warns_once(monkeypatch, flags, warn
     assert len(messages) == (1 if warns else 0)
     if warns:
         assert "slower than in float32" in messages[0] and "AMX-BF16" in messages[0]
+
+
+PROMPT = "When Mary and John went to the store , John gave a drink to"
+
+
+def test_a_sweep_by_source_loads_the_model_in_the_dtype(tiny_dirs, tiny):
+    """noise_sweep(model=<source>, dtype="bfloat16") loads (and caches) the model in bf16; the
+    batched engine (rays restarted through bf16 in_proj projections) gives the p_target of one
+    plain trace per run on that bf16 model (`noise_sweep_ref`), and the hits of the fp32 sweep."""
+    from compare import loading, noise_sweep
+    from compare.noise_ref import noise_sweep_ref
+
+    source = str(tiny_dirs[0]["mamba"])
+    kw = dict(target=" Mary", component="h", layers=[0, 1], levels=[0.0, 0.5, 1.0, 2.0, 4.0], trials=2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        half = noise_sweep(PROMPT, model=source, dtype="bfloat16", **kw)
+        handle = loading.cached_model(source, dtype="bfloat16")
+    assert handle.dtype == torch.bfloat16
+    ref = noise_sweep_ref(PROMPT, model=handle, **kw)
+    assert (half["p_target"] - ref["p_target"]).abs().max() <= MAX_DP
+    full = noise_sweep(PROMPT, model=tiny[0]["mamba"], **kw)
+    assert (half["hit"] == full["hit"]).mean() >= 0.9
+    assert (half["p_target"] - full["p_target"]).abs().max() <= MAX_DP
+
+
+def test_a_loaded_model_in_another_dtype_is_refused(tiny):
+    from compare import noise_sweep
+
+    with pytest.raises(ValueError, match="dtype='bfloat16': model is already loaded, in torch.float32"):
+        noise_sweep(PROMPT, model=tiny[0]["mamba"], dtype="bfloat16", target=" Mary", component="h", levels=[1.0])
+
+
+def test_compare_and_channels_by_source_in_bf16(tiny_dirs):
+    from compare import compare
+    from compare.channels import channel_sensitivity
+
+    dirs, refs = tiny_dirs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = compare(PROMPT, [str(dirs["mamba"]), str(dirs["gpt2"])], variant="native", dtype="bfloat16",
+                         progress=False)
+        channels = channel_sensitivity(PROMPT, model=str(dirs["mamba"]), dtype="bfloat16", target=" Mary",
+                                       component="h", layer=0, level=1.0, trials=2)
+    ids = torch.tensor([[2, 3, 4, 5, 6, 7, 8, 9, 10, 5, 11, 12, 13, 7]])  # PROMPT in the tiny vocabulary
+    for name, run in result.runs.items():
+        with torch.no_grad():
+            expected = refs[name](ids).logits[0, :, :64].double().numpy()
+        assert abs(run.logits - expected).max() <= LOGIT_REL * abs(expected).max()
+    assert len(channels) == 64 + 8  # every channel and every state index of h
