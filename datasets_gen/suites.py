@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compare.vocabularies import Vocab
+from datasets_gen.counterfactuals import IOI, counterfactuals
 from datasets_gen.tokenizers import TOKENIZER_FAMILIES
 
 CLASSIC_IOI = ("Mary", "John", "When {X} and {Y} went to the {place}, {S} gave a {object} to",
@@ -186,11 +187,9 @@ class NaturalConfig(_Suite):
             for name in self.names:
                 single_token(" " + name, vocab, f"natural.names ({model})")
 
-    def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
-        self.check()
-        self.check_names(vocabs)
-        source = vocabs[self.source]
-        prompts = []
+    def iois(self, rng: np.random.Generator) -> list[IOI]:
+        """Each prompt's choices (names, order, template, place, object), drawn from `rng`."""
+        iois = []
         for i in range(self.n):
             if i == 0:
                 io, s, template, place, obj = CLASSIC_IOI
@@ -202,11 +201,27 @@ class NaturalConfig(_Suite):
                 obj = self.objects[int(rng.integers(len(self.objects)))]
                 # Odd prompts ABBA (IO named first), even ones BABA: both orders, balanced.
                 first = io if i % 2 else s
-            second = s if first == io else io
-            text = template.format(X=first, Y=second, S=s, place=place, object=obj)
-            target = single_token(" " + io, source, "natural.names")
+            iois.append(IOI(io, s, first, template, place, obj))
+        return iois
+
+    def generate(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[Prompt]:
+        self.check()
+        self.check_names(vocabs)
+        source = vocabs[self.source]
+        prompts = []
+        for i, ioi in enumerate(self.iois(rng)):
+            text = ioi.text(ioi.s)
+            target = single_token(" " + ioi.io, source, "natural.names")
             prompts.append(self.prompt(i, source.encode(text), target, vocabs, text))
         return prompts
+
+    def counterfactuals(self, vocabs: dict[str, Vocab], rng: np.random.Generator) -> list[dict]:
+        """Patching pairs of the suite's prompts (`datasets_gen.counterfactuals`: the ABC corruption
+        and the name swap, answer and wrong answer, IDs per tokenizer); given a generator seeded as
+        `generate`'s was, the clean prompts are `generate`'s."""
+        self.check()
+        self.check_names(vocabs)
+        return counterfactuals(self.iois(rng), self.names, vocabs, rng)
 
 
 @dataclass(frozen=True)

@@ -78,3 +78,15 @@ def test_a_pair_patches_as_it_is(tiny):
                          answer=row["mamba_answer_id"], wrong=row["mamba_wrong_id"], component="resid_post",
                          positions=["all"], layers=[-1])
         assert df["recovery"].tolist() == [1.0]
+
+
+def test_the_natural_suite_gives_the_pairs_of_its_own_prompts(real_vocabs):
+    from datasets_gen.suites import NaturalConfig
+
+    suite = NaturalConfig(n=6)
+    prompts = suite.generate(real_vocabs, np.random.default_rng(7))
+    rows = suite.counterfactuals(real_vocabs, np.random.default_rng(7))
+    assert [r["clean"] for r in rows] == [p.text for p in prompts for _ in KINDS]
+    assert [r["kind"] for r in rows] == list(KINDS) * 6
+    for prompt, row in zip(prompts, rows[::2]):
+        assert row["mamba_answer_id"] == prompt.target_id and row["mamba_clean_ids"] == list(prompt.source_ids)
