@@ -43,6 +43,11 @@ class IOI:
         return self.template.format(X=self.first, Y=second, S=repeated, place=self.place, object=self.object)
 
 
+def corruptions(ioi: IOI, third: str) -> dict[str, str]:
+    """The corrupt prompt of each kind in `KINDS` (text only; `pairs` checks the tokens)."""
+    return {"abc": ioi.text(third), "name_swap": ioi.text(ioi.io)}
+
+
 def pairs(ioi: IOI, third: str, vocabs: dict[str, Vocab]) -> list[dict]:
     """The rows of one IOI prompt, one per kind in `KINDS`: kind, clean, corrupt, answer, wrong,
     and per tokenizer family of `vocabs` the token IDs of both prompts, the answer and the wrong answer."""
@@ -52,7 +57,7 @@ def pairs(ioi: IOI, third: str, vocabs: dict[str, Vocab]) -> list[dict]:
            for name in (ioi.io, ioi.s, third)}
     clean = ioi.text(ioi.s)
     rows = []
-    for kind, corrupt in (("abc", ioi.text(third)), ("name_swap", ioi.text(ioi.io))):
+    for kind, corrupt in corruptions(ioi, third).items():
         row = {"kind": kind, "clean": clean, "corrupt": corrupt, "answer": " " + ioi.io, "wrong": " " + ioi.s}
         for model, vocab in vocabs.items():
             clean_ids, corrupt_ids = vocab.encode(clean), vocab.encode(corrupt)

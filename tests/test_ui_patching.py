@@ -70,12 +70,28 @@ def test_stop_keeps_the_layers_finished(monkeypatch):
     assert any(p.endswith("patching_partial.csv") for p in files)
 
 
-def test_pairs_fill_the_prompts():
+def test_pairs_are_the_natural_suites_prompts_with_both_corruptions():
+    import numpy as np
+
+    from datasets_gen.suites import NaturalConfig
     from ui import tab_patching
 
-    clean, corrupt = tab_patching.pick_pair(list(tab_patching.PAIRS)[1])
-    assert clean == "When Mary and John went to the store, John gave a drink to"
-    assert corrupt == "When Mary and John went to the store, Mary gave a drink to"
+    labels = list(tab_patching.PAIRS)
+    assert len(labels) == 2 * tab_patching.SUITE_PROMPTS
+    assert tab_patching.pick_pair(labels[0]) == ("When Mary and John went to the store, John gave a drink to",
+                                                 "When Mary and John went to the store, Tom gave a drink to",
+                                                 " Mary", " John")
+    assert tab_patching.pick_pair(labels[1])[1] == "When Mary and John went to the store, Mary gave a drink to"
+    texts = [p.text for p in NaturalConfig(n=tab_patching.SUITE_PROMPTS).generate(
+        {"mamba": _vocab()}, np.random.default_rng(0))]
+    assert [tab_patching.pick_pair(label)[0] for label in labels[::2]] == texts
+
+
+def _vocab():
+    from compare.vocabularies import load_vocab
+    from conftest import shared_tokenizer
+
+    return load_vocab(shared_tokenizer("gpt-neox-20b"), "mamba")
 
 
 def test_attention_shows_hidden_attention_beside_the_pattern():

@@ -2,8 +2,8 @@
 recovery heatmaps side by side (`compare.patch_sweep`); below, Mamba's hidden attention beside a
 transformer's attention pattern (`compare.attention_map`).
 
-The pair is one of the IOI counterfactuals (`datasets_gen.counterfactuals`: the ABC corruption
-and the name swap of the classic sentence) or typed. Each model gets its own component, since
+The pair is one of the natural suite's IOI prompts with one of its counterfactuals
+(`datasets_gen.counterfactuals`: the ABC corruption or the name swap), or typed. Each model gets its own component, since
 the registries differ (Mamba's `h`, a transformer's `resid_post` or one head `z.3`). The sweeps
 run in a worker thread (`jobs.run`) with progress in runs (layer × position); Stop keeps the runs
 finished.
@@ -11,23 +11,36 @@ finished.
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from compare import families, patching_figures
 from compare.hidden_attention import attention_map
 from compare.patching import METRICS, patch_sweep, prepare
-from datasets_gen.counterfactuals import IOI
-from datasets_gen.suites import CLASSIC_IOI
+from datasets_gen.counterfactuals import corruptions
+from datasets_gen.suites import NAMES, NaturalConfig
 
 from . import downloads, jobs, limits, models
 from .tab_noise import LAYERS_HELP, family, parse_layers
 
-_CLASSIC = IOI(CLASSIC_IOI[0], CLASSIC_IOI[1], CLASSIC_IOI[0], *CLASSIC_IOI[2:])
-PAIRS = {
-    "IOI, ABC (a third name at the repeated subject)": (_CLASSIC.text(CLASSIC_IOI[1]), _CLASSIC.text("Paul")),
-    "IOI, name swap (the repeated subject becomes the answer)": (_CLASSIC.text(CLASSIC_IOI[1]), _CLASSIC.text(CLASSIC_IOI[0])),
-}
-"""Label → (clean, corrupt); answer " Mary", wrong " John" for both."""
+SUITE_PROMPTS = 6
+"""Prompts of the natural suite (seed 0) offered as pairs, the classic sentence first."""
+KIND_LABELS = {"abc": "ABC: a third name at the repeated subject", "name_swap": "name swap: the subject becomes the answer"}
+
+
+def suite_pairs(n: int = SUITE_PROMPTS, seed: int = 0) -> dict[str, tuple[str, str, str, str]]:
+    """Label → (clean, corrupt, answer, wrong) for the first `n` prompts of the natural suite, each
+    with both corruptions (`datasets_gen.counterfactuals`; the third name: the first suite name
+    that is neither of the prompt's). Text only: the sweep checks the tokens of each model."""
+    out = {}
+    for i, ioi in enumerate(NaturalConfig(n=n).iois(np.random.default_rng(seed))):
+        third = next(name for name in NAMES if name not in (ioi.io, ioi.s))
+        for kind, corrupt in corruptions(ioi, third).items():
+            out[f"natural {i}, {KIND_LABELS[kind]}"] = (ioi.text(ioi.s), corrupt, " " + ioi.io, " " + ioi.s)
+    return out
+
+
+PAIRS = suite_pairs()
 DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 VIEW = "patching"
 N_OUTPUTS = 4
@@ -44,7 +57,7 @@ def pick_model(model_name: str):
 
 
 def pick_pair(label: str):
-    """The clean and corrupt prompts of a pair from `PAIRS`."""
+    """The clean and corrupt prompts, the answer and the wrong answer of a pair from `PAIRS`."""
     if label not in PAIRS:
         raise gr.Error(f"pair: pick one of {list(PAIRS)}")
     return PAIRS[label]
@@ -161,7 +174,7 @@ def build(heavy: dict) -> None:
             layer_b = gr.Number(0, label="Layer (model B)", precision=0, elem_id="patching-layer-b")
             show = gr.Button("Show attention", elem_id="patching-attention")
         maps = gr.Plot(show_label=False, elem_id="patching-maps")
-        pair.input(pick_pair, pair, [clean, corrupt])
+        pair.input(pick_pair, pair, [clean, corrupt, answer, wrong])
         model_a.input(pick_model, model_a, component_a)
         model_b.input(pick_model, model_b, component_b)
         button.click(run, inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
