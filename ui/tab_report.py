@@ -12,7 +12,7 @@ import shutil
 
 import gradio as gr
 
-from compare import reproduce
+from compare import Stopped, reproduce
 from compare.reproduce.plan import FULL, QUICK
 
 from . import downloads, jobs, limits, models
@@ -48,11 +48,15 @@ def run(size, seed, request: gr.Request = None, progress=gr.Progress()):
     out = downloads.new_directory() / "report"
     yield f"Running the {size} report …", gr.skip(), gr.skip()
     progress((0, 1), desc="report", unit="step")
-    path = yield from jobs.run(
-        lambda progress, stop: reproduce(out, models=sources, quick=size == "quick", seed=seed, progress=progress,
-                                         stop=stop),
-        tick=jobs.skips(3), key=jobs.session_key(request, VIEW),
-        on_progress=lambda done, total: progress((done, total), desc="report", unit="step"))
+    try:
+        path = yield from jobs.run(
+            lambda progress, stop: reproduce(out, models=sources, quick=size == "quick", seed=seed,
+                                             progress=progress, stop=stop),
+            tick=jobs.skips(3), key=jobs.session_key(request, VIEW),
+            on_progress=lambda done, total: progress((done, total), desc="report", unit="step"))
+    except Stopped:
+        yield "**Stopped**: no report was written (a report is written whole or not at all).", None, None
+        return
     archive = shutil.make_archive(str(path), "zip", root_dir=path)
     page = (path / "report.html").read_text(encoding="utf-8")
     yield (f"Done: the {size} report, seed {seed}.", frame(page),
