@@ -148,3 +148,20 @@ def test_compare_and_channels_by_source_in_bf16(tiny_dirs):
             expected = refs[name](ids).logits[0, :, :64].double().numpy()
         assert abs(run.logits - expected).max() <= LOGIT_REL * abs(expected).max()
     assert len(channels) == 64 + 8  # every channel and every state index of h
+
+
+def test_the_app_loads_its_models_in_the_configured_dtype(tiny_dirs, monkeypatch):
+    from ui import models
+
+    dirs, _ = tiny_dirs
+    monkeypatch.setattr(models, "_configured", {})
+    monkeypatch.delenv(models.DTYPE_ENV, raising=False)
+    models.configure(mamba=str(dirs["mamba"]), gpt2=str(dirs["gpt2"]))
+    fp32_key = models.key()
+    with pytest.raises(ValueError, match="dtype must be one of float32, float16, bfloat16, got 'bf16'"):
+        models.configure(dtype="bf16")
+    models.configure(dtype="bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert models.get("mamba").dtype == models.load(str(dirs["gpt2"])).dtype == torch.bfloat16
+    assert models.key() != fp32_key  # cached examples of fp32 models are not shown for bf16 ones

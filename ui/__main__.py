@@ -1,4 +1,4 @@
-"""`python -m ui [--gpt2 SRC] [--mamba SRC] [--port N] [--host H]`: serve the app locally."""
+"""`python -m ui [--gpt2 SRC] [--mamba SRC] [--dtype float32|bfloat16] [--port N] [--host H]`: serve the app locally."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{role}", metavar="SRC",
                             help=f"alias, Hub id or local directory (default: ${models.ENV_VARS[role]} "
                                  f"or {models.DEFAULTS[role]!r})")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"],
+                        help=f"weights and matmuls of every model (default: ${models.DTYPE_ENV} or float32); "
+                             "bfloat16 is faster on a GPU or a CPU with AMX / AVX512-BF16 only")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve the network")
     args = parser.parse_args(argv)
-    models.configure(**{role: getattr(args, role) for role in models.MODELS})
+    models.configure(dtype=args.dtype, **{role: getattr(args, role) for role in models.MODELS})
     statuses = startup()
     from .app import build_app
 

@@ -7,7 +7,9 @@ over the MAMBA_MODEL / GPT2_MODEL environment variables over the defaults, so th
 online against the Hub and offline against local copies. Beyond them the user may pick any
 model by name (`load`): an alias (`choices`: Mamba, GPT-2 and Pythia sizes), a Hub id or a local
 directory, and compare any two or three (`chosen`). Each source is loaded once per process; a
-lock keeps two sessions that ask at the same time from loading it twice.
+lock keeps two sessions that ask at the same time from loading it twice. Every model loads in one
+dtype (`weights_dtype`: `configure(dtype=...)`, the --dtype flag, over COMPARE_DTYPE over
+"float32"; "bfloat16" pays off on a GPU or a CPU with AMX / AVX512-BF16, `compare.load_model`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from compare import ALIASES, Model, ModelLoadError
 from compare.loading import cached_model
+from compare.model import parse_dtype
 
 MODELS = ("mamba", "gpt2")
 """The two configured models, the default pair, in display order; Mamba first, as in `compare.compare`."""
@@ -28,17 +31,27 @@ MAX_CHOSEN = 3
 
 DEFAULTS = {"mamba": "mamba-130m", "gpt2": "gpt2"}
 ENV_VARS = {"mamba": "MAMBA_MODEL", "gpt2": "GPT2_MODEL"}
+DTYPE_ENV = "COMPARE_DTYPE"
 
 _configured: dict[str, str] = {}
 _lock = threading.Lock()
 
 
-def configure(**sources: str | None) -> None:
-    """Set the sources of this process (`mamba=`, `gpt2=`); None leaves a role as it was."""
+def configure(dtype: str | None = None, **sources: str | None) -> None:
+    """Set the sources of this process (`mamba=`, `gpt2=`) and the dtype every model loads in;
+    None leaves a setting as it was."""
     unknown = sorted(set(sources) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown model roles {unknown}; allowed: {list(MODELS)}")
+    if dtype is not None:
+        parse_dtype(dtype)  # refused here, naming the allowed values, not at the first load
+        _configured["dtype"] = dtype
     _configured.update({role: str(src) for role, src in sources.items() if src is not None})
+
+
+def weights_dtype() -> str:
+    """The dtype the app loads its models in: configured, else $COMPARE_DTYPE, else float32."""
+    return _configured.get("dtype") or os.environ.get(DTYPE_ENV) or "float32"
 
 
 def source(role: str) -> str:
@@ -56,6 +69,8 @@ def key() -> str:
         src = source(role)
         path = Path(src).expanduser()
         parts.append(f"{role}={path.resolve() if path.is_dir() else src}")
+    if weights_dtype() != "float32":  # other logits; fp32 keeps the keys it always had
+        parts.append(f"dtype={weights_dtype()}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -70,7 +85,7 @@ def get(role: str) -> Model:
     src = source(role)
     with _lock:  # the cache itself is not thread-safe: two sessions would load a model twice
         try:
-            return cached_model(src)
+            return cached_model(src, dtype=weights_dtype())
         except ModelLoadError as err:
             raise ModelLoadError(_for_the_app(role, src, err)) from err
 
@@ -95,7 +110,7 @@ def load(name: str) -> Model:
         return get(name)
     with _lock:
         try:
-            return cached_model(name.strip())
+            return cached_model(name.strip(), dtype=weights_dtype())
         except ModelLoadError as err:
             raise ModelLoadError(f"model {name!r} could not be loaded: {err}") from err
 
