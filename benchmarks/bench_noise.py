@@ -22,7 +22,8 @@ The output says whether these variables were set.
 
 fp32 and bf16 side by side (`--bf16-layers`, `--bf16-levels`; skipped with --bf16-layers none):
 the fast sweep on the same random weights in both dtypes (`MambaLM.cast_`), on fewer layers and
-levels than the timing above (default layers 0, 4, …, 20 and 40 levels, one trial: bf16 runs
+levels than the timing above (default layers 0, 4, …, 20 and 40 levels in [0, 10], where these
+random weights flip on h, one trial: bf16 runs
 7× slower than fp32 on a CPU without bf16 matmul hardware, which the output says the CPU has or
 lacks). The target is fp32's clean top-1 (random weights do not predict " Mary"). Reported: each
 sweep's time, the fraction of identical hit decisions, max |Δp_target|, and per layer the
@@ -104,7 +105,7 @@ def arithmetic_bound(T: int, n_layer: int, affine: bool) -> str:
 def bf16_against_fp32(args) -> None:
     """The fast sweep in fp32 and in bf16 on the same weights and draws: time, hit decisions,
     critical levels (see the module docstring)."""
-    levels = np.linspace(0, 1, args.bf16_levels)
+    levels = np.linspace(0, args.bf16_max_level, args.bf16_levels)
     frames, seconds, target = {}, {}, None
     for dtype in ("float32", "bfloat16"):
         handle, prompt, _ = build(args.seed, dtype)
@@ -118,7 +119,7 @@ def bf16_against_fp32(args) -> None:
     same = (full["hit"].to_numpy() == half["hit"].to_numpy()).mean()
     dp = np.abs(full["p_target"].to_numpy() - half["p_target"].to_numpy()).max()
     print(f"fp32 vs bf16, component {args.component!r}, target {target} (fp32's clean top-1), layers "
-          f"{args.bf16_layers} x {args.bf16_levels} levels x 1 trial ({args.draws} draws, same ε): sweep {seconds['float32']:.1f} s fp32, {seconds['bfloat16']:.1f} s "
+          f"{args.bf16_layers} x {args.bf16_levels} levels in [0, {args.bf16_max_level:g}] x 1 trial ({args.draws} draws, same ε): sweep {seconds['float32']:.1f} s fp32, {seconds['bfloat16']:.1f} s "
           f"bf16 ({seconds['float32'] / seconds['bfloat16']:.2f}x); identical hit decisions {100 * same:.1f} % of "
           f"{len(full)} runs; max |Δp_target| {dp:.2e}")
     pt = {dtype: phase_transition(frame).set_index("layer") for dtype, frame in frames.items()}
@@ -147,6 +148,8 @@ def main():
     ap.add_argument("--bf16-layers", nargs="+", default=["0", "4", "8", "12", "16", "20"],
                     help="layers of the fp32-vs-bf16 sweep ('none': skip it)")
     ap.add_argument("--bf16-levels", type=int, default=40)
+    ap.add_argument("--bf16-max-level", type=float, default=10.0,
+                    help="levels 0..this; with these random weights noise on h flips the prediction between 3 and 10")
     args = ap.parse_args()
     args.bf16_layers = [] if args.bf16_layers == ["none"] else [int(v) for v in args.bf16_layers]
     torch.set_num_threads(args.threads)
