@@ -29,16 +29,25 @@ Row schema (one row per prompt, one split per suite; all columns always present)
 | <m>_aligned_flags           | list<bool>  | True where a source token has no single counterpart|
 | <m>_flagged                 | bool        | any(<m>_aligned_flags)                             |
 | flagged                     | bool        | mamba_flagged or gpt2_flagged                      |
+| answer, wrong               | string      | " IO" and " S" (the name the prompt must not give) |
+| corrupt_<k>                 | string      | the counterfactual prompt of kind k                |
+| <m>_<k>_ids                 | list<int64> | corrupt_<k> tokenised by m, as long as             |
+|                             |             | <m>_native_ids (its clean twin)                    |
+| <m>_answer_id, <m>_wrong_id | int64       | the one token of answer, of wrong, for m           |
 | params                      | string      | JSON: suite, config, seed, version, tokenizers,    |
 |                             |             | identical                                          |
 
 with m in `FAMILIES` ("mamba", "gpt2", "pythia") and v in ("native", "same_ids", "aligned"):
 native = `text` tokenised by m; same_ids = the source IDs unchanged; aligned = each source
 token's text encoded on its own by m, a character split over several source tokens kept whole
-(see `align`). Pythia reads Mamba's tokenizer (GPT-NeoX-20B), so its columns are copies of
-Mamba's, flagged in `params` as ``"identical": {"pythia": "mamba"}`` (`IDENTICAL`); suites built
-before Pythia had columns still work with `compare`, which reads Mamba's columns for a Pythia
-model where Pythia's are absent.
+(see `align`). The counterfactual columns (answer … <m>_wrong_id) are filled in the natural
+suite and null in the others; k in `counterfactuals.KINDS`: "abc" (a third name replaces the
+repeated subject) and "name_swap" (the subject becomes the indirect object). A patching run takes
+clean = <m>_native_ids, corrupt = <m>_<k>_ids, answer = <m>_answer_id, wrong = <m>_wrong_id.
+Pythia reads Mamba's tokenizer (GPT-NeoX-20B), so its columns are copies of Mamba's, flagged in
+`params` as ``"identical": {"pythia": "mamba"}`` (`IDENTICAL`); suites built before Pythia had
+columns still work with `compare`, which reads Mamba's columns for a Pythia model where Pythia's
+are absent.
 """
 
 from compare.align import Alignment, align

@@ -1,8 +1,10 @@
 """Turn suite configs into a `DatasetDict` with explicit `Features`, one split per suite.
 
 Each `Prompt` (IDs in its source tokenizer) becomes one flat row holding every model × variant
-(see the package docstring for the columns). The seed, the suite config, the package version and
-the tokenizer names are stored in each row's `params`, so a row says how to regenerate it.
+(see the package docstring for the columns); a natural prompt's row also holds its patching
+counterfactuals (`datasets_gen.counterfactuals`), null in the other suites' rows. The seed, the
+suite config, the package version and the tokenizer names are stored in each row's `params`, so a
+row says how to regenerate it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from tqdm.auto import tqdm
 from compare.align import align
 from compare.pairing import VARIANTS
 from compare.vocabularies import Vocab
-from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, Prompt, count
+from datasets_gen.counterfactuals import KINDS
+from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, NaturalConfig, Prompt, count
 from datasets_gen.tokenizers import FAMILIES, IDENTICAL, TOKENIZER_FAMILIES, load_vocabs
 
 PACKAGE_VERSION = version("mamba-gpt2-compare")
@@ -44,12 +47,36 @@ def features() -> Features:
         columns[f"{m}_aligned_flags"] = List(Value("bool"))
         columns[f"{m}_flagged"] = Value("bool")
     columns["flagged"] = Value("bool")
+    columns["answer"], columns["wrong"] = Value("string"), Value("string")
+    for kind in KINDS:
+        columns[f"corrupt_{kind}"] = Value("string")
+    for m in FAMILIES:
+        for kind in KINDS:
+            columns[f"{m}_{kind}_ids"] = List(Value("int64"))
+        columns[f"{m}_answer_id"], columns[f"{m}_wrong_id"] = Value("int64"), Value("int64")
     columns["params"] = Value("string")
     return Features(columns)
 
 
-def row(prompt: Prompt, vocabs: dict[str, Vocab], params: str) -> dict[str, Any]:
-    """All variants of one prompt for every family (flat; see the package docstring)."""
+def counterfactual_columns(pairs: list[dict] | None, models: Iterable[str]) -> dict[str, Any]:
+    """The patching columns of one prompt from its `counterfactuals.pairs` (one per kind, in `KINDS`
+    order), or all None for a prompt without (every suite but natural)."""
+    out: dict[str, Any] = {"answer": None if pairs is None else pairs[0]["answer"],
+                           "wrong": None if pairs is None else pairs[0]["wrong"]}
+    by_kind = dict.fromkeys(KINDS) if pairs is None else {p["kind"]: p for p in pairs}
+    for kind, pair in by_kind.items():
+        out[f"corrupt_{kind}"] = None if pair is None else pair["corrupt"]
+    for m in models:
+        for kind, pair in by_kind.items():
+            out[f"{m}_{kind}_ids"] = None if pair is None else pair[f"{m}_corrupt_ids"]
+        for key in (f"{m}_answer_id", f"{m}_wrong_id"):
+            out[key] = None if pairs is None else pairs[0][key]
+    return out
+
+
+def row(prompt: Prompt, vocabs: dict[str, Vocab], params: str, pairs: list[dict] | None = None) -> dict[str, Any]:
+    """All variants of one prompt for every family (flat; see the package docstring), with its
+    counterfactual `pairs` where it has them."""
     source = vocabs[prompt.source]
     ids = list(prompt.source_ids)
     out: dict[str, Any] = {
@@ -77,6 +104,7 @@ def row(prompt: Prompt, vocabs: dict[str, Vocab], params: str) -> dict[str, Any]
         out[f"{m}_aligned_split"] = [len(p) for p in pieces]
         out[f"{m}_aligned_flags"] = list(flags)
         out[f"{m}_flagged"] = any(flags)
+    out.update(counterfactual_columns(pairs, vocabs))
     for copy, family in IDENTICAL.items():  # the same tokenizer reads the prompt the same way
         for key in [k for k in out if k.startswith(f"{family}_") or k == f"target_id_{family}"]:
             out[key.replace(family, copy, 1)] = out[key]
@@ -128,6 +156,11 @@ def _configs(suites: Iterable[Any] | str | None, sizes: dict[str, int] | None) -
     return configs
 
 
+def suite_rng(seed: int, name: str) -> np.random.Generator:
+    """The generator of suite `name`: `(seed, crc32(name))`, so adding a suite does not change the others."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
 def suite_params(config: Any, seed: int, vocabs: dict[str, Vocab]) -> dict[str, Any]:
     """Everything needed to regenerate a split: config, seed, version, tokenizers."""
     return {"suite": config.name, "config": dataclasses.asdict(config), "seed": seed,
@@ -168,10 +201,16 @@ def build(*, seed: int = 0, suites: Iterable[Any] | None = None,
     for config in configs:
         params = suite_params(config, seed, vocabs)
         params_json = json.dumps(params, sort_keys=True, default=_plain)
-        rng = np.random.default_rng([seed, zlib.crc32(config.name.encode())])
+        prompts = config.generate(vocabs, suite_rng(seed, config.name))
+        pairs: list[list[dict] | None] = [None] * len(prompts)
+        if isinstance(config, NaturalConfig):
+            # A generator seeded as generate's gives the same prompts, then draws the third names.
+            flat = config.counterfactuals(vocabs, suite_rng(seed, config.name))
+            pairs = [flat[i:i + len(KINDS)] for i in range(0, len(flat), len(KINDS))]
+            assert [group[0]["clean"] for group in pairs] == [prompt.text for prompt in prompts]
         rows = []
-        for prompt in config.generate(vocabs, rng):
-            rows.append(row(prompt, vocabs, params_json))
+        for prompt, prompt_pairs in zip(prompts, pairs):
+            rows.append(row(prompt, vocabs, params_json, prompt_pairs))
             bar.update()
         table = {k: [r[k] for r in rows] for k in schema}
         info = DatasetInfo(description=(type(config).__doc__ or "").strip(), features=schema)

@@ -23,6 +23,17 @@ COLUMNS = """- `suite`, `id`, `text`, `source` (the model whose tokenizer define
   Mamba's tokenizer (GPT-NeoX-20B): its columns are copies of Mamba's (`identical` in `params`).
 - `<model>_aligned_split`: target tokens per source token; `<model>_aligned_flags`: True where
   that is not exactly one; `<model>_flagged`, `flagged`: any flag for that model, for either.
+- `answer`, `wrong`, `corrupt_abc`, `corrupt_name_swap`: natural suite only (null elsewhere), the
+  counterfactuals for activation patching (IOI, Wang et al. 2022): `answer` is the indirect object
+  (" Mary"), `wrong` the subject (" John"); `corrupt_abc` puts a third name at the repeated
+  subject, `corrupt_name_swap` the indirect object.
+- `<model>_abc_ids`, `<model>_name_swap_ids`: the corrupt prompts tokenised by that model, each as
+  long as `<model>_native_ids` (the clean prompt) and different only at the repeated subject;
+  `<model>_answer_id`, `<model>_wrong_id`: the one token of `answer` and `wrong` (every name is one
+  token in every tokenizer). Null outside the natural suite. A patching run for a model takes
+  clean `<model>_native_ids`, corrupt `<model>_abc_ids` (or `_name_swap_ids`) and the two IDs, e.g.
+  `compare.patch_sweep(row["gpt2_native_ids"], row["gpt2_abc_ids"], model=...,
+  answer=row["gpt2_answer_id"], wrong=row["gpt2_wrong_id"], component="resid_post")`.
 - `params`: JSON of the generation parameters (suite config, seed, version, tokenizers, and
   `identical`: the families whose columns copy another's)."""
 

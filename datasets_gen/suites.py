@@ -169,7 +169,8 @@ class _Suite:
 
 @dataclass(frozen=True)
 class NaturalConfig(_Suite):
-    """IOI prompts; prompt 0 is the classic sentence, the rest alternate ABBA and BABA orders."""
+    """IOI prompts; prompt 0 is the classic sentence, the rest alternate ABBA and BABA orders. Each
+    row also holds its counterfactuals for patching: the ABC corruption and the name swap."""
 
     name: ClassVar[str] = "natural"
     n: int = 32

@@ -217,7 +217,8 @@ def test_pythia_columns_copy_mambas_and_are_flagged_as_identical():
 
     split = one(CustomConfig(texts=(CLASSIC, "I ❤ 🐍"), ids=((42, 69),)))
     mamba = {k: split[k] for k in split.column_names if k.startswith("mamba_") or k == "target_id_mamba"}
-    assert len(mamba) == 10  # 3 variants × (ids, tokens) + aligned split, flags, flagged, target ID
+    # 3 variants × (ids, tokens) + aligned split, flags, flagged, target ID + 2 corrupt IDs, answer, wrong ID
+    assert len(mamba) == 14
     for key, column in mamba.items():
         assert split[key.replace("mamba", "pythia", 1)] == column
     assert json.loads(split[0]["params"])["identical"] == {"pythia": "mamba"}
