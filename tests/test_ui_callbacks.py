@@ -611,3 +611,32 @@ def test_noise_tab_sweeps_a_pythia_picked_by_path(tiny_dirs):
     assert picker.value == "resid_post" and "q" in offered and "h" not in offered  # the family's, not Mamba's
     *_, (df, _) = last(tab_noise.run(**{**NOISE, "model_name": pythia}))
     assert set(df["model"]) == {"pythia"} and df["layer"].unique().tolist() == [0, 1]
+
+
+def test_stop_handler_stops_only_the_sessions_running_job(monkeypatch):
+    import threading
+
+    from ui import jobs
+    told = []
+    monkeypatch.setattr(jobs.gr, "Info", told.append)
+    stop_sweep = jobs.stop_handler("noise", "sweep")
+    stop_sweep(Session)  # nothing running: the user is told, nothing is set
+    assert told == ["No sweep of yours is running."]
+    started, release = threading.Event(), threading.Event()
+
+    def work(progress, stop):
+        started.set()
+        release.wait(5)
+        return stop.is_set()
+
+    job = jobs.run(work, tick=None, key=jobs.session_key(Session, "noise"))
+    next(job)
+    started.wait(5)
+    jobs.stop_handler("patching", "patching")(Session)  # another view's Stop leaves this job alone
+    stop_sweep(Session)
+    release.set()
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(job)
+    assert done.value.value is True
+    assert told == ["No sweep of yours is running.", "No patching of yours is running."]

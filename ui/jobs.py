@@ -41,6 +41,15 @@ def request_stop(request, view: str) -> bool:
     return True
 
 
+def stop_handler(view: str, what: str):
+    """The Stop button's callback for `view`: stops the session's running job there, else says
+    that no `what` of this session is running."""
+    def stop(request: gr.Request):
+        if not request_stop(request, view):
+            gr.Info(f"No {what} of yours is running.")
+    return stop
+
+
 def skips(n: int) -> tuple:
     """An update of `n` outputs that changes none of them (what a callback yields while it waits)."""
     return tuple(gr.skip() for _ in range(n))

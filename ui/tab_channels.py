@@ -66,11 +66,6 @@ def run(model_name, prompt, target, component, layer, level, trials, seed, reque
     yield note, noise_figures.channel_bars(df, top=TOP), top_rows(df), files
 
 
-def stop_ranking(request: gr.Request):
-    if not jobs.request_stop(request, VIEW):
-        gr.Info("No channel ranking of yours is running.")
-
-
 def build(model_name: gr.Dropdown, prompt: gr.Textbox, target: gr.Textbox, component: gr.Dropdown, heavy: dict) -> None:
     """The accordion; call inside the Noise tab with its model, prompt, target and component inputs."""
     with gr.Accordion("Channel sensitivity", open=False, elem_id="channels"):
@@ -93,4 +88,4 @@ def build(model_name: gr.Dropdown, prompt: gr.Textbox, target: gr.Textbox, compo
         button.click(run, inputs=[model_name, prompt, target, component, layer, level, trials, seed],
                      outputs=[note, bars, table, results], **heavy)
         # Stop does not cancel the event: the ranking returns the channels it finished.
-        stop.click(stop_ranking, None, None, concurrency_limit=None)
+        stop.click(jobs.stop_handler(VIEW, "channel ranking"), None, None, concurrency_limit=None)

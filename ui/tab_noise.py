@@ -178,11 +178,6 @@ def redraw(result, plot_layers):
     return noise_figures.hit_curves(df, fits, layers=sorted(plot_layers))
 
 
-def stop_sweep(request: gr.Request):
-    if not jobs.request_stop(request, VIEW):
-        gr.Info("No sweep of yours is running.")
-
-
 def build(heavy: dict) -> None:
     with gr.Tab("Noise", id="noise"):
         gr.Markdown("Add noise to one component of one layer and watch whether the prediction survives "
@@ -227,6 +222,6 @@ def build(heavy: dict) -> None:
                                   distribution, scale, seed, draws],
                      outputs=[note, curves, heatmap, critical, fits, results, plot_layers, result], **heavy)
         # Stop does not cancel the event: the sweep returns the layers it finished, and they are shown.
-        stop.click(stop_sweep, None, None, concurrency_limit=None)
+        stop.click(jobs.stop_handler(VIEW, "sweep"), None, None, concurrency_limit=None)
         plot_layers.input(redraw, [result, plot_layers], curves)
         tab_channels.build(model_name, prompt, target, component, heavy)

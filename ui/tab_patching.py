@@ -128,11 +128,6 @@ def attention(model_a, model_b, prompt, layer_a, layer_b):
     return patching_figures.attention_maps(maps)
 
 
-def stop_sweep(request: gr.Request):
-    if not jobs.request_stop(request, VIEW):
-        gr.Info("No patching of yours is running.")
-
-
 def build(heavy: dict) -> None:
     with gr.Tab("Patching", id="patching"):
         gr.Markdown("Activation patching: run the corrupt prompt, put back one component at one layer and position "
@@ -179,5 +174,5 @@ def build(heavy: dict) -> None:
         model_b.input(pick_model, model_b, component_b)
         button.click(run, inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
                                   metric], outputs=[note, heatmaps, table, results], **heavy)
-        stop.click(stop_sweep, None, None, concurrency_limit=None)
+        stop.click(jobs.stop_handler(VIEW, "patching"), None, None, concurrency_limit=None)
         show.click(attention, [model_a, model_b, clean, layer_a, layer_b], maps, **heavy)

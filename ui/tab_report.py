@@ -63,11 +63,6 @@ def run(size, seed, request: gr.Request = None, progress=gr.Progress()):
            [str(path / "report.html"), str(path / "report.json"), archive])
 
 
-def stop_report(request: gr.Request):
-    if not jobs.request_stop(request, VIEW):
-        gr.Info("No report of yours is running.")
-
-
 def build(heavy: dict) -> None:
     with gr.Tab("Report", id="report"):
         gr.Markdown("Rerun every experiment of the 2024 thesis (Mamba-130m vs GPT-2) on the two models served, "
@@ -84,4 +79,4 @@ def build(heavy: dict) -> None:
         files = gr.File(label="Download (page, numbers, whole folder)", file_count="multiple", elem_id="report-files")
         size.change(plan_note, size, sizes)
         button.click(run, inputs=[size, seed], outputs=[note, view, files], **heavy)
-        stop.click(stop_report, None, None, concurrency_limit=None)
+        stop.click(jobs.stop_handler(VIEW, "report"), None, None, concurrency_limit=None)
