@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..vocabularies import KNOWN
+from ..vocabularies import KNOWN, token_texts
 from .plan import PRINTED_REPEATS, REPEATED, REPEATED_COUNT
 
 CONFIRMED, CORRECT, NOT_APPLICABLE = "erratum confirmed", "thesis correct", "not applicable"
@@ -71,10 +71,6 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _decode(tokenizer, i: int) -> str:
-    return tokenizer.decode([i], clean_up_tokenization_spaces=False)
-
-
 def mary_ids(neox, gpt2, caption: dict[str, int] | None = None, token: str = " Mary") -> Check:
     """Fig. 10's caption: the IDs of " Mary" it gives each tokenizer against what each encodes."""
     caption = {"gpt2": 6393, "gpt-neox-20b": 5335} if caption is None else caption
@@ -89,7 +85,8 @@ def fig19_caption(neox, caption: dict[int, str] | None = None, text: dict[int, s
     """Fig. 19's caption writes [4200, 6660] as [Mon, "],"]; the text calls 582 a token close to 6660."""
     caption = {4200: "Mon", 6660: "],"} if caption is None else caption
     text = {582: "),"} if text is None else text
-    decoded = {i: _decode(neox, i) for i in [*caption, *text]}
+    ids = [*caption, *text]
+    decoded = dict(zip(ids, token_texts(neox, ids)))
     wrong = {i: {"caption": t, "tokenizer": decoded[i]} for i, t in {**caption, **text}.items() if decoded[i] != t}
     return Check(FIG19, CONFIRMED if wrong else CORRECT, {"decoded": decoded, "differs": wrong})
 
