@@ -1,4 +1,4 @@
-"""Argument checks shared by the causal tools (patching, causal tracing, knockout, hidden attention).
+"""Argument checks shared by the analyses (noise sweeps, patching, causal tracing, knockout, hidden attention).
 
 Each raises a ValueError that names the argument and the values it accepts, before any compute.
 """
@@ -8,15 +8,19 @@ import numpy as np
 import torch
 
 from .loading import cached_model
-from .model import Model
+from .model import Model, parse_dtype
 
 
-def handle_of(model) -> Model:
-    """A loaded `Model`, or one loaded (once per process) from a source string."""
+def handle_of(model, dtype=None) -> Model:
+    """A loaded `Model`, or one loaded (once per process) from a source string, in `dtype`
+    (None: float32) — a dtype for an already loaded model must be the one it has."""
     if isinstance(model, Model):
+        if dtype is not None and parse_dtype(dtype) != model.dtype:
+            raise ValueError(f"dtype={dtype!r}: model is already loaded, in {model.dtype}; dtype applies to a "
+                             "model given by source (or load it with load_model(..., dtype=...))")
         return model
     if isinstance(model, str):
-        return cached_model(model)
+        return cached_model(model, dtype=dtype)
     raise ValueError(f"model must be a loaded Model or a source string for compare.load_model, "
                      f"got {type(model).__name__}")
 

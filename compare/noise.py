@@ -53,8 +53,8 @@ import pandas as pd
 import torch
 
 from . import memory, points
-from .loading import cached_model
-from .model import Model, NonFiniteError, parse_dtype
+from .causal_inputs import handle_of, prompt_ids, token_id
+from .model import Model, NonFiniteError
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
 
@@ -98,8 +98,8 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
             distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh",
             dtype=None) -> Sweep:
     """Check every argument before any compute; ValueError names the argument and the valid values."""
-    handle = _handle(model, dtype)
-    ids = _prompt_ids(handle, prompt)
+    handle = handle_of(model, dtype)
+    ids = prompt_ids(handle, prompt)
     T = ids.shape[1]
     component = _component(handle, component)
     layers = tuple(range(handle.n_layers)) if layers is None else _int_list(layers, "layers")
@@ -123,7 +123,7 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
     if draws not in DRAWS:
         raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
     _check_result_fits(len(layers) * levels.size * int(trials))
-    return Sweep(handle, ids, _target_id(handle, target), component, layers, levels, int(trials),
+    return Sweep(handle, ids, token_id(handle, target, "target"), component, layers, levels, int(trials),
                  distribution, scale, _positions(positions, T), int(seed), draws)
 
 
@@ -287,27 +287,6 @@ def check_callbacks(progress, stop) -> None:
 
 # --- argument checks ---------------------------------------------------------------------------
 
-def _handle(model, dtype=None) -> Model:
-    if isinstance(model, Model):
-        if dtype is not None and parse_dtype(dtype) != model.dtype:
-            raise ValueError(f"dtype={dtype!r}: model is already loaded, in {model.dtype}; dtype applies to a "
-                             "model given by source (or load it with load_model(..., dtype=...))")
-        return model
-    if isinstance(model, str):
-        return cached_model(model, dtype=dtype)
-    raise ValueError(f"model must be a loaded Model or a source string for compare.load_model, "
-                     f"got {type(model).__name__}")
-
-
-def _prompt_ids(handle: Model, prompt) -> torch.Tensor:
-    if isinstance(prompt, str):
-        return handle.as_input(handle.encode(prompt))
-    ids = handle.as_input(prompt)
-    if ids.shape[0] != 1:
-        raise ValueError(f"prompt must be one sequence (text or token IDs [T]), got shape {tuple(ids.shape)}")
-    return ids
-
-
 def _component(handle: Model, component) -> str:
     arch = handle.arch
     if component in arch.noisable:
@@ -317,14 +296,6 @@ def _component(handle: Model, component) -> str:
            else "model-level points have no layer to sweep; ")
     raise ValueError(f"{handle.name}: component {component!r} cannot be noised; {why}valid: "
                      f"{', '.join(arch.noisable)}")
-
-
-def _target_id(handle: Model, target) -> int:
-    if isinstance(target, str):
-        return handle.single_token(target, what="target")
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool) and 0 <= target < handle.vocab_size:
-        return int(target)
-    raise ValueError(f"target must be a one-token string or a token ID in 0..{handle.vocab_size - 1}, got {target!r}")
 
 
 def one(value, name: str) -> list:
