@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from . import memory, points
-from .causal_inputs import handle_of, prompt_ids, token_id
+from .causal_inputs import handle_of, position_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
@@ -123,8 +123,9 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
     if draws not in DRAWS:
         raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
     _check_result_fits(len(layers) * levels.size * int(trials))
+    positions = tuple(range(T)) if positions is None else position_list(positions, T)
     return Sweep(handle, ids, token_id(handle, target, "target"), component, layers, levels, int(trials),
-                 distribution, scale, _positions(positions, T), int(seed), draws)
+                 distribution, scale, positions, int(seed), draws)
 
 
 def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, trials=1,
@@ -317,13 +318,3 @@ def _int_list(values, name: str) -> tuple[int, ...]:
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{name} must be ints, got {values!r}")
     return tuple(dict.fromkeys(int(v) for v in values))
-
-
-def _positions(positions, T: int) -> tuple[int, ...]:
-    if positions is None:
-        return tuple(range(T))
-    values = _int_list(positions, "positions")
-    if not values or any(not -T <= p < T for p in values):
-        raise ValueError(f"positions must be non-empty token positions in {-T}..{T - 1} for this "
-                         f"{T}-token prompt, got {list(values)}")
-    return tuple(dict.fromkeys(p % T for p in values))
