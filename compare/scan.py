@@ -49,17 +49,64 @@ def write_of(B_bar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return B_bar * x.unsqueeze(-1)
 
 
-def linear_scan(A_bar: torch.Tensor, write: torch.Tensor) -> torch.Tensor:
-    """All states h of h_t = Ā_t h_{t-1} + w_t with h_{-1} = 0, as one new tensor: a loop over
-    positions on CPU, `linear_scan_parallel` on any other device."""
+def linear_scan(A_bar: torch.Tensor, write: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """All states h of h_t = Ā_t h_{t-1} + w_t (h_{-1} = h0, default 0), as one new tensor: a loop
+    over positions on CPU, `linear_scan_parallel` on any other device. Ā may have batch size 1
+    against w's b (one Ā for many writes, as patching scans its edits)."""
     if write.device.type != "cpu":
-        return linear_scan_parallel(A_bar, write)
-    if torch.is_grad_enabled() and (A_bar.requires_grad or write.requires_grad):
-        return linear_scan_ref(A_bar, write)  # in-place steps would overwrite what backward needs
-    h = write.clone()
+        return linear_scan_parallel(A_bar, write, h0)
+    if _tracked(A_bar, write, h0):
+        return LinearScan.apply(A_bar, write, h0, None)
+    h = write.expand(torch.broadcast_shapes(A_bar.shape, write.shape)).clone()
+    if h0 is not None:
+        h[:, 0].addcmul_(A_bar[:, 0], h0)
     for t in range(1, h.shape[1]):
         h[:, t].addcmul_(A_bar[:, t], h[:, t - 1])
     return h
+
+
+def _tracked(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class LinearScan(torch.autograd.Function):
+    """The scan under autograd, keeping only Ā, h0 and the states h for backward.
+
+    Built from its own operations, autograd would keep every step's (or, in the parallel scan,
+    every doubling round's) intermediate tensors: ~10 times h's size where h is read under grad
+    in a trace, ~2 GB a layer at mamba-130m's width and T = 2048. The gradient is itself a
+    scan, backwards in time: with g_t = ∂L/∂w_t,
+        g_t = ∂L/∂h_t + Ā_{t+1} g_{t+1},   ∂L/∂Ā_t = g_t h_{t-1},   ∂L/∂h0 = Ā_0 g_0,
+    computed by the same scans (so on the GPU without a loop over positions); it is built from
+    differentiable operations, so a second derivative works too. `chunk` None: `linear_scan`'s
+    choice of scan; else `linear_scan_parallel` with that chunk.
+    """
+
+    @staticmethod
+    def forward(A_bar, write, h0, chunk):
+        if chunk is None:
+            return linear_scan(A_bar, write, h0)
+        return linear_scan_parallel(A_bar, write, h0, chunk)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A_bar, _, h0, ctx.chunk = inputs
+        ctx.shapes = A_bar.shape, inputs[1].shape
+        ctx.save_for_backward(A_bar, h0, output)
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        A_bar, h0, h = ctx.saved_tensors
+        a_shape, w_shape = ctx.shapes
+        # the reverse scan runs forward over the time-flipped sequence; Ā_{t+1} pairs with g_{t+1}
+        A_next = torch.cat([A_bar[:, 1:], torch.zeros_like(A_bar[:, :1])], 1).flip(1)
+        g = LinearScan.apply(A_next, grad_h.flip(1), None, ctx.chunk).flip(1)
+        h_prev = torch.cat([(torch.zeros_like(h[:, :1]) if h0 is None else h0.unsqueeze(1).expand_as(h[:, :1])),
+                            h[:, :-1]], 1)
+        grad_A = (g * h_prev).sum_to_size(a_shape) if ctx.needs_input_grad[0] else None
+        grad_w = g.sum_to_size(w_shape) if ctx.needs_input_grad[1] else None
+        grad_h0 = (A_bar[:, 0] * g[:, 0]).sum_to_size(h0.shape) if ctx.needs_input_grad[2] else None
+        return grad_A, grad_w, grad_h0, None
 
 
 def linear_scan_parallel(A_bar: torch.Tensor, write: torch.Tensor, h0: torch.Tensor | None = None,
@@ -81,13 +128,14 @@ def linear_scan_parallel(A_bar: torch.Tensor, write: torch.Tensor, h0: torch.Ten
     to 0 (a state reset) is exact, as in the sequential loop, and any Ā works, edited ones
     included. The scan is linear in w, so an increment scanned on its own adds exactly what it
     adds inside the recurrence (`mamba.MambaMixer`'s h edits). Rounding differs from the loop
-    by the order of the sums (log2 of the length more terms), not in kind. Without autograd each
-    round writes into the other of two buffer pairs (out=, ~4 passes over w's size per tensor);
-    with autograd (a trace on a model whose weights require grad) it builds new tensors.
+    by the order of the sums (log2 of the length more terms), not in kind. Each round writes
+    into the other of two buffer pairs (out=, ~4 passes over w's size per tensor); under
+    autograd the scan is a `LinearScan`, which keeps none of them.
     """
+    if _tracked(A_bar, write, h0):
+        return LinearScan.apply(A_bar, write, h0, chunk)
     b, l = write.shape[:2]
     feat = write.shape[2:]
-    track = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (A_bar, write, h0))
     c = min(max(2, chunk), l)  # ≥ 2, or the recursion over chunk ends would not shrink
     nc = -(-l // c)
     if h0 is not None:
@@ -95,27 +143,19 @@ def linear_scan_parallel(A_bar: torch.Tensor, write: torch.Tensor, h0: torch.Ten
     # padded after the last position (never read by a real one): new tensors, the inputs stay as they are
     pad = [0, 0] * len(feat) + [0, nc * c - l]
     h = F.pad(write, pad).view(b, nc, c, *feat)
-    a = F.pad(A_bar, pad, value=1.0).view(b, nc, c, *feat)
-    if not track:
-        h_next, a_next = torch.empty_like(h), torch.empty_like(a)
+    a = F.pad(A_bar, pad, value=1.0).view(A_bar.shape[0], nc, c, *A_bar.shape[2:])
+    h_next, a_next = torch.empty_like(h), torch.empty_like(a)
     k = 1
     while k < c:
-        if track:
-            h = torch.cat([h[:, :, :k], torch.addcmul(h[:, :, k:], a[:, :, k:], h[:, :, :-k])], 2)
-            a = torch.cat([a[:, :, :k], a[:, :, k:] * a[:, :, :-k]], 2)
-        else:
-            torch.addcmul(h[:, :, k:], a[:, :, k:], h[:, :, :-k], out=h_next[:, :, k:])
-            h_next[:, :, :k] = h[:, :, :k]
-            torch.mul(a[:, :, k:], a[:, :, :-k], out=a_next[:, :, k:])
-            a_next[:, :, :k] = a[:, :, :k]
-            h, h_next, a, a_next = h_next, h, a_next, a
+        torch.addcmul(h[:, :, k:], a[:, :, k:], h[:, :, :-k], out=h_next[:, :, k:])
+        h_next[:, :, :k] = h[:, :, :k]
+        torch.mul(a[:, :, k:], a[:, :, :-k], out=a_next[:, :, k:])
+        a_next[:, :, :k] = a[:, :, :k]
+        h, h_next, a, a_next = h_next, h, a_next, a
         k *= 2
     if nc > 1:
         entry = linear_scan_parallel(a[:, :, -1], h[:, :, -1], chunk=chunk)  # the state after each chunk
-        if track:
-            h = torch.cat([h[:, :1], torch.addcmul(h[:, 1:], a[:, 1:], entry[:, :-1].unsqueeze(2))], 1)
-        else:
-            h[:, 1:].addcmul_(a[:, 1:], entry[:, :-1].unsqueeze(2))
+        h[:, 1:].addcmul_(a[:, 1:], entry[:, :-1].unsqueeze(2))
     return h.reshape(b, nc * c, *feat)[:, :l]
 
 
