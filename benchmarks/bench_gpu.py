@@ -8,6 +8,8 @@ CUDA-synchronised):
     ours, h (1 layer) a torch hook reads h at layer 12: that layer materialises Ā, B̄, w, h and
                       scans with `linear_scan_parallel`, the others stay fused
     ours, h (all)     h read at every layer
+    ours, h (all), grad on   the same with grad enabled (fp32), as a trace runs unless the caller
+                      turns grad off: the peak memory is what autograd keeps (`scan.LinearScan`)
     transformers      MambaForCausalLM (its CUDA fast path when mamba_ssm is installed, else its
                       sequential reference path; the output says which)
 Targets (issue #15): points off within 1.2× of fused; h materialised within 5×. Also the
@@ -47,6 +49,19 @@ def timed(fn, repeats: int) -> float:
 def read_h(model: MambaLM, layers) -> list:
     """Torch hooks that read h (returning None: no edit) at `layers`: what a trace reading h costs."""
     return [model.layers[i].mixer.hook_h.register_forward_hook(lambda *args: None) for i in layers]
+
+
+def timed_reading_h(model: MambaLM, ids, layers, repeats: int, label: str) -> float:
+    """`timed` forward with h read at `layers`; prints the peak GPU memory under `label`."""
+    hooks = read_h(model, layers)
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        seconds = timed(lambda: model(ids), repeats)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    print(f"{label}: peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    return seconds
 
 
 def build(dtype=torch.float32):
@@ -119,14 +134,11 @@ def main() -> None:
             with cuda.disabled():
                 results[("ours, pure", name)] = timed(lambda: ours(ids), args.repeats)
             for label, layers in (("ours, h (1 layer)", [12]), ("ours, h (all)", range(24))):
-                hooks = read_h(ours, layers)
-                torch.cuda.reset_peak_memory_stats()
-                try:
-                    results[(label, name)] = timed(lambda: ours(ids), args.repeats)
-                finally:
-                    for h in hooks:
-                        h.remove()
-                print(f"{label} {name}: peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+                results[(label, name)] = timed_reading_h(ours, ids, layers, args.repeats, f"{label} {name}")
+        if dtype == torch.float32:
+            label = "ours, h (all), grad on"
+            results[(label, name)] = timed_reading_h(ours, ids, range(24), args.repeats, f"{label} {name}")
+        with torch.no_grad():
             if dtype == torch.float32 and not args.skip_transformers:
                 hf, which = transformers_model(ours)
                 results[(f"transformers ({which})", name)] = timed(lambda: hf(ids), max(1, args.repeats // 2))
