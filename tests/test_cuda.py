@@ -135,3 +135,23 @@ def test_chunked_scan_on_gpu_matches_reference(b, l, chunk, dtype, tol):
     torch.testing.assert_close(got, linear_scan_ref(A_bar, write), atol=tol, rtol=tol)
     y = selective_scan_parallel(*(t.cuda() for t in (x, delta, A, B, C, D)), chunk=chunk).cpu()
     torch.testing.assert_close(y, selective_scan_ref(x, delta, A, B, C, D), atol=tol * 10, rtol=tol * 10)
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_gradients_through_a_state_read_on_gpu_equal_cpu(tiny_pair, kernels):
+    """With grad on (a trace's default) and h read at layer 0, `scan.LinearScan`'s backward on the
+    GPU (a reverse parallel scan) gives the CPU's gradients (a reverse loop)."""
+    ids = torch.tensor([[2, 3, 4, 5, 6, 7, 8, 9, 10, 5, 11, 12, 13, 14]])
+    grads = []
+    for handle in tiny_pair:
+        model = handle.module
+        hook = model.layers[0].mixer.hook_h.register_forward_hook(lambda *args: None)
+        try:
+            with contextlib.nullcontext() if kernels else cuda.disabled():
+                loss = model(ids.to(handle.device))[0, :, 5].sum()
+        finally:
+            hook.remove()
+        params = (model.layers[0].mixer.A_log, model.layers[0].mixer.in_proj.weight, model.embeddings.weight)
+        grads.append([g.cpu() for g in torch.autograd.grad(loss, params)])
+    for g_gpu, g_cpu in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_gpu, g_cpu, atol=1e-4, rtol=1e-4)
