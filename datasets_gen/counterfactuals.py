@@ -70,16 +70,21 @@ def pairs(ioi: IOI, third: str, vocabs: dict[str, Vocab]) -> list[dict]:
     return rows
 
 
-def counterfactuals(iois: list[IOI], names: tuple[str, ...], vocabs: dict[str, Vocab],
-                    rng: np.random.Generator) -> list[dict]:
-    """`pairs` of every IOI prompt, each with a third name drawn from `names` (not its io or s)."""
-    rows = []
+def third_names(iois: list[IOI], names: tuple[str, ...], rng: np.random.Generator) -> list[str]:
+    """Each prompt's third name for the abc corruption, drawn from `names` (not its io or s)."""
+    thirds = []
     for ioi in iois:
         others = [n for n in names if n not in (ioi.io, ioi.s)]
         if not others:
             raise ValueError(f"names: need a third name besides {ioi.io!r} and {ioi.s!r}, got {list(names)}")
-        rows += pairs(ioi, others[int(rng.integers(len(others)))], vocabs)
-    return rows
+        thirds.append(others[int(rng.integers(len(others)))])
+    return thirds
+
+
+def counterfactuals(iois: list[IOI], names: tuple[str, ...], vocabs: dict[str, Vocab],
+                    rng: np.random.Generator) -> list[dict]:
+    """`pairs` of every IOI prompt, each with its `third_names` draw."""
+    return [row for ioi, third in zip(iois, third_names(iois, names, rng)) for row in pairs(ioi, third, vocabs)]
 
 
 def one_token(text: str, vocab: Vocab, model: str) -> int:

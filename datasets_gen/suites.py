@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compare.vocabularies import Vocab
-from datasets_gen.counterfactuals import IOI, counterfactuals
+from datasets_gen.counterfactuals import IOI, counterfactuals, third_names
 from datasets_gen.tokenizers import TOKENIZER_FAMILIES
 
 CLASSIC_IOI = ("Mary", "John", "When {X} and {Y} went to the {place}, {S} gave a {object} to",
@@ -223,6 +223,14 @@ class NaturalConfig(_Suite):
         self.check()
         self.check_names(vocabs)
         return counterfactuals(self.iois(rng), self.names, vocabs, rng)
+
+    def thirds(self, rng: np.random.Generator) -> list[tuple[IOI, str]]:
+        """Each prompt's choices and the third name of its abc corruption, drawn as `counterfactuals`
+        draws them (text only, no tokenizer): from `build.suite_rng(seed, "natural")`, the built
+        split's rows."""
+        self.check()
+        iois = self.iois(rng)
+        return list(zip(iois, third_names(iois, self.names, rng)))
 
 
 @dataclass(frozen=True)

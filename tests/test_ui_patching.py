@@ -70,28 +70,23 @@ def test_stop_keeps_the_layers_finished(monkeypatch):
     assert any(p.endswith("patching_partial.csv") for p in files)
 
 
-def test_pairs_are_the_natural_suites_prompts_with_both_corruptions():
-    import numpy as np
-
-    from datasets_gen.suites import NaturalConfig
+def test_pairs_are_the_built_natural_splits_rows_with_both_corruptions():
+    """"natural i" is row i of the natural split `datasets_gen.build(seed=0)` writes (real
+    tokenizers), its abc corruption that row's `corrupt_abc`, whose third name is a random draw."""
+    from conftest import shared_tokenizer
+    from datasets_gen import build
     from ui import tab_patching
 
     labels = list(tab_patching.PAIRS)
     assert len(labels) == 2 * tab_patching.SUITE_PROMPTS
-    assert tab_patching.pick_pair(labels[0]) == ("When Mary and John went to the store, John gave a drink to",
-                                                 "When Mary and John went to the store, Tom gave a drink to",
-                                                 " Mary", " John")
+    assert tab_patching.pick_pair(labels[0])[::2] == ("When Mary and John went to the store, John gave a drink to",
+                                                      " Mary")
     assert tab_patching.pick_pair(labels[1])[1] == "When Mary and John went to the store, Mary gave a drink to"
-    texts = [p.text for p in NaturalConfig(n=tab_patching.SUITE_PROMPTS).generate(
-        {"mamba": _vocab()}, np.random.default_rng(0))]
-    assert [tab_patching.pick_pair(label)[0] for label in labels[::2]] == texts
-
-
-def _vocab():
-    from compare.vocabularies import load_vocab
-    from conftest import shared_tokenizer
-
-    return load_vocab(shared_tokenizer("gpt-neox-20b"), "mamba")
+    tokenizers = {"mamba": shared_tokenizer("gpt-neox-20b"), "gpt2": shared_tokenizer("gpt2")}
+    rows = build(seed=0, suites=["natural"], tokenizers=tokenizers)["natural"].to_list()[:tab_patching.SUITE_PROMPTS]
+    expected = [((r["text"], r["corrupt_abc"], r["answer"], r["wrong"]),
+                 (r["text"], r["corrupt_name_swap"], r["answer"], r["wrong"])) for r in rows]
+    assert [(tab_patching.pick_pair(a), tab_patching.pick_pair(b)) for a, b in zip(labels[::2], labels[1::2])] == expected
 
 
 def test_attention_shows_hidden_attention_beside_the_pattern():

@@ -2,39 +2,40 @@
 recovery heatmaps side by side (`compare.patch_sweep`); below, Mamba's hidden attention beside a
 transformer's attention pattern (`compare.attention_map`).
 
-The pair is one of the natural suite's IOI prompts with one of its counterfactuals
-(`datasets_gen.counterfactuals`: the ABC corruption or the name swap), or typed. Each model gets its own component, since
-the registries differ (Mamba's `h`, a transformer's `resid_post` or one head `z.3`). The sweeps
-run in a worker thread (`jobs.run`) with progress in runs (layer × position); Stop keeps the runs
-finished.
+The pair is one of the natural split's IOI rows (as `datasets_gen.build(seed=0)` writes them) with
+one of its counterfactuals (`datasets_gen.counterfactuals`: the ABC corruption or the name swap),
+or typed. Each model gets its own component, since the registries differ (Mamba's `h`, a
+transformer's `resid_post` or one head `z.3`). The sweeps run in a worker thread (`jobs.run`)
+with progress in runs (layer × position); Stop keeps the runs finished.
 """
 from __future__ import annotations
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 
 from compare import families, patching_figures
 from compare.hidden_attention import attention_map
 from compare.patching import METRICS, patch_sweep, prepare
 from datasets_gen.counterfactuals import corruptions
-from datasets_gen.suites import NAMES, NaturalConfig
+from datasets_gen.build import suite_rng
+from datasets_gen.suites import NaturalConfig
 
 from . import downloads, jobs, limits, models
 from .tab_noise import LAYERS_HELP, family, parse_layers
 
 SUITE_PROMPTS = 6
-"""Prompts of the natural suite (seed 0) offered as pairs, the classic sentence first."""
+"""Prompts of the natural split (seed 0) offered as pairs, the classic sentence first."""
 KIND_LABELS = {"abc": "ABC: a third name at the repeated subject", "name_swap": "name swap: the subject becomes the answer"}
 
 
 def suite_pairs(n: int = SUITE_PROMPTS, seed: int = 0) -> dict[str, tuple[str, str, str, str]]:
-    """Label → (clean, corrupt, answer, wrong) for the first `n` prompts of the natural suite, each
-    with both corruptions (`datasets_gen.counterfactuals`; the third name: the first suite name
-    that is neither of the prompt's). Text only: the sweep checks the tokens of each model."""
+    """Label → (clean, corrupt, answer, wrong) for the first `n` rows of the natural split that
+    `datasets_gen.build(seed=seed)` writes, each with both corruptions: "natural i" is the split's
+    row i, its abc corruption that row's `corrupt_abc`. Text only: the sweep checks the tokens of
+    each model."""
+    config = NaturalConfig()
     out = {}
-    for i, ioi in enumerate(NaturalConfig(n=n).iois(np.random.default_rng(seed))):
-        third = next(name for name in NAMES if name not in (ioi.io, ioi.s))
+    for i, (ioi, third) in enumerate(config.thirds(suite_rng(seed, config.name))[:n]):
         for kind, corrupt in corruptions(ioi, third).items():
             out[f"natural {i}, {KIND_LABELS[kind]}"] = (ioi.text(ioi.s), corrupt, " " + ioi.io, " " + ioi.s)
     return out
