@@ -163,7 +163,7 @@ def variance_trend(variances: Sequence[float]) -> dict[str, float]:
     if len(v) < 2:
         return {"slope": math.nan, "intercept": float(v[0]) if len(v) else math.nan, "r": math.nan}
     slope, intercept = np.polyfit(t, v, 1)
-    r = _pearson(t, v)
+    r = pearson(t, v)
     return {"slope": float(slope), "intercept": float(intercept), "r": r}
 
 
@@ -220,11 +220,18 @@ def position_distance(X: np.ndarray) -> np.ndarray:
     return pairwise.sum(axis=-1) / (n - 1) if n > 1 else np.full(n, np.nan)
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+def pearson(x, y) -> float:
+    """Pearson r of two equal-length sequences, in float64; NaN when either is constant."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     x = x - x.mean()
     y = y - y.mean()
     denominator = math.sqrt(float((x ** 2).sum() * (y ** 2).sum()))
     return float((x * y).sum() / denominator) if denominator > 0 else math.nan
+
+
+def spearman(x, y) -> float:
+    """Spearman r: `pearson` of the ranks, ties given their average rank (as scipy's spearmanr)."""
+    return pearson(*(pd.Series(np.asarray(v, dtype=np.float64)).rank() for v in (x, y)))
 
 
 def token_lengths(tokenizer: Any, text: str | None = None) -> pd.DataFrame:
@@ -263,4 +270,4 @@ def length_correlations(table: pd.DataFrame) -> dict[str, float]:
     """`r_id_len` and `r_logid_len` of a table with columns id and length (see `token_lengths`)."""
     ids = table["id"].to_numpy(dtype=np.float64)
     lengths = table["length"].to_numpy(dtype=np.float64)
-    return {"r_id_len": _pearson(ids, lengths), "r_logid_len": _pearson(np.log1p(ids), lengths)}
+    return {"r_id_len": pearson(ids, lengths), "r_logid_len": pearson(np.log1p(ids), lengths)}

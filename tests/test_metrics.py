@@ -241,3 +241,14 @@ def test_cross_model_metrics_do_not_depend_on_numpy_blas_threads():
                           capture_output=True, text=True).stdout
            for env in (base, {**base, "OMP_NUM_THREADS": "1"})]
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spearman_equals_scipys_with_ties(seed):
+    """The report's layer trend (section 6): hit rates tie often (0, 1, repeated fractions)."""
+    rng = np.random.default_rng(seed)
+    layers = np.arange(24)
+    rate = rng.integers(0, 5, 24) / 4  # five values over 24 layers: many ties
+    assert metrics.spearman(layers, rate) == pytest.approx(stats.spearmanr(layers, rate).statistic, abs=1e-12)
+    assert metrics.spearman(layers, -layers) == -1.0
+    assert math.isnan(metrics.spearman(layers, np.ones(24)))  # a constant rate has no rank order

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from ..vocabularies import token_texts
 from ..comparison import Comparison, Stopped, compare
@@ -79,10 +78,3 @@ class Context:
             prompt = (ids * self.plan.periodic_length)[: self.plan.periodic_length]
             return compare(prompt, self.handles, variant=variant, track=[ids[1]], progress=False, stop=self.stop)
         return self.cached(("periodic", cycle, variant), run)
-
-
-def pearson(x, y) -> float:
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    d = np.sqrt((x ** 2).sum() * (y ** 2).sum())
-    return float((x * y).sum() / d) if d > 0 else float("nan")

@@ -15,7 +15,7 @@ from ..channels import channel_sensitivity, feature_shape
 from ..model import Model, NonFiniteError
 from ..noise import draw_noise, noise_sweep
 from ..phase import phase_transition
-from .context import Context, pearson
+from .context import Context
 from .plan import FLATTENED_LAYERS, IOI, MARY, THESIS_CRITICAL, component, scaled_layer, spread
 from .report import Section
 
@@ -67,7 +67,7 @@ def noise(ctx: Context) -> Section:
     for model, g in (sweeps[(sweeps["distribution"] == "gaussian") & (sweeps["scale"] == "absolute")]
                      .groupby("model", sort=False) if len(sweeps) else []):
         rate = g.groupby("layer")["hit"].mean()
-        rank_r = pearson(rate.index.to_series().rank(), rate.rank()) if len(rate) > 1 else None
+        rank_r = metrics.spearman(rate.index, rate) if len(rate) > 1 else None
         trend.append(s.add(f"spearman_layer_hit[{model}]", f"Spearman r(layer, hit rate), {model}", rank_r,
                            "Spearman r between layer and the mean hit rate over all levels and trials "
                            "(positive: later layers survive more noise)", distribution="gaussian", scale="absolute",
