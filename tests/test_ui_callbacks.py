@@ -209,7 +209,7 @@ def test_monotone_pattern_from_text_needs_one_token():
 def test_pattern_preview_and_lock_in():
     from ui import tab_patterns
 
-    preview, lock_in, _, _ = tab_patterns.run("periodic", "text", "cat dog", 8)
+    preview, lock_in, _, _ = last(tab_patterns.run("periodic", "text", "cat dog", 8))
     assert preview["mamba token"].tolist() == ["cat", "dog"] * 4
     assert not preview["flagged"].any()
     assert sorted(lock_in["model"]) == ["gpt2", "mamba"]
@@ -555,7 +555,7 @@ def test_pattern_plot_marks_lock_in_and_frame_holds_p_of_the_next_token():
     run = comparison.runs["mamba"]
     expected = [run.probs[t, ids[(t + 1) % 2 if t < 7 else 6]] for t in range(8)]
     assert frame[frame["model"] == "mamba"]["P_next"].to_numpy() == pytest.approx(np.array(expected))
-    plot = tab_patterns.run("periodic", "text", "cat dog", 8)[2]
+    plot = last(tab_patterns.run("periodic", "text", "cat dog", 8))[2]
     assert plot is not None and len(plot.axes) == 2
 
 
@@ -599,7 +599,7 @@ def test_compare_refuses_one_model_or_more_than_three(names):
     from ui import tab_compare
 
     with pytest.raises(gr.Error, match="pick two or three models"):
-        next(tab_compare.run(PROMPT, "aligned", "", "auto", names))
+        last(tab_compare.run(PROMPT, "aligned", "", "auto", names))  # checked where the models load, in the job
 
 
 def test_noise_tab_sweeps_a_pythia_picked_by_path(tiny_dirs):
@@ -640,3 +640,79 @@ def test_stop_handler_stops_only_the_sessions_running_job(monkeypatch):
             next(job)
     assert done.value.value is True
     assert told == ["No sweep of yours is running.", "No patching of yours is running."]
+
+
+def _held_until_stop(engine, started):
+    """`engine` that first waits for its stop (as a long run would be busy), then runs as itself."""
+    def held(*args, stop, **kwargs):
+        started.set()
+        stop.wait(5)
+        return engine(*args, stop=stop, **kwargs)
+    return held
+
+
+def test_compare_stop_shows_a_note_and_the_sessions_next_run_completes(monkeypatch):
+    import threading
+
+    from ui import jobs, tab_compare
+
+    started = threading.Event()
+    monkeypatch.setattr(tab_compare, "compare", _held_until_stop(tab_compare.compare, started))
+    stream = tab_compare.run(PROMPT, "aligned", "", request=Session)
+    next(stream)
+    assert started.wait(5)
+    assert jobs.request_stop(Session, tab_compare.VIEW)  # what the Stop button does
+    table, trajectories, cross, files, summary, comparison = last(stream)
+    assert (table, trajectories, cross, files) == (None, None, None, None)
+    assert summary.startswith("**Stopped**") and comparison == gr.skip()  # the last finished one stays
+    monkeypatch.undo()
+    table, *_, comparison = last(tab_compare.run("cat dog", "native", "", request=Session))
+    assert comparison.prompt == "cat dog" and table["mamba token"].tolist() == ["cat", "dog"]
+
+
+def test_patterns_stop_says_so_and_shows_nothing(monkeypatch):
+    import threading
+
+    from ui import jobs, tab_patterns
+
+    told, started = [], threading.Event()
+    monkeypatch.setattr(tab_patterns.gr, "Info", told.append)
+    monkeypatch.setattr(tab_patterns, "compare", _held_until_stop(tab_patterns.compare, started))
+    stream = tab_patterns.run("periodic", "text", "cat dog", 8, request=Session)
+    next(stream)
+    assert started.wait(5)
+    assert jobs.request_stop(Session, tab_patterns.VIEW)
+    assert last(stream) == (None, None, None, None)
+    assert len(told) == 1 and told[0].startswith("Stopped before the models finished")
+
+
+def test_datasets_stop_between_suites_offers_those_built(monkeypatch):
+    import datasets_gen
+
+    from ui import jobs, tab_datasets
+
+    told, build = [], datasets_gen.build
+
+    def stopped_after_one_suite(**kwargs):
+        built = build(**kwargs)
+        jobs.request_stop(Session, tab_datasets.VIEW)  # Stop pressed while the first suite builds
+        return built
+
+    monkeypatch.setattr(tab_datasets.gr, "Info", told.append)
+    monkeypatch.setattr(datasets_gen, "build", stopped_after_one_suite)
+    preview, files = last(tab_datasets.run(["monotone", "repeated_random"], 2, 0, request=Session))
+    assert preview["suite"].tolist() == ["monotone", "monotone"]
+    assert len(files) == 1 and "monotone" in files[0] and files[0].endswith(".parquet")
+    assert told == ["Stopped after 1 of 2 suites: the preview and the files hold monotone."]
+
+
+def test_no_stop_cancels_a_run_and_run_clicks_wait_for_the_running_one():
+    """Gradio's cancels= reached the session's next run of a button and dropped its click (see ui.jobs)."""
+    from ui import app
+
+    demo = app.build_app()
+    assert not any(fn.cancels for fn in demo.fns.values())
+    runs = {fn.fn.__module__: fn.trigger_mode for fn in demo.fns.values()
+            if getattr(fn.fn, "__name__", "") == "run" and fn.fn.__module__ in
+            ("ui.tab_compare", "ui.tab_patterns", "ui.tab_datasets")}
+    assert runs == dict.fromkeys(("ui.tab_compare", "ui.tab_patterns", "ui.tab_datasets"), "always_last")

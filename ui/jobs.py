@@ -7,8 +7,13 @@ which wakes every `POLL_SECONDS` with the latest progress, so that:
   - each step of the callback's generator is short, so Gradio can close it when the event is
     cancelled or the page goes away, and closing it sets `stop`: the engine goes idle at its
     next check instead of holding a core for the rest of the job.
-A Stop button that should keep partial results does not cancel the event: it sets the session's
-Event (`request_stop`), the engine returns what it finished, and the callback shows it.
+Every Stop button is `stop_handler`: it sets the Event of the session's running job in its view
+(`request_stop`), the engine returns what it finished (or raises its `Stopped`), and the callback
+says so. No Stop uses Gradio's `cancels=`: Gradio 6 cancels by session and function, not by run
+(`/cancel` ends every task named `{session}_{fn_index}`), and answers only once the step in
+progress (drawing the figures) is over; the page keeps the run pending until then and drops a click
+of its run button meanwhile, so the next run never came. For the same reason run buttons take
+`trigger_mode="always_last"`: a click while the previous run ends (just after Stop) runs after it.
 """
 from __future__ import annotations
 

@@ -6,14 +6,15 @@ reference. A line under the table says which models read the first one's tokeniz
 
 All numbers come from `compare.compare`; this module only validates input, lays the result out
 side by side and offers it as files. The `Comparison` goes into the session's `gr.State`, where
-the Distributions tab reads it.
+the Distributions tab reads it. The models load and run in a worker thread (`jobs.run`); Stop sets
+its stop, and as a comparison is computed whole, a stopped one shows nothing but a note.
 """
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from compare import compare, figures
+from compare import Stopped, compare, figures
 from compare.comparison import K_COLUMNS
 from compare.pairing import VARIANTS
 
@@ -31,6 +32,8 @@ EXAMPLE_LABELS = ["natural (IOI)", "monotone", "periodic", "repeated random"]
 PROMPT, TRACK = EXAMPLES[0][0], EXAMPLES[0][2]
 N_OUTPUTS = 6
 """What `run` updates: table, trajectories, cross plot, files, summary, the Comparison."""
+VIEW = "compare"
+STOPPED = "**Stopped** before the models finished: nothing to show (a comparison is computed whole)."
 K_SCALES = ("auto", "linear", "symlog", "log")
 """The K axis of the figures (`figures.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
 
@@ -108,20 +111,25 @@ def results(comparison, k_axis: str | None = "auto"):
 
 @limits.shown_to_user
 def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: list[str] | None = None,
-        k_columns: str = "vocab", progress=gr.Progress()):
-    """Stream: nothing while the models run (Stop stops them), then the outputs and the Comparison.
+        k_columns: str = "vocab", request: gr.Request = None, progress=gr.Progress()):
+    """Stream: nothing while the models load and run, then the outputs and the Comparison; after
+    Stop, empty outputs and the `STOPPED` note (the session's Comparison stays the last finished).
 
     chosen: the models' names (`models.chosen`); None or empty: the configured pair.
     k_columns: K's row mean over the real vocabulary ("vocab") or every LM-head row ("all", the thesis's).
     """
-    progress(0.0, desc="loading models")
     prompt = check(prompt, variant)
-    handles = models.chosen(chosen)
-    progress(0.2, desc="running the models")
-    comparison = yield from jobs.run(
-        lambda progress, stop: compare(prompt, handles, variant=variant, track=tracked_tokens(track),
-                                       progress=False, stop=stop, k_columns=k_columns),
-        tick=jobs.skips(N_OUTPUTS))
+    progress(0.0, desc="loading and running the models")
+    try:
+        # Loading in the worker too: a Stop pressed while a model loads stops the comparison after it.
+        comparison = yield from jobs.run(
+            lambda progress, stop: compare(prompt, models.chosen(chosen), variant=variant,
+                                           track=tracked_tokens(track), progress=False, stop=stop,
+                                           k_columns=k_columns),
+            tick=jobs.skips(N_OUTPUTS), key=jobs.session_key(request, VIEW))
+    except Stopped:
+        yield None, None, None, None, STOPPED, gr.skip()
+        return
     progress(0.7, desc="tables and figures")
     yield *results(comparison, k_axis), comparison
 
@@ -173,9 +181,8 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
         outputs = [table, trajectories, cross, results_files, summary]
         examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=outputs, fn=run_example,
                         example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
-        event = button.click(run, inputs=[prompt, variant, track, k_axis, chosen, k_columns], outputs=outputs + [comparison],
-                             **heavy)
+        button.click(run, inputs=[prompt, variant, track, k_axis, chosen, k_columns], outputs=outputs + [comparison],
+                     trigger_mode="always_last", **heavy)
         k_axis.input(redraw, [comparison, k_axis], trajectories)
-        # Cancelling closes the callback's generator, which sets the engine's stop (`jobs.run`).
-        stop.click(None, cancels=[event])
+        stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
     return [prompt, variant, track, chosen]

@@ -3,7 +3,8 @@
 The pattern is defined in Mamba's tokenizer (the first model, as in `datasets_gen`'s suites);
 `compare.align` previews what GPT-2 reads under the aligned variant, flagging tokens with no
 single-token counterpart. Lock-in (the first position after which the argmax always continues
-the pattern) is `compare.compare`'s.
+the pattern) is `compare.compare`'s. The models load and run in a worker thread (`jobs.run`);
+Stop sets its stop, and a stopped comparison (computed whole) shows nothing but a note.
 """
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ import pandas as pd
 
 import numpy as np
 
-from compare import compare, figures, metrics
+from compare import Stopped, compare, figures, metrics
 from compare.align import align
 from datasets_gen.suites import repeat
 
-from . import limits, models
+from . import jobs, limits, models
 from .tab_compare import shown, side_by_side
 from .tab_tokenizers import visible
 
 KINDS = ("periodic", "monotone")
 SOURCES = ("ids", "text")
+VIEW = "patterns"
+N_OUTPUTS = 4
+"""What `run` updates: the aligned preview, lock-in, the plot, the per-position table."""
 
 
 def cycle_ids(kind: str, source: str, spec: str) -> list[int]:
@@ -83,18 +87,32 @@ def next_token_frame(comparison) -> pd.DataFrame:
         columns=["model", "position", "token", "P_next"])
 
 
+def compared(kind: str, source: str, spec: str, length: int, stop):
+    """The pattern's IDs and its `compare.compare` by both models (loading them for the tokenizer)."""
+    ids = pattern(cycle_ids(kind, source, spec), length)
+    return ids, compare(ids, models.pair(), variant="aligned", progress=False, stop=stop)
+
+
 @limits.shown_to_user
-def run(kind: str, source: str, spec: str, length: float, progress=gr.Progress()):
-    """Aligned preview, lock-in per model, P of the next pattern token plot, and the per-position table."""
-    ids = pattern(cycle_ids(kind, source, spec), limits.number(length, "length"))
-    progress(0.3, desc="running both models")
-    comparison = compare(ids, models.pair(), variant="aligned", progress=False)
+def run(kind: str, source: str, spec: str, length: float, request: gr.Request = None, progress=gr.Progress()):
+    """Stream: nothing while the models load and run, then the aligned preview, lock-in per model,
+    P of the next pattern token plot, and the per-position table; after Stop, empty outputs and a note."""
+    length = limits.number(length, "length")
+    progress(0.0, desc="loading and running both models")
+    try:
+        ids, comparison = yield from jobs.run(
+            lambda progress, stop: compared(kind, source, spec, length, stop),
+            tick=jobs.skips(N_OUTPUTS), key=jobs.session_key(request, VIEW))
+    except Stopped:
+        gr.Info("Stopped before the models finished: nothing to show (a comparison is computed whole).")
+        yield (None,) * N_OUTPUTS
+        return
     lock_in = pd.DataFrame([{"model": name, "lock-in position": run.lock_in,
                              "locked in": run.lock_in is not None} for name, run in comparison.runs.items()])
     frame = next_token_frame(comparison)
     plot = (figures.pattern_lock_in(frame, lock_in={n: r.lock_in for n, r in comparison.runs.items()})
             if len(frame) else None)
-    return preview(ids), lock_in, plot, shown(side_by_side(comparison))
+    yield preview(ids), lock_in, plot, shown(side_by_side(comparison))
 
 
 def build(heavy: dict) -> None:
@@ -110,11 +128,11 @@ def build(heavy: dict) -> None:
             length = gr.Number(14, label="Length (tokens)", precision=0, elem_id="pat-length")
         with gr.Row():
             button = gr.Button("Build and compare", variant="primary", elem_id="pat-run")
-            stop = gr.Button("Stop", variant="stop")
+            stop = gr.Button("Stop", variant="stop", elem_id="pat-stop")
         table = gr.Dataframe(label="Aligned variant, both tokenizers", elem_id="pat-preview", wrap=True)
         lock_in = gr.Dataframe(label="Lock-in", elem_id="pat-lockin")
         plot = gr.Plot(show_label=False, elem_id="pat-plot")
         predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True)
-        event = button.click(run, inputs=[kind, source, spec, length], outputs=[table, lock_in, plot, predictions],
-                             **heavy)
-        stop.click(None, cancels=[event])
+        button.click(run, inputs=[kind, source, spec, length], outputs=[table, lock_in, plot, predictions],
+                     trigger_mode="always_last", **heavy)
+        stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
