@@ -210,6 +210,31 @@ def test_a_stop_raises_and_writes_nothing(tiny_dirs, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_a_hub_id_model_name_is_written_as_one_file_name(tmp_path):
+    # A model loaded by Hub id is named "owner/name"; the channel figure is keyed by model name,
+    # and its "/" used to make a folder the write could not find, after the whole report had run.
+    from matplotlib.figure import Figure
+
+    from compare.reproduce import writing
+
+    s = Section(9, "channels", "t", "w")
+    s.figure("bars_state-spaces/mamba-130m-hf", Figure(), "c")
+    header = {"title": "t", "statement": "s", "run": {}, "seed": 0, "plan": {}, "models": [], "versions": {}}
+    path = writing.write(Report(header, [s], []), tmp_path / "r")
+    listed = json.loads((path / "report.json").read_text(encoding="utf-8"))["sections"][0]["figures"]
+    assert listed == ["figures/channels_bars_state-spaces--mamba-130m-hf.png"]
+    assert [p.name for p in (path / "figures").iterdir()] == ["channels_bars_state-spaces--mamba-130m-hf.png"]
+
+
+def test_a_numpy_integer_seed_is_accepted(tiny_dirs, tmp_path):
+    dirs, _ = tiny_dirs
+    stop = threading.Event()
+    stop.set()  # past the argument checks, before any section runs
+    with pytest.raises(Stopped):
+        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, seed=np.int64(1),
+                  stop=stop)
+
+
 def test_a_foreign_folder_is_refused_before_any_work(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "notes.txt").write_text("mine")
@@ -221,6 +246,7 @@ def test_a_foreign_folder_is_refused_before_any_work(tmp_path):
 
 
 @pytest.mark.parametrize("kw, needle", [({"seed": -1}, "seed: must be an integer"), ({"quick": "yes"}, "quick:"),
+                                        ({"seed": 1.0}, "seed: must be an integer"),
                                         ({"models": ("a",)}, "models: must be two"), ({"progress": 3}, "progress:")])
 def test_bad_arguments_name_the_argument(tmp_path, kw, needle):
     with pytest.raises((TypeError, ValueError), match=needle):

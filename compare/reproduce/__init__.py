@@ -24,6 +24,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..comparison import Stopped
 from ..loading import cached_model
 from ..model import Model
@@ -59,8 +61,9 @@ def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", 
     """
     if not isinstance(quick, bool):
         raise TypeError(f"quick: must be True or False, got {quick!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
+    seed = int(seed)
     check_callbacks(progress, stop)
     if isinstance(models, (str, os.PathLike, Model)) or not isinstance(models, Sequence) or len(models) != 2:
         raise ValueError(f"models: must be two model sources or Model handles (the Mamba role, then the GPT-2 "

@@ -78,6 +78,9 @@ class Section:
         self.table_definitions[name] = definition
 
     def figure(self, name: str, fig, caption: str) -> None:
+        """Add a figure; `name` is part of its file name, so a model name's '/' (a Hub id,
+        "owner/name") becomes '--', as a study files its results (`study.spec.model_key`)."""
+        name = name.replace("/", "--")
         self.figures[name] = fig
         self.captions[name] = caption
 
