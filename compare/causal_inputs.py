@@ -63,6 +63,13 @@ def is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def byte_budget(max_bytes) -> int:
+    """A `max_bytes` argument (a memory budget) as a Python int ≥ 1."""
+    if not is_int(max_bytes) or max_bytes < 1:
+        raise ValueError(f"max_bytes: must be an integer number of bytes ≥ 1, got {max_bytes!r}")
+    return int(max_bytes)
+
+
 def layer_list(handle: Model, layers, what: str = "layers") -> tuple[int, ...]:
     """Layers as a tuple of unique ints in 0..L-1 (None: all)."""
     L = handle.n_layers

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .causal_inputs import handles_of, is_int, position_list, prompt_ids, token_id
+from .causal_inputs import byte_budget, handles_of, is_int, position_list, prompt_ids, token_id
 from .model import Model
 from .noise import check_callbacks
 from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, head
@@ -68,7 +68,7 @@ def prepare(prompt, subject, *, model, samples=10, noise=3.0, window=1, seed=0, 
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating)) or not np.isfinite(noise) or noise < 0:
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) or not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0 (multiples of the embeddings' std), got {noise!r}")
     traces = []
     for handle in handles_of(model):
@@ -104,6 +104,7 @@ def causal_trace(prompt, subject, *, model, samples=10, noise=3.0, window=1, see
     subject positions and σ. progress(done, total) after each layer; stop checked before each."""
     traces = prepare(prompt, subject, model=model, samples=samples, noise=noise, window=window, seed=seed,
                      component=component, answer=answer)
+    max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
     total, done, stopped = sum(t.handle.n_layers for t in traces), 0, False
     frames, attrs = [], {"answer": {}, "p_clean": {}, "p_corrupt": {}, "subject": {}, "sigma": {}}

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .causal_inputs import byte_budget
 from .noise import Draw, check_callbacks, check_finite, one, prepare, read_groups, sweep_noise
 from .prediction import read_prediction
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
@@ -43,6 +44,7 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     sweep = prepare(prompt, model=model, target=target, component=component, layers=one(layer, "layer"),
                     levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed, dtype=dtype)
+    max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
     handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])
     shape = feature_shape(handle, sweep.component)

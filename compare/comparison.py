@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import memory, metrics
 from .loading import cached_model
-from .model import Model, integer_ids
+from .model import Model, integer_ids, parse_dtype
 from .noise import check_callbacks
 from .pairing import VARIANTS, Prepared, prepare
 from .results import Comparison, Run, Trajectory
@@ -92,10 +92,13 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         raise ValueError(f"variant: unknown {variant!r}; allowed values are {', '.join(VARIANTS)}")
     if k_columns not in K_COLUMNS:
         raise ValueError(f"k_columns: unknown {k_columns!r}; allowed values are {', '.join(K_COLUMNS)}")
-    if not isinstance(keep_arrays, bool):
-        raise TypeError(f"keep_arrays: must be True or False, got {keep_arrays!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    for name, flag in (("keep_arrays", keep_arrays), ("tokenizer_stats", tokenizer_stats)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: must be True or False, got {flag!r}")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
+    batch_size = int(batch_size)
+    parse_dtype(dtype)  # checked even when every model is a loaded handle, which keeps its own dtype
     check_callbacks(None, stop)
     handles = _load(models, device, dtype)
     items, is_suite = _items(prompt)
@@ -136,8 +139,10 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
 
 def _load(models, device, dtype=None) -> list[Model]:
     if isinstance(models, (str, os.PathLike, Model)) or not isinstance(models, Sequence) or not models:
+        # a Model's repr is its whole module tree: name it instead
+        got = f"one Model ({models.name!r}); pass a list" if isinstance(models, Model) else repr(models)
         raise TypeError("models: must be a non-empty list/tuple of model sources (aliases, Hub ids, "
-                        f"directories) or loaded Model handles, got {models!r}")
+                        f"directories) or loaded Model handles, got {got}")
     handles = []
     for source in models:
         if isinstance(source, Model):

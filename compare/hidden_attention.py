@@ -30,7 +30,7 @@ import torch
 
 from . import memory
 from .model import Model
-from .causal_inputs import handle_of, is_int, prompt_ids
+from .causal_inputs import byte_budget, handle_of, is_int, prompt_ids
 from .scan import discretise
 
 REDUCES = ("mean", "abs_mean", "none")
@@ -66,6 +66,7 @@ def hidden_attention(prompt, *, model, layer, channels=None, reduce="mean", max_
     handle = handle_of(model)
     ids = prompt_ids(handle, prompt)
     reduce = _reduce(reduce)
+    max_bytes = byte_budget(max_bytes)
     t = terms(handle, ids, layer=layer, channels=channels, max_bytes=max_bytes)
     alpha = t["alpha"]
     weights = {"mean": lambda a: a.mean(0), "abs_mean": lambda a: a.abs().mean(0), "none": lambda a: a}[reduce](alpha)
@@ -143,6 +144,7 @@ def attention_map(prompt, *, model, layer, units=None, reduce="mean", max_bytes:
     """Whichever map the model has: Mamba's hidden attention over channels `units`, or the heads
     `units` of a transformer's pattern."""
     handle = handle_of(model)
+    max_bytes = byte_budget(max_bytes)  # checked for a transformer too, which has no use for it
     if handle.arch.mixing == "ssm":
         return hidden_attention(prompt, model=handle, layer=layer, channels=units, reduce=reduce, max_bytes=max_bytes)
     return head_pattern(prompt, model=handle, layer=layer, heads=units, reduce=reduce)

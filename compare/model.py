@@ -18,7 +18,7 @@ from torch import nn
 
 from . import families, memory, native, points
 from .isolation import LockedNNsight, ModelLock
-from .vocabularies import token_texts
+from .vocabularies import check_encodable, token_texts
 
 FP32_BYTES = 4
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -74,10 +74,12 @@ class Model:
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str) or not text:
             raise ValueError(f"{self.name}: prompt must be a non-empty string, got {text!r}")
+        check_encodable(text, "prompt")
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def single_token(self, text: str, *, what: str = "token") -> int:
         """The ID of `text`, which must be exactly one token of this model (e.g. " Mary")."""
+        check_encodable(text, what)
         pieces = self.tokenizer.encode(text, add_special_tokens=False) if text else []
         if len(pieces) != 1:
             raise ValueError(f"{what}: {text!r} is {len(pieces)} tokens in {self.name}'s tokenizer "

@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from . import memory, points
-from .causal_inputs import handle_of, position_list, prompt_ids, token_id
+from .causal_inputs import byte_budget, handle_of, position_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
@@ -160,6 +160,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed, draws=draws, dtype=dtype)
+    max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     frames, done = [], []
@@ -308,13 +309,16 @@ def one(value, name: str) -> list:
 
 def _float_array(values, name: str) -> np.ndarray:
     try:
-        return np.asarray(values, dtype=float)
+        array = np.asarray(values)
+        if array.dtype.kind not in "iuf":  # bools and strings would convert silently ("0.5" → 0.5, True → 1.0)
+            raise TypeError
+        return array.astype(float)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be numbers, got {values!r}") from None
 
 
 def _int_list(values, name: str) -> tuple[int, ...]:
-    values = [values] if isinstance(values, (int, np.integer)) else list(values)
+    values = [values] if isinstance(values, (int, np.integer)) or np.ndim(values) == 0 else list(values)
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         raise ValueError(f"{name} must be ints, got {values!r}")
     return tuple(dict.fromkeys(int(v) for v in values))

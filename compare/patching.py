@@ -63,7 +63,7 @@ import pandas as pd
 import torch
 
 from . import memory
-from .causal_inputs import handles_of, is_int, layer_list, prompt_ids, token_id
+from .causal_inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
 from .noise import check_callbacks
 from .mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
@@ -146,6 +146,7 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component, layers=
     """
     sweeps = prepare(clean, corrupt, model=model, answer=answer, wrong=wrong, component=component,
                      layers=layers, positions=positions, metric=metric)
+    max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
     count = Counter(sum(len(s.layers) * len(s.patches) for s in sweeps), progress)
     frames, attrs, stopped = [], _attrs(sweeps), False

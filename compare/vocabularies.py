@@ -47,6 +47,18 @@ def text(tokenizer: Any, ids: Sequence[int]) -> str:
     return _decode(tokenizer, [[int(i) for i in ids]])[0]
 
 
+def check_encodable(value: str, what: str) -> None:
+    """Raise ValueError naming `what` if `value` holds a lone surrogate (U+D800..U+DFFF): a str
+    Python allows (e.g. from os.listdir or a command line with invalid UTF-8) that is not text, so
+    no tokenizer can encode it (the Rust tokenizers raise an unhelpful TypeError)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:  # UTF-8 encodes every other code point
+        raise ValueError(f"{what}: {value[:40]!r} holds a lone surrogate U+{ord(value[err.start]):04X} at index "
+                         f"{err.start}, which is not a character; allowed values are valid Unicode text (a str "
+                         "that encodes as UTF-8)") from None
+
+
 def same_tokenizer(a: Any, b: Any) -> bool:
     """Whether two tokenizers are the same: the same text gives the same IDs and an ID the same token.
 
