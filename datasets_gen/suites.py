@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from compare.vocabularies import Vocab
+from compare.vocabularies import Vocab, check_encodable
 from datasets_gen.counterfactuals import IOI, counterfactuals, third_names
 from datasets_gen.tokenizers import TOKENIZER_FAMILIES
 
@@ -99,6 +99,7 @@ def single_token(token: int | str, vocab: Vocab, field: str) -> int:
         raise TypeError(f"{field}: {token!r} is not a token; allowed values are token IDs and "
                         "strings that encode to one token")
     if isinstance(token, str):
+        check_encodable(token, field)
         ids = vocab.encode(token)
         if len(ids) != 1:
             raise ValueError(f"{field}: {token!r} is {len(ids)} tokens in the {vocab.name} "
@@ -340,6 +341,7 @@ class CustomConfig(_Suite):
                 raise TypeError(f"custom.texts[{i}]: must be a string, got {type(text).__name__} {text!r}")
             if not text:
                 raise ValueError(f"custom.texts[{i}]: empty; allowed values are non-empty strings")
+            check_encodable(text, f"custom.texts[{i}]")
         for j, ids in enumerate(id_lists):
             field = f"custom.ids[{j}]"
             ids = sequence(ids, field, "token IDs")

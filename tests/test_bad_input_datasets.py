@@ -83,6 +83,17 @@ def test_a_custom_text_longer_than_the_bound_is_refused(tokenizers):
         build(suites=[CustomConfig(texts=("a " * 70_000,))], tokenizers=tokenizers)
 
 
+def test_a_custom_text_with_a_lone_surrogate_is_refused_naming_the_row(tokenizers):
+    # the tokenizer raised "TypeError: TextInputSequence must be str", naming nothing
+    with pytest.raises(ValueError, match=r"custom\.texts\[1\]: .*lone surrogate U\+D800"):
+        build(suites=[CustomConfig(texts=("ok", "a\ud800b"))], tokenizers=tokenizers)
+
+
+def test_a_one_token_string_with_a_lone_surrogate_is_refused_naming_the_field(tokenizers):
+    with pytest.raises(ValueError, match=r"monotone\.tokens.*lone surrogate U\+DC80"):
+        build(suites=[MonotoneConfig(n=1, tokens=("\udc80",))], tokenizers=tokenizers)
+
+
 def test_an_empty_custom_text_is_refused_naming_the_row(tokenizers):
     with pytest.raises(ValueError, match=r"custom\.texts\[1\]: empty"):
         build(suites=[CustomConfig(texts=("ok", ""))], tokenizers=tokenizers)
