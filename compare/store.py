@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 MARKER = ".mamba-gpt2-compare.json"
+NAME_MAX = 255  # bytes in one file name on Linux's file systems (ext4, xfs, btrfs, tmpfs) and macOS's
+STAGING_EXTRA = len(".") + len(".new-") + 7 + len("-") + 8  # `_hidden`'s additions: pid ≤ 7 digits, 8 hex
 
 
 def publish(directory: str | os.PathLike, write: Callable[[Path], None], *, kind: str,
@@ -60,6 +62,11 @@ def publish(directory: str | os.PathLike, write: Callable[[Path], None], *, kind
 def check(directory: str | os.PathLike, *, kind: str, overwrite: bool, argument: str = "directory") -> Path:
     """`directory` as a Path, after `recover`; raises if a result of `kind` may not be saved there."""
     target = folder_path(directory, overwrite, argument=argument)
+    size = len(os.fsencode(target.name))
+    if size > NAME_MAX - STAGING_EXTRA:
+        raise ValueError(f"{argument}: the folder name is {size} bytes, and its hidden staging name "
+                         f"({STAGING_EXTRA} bytes longer) would pass the file system's {NAME_MAX}; allowed values "
+                         f"are folder names of at most {NAME_MAX - STAGING_EXTRA} bytes")
     ancestor = next(p for p in target.parents if p.exists())
     if not ancestor.is_dir():
         raise NotADirectoryError(f"{argument}: {ancestor} is a file, not a folder; allowed values are "
@@ -86,6 +93,14 @@ def folder_path(directory, overwrite: bool, *, argument: str, example: str = "ou
     if target.name in ("", ".", ".."):
         raise ValueError(f"{argument}: {os.fspath(directory)!r} names no folder of its own; allowed values "
                          f"are paths that end in a folder name, e.g. {example}")
+    text = str(target)
+    if "\0" in text:
+        raise ValueError(f"{argument}: {text!r} holds a NUL character; allowed values are paths without one")
+    try:
+        text.encode("utf-8")  # pyarrow writes only UTF-8 paths; a non-UTF-8 byte from os.listdir is a lone surrogate
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{argument}: {text!r} holds a lone surrogate U+{ord(text[err.start]):04X} (a byte that "
+                         "is not UTF-8); allowed values are paths that are valid Unicode text") from None
     return target
 
 

@@ -302,6 +302,17 @@ def test_a_path_naming_no_new_folder_is_refused(results, tmp_path, monkeypatch, 
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.parametrize("name, match", [
+    ("a\x00b", "NUL"),  # os.stat said only "embedded null byte"
+    ("a\udcffb", "lone surrogate"),  # a non-UTF-8 byte from os.listdir: pyarrow failed after the work
+    ("n" * 240, "folder name is 240 bytes"),  # legal, but its staging name is not: mkdir said "too long"
+])
+def test_a_folder_name_the_save_cannot_write_is_refused_before_writing(results, tmp_path, name, match):
+    with pytest.raises(ValueError, match=rf"directory: .*{match}.*allowed values"):
+        results[0].save(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_parent_that_is_a_file_is_refused(results, tmp_path):
     (tmp_path / "notes.txt").write_text("keep")
     with pytest.raises(NotADirectoryError, match=r"directory: .*notes.txt is a file, not a folder"):
