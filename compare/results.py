@@ -169,12 +169,15 @@ class Comparison:
         The folder appears complete or not at all, and overwrite=True replaces only a previous
         comparison, never other files (`compare.store` states the guarantee).
         """
+        from .reproduce.report import plain  # non-finite floats as "nan"/"inf": json.dumps writes bare NaN
+
         def write(folder: Path) -> None:
             self.to_frame().to_parquet(folder / "runs.parquet", engine="pyarrow")
             self.cross.to_parquet(folder / "cross.parquet", engine="pyarrow")
             self.top_k_frame().to_parquet(folder / "top_k.parquet", engine="pyarrow")
             self.tracked_frame().to_parquet(folder / "tracked.parquet", engine="pyarrow")
-            (folder / "metadata.json").write_text(json.dumps(self.metadata(), indent=2, default=_json_default))
+            (folder / "metadata.json").write_text(json.dumps(plain(self.metadata()), indent=2, allow_nan=False,
+                                                                default=_json_default))
             (folder / "figures").mkdir()
             for stem, figure in self.figures().items():
                 figure.savefig(folder / "figures" / f"{stem}.png", dpi=150, bbox_inches="tight")

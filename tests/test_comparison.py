@@ -182,6 +182,16 @@ def test_save_writes_parquet_metadata_and_figures(models, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging left behind
 
 
+def test_saved_metadata_is_standard_json_for_a_one_token_prompt(models, tmp_path):
+    # one position: the variance trend's slope and r are NaN, which json.dumps wrote as bare NaN
+    handles, _ = models
+    result = package.compare("Mary", handles, variant="native")
+    assert np.isnan(result.metadata()["variance_trend"]["mamba"]["slope"])
+    text = (result.save(tmp_path / "out") / "metadata.json").read_text()
+    meta = json.loads(text, parse_constant=lambda name: pytest.fail(f"metadata.json holds {name}, not JSON"))
+    assert meta["variance_trend"]["mamba"]["slope"] == "nan"
+
+
 def test_save_refuses_to_overwrite_unless_asked(models, tmp_path):
     handles, _ = models
     result = package.compare("Mary", handles, variant="native")
