@@ -148,6 +148,11 @@ def _device(device) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be like 'cpu' or 'cuda:0', got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():  # else torch asserts deep inside .to()
+        raise ValueError(f"device: {str(device)!r} asks for CUDA, which this torch ({torch.__version__}) "
+                         "cannot use here (built without CUDA, or no GPU); allowed values are 'cpu', or None "
+                         "for CUDA when available")
+    return device

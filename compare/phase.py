@@ -82,6 +82,8 @@ def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int 
         raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
     if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
         raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     out = []
     for key, group in df.groupby(GROUP, sort=True):

@@ -70,7 +70,9 @@ def test_single_trial_fresh_sweeps_bootstrap_over_runs():
 
 
 @pytest.mark.parametrize("kw,needle", [({"confidence": 1.0}, "confidence"), ({"n_boot": 0}, "n_boot"),
-                                        ({"confidence": "high"}, "confidence"), ({"n_boot": 2.5}, "n_boot")])
+                                        ({"confidence": "high"}, "confidence"), ({"n_boot": 2.5}, "n_boot"),
+                                        ({"seed": -1}, "seed: must be an integer ≥ 0"),  # numpy's words, no name
+                                        ({"seed": 1.5}, "seed: must be an integer ≥ 0")])  # was a TypeError
 def test_bad_arguments_are_refused(kw, needle):
     with pytest.raises(ValueError, match=needle):
         phase_transition(synthetic(0.5, 0.05), **kw)
