@@ -191,4 +191,7 @@ def _tracked(track, handles: list[Model], variant: str) -> list[tuple[str, list[
                 h.as_input([ids[0]])  # raises naming the model when its vocabulary has no such ID
                 ids.append(ids[0])
         out.append((label, ids))
-    return out
+    # Labels key the trajectories: where different tokens read alike (byte fragments all decode
+    # to U+FFFD alone), each is labelled with its ID, or all but one would be dropped.
+    alike = {label for label, ids in out if any(other == label and o[0] != ids[0] for other, o in out)}
+    return [(f"{label} (ID {ids[0]})" if label in alike else label, ids) for label, ids in out]

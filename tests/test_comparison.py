@@ -249,6 +249,18 @@ def real_vocab_models(tmp_path_factory):
             load_model(root / "gpt2", tokenizer=gpt2, device="cpu")]
 
 
+def test_two_tracked_ids_that_read_alike_keep_both_trajectories(real_vocab_models):
+    # GPT-NeoX's 100 and 101 are byte fragments, each "\ufffd" alone: both were keyed "\ufffd" and
+    # the first trajectory was silently dropped
+    result = package.compare("When Mary and John", real_vocab_models, variant="same_ids", track=[100, 101])
+    for run in result.runs.values():
+        assert sorted(tr.id for tr in run.tracked.values()) == [100, 101]
+        for label, tr in run.tracked.items():
+            assert str(tr.id) in label
+            np.testing.assert_array_equal(tr.L, run.logits[:, tr.id])
+    assert len([c for c in result.to_frame().columns if c.startswith("L[")]) == 2
+
+
 def test_aligned_positions_use_the_last_piece_of_a_split_token(real_vocab_models):
     # " Kubernetes" is one GPT-NeoX token but four GPT-2 tokens (see shared/tokenizers/README.md)
     result = package.compare("I use Kubernetes daily", real_vocab_models, variant="aligned")
