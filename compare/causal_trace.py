@@ -68,7 +68,8 @@ def prepare(prompt, subject, *, model, samples=10, noise=3.0, window=1, seed=0, 
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) or not np.isfinite(noise) or noise < 0:
+    if (isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating))
+            or not np.isfinite(noise) or noise < 0):
         raise ValueError(f"noise must be a finite number >= 0 (multiples of the embeddings' std), got {noise!r}")
     traces = []
     for handle in handles_of(model):

@@ -352,6 +352,7 @@ def test_locating_non_finite_values_leaves_no_hooks(tiny_dirs):
 def test_cuda_without_cuda_is_refused_naming_the_device(tiny_dirs):
     # torch said only "AssertionError: Torch not compiled with CUDA enabled", from deep in .to()
     dirs, _ = tiny_dirs
-    with pytest.raises(ValueError, match=r"device: 'cuda:0' asks for CUDA, which this torch .* cannot use here .*; allowed values are 'cpu'"):
+    with pytest.raises(ValueError, match=r"device: 'cuda:0' asks for CUDA, which this torch .* cannot use here "
+                                         r".*; allowed values are 'cpu'"):
         load_model(dirs["gpt2"], device="cuda:0")
 
