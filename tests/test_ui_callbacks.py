@@ -670,6 +670,20 @@ def test_compare_stop_shows_a_note_and_the_sessions_next_run_completes(monkeypat
     assert comparison.prompt == "cat dog" and table["mamba token"].tolist() == ["cat", "dog"]
 
 
+def test_compare_stop_while_the_figures_are_drawn_shows_only_the_note(monkeypatch):
+    from ui import jobs, tab_compare
+
+    results = tab_compare.results
+
+    def stopped_while_drawn(*args):
+        jobs.request_stop(Session, tab_compare.VIEW)  # the models are done; the figures take seconds
+        return results(*args)
+
+    monkeypatch.setattr(tab_compare, "results", stopped_while_drawn)
+    *outputs, comparison = last(tab_compare.run(PROMPT, "aligned", "", request=Session))
+    assert outputs == [None, None, None, None, tab_compare.STOPPED] and comparison == gr.skip()
+
+
 def test_patterns_stop_says_so_and_shows_nothing(monkeypatch):
     import threading
 

@@ -6,10 +6,13 @@ reference. A line under the table says which models read the first one's tokeniz
 
 All numbers come from `compare.compare`; this module only validates input, lays the result out
 side by side and offers it as files. The `Comparison` goes into the session's `gr.State`, where
-the Distributions tab reads it. The models load and run in a worker thread (`jobs.run`); Stop sets
-its stop, and as a comparison is computed whole, a stopped one shows nothing but a note.
+the Distributions tab reads it. The models load and run, and the figures are drawn, in a worker
+thread (`jobs.run`); Stop sets its stop, and as a comparison is computed whole, a stopped one shows
+nothing but a note.
 """
 from __future__ import annotations
+
+import functools
 
 import gradio as gr
 import pandas as pd
@@ -33,7 +36,7 @@ PROMPT, TRACK = EXAMPLES[0][0], EXAMPLES[0][2]
 N_OUTPUTS = 6
 """What `run` updates: table, trajectories, cross plot, files, summary, the Comparison."""
 VIEW = "compare"
-STOPPED = "**Stopped** before the models finished: nothing to show (a comparison is computed whole)."
+STOPPED = "**Stopped**: nothing to show (a comparison is computed whole)."
 K_SCALES = ("auto", "linear", "symlog", "log")
 """The K axis of the figures (`figures.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
 
@@ -109,11 +112,26 @@ def results(comparison, k_axis: str | None = "auto"):
     return shown(table), trajectories, cross, files(comparison, table), comparison.summary()
 
 
+def measured(prompt: str, variant: str, track: str, k_axis: str, chosen: list[str] | None, k_columns: str,
+             progress, stop):
+    """The Comparison and its `results`, as a `jobs.run` work: progress(1, 2) once the models ran;
+    `Stopped` once `stop` is set, up to the last figure (on a busy CPU the figures take seconds)."""
+    # Loading here too: a Stop pressed while a model loads stops the comparison after it.
+    comparison = compare(prompt, models.chosen(chosen), variant=variant, track=tracked_tokens(track),
+                         progress=False, stop=stop, k_columns=k_columns)
+    progress(1, 2)
+    outputs = results(comparison, k_axis)
+    if stop.is_set():
+        raise Stopped("compare stopped while its figures were drawn")
+    return comparison, outputs
+
+
 @limits.shown_to_user
 def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: list[str] | None = None,
         k_columns: str = "vocab", request: gr.Request = None, progress=gr.Progress()):
-    """Stream: nothing while the models load and run, then the outputs and the Comparison; after
-    Stop, empty outputs and the `STOPPED` note (the session's Comparison stays the last finished).
+    """Stream: nothing while the models load and run and the figures are drawn, then the outputs
+    and the Comparison; after Stop, empty outputs and the `STOPPED` note (the session's Comparison
+    stays the last finished one).
 
     chosen: the models' names (`models.chosen`); None or empty: the configured pair.
     k_columns: K's row mean over the real vocabulary ("vocab") or every LM-head row ("all", the thesis's).
@@ -121,17 +139,14 @@ def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: lis
     prompt = check(prompt, variant)
     progress(0.0, desc="loading and running the models")
     try:
-        # Loading in the worker too: a Stop pressed while a model loads stops the comparison after it.
-        comparison = yield from jobs.run(
-            lambda progress, stop: compare(prompt, models.chosen(chosen), variant=variant,
-                                           track=tracked_tokens(track), progress=False, stop=stop,
-                                           k_columns=k_columns),
-            tick=jobs.skips(N_OUTPUTS), key=jobs.session_key(request, VIEW))
+        comparison, outputs = yield from jobs.run(
+            functools.partial(measured, prompt, variant, track, k_axis, chosen, k_columns),
+            tick=jobs.skips(N_OUTPUTS), key=jobs.session_key(request, VIEW),
+            on_progress=lambda done, total: progress(0.7, desc="tables and figures"))
     except Stopped:
         yield None, None, None, None, STOPPED, gr.skip()
         return
-    progress(0.7, desc="tables and figures")
-    yield *results(comparison, k_axis), comparison
+    yield *outputs, comparison
 
 
 @limits.shown_to_user
