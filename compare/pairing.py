@@ -59,7 +59,7 @@ def prepare(item, handles: list[Model], variant: str, track, same: list[bool]) -
         first = handles[0]
         if isinstance(item, str):
             if not item.strip():
-                raise ValueError(f"prompt: must be a non-empty string, got {item!r}")
+                raise ValueError(f"prompt: must hold text other than whitespace, got {item!r}")
             text, ids0 = item, first.encode(item)
         else:
             if not item:

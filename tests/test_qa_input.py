@@ -35,6 +35,12 @@ def test_a_lone_surrogate_is_refused_naming_the_argument(models, call, argument)
 
 # --- compare's arguments --------------------------------------------------------------------------
 
+def test_compare_says_why_a_whitespace_prompt_is_refused(models):
+    # it said "must be a non-empty string" of a string that is not empty
+    with pytest.raises(ValueError, match=r"prompt: must hold text other than whitespace, got ' \\t\\n'"):
+        compare.compare(" \t\n", models, progress=False)
+
+
 def test_compare_refuses_an_unknown_dtype_even_for_loaded_models(models):
     # only sources are loaded in dtype, but a typo there was silently ignored with handles
     with pytest.raises(ValueError, match="dtype must be one of float32, float16, bfloat16, got 'float64'"):
