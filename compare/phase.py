@@ -16,7 +16,7 @@ last hit and the first miss.
 The confidence interval is an expanded percentile bootstrap (`expanded_tail`) with an explicit
 seed, widened out to the nearest swept levels (no interval is finer than the sweep's step). It
 resamples the independent unit of the sweep (`draws`, from ``df.attrs["draws"]``, which
-`noise_sweep` sets):
+`noise_sweep` sets, or the `draws` column of a study's rows):
     fresh  every run has its own ε, so every (level, trial) row is an independent Bernoulli
            draw: rows are resampled.
     ray    a trial's ε is shared by all its levels, so its hits are one walk along one
@@ -26,6 +26,9 @@ resamples the independent unit of the sweep (`draws`, from ``df.attrs["draws"]``
            why (`ci_unreliable`).
 On simulated sweeps (tests/test_phase_coverage.py) the 95 % interval covers a known midpoint in
 ≥ 90 % of experiments in both modes, sharp to wide transitions.
+
+A study's rows (`compare.study`, columns `prompt_index` and `draws`) hold several prompts' sweeps:
+each prompt is fitted on its own, and the result leads with `prompt_index`.
 
 Groups that never flip get no fit: status "always_hit" (c = +inf) or "never_hit" (the clean
 prediction already misses; c = NaN). Groups whose hits cannot place a falling curve inside the
@@ -64,8 +67,8 @@ def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int 
     """One row per (model, layer, component) of a noise-sweep frame; columns `COLUMNS`.
 
     draws: how the sweep drew its noise, "fresh" or "ray" (see the module docstring); default
-    ``df.attrs["draws"]``, and "ray" for a frame without it (sweeps before `draws` existed
-    were rays).
+    ``df.attrs["draws"]``, else the frame's `draws` column (a study's rows), else "ray" (sweeps
+    before `draws` existed were rays).
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df: must be a pandas DataFrame from noise_sweep, got {type(df).__name__}")
@@ -74,9 +77,10 @@ def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int 
         raise ValueError(f"df lacks columns {sorted(missing)}; pass the frame noise_sweep returns")
     if df.empty:
         raise ValueError("df: no rows; pass the frame noise_sweep returns")
-    draws = df.attrs.get("draws", "ray") if draws is None else draws
+    draws = _draws(df) if draws is None else draws
     if draws not in DRAWS:
         raise ValueError(f"draws must be one of {DRAWS} (or None: df.attrs['draws']), got {draws!r}")
+    group = ["prompt_index", *GROUP] if "prompt_index" in df.columns else GROUP
     df = df.assign(level=_levels(df["level"]), hit=_hits(df["hit"]))
     if not isinstance(confidence, (int, float, np.number)) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
@@ -86,9 +90,22 @@ def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int 
         raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     out = []
-    for key, group in df.groupby(GROUP, sort=True):
-        out.append(dict(zip(GROUP, key)) | _transition(group, draws, n_boot, confidence, rng, ridge))
-    return pd.DataFrame(out, columns=COLUMNS)
+    for key, rows in df.groupby(group, sort=True):
+        out.append(dict(zip(group, key)) | _transition(rows, draws, n_boot, confidence, rng, ridge))
+    return pd.DataFrame(out, columns=group[:-len(GROUP)] + COLUMNS)
+
+
+def _draws(df: pd.DataFrame) -> str:
+    """The sweep's `draws`: its attrs, else its one `draws` value (a study's rows), else "ray"."""
+    if "draws" in df.attrs:
+        return df.attrs["draws"]
+    if "draws" not in df.columns:
+        return "ray"
+    values = df["draws"].unique()
+    if len(values) != 1:
+        raise ValueError(f"df['draws']: the rows mix draws {sorted(map(str, values))}; fit each kind on its own, "
+                         "or pass draws=")
+    return values[0]
 
 
 def _levels(level: pd.Series) -> np.ndarray:

@@ -215,3 +215,34 @@ def test_no_interval_is_finer_than_the_step_between_swept_levels():
     below, above = levels[levels < 0.45].max(), levels[levels > 0.455].min()
     assert (fit["ci_low"], fit["ci_high"]) == (below, above)
     assert below < fit["critical_level"] < above
+
+
+def study_rows(*prompts):
+    """A study's noise_sweep rows (`compare.study`): per prompt_index a sweep, `draws` a column,
+    no attrs (they do not survive the study's files)."""
+    frames = [synthetic(c, 0.05, trials=1, seed=i).assign(prompt_index=i, draws="fresh")
+              for i, c in enumerate(prompts)]
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs.clear()
+    return df
+
+
+def test_a_studys_rows_are_fitted_per_prompt_with_their_draws_column():
+    """Pooled, two prompts with transitions at 0.3 and 0.7 would give one midpoint near 0.5; read
+    as rays (no attrs), one trial each would have no interval."""
+    df = study_rows(0.3, 0.7)
+    fits = phase_transition(df, n_boot=20)
+    assert list(fits.columns) == ["prompt_index", *COLUMNS] and list(fits["prompt_index"]) == [0, 1]
+    for i, c in enumerate((0.3, 0.7)):
+        alone = phase_transition(df[df["prompt_index"] == i].drop(columns=["prompt_index", "draws"]),
+                                 draws="fresh", n_boot=20).iloc[0]
+        fit = fits.iloc[i]
+        assert fit["status"] == "fit" and fit["critical_level"] == alone["critical_level"]
+        assert abs(fit["critical_level"] - c) < 0.1 and fit["ci_low"] < fit["critical_level"] < fit["ci_high"]
+
+
+def test_a_studys_rows_mixing_draws_are_refused():
+    df = study_rows(0.3, 0.7)
+    df.loc[df["prompt_index"] == 1, "draws"] = "ray"
+    with pytest.raises(ValueError, match=r"df\['draws'\]: the rows mix draws \['fresh', 'ray'\]"):
+        phase_transition(df)

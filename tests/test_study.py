@@ -58,7 +58,8 @@ def one_thread():
 
 
 def rows_of(frame, key):
-    return frame[frame["task"] == key].drop(columns=["task", "prompt_index", "seed"], errors="ignore").reset_index(drop=True)
+    columns = ["task", "prompt_index", "seed", "draws"]
+    return frame[frame["task"] == key].drop(columns=columns, errors="ignore").reset_index(drop=True)
 
 
 def assert_same_dataset(out, expected):
@@ -99,6 +100,18 @@ def test_seeded_analysis_rows_equal_a_direct_call_with_the_task_seed(embedded, t
             frame = embedded[label]
             assert set(frame.loc[frame["task"] == key, "seed"]) == {seed}
             pd.testing.assert_frame_equal(rows_of(frame, key), direct, check_exact=True, check_dtype=False)
+
+
+def test_noise_rows_keep_their_draws_for_phase_transition(embedded, tiny):
+    """The sweep's attrs do not survive the files: its `draws` goes in a column, which
+    `phase_transition` reads (it took a study's fresh draws for rays: no interval under 8 trials)."""
+    from compare import phase_transition
+
+    frame = embedded["noise_sweep"]
+    assert frame.attrs.get("draws") is None and set(frame["draws"]) == {"fresh"}
+    fits = phase_transition(frame, n_boot=10)
+    assert list(fits["prompt_index"].unique()) == [0, 1]
+    assert not fits["status"].str.startswith("ci unreliable").any()
 
 
 def test_suite_rows_run_each_model_on_its_own_ids_and_target(tiny_dirs, tiny, tmp_path):

@@ -124,6 +124,8 @@ def run(task: Task) -> pd.DataFrame:
         analysis = noise_sweep if task.analysis == "noise_sweep" else channel_sensitivity
         frame = analysis(prompt, model=handle, target=target, seed=task.seed, **params)
         frame["seed"] = np.int64(task.seed)
+        if task.analysis == "noise_sweep":  # what `phase_transition` resamples by; attrs do not survive the files
+            frame["draws"] = frame.attrs["draws"]
     frame.attrs = {}  # the stop/progress bookkeeping of a call, not data
     frame.insert(0, "task", task.key)
     frame.insert(1, "prompt_index", np.int64(task.prompt_index))
