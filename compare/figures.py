@@ -52,7 +52,10 @@ K_SYMLOG_ABOVE = 100.0  # k_scale="auto": symlog once some |K| is above this
 SCALE_ARGS = {"symlog": {"linthresh": 1.0}}  # linear for |K| ≤ 1: K's row mean is ±1
 CJK_FONT, CJK_FONT_FILE = "Noto Sans CJK JP", "NotoSansCJK-Regular.ttc"  # every face has all Han, kana, hangul
 EMOJI_FONT, EMOJI_FONT_FILE = "Symbola", "Symbola_hint.ttf"
-_VISIBLE = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421", ord("\n"): "↵", ord("\t"): "⇥"}
+# C0 controls and DEL as their Unicode pictures; C1 controls (U+0080–U+009F: no picture, no
+# glyph in any font, drawn as an empty box) as escapes
+_VISIBLE = ({c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421", ord("\n"): "↵", ord("\t"): "⇥"}
+            | {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})
 
 
 def panels(n_rows: int, n_cols: int, *, sharey=False, size=PANEL, squeeze=False):
@@ -75,7 +78,8 @@ def suptitle(fig: Figure, text: str) -> None:
 
 
 def token_label(token: str) -> str:
-    """A token as figures draw it: literal, between quotes, control characters as symbols (↵ ⇥ ␍)."""
+    """A token as figures draw it: literal, between quotes, control characters as symbols (↵ ⇥ ␍;
+    C1 controls as escapes, \\x85)."""
     return f"'{token.translate(_VISIBLE)}'"
 
 

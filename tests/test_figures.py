@@ -144,6 +144,12 @@ def test_token_label_shows_line_breaks_and_tabs_as_symbols():
     assert figures.token_label("\n\t a\r") == "'↵⇥ a␍'"
 
 
+def test_token_label_escapes_c1_controls_which_no_font_draws():
+    """U+0080–U+009F (a byte-level BPE token decoded from Latin-1 text): an empty box otherwise."""
+    assert figures.token_label("a\x85b\x9f") == "'a\\x85b\\x9f'"
+    assert figures.token_label("\xa0é") == "'\xa0é'"  # printable Latin-1 stays literal
+
+
 def test_k_distributions_draw_hostile_tokens_literally():
     fig = figures.k_distributions(hostile_k(), {m: list(HOSTILE) for m in MODELS})
     assert renders(fig)
