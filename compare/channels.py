@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .causal_inputs import byte_budget
+from .causal_inputs import byte_budget, handle_of, is_int
 from .noise import Draw, check_callbacks, check_finite, one, prepare, read_groups, sweep_noise
 from .prediction import read_prediction
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
@@ -41,7 +41,12 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     stop: anything with ``is_set()``, checked before each block; once set, the channels whose
     runs finished are returned, with ``df.attrs["stopped"] = True``.
     """
-    sweep = prepare(prompt, model=model, target=target, component=component, layers=one(layer, "layer"),
+    handle = handle_of(model, dtype)
+    L = handle.n_layers
+    if not (is_int(one(layer, "layer")[0]) and -L <= layer < L):
+        raise ValueError(f"layer must be an int in 0..{L - 1} (negative counts from the end) for {handle.name}, "
+                         f"got {layer!r}")
+    sweep = prepare(prompt, model=handle, target=target, component=component, layers=[layer],
                     levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed, dtype=dtype)
     max_bytes = byte_budget(max_bytes)

@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from . import memory, points
-from .causal_inputs import byte_budget, handle_of, position_list, prompt_ids, token_id
+from .causal_inputs import byte_budget, handle_of, layer_list, position_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
@@ -102,9 +102,7 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
     ids = prompt_ids(handle, prompt)
     T = ids.shape[1]
     component = _component(handle, component)
-    layers = tuple(range(handle.n_layers)) if layers is None else _int_list(layers, "layers")
-    if not layers:
-        raise ValueError("layers must name at least one layer, or be None for all")
+    layers = layer_list(handle, layers)  # negative counts from the end, as in patch_sweep and knockout
     for layer in layers:
         points.check(handle, component, layer)
     levels = np.linspace(0.0, 1.0, 100) if levels is None else _float_array(levels, "levels")
@@ -138,7 +136,8 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     "bfloat16": `load_model`); a loaded `Model` keeps its own, and another dtype is refused.
     component: a per-layer hook point of the model; on Mamba, "h" feeds the noise into the
     recurrence (later positions see it) and "h_readout" only into y at the noised positions.
-    target: a string that is exactly one token (" Mary") or a token ID. layers: default all.
+    target: a string that is exactly one token (" Mary") or a token ID. layers: default all
+    (negative counts from the end).
     levels: array of noise levels >= 0 (default 100 levels in [0, 1]). positions: token
     positions noised (default all; negative counts from the end). hit: the argmax at the last
     position is the target; logit_diff: target's logit minus the best other token's.
@@ -315,10 +314,3 @@ def _float_array(values, name: str) -> np.ndarray:
         return array.astype(float)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be numbers, got {values!r}") from None
-
-
-def _int_list(values, name: str) -> tuple[int, ...]:
-    values = [values] if isinstance(values, (int, np.integer)) or np.ndim(values) == 0 else list(values)
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must be ints, got {values!r}")
-    return tuple(dict.fromkeys(int(v) for v in values))

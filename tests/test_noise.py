@@ -215,7 +215,8 @@ def test_noisy_logits_gives_clean_and_noisy_vectors(tiny):
 @pytest.mark.parametrize("override,needle", [
     ({"component": "nope"}, "valid: resid_pre"),
     ({"component": "logits"}, "model-level"),
-    ({"layers": [5]}, "layer must be an int in 0..1"),
+    ({"layers": [5]}, "layers must be a non-empty list of ints in 0..1 (negative counts from the end)"),
+    ({"layers": []}, "layers must be a non-empty list"),
     ({"levels": [0.1, -0.2]}, "levels must be finite and >= 0"),
     ({"levels": [np.nan]}, "levels must be finite"),
     ({"levels": []}, "levels must be a non-empty"),
@@ -321,3 +322,11 @@ def test_noisy_logits_is_the_sweeps_run_at_that_level(tiny, draws):
     noisy = torch.tensor(df[df["run"] == "noisy"]["logit"].to_numpy())
     sweep = noise_sweep(PROMPT, layers=[1], levels=[1.5], trials=2, **kw)
     assert torch.softmax(noisy, -1)[_target_id(handle)].item() == pytest.approx(sweep["p_target"].iloc[1], abs=TOL)
+
+
+def test_negative_layers_count_from_the_end_as_in_patch_sweep(tiny):
+    handle = tiny[0]["mamba"]
+    kw = dict(model=handle, target=5, component="h", levels=[0.0, 3.0], trials=2, seed=1)
+    last = noise_sweep([2, 3, 4, 5], layers=[handle.n_layers - 1], **kw)
+    by_negative = noise_sweep([2, 3, 4, 5], layers=[-1], **kw)
+    pd.testing.assert_frame_equal(by_negative, last)

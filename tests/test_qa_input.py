@@ -70,7 +70,7 @@ def test_compare_with_one_model_handle_says_so_briefly(models):
 # --- sweeps ---------------------------------------------------------------------------------------
 
 def test_noise_sweep_refuses_a_float_layer_naming_layers(models):
-    with pytest.raises(ValueError, match=r"layers must be ints, got \[0.5\]"):
+    with pytest.raises(ValueError, match=r"layers must be ints in 0\.\.1 for mamba or None for all, got 0\.5"):
         noise_sweep(PROMPT, model=models[0], target=" Mary", component="h", layers=0.5, levels=[0.1])
 
 
