@@ -44,6 +44,7 @@ STYLE = "whitegrid"
 PANEL = (5.5, 4.0)  # inches per model panel
 TOP_MARGIN = 0.4  # inches kept empty above every figure: the app's plot label sits there
 MAX_TICKS = 40  # token tick labels per axis; more positions are thinned to every n-th
+MAX_ROWS = 64  # positions drawn as rows (K ridgelines, top-k tables); more: every n-th and the last
 ROW_HEIGHT = 2.6  # inches per L/K/P row of the trajectories
 POSITION_WIDTH = 0.35  # inches per position of the trajectories (within PANEL[0] … MAX_WIDTH)
 MAX_WIDTH = 14.0
@@ -154,19 +155,39 @@ def position_ticks(ax, tokens: Sequence[str], *, positions=None, at=None) -> Non
                   rotation=60, ha="right", rotation_mode="anchor", fontsize=7)
 
 
+def row_positions(T: int) -> list[int]:
+    """The positions drawn as rows: all T up to `MAX_ROWS`, else every n-th from 0 and the last
+    (the prediction a prompt is run for), `MAX_ROWS` in all. A row per position of a long prompt
+    made figures hundreds of inches tall; the data keep every position."""
+    if T <= MAX_ROWS:
+        return list(range(T))
+    return list(range(0, T - 1, math.ceil((T - 1) / (MAX_ROWS - 1)))) + [T - 1]
+
+
+def rows_note(shown: Mapping[str, Sequence[int]], T: Mapping[str, int]) -> str:
+    """' (n of T positions: one in k and the last)' for a figure whose rows were thinned, else ''."""
+    thinned = {name: rows for name, rows in shown.items() if len(rows) < T[name]}
+    if not thinned:
+        return ""
+    name, rows = next(iter(thinned.items()))
+    return f" ({len(rows)} of {T[name]} positions: one in {rows[1] - rows[0]} and the last)"
+
+
 def k_distributions(k: Mapping[str, np.ndarray], tokens: Mapping[str, Sequence[str]], *,
                     bins: int = 80, k_scale: str = "auto") -> Figure:
     """Ridgeline of each position's K histogram (log counts, so a small tail bump stays visible).
 
-    k: model → K [T, V]; tokens: model → the T input tokens, used as row labels.
+    k: model → K [T, V]; tokens: model → the T input tokens, used as row labels. Beyond `MAX_ROWS`
+    positions, one in n and the last are drawn (`row_positions`), as the title says.
     k_scale: the K axis, see the module docstring ("log" shows positive K only); bins are even on it.
     """
     scale = check_k_scale(k_scale, np.concatenate([np.ravel(K) for K in k.values()]))
+    rows = {name: row_positions(len(K)) for name, K in k.items()}
     with sns.axes_style(STYLE):
-        height = max(PANEL[1], 0.45 * max(len(v) for v in k.values()))
+        height = max(PANEL[1], 0.45 * max(len(r) for r in rows.values()))
         fig, axes = panels(1, len(k), size=(PANEL[0], height))
         for ax, (name, K) in zip(axes[0], k.items()):
-            K = np.asarray(K, dtype=np.float64)
+            K = np.asarray(K, dtype=np.float64)[rows[name]]
             ax.set_xscale(scale, **SCALE_ARGS.get(scale, {}))
             shown = K[K > 0] if scale == "log" else K
             if not shown.size:
@@ -180,11 +201,12 @@ def k_distributions(k: Mapping[str, np.ndarray], tokens: Mapping[str, Sequence[s
                 curve = 0.9 * counts / counts.max() if counts.max() > 0 else counts
                 ax.fill_between(centres, -t, -t + curve, color=colours[t], alpha=0.6, lw=0.6, ec="k")
             ax.set_yticks(-np.arange(len(K)) + 0.3)
-            ax.set_yticklabels([f"{t}: {token_label(tok)}" for t, tok in enumerate(tokens[name])], fontsize=7)
+            ax.set_yticklabels([f"{t}: {token_label(tokens[name][t])}" for t in rows[name]], fontsize=7)
             ax.set_xlabel(f"K = L / |mean(L)| ({scale})")
             ax.set_title(name)
         axes[0][0].set_ylabel("position: input token")
-        suptitle(fig, "Distribution of normalised logits K per position (log counts)")
+        note = rows_note(rows, {name: len(K) for name, K in k.items()})
+        suptitle(fig, f"Distribution of normalised logits K per position (log counts){note}")
     return literal_text(fig)
 
 
@@ -277,14 +299,17 @@ def top_k_table(frame: pd.DataFrame) -> Figure:
     """Per position, the k most probable next tokens with P, as a table per model.
 
     frame: columns model, position, token, rank, candidate, p (as `Comparison.top_k_frame`).
-    P is written to 3 significant digits (`p_label`), so GPT-2's small P stay apart.
+    P is written to 3 significant digits (`p_label`), so GPT-2's small P stay apart. Beyond
+    `MAX_ROWS` positions, one in n and the last are shown (`row_positions`), as the title says.
     """
     models = list(dict.fromkeys(frame["model"]))
     k = int(frame["rank"].max())
-    n_rows = frame.groupby("model")["position"].nunique().max()
+    T = frame.groupby("model")["position"].nunique().to_dict()
+    shown = {name: row_positions(T[name]) for name in models}
+    n_rows = max(len(rows) for rows in shown.values())
     fig, axes = panels(1, len(models), size=(1.6 * (k + 1), 0.2 * (n_rows + 1) + 0.4))
     for ax, name in zip(axes[0], models):
-        data = frame[frame["model"] == name].sort_values(["position", "rank"])
+        data = frame[(frame["model"] == name) & frame["position"].isin(shown[name])].sort_values(["position", "rank"])
         cells = [[f"{token_label(c)} {p_label(p)}" for c, p in zip(g["candidate"], g["p"])]
                  for _, g in data.groupby("position", sort=True)]
         inputs = [f"{t}: {token_label(tok)}" for t, tok in data.groupby("position", sort=True)["token"].first().items()]
@@ -294,7 +319,7 @@ def top_k_table(frame: pd.DataFrame) -> Figure:
         table.auto_set_font_size(False)
         table.set_fontsize(7)
         ax.set_title(name)
-    suptitle(fig, f"Top-{k} next-token predictions per position (token, P)")
+    suptitle(fig, f"Top-{k} next-token predictions per position (token, P){rows_note(shown, T)}")
     return literal_text(fig)
 
 

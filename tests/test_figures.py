@@ -326,3 +326,32 @@ def test_pattern_lock_in_without_lock_in_only_draws_the_curves():
 def test_pattern_lock_in_names_missing_columns():
     with pytest.raises(ValueError, match="P_next"):
         figures.pattern_lock_in(lock_frame().drop(columns="P_next"))
+
+
+# ---- long prompts: per-position rows thinned, the data untouched
+
+LONG = 200  # > MAX_ROWS = 64: one in ceil(199 / 63) = 4 positions (0, 4, …, 196) and the last, 199
+LONG_ROWS = [*range(0, 197, 4), 199]
+
+
+def test_row_positions_keep_every_position_up_to_max_rows_then_one_in_n_and_the_last():
+    assert figures.row_positions(64) == list(range(64))
+    assert figures.row_positions(LONG) == LONG_ROWS and len(LONG_ROWS) == 51
+    assert figures.row_positions(1020)[-2:] == [1003, 1019] and len(figures.row_positions(1020)) == 61  # one in 17
+
+
+def test_a_long_prompts_ridgeline_draws_the_thinned_rows_and_says_so():
+    rng = np.random.default_rng(2)
+    tokens = {m: [f"w{t}" for t in range(LONG)] for m in MODELS}
+    fig = figures.k_distributions({m: rng.normal(size=(LONG, 30)) for m in MODELS}, tokens)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == [f"{t}: 'w{t}'" for t in LONG_ROWS]
+    assert "(51 of 200 positions: one in 4 and the last)" in fig._suptitle.get_text()
+    assert fig.get_size_inches()[1] < 0.45 * 52 + 1  # not 0.45 inches for each of the 200 positions
+
+
+def test_a_long_prompts_top_k_table_shows_the_thinned_rows_and_says_so():
+    fig = figures.top_k_table(top_k(tokens=[f"w{t}" for t in range(LONG)]))
+    rows = [cell.get_text().get_text() for (r, c), cell in fig.axes[0].tables[0].get_celld().items() if c == -1]
+    assert rows == [f"{t}: 'w{t}'" for t in LONG_ROWS]
+    assert "(51 of 200 positions: one in 4 and the last)" in fig._suptitle.get_text()
