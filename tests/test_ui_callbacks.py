@@ -726,7 +726,6 @@ def test_no_stop_cancels_a_run_and_run_clicks_wait_for_the_running_one():
 
     demo = app.build_app()
     assert not any(fn.cancels for fn in demo.fns.values())
-    runs = {fn.fn.__module__: fn.trigger_mode for fn in demo.fns.values()
-            if getattr(fn.fn, "__name__", "") == "run" and fn.fn.__module__ in
-            ("ui.tab_compare", "ui.tab_patterns", "ui.tab_datasets")}
-    assert runs == dict.fromkeys(("ui.tab_compare", "ui.tab_patterns", "ui.tab_datasets"), "always_last")
+    runs = {fn.fn.__module__: fn.trigger_mode for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "run"}
+    tabs = ("compare", "patterns", "datasets", "noise", "channels", "patching", "report", "tokenizers")
+    assert runs == {f"ui.tab_{tab}": "always_last" for tab in tabs}

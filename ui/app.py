@@ -42,7 +42,9 @@ with a bootstrap confidence interval over trials.
 
 def build_app(*, concurrency: int = CONCURRENCY, heavy_limit: int = HEAVY_LIMIT,
               statuses: list[models.Status] | None = None) -> gr.Blocks:
-    heavy = {"concurrency_id": HEAVY, "concurrency_limit": heavy_limit}
+    # always_last: a click while the tab's previous run winds down (just after Stop) runs after it,
+    # where Gradio's default ("once") drops it (`ui.jobs`)
+    heavy = {"concurrency_id": HEAVY, "concurrency_limit": heavy_limit, "trigger_mode": "always_last"}
     with gr.Blocks(title="Mamba vs GPT-2", analytics_enabled=False) as demo:
         gr.Markdown("# Mamba vs GPT-2, side by side\n"
                     f"Models: Mamba `{models.source('mamba')}`, GPT-2 `{models.source('gpt2')}` "

@@ -197,7 +197,7 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
         examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=outputs, fn=run_example,
                         example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
         button.click(run, inputs=[prompt, variant, track, k_axis, chosen, k_columns], outputs=outputs + [comparison],
-                     trigger_mode="always_last", **heavy)
+                     **heavy)
         k_axis.input(redraw, [comparison, k_axis], trajectories)
         stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
     return [prompt, variant, track, chosen]

@@ -90,5 +90,5 @@ def build(heavy: dict) -> None:
             stop = gr.Button("Stop", variant="stop", elem_id="ds-stop")
         table = gr.Dataframe(label=f"Preview (first {PREVIEW_ROWS} rows per suite)", elem_id="ds-preview", wrap=True)
         files = gr.File(label="Download Parquet (one file per suite)", file_count="multiple", elem_id="ds-files")
-        button.click(run, inputs=[suites, size, seed], outputs=[table, files], trigger_mode="always_last", **heavy)
+        button.click(run, inputs=[suites, size, seed], outputs=[table, files], **heavy)
         stop.click(jobs.stop_handler(VIEW, "dataset build"), None, None, concurrency_limit=None)

@@ -134,5 +134,5 @@ def build(heavy: dict) -> None:
         plot = gr.Plot(show_label=False, elem_id="pat-plot")
         predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True)
         button.click(run, inputs=[kind, source, spec, length], outputs=[table, lock_in, plot, predictions],
-                     trigger_mode="always_last", **heavy)
+                     **heavy)
         stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
