@@ -43,7 +43,7 @@ def test_accepts_token_ids(sources, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["", "--variant", "native"], "prompt: must be a non-empty string"),
+    (["", "--variant", "native"], "prompt: must hold text other than whitespace"),
     ([TEXT, "--variant", "native", "--track", "Mary John"], "2 tokens in mamba's tokenizer"),
     (["2, x", "--ids"], "with --ids, give integers"),
 ])
