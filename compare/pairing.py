@@ -10,9 +10,10 @@ results pair every other model with it. Three variants say what "the same prompt
 Under same_ids a tracked token is the first model's ID in every model (the ID each is fed: GPT-NeoX's
 6660 is "])," but GPT-2 reads it as " Thus"), and `Trajectory.token` is each model's own text of it.
 Cross-model metrics are taken at *paired positions*: positions after which both models have read
-the same text. Where a token splits into several pieces in the other model, the pair uses the
-last piece (the position whose prediction is of the same next token) and is flagged `split`; a
-position inside a character has no pair.
+the same text (up to Unicode canonical equivalence, where a normaliser such as GPT-NeoX's NFC
+changed it). Where a token splits into several pieces in the other model, the pair uses the last
+piece (the position whose prediction is of the same next token) and is flagged `split`; a position
+inside a character has no pair.
 
 Models that read the same tokenizer (Mamba and Pythia: GPT-NeoX-20B; `same`, from
 `vocabularies.same_tokenizer`) need none of this: every variant is the first model's IDs, every
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -140,10 +142,14 @@ def _pairs(first: Model, other: Model, ids_a, ids_b, splits, same: bool) -> list
     text_a, text_b = vocabularies.text(first.tokenizer, ids_a), vocabularies.text(other.tokenizer, ids_b)
     if ids_a == ids_b and text_a != text_b:  # same_ids across tokenizers: compare by position
         return [(t, t, False) for t in range(len(ids_a))]
-    # Native: a normaliser (GPT-NeoX's NFC) may have changed one model's text, so equal lengths
-    # mean equal text only within the prefix both texts share.
+    # Native: a normaliser (GPT-NeoX's NFC) may have changed one model's text. Canonically
+    # equivalent texts are the same text, so compare NFC forms: the pairs go on after the
+    # character it composed. Other changes end the pairing where the texts part.
+    canonical = text_a != text_b
+    if canonical:
+        text_a, text_b = unicodedata.normalize("NFC", text_a), unicodedata.normalize("NFC", text_b)
     shared = len(os.path.commonprefix([text_a, text_b]))
-    ends_a, ends_b = _text_ends(first, ids_a, text_a), _text_ends(other, ids_b, text_b)
+    ends_a, ends_b = _text_ends(first, ids_a, text_a, canonical), _text_ends(other, ids_b, text_b, canonical)
     pairs, previous = [], (-1, -1)
     for end, a in ends_a.items():
         if end <= shared and end in ends_b:
@@ -153,12 +159,16 @@ def _pairs(first: Model, other: Model, ids_a, ids_b, splits, same: bool) -> list
     return pairs
 
 
-def _text_ends(handle: Model, ids: list[int], text: str) -> dict[int, int]:
+def _text_ends(handle: Model, ids: list[int], text: str, canonical: bool) -> dict[int, int]:
     """Length of the text read after each position → that position, where that is a prefix of
-    `text` (all of `ids` decoded): a position inside a character decodes to U+FFFD, not a prefix."""
+    `text` (all of `ids` decoded): a position inside a character decodes to U+FFFD, not a prefix.
+    canonical: `text` is in NFC, so each prefix is compared in NFC too (a base letter whose
+    combining mark comes next is then no prefix: NFC composes the two)."""
     ends = {}
     for t in range(len(ids)):
         prefix = vocabularies.text(handle.tokenizer, ids[: t + 1])
+        if canonical:
+            prefix = unicodedata.normalize("NFC", prefix)
         if text.startswith(prefix):
             ends[len(prefix)] = t
     return ends
