@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .mamba import SSM_POINTS
 from .model import Model
@@ -81,10 +80,10 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
     resid = entry[0][0]
     clean = blocks_from(handle, layer, resid, entry, stop=layer + 1)
     size = chunk_size(handle, None, resid.shape[1], max_bytes)
-    blocks = handle.arch.blocks(handle.module)
-    next_on_rays = handle.arch.next_on_rays(handle.module, layer)
+    arch, module = handle.arch, handle.module
+    next_on_rays = arch.next_on_rays(module, layer)
     if next_on_rays:
-        clean_proj = _ray_projection(blocks[layer + 1], clean)
+        clean_proj = arch.ray_projection(module, layer + 1, clean)
     keys = list(dict.fromkeys(key for _, key in runs))
     finals = [None] * len(runs)
     # responses are held `size` keys at a time: a few rays' responses serve every run, while fresh draws
@@ -95,7 +94,7 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
                              max_bytes, stop=layer + 1)
         response = torch.cat(unit) - clean
         if next_on_rays:
-            response_proj = _ray_projection(blocks[layer + 1], response)
+            response_proj = arch.ray_projection(module, layer + 1, response)
         mine = [i for i, (_, key) in enumerate(runs) if key in row]
         for start in range(0, len(mine), size):
             chunk = [runs[i] for i in mine[start:start + size]]
@@ -103,37 +102,12 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
             idx = [row[key] for _, key in chunk]
             inputs = torch.addcmul(clean, level[:, None, None], response[idx])
             if next_on_rays:
-                inputs = _mamba_block_on_rays(blocks[layer + 1], inputs, level, clean_proj, response_proj[idx],
-                                              last_only=layer + 2 == len(blocks))
+                inputs = arch.block_on_rays(module, layer + 1, inputs, level, clean_proj, response_proj[idx],
+                                            last_only=layer + 2 == handle.n_layers)
             out = blocks_from(handle, layer + 2 if next_on_rays else layer + 1, inputs, entry, last_only=True)
             for i, final in zip(mine[start:start + size], out[:, -1]):
                 finals[i] = final
     return head(handle, [torch.stack(finals)])
-
-
-def _ray_projection(block, value: torch.Tensor) -> torch.Tensor:
-    """in_proj's matmul, without bias, on the clean output [1, T, d] or responses [K, T, d] after
-    the block's RMSNorm weight g: W(g ⊙ value), [*, T, 2 d_in], in the weights' dtype (bf16 under
-    dtype="bfloat16", where the residual stream is fp32)."""
-    weight = block.mixer.in_proj.weight
-    return F.linear((value * block.norm.weight).to(weight.dtype), weight)
-
-
-def _mamba_block_on_rays(block, inputs, level, clean_proj, response_proj, last_only: bool) -> torch.Tensor:
-    """The Mamba block on inputs = clean + level · response [b, T, d], in_proj computed from the
-    ray projections (`_ray_projection`) instead of once per run.
-
-    RMSNorm only scales each row, by 1/rms(row), before its weight g; so
-    in_proj(RMSNorm(inputs)) = (W(g ⊙ clean) + level · W(g ⊙ response)) / rms(inputs) + bias.
-    The block's hook points are not called: nothing hooks the block after the injected one.
-    """
-    inv_rms = torch.rsqrt(inputs.pow(2).mean(-1, keepdim=True) + block.norm.eps)
-    xz = torch.addcmul(clean_proj, level[:, None, None], response_proj).mul_(inv_rms)
-    if block.mixer.in_proj.bias is not None:
-        xz += block.mixer.in_proj.bias
-    x, z = xz.chunk(2, dim=-1)
-    out = block.mixer.mix(x, z[:, -1:] if last_only else z, last_only)
-    return (inputs[:, -1:] if last_only else inputs) + out
 
 
 def hooked_chunks(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,

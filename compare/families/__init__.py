@@ -169,6 +169,19 @@ class Family:
         """Whether the block after `layer` runs on rays (`restart.run_rays`; Mamba's in_proj trick)."""
         return self.rays and layer + 1 < self.n_layers(module)
 
+    def ray_projection(self, module: nn.Module, layer: int, value: torch.Tensor) -> torch.Tensor:
+        """What block `layer` computes of a residual [*, T, d] that is linear in it, for
+        `block_on_rays` (families with `rays`): of the clean output, then of each response."""
+        raise NotImplementedError(f"{self.title} has no ray path")
+
+    def block_on_rays(self, module: nn.Module, layer: int, inputs: torch.Tensor, level: torch.Tensor,
+                      clean_proj: torch.Tensor, response_proj: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Block `layer`'s output [b, T, d] (or [b, 1, d], last_only) on inputs = clean + level ·
+        response, from the `ray_projection`s of clean and of the responses [b, T, ·] instead of
+        one per run. The block's hook points are not called: nothing hooks a block after the
+        injected one."""
+        raise NotImplementedError(f"{self.title} has no ray path")
+
     def stages(self, module: nn.Module, ids: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
         """(stage, output) of the forward re-run stage by stage — embedding, each layer, final
         norm, LM head — without registering a hook (other callers see nothing)."""

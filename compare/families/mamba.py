@@ -66,6 +66,26 @@ class MambaFamily(Family):
             resid = blocks[i](resid, last_only=last_only and i == len(blocks) - 1)
         return resid
 
+    def ray_projection(self, module, layer, value):
+        """in_proj's matmul, without bias, after the block's RMSNorm weight g: W(g ⊙ value),
+        [*, T, 2 d_in], in the weights' dtype (bf16 under dtype="bfloat16", where the residual
+        stream is fp32)."""
+        block = module.layers[layer]
+        weight = block.mixer.in_proj.weight
+        return torch.nn.functional.linear((value * block.norm.weight).to(weight.dtype), weight)
+
+    def block_on_rays(self, module, layer, inputs, level, clean_proj, response_proj, last_only):
+        """RMSNorm only scales each row, by 1/rms(row), before its weight g; so
+        in_proj(RMSNorm(inputs)) = (W(g ⊙ clean) + level · W(g ⊙ response)) / rms(inputs) + bias."""
+        block = module.layers[layer]
+        inv_rms = torch.rsqrt(inputs.pow(2).mean(-1, keepdim=True) + block.norm.eps)
+        xz = torch.addcmul(clean_proj, level[:, None, None], response_proj).mul_(inv_rms)
+        if block.mixer.in_proj.bias is not None:
+            xz += block.mixer.in_proj.bias
+        x, z = xz.chunk(2, dim=-1)
+        out = block.mixer.mix(x, z[:, -1:] if last_only else z, last_only)
+        return (inputs[:, -1:] if last_only else inputs) + out
+
     def embed(self, module, ids):
         return module.embeddings(ids).float(), (), {}  # the residual stream is fp32 (`MambaLM.forward`)
 
