@@ -594,6 +594,29 @@ def test_compare_takes_any_two_or_three_models_by_name(tiny_dirs, tiny):
     assert summary.count("reads mamba's tokenizer") == 2
 
 
+def test_patterns_take_the_picked_models_the_first_one_s_tokenizer_builds_the_pattern(tiny_dirs, tiny):
+    import pandas as pd
+    import torch
+
+    from ui import tab_patterns
+
+    dirs, refs = tiny_dirs
+    pythia = str(dirs["pythia"])
+    preview, lock_in, _, table = last(tab_patterns.run("periodic", "text", "cat dog", 8, [pythia, "mamba", "gpt2"]))
+    ids = tiny[0]["pythia"].encode("cat dog") * 4
+    assert preview["pythia id"].tolist() == ids
+    assert {"mamba aligned ids", "gpt2 aligned ids"} <= set(preview.columns)
+    assert lock_in["model"].tolist() == ["pythia", "mamba", "gpt2"]
+    # lock-in by hand: the first position after which every argmax continues the cycle
+    with torch.no_grad():
+        argmax = refs["pythia"](torch.tensor([ids])).logits[0, :, :64].argmax(-1).tolist()
+    follows = [argmax[t] == ids[(t + 1) % 2] for t in range(len(ids))]
+    expected = next((t for t in range(len(ids)) if all(follows[t:])), None)
+    got = lock_in.set_index("model").loc["pythia", "lock-in position"]
+    assert (None if pd.isna(got) else int(got)) == expected
+    assert table["pythia prediction"].tolist() == tiny[0]["pythia"].decode_tokens(argmax)
+
+
 @pytest.mark.parametrize("names", [["mamba"], ["mamba", "gpt2", "mamba-130m", "gpt2-medium"]])
 def test_compare_refuses_one_model_or_more_than_three(names):
     from ui import tab_compare

@@ -162,14 +162,18 @@ def run_example(prompt: str, variant: str, track: str):
     return results(compare(prompt, models.pair(), variant=variant, track=tracked_tokens(track), progress=False))
 
 
+def model_picker(elem_id: str) -> gr.Dropdown:
+    """The Models dropdown of a tab that compares (its names go to `models.chosen`)."""
+    return gr.Dropdown(models.choices(), value=list(models.MODELS), multiselect=True, max_choices=models.MAX_CHOSEN,
+                       allow_custom_value=True, label="Models", elem_id=elem_id,
+                       info="two or three: the configured pair, an alias (Mamba, GPT-2, Pythia sizes), "
+                            "a Hub id or a local directory; the first is the reference")
+
+
 def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
     """The tab; returns its inputs (prompt, variant, tracked tokens, models) for the Distributions tab."""
     with gr.Tab("Compare", id="compare"):
-        chosen = gr.Dropdown(models.choices(), value=list(models.MODELS), multiselect=True,
-                             max_choices=models.MAX_CHOSEN, allow_custom_value=True, label="Models",
-                             elem_id="cmp-models",
-                             info="two or three: the configured pair, an alias (Mamba, GPT-2, Pythia sizes), "
-                                  "a Hub id or a local directory; the first is the reference")
+        chosen = model_picker("cmp-models")
         with gr.Row():
             prompt = gr.Textbox(PROMPT, label="Prompt", lines=2, scale=4, elem_id="cmp-prompt")
             with gr.Column(scale=1):

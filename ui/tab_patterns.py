@@ -1,8 +1,9 @@
 """Patterns tab: monotone and periodic prompts built from IDs or text, and when each model locks in.
 
-The pattern is defined in Mamba's tokenizer (the first model, as in `datasets_gen`'s suites);
-`compare.align` previews what GPT-2 reads under the aligned variant, flagging tokens with no
-single-token counterpart. Lock-in (the first position after which the argmax always continues
+The models are picked as on the Compare tab (`models.chosen`; default the configured pair). The
+pattern is defined in the first model's tokenizer (Mamba's by default, as in `datasets_gen`'s
+suites); `compare.align` previews what each other model reads under the aligned variant, flagging
+tokens with no single-token counterpart. Lock-in (the first position after which the argmax always continues
 the pattern) is `compare.compare`'s. The models load and run in a worker thread (`jobs.run`);
 Stop sets its stop, and a stopped comparison (computed whole) shows nothing but a note.
 """
@@ -18,7 +19,7 @@ from compare.align import align
 from datasets_gen.suites import repeat
 
 from . import jobs, limits, models
-from .tab_compare import shown, side_by_side
+from .tab_compare import model_picker, shown, side_by_side
 from .tab_tokenizers import visible
 
 KINDS = ("periodic", "monotone")
@@ -28,11 +29,12 @@ N_OUTPUTS = 4
 """What `run` updates: the aligned preview, lock-in, the plot, the per-position table."""
 
 
-def cycle_ids(kind: str, source: str, spec: str) -> list[int]:
-    """The repeating unit in Mamba's tokenizer: "42, 69" as IDs, or the tokens of a text."""
+def cycle_ids(kind: str, source: str, spec: str, model=None) -> list[int]:
+    """The repeating unit in `model`'s tokenizer (default the configured Mamba): "42, 69" as
+    IDs, or the tokens of a text."""
     if kind not in KINDS or source not in SOURCES:
         raise ValueError(f"pattern must be one of {KINDS} from one of {SOURCES}, got {kind!r} from {source!r}")
-    model = models.get("mamba")
+    model = model or models.get("mamba")
     if source == "ids":
         try:
             ids = [int(x) for x in (spec or "").replace(",", " ").split()]
@@ -57,16 +59,20 @@ def pattern(cycle: list[int], length: int) -> list[int]:
     return repeat(cycle, length)
 
 
-def preview(ids: list[int]) -> pd.DataFrame:
-    """Per Mamba token: its ID and text, and the GPT-2 pieces the aligned variant reads."""
-    mamba, gpt2 = models.get("mamba"), models.get("gpt2")
-    aligned = align(ids, mamba.tokenizer, gpt2.tokenizer)
-    return pd.DataFrame({
-        "position": range(len(ids)), "mamba id": ids,
-        "mamba token": [visible(t) for t in mamba.decode_tokens(ids)],
-        "gpt2 aligned ids": [" ".join(map(str, p)) for p in aligned.pieces],
-        "gpt2 tokens": [" ".join(visible(t) for t in gpt2.decode_tokens(p)) for p in aligned.pieces],
-        "flagged": aligned.flags})
+def preview(ids: list[int], handles=None) -> pd.DataFrame:
+    """Per token of the first model (default: the configured pair): its ID and text, and the
+    pieces each other model reads under the aligned variant; `flagged`: a token that some model
+    reads with no single-token counterpart."""
+    first, *others = handles or models.pair()
+    columns = {"position": range(len(ids)), f"{first.name} id": ids,
+               f"{first.name} token": [visible(t) for t in first.decode_tokens(ids)]}
+    flagged = np.zeros(len(ids), dtype=bool)
+    for other in others:
+        aligned = align(ids, first.tokenizer, other.tokenizer)
+        columns[f"{other.name} aligned ids"] = [" ".join(map(str, p)) for p in aligned.pieces]
+        columns[f"{other.name} tokens"] = [" ".join(visible(t) for t in other.decode_tokens(p)) for p in aligned.pieces]
+        flagged |= np.asarray(aligned.flags, dtype=bool)
+    return pd.DataFrame({**columns, "flagged": flagged})
 
 
 def next_token_frame(comparison) -> pd.DataFrame:
@@ -87,21 +93,26 @@ def next_token_frame(comparison) -> pd.DataFrame:
         columns=["model", "position", "token", "P_next"])
 
 
-def compared(kind: str, source: str, spec: str, length: int, stop):
-    """The pattern's IDs and its `compare.compare` by both models (loading them for the tokenizer)."""
-    ids = pattern(cycle_ids(kind, source, spec), length)
-    return ids, compare(ids, models.pair(), variant="aligned", progress=False, stop=stop)
+def compared(kind: str, source: str, spec: str, length: int, chosen: list[str] | None, stop):
+    """The pattern's IDs, the models (`models.chosen`, loaded here for the first one's tokenizer),
+    and the pattern's `compare.compare` by them."""
+    handles = models.chosen(chosen)
+    ids = pattern(cycle_ids(kind, source, spec, handles[0]), length)
+    return ids, handles, compare(ids, handles, variant="aligned", progress=False, stop=stop)
 
 
 @limits.shown_to_user
-def run(kind: str, source: str, spec: str, length: float, request: gr.Request = None, progress=gr.Progress()):
+def run(kind: str, source: str, spec: str, length: float, chosen: list[str] | None = None,
+        request: gr.Request = None, progress=gr.Progress()):
     """Stream: nothing while the models load and run, then the aligned preview, lock-in per model,
-    P of the next pattern token plot, and the per-position table; after Stop, empty outputs and a note."""
+    P of the next pattern token plot, and the per-position table; after Stop, empty outputs and a note.
+
+    chosen: the models' names (`models.chosen`); None or empty: the configured pair."""
     length = limits.number(length, "length")
-    progress(0.0, desc="loading and running both models")
+    progress(0.0, desc="loading and running the models")
     try:
-        ids, comparison = yield from jobs.run(
-            lambda progress, stop: compared(kind, source, spec, length, stop),
+        ids, handles, comparison = yield from jobs.run(
+            lambda progress, stop: compared(kind, source, spec, length, chosen, stop),
             tick=jobs.skips(N_OUTPUTS), key=jobs.session_key(request, VIEW))
     except Stopped:
         gr.Info("Stopped before the models finished: nothing to show (a comparison is computed whole).")
@@ -112,15 +123,16 @@ def run(kind: str, source: str, spec: str, length: float, request: gr.Request = 
     frame = next_token_frame(comparison)
     plot = (figures.pattern_lock_in(frame, lock_in={n: r.lock_in for n, r in comparison.runs.items()})
             if len(frame) else None)
-    yield preview(ids), lock_in, plot, shown(side_by_side(comparison))
+    yield preview(ids, handles), lock_in, plot, shown(side_by_side(comparison))
 
 
 def build(heavy: dict) -> None:
     with gr.Tab("Patterns", id="patterns"):
-        gr.Markdown("Build a monotone (one token repeated) or periodic (a cycle repeated) prompt in Mamba's "
-                    "tokenizer, by IDs or by text. The preview shows what GPT-2 reads under the aligned "
-                    "variant; *lock-in* is the first position after which a model's prediction always "
-                    "continues the pattern (empty: never).")
+        gr.Markdown("Build a monotone (one token repeated) or periodic (a cycle repeated) prompt in the "
+                    "first model's tokenizer (Mamba's by default), by IDs or by text. The preview shows what "
+                    "the other models read under the aligned variant; *lock-in* is the first position after "
+                    "which a model's prediction always continues the pattern (empty: never).")
+        chosen = model_picker("pat-models")
         with gr.Row():
             kind = gr.Radio(list(KINDS), value="periodic", label="Pattern", elem_id="pat-kind")
             source = gr.Radio(list(SOURCES), value="ids", label="Given as", elem_id="pat-source")
@@ -129,10 +141,10 @@ def build(heavy: dict) -> None:
         with gr.Row():
             button = gr.Button("Build and compare", variant="primary", elem_id="pat-run")
             stop = gr.Button("Stop", variant="stop", elem_id="pat-stop")
-        table = gr.Dataframe(label="Aligned variant, both tokenizers", elem_id="pat-preview", wrap=True)
+        table = gr.Dataframe(label="Aligned variant, every tokenizer", elem_id="pat-preview", wrap=True)
         lock_in = gr.Dataframe(label="Lock-in", elem_id="pat-lockin")
         plot = gr.Plot(show_label=False, elem_id="pat-plot")
         predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True)
-        button.click(run, inputs=[kind, source, spec, length], outputs=[table, lock_in, plot, predictions],
+        button.click(run, inputs=[kind, source, spec, length, chosen], outputs=[table, lock_in, plot, predictions],
                      **heavy)
         stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
