@@ -16,10 +16,10 @@ from scipy import stats
 from compare import Stopped, load_model, load_tokenizer, noise
 from compare.__main__ import main
 from compare.reproduce import SECTIONS, errata, render, reproduce
-from compare.reproduce.plan import IOI, MARY, QUICK
+from compare.reproduce.plan import IOI, LITHUANIAN, MARY, QUICK
 from compare.reproduce.report import Number, Report, Section
 from compare.reproduce.sweeps import noisy_rows
-from conftest import shared_tokenizer, tiny_tokenizer
+from conftest import build_gpt2, build_mamba_hf, shared_tokenizer, tiny_tokenizer
 
 # the package, not the function `compare.reproduce` that `compare` exports under the same name
 package = sys.modules["compare.reproduce"]
@@ -330,6 +330,63 @@ def test_a_number_value_is_written_as_standard_json():
     n = Number("k", "label", float("nan"), "d", {"x": np.float32(1.5)})
     assert json.loads(json.dumps(n.to_json())) == {"key": "k", "label": "label", "value": "nan", "definition": "d",
                                                    "parameters": {"x": 1.5}}
+
+
+# --- a report on the real tokenizers ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_report(tmp_path_factory):
+    """A quick report on tiny random models over the real GPT-NeoX and GPT-2 vocabularies, each
+    folder holding its real tokenizer (skips without them), and the transformers models."""
+    neox, gpt2 = shared_tokenizer("gpt-neox-20b"), shared_tokenizer("gpt2")
+    root = tmp_path_factory.mktemp("real_report")
+    refs = {"mamba": build_mamba_hf(root / "mamba", vocab=50280, with_tokenizer=False),
+            "gpt2": build_gpt2(root / "gpt2", vocab=50257, with_tokenizer=False)}
+    neox.save_pretrained(root / "mamba")
+    gpt2.save_pretrained(root / "gpt2")
+    path = reproduce(root / "report", models=(str(root / "mamba"), str(root / "gpt2")), quick=True, device="cpu")
+    data = json.loads((path / "report.json").read_text(encoding="utf-8"))
+    return {"numbers": {(s["key"], n["key"]): n for s in data["sections"] for n in s["numbers"]},
+            "tokenizers": {"mamba": neox, "gpt2": gpt2}, "refs": refs}
+
+
+def test_real_tokenizers_token_counts_and_the_ids_of_mary(real_report):
+    for name, tok in real_report["tokenizers"].items():
+        for label, text in (("IOI sentence", IOI), ("Lithuanian sentence", LITHUANIAN)):
+            assert value(real_report, "token_ids", f"n_tokens[{label}|{name}]") == len(tok.encode(text, add_special_tokens=False))
+    # the IDs the thesis' Fig. 10 caption swaps
+    assert (value(real_report, "id_vs_length", "mary_id[mamba]"), value(real_report, "id_vs_length", "mary_id[gpt2]")) == (6393, 5335)
+    assert value(real_report, "token_ids", "ioi_ids_equal_eq8") is True
+
+
+def test_real_tokenizers_p_of_mary_matches_transformers_own_models(real_report):
+    import torch
+
+    for name, tok in real_report["tokenizers"].items():
+        ids = tok.encode(IOI, add_special_tokens=False)
+        with torch.no_grad():
+            P = torch.softmax(real_report["refs"][name](torch.tensor([ids])).logits[0].double(), -1)
+        mary = tok.encode(MARY, add_special_tokens=False)[0]
+        for t in (2, 13):
+            assert value(real_report, "trajectories", f"p_mary[{name}|T={t}]") == pytest.approx(P[t, mary].item(), rel=1e-4)
+
+
+def test_real_tokenizers_vocabulary_length_correlation_matches_numpy(real_report):
+    tok = real_report["tokenizers"]["gpt2"]
+    ids = np.arange(len(tok))
+    lengths = [len(tok.decode([i], clean_up_tokenization_spaces=False)) for i in ids]
+    expected = np.corrcoef(np.log1p(ids), lengths)[0, 1]
+    assert value(real_report, "id_vs_length", "r_logid_len[vocabulary|gpt2]") == pytest.approx(expected, abs=1e-9)
+
+
+def test_real_tokenizers_every_erratum_is_checked_and_confirmed(real_report):
+    # four are facts of the real tokenizers, read by hand: the swapped IDs of " Mary", the
+    # captions' token texts, "123" × 16, the vocabulary divisor (50,280 columns, not 50,279);
+    # the fifth, Fig. 12's caption against its text, holds for any models
+    statuses = {key: n["value"] for (section, key), n in real_report["numbers"].items()
+                if section == "errata" and key.startswith("status[")}
+    assert statuses == {f"status[{check}]": errata.CONFIRMED for check in
+                        ("fig10_mary_ids", "fig19_caption", "eq9_token_count", "eq6_divisor", "fig12_caption")}
 
 
 # --- the figures the report adds -------------------------------------------------------------------
