@@ -196,14 +196,14 @@ def test_distributions_before_compare_say_what_to_do():
 def test_periodic_pattern_repeats_the_cycle():
     from ui import tab_patterns
 
-    assert tab_patterns.pattern(tab_patterns.cycle_ids("periodic", "ids", "4, 5"), 5) == [4, 5, 4, 5, 4]
+    assert tab_patterns.pattern(tab_patterns.cycle_ids("periodic", "ids", "4, 5", models.get("mamba")), 5) == [4, 5, 4, 5, 4]
 
 
 def test_monotone_pattern_from_text_needs_one_token():
     from ui import tab_patterns
 
     with pytest.raises(limits.InputError, match="2 tokens"):
-        tab_patterns.cycle_ids("monotone", "text", "cat dog")
+        tab_patterns.cycle_ids("monotone", "text", "cat dog", models.get("mamba"))
 
 
 def test_pattern_preview_and_lock_in():
@@ -549,7 +549,7 @@ def test_pattern_plot_marks_lock_in_and_frame_holds_p_of_the_next_token():
 
     from ui import tab_patterns
 
-    ids = tab_patterns.pattern(tab_patterns.cycle_ids("periodic", "text", "cat dog"), 8)
+    ids = tab_patterns.pattern(tab_patterns.cycle_ids("periodic", "text", "cat dog", models.get("mamba")), 8)
     comparison = compare(ids, models.pair(), variant="aligned", progress=False)
     frame = tab_patterns.next_token_frame(comparison)
     run = comparison.runs["mamba"]

@@ -3,8 +3,8 @@
 The models are picked as on the Compare tab (`models.chosen`; default the configured pair). The
 pattern is defined in the first model's tokenizer (Mamba's by default, as in `datasets_gen`'s
 suites); `compare.align` previews what each other model reads under the aligned variant, flagging
-tokens with no single-token counterpart. Lock-in (the first position after which the argmax always continues
-the pattern) is `compare.compare`'s. The models load and run in a worker thread (`jobs.run`);
+tokens with no single-token counterpart. Lock-in (the first position after which the argmax always
+continues the pattern) is `compare.compare`'s. The models load and run in a worker thread (`jobs.run`);
 Stop sets its stop, and a stopped comparison (computed whole) shows nothing but a note.
 """
 from __future__ import annotations
@@ -29,12 +29,10 @@ N_OUTPUTS = 4
 """What `run` updates: the aligned preview, lock-in, the plot, the per-position table."""
 
 
-def cycle_ids(kind: str, source: str, spec: str, model=None) -> list[int]:
-    """The repeating unit in `model`'s tokenizer (default the configured Mamba): "42, 69" as
-    IDs, or the tokens of a text."""
+def cycle_ids(kind: str, source: str, spec: str, model) -> list[int]:
+    """The repeating unit in `model`'s tokenizer: "42, 69" as IDs, or the tokens of a text."""
     if kind not in KINDS or source not in SOURCES:
         raise ValueError(f"pattern must be one of {KINDS} from one of {SOURCES}, got {kind!r} from {source!r}")
-    model = model or models.get("mamba")
     if source == "ids":
         try:
             ids = [int(x) for x in (spec or "").replace(",", " ").split()]
@@ -59,11 +57,10 @@ def pattern(cycle: list[int], length: int) -> list[int]:
     return repeat(cycle, length)
 
 
-def preview(ids: list[int], handles=None) -> pd.DataFrame:
-    """Per token of the first model (default: the configured pair): its ID and text, and the
-    pieces each other model reads under the aligned variant; `flagged`: a token that some model
-    reads with no single-token counterpart."""
-    first, *others = handles or models.pair()
+def preview(ids: list[int], handles) -> pd.DataFrame:
+    """Per token of the first model: its ID and text, and the pieces each other model reads under
+    the aligned variant; `flagged`: a token that some model reads with no single-token counterpart."""
+    first, *others = handles
     columns = {"position": range(len(ids)), f"{first.name} id": ids,
                f"{first.name} token": [visible(t) for t in first.decode_tokens(ids)]}
     flagged = np.zeros(len(ids), dtype=bool)
