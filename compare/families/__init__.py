@@ -41,6 +41,9 @@ class Point:
     ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
     patchable: activation patching may replace it position by position (`compare.patching`):
         its second axis is positions (not `pattern`'s heads).
+    grad_at: the point whose gradient is that of an edit here, where the edit is not read as a
+        replacement (Mamba's `h`: an edit enters the recurrence as an increment of `write`);
+        None: the point's own gradient (`compare.attribution`).
     """
     name: str
     module: str
@@ -52,6 +55,7 @@ class Point:
     refused: str | None = None
     ssm: bool = False
     patchable: bool = True
+    grad_at: str | None = None
 
     @property
     def per_layer(self) -> bool:
@@ -80,6 +84,8 @@ class Family:
     norm_path: str  # the final norm
     rays: bool = False  # `next_on_rays`: the block after an affine injection runs on rays
     mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
+    lens_point: str = "resid_post"  # what `head` decodes per layer in the logit lens (`compare.lens`)
+    attribution: tuple[str, ...] = ("resid_pre", "resid_post")  # attribution patching's default components
 
     # --- the registry ---------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class MambaFamily(Family):
     blocks_path, norm_path = "layers", "norm_f"
     rays = True
     mixing = "ssm"
+    attribution = ("resid_pre", "h", "resid_post")
     points = (
         _p("resid_pre", BLOCK, "[b, l, d]"),
         _p("norm", BLOCK, "[b, l, d]"),
@@ -53,7 +54,7 @@ class MambaFamily(Family):
         _p("A_bar", MIXER, SSM, ssm=True),
         _p("B_bar", MIXER, SSM, affine=True, ssm=True),
         _p("write", MIXER, SSM, affine=True, ssm=True),
-        _p("h", MIXER, SSM, affine=True, ssm=True),
+        _p("h", MIXER, SSM, affine=True, ssm=True, grad_at="write"),
         _p("h_readout", MIXER, SSM, affine=True, ssm=True),
         _p("y", MIXER, "[b, l, d_in]", affine=True),
         _p("mixer_out", BLOCK, "[b, l, d]", affine=True),
