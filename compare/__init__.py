@@ -13,9 +13,10 @@ from .knockout import knockout
 from .reproduce import reproduce
 from .lens import logit_lens
 from .tuned_lens import train_tuned_lens
+from .attribution import attribution_patch
 
 __all__ = ["ALIASES", "Model", "ModelLoadError", "NonFiniteError", "load_model", "load_tokenizer",
            "compare", "Comparison", "Run", "Stopped", "Trajectory", "tokenizer_stats"]
 __all__ += ["noise_sweep", "phase_transition", "channel_sensitivity", "reproduce"]
 __all__ += ["patch_sweep", "causal_trace", "hidden_attention", "head_pattern", "attention_map", "knockout"]
-__all__ += ["logit_lens", "train_tuned_lens"]
+__all__ += ["logit_lens", "train_tuned_lens", "attribution_patch"]

@@ -67,7 +67,7 @@ class TunedLens(nn.Module):
 
     def check(self, handle: Model, what: str = "lens") -> None:
         """Refuse a model other than the one this lens was trained for (by its weights' digest)."""
-        if self.family != handle.family or self.n_layers != handle.n_layers or self.digest != weights_digest(handle):
+        if self.digest != weights_digest(handle) or self.n_layers != handle.n_layers:
             raise ValueError(f"{what}: this tuned lens was trained for {self.source} ({self.family}, "
                              f"{self.n_layers} layers, weights {self.digest[:12]}…), not for {handle.name} "
                              f"({handle.family}, {handle.n_layers} layers, weights {weights_digest(handle)[:12]}…); "
