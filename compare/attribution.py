@@ -33,10 +33,12 @@ attention output); any component `patch_sweep` accepts except thirds of a fused 
 (GPT-2's q, k, v: the hook sees a view the model never reads; its gradient does not exist).
 
 Memory (checked before the forward, refused with the estimate): the autograd graph of one
-forward, about 2 · L · `Model.layer_bytes`(T, ssm) (ssm: a Mamba state point is asked for, so
-Ā, B̄, w and h are materialised and kept in every layer), plus the recorded values of both runs
-and the gradients, 3 · Σ_components L · T · features floats. At mamba-130m, T = 14 with the
-default components that is ~60 MiB; it grows linearly in T (~4.4 GiB at T = 1024).
+forward, L · `Family.grad_bytes`(T) (on Mamba Ā, B̄ and h of every layer: the scan is
+materialised under autograd), plus the clean − corrupt difference of every point at every swept
+layer, Σ_points L · T · features floats; gradients are reduced to [T] as the backward reaches
+them (`_backward`), never held. At mamba-130m's shapes with the default components (resid_pre,
+h, resid_post) that is ~11.3 MB per token (8.9 graph, 2.5 differences): ~160 MB at T = 14,
+~11 GiB at T = 1024.
 """
 from __future__ import annotations
 
@@ -98,28 +100,27 @@ def _points(handle, names) -> tuple[str, ...]:
 
 
 def _estimate(sweep: Patching, names, attrs) -> pd.DataFrame:
-    handle, arch = sweep.handle, sweep.handle.arch
+    handle = sweep.handle
     points = _points(handle, names)
     _check_fits(sweep, points)
-    clean, m_clean = _record_clean(sweep, points)
-    values, grads, m_corrupt = _record_corrupt_with_gradients(sweep, points)
+    diff, m_clean = _record_clean(sweep, points)
+    per_position, m_corrupt = _backward(sweep, names, diff)
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     rows = []
     for name in names:
-        point, _, head = name.partition(".")
-        features = _feature_slice(handle, point, head)
         for layer in sweep.layers:
-            diff = (clean[point, layer] - values[point, layer])[0][..., features]  # [T, *features]
-            per_position = (grads[point, layer][0][..., features] * diff).flatten(1).sum(-1).double()  # [T]
+            effect = per_position.get((name, layer))  # None: the metric does not depend on it
             for patch, label in zip(sweep.patches, sweep.labels):
-                estimate = float(per_position[list(patch)].sum()) if patch else 0.0
+                estimate = float(effect[list(patch)].sum()) if patch and effect is not None else 0.0
                 rows.append((handle.name, layer, label, name, m_corrupt + estimate, estimate))
     df = pd.DataFrame(rows, columns=["model", "layer", "position", "component", "metric_patched", "estimate"])
     df["recovery"] = recovery(df["estimate"].to_numpy() + m_corrupt, m_clean, m_corrupt)
     return df
 
 
-def _feature_slice(handle, point: str, head: str) -> slice:
+def _feature_slice(handle, name: str) -> slice:
+    """The features a component covers: all, or one head's slice of z (z.<head>)."""
+    point, _, head = name.partition(".")
     if not head:
         return slice(None)
     width = handle.arch.feature_shape(handle.module.config, point)[0]
@@ -129,12 +130,13 @@ def _feature_slice(handle, point: str, head: str) -> slice:
 
 @torch.no_grad()
 def _record_clean(sweep: Patching, points):
-    """The clean run's value of every point at every swept layer, and m_clean, from one forward."""
+    """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
+    in fp32), and m_clean, from one forward."""
     handle, arch = sweep.handle, sweep.handle.arch
     kept = {}
 
     def keep(key, value):
-        kept[key] = value.detach().float().clone()
+        kept[key] = value[0].detach().float().clone()
 
     with handle.lock:
         hooks = [arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v)) for p in points for l in sweep.layers]
@@ -146,25 +148,45 @@ def _record_clean(sweep: Patching, points):
     return kept, float(metric_value(logits, sweep.metric, sweep.answer, sweep.wrong))
 
 
-def _record_corrupt_with_gradients(sweep: Patching, points):
-    """The corrupt run's values, the gradient of the metric with respect to an edit of each
-    point (at its `grad_at` point where it has one), and m_corrupt: one forward, one backward."""
-    handle, arch = sweep.handle, sweep.handle.arch
-    values, live = {}, {}
+def _backward(sweep: Patching, names, diff):
+    """One forward of the corrupt run under autograd and one backward: per (component, layer) the
+    estimate of patching each position alone, [T] float64, and m_corrupt.
 
-    def keep(key, value):
-        values[key] = value.detach().float().clone()
+    The forward turns each clean value into clean − corrupt in place (`diff`) and hangs a tensor
+    hook on each point (or its `grad_at` point) that reduces the gradient against that
+    difference as the backward reaches it, so no gradient outlives its own reduction. The
+    backward runs to a zero tensor added to the embedding, upstream of every point: gradients
+    flow whether or not the model's parameters require them, and nothing accumulates on them.
+    """
+    handle, arch = sweep.handle, sweep.handle.arch
+    points = _points(handle, names)
+    per_position, seed = {}, []
+
+    def subtract(key, value):
+        diff[key].sub_(value[0].detach().float())
+
+    def reduce(key, grad):
+        g = grad[0].float()
+        for name in names:
+            if name.split(".")[0] == key[0]:
+                features = _feature_slice(handle, name)
+                per_position[name, key[1]] = (g[..., features] * diff[key][..., features]).flatten(1).sum(-1).double()
 
     def watch(key, value):
-        live[key] = value
+        value.register_hook(lambda grad: reduce(key, grad))
+
+    def start(value):
+        seed.append(torch.zeros_like(value, requires_grad=True))
+        value.add_(seed[0])
 
     hooks = []
     with handle.lock, torch.enable_grad():
         try:
+            hooks.append(arch.hook(handle.module, "embed", None, start))
             for p in points:
                 at = arch.point(p).grad_at or p
                 for l in sweep.layers:
-                    hooks.append(arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v)))
+                    hooks.append(arch.hook(handle.module, p, l, lambda v, key=(p, l): subtract(key, v)))
                     hooks.append(arch.hook(handle.module, at, l, lambda v, key=(p, l): watch(key, v)))
             out = handle.module(sweep.corrupt)
             logits = (out if isinstance(out, torch.Tensor) else out.logits)[0, -1, :handle.vocab_size].float()
@@ -172,10 +194,8 @@ def _record_corrupt_with_gradients(sweep: Patching, points):
             for h in hooks:
                 h.remove()
         m = metric_value(logits, sweep.metric, sweep.answer, sweep.wrong)
-        keys = list(live)
-        found = torch.autograd.grad(m, [live[k] for k in keys], allow_unused=True)
-    grads = {k: (torch.zeros_like(values[k]) if g is None else g.detach().float()) for k, g in zip(keys, found)}
-    return values, grads, float(m.detach())
+        torch.autograd.grad(m, seed)
+    return per_position, float(m.detach())
 
 
 def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> torch.Tensor:
@@ -194,9 +214,8 @@ def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | No
 
 def _check_fits(sweep: Patching, points) -> None:
     handle, arch = sweep.handle, sweep.handle.arch
-    ssm = any(arch.point(p).ssm for p in points)
-    graph = 2 * handle.n_layers * handle.layer_bytes(sweep.T, ssm=ssm)
-    cached = 3 * FP32_BYTES * len(sweep.layers) * sweep.T * sum(
+    graph = handle.n_layers * arch.grad_bytes(handle.module.config, sweep.T)
+    cached = FP32_BYTES * len(sweep.layers) * sweep.T * sum(
         int(np.prod(arch.feature_shape(handle.module.config, p))) for p in points)
     memory.check_fits(graph + cached, f"attribution patching of {len(points)} components × {len(sweep.layers)} layers × "
                                       f"{sweep.T} tokens of {handle.name} (one forward's autograd graph and the cache)",

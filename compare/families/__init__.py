@@ -225,6 +225,11 @@ class Family:
         """Rough peak bytes of one batch item through one layer (its largest live activations)."""
         raise NotImplementedError
 
+    def grad_bytes(self, config, T: int) -> int:
+        """Rough bytes one layer keeps for the backward of a forward under autograd, one batch
+        item (`compare.attribution`); by default its peak activations (`layer_bytes`)."""
+        return self.layer_bytes(config, T)
+
     # --- loading ------------------------------------------------------------------------------------
 
     def matches(self, config: dict) -> bool:

@@ -111,6 +111,11 @@ class MambaFamily(Family):
         ssm_bytes = 9 * T * state if ssm else 3 * state
         return FP32_BYTES * (ssm_bytes + 12 * T * config.d_inner + config.d_model)
 
+    def grad_bytes(self, config, T):
+        # under autograd the scan is materialised and keeps Ā, B̄ and h per layer (`scan.LinearScan`
+        # keeps Ā and h, the write B̄ · x keeps B̄), plus the [l, d_in] activations
+        return FP32_BYTES * (3 * T * config.d_inner * config.d_state + 12 * T * config.d_inner + config.d_model)
+
     def matches(self, config):
         model_type = config.get("model_type")
         return model_type == "mamba" or (model_type is None and bool(config.keys() & {"d_model", "n_layer", "ssm_cfg"}))
