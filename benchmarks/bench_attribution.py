@@ -109,7 +109,7 @@ def main():
         ax.plot(lim, lim, lw=0.5, color="grey")
         ax.set_xlabel("exact m_patched − m_corrupt")
         ax.set_ylabel("attribution estimate")
-        ax.set_title(f"{args.component}, mamba-130m shape, T = {T}, r = {r:.3f}")
+        ax.set_title(f"{args.component}, mamba-130m shape, T = {T}, r = {r:.3f}", fontsize=9)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"plot: {args.plot}")
