@@ -89,8 +89,9 @@ def _components(handle, components) -> tuple[str, ...]:
     if not names or bad:
         shown = [c for c in valid if not c.startswith("z.")] + (["z.<head>"] if any(c.startswith("z.") for c in valid)
                                                                 else [])
+        why = f" ({bad[0]!r} cannot be estimated)" if bad else ""
         raise ValueError(f"{handle.name}: components must be a non-empty list of {', '.join(shown)}; got "
-                         f"{list(names) if names else components!r}" + (f" ({bad[0]!r} cannot be estimated)" if bad else ""))
+                         f"{list(names) if names else components!r}{why}")
     return names
 
 
@@ -139,7 +140,8 @@ def _record_clean(sweep: Patching, points):
         kept[key] = value[0].detach().float().clone()
 
     with handle.lock:
-        hooks = [arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v)) for p in points for l in sweep.layers]
+        hooks = [arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v))
+                 for p in points for l in sweep.layers]
         try:
             logits = handle.logits(sweep.clean)[0, -1]
         finally:
@@ -217,6 +219,7 @@ def _check_fits(sweep: Patching, points) -> None:
     graph = handle.n_layers * arch.grad_bytes(handle.module.config, sweep.T)
     cached = FP32_BYTES * len(sweep.layers) * sweep.T * sum(
         int(np.prod(arch.feature_shape(handle.module.config, p))) for p in points)
-    memory.check_fits(graph + cached, f"attribution patching of {len(points)} components × {len(sweep.layers)} layers × "
-                                      f"{sweep.T} tokens of {handle.name} (one forward's autograd graph and the cache)",
+    memory.check_fits(graph + cached, f"attribution patching of {len(points)} components × {len(sweep.layers)} "
+                                      f"layers × {sweep.T} tokens of {handle.name} (one forward's autograd graph "
+                                      "and the clean − corrupt differences)",
                       "pass fewer components or layers, or shorten the prompts")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from compare import patch_sweep
 from compare.attribution import COLUMNS, attribution_patch, metric_value
@@ -125,3 +124,11 @@ def test_nothing_is_left_on_the_shared_model(tiny):
     attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
     assert all(p.grad is None for p in handle.module.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in handle.module.modules())
+
+
+def test_frozen_parameters_give_the_same_estimates(tiny):
+    handle = identity_norm(tiny[0]["gpt2"])
+    before = attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
+    handle.module.requires_grad_(False)
+    after = attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
+    np.testing.assert_allclose(after["estimate"], before["estimate"], rtol=1e-6, atol=1e-9)
