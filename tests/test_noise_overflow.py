@@ -140,6 +140,7 @@ def test_channel_runs_that_overflow_count_as_flips(tiny):
     assert df.attrs["overflowed"] == n and len(warned) == 1 and f"{n} of {len(overflowed)} runs" in str(warned[0].message)
     for _, row in df.iterrows():
         over = sum(overflowed[row["channel"], t] for t in range(trials))
+        assert row["overflowed"] == over
         if over == trials:
             assert row["flip_rate"] == 1 and np.isnan(row["p_target"])
         else:
