@@ -13,9 +13,8 @@ finished layer instead of stopping at its first overflow. A single forward (`Mod
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
