@@ -5,6 +5,7 @@ from .comparison import Comparison, Run, Stopped, Trajectory, compare
 from .metrics import tokenizer_stats
 from .channels import channel_sensitivity
 from .noise import noise_sweep
+from .prediction import OverflowRunsWarning
 from .phase import phase_transition
 from .patching import patch_sweep
 from .causal_trace import causal_trace
@@ -17,6 +18,6 @@ from .attribution import attribution_patch
 
 __all__ = ["ALIASES", "Model", "ModelLoadError", "NonFiniteError", "load_model", "load_tokenizer",
            "compare", "Comparison", "Run", "Stopped", "Trajectory", "tokenizer_stats"]
-__all__ += ["noise_sweep", "phase_transition", "channel_sensitivity", "reproduce"]
+__all__ += ["noise_sweep", "OverflowRunsWarning", "phase_transition", "channel_sensitivity", "reproduce"]
 __all__ += ["patch_sweep", "causal_trace", "hidden_attention", "head_pattern", "attention_map", "knockout"]
 __all__ += ["logit_lens", "train_tuned_lens", "attribution_patch"]

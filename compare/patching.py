@@ -56,6 +56,7 @@ baseline of `benchmarks/bench_patching.py`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,11 @@ def prepare(clean, corrupt, *, model, answer, wrong=None, component, layers=None
                 f"{handle.name}: clean and corrupt must have the same number of tokens to patch position by "
                 f"position; clean is {clean_ids.shape[1]} tokens {handle.decode_tokens(clean_ids[0].tolist())}, "
                 f"corrupt is {corrupt_ids.shape[1]} {handle.decode_tokens(corrupt_ids[0].tolist())}")
+        if torch.equal(clean_ids, corrupt_ids):
+            warnings.warn(f"{handle.name}: clean and corrupt are the same {clean_ids.shape[1]} tokens, so "
+                          "m_clean = m_corrupt and recovery = (m_patched − m_corrupt) / (m_clean − m_corrupt) is "
+                          "undefined (NaN in every row); give a corrupt prompt that changes the answer",
+                          RuntimeWarning, stacklevel=3)
         point, head = _component(handle, component)
         a = token_id(handle, answer, "answer")
         w = None if wrong is None else token_id(handle, wrong, "wrong")

@@ -165,6 +165,16 @@ def _attribution(task: Task, handle) -> pd.DataFrame:
     return frame
 
 
+def overflowed(frame: pd.DataFrame) -> int:
+    """Noisy runs of a task's rows whose logits overflowed: noise_sweep's rows with finite=False,
+    channel_sensitivity's `overflowed` column (its frame is per channel); 0 for compare."""
+    if "finite" in frame.columns:
+        return int((~frame["finite"].astype(bool)).sum())
+    if "overflowed" in frame.columns:
+        return int(frame["overflowed"].sum())
+    return 0
+
+
 def _compare(task: Task) -> pd.DataFrame:
     """compare's per-(model, position) frame, each non-reference row with its cross metrics vs the
     reference model at the paired position (NaN where the position has no pair)."""
