@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 
 from .causal_inputs import byte_budget, handle_of, is_int
-from .noise import Draw, check_callbacks, check_finite, one, prepare, read_groups, sweep_noise
+from .checks import check_callbacks
+from .noise import Draw, check_finite, one, prepare, read_groups, sweep_noise
 from .prediction import read_prediction
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
 

@@ -278,14 +278,6 @@ def check_finite(sweep: Sweep, logits: torch.Tensor, runs: list[str]) -> None:
             "levels, or use scale='relative'")
 
 
-def check_callbacks(progress, stop) -> None:
-    """The progress and stop arguments of the engine's long calls (sweeps, channels, compare)."""
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress: must be a callable (done, total) or None, got {progress!r}")
-    if stop is not None and not callable(getattr(stop, "is_set", None)):
-        raise ValueError(f"stop: must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
-
-
 # --- argument checks ---------------------------------------------------------------------------
 
 def _component(handle: Model, component) -> str:

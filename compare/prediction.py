@@ -1,24 +1,21 @@
 """Reading a prediction: what the last position's logits say about the target, as rows of a frame.
 
 The noise sweep, its reference twin and channel sensitivity read their runs' logits here, so
-their rows have one format (`COLUMNS`).
+their rows have one format (`COLUMNS`). A `sweep` here is any object with the fields these read
+(`handle`, `component`, `target`, `layers`, `distribution`, `scale`, `draws`, `positions`, `seed`;
+`noise.Sweep` has them), so this module needs nothing of the analyses above it.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-if TYPE_CHECKING:
-    from .noise import Sweep
-
 COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
            "predicted_id", "predicted")
 
 
-def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
+def rows(sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
     """One row per run from last-position logits [len(runs), V]."""
     read = read_prediction(logits, sweep.target)
     return pd.DataFrame({
@@ -41,7 +38,7 @@ def read_prediction(logits: torch.Tensor, target: int) -> dict[str, np.ndarray]:
             "predicted_id": predicted.numpy()}
 
 
-def to_frame(sweep: Sweep, frames: list, layers_done: tuple[int, ...] | None = None) -> pd.DataFrame:
+def to_frame(sweep, frames: list, layers_done: tuple[int, ...] | None = None) -> pd.DataFrame:
     """The sweep's rows with its parameters in ``attrs``; `layers_done` short of the sweep's
     layers marks a stopped sweep."""
     layers_done = sweep.layers if layers_done is None else layers_done
