@@ -54,6 +54,7 @@ import torch
 
 from . import memory, points
 from .causal_inputs import byte_budget, handle_of, layer_list, position_list, prompt_ids, token_id
+from .checks import check_callbacks
 from .model import Model, NonFiniteError
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
