@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 
 from .causal_inputs import byte_budget, handle_of, is_int
-from .noise import Draw, check_callbacks, one, prepare, read_groups, sweep_noise
+from .checks import check_callbacks
+from .noise import Draw, one, prepare, read_groups, sweep_noise
 from .prediction import read_prediction, warn_overflow
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
 

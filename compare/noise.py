@@ -56,6 +56,7 @@ import torch
 
 from . import memory, points
 from .causal_inputs import byte_budget, handle_of, layer_list, position_list, prompt_ids, token_id
+from .checks import check_callbacks
 from .model import Model, NonFiniteError
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
@@ -282,14 +283,6 @@ def check_finite(sweep: Sweep, logits: torch.Tensor, runs: list[str]) -> None:
             f"{sweep.handle.name}: noise on {sweep.component!r} made the last position's logits NaN or infinite, "
             f"first at {runs[bad[0].item()]} (scale={sweep.scale!r}); the activations overflow: lower the "
             "levels, or use scale='relative'")
-
-
-def check_callbacks(progress, stop) -> None:
-    """The progress and stop arguments of the engine's long calls (sweeps, channels, compare)."""
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress: must be a callable (done, total) or None, got {progress!r}")
-    if stop is not None and not callable(getattr(stop, "is_set", None)):
-        raise ValueError(f"stop: must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
 
 
 # --- argument checks ---------------------------------------------------------------------------

@@ -64,9 +64,9 @@ import pandas as pd
 import torch
 
 from . import memory
+from .checks import check_callbacks
 from .causal_inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
-from .noise import check_callbacks
 from .mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
 from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
 from .scan import discretise, linear_scan

@@ -1,7 +1,9 @@
 """Reading a prediction: what the last position's logits say about the target, as rows of a frame.
 
 The noise sweep, its reference twin and channel sensitivity read their runs' logits here, so
-their rows have one format (`COLUMNS`).
+their rows have one format (`COLUMNS`). A `sweep` here is any object with the fields these read
+(`handle`, `component`, `target`, `layers`, `distribution`, `scale`, `draws`, `positions`, `seed`,
+`levels`; `noise.Sweep` has them), so this module needs nothing of the analyses above it.
 
 Overflow is data. A run whose last-position logits hold a NaN or an infinity (the noise blew
 the activations past the dtype's range) did not keep its prediction: its row says so with
@@ -14,14 +16,10 @@ finished layer instead of stopping at its first overflow. A single forward (`Mod
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-
-if TYPE_CHECKING:
-    from .noise import Sweep
 
 COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
            "predicted_id", "predicted", "finite")
@@ -32,7 +30,7 @@ class OverflowRunsWarning(RuntimeWarning):
     """Some runs of a sweep overflowed: they are rows with finite=False, counted as misses."""
 
 
-def rows(sweep: Sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
+def rows(sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
     """One row per run from last-position logits [len(runs), V] (a run that overflowed: no prediction)."""
     read = read_prediction(logits, sweep.target)
     finite = read.pop("finite")
@@ -68,7 +66,7 @@ def read_prediction(logits: torch.Tensor, target: int) -> dict[str, np.ndarray]:
     return read
 
 
-def to_frame(sweep: Sweep, frames: list, layers_done: tuple[int, ...] | None = None) -> pd.DataFrame:
+def to_frame(sweep, frames: list, layers_done: tuple[int, ...] | None = None) -> pd.DataFrame:
     """The sweep's rows with its parameters in ``attrs``; `layers_done` short of the sweep's
     layers marks a stopped sweep. Runs that overflowed are counted in ``attrs["overflowed"]``
     and warned about once."""

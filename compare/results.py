@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from . import store
+from .jsonsafe import plain  # non-finite floats as "nan"/"inf": json.dumps writes bare NaN
 
 
 @dataclass
@@ -169,8 +170,6 @@ class Comparison:
         The folder appears complete or not at all, and overwrite=True replaces only a previous
         comparison, never other files (`compare.store` states the guarantee).
         """
-        from .reproduce.report import plain  # non-finite floats as "nan"/"inf": json.dumps writes bare NaN
-
         def write(folder: Path) -> None:
             self.to_frame().to_parquet(folder / "runs.parquet", engine="pyarrow")
             self.cross.to_parquet(folder / "cross.parquet", engine="pyarrow")

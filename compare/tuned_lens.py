@@ -38,7 +38,7 @@ from . import memory
 from .causal_inputs import handle_of, is_int
 from .lens import decode, residuals
 from .model import Model
-from .noise import check_callbacks
+from .checks import check_callbacks
 
 FP32_BYTES = 4
 WEIGHTS, META = "lens.safetensors", "lens.json"

@@ -26,10 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..checks import check_callbacks
 from ..comparison import Stopped
 from ..loading import cached_model
 from ..model import Model
-from ..noise import check_callbacks
 from . import deviations, logits, periodic, sweeps, tokens, writing
 from .context import Context
 from .plan import FULL, QUICK

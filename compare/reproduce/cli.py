@@ -7,7 +7,7 @@ import time
 from typing import Sequence
 
 from .. import store
-from ..cli import error_line
+from ..errors import error_line
 from ..comparison import Stopped
 from ..loading import ModelLoadError, cached_model
 

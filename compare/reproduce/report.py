@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..jsonsafe import plain
+
 
 @dataclass
 class Number:
@@ -102,20 +104,6 @@ class Report:
             "tables": [{"name": name, "definition": s.table_definitions.get(name, ""),
                         "rows": plain(t.to_dict(orient="records"))} for name, t in s.tables.items()],
             "notes": s.notes} for s in self.sections]}
-
-
-def plain(value: Any) -> Any:
-    """`value` with numpy scalars/arrays as Python values and non-finite floats as strings ("nan",
-    "inf"), so the JSON is standard (json.dumps would write NaN, which JSON does not allow)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def format_value(value: Any) -> str:

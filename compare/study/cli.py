@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..cli import error_line
+from ..errors import error_line
 from ..loading import ModelLoadError
 from . import executors, results
 from .runner import run
