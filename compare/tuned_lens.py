@@ -36,9 +36,9 @@ from torch import nn
 
 from . import memory
 from .causal_inputs import handle_of, is_int
+from .checks import check_callbacks
 from .lens import decode, residuals
 from .model import Model
-from .checks import check_callbacks
 
 FP32_BYTES = 4
 WEIGHTS, META = "lens.safetensors", "lens.json"
