@@ -498,15 +498,30 @@ def test_closing_the_compare_stream_stops_the_engine(monkeypatch):
     assert exited.wait(2.0)
 
 
-def test_every_model_event_shares_one_concurrency_limit():
+def test_model_events_queue_in_a_long_and_a_short_group():
     from ui import app
 
     demo = app.build_app(heavy_limit=1)
-    names = {"run", "show", "run_example"}
-    heavy = [fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") in names]
-    assert len(heavy) >= 6  # compare, distributions, patterns, noise, channels, datasets
-    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in heavy
-            if fn.name != "run_example"} == {(app.HEAVY, 1)}
+    groups = {}
+    for fn in demo.fns.values():
+        if getattr(fn.fn, "__module__", "").startswith("ui.tab_") and fn.name in ("run", "show"):
+            groups[fn.fn.__module__.removeprefix("ui.tab_")] = (fn.concurrency_id, fn.concurrency_limit)
+    short, long = (app.SHORT, 1), (app.HEAVY, 1)
+    assert groups == {"compare": short, "distributions": short, "patterns": short, "tokenizers": short,
+                      "noise": long, "channels": long, "patching": long, "datasets": long, "report": long}
+
+
+def test_stop_takes_a_waiting_job_out_before_it_starts(capsys):
+    from ui import jobs, tab_compare
+
+    jobs.submitted(tab_compare.VIEW)(Session)  # the click, queued behind another job
+    jobs.stop_handler(tab_compare.VIEW, "comparison")(Session)
+    assert "stopped: it will not run" in capsys.readouterr().out  # gr.Info outside a page prints
+    updates = list(jobs.queued(tab_compare.VIEW, tab_compare.run)(PROMPT, "aligned", "", request=Session))
+    assert updates[-1][4] == tab_compare.STOPPED
+    # the next click runs as usual
+    jobs.submitted(tab_compare.VIEW)(Session)
+    assert last(jobs.queued(tab_compare.VIEW, tab_compare.run)(PROMPT, "aligned", "", request=Session))[0] is not None
 
 
 def test_models_key_changes_with_either_source(tmp_path, monkeypatch):
@@ -667,7 +682,7 @@ def test_stop_handler_stops_only_the_sessions_running_job(monkeypatch):
     monkeypatch.setattr(jobs.gr, "Info", told.append)
     stop_sweep = jobs.stop_handler("noise", "sweep")
     stop_sweep(Session)  # nothing running: the user is told, nothing is set
-    assert told == ["No sweep of yours is running."]
+    assert told == ["No sweep of yours is running or waiting."]
     started, release = threading.Event(), threading.Event()
 
     def work(progress, stop):
@@ -685,7 +700,7 @@ def test_stop_handler_stops_only_the_sessions_running_job(monkeypatch):
         while True:
             next(job)
     assert done.value.value is True
-    assert told == ["No sweep of yours is running.", "No patching of yours is running."]
+    assert told == ["No sweep of yours is running or waiting.", "No patching of yours is running or waiting."]
 
 
 def _held_until_stop(engine, started):

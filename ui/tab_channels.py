@@ -95,7 +95,9 @@ def build(model_name: gr.Dropdown, prompt: gr.Textbox, target: gr.Textbox, compo
                              headers=["no ranking yet: click Rank channels"])
         results = gr.File(label="Download the full ranking (CSV, Parquet)", file_count="multiple",
                           elem_id="channels-files")
-        button.click(run, inputs=[model_name, prompt, target, component, layer, level, trials, seed],
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[model_name, prompt, target, component, layer, level, trials, seed],
                      outputs=[note, bars, table, results], **heavy)
         # Stop does not cancel the event: the ranking returns the channels it finished.
         stop.click(jobs.stop_handler(VIEW, "channel ranking"), None, None, concurrency_limit=None)

@@ -235,7 +235,9 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
         summary = gr.Markdown(elem_id="cmp-summary")
         examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=[table, trajectories, cross, summary],
                         fn=run_example, example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
-        button.click(run, inputs=[prompt, variant, track, k_axis, chosen, k_columns],
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[prompt, variant, track, k_axis, chosen, k_columns],
                      outputs=[table, trajectories, cross, results_files, summary, comparison], **heavy)
         prepare.click(prepare_downloads, [comparison, prompt, variant, track, chosen, k_columns], results_files,
                       **heavy)

@@ -76,6 +76,8 @@ def build(comparison: gr.State, compare_inputs: list, heavy: dict) -> None:
         table = gr.Dataframe(label="K statistics and tail-bump tokens", elem_id="dist-table", wrap=False,
                              headers=["no distributions yet: click Show distributions"])
         flat = gr.Plot(show_label=False, elem_id="dist-flat")
-        button.click(show, inputs=[comparison, *compare_inputs, k_axis], outputs=[ridgelines, table, flat, comparison],
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, show),
+                     inputs=[comparison, *compare_inputs, k_axis], outputs=[ridgelines, table, flat, comparison],
                      **heavy)
         stop.click(jobs.stop_handler(VIEW, "distributions job"), None, None, concurrency_limit=None)

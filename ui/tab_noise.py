@@ -219,7 +219,9 @@ def build(heavy: dict) -> None:
         results = gr.File(label="Download (CSV, Parquet, PNG)", file_count="multiple", elem_id="noise-files")
         result = gr.State(None)
         model_name.input(pick_model, model_name, component)
-        button.click(run, inputs=[model_name, prompt, target, component, layers, low, high, n_levels, trials,
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[model_name, prompt, target, component, layers, low, high, n_levels, trials,
                                   distribution, scale, seed, draws],
                      outputs=[note, curves, heatmap, critical, fits, results, plot_layers, result], **heavy)
         # Stop does not cancel the event: the sweep returns the layers it finished, and they are shown.

@@ -175,7 +175,9 @@ def build(heavy: dict) -> None:
         pair.input(pick_pair, pair, [clean, corrupt, answer, wrong])
         model_a.input(pick_model, model_a, component_a)
         model_b.input(pick_model, model_b, component_b)
-        button.click(run, inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
                                   metric], outputs=[note, heatmaps, table, results], **heavy)
         stop.click(jobs.stop_handler(VIEW, "patching"), None, None, concurrency_limit=None)
         show.click(attention, [model_a, model_b, clean, layer_a, layer_b], maps, **heavy)

@@ -144,6 +144,8 @@ def build(heavy: dict) -> None:
         plot = gr.Plot(show_label=False, elem_id="pat-plot")
         predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True,
                                    headers=["no pattern yet"])
-        button.click(run, inputs=[kind, source, spec, length, chosen], outputs=[table, lock_in, plot, predictions],
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[kind, source, spec, length, chosen], outputs=[table, lock_in, plot, predictions],
                      **heavy)
         stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
