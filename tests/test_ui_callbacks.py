@@ -847,3 +847,25 @@ def test_ui_readme_lists_every_tab():
     rows = {line.split("|")[1].strip() for line in readme.splitlines() if line.startswith("| ")}
     tabs = {b.label for b in build_app().blocks.values() if isinstance(b, gr.Tab)}
     assert len(tabs) >= 8 and tabs <= rows, tabs - rows
+
+
+def test_every_job_releases_memory_when_it_ends(monkeypatch):
+    import threading
+
+    from ui import jobs
+
+    released = threading.Event()
+    monkeypatch.setattr(jobs, "release_memory", released.set)
+    list(jobs.run(lambda progress, stop: 7, tick=None))
+    assert released.wait(2.0)
+
+
+def test_release_memory_trims_the_heap_with_glibc():
+    import ctypes.util
+
+    from ui import jobs
+
+    if not ctypes.util.find_library("c"):
+        pytest.skip("no C library to trim")
+    jobs.release_memory()  # gc and malloc_trim: must not raise
+    assert jobs.LIBC is not None and hasattr(jobs.LIBC, "malloc_trim")

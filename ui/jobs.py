@@ -15,6 +15,10 @@ progress (drawing the figures) is over; the page keeps the run pending until the
 of its run button meanwhile, so the next run never came. For the same reason run buttons take
 `trigger_mode="always_last"`: a click while the previous run ends (just after Stop) runs after it.
 
+After each job a background thread collects garbage and hands freed heap back to the system
+(`release_memory`): a job's peak (a sweep's batches, figures) otherwise stays with the server
+process, which grew from 0.6 to 6 GB over an hour of use without leaking.
+
 A job waiting in the queue can be stopped too: the run button also fires `submitted` (outside
 any queue slot), which counts the session's waiting jobs of the view; a Stop while one waits
 marks it, and when it starts (`queued`, the wrapper of every run callback) its engine is handed
@@ -22,7 +26,10 @@ a stop already set, so it returns at its first check and the tab shows its "Stop
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import gc
 import inspect
 import queue
 import threading
@@ -41,6 +48,24 @@ _cancelled: set[tuple[str, str]] = set()
 _doomed: set[tuple[str, str]] = set()
 """(session, view)s whose started job is to run with its stop set (`run` reads it)."""
 _lock = threading.Lock()
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+LIBC = _libc()
+
+
+def release_memory() -> None:
+    """Collect garbage, then return the allocator's free heap to the system (glibc's
+    `malloc_trim`; elsewhere only the collection)."""
+    gc.collect()
+    if LIBC is not None and hasattr(LIBC, "malloc_trim"):
+        LIBC.malloc_trim(0)
 
 
 def session_key(request, view: str) -> tuple[str, str] | None:
@@ -171,6 +196,7 @@ def run(work: Callable[..., Any], *, tick: Any, on_progress: Callable[[int, int]
             with _lock:
                 if _running.get(key) is stop:
                     del _running[key]
+        threading.Thread(target=release_memory, name="ui-release", daemon=True).start()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
