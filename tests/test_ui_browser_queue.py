@@ -92,7 +92,8 @@ def test_stop_takes_a_waiting_sweep_out_of_the_queue(browser_context, url, slow_
     _open_tab(second, "Noise")
     _fill(second, "noise-target", "Mary")
     second.locator("#noise-run").click()  # waits: the long group's one slot is the first user's
-    time.sleep(1)  # the click reaches the server's queue
+    # the page says where it waits (Gradio's status on the outputs: "queue: 1/1")
+    sync_api.expect(second.locator("#noise-fits")).to_contain_text("queue: 1/", timeout=TIMEOUT_MS)
     second.locator("#noise-stop").click()
     toast = second.locator(".toast-message-text").first
     sync_api.expect(toast).to_contain_text("will not run", timeout=TIMEOUT_MS)
