@@ -162,7 +162,7 @@ class Comparison:
                 "lock_in": {n: r.lock_in for n, r in self.runs.items()},
                 "variance_trend": {n: r.variance_trend for n, r in self.runs.items()},
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                             "nnsight": version("nnsight"), "mamba-gpt2-compare": version("mamba-gpt2-compare")}}
+                             "nnsight": version("nnsight"), "mamba-gpt2-compare": store.package_version()}}
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write runs/cross/top_k/tracked Parquet, metadata.json and figures/*.png to `directory`.
