@@ -312,9 +312,10 @@ def _walk(root, path: str):
 
 from .gpt2 import GPT2  # noqa: E402  (the families need the base above)
 from .mamba import MAMBA  # noqa: E402
+from .mamba2 import MAMBA2  # noqa: E402
 from .pythia import PYTHIA  # noqa: E402
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, GPT2, PYTHIA)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, MAMBA2, GPT2, PYTHIA)}
 ALIASES: dict[str, str] = {alias: hub for f in FAMILIES.values() for alias, hub in f.aliases.items()}
 
 

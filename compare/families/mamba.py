@@ -112,6 +112,9 @@ class MambaFamily(Family):
 
     def matches(self, config):
         model_type = config.get("model_type")
+        ssm = config.get("ssm_cfg")
+        if isinstance(ssm, dict) and ssm.get("layer") == "Mamba2":
+            return False  # `families.mamba2`
         return model_type == "mamba" or (model_type is None and bool(config.keys() & {"d_model", "n_layer", "ssm_cfg"}))
 
     def parameter_count(self, config, directory):
