@@ -200,6 +200,17 @@ class Family:
         (families with mixing "ssm"; `compare.hidden_attention`, `compare.knockout`)."""
         raise NotImplementedError(f"{self.title} has no selective SSM")
 
+    attention_units: str = "d_in"  # the glossary letter whose entries hidden attention's α is per (families with mixing "ssm")
+    attention_points: tuple[str, ...] = ()  # the points `hidden_attention_terms` reads, in forward order
+
+    def hidden_attention_terms(self, module: nn.Module, layer: int, seen: dict, units: torch.Tensor):
+        """(α [U, T, T], x [T, U, ...], D [U], y [T, U, ...]) of a layer's SSM for the `units`
+        (indices into `attention_units`), from `seen`, the `attention_points` of one forward (batch
+        row 0), such that y_t = Σ_s α[:, t, s] x_s + D x_t (`compare.hidden_attention`)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    h_wavefront: bool = False  # patching `h` may take `patching._h_wavefront` (Mamba-1's block: `y_response`, `mamba_suffix`)
+
     def y_response(self, module: nn.Module, layer: int, dy: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """The change of block `layer`'s output [b, l, d] for a change dy of the SSM's output y
         (families with mixing "ssm"; `patching` restarts a patch of `h` from it)."""

@@ -24,6 +24,7 @@ import torch
 from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
 from ..mamba import MambaConfig, MambaLM
+from ..scan import alpha_of
 from . import FP32_BYTES, Family, Point, model_points
 
 
@@ -42,6 +43,8 @@ class MambaFamily(Family):
     blocks_path, norm_path = "layers", "norm_f"
     rays = True
     mixing = "ssm"
+    h_wavefront = True
+    attention_points = ("x", "delta", "B", "C", "y")
     points = (
         _p("resid_pre", BLOCK, "[b, l, d]"),
         _p("norm", BLOCK, "[b, l, d]"),
@@ -92,6 +95,14 @@ class MambaFamily(Family):
     def ssm_parameters(self, module, layer):
         mixer = module.layers[layer].mixer
         return -torch.exp(mixer.A_log.float()), mixer.D.float()
+
+    def hidden_attention_terms(self, module, layer, seen, units):
+        """Per channel of d_in: α by the scan's own recurrence (`scan.alpha_of`)."""
+        A, D = self.ssm_parameters(module, layer)
+        x, delta = seen["x"][0][:, units].float(), seen["delta"][0][:, units].float()
+        B, C = seen["B"][0].float(), seen["C"][0].float()
+        alpha = alpha_of(delta, A[units].to(delta.device), B, C)
+        return alpha, x, D[units], seen["y"][0][:, units].float()
 
     def y_response(self, module, layer, dy, gate):
         """The change of block `layer`'s output for a change dy of its y [b, l, d_in] (the block

@@ -26,7 +26,7 @@ import torch
 from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
 from ..mamba2 import Mamba2Config, Mamba2LM
-from ..ssd import CHUNK
+from ..ssd import CHUNK, ssd_attention
 from . import FP32_BYTES, Family, Point, model_points
 
 
@@ -44,6 +44,8 @@ class Mamba2Family(Family):
     tokenizer = "EleutherAI/gpt-neox-20b"
     blocks_path, norm_path = "layers", "norm_f"
     mixing = "ssm"
+    attention_units = "heads"  # one scalar decay per head: α is per head, shared by its headdim channels
+    attention_points = ("x", "B", "C", "dt", "y")
     points = (
         _p("resid_pre", BLOCK, "[b, l, d]"),
         _p("norm", BLOCK, "[b, l, d]"),
@@ -70,6 +72,18 @@ class Mamba2Family(Family):
 
     def embed(self, module, ids):
         return module.embeddings(ids).float(), (), {}  # the residual stream is fp32 (`Mamba2LM.forward`)
+
+    def ssm_parameters(self, module, layer):
+        """(A [heads], D [heads]): Mamba-2's are one scalar per head."""
+        mixer = module.layers[layer].mixer
+        return -torch.exp(mixer.A_log.float()), mixer.D.float()
+
+    def hidden_attention_terms(self, module, layer, seen, units):
+        """Per head: α[t, s] = C_t · B_s · Π_{k=s+1..t} Ā_k · Δ_s (`ssd.ssd_attention`)."""
+        A, D = self.ssm_parameters(module, layer)
+        dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
+        alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
+        return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
 
     def dims(self, config):
         return {"d": config.d_model, "d_in": config.d_inner, "n": config.d_state, "V": config.vocab_size,
