@@ -244,3 +244,16 @@ def test_mamba2_130m_shape_with_random_weights_is_within_transformers_own_fp32_e
     own_error = (fp32.double() - fp64).abs().max().item()
     assert (ours - fp64).abs().max().item() <= max(2 * own_error, 1e-5)
     assert math.isfinite(own_error) and own_error > 0
+
+
+def test_bfloat16_runs_the_matmuls_in_bf16_and_the_scan_and_state_in_fp32(tmp_path):
+    from compare import load_model
+
+    build_mamba2_hf(tmp_path / "m")
+    fp32, bf16 = (load_model(tmp_path / "m", device="cpu", dtype=d) for d in ("float32", "bfloat16"))
+    mixer = bf16.module.layers[0].mixer
+    assert mixer.in_proj.weight.dtype == torch.bfloat16 and mixer.A_log.dtype == mixer.conv1d.weight.dtype == torch.float32
+    with torch.no_grad(), bf16.nn.trace(IDS):
+        h = bf16.point("h", 0).save()
+    assert h.dtype == torch.float32
+    assert (bf16.logits(IDS) - fp32.logits(IDS)).abs().max() < 0.05 * fp32.logits(IDS).abs().max()
