@@ -235,8 +235,10 @@ def record(sweep: Patching):
 
 
 def _h_path(sweep: Patching) -> bool:
-    """Mamba's state: patched by `_h_wavefront` instead of rerunning the patched block."""
-    return sweep.point == "h" and sweep.handle.arch.mixing == "ssm"
+    """Mamba's state: patched by `_h_wavefront` instead of rerunning the patched block, where
+    the family's block allows it (`Family.h_wavefront`); elsewhere h is patched by its hook,
+    whose edit the recurrence carries forward."""
+    return sweep.point == "h" and sweep.handle.arch.h_wavefront
 
 
 def _by_layer(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_bytes: int, count: Counter, stop):

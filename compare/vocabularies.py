@@ -216,6 +216,8 @@ KNOWN = {
     50257: Vocabulary("GPT-2 BPE (gpt2, gpt2-medium, ...)", 50257, {"<|endoftext|>": 50256}),
     50280: Vocabulary("GPT-NeoX-20B (state-spaces/mamba-*, padded to 50,280 rows)", 50277,
                       {"<|endoftext|>": 0, "<|padding|>": 1}),
+    50288: Vocabulary("GPT-NeoX-20B (state-spaces/mamba2-*, padded to 50,288 rows)", 50277,
+                      {"<|endoftext|>": 0, "<|padding|>": 1}),
     50304: Vocabulary("GPT-NeoX-20B (EleutherAI/pythia-*, padded to 50,304 rows)", 50277,
                       {"<|endoftext|>": 0, "<|padding|>": 1}),
 }

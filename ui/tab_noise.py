@@ -21,7 +21,7 @@ from compare.phase import phase_transition
 from . import downloads, jobs, limits, models, tab_channels
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
-DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post", "pythia": "resid_post"}
+DEFAULT_COMPONENT = {"mamba": "h", "mamba2": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 """By family: the component a sweep starts on (the thesis's h on Mamba, the residual stream on transformers)."""
 LAYERS_HELP = ("'all', one layer '3', a range '2-5' (both ends included, low to high), "
                "or a list '0,2,7-9'")

@@ -42,7 +42,7 @@ def suite_pairs(n: int = SUITE_PROMPTS, seed: int = 0) -> dict[str, tuple[str, s
 
 
 PAIRS = suite_pairs()
-DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post", "pythia": "resid_post"}
+DEFAULT_COMPONENT = {"mamba": "h", "mamba2": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 VIEW = "patching"
 N_OUTPUTS = 4
 

@@ -206,6 +206,17 @@ class Family:
         (families with mixing "ssm"; `compare.hidden_attention`, `compare.knockout`)."""
         raise NotImplementedError(f"{self.title} has no selective SSM")
 
+    attention_units: str = "d_in"  # the glossary letter whose entries hidden attention's α is per (families with mixing "ssm")
+    attention_points: tuple[str, ...] = ()  # the points `hidden_attention_terms` reads, in forward order
+
+    def hidden_attention_terms(self, module: nn.Module, layer: int, seen: dict, units: torch.Tensor):
+        """(α [U, T, T], x [T, U, ...], D [U], y [T, U, ...]) of a layer's SSM for the `units`
+        (indices into `attention_units`), from `seen`, the `attention_points` of one forward (batch
+        row 0), such that y_t = Σ_s α[:, t, s] x_s + D x_t (`compare.hidden_attention`)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    h_wavefront: bool = False  # patching `h` may take `patching._h_wavefront` (Mamba-1's block: `y_response`, `mamba_suffix`)
+
     def y_response(self, module: nn.Module, layer: int, dy: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """The change of block `layer`'s output [b, l, d] for a change dy of the SSM's output y
         (families with mixing "ssm"; `patching` restarts a patch of `h` from it)."""
@@ -323,9 +334,10 @@ def _walk(root, path: str):
 
 from .gpt2 import GPT2  # noqa: E402  (the families need the base above)
 from .mamba import MAMBA  # noqa: E402
+from .mamba2 import MAMBA2  # noqa: E402
 from .pythia import PYTHIA  # noqa: E402
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, GPT2, PYTHIA)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, MAMBA2, GPT2, PYTHIA)}
 ALIASES: dict[str, str] = {alias: hub for f in FAMILIES.values() for alias, hub in f.aliases.items()}
 
 

@@ -24,6 +24,7 @@ import torch
 from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
 from ..mamba import MambaConfig, MambaLM
+from ..scan import alpha_of
 from . import FP32_BYTES, Family, Point, model_points
 
 
@@ -43,6 +44,8 @@ class MambaFamily(Family):
     rays = True
     mixing = "ssm"
     attribution = ("resid_pre", "h", "resid_post")
+    h_wavefront = True
+    attention_points = ("x", "delta", "B", "C", "y")
     points = (
         _p("resid_pre", BLOCK, "[b, l, d]"),
         _p("norm", BLOCK, "[b, l, d]"),
@@ -94,6 +97,14 @@ class MambaFamily(Family):
         mixer = module.layers[layer].mixer
         return -torch.exp(mixer.A_log.float()), mixer.D.float()
 
+    def hidden_attention_terms(self, module, layer, seen, units):
+        """Per channel of d_in: α by the scan's own recurrence (`scan.alpha_of`)."""
+        A, D = self.ssm_parameters(module, layer)
+        x, delta = seen["x"][0][:, units].float(), seen["delta"][0][:, units].float()
+        B, C = seen["B"][0].float(), seen["C"][0].float()
+        alpha = alpha_of(delta, A[units].to(delta.device), B, C)
+        return alpha, x, D[units], seen["y"][0][:, units].float()
+
     def y_response(self, module, layer, dy, gate):
         """The change of block `layer`'s output for a change dy of its y [b, l, d_in] (the block
         is affine in y): out_proj's weight on dy ⊙ SiLU(gate), the gate [1, l, d_in] of the run."""
@@ -118,6 +129,9 @@ class MambaFamily(Family):
 
     def matches(self, config):
         model_type = config.get("model_type")
+        ssm = config.get("ssm_cfg")
+        if isinstance(ssm, dict) and ssm.get("layer") == "Mamba2":
+            return False  # `families.mamba2`
         return model_type == "mamba" or (model_type is None and bool(config.keys() & {"d_model", "n_layer", "ssm_cfg"}))
 
     def parameter_count(self, config, directory):
