@@ -418,3 +418,56 @@ def test_curve_density_counts_every_curve_once_per_column():
     curve_density(ax, X, samples=3, y_bins=50)
     counts = np.nan_to_num(np.asarray(ax.collections[0].get_array(), dtype=float).reshape(50, -1))
     assert counts.shape[1] == 3 * 3 + 1 and (counts.sum(axis=0) == 500).all()
+
+
+# --- what ran ------------------------------------------------------------------------------------
+
+def test_a_report_on_tiny_models_opens_with_the_banner_and_never_says_reproduced(report):
+    header, page = report["json"]["header"], report["html"]
+    assert "reproduced" not in header["title"].lower()
+    title = re.search(r"<title>(.*?)</title>", page).group(1) + re.search(r"<h1>(.*?)</h1>", page).group(1)
+    assert "reproduced" not in title.lower()
+    assert page.index('id="banner"') < page.index('id="what-ran"') < page.index('id="section-1"')
+    assert "No number below describes the thesis" in page and "does not model English" in page
+    assert [m["models_english"] for m in header["models"]] == [False, False]
+    assert all(m["thesis_checkpoint"].startswith("no:") for m in header["models"])
+
+
+def test_header_names_parameters_and_a_digest_of_the_weights(report, models):
+    import hashlib
+
+    for m, name in zip(report["json"]["header"]["models"], ("mamba", "gpt2")):
+        module = models[name].module
+        assert m["parameters"] == sum(p.numel() for p in set(module.parameters()))
+        h = hashlib.sha256()
+        for key, t in sorted(module.state_dict().items()):
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode() + t.contiguous().numpy().tobytes())
+        assert m["weights_sha256"] == h.hexdigest()[:12]
+
+
+def test_language_check_is_transformers_loss_against_a_hand_counted_unigram(models):
+    from compare.reproduce import identity
+
+    assert identity.unigram_entropy([1, 1, 2, 3]) == pytest.approx(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25)))
+    handle = models["gpt2"]
+    ids = handle.encode(identity.PARAGRAPH)
+    import torch
+
+    with torch.no_grad():  # transformers' logits over the real vocabulary (the LM head's padding rows dropped)
+        logits = handle.module(torch.tensor([ids])).logits[0, :-1, : handle.vocab_size]
+        expected = torch.nn.functional.cross_entropy(logits.double(), torch.tensor(ids[1:])).item()
+    check = identity.language_check(handle)
+    assert check.loss == pytest.approx(expected, rel=1e-5) and check.n_tokens == len(ids) - 1
+    assert not check.models_english  # random weights
+
+
+def test_the_thesis_checkpoint_is_recognised_only_by_name_and_shapes(models):
+    from compare.reproduce import identity
+
+    class Fake:
+        family, n_layers, vocab_size, name = "mamba", 24, 50280, "mamba-130m"
+
+    assert identity.thesis_checkpoint("mamba-130m", Fake(), 0)[0] == identity.THESIS
+    assert identity.thesis_checkpoint("/some/dir", Fake(), 0)[0] == identity.SAME_SHAPES
+    assert identity.thesis_checkpoint("mamba-130m", Fake(), 1)[0] == identity.OTHER  # in the GPT-2 role
+    assert identity.thesis_checkpoint("mamba-130m", models["mamba"], 0)[0] == identity.OTHER

@@ -30,7 +30,7 @@ from ..comparison import Stopped
 from ..loading import cached_model
 from ..model import Model
 from ..noise import check_callbacks
-from . import deviations, logits, periodic, sweeps, tokens, writing
+from . import deviations, identity, logits, periodic, sweeps, tokens, writing
 from .context import Context
 from .plan import FULL, QUICK
 from .report import Report
@@ -92,18 +92,41 @@ def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", 
 
 
 def _header(sources, handles: list[Model], plan, seed: int, started: datetime, seconds: float) -> dict:
+    """What ran, first: each checkpoint (source, parameters, digest, the thesis's or not, English or not),
+    a banner where a model is not the thesis's or does not model English, then the run and the plan."""
     roles = ("Mamba role", "GPT-2 role")
+    models, faithful = [], True
+    for i, (role, src, h) in enumerate(zip(roles, sources, handles)):
+        status, why = identity.thesis_checkpoint(src, h, i)
+        language = identity.language_check(h)
+        faithful &= status == identity.THESIS and language.models_english
+        models.append({"role": role, "source": identity.source_text(src), "name": h.name, "family": h.family,
+                       "parameters": identity.parameter_count(h), "weights_sha256": identity.weights_digest(h),
+                       "thesis_checkpoint": why, "models_english": language.models_english,
+                       "language_check": language.verdict(), "loss_nats_per_token": round(language.loss, 4),
+                       "unigram_nats_per_token": round(language.unigram, 4), "language_tokens": language.n_tokens,
+                       "layers": h.n_layers, "vocabulary": h.vocab_size, "lm_head_rows": h.module.lm_head.out_features,
+                       "dtype": str(h.dtype).replace("torch.", ""), "device": str(h.device)})
+    banner = []
+    for m in models:
+        if not m["models_english"]:
+            banner.append(f"{m['name']} ({m['role']}) does not model English ({m['language_check']}).")
+        if not m["thesis_checkpoint"].startswith(identity.THESIS):
+            banner.append(f"{m['name']} ({m['role']}) is not known to be the thesis's checkpoint "
+                          f"({m['thesis_checkpoint']}).")
+    if banner:
+        banner.append("No number below describes the thesis's models: it describes these weights only.")
+    names = f"{handles[0].name} vs {handles[1].name}"
     return {
-        "title": f"The thesis, reproduced: {handles[0].name} vs {handles[1].name}",
+        "title": (f"The thesis, reproduced: {names}" if faithful else
+                  f"The thesis's experiments, run on other weights: {names}"),
+        "banner": banner,
         "statement": STATEMENT,
+        "models": models,
         "run": {"started_utc": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
                 "python": platform.python_version(), "machine": platform.machine()},
         "seed": seed,
         "plan": {k: v for k, v in vars(plan).items()},
-        "models": [{"role": role, "source": f"loaded Model {src.name!r}" if isinstance(src, Model) else os.fspath(src), "name": h.name, "family": h.family,
-                    "layers": h.n_layers, "vocabulary": h.vocab_size, "lm_head_rows": h.module.lm_head.out_features,
-                    "dtype": str(h.dtype).replace("torch.", ""), "device": str(h.device)}
-                   for role, src, h in zip(roles, sources, handles)],
         "versions": {lib: _version(lib) for lib in LIBRARIES},
     }
 
