@@ -270,6 +270,26 @@ def test_cli_an_unloadable_model_exits_2_naming_the_flag(tmp_path, capsys):
     assert err.startswith("error: --mamba:") and not (tmp_path / "r").exists()
 
 
+def test_cli_a_bad_gpt2_with_the_default_mamba_names_gpt2(tmp_path, capsys):
+    # the default --mamba is a Hub alias, unreachable offline: its fetch must not hide --gpt2's error
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--gpt2", str(tmp_path / "none"), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --gpt2:") and "no such directory" in err and "Hub" not in err
+
+
+def test_cli_warns_when_the_roles_are_swapped_before_loading(tiny_dirs):
+    from compare.reproduce.cli import check_roles
+
+    dirs, _ = tiny_dirs
+    assert check_roles(str(dirs["mamba"]), str(dirs["gpt2"])) == []
+    swapped = check_roles(str(dirs["gpt2"]), str(dirs["mamba"]))
+    assert len(swapped) == 1 and "swapped" in swapped[0]
+    one = check_roles(str(dirs["gpt2"]), "gpt2")
+    assert len(one) == 1 and one[0].startswith("--mamba:") and "not an SSM" in one[0]
+    with pytest.raises(Exception, match="--mamba: unknown model alias 'mamba-13m'"):
+        check_roles("mamba-13m", "gpt2")
+
+
 def test_cli_writes_a_quick_report(tiny_dirs, tmp_path, capsys):
     dirs, _ = tiny_dirs
     assert main(["reproduce", "--out", str(tmp_path / "r"), "--mamba", str(dirs["mamba"]), "--gpt2", str(dirs["gpt2"]),

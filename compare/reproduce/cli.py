@@ -6,10 +6,14 @@ import sys
 import time
 from typing import Sequence
 
-from .. import store
+from pathlib import Path
+
+from .. import checkpoint, families, store
 from ..cli import error_line
 from ..comparison import Stopped
 from ..loading import ModelLoadError, cached_model
+
+ROLES = (("--mamba", "ssm", "an SSM (a Mamba model)"), ("--gpt2", "attention", "a transformer (GPT-2, Pythia)"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +45,41 @@ def _seed(text: str) -> int:
     return value
 
 
+def source_mixing(source: str, flag: str) -> str | None:
+    """How the model `source` names mixes positions ("ssm" or "attention"), read from its alias or its
+    folder's config.json without loading weights; None for a Hub id (known only once fetched).
+    Raises ModelLoadError naming `flag` for a path that does not exist or a name that is no alias."""
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            return families.detect(checkpoint.read_config(path), path).mixing
+        if path.exists():
+            raise ModelLoadError(f"{source}: is a file; pass the directory that holds config.json and the weights")
+        for family in families.FAMILIES.values():
+            if source in family.aliases:
+                return family.mixing
+        if source.count("/") == 1 and not source.startswith((".", "/", "~")):
+            return None  # a Hub id
+        if "/" in source:
+            raise ModelLoadError(f"{source}: no such directory")
+        raise ModelLoadError(f"unknown model alias {source!r}; known aliases: {', '.join(families.ALIASES)}; "
+                             "or pass a Hub id ('owner/name') or a local directory")
+    except ModelLoadError as err:
+        raise ModelLoadError(f"{flag}: {err}") from None
+
+
+def check_roles(mamba: str, gpt2: str) -> list[str]:
+    """Both sources checked (paths, aliases, families) before any model loads; the warnings for a model
+    in a role its family does not fit (the report runs, and its header says so)."""
+    mixing = [source_mixing(source, flag) for source, (flag, _, _) in zip((mamba, gpt2), ROLES)]
+    wrong = [m is not None and m != want for m, (_, want, _) in zip(mixing, ROLES)]
+    if all(wrong):
+        return [f"the roles look swapped: --mamba {mamba!r} is a transformer and --gpt2 {gpt2!r} an SSM; "
+                f"the report treats the first as the thesis's Mamba (pass --mamba {gpt2} --gpt2 {mamba})"]
+    return [f"{flag}: {source!r} is not {what}; the report runs it in that role anyway"
+            for source, bad, (flag, _, what) in zip((mamba, gpt2), wrong, ROLES) if bad]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 written, 2 a user error (one `error:` line naming the argument)."""
     from . import reproduce, writing  # the sections import the engine and matplotlib: only when running
@@ -53,8 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"reproduce: {done}/{total} steps, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
     try:
-        # the folder and the models are checked here, so that an error names the flag at fault
+        # every argument is checked before anything loads, so that an error names the flag at fault
         store.check(args.out, kind=writing.KIND, overwrite=args.overwrite, argument="--out")
+        for warning in check_roles(args.mamba, args.gpt2):
+            print(f"warning: {warning}", file=sys.stderr)
         for flag, source in (("--mamba", args.mamba), ("--gpt2", args.gpt2)):
             try:
                 cached_model(source, device=args.device)  # the cache reproduce() reads the model from
