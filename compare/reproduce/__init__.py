@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -46,13 +47,16 @@ LIBRARIES = ("mamba-gpt2-compare", "torch", "transformers", "nnsight", "numpy", 
 
 
 def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", "gpt2"), quick: bool = False,
-              seed: int = 0, progress=None, overwrite: bool = False, device=None, stop=None) -> Path:
+              seed: int = 0, trials: int | None = None, noise_levels: int | None = None, progress=None,
+              overwrite: bool = False, device=None, stop=None) -> Path:
     """Run every experiment of the thesis on `models` and write the report folder `out`; returns its path.
 
     models: two model sources (aliases, Hub ids, local directories) or loaded `Model` handles: the
         Mamba role first (the thesis's subject and the reference of every comparison), then GPT-2's.
     quick: small sweeps (`plan.QUICK`: few layers, levels and trials), for a check that the whole
         report runs; the default runs `plan.FULL`. Both are stated in the report's header.
+    trials: noise draws per channel of the channel ranking (§7.4); noise_levels: levels of each noise
+        sweep in [0, 1] (§7.1: 100, one draw each). Default: the plan's (`plan.FULL`, `plan.QUICK`).
     seed: every noise draw and bootstrap of the report. progress: called as progress(done, total)
         after each section. stop: anything with ``is_set()`` (a `threading.Event`), checked between
         steps; once set, `Stopped` is raised and nothing is written.
@@ -64,6 +68,9 @@ def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", 
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed: must be an integer ≥ 0, got {seed!r}")
     seed = int(seed)
+    for name, given, least in (("trials", trials, 1), ("noise_levels", noise_levels, 2)):
+        if given is not None and (not isinstance(given, (int, np.integer)) or isinstance(given, bool) or given < least):
+            raise ValueError(f"{name}: must be an integer ≥ {least} (or None for the plan's), got {given!r}")
     check_callbacks(progress, stop)
     if isinstance(models, (str, os.PathLike, Model)) or not isinstance(models, Sequence) or len(models) != 2:
         raise ValueError(f"models: must be two model sources or Model handles (the Mamba role, then the GPT-2 "
@@ -74,6 +81,8 @@ def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", 
     if handles[0].name == handles[1].name:
         raise ValueError(f"models: both are named {handles[0].name!r}; the report keys results by model name")
     plan = QUICK if quick else FULL
+    plan = replace(plan, channel_trials=int(trials) if trials is not None else plan.channel_trials,
+                   noise_levels=int(noise_levels) if noise_levels is not None else plan.noise_levels)
     ctx = Context(handles[0], handles[1], plan, seed, stop)
     total, sections = len(SECTIONS) + 2, []
     for fn in SECTIONS:

@@ -27,12 +27,29 @@ def parser() -> argparse.ArgumentParser:
                    help="the model in the GPT-2 role: alias, Hub id or local directory (default: gpt2)")
     p.add_argument("--quick", action="store_true", help="small sweeps (few layers, levels, trials): a check that "
                                                         "the report runs, not the thesis's sizes")
+    p.add_argument("--trials", type=_count(1), default=None, metavar="N",
+                   help="noise draws per channel of the channel ranking, §7.4 (default: 4 full, 2 quick)")
+    p.add_argument("--noise-levels", type=_count(2), default=None, metavar="N",
+                   help="levels in [0, 1] of each noise sweep, one draw each (default: 100 full, the thesis's §7.1; "
+                        "5 quick)")
     p.add_argument("--seed", type=_seed, default=0, metavar="N", help="seed of every noise draw and bootstrap (default: 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it holds a previous report "
                                                             "(anything else is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
+
+
+def _count(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {least}, got {value}")
+        return value
+    return parse
 
 
 def _seed(text: str) -> int:
@@ -102,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (ValueError, TypeError, ModelLoadError, OSError) as err:
                 raise type(err)(f"{flag}: {err}") from err
         path = reproduce(args.out, models=(args.mamba, args.gpt2), quick=args.quick, seed=args.seed,
+                         trials=args.trials, noise_levels=args.noise_levels,
                          progress=progress, overwrite=args.overwrite, device=args.device)
     except (ValueError, TypeError, ModelLoadError, OSError, Stopped) as err:
         print(error_line(err), file=sys.stderr)

@@ -14,6 +14,7 @@ from ..comparison import Run
 from .context import Context
 from .plan import CYCLES
 from .report import Section
+from .uncertainty import EXACT
 
 
 def p_next(run: Run) -> np.ndarray:
@@ -49,14 +50,17 @@ def periodic(ctx: Context) -> Section:
         for label, run in views.items():
             lock.append(s.add(f"lock_in[{cycle}|{label}]", f"lock-in, {label}", run.lock_in,
                               "first position from which every prediction continues the pattern (—: never)",
+                              n=len(run.ids), uncertainty=EXACT,
                               ids=run.ids[: metrics.period(run.ids)].tolist(), length=len(run.ids)))
             found = merged_predictions(run)
             merged.append(s.add(f"merged[{cycle}|{label}]", f"merged predictions, {label}", len(found),
                                 "positions whose prediction is two consecutive cycle tokens written as one token",
+                                n=len(run.ids), uncertainty=EXACT,
                                 examples=sorted(set(found))[:3]))
             tr = next(iter(run.tracked.values()))
             tracked.append(s.add(f"tracked[{cycle}|{label}]", f"tracked ID, {label}", f"{tr.id} = {tr.token!r}",
-                                 "the tracked ID and this model's text of it (under same IDs: the ID it is fed)"))
+                                 "the tracked ID and this model's text of it (under same IDs: the ID it is fed)",
+                                 n=1, uncertainty=EXACT))
         order = [run.lock_in for run in views.values()]
         s.row(f"cycle {list(cycle)}: lock-in", "both learn to repeat the cycle; GPT-2 locks in more slowly than "
               "Mamba (against hypothesis 3)", lock, verdict=_lock_verdict(order, first, second))

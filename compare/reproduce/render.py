@@ -25,6 +25,7 @@ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; 
 figcaption { font-size: .9em; color: #555; }
 .banner { background: #fde2e1; border: 2px solid #c0392b; padding: .6em 1em; font-size: 1.05em; }
 .warning { background: #fff4d6; border: 1px solid #e0c060; padding: .6em; }
+.sure { color: #666; font-size: .85em; }
 .where { color: #555; font-style: italic; }
 """
 
@@ -93,7 +94,8 @@ def _section(s: Section, pngs: Mapping[str, bytes]) -> str:
         out.append("<table class=\"claims\"><tr><th>what</th><th>thesis says</th><th>measured here</th>"
                    + ("<th>check</th>" if any(r.verdict for r in s.rows) else "") + "</tr>")
         for r in s.rows:
-            measured = "<br>".join(f"{escape(n.label)}: {escape(n.text())}" for n in r.measured) or "—"
+            measured = "<br>".join(f"{escape(n.label)}: {escape(n.text())} <span class=\"sure\">({escape(n.sureness())})</span>"
+                                   for n in r.measured) or "—"
             verdict = f"<td>{escape(r.verdict)}</td>" if any(x.verdict for x in s.rows) else ""
             out.append(f"<tr><td>{escape(r.quantity)}</td><td>{escape(r.thesis)}</td>"
                        f'<td class="value">{measured}</td>{verdict}</tr>')

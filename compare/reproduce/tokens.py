@@ -13,6 +13,7 @@ from .context import Context
 from .plan import (CYCLES, FIG9_COUNTS, IOI, IOI_NEOX_IDS, LITHUANIAN, MARY, REPEATED, REPEATED_COUNT,
                    REPEATED_ID_NEOX, THESIS_R)
 from .report import Section
+from .uncertainty import EXACT, correlation
 
 CYCLE_CLAIMS = {(42, 69): "GPT-NeoX reads I, d; GPT-2 reads the same IDs as K, f, and 'I', 'd' as [40, 67] (Fig. 21)",
                 (4200, 6660): "GPT-NeoX reads ' Mon', ']),'; GPT-2 reads the same IDs as ' sales', ' Thus' (Fig. 20)"}
@@ -36,12 +37,13 @@ def token_ids(ctx: Context) -> Section:
                           "tokens": " ".join(token_label(t) for t in h.decode_tokens(ids))})
     n = {(c["text"], c["model"]): s.add(f"n_tokens[{c['text']}|{c['model']}]", f"{c['model']}", c["n_tokens"],
                                         "number of tokens the model's tokenizer encodes the text into "
-                                        "(no special tokens added)", text=texts[c["text"]])
+                                        "(no special tokens added)", n=c["n_tokens"], uncertainty=EXACT,
+                                        text=texts[c["text"]])
          for c in counts}
     ioi = ids_of[("IOI sentence", first.name)]
     same = s.add("ioi_ids_equal_eq8", f"{first.name}'s IDs equal eq. 8's", list(ioi) == list(IOI_NEOX_IDS),
                  "whether the first model's tokenizer encodes the IOI sentence to exactly the IDs of eq. 8",
-                 eq8=list(IOI_NEOX_IDS))
+                 n=len(ioi), uncertainty=EXACT, eq8=list(IOI_NEOX_IDS))
     s.row("IOI sentence: tokens (eq. 8, Fig. 9)", "14 tokens in both tokenizers; GPT-NeoX IDs as in eq. 8",
           [n[("IOI sentence", h.name)] for h in ctx.handles] + [same])
     rep = f"{REPEATED!r} × {REPEATED_COUNT}"
@@ -49,28 +51,29 @@ def token_ids(ctx: Context) -> Section:
     one_id = s.add("repeated_all_one_id", f"{first.name}: every token is ID {REPEATED_ID_NEOX}",
                    all(i == REPEATED_ID_NEOX for i in rep_ids[first.name]),
                    "whether every token of the repeated string is eq. 9's ID in the first model's tokenizer",
-                   text=texts[rep])
+                   n=len(rep_ids[first.name]), uncertainty=EXACT, text=texts[rep])
     s.row(f"{rep} (eq. 9, as {REPEATED_COUNT * len(REPEATED)} characters)",
           f"{REPEATED_COUNT} × ID {REPEATED_ID_NEOX}", [n[(rep, h.name)] for h in ctx.handles] + [one_id])
     lt = [n[("Lithuanian sentence", h.name)] for h in ctx.handles]
     ratio = [s.add(f"lt_over_en[{h.name}]", f"Lithuanian ÷ English, {h.name}",
                    len(ids_of[("Lithuanian sentence", h.name)]) / len(ids_of[("IOI sentence", h.name)]),
                    "tokens of the Lithuanian translation divided by tokens of the English sentence",
-                   lithuanian=LITHUANIAN, english=IOI) for h in ctx.handles]
+                   n=2, uncertainty=EXACT + " (a ratio of two counts of one sentence pair)", lithuanian=LITHUANIAN, english=IOI) for h in ctx.handles]
     s.row("Lithuanian translation (Fig. 9)", "26 tokens against 14 in English (a tiktoken-based viewer; "
           "encoding unstated): Lithuanian costs more", lt + ratio)
     cycles = []
     for cycle in CYCLES:
         ids, reduced = ctx.cycle_ids(cycle)
         first_text = s.add(f"cycle_text[{cycle}|{first.name}]", f"{first.name} reads", first.decode_tokens(ids),
-                           "each ID decoded alone by the first model's tokenizer", ids=ids)
+                           "each ID decoded alone by the first model's tokenizer", n=len(ids), uncertainty=EXACT,
+                           ids=ids)
         second_text = s.add(f"cycle_text[{cycle}|{second.name}]", f"{second.name} reads the same IDs",
                             second.decode_tokens(ids), "each ID decoded alone by the second model's tokenizer",
-                            ids=ids)
+                            n=len(ids), uncertainty=EXACT, ids=ids)
         aligned = align(ids, first.tokenizer, second.tokenizer)
         aligned_ids = s.add(f"cycle_aligned[{cycle}]", f"{second.name} aligned IDs", aligned.ids,
                             "the first model's tokens re-encoded one by one by the second tokenizer "
-                            "(compare's aligned variant)", ids=ids)
+                            "(compare's aligned variant)", n=len(ids), uncertainty=EXACT, ids=ids)
         s.row(f"cycle {list(cycle)}" + (f" (reduced to {ids}: outside this vocabulary)" if reduced else ""),
               CYCLE_CLAIMS[tuple(cycle)], [first_text, second_text, aligned_ids])
         cycles.append({"cycle": str(list(cycle)), "ids": ", ".join(map(str, ids)),
@@ -97,14 +100,14 @@ def id_vs_length(ctx: Context) -> Section:
             r = metrics.length_correlations(table)
             numbers = [s.add(f"{key}[{scope}|{h.name}]", f"{label}, {h.name}", r[key],
                              f"Pearson r between {x} and decoded length in characters, over {what}",
-                             n_tokens=len(table), log="log(1 + ID)" if key == "r_logid_len" else None)
+                             n=len(table), uncertainty=correlation(r[key], len(table)), log="log(1 + ID)" if key == "r_logid_len" else None)
                        for key, label, x in (("r_logid_len", "r(log ID, length)", "log(1 + ID)"),
                                              ("r_id_len", "r(ID, length)", "the token ID"))]
             rows.append((scope, h.name, numbers))
         rows_mary = text[h.name][text[h.name]["token"] == MARY]
         if len(rows_mary):
             s.add(f"mary_id[{h.name}]", f"ID of {MARY!r}, {h.name}", int(rows_mary["id"].iloc[0]),
-                  "the ID the tokenizer gives the token", token=MARY)
+                  "the ID the tokenizer gives the token", n=1, uncertainty=EXACT, token=MARY)
     for scope in ("text", "vocabulary"):
         s.row(f"r over {'the IOI sentence' if scope == 'text' else 'the whole vocabulary'}",
               f"R ≈ {THESIS_R} in both tokenizers (x axis: log ID; which r and which tokens unstated)",
