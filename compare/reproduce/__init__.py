@@ -31,7 +31,7 @@ from ..comparison import Stopped
 from ..loading import cached_model
 from ..model import Model
 from ..noise import check_callbacks
-from . import deviations, identity, logits, periodic, sweeps, tokens, writing
+from . import deviations, errata, identity, logits, periodic, sweeps, tokens, writing
 from .context import Context
 from .plan import FULL, QUICK
 from .report import Report
@@ -48,7 +48,7 @@ LIBRARIES = ("mamba-gpt2-compare", "torch", "transformers", "nnsight", "numpy", 
 
 def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", "gpt2"), quick: bool = False,
               seed: int = 0, trials: int | None = None, noise_levels: int | None = None, progress=None,
-              overwrite: bool = False, device=None, stop=None) -> Path:
+              overwrite: bool = False, device=None, stop=None, thesis_text=None) -> Path:
     """Run every experiment of the thesis on `models` and write the report folder `out`; returns its path.
 
     models: two model sources (aliases, Hub ids, local directories) or loaded `Model` handles: the
@@ -60,6 +60,8 @@ def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", 
     seed: every noise draw and bootstrap of the report. progress: called as progress(done, total)
         after each section. stop: anything with ``is_set()`` (a `threading.Event`), checked between
         steps; once set, `Stopped` is raised and nothing is written.
+    thesis_text: the thesis's text file, read by the errata checks (default: ../shared/thesis/*.txt beside
+        the project, or $COMPARE_THESIS_TEXT; where absent, the errata are "not applicable").
     overwrite: replace `out` when it holds a previous report (never anything else, `compare.store`).
     The folder appears complete or not at all: an error or a stop leaves `out` as it was.
     """
@@ -76,6 +78,7 @@ def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", 
         raise ValueError(f"models: must be two model sources or Model handles (the Mamba role, then the GPT-2 "
                          f"role), got {models!r}")
     writing.check(out, overwrite)  # a bad folder is refused before minutes of work
+    text = errata.thesis_text(thesis_text)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     handles = [m if isinstance(m, Model) else cached_model(m, device=device) for m in models]
     if handles[0].name == handles[1].name:
@@ -83,7 +86,7 @@ def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", 
     plan = QUICK if quick else FULL
     plan = replace(plan, channel_trials=int(trials) if trials is not None else plan.channel_trials,
                    noise_levels=int(noise_levels) if noise_levels is not None else plan.noise_levels)
-    ctx = Context(handles[0], handles[1], plan, seed, stop)
+    ctx = Context(handles[0], handles[1], plan, seed, stop, thesis=text)
     total, sections = len(SECTIONS) + 2, []
     for fn in SECTIONS:
         ctx.check_stop()

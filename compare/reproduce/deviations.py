@@ -11,19 +11,27 @@ from . import errata
 from .context import Context
 from .plan import (FLATTENED_LAYERS, LITHUANIAN, REPEATED, REPEATED_COUNT, component, scaled_layer, spread)
 from .report import Section
+from .uncertainty import EXACT
 
 
 def section(ctx: Context, bump_positions: dict[str, int] | None) -> Section:
-    s = Section(10, "errata", "Deviations and errata", "Figs. 10, 12, 19; eq. 6, eq. 9")
-    checks = errata.checks(ctx.mamba, ctx.gpt2, bump_positions=bump_positions)
+    s = Section(10, "errata", "Deviations and errata", "Figs. 10, 12, 19, 21; §6.2, §6.3, §6.4.2; eq. 6, eq. 9")
+    checks = errata.checks(ctx.mamba, ctx.gpt2, text=ctx.thesis, bump_positions=bump_positions)
     for check in checks:
         e = check.erratum
-        status = s.add(f"status[{e.key}]", f"{e.where}: status", check.status,
-                       "the check's outcome: " + ", ".join(errata.STATUSES), compares=e.compares)
+        status = s.add(f"status[{e.key}]", f"{e.where}: verdict", check.status,
+                       "the check's outcome: " + ", ".join(errata.STATUSES), n=1,
+                       uncertainty=EXACT + " (a reading of the thesis's text and the tokenizers)", compares=e.compares)
         found = s.add(f"found[{e.key}]", f"{e.where}: found", json.dumps(check.found, ensure_ascii=False, default=str),
-                      "what the check read from the tokenizers (or the text)", compares=e.compares)
-        s.row(f"{e.where} (the check compares {e.compares})", e.thesis, [status, found], verdict=check.status)
+                      "what the check read from the thesis's text and the tokenizers", n=1, uncertainty=EXACT,
+                      compares=e.compares)
+        magnitude = s.add(f"magnitude[{e.key}]", f"{e.where}: what it changes", check.magnitude or "—",
+                          "what the erratum changes, where it changes a number", n=1, uncertainty=EXACT)
+        s.row(f"{e.where} (the check compares {e.compares})", e.thesis, [status, found, magnitude],
+              verdict=check.status)
     s.table("choices", pd.DataFrame(choices(ctx)), "every choice this report made, with why")
+    s.notes.append("The thesis writes every token without its leading space (<Mary>, <sales>): a caption's 'Mon' "
+                   "for GPT-NeoX's ' Mon' is its convention, not an erratum.")
     s.notes.append("Every place where this package had to choose is listed below, with why.")
     return s
 

@@ -36,7 +36,8 @@ def k_distributions(ctx: Context) -> Section:
                                blank / len(flat) if flat else None,
                                "of all tail tokens (every position), the fraction whose text is only spaces, "
                                "tabs or newlines", n=len(flat),
-                               uncertainty=binomial_ci(blank, len(flat)) if flat else "no tail tokens", z=OUTLIER_Z))
+                               uncertainty=binomial_ci(blank, len(flat)) if flat else "not measured: no token in any tail",
+                               z=OUTLIER_Z))
         for token, count in Counter(texts[i] for i in flat).most_common(BUMP_TOKENS_LISTED):
             listed.append({"model": name, "token": figures.token_label(token), "positions in the tail": count})
         for columns, comparison in (("vocab", ioi), ("all", ioi_all)):
@@ -157,8 +158,9 @@ def rows_of_l(ctx: Context) -> Section:
             r_rows.append(s.add(f"median_{column}[{name}]", f"median {column}, {name}", float(g[column].median()),
                                 f"median over positions of the Pearson r between {what} and L within the row "
                                 "(metrics.id_logit_correlation)", n=len(g),
-                                uncertainty=f"median of {len(g)} rows, each r over {ioi.runs[name].vocab_size:,} IDs: "
-                                + (f"rows range [{g[column].min():.3f}, {g[column].max():.3f}]" if len(g) else "none")))
+                                uncertainty=f"{correlation(float(g[column].median()), ioi.runs[name].vocab_size)} "
+                                f"of one row's r over {ioi.runs[name].vocab_size:,} IDs; the {len(g)} rows range "
+                                f"[{g[column].min():.3f}, {g[column].max():.3f}]"))
             r_rows.append(s.add(f"negative_{column}[{name}]", f"share of rows with {column} < 0, {name}",
                                 float((g[column] < 0).mean()), f"fraction of positions whose {column} is negative",
                                 n=len(g), uncertainty=binomial_ci(int((g[column] < 0).sum()), len(g))))

@@ -64,7 +64,7 @@ def noise(ctx: Context) -> Section:
         runs = int(g["n"].sum()) if "n" in g else None
         rows.append(s.add(f"fitted_layers[{tag}]", f"layers with a fit, {tag}", f"{len(ok)} of {len(g)}",
                           "layers whose hits fall from 1 to 0 inside the swept levels (status 'fit')",
-                          n=runs, uncertainty=why))
+                          n=runs, uncertainty=f"exact count of {len(g)} layers, {runs} runs; {why}"))
         rows.append(s.add(f"median_critical[{tag}]", f"median critical level, {tag}",
                           float(ok["critical_level"].median()) if len(ok) else None,
                           "median over fitted layers of the critical level (hit rate 0.5)", n=len(ok),

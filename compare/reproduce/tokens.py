@@ -16,7 +16,8 @@ from .report import Section
 from .uncertainty import EXACT, correlation
 
 CYCLE_CLAIMS = {(42, 69): "GPT-NeoX reads I, d; GPT-2 reads the same IDs as K, f, and 'I', 'd' as [40, 67] (Fig. 21)",
-                (4200, 6660): "GPT-NeoX reads ' Mon', ']),'; GPT-2 reads the same IDs as ' sales', ' Thus' (Fig. 20)"}
+                (4200, 6660): "Fig. 19's caption writes them <Mon>, <],> and Fig. 21's <Mon>, <]),> (the thesis drops "
+                              "leading spaces; see section 10); GPT-2 reads the same IDs as <sales>, <Thus> (Fig. 20)"}
 
 
 def token_ids(ctx: Context) -> Section:
