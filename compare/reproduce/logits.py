@@ -122,6 +122,7 @@ def trajectories(ctx: Context) -> Section:
                           f"absolute difference between the two models' P({MARY!r}) at T = 2", n=2,
                           uncertainty=EXACT, position=2))
     s.row(f"P({MARY!r}) in the IOI prompt", f"high at T ∈ {set(TABLE1_POSITIONS)} in both models", p_rows)
+    s.row("Table 1's preamble", "the two models' final probabilities mostly coincide", coincide(s, ioi, rep))
     s.row("the models at T = 2", "their P differ at T = 2", diff)
     rise = []
     for name, run in rep.runs.items():
@@ -146,6 +147,27 @@ def trajectories(ctx: Context) -> Section:
                  f"({'the IOI prompt' if stem == 'ioi' else 'the repeated prompt'}).")
         s.frames[f"tracked_{stem}"] = comparison.tracked_frame()
     return s
+
+
+def coincide(s: Section, *comparisons: Comparison) -> list:
+    """Table 1's preamble measured: Pearson r between the two models' P of the tracked token over the
+    paired positions of each prompt (with its Fisher interval), and the mean |ΔP|."""
+    out = []
+    for comparison in comparisons:
+        names = list(comparison.runs)
+        label = next(iter(comparison.runs[names[0]].tracked))
+        pairs = [(t, paired_position(comparison, names[1], t)) for t in range(len(comparison.runs[names[0]].ids))]
+        pairs = [(t, u) for t, u in pairs if u is not None]
+        a = np.array([comparison.runs[names[0]].tracked[label].P[t] for t, _ in pairs], dtype=float)
+        b = np.array([next(iter(comparison.runs[names[1]].tracked.values())).P[u] for _, u in pairs], dtype=float)
+        r = float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else None
+        out.append(s.add(f"p_agreement_r[{label}]", f"r of the two models' P({label!r}) over positions", r,
+                         "Pearson r between the two models' P of the tracked token at paired positions", n=len(a),
+                         uncertainty=correlation(r, len(a)) if r is not None else "not defined: a P is constant"))
+        out.append(s.add(f"p_agreement_diff[{label}]", f"mean |ΔP({label!r})|", float(np.abs(a - b).mean()),
+                         "mean over paired positions of the absolute difference of the two models' P", n=len(a),
+                         uncertainty=mean_se(np.abs(a - b), "paired positions")))
+    return out
 
 
 def rows_of_l(ctx: Context) -> Section:

@@ -38,6 +38,8 @@ class Plan:
     noise_trials: int
     noise_layers: int | None  # layers swept, evenly spread (None: all)
     n_boot: int  # bootstrap resamples of each critical level
+    component_levels: int  # levels of §7.2's sweep of every component (fewer than the main sweep's)
+    component_layers: int  # layers of §7.2's sweep, evenly spread
     flattened_level: float  # absolute noise level of Figs. 24–25's noisy runs
     flattened_draws: int  # noise draws of each flattened run (their spread is reported)
     channel_trials: int
@@ -52,9 +54,11 @@ class Plan:
 # for a spread. The channel ranking reruns every channel of Mamba-130m's h (1,552 runs per trial) from its
 # layer on, so it runs at a late layer: from layer 2 it alone took longer than the rest of the report.
 FULL = Plan("full", periodic_length=64, noise_levels=100, noise_trials=1, noise_layers=None, n_boot=200,
+            component_levels=21, component_layers=3,
             flattened_level=1.0, flattened_draws=5, channel_trials=4, channel_level=1.0, channel_layer=22,
             hit_curve_panels=6)
 QUICK = Plan("quick", periodic_length=16, noise_levels=5, noise_trials=2, noise_layers=2, n_boot=50,
+             component_levels=5, component_layers=1,
              flattened_level=1.0, flattened_draws=3, channel_trials=2, channel_level=1.0, channel_layer=22,
              hit_curve_panels=2)
 THESIS_NOISE_RUNS_PER_LAYER = 100  # §7.1, step 4

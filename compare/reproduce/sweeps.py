@@ -14,7 +14,8 @@ from .. import metrics, noise_figures, thesis_figures
 from ..channels import channel_sensitivity, feature_shape
 from ..model import Model, NonFiniteError
 from ..noise import draw_noise, noise_sweep
-from ..phase import BEYOND_RANGE, phase_transition
+from ..phase import phase_transition
+from .components import component_table, status_reasons
 from .context import Context
 from .plan import FLATTENED_LAYERS, IOI, MARY, THESIS_CRITICAL, component, scaled_layer, spread
 from .report import Section
@@ -97,6 +98,7 @@ def noise(ctx: Context) -> Section:
     s.row("Phase transition (Fig. 22)", f"the prediction flips at ≈ {THESIS_CRITICAL} (Gaussian noise in h(t), "
           "levels 0…1; layer not stated); also with uniform noise", rows)
     s.row("Early vs late layers (Fig. 23)", "late layers are less sensitive to noise than early ones", trend)
+    component_table(ctx, s)
     if len(sweeps):
         main = sweeps[(sweeps["distribution"] == "gaussian") & (sweeps["scale"] == "absolute")]
         main_fits = fitted[(fitted["distribution"] == "gaussian") & (fitted["scale"] == "absolute")]
@@ -140,19 +142,6 @@ def has_data(ax) -> bool:
     return (any(len(line.get_xdata()) for line in ax.lines) or bool(ax.images) or bool(ax.patches)
             or any(len(c.get_offsets()) or (hasattr(c, "get_array") and c.get_array() is not None)
                    for c in ax.collections))
-
-
-def status_reasons(fits: pd.DataFrame, lo: float, hi: float) -> str:
-    """Each fit status of `fits` with its count and its reason in words."""
-    reasons = {
-        "fit": "the hit rate falls through 0.5 inside the levels",
-        "always_hit": f"{MARY!r} stayed the prediction at every level {lo:g} … {hi:g}: no transition in range",
-        "never_hit": f"{MARY!r} is not the prediction even without noise (level {lo:g}): nothing to lose",
-        BEYOND_RANGE: f"the fitted 0.5 point lies outside {lo:g} … {hi:g}",
-    }
-    counts = fits["status"].value_counts()
-    return "; ".join(f"{count} layer{'s' if count != 1 else ''} {status}: {reasons.get(status, status)}"
-                     for status, count in counts.items())
 
 
 def spearman_test(x, y) -> tuple[float, float]:
