@@ -30,12 +30,22 @@ def report(tiny_dirs, tmp_path_factory):
     """One quick report on the tiny models, loaded from their folders through the public loader."""
     dirs, _ = tiny_dirs
     out = tmp_path_factory.mktemp("reproduce") / "report"
-    seen = []
-    path = reproduce(out, models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu",
-                     progress=lambda done, total: seen.append((done, total)))
+    seen, drawn = [], {}
+    writing = sys.modules["compare.reproduce.writing"]
+    render_png = writing.png
+
+    def png(figure):  # every figure the report draws, kept for the figure checks
+        drawn[id(figure)] = figure
+        return render_png(figure)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writing, "png", png)
+        path = reproduce(out, models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu",
+                         progress=lambda done, total: seen.append((done, total)))
     data = json.loads((path / "report.json").read_text(encoding="utf-8"))
     numbers = {(s["key"], n["key"]): n for s in data["sections"] for n in s["numbers"]}
     return {"path": path, "json": data, "numbers": numbers, "progress": seen, "dirs": dirs,
+            "figures": list(drawn.values()),
             "html": (path / "report.html").read_text(encoding="utf-8")}
 
 
@@ -544,3 +554,62 @@ def test_interval_helpers_match_hand_computations():
     assert p == pytest.approx(stats.pearsonr(x, y).pvalue) and "p = " in text
     wilson = stats.binomtest(4, 10).proportion_ci(method="wilson")  # scipy's Wilson interval
     assert f"[{wilson.low:.2f}, {wilson.high:.2f}]" in uncertainty.binomial_ci(4, 10)
+
+
+# --- figures a reader can read ----------------------------------------------------------------------
+
+def _axes_with_data(ax) -> bool:
+    return (any(len(line.get_xdata()) for line in ax.lines) or bool(ax.images) or bool(ax.patches)
+            or any(len(c.get_offsets()) or c.get_array() is not None for c in ax.collections))
+
+
+def _handle_visible(handle) -> bool:
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+
+    alpha = handle.get_alpha()
+    if alpha is not None and alpha < 0.3:
+        return False
+    if isinstance(handle, Line2D):
+        line = handle.get_linestyle() not in ("None", "", " ", "none") and handle.get_linewidth() >= 0.8
+        marker = handle.get_marker() not in (None, "None", "", " ", "none") and handle.get_markersize() >= 3
+        return line or marker
+    if isinstance(handle, Collection):
+        sizes = handle.get_sizes()
+        return len(sizes) == 0 or float(np.max(sizes)) >= 9
+    return True
+
+
+def test_every_report_figure_has_a_title_no_empty_axes_without_a_note_and_visible_legend_handles(report):
+    figures = report["figures"]
+    assert len(figures) == sum(len(s["figures"]) for s in report["json"]["sections"])
+    for fig in figures:
+        titles = [fig._suptitle.get_text() if fig._suptitle else ""] + [ax.get_title() for ax in fig.axes]
+        assert any(t.strip() for t in titles), "a figure without a title"
+        for ax in fig.axes:
+            if ax.get_label() == "<colorbar>" or not ax.get_visible():
+                continue
+            assert _axes_with_data(ax) or ax.texts, f"{titles[0]!r}: an axes without data and without a note"
+            legend = ax.get_legend()
+            for handle in (legend.legend_handles if legend else []):
+                assert _handle_visible(handle), f"{titles[0]!r}: legend handle {handle.get_label()!r} invisible"
+
+
+def test_html_tables_keep_quotes_and_write_byte_tokens_as_escapes():
+    s = Section(1, "t", "t", "w")
+    s.table("tokens", pd.DataFrame({"tokens": [[" Mon", "]),"], "\ufffd"], "byte": ["\ufffd", "x"]}), "d")
+    page = render.page(Report({"title": "t", "statement": "s", "run": {}, "seed": 0, "plan": {}, "models": [],
+                               "versions": {}}, [s], []), {})
+    assert html.escape("[' Mon', ']),']") in page
+    assert "\ufffd" not in page and "\\ufffd" in page or "U+FFFD" in page
+
+
+def test_byte_tokens_of_the_lithuanian_sentence_are_written_as_their_bytes():
+    from compare.reproduce.tokens import byte_label
+
+    tok = shared_tokenizer("gpt2")
+    ids = tok.encode(LITHUANIAN, add_special_tokens=False)
+    labels = [byte_label(tok, i, tok.decode([i])) for i in ids]
+    assert "\ufffd" not in "".join(labels)
+    # 'ė' is UTF-8 c4 97: GPT-2 splits it into ' \xc4' and '\x97'
+    assert "' \\xc4'" in labels and "'\\x97'" in labels

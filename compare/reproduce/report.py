@@ -126,11 +126,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+REPLACEMENT = "\ufffd"  # what decoding a lone byte of a multi-byte character gives
+
+
 def format_value(value: Any) -> str:
+    """A value as the page writes it: strings inside lists quoted (a token's spaces and punctuation stay
+    visible: [' Mon', ']),']), U+FFFD written as the escape \\ufffd, never as the replacement character."""
     if value is None:
         return "—"
     if isinstance(value, (list, tuple, np.ndarray)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
+        return "[" + ", ".join(f"'{format_value(v)}'" if isinstance(v, str) else format_value(v)
+                               for v in value) + "]"
+    if isinstance(value, str):
+        return value.replace(REPLACEMENT, "\\ufffd")
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):

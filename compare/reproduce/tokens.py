@@ -20,6 +20,26 @@ CYCLE_CLAIMS = {(42, 69): "GPT-NeoX reads I, d; GPT-2 reads the same IDs as K, f
                               "leading spaces; see section 10); GPT-2 reads the same IDs as <sales>, <Thus> (Fig. 20)"}
 
 
+def byte_level_alphabet() -> dict[int, str]:
+    """Byte-level BPE's map from each byte to the printable character its vocabulary writes it as (GPT-2's
+    and GPT-NeoX's): printable Latin-1 bytes stand for themselves, the rest move to U+0100 onwards."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + k) for k, b in enumerate(moved)}}
+
+
+def byte_label(tokenizer, token_id: int, text: str) -> str:
+    """`token_label(text)`, or, where the token is part of a multi-byte character (its text alone decodes
+    to U+FFFD, as Lithuanian 'ė' split in two), its bytes as escapes: '\\xc4' instead of the replacement character."""
+    if "\ufffd" not in text:
+        return token_label(text)
+    to_byte = {c: b for b, c in byte_level_alphabet().items()}
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(piece, str) or any(c not in to_byte for c in piece):
+        return token_label(text).replace("\ufffd", "\\ufffd")
+    return "'" + bytes(to_byte[c] for c in piece).decode("utf-8", errors="backslashreplace") + "'"
+
+
 def token_ids(ctx: Context) -> Section:
     s = Section(1, "token_ids", "Token IDs of the thesis's inputs", "eq. 3/8, eq. 9, Figs. 9, 19–21")
     first, second = ctx.mamba, ctx.gpt2
@@ -35,7 +55,7 @@ def token_ids(ctx: Context) -> Section:
             ids_of[(label, h.name)] = ids
             counts.append({"text": label, "model": h.name, "n_tokens": len(ids), "thesis": thesis_counts[label]})
             shown.append({"text": label, "model": h.name, "n_tokens": len(ids), "ids": ", ".join(map(str, ids)),
-                          "tokens": " ".join(token_label(t) for t in h.decode_tokens(ids))})
+                          "tokens": " ".join(byte_label(h.tokenizer, i, t) for i, t in zip(ids, h.decode_tokens(ids)))})
     n = {(c["text"], c["model"]): s.add(f"n_tokens[{c['text']}|{c['model']}]", f"{c['model']}", c["n_tokens"],
                                         "number of tokens the model's tokenizer encodes the text into "
                                         "(no special tokens added)", n=c["n_tokens"], uncertainty=EXACT,
