@@ -257,9 +257,12 @@ def test_a_foreign_folder_is_refused_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("kw, needle", [({"seed": -1}, "seed: must be an integer"), ({"quick": "yes"}, "quick:"),
                                         ({"seed": 1.0}, "seed: must be an integer"),
-                                        ({"models": ("a",)}, "models: must be two"), ({"progress": 3}, "progress:")])
+                                        ({"models": ("a",)}, "models: must be two"), ({"progress": 3}, "progress:"),
+                                        ({"trials": 0}, "trials: must be an integer ≥ 1"),
+                                        ({"noise_levels": 1.5}, "noise_levels: must be an integer ≥ 2"),
+                                        ({"thesis_text": "/nowhere.txt"}, "thesis_text: no such file")])
 def test_bad_arguments_name_the_argument(tmp_path, kw, needle):
-    with pytest.raises((TypeError, ValueError), match=needle):
+    with pytest.raises((TypeError, ValueError, OSError), match=needle):
         reproduce(tmp_path / "r", **kw)
 
 
@@ -267,7 +270,9 @@ def test_bad_arguments_name_the_argument(tmp_path, kw, needle):
 
 @pytest.mark.parametrize("args, needle", [([], "--out"), (["--out", "x", "--seed", "-2"], "--seed"),
                                           (["--out", "x", "--seed", "one"], "--seed"),
-                                          (["--out", "x", "--bogus"], "--bogus")])
+                                          (["--out", "x", "--bogus"], "--bogus"),
+                                          (["--out", "x", "--trials", "0"], "--trials"),
+                                          (["--out", "x", "--noise-levels", "1"], "--noise-levels")])
 def test_cli_bad_arguments_exit_2_naming_the_argument(capsys, args, needle):
     with pytest.raises(SystemExit) as exit_info:
         main(["reproduce", *args])

@@ -2,14 +2,20 @@
 
     reproduce("out/report")                         # the thesis's models (needs the Hub or its cache)
     reproduce("out/r", models=("./mamba", "./gpt2"), quick=True)
-    python -m compare reproduce --out DIR [--mamba SRC] [--gpt2 SRC] [--quick] [--seed N] [--overwrite]
+    python -m compare reproduce --out DIR [--mamba SRC] [--gpt2 SRC] [--quick] [--trials N] [--noise-levels N]
+                                [--seed N] [--overwrite]
+
+What ran comes first: each checkpoint's source, parameters and weight digest, whether it is the thesis's
+and whether it models English (`identity`); a banner opens the page where either fails, and the title
+says "reproduced" only when both models are the thesis's checkpoints and model English. Every measured
+number carries n and an interval, a test or a spread (`uncertainty`).
 
 Ten sections, in the thesis's order (one module per concept):
     1–2  tokens      token IDs of its inputs; token ID vs length
     3, 4, 8 logits   K distributions; trajectories; the rows of L (Result 2, Conclusion 5)
     5    periodic    periodic ID inputs, three ways
-    6, 7, 9 sweeps   noise in h(t); flattened L with noise; channel ranking
-    10   deviations  errata checked on the tokenizers (`errata`), and every choice made
+    6, 7, 9 sweeps   noise in h(t) (every component too: `components`); flattened L with noise; §7.4
+    10   deviations  errata read from the thesis's text and checked (`errata`), and every choice made
 Each section is a `report.Section`: a figure or more, a "thesis says / measured here" table whose
 numbers (`report.Number`) carry their definition and parameters, tidy frames. `writing` publishes
 the folder atomically; `render` draws the one-file HTML page.

@@ -94,7 +94,8 @@ def _section(s: Section, pngs: Mapping[str, bytes]) -> str:
         out.append("<table class=\"claims\"><tr><th>what</th><th>thesis says</th><th>measured here</th>"
                    + ("<th>check</th>" if any(r.verdict for r in s.rows) else "") + "</tr>")
         for r in s.rows:
-            measured = "<br>".join(f"{escape(n.label)}: {escape(n.text())} <span class=\"sure\">({escape(n.sureness())})</span>"
+            measured = "<br>".join(f'<span title="{escape(n.definition)}">{escape(n.label)}</span>: {escape(n.text())} '
+                                   f'<span class="sure">({escape(n.sureness())})</span>'
                                    for n in r.measured) or "—"
             verdict = f"<td>{escape(r.verdict)}</td>" if any(x.verdict for x in s.rows) else ""
             out.append(f"<tr><td>{escape(r.quantity)}</td><td>{escape(r.thesis)}</td>"
