@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import stats
 
-EXACT = "exact: deterministic (a tokenizer's output or one forward pass), no sampling error"
+EXACT = "exact: deterministic, no sampling error"
 Z95 = 1.959963984540054
 
 
