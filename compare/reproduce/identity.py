@@ -106,8 +106,9 @@ def weights_digest(handle: Model) -> str:
 def thesis_checkpoint(source, handle: Model, role: int) -> tuple[str, str]:
     """(THESIS / SAME_SHAPES / OTHER, why) for `handle` run in role `role` (0 the Mamba role, 1 GPT-2's)."""
     expected = THESIS_CHECKPOINTS[ROLE_FAMILY[role]]
-    shapes = (handle.family == ROLE_FAMILY[role] and handle.n_layers == expected["layers"]
-              and handle.vocab_size == expected["vocabulary"])
+    # the checkpoint's identity as a record (family, depth, vocabulary), compared whole
+    shapes = (handle.family, handle.n_layers, handle.vocab_size) == (ROLE_FAMILY[role], expected["layers"],
+                                                                      expected["vocabulary"])
     named = isinstance(source, (str, os.PathLike)) and os.fspath(source) in expected["sources"]
     if named and shapes:
         return THESIS, f"yes: loaded as {os.fspath(source)!r}, the thesis's {expected['hub']}"
