@@ -856,8 +856,24 @@ def test_every_job_releases_memory_when_it_ends(monkeypatch):
 
     released = threading.Event()
     monkeypatch.setattr(jobs, "release_memory", released.set)
+    monkeypatch.setattr(jobs, "RELEASE_DELAY", 0.05)
     list(jobs.run(lambda progress, stop: 7, tick=None))
     assert released.wait(2.0)
+
+
+def test_memory_is_released_after_the_reply_not_during_it(monkeypatch):
+    import threading
+    import time
+
+    from ui import jobs
+
+    released = threading.Event()
+    monkeypatch.setattr(jobs, "release_memory", released.set)
+    monkeypatch.setattr(jobs, "RELEASE_DELAY", 0.5)
+    ended = time.monotonic()
+    list(jobs.run(lambda progress, stop: 7, tick=None))
+    assert not released.wait(0.3)  # the reply's figures are encoded in this window
+    assert released.wait(2.0) and time.monotonic() - ended >= 0.5
 
 
 def test_release_memory_trims_the_heap_with_glibc():

@@ -15,8 +15,8 @@ progress (drawing the figures) is over; the page keeps the run pending until the
 of its run button meanwhile, so the next run never came. For the same reason run buttons take
 `trigger_mode="always_last"`: a click while the previous run ends (just after Stop) runs after it.
 
-After each job a background thread collects garbage and hands freed heap back to the system
-(`release_memory`): a job's peak (a sweep's batches, figures) otherwise stays with the server
+Two seconds after the latest job a timer collects garbage and hands freed heap back to the system
+(`release_memory`, after the reply's figures are encoded): a job's peak (a sweep's batches, figures) otherwise stays with the server
 process, which grew from 0.6 to 6 GB over an hour of use without leaking.
 
 A job waiting in the queue can be stopped too: the run button also fires `submitted` (outside
@@ -39,9 +39,11 @@ from typing import Any
 import gradio as gr
 
 POLL_SECONDS = 0.2
+RELEASE_DELAY = 2.0  # seconds after a job ends before its memory is collected and trimmed
 
 _running: dict[tuple[str, str], threading.Event] = {}
 _waiting: dict[tuple[str, str], int] = {}
+_release_timer: threading.Timer | None = None
 """Jobs of a (session, view) submitted and not started."""
 _cancelled: set[tuple[str, str]] = set()
 """(session, view)s whose next job to start was stopped while it waited."""
@@ -66,6 +68,20 @@ def release_memory() -> None:
     gc.collect()
     if LIBC is not None and hasattr(LIBC, "malloc_trim"):
         LIBC.malloc_trim(0)
+
+
+def schedule_release(delay: float | None = None) -> None:
+    """Release memory `delay` seconds after the latest job ended (one release for a burst of jobs).
+
+    Not at once: a full collection holds the GIL for ~0.3 s, just when Gradio encodes the job's
+    figures for the reply, and made a Compare click 2.5x the API instead of 1.5x."""
+    global _release_timer
+    with _lock:
+        if _release_timer is not None:
+            _release_timer.cancel()
+        _release_timer = threading.Timer(RELEASE_DELAY if delay is None else delay, lambda: release_memory())
+        _release_timer.daemon = True
+        _release_timer.start()
 
 
 def session_key(request, view: str) -> tuple[str, str] | None:
@@ -196,7 +212,7 @@ def run(work: Callable[..., Any], *, tick: Any, on_progress: Callable[[int, int]
             with _lock:
                 if _running.get(key) is stop:
                     del _running[key]
-        threading.Thread(target=release_memory, name="ui-release", daemon=True).start()
+        schedule_release()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
