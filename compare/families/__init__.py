@@ -41,6 +41,9 @@ class Point:
     ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
     patchable: activation patching may replace it position by position (`compare.patching`):
         its second axis is positions (not `pattern`'s heads).
+    kinds: the layer kinds that have this point (`Family.layer_kinds`), e.g. ("attention",) for
+        `pattern` in a hybrid; None: every layer has it (the residual points, and every point of
+        a family whose layers are all of one kind).
     """
     name: str
     module: str
@@ -52,10 +55,15 @@ class Point:
     refused: str | None = None
     ssm: bool = False
     patchable: bool = True
+    kinds: tuple[str, ...] | None = None
 
     @property
     def per_layer(self) -> bool:
         return "{l}" in self.module
+
+    def on(self, kind: str) -> bool:
+        """Whether a layer of `kind` ("attention", "ssm", or both joined by "+") has this point."""
+        return self.kinds is None or any(k in self.kinds for k in kind.split("+"))
 
     @property
     def letters(self) -> tuple[str, ...]:
@@ -80,6 +88,26 @@ class Family:
     norm_path: str  # the final norm
     rays: bool = False  # `next_on_rays`: the block after an affine injection runs on rays
     mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
+
+    # --- the kind of each layer ---------------------------------------------------------------
+
+    def layer_kinds(self, module: nn.Module) -> tuple[str, ...]:
+        """The kind of each layer, by how it mixes positions: "attention", "ssm", or "attention+ssm"
+        for a layer running both side by side (Falcon-H1). A hybrid reads it off its config; every
+        other family's layers are all `mixing`."""
+        return (self.mixing,) * self.n_layers(module)
+
+    def layer_kind(self, module: nn.Module, layer: int) -> str:
+        return self.layer_kinds(module)[layer]
+
+    def points_at(self, module: nn.Module, layer: int) -> tuple[str, ...]:
+        """The per-layer points layer `layer` has (those whose `Point.kinds` include its kind)."""
+        kind = self.layer_kind(module, layer)
+        return tuple(p.name for p in self.points if p.per_layer and p.on(kind))
+
+    def layers_with(self, module: nn.Module, name: str) -> tuple[int, ...]:
+        """The layers that have point `name`."""
+        return tuple(l for l in range(self.n_layers(module)) if name in self.points_at(module, l))
 
     # --- the registry ---------------------------------------------------------------------
 
@@ -313,8 +341,10 @@ def _walk(root, path: str):
 from .gpt2 import GPT2  # noqa: E402  (the families need the base above)
 from .mamba import MAMBA  # noqa: E402
 from .pythia import PYTHIA  # noqa: E402
+from .granite_hybrid import GRANITE_HYBRID  # noqa: E402
+from .falcon_h1 import FALCON_H1  # noqa: E402
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, GPT2, PYTHIA)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, GPT2, PYTHIA, GRANITE_HYBRID, FALCON_H1)}
 ALIASES: dict[str, str] = {alias: hub for f in FAMILIES.values() for alias, hub in f.aliases.items()}
 
 
