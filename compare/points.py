@@ -22,7 +22,7 @@ def check(handle, component: str, layer: int | None) -> None:
         raise ValueError(f"{handle.name}: layer must be an int in 0..{handle.n_layers - 1} for "
                          f"'{component}', got {layer!r}")
     if component not in arch.points_at(handle.module, layer):
-        raise ValueError(f"{handle.name}: layer {layer} is a {handle.layer_kind(layer)} layer and has no "
+        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer and has no "
                          f"'{component}'; the layers that have it: "
                          f"{list(arch.layers_with(handle.module, component))}")
 

@@ -96,7 +96,7 @@ def test_single_kind_families_declare_every_layer_their_kind(tiny, family):
 
 def test_a_point_on_a_layer_of_another_kind_is_refused_naming_the_layers_that_have_it(tiny):
     handle = tiny[0]["granite_hybrid"]
-    with pytest.raises(ValueError, match=r"layer 0 is a ssm layer and has no 'pattern'.*\[1, 3\]"):
+    with pytest.raises(ValueError, match=r"layer 0 is an ssm layer and has no 'pattern'.*\[1, 3\]"):
         handle.point("pattern", 0)
 
 
@@ -189,7 +189,9 @@ def test_mamba2_points_match_in_proj_conv_and_a_naive_scan(tiny, family):
                 "gated_norm": got["out_proj_in"][0].double(), "mixer_out": got["mixer_out"][0].double()}
     ours = _points(handle, {name: (name, l) for name in expected})
     for name, value in expected.items():
-        torch.testing.assert_close(ours[name][0].double(), value, atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(ours[name][0].double().reshape(value.shape), value, atol=1e-5, rtol=1e-4, msg=name)
+    dims = handle.arch.dims(handle.module.config)
+    assert ours["x"].shape[2:] == (dims["H"], dims["p"]) and ours["B"].shape[2:] == (dims["g"], dims["n"])
 
 
 # --- the residual, branch and model-level points ------------------------------------------------
@@ -326,3 +328,66 @@ def test_aliases_name_the_released_checkpoints():
     assert ALIASES["granite-4.0-h-1b"] == "ibm-granite/granite-4.0-h-1b"
     assert ALIASES["falcon-h1-0.5b-base"] == "tiiuae/Falcon-H1-0.5B-Base"
     assert ALIASES["falcon-h1-0.5b-instruct"] == "tiiuae/Falcon-H1-0.5B-Instruct"
+
+
+# --- analyses on the layers of each kind -----------------------------------------------------------
+
+PROMPT = "When Mary and John went to the store , John gave a drink to"
+CORRUPT = "When Mary and John went to the store , Mary gave a drink to"
+
+
+def test_patching_every_point_of_a_layer_with_clean_values_restores_the_clean_logits(tiny):
+    handle = tiny[0]["granite_hybrid"]
+    clean, corrupt = (torch.tensor([handle.encode(p)]) for p in (PROMPT, CORRUPT))
+    for layer in (0, 1):  # an SSM layer, then an attention layer
+        names = [p for p in handle.arch.points_at(handle.module, layer) if handle.arch.point(p).patchable]
+        saved = {}
+        with torch.no_grad(), handle.nn.trace(clean):
+            for name in names:
+                saved[name] = handle.point(name, layer).save()
+        with torch.no_grad(), handle.nn.trace(corrupt):
+            for name in names:
+                handle.point(name, layer)[:] = saved[name]
+            patched = handle.point("logits").save()
+        torch.testing.assert_close(patched[..., :handle.vocab_size], handle.logits(clean), atol=1e-6, rtol=0)
+
+
+def test_sweeps_default_to_the_layers_that_have_the_point_and_refuse_others_naming_the_kind(tiny):
+    from compare import noise_sweep, patch_sweep
+
+    handle = tiny[0]["granite_hybrid"]
+    noise = noise_sweep(PROMPT, model=handle, target=" Mary", component="attn_out", levels=[0.5], trials=1)
+    assert sorted(set(noise["layer"])) == [1, 3]
+    patched = patch_sweep(PROMPT, CORRUPT, model=handle, answer=" Mary", wrong=" John", component="mixer_out")
+    assert sorted(set(patched["layer"])) == [0, 2]
+    with pytest.raises(ValueError, match=r"layer 0 of granite_hybrid is an ssm layer and has no 'attn_out'.*\[1, 3\]"):
+        patch_sweep(PROMPT, CORRUPT, model=handle, answer=" Mary", component="attn_out", layers=[0, 1])
+
+
+def test_knockout_masks_edges_in_attention_layers_and_refuses_a_mamba2_state_it_cannot_read(tiny):
+    from compare import knockout
+
+    granite, falcon = tiny[0]["granite_hybrid"], tiny[0]["falcon_h1"]
+    row = knockout(PROMPT, model=granite, sources=[0, 1, 2], target=-1, layers=[1, 3]).iloc[0]
+    assert row["kl"] > 0
+    for handle, layer in ((granite, 0), (falcon, 0)):
+        with pytest.raises(ValueError, match=f"layer {layer} of .* layer; removing the sources' writes .*A_bar"):
+            knockout(PROMPT, model=handle, sources=[1], target=-1, layers=[layer])
+
+
+def test_attention_map_of_a_hybrid_reads_the_pattern_of_its_attention_layers(tiny):
+    from compare import attention_map
+
+    handle, ref = tiny[0]["granite_hybrid"], tiny[1]["granite_hybrid"]
+    ids = [handle.encode(PROMPT)]
+    ref.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            weights = ref(torch.tensor(ids), output_attentions=True).attentions[0]  # layer 1, the first attention layer
+    finally:
+        ref.set_attn_implementation("sdpa")
+    m = attention_map(ids[0], model=handle, layer=1)
+    assert m.kind == "pattern"
+    torch.testing.assert_close(torch.tensor(m.weights), weights[0].mean(0), **TOL)
+    with pytest.raises(ValueError, match="layer 0 is an ssm layer whose state-space mixer is not Mamba-1's"):
+        attention_map(ids[0], model=handle, layer=0)

@@ -100,6 +100,10 @@ class Family:
     def layer_kind(self, module: nn.Module, layer: int) -> str:
         return self.layer_kinds(module)[layer]
 
+    def mixes(self, module: nn.Module, layer: int, kind: str) -> bool:
+        """Whether layer `layer` mixes positions by `kind` ("attention" or "ssm"; Falcon-H1's by both)."""
+        return kind in self.layer_kind(module, layer).split("+")
+
     def points_at(self, module: nn.Module, layer: int) -> tuple[str, ...]:
         """The per-layer points layer `layer` has (those whose `Point.kinds` include its kind)."""
         kind = self.layer_kind(module, layer)

@@ -57,8 +57,8 @@ class GraniteHybridFamily(HybridFamily):
     points = (
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
-        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, d_in]"), _ssm("B", "[b, l, gn]"), _ssm("C", "[b, l, gn]"),
-        _ssm("dt", "[b, l, H]"), _ssm("y", "[b, l, d_in]"), _ssm("gated_norm", "[b, l, d_in]"),
+        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
+        _ssm("dt", "[b, l, H]"), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
         Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),
         Point("k", f"{ATTN}.hook_k", "[b, l, d_kv]", kinds=ATT),
@@ -107,7 +107,7 @@ class GraniteHybridFamily(HybridFamily):
         d_in = config.mamba_expand * config.hidden_size
         return {"d": config.hidden_size, "heads": heads, "d_q": heads * head, "d_kv": kv * head, "V": config.vocab_size,
                 "d_in": d_in, "n": config.mamba_d_state, "H": config.mamba_n_heads,
-                "gn": config.mamba_n_groups * config.mamba_d_state, "experts": config.num_local_experts}
+                "g": config.mamba_n_groups, "p": config.mamba_d_head, "gn": config.mamba_n_groups * config.mamba_d_state, "experts": config.num_local_experts}
 
     def layer_bytes(self, config, T, *, ssm=False):
         dims = self.dims(config)

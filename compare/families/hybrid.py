@@ -9,18 +9,20 @@ any key multiplier), v (before its heads are repeated for the query groups) and 
 probabilities through the hook points before using them. q is [b, l, d_q] (d_q = heads · head),
 k and v are [b, l, d_kv] (d_kv = kv_heads · head), heads concatenated.
 
-Mamba-2 mixer (SSD; Dao & Gu 2024), in the glossary of `compare.mamba` plus H heads of width
-P = d_in / H and g groups of B and C: the mixer's class is swapped for a subclass whose forward,
-for a forward without cache, is transformers' own, step for step and with its own functions
+Mamba-2 mixer (SSD; Dao & Gu 2024), in the glossary of `compare.mamba` plus H SSM heads of p
+channels (d_in = H · p) and g groups of B and C (the letter is H, not `heads`, which in a hybrid
+counts the attention heads): the mixer's class is swapped for a subclass whose forward, for a
+forward without cache, is transformers' own, step for step and with its own functions
 (`causal_conv1d_forward`, `mamba2_chunk_scan`), with hook points on
-    gate        z, the gate half of in_proj              [b, l, d_in]
-    x           after the causal conv and SiLU          [b, l, d_in]
-    B, C        after the conv and SiLU, g groups        [b, l, gn]   (gn = g · n)
+    gate        z, the gate part of in_proj                       [b, l, d_in]
+    x           after the causal conv and SiLU, split into heads  [b, l, H, p]
+    B, C        after the conv and SiLU, per group                [b, l, g, n]
     dt          Δ = clamp(softplus(dt + dt_bias)), one per head   [b, l, H]
-    y           the scan's output, the skip D · x included   [b, l, d_in]
+    y           the scan's output, the skip D · x included        [b, l, H, p]
     gated_norm  y gated by SiLU(z) (and normed, where the model norms), entering out_proj  [b, l, d_in]
-The state h of Mamba-2 is not materialised: the scan is transformers' chunked one. A forward
-with a cache (generation) runs transformers' forward unchanged, without these points.
+(the names and layouts of the Mamba-2 family's points). The state (A_bar, write, h, h_readout)
+is not materialised: the scan is transformers' chunked one. A forward with a cache (generation)
+runs transformers' forward unchanged, without these points.
 
 The LM head is replaced by `ScaledHead`, which applies the model's logit multiplier itself, so
 that the `logits` point (its output) is the model's logits; the model's own multiplier is set
@@ -208,17 +210,17 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     xBC = ops.apply_mask_to_padding_states(xBC, attention_mask)
     gn = self.n_groups * self.ssm_state_size
     x, B, C = torch.split(xBC, [self.intermediate_size, gn, gn], dim=-1)
-    gate, x, B, C = self.hook_gate(gate), self.hook_x(x), self.hook_B(B), self.hook_C(C)
+    b, T, _ = x.shape
+    gate = self.hook_gate(gate)
+    x = self.hook_x(x.view(b, T, self.num_heads, self.head_dim))
+    B = self.hook_B(B.view(b, T, self.n_groups, self.ssm_state_size))
+    C = self.hook_C(C.view(b, T, self.n_groups, self.ssm_state_size))
     # mamba2_chunk_scan's own first steps, so that Δ is a point: the scan then adds no bias and no softplus
     delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
     delta = self.hook_dt(delta)
-    b, T, _ = x.shape
     A = -torch.exp(self.A_log.float())
-    y = ops.mamba2_chunk_scan(x.view(b, T, self.num_heads, self.head_dim), delta, A,
-                              B.view(b, T, self.n_groups, self.ssm_state_size),
-                              C.view(b, T, self.n_groups, self.ssm_state_size),
-                              chunk_size=self.chunk_size, D=self.D, dt_limit=self.time_step_limit)
-    y = self.hook_y(y.reshape(b, T, self.intermediate_size))
+    y = ops.mamba2_chunk_scan(x, delta, A, B, C, chunk_size=self.chunk_size, D=self.D, dt_limit=self.time_step_limit)
+    y = self.hook_y(y).reshape(b, T, self.intermediate_size)
     if isinstance(self.norm, nn.Identity):  # Falcon-H1 without mamba_rms_norm
         gated = y * nn.functional.silu(gate)
     else:
