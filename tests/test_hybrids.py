@@ -391,3 +391,51 @@ def test_attention_map_of_a_hybrid_reads_the_pattern_of_its_attention_layers(tin
     torch.testing.assert_close(torch.tensor(m.weights), weights[0].mean(0), **TOL)
     with pytest.raises(ValueError, match="layer 0 is an ssm layer whose state-space mixer is not Mamba-1's"):
         attention_map(ids[0], model=handle, layer=0)
+
+
+# --- the smallest released shapes, random weights ------------------------------------------------
+
+# From the released config.json files as recalled (model cards: Granite-4.0-H-350M "28 Mamba-2 + 4
+# attention layers", 340M parameters; Falcon-H1-0.5B, 0.52B); where the 4 attention layers sit is
+# assumed here, and does not change the count or the test.
+GRANITE_350M = dict(hidden_size=768, num_attention_heads=12, num_key_value_heads=4, intermediate_size=2048,
+                    shared_intermediate_size=2048, num_local_experts=0, num_experts_per_tok=0, mamba_n_heads=48,
+                    mamba_d_head=32, mamba_d_state=128, mamba_n_groups=1, mamba_chunk_size=256,
+                    position_embedding_type="nope", embedding_multiplier=12.0, logits_scaling=3.0,
+                    residual_multiplier=0.246, attention_multiplier=0.015625, max_position_embeddings=32768,
+                    tie_word_embeddings=True)
+GRANITE_350M_LAYERS = tuple("attention" if i in (10, 13, 17, 27) else "mamba" for i in range(32))
+FALCON_H1_05B = dict(hidden_size=1024, num_attention_heads=8, num_key_value_heads=2, head_dim=64, intermediate_size=2048,
+                     mamba_d_ssm=1536, mamba_n_heads=24, mamba_d_head=64, mamba_d_state=128, mamba_n_groups=1,
+                     mamba_chunk_size=128, mamba_rms_norm=False, max_position_embeddings=16384,
+                     embedding_multiplier=5.656854249492381, lm_head_multiplier=0.0390625,
+                     mlp_multipliers=[0.8838834764831844, 0.5859375], key_multiplier=0.390625,
+                     attention_in_multiplier=1.0, attention_out_multiplier=0.9375, ssm_in_multiplier=1.25,
+                     ssm_out_multiplier=0.23570226039551587,
+                     ssm_multipliers=[0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738],
+                     tie_word_embeddings=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,millions", [("granite_hybrid", 340), ("falcon_h1", 521)])
+def test_the_smallest_released_shape_with_random_weights_matches_transformers(tmp_path, family, millions):
+    from conftest import build_falcon_h1, build_granite_hybrid, tiny_tokenizer
+    from compare.checkpoint import read_config
+
+    if family == "granite_hybrid":
+        ref = build_granite_hybrid(tmp_path / "m", layer_types=GRANITE_350M_LAYERS, vocab=100352, with_tokenizer=False,
+                                   **GRANITE_350M)
+    else:
+        ref = build_falcon_h1(tmp_path / "m", n_layer=36, vocab=32784, with_tokenizer=False, **FALCON_H1_05B)
+    for p in ref.parameters():  # _jitter's scale overflows real-width layers; keep trained-like magnitudes
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.02)
+    ref.save_pretrained(tmp_path / "m")
+    count = FAMILIES[family].parameter_count(read_config(tmp_path / "m"), tmp_path / "m")
+    assert count == sum(p.numel() for p in ref.parameters())
+    assert round(count / 1e6) == millions
+    handle = load_model(tmp_path / "m", tokenizer=tiny_tokenizer(), device="cpu")
+    ids = torch.randint(0, handle.vocab_size, (1, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ref(ids).logits  # every row of the LM head, not only the tiny tokenizer's
+    assert (handle.logits(ids, padded=True) - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())
