@@ -393,6 +393,36 @@ def test_attention_map_of_a_hybrid_reads_the_pattern_of_its_attention_layers(tin
         attention_map(ids[0], model=handle, layer=0)
 
 
+@pytest.mark.parametrize("family,component", [("granite_hybrid", "attn_out"), ("granite_hybrid", "x"),
+                                              ("granite_hybrid", "resid_post"), ("falcon_h1", "mixer_out"),
+                                              ("falcon_h1", "attn_out")])
+def test_noise_sweep_on_a_hybrid_equals_one_trace_per_run(tiny, family, component):
+    import numpy as np
+    import pandas as pd
+    from compare import noise_sweep
+    from compare.noise_ref import noise_sweep_ref
+
+    kw = dict(model=tiny[0][family], target=" Mary", component=component, levels=[0.0, 0.8, 3.0], trials=2, seed=3)
+    fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
+    pd.testing.assert_frame_equal(fast.drop(columns=["p_target", "logit_diff"]), ref.drop(columns=["p_target", "logit_diff"]))
+    np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
+    np.testing.assert_allclose(fast["logit_diff"], ref["logit_diff"], atol=1e-4)
+
+
+@pytest.mark.parametrize("family,component", [("granite_hybrid", "mixer_out"), ("granite_hybrid", "z.1"),
+                                              ("falcon_h1", "attn_out"), ("falcon_h1", "y")])
+def test_patch_sweep_on_a_hybrid_equals_one_trace_per_patch(tiny, family, component):
+    import numpy as np
+    from compare import patch_sweep
+    from compare.patching_ref import patch_sweep_ref
+
+    kw = dict(model=tiny[0][family], component=component, answer=" Mary", wrong=" John")
+    fast, ref = patch_sweep(PROMPT, CORRUPT, **kw), patch_sweep_ref(PROMPT, CORRUPT, **kw)
+    assert fast[["model", "layer", "position", "component"]].equals(ref[["model", "layer", "position", "component"]])
+    np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
+    assert fast["recovery"].abs().max() > 0  # the patch does something on these prompts
+
+
 # --- the smallest released shapes, random weights ------------------------------------------------
 
 # From the released config.json files as recalled (model cards: Granite-4.0-H-350M "28 Mamba-2 + 4
