@@ -423,6 +423,21 @@ def test_patch_sweep_on_a_hybrid_equals_one_trace_per_patch(tiny, family, compon
     assert fast["recovery"].abs().max() > 0  # the patch does something on these prompts
 
 
+@pytest.mark.parametrize("family,component,window", [("granite_hybrid", "attn_out", 1), ("granite_hybrid", "x", 3),
+                                                     ("falcon_h1", "mixer_out", 1)])
+def test_causal_trace_on_a_hybrid_equals_one_trace_per_restoration(tiny, family, component, window):
+    import numpy as np
+    from compare import causal_trace
+    from compare.causal_trace_ref import causal_trace_ref
+
+    handle = tiny[0][family]
+    kw = dict(model=handle, samples=3, window=window, component=component, seed=1)
+    fast, ref = causal_trace(PROMPT, "Mary and", **kw), causal_trace_ref(PROMPT, "Mary and", **kw)
+    assert sorted(set(fast["layer"])) == list(handle.arch.layers_with(handle.module, component))
+    assert fast[["layer", "position", "token"]].equals(ref[["layer", "position", "token"]])
+    np.testing.assert_allclose(fast["p_restored"], ref["p_restored"], atol=1e-5, rtol=0)
+
+
 # --- the smallest released shapes, random weights ------------------------------------------------
 
 # From the released config.json files as recalled (model cards: Granite-4.0-H-350M "28 Mamba-2 + 4
