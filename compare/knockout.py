@@ -110,7 +110,8 @@ def _remove_writes(handle: Model, layer: int, sources, target: int, hooks: ExitS
     idx = torch.tensor(list(sources))
 
     def remove(h):
-        A_bar, w = seen["A_bar"], seen["write"]  # [b, T, d_in, n]
+        A_bar, w = seen["A_bar"], seen["write"]  # [b, T, *state]; Ā may have fewer axes (Mamba-2: [b, T, H])
+        A_bar = A_bar.reshape(A_bar.shape + (1,) * (w.dim() - A_bar.dim()))
         share = torch.zeros_like(h[:, target])
         for s in range(int(idx.min()), target + 1):  # Σ_s (Π_{k=s+1..t} Ā_k) w_s, by the recurrence
             share = share * A_bar[:, s] + (w[:, s] if s in sources else 0)

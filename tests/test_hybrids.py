@@ -167,6 +167,20 @@ def naive_ssd(x, delta, A, B, C, D, heads: int, groups: int):
     return y.reshape(T, d_in)
 
 
+def naive_state(x, delta, A, B, heads: int, groups: int):
+    """Ā [l, H], w [l, H, P, n] and h [l, H, P, n] of one sequence, position by position."""
+    T, d_in = x.shape
+    P, n = d_in // heads, B.shape[-1] // groups
+    Bh = B.view(T, groups, n).repeat_interleave(heads // groups, dim=1)
+    A_bar = torch.exp(delta * A)
+    write = delta[:, :, None, None] * x.view(T, heads, P)[..., None] * Bh[:, :, None, :]
+    h, state = torch.zeros_like(write), torch.zeros_like(write[0])
+    for t in range(T):
+        state = A_bar[t][:, None, None] * state + write[t]
+        h[t] = state
+    return A_bar, write, h
+
+
 @pytest.mark.parametrize("family", HYBRIDS)
 def test_mamba2_points_match_in_proj_conv_and_a_naive_scan(tiny, family):
     handle, ref = tiny[0][family], tiny[1][family]
@@ -185,8 +199,9 @@ def test_mamba2_points_match_in_proj_conv_and_a_naive_scan(tiny, family):
         delta = F.softplus(dt + mixer.dt_bias.double())
         A = -torch.exp(mixer.A_log.double())
         y = naive_ssd(x, delta, A, B, C, mixer.D.double(), H, mixer.n_groups)
-    expected = {"gate": gate, "x": x, "B": B, "C": C, "dt": delta, "y": y,
-                "gated_norm": got["out_proj_in"][0].double(), "mixer_out": got["mixer_out"][0].double()}
+    A_bar, write, h = naive_state(x, delta, A, B, H, mixer.n_groups)
+    expected = {"gate": gate, "x": x, "B": B, "C": C, "dt": delta, "A_bar": A_bar, "write": write, "h_readout": h,
+                "y": y, "gated_norm": got["out_proj_in"][0].double(), "mixer_out": got["mixer_out"][0].double()}
     ours = _points(handle, {name: (name, l) for name in expected})
     for name, value in expected.items():
         torch.testing.assert_close(ours[name][0].double().reshape(value.shape), value, atol=1e-5, rtol=1e-4, msg=name)
@@ -364,15 +379,34 @@ def test_sweeps_default_to_the_layers_that_have_the_point_and_refuse_others_nami
         patch_sweep(PROMPT, CORRUPT, model=handle, answer=" Mary", component="attn_out", layers=[0, 1])
 
 
-def test_knockout_masks_edges_in_attention_layers_and_refuses_a_mamba2_state_it_cannot_read(tiny):
+def test_knockout_in_a_mamba2_layer_reads_out_a_state_rescanned_without_the_sources_writes(tiny):
+    from compare import knockout
+
+    handle, layer, sources, target = tiny[0]["granite_hybrid"], 2, [0, 8, 11], 12  # Ā decays fast: 11 matters
+    ids = torch.tensor([handle.encode(PROMPT)])
+    with torch.no_grad(), handle.nn.trace(ids):
+        A_bar = handle.point("A_bar", layer)
+        write = handle.point("write", layer).clone()
+        write[:, sources] = 0
+        state = torch.zeros_like(write[:, 0])
+        for t in range(target + 1):
+            state = A_bar[:, t, :, None, None] * state + write[:, t]
+        handle.point("h_readout", layer)[:, target] = state
+        expected = handle.point("logits").save()
+    p = torch.softmax(expected[0, -1, :handle.vocab_size], -1)
+    df = knockout(ids[0], model=handle, sources=sources, target=target, layers=[layer], answer=5)
+    assert df["p_after"].iloc[0] == pytest.approx(p[5].item(), abs=1e-6)
+    assert df["p_after"].iloc[0] != df["p_before"].iloc[0]
+
+
+def test_knockout_blocks_attention_layers_ssm_layers_or_both(tiny):
     from compare import knockout
 
     granite, falcon = tiny[0]["granite_hybrid"], tiny[0]["falcon_h1"]
-    row = knockout(PROMPT, model=granite, sources=[0, 1, 2], target=-1, layers=[1, 3]).iloc[0]
-    assert row["kl"] > 0
-    for handle, layer in ((granite, 0), (falcon, 0)):
-        with pytest.raises(ValueError, match=f"layer {layer} of .* layer; removing the sources' writes .*A_bar"):
-            knockout(PROMPT, model=handle, sources=[1], target=-1, layers=[layer])
+    kl = {layers: knockout(PROMPT, model=granite, sources=[9, 10, 11], target=-1, layers=list(layers)).iloc[0]["kl"]
+          for layers in ((1, 3), (0, 2), (0, 1, 2, 3))}
+    assert all(v > 0 for v in kl.values()) and len(set(kl.values())) == 3
+    assert knockout(PROMPT, model=falcon, sources=[11], target=-1, layers=[0]).iloc[0]["kl"] > 0  # both branches
 
 
 def test_attention_map_of_a_hybrid_reads_the_pattern_of_its_attention_layers(tiny):

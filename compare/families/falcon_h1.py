@@ -40,8 +40,8 @@ SSM, ATT = ("ssm",), ("attention",)
 KIND = "attention+ssm"
 
 
-def _ssm(name, shape):
-    return Point(name, f"{MIXER}.hook_{name}", shape, kinds=SSM)
+def _ssm(name, shape, **kw):
+    return Point(name, f"{MIXER}.hook_{name}", shape, kinds=SSM, **kw)
 
 
 class FalconH1Family(HybridFamily):
@@ -56,7 +56,8 @@ class FalconH1Family(HybridFamily):
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
         _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
-        _ssm("dt", "[b, l, H]"), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
+        _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
+        _ssm("h_readout", "[b, l, H, p, n]", ssm=True), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
         Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),
         Point("k", f"{ATTN}.hook_k", "[b, l, d_kv]", kinds=ATT),
@@ -101,6 +102,8 @@ class FalconH1Family(HybridFamily):
         attention = T * (6 * d + 3 * dims["d_q"] + 2 * dims["d_kv"]) + 3 * dims["heads"] * T * T
         mamba = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H \
             + 2 * (T // chunk + 2) * d_in * dims["n"]
+        if ssm:  # the materialised Ā, w and h, and the products of the read-out
+            mamba += 4 * T * d_in * dims["n"]
         return FP32_BYTES * (T * (4 * d + 3 * config.intermediate_size) + attention + mamba)
 
     def parameter_count(self, config, directory):

@@ -42,8 +42,8 @@ KINDS = {"mamba": "ssm", "linear_attention": "ssm", "attention": "attention", "f
 MOE_POINTS = ("router_logits", "moe_out")
 
 
-def _ssm(name, shape):
-    return Point(name, f"{MIXER}.hook_{name}", shape, kinds=SSM)
+def _ssm(name, shape, **kw):
+    return Point(name, f"{MIXER}.hook_{name}", shape, kinds=SSM, **kw)
 
 
 class GraniteHybridFamily(HybridFamily):
@@ -58,7 +58,8 @@ class GraniteHybridFamily(HybridFamily):
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
         _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
-        _ssm("dt", "[b, l, H]"), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
+        _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
+        _ssm("h_readout", "[b, l, H, p, n]", ssm=True), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
         Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),
         Point("k", f"{ATTN}.hook_k", "[b, l, d_kv]", kinds=ATT),
@@ -117,6 +118,8 @@ class GraniteHybridFamily(HybridFamily):
         # in_proj's output and its pieces, the chunked scan's decay blocks [chunk, chunk] per head and its states
         mamba = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H \
             + 2 * (T // chunk + 2) * d_in * dims["n"]
+        if ssm:  # the materialised Ā, w and h, and the products of the read-out
+            mamba += 4 * T * d_in * dims["n"]
         return FP32_BYTES * (T * (4 * d + mlp) + max(attention, mamba))
 
     def parameter_count(self, config, directory):

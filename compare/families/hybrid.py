@@ -20,9 +20,15 @@ forward without cache, is transformers' own, step for step and with its own func
     dt          Δ = clamp(softplus(dt + dt_bias)), one per head   [b, l, H]
     y           the scan's output, the skip D · x included        [b, l, H, p]
     gated_norm  y gated by SiLU(z) (and normed, where the model norms), entering out_proj  [b, l, d_in]
-(the names and layouts of the Mamba-2 family's points). The state (A_bar, write, h, h_readout)
-is not materialised: the scan is transformers' chunked one. A forward with a cache (generation)
-runs transformers' forward unchanged, without these points.
+(the names and layouts of the Mamba-2 family's points). While something reads or edits one of
+    A_bar       Ā = exp(Δ · A), one decay per head and position       [b, l, H]
+    write       w = Δ · x ⊗ B, what enters the state                 [b, l, H, p, n]
+    h_readout   h_t = Ā_t h_{t-1} + w_t as C reads it out             [b, l, H, p, n]
+(`HookPoint.requested`), the scan is the recurrence, position by position, and y = C · h_readout
++ D · x, so an edit of h_readout changes y at the edited positions only (Mamba-1's semantics);
+otherwise it is transformers' chunked scan. The carried state `h` (edits fed into the
+recurrence) is not offered. A forward with a cache (generation) runs transformers' forward
+unchanged, without these points.
 
 The LM head is replaced by `ScaledHead`, which applies the model's logit multiplier itself, so
 that the `logits` point (its output) is the model's logits; the model's own multiplier is set
@@ -42,7 +48,8 @@ from . import TransformersFamily, _walk, causal_mask, from_state_dict
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
-SSM_POINTS = ("gate", "x", "B", "C", "dt", "y", "gated_norm")
+STATE_POINTS = ("A_bar", "write", "h_readout")  # materialised only when requested
+SSM_POINTS = ("gate", "x", "B", "C", "dt", "y", "gated_norm") + STATE_POINTS
 PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "
                    "is heads here; edit it in a trace instead")
 
@@ -219,13 +226,35 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
     delta = self.hook_dt(delta)
     A = -torch.exp(self.A_log.float())
-    y = ops.mamba2_chunk_scan(x, delta, A, B, C, chunk_size=self.chunk_size, D=self.D, dt_limit=self.time_step_limit)
+    if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):
+        y = materialised_scan(self, x, delta, A, B, C)
+    else:
+        y = ops.mamba2_chunk_scan(x, delta, A, B, C, chunk_size=self.chunk_size, D=self.D,
+                                  dt_limit=self.time_step_limit)
     y = self.hook_y(y).reshape(b, T, self.intermediate_size)
     if isinstance(self.norm, nn.Identity):  # Falcon-H1 without mamba_rms_norm
         gated = y * nn.functional.silu(gate)
     else:
         gated = self.norm(y, gate)
     return self.out_proj(self.hook_gated_norm(gated).to(dtype))
+
+
+def materialised_scan(self, x, delta, A, B, C) -> torch.Tensor:
+    """y [b, l, H, p] by the recurrence h_t = Ā_t h_{t-1} + w_t, one position at a time, through the
+    A_bar, write and h_readout points; in fp32, as transformers' scan. x [b, l, H, p], Δ [b, l, H],
+    A [H], B, C [b, l, g, n]."""
+    heads = x.shape[2]
+    Bh, Ch = (v.float().repeat_interleave(heads // v.shape[2], dim=2) for v in (B, C))  # [b, l, H, n]
+    x, delta = x.float(), delta.float()
+    A_bar = self.hook_A_bar(torch.exp(delta * A))
+    write = self.hook_write((delta[..., None] * x)[..., None] * Bh[:, :, :, None, :])
+    h = torch.empty_like(write)
+    state = torch.zeros_like(write[:, 0])
+    for t in range(x.shape[1]):
+        state = A_bar[:, t, :, None, None] * state + write[:, t]
+        h[:, t] = state
+    h = self.hook_h_readout(h)
+    return (h * Ch[:, :, :, None, :]).sum(-1) + self.D.float()[:, None] * x
 
 
 def mamba2_count(d: int, d_in: int, H: int, gn: int, k: int, *, proj_bias: bool, conv_bias: bool, out_bias: bool,
