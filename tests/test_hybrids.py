@@ -428,7 +428,8 @@ def test_attention_map_of_a_hybrid_reads_the_pattern_of_its_attention_layers(tin
 
 
 @pytest.mark.parametrize("family,component", [("granite_hybrid", "attn_out"), ("granite_hybrid", "x"),
-                                              ("granite_hybrid", "resid_post"), ("falcon_h1", "mixer_out"),
+                                              ("granite_hybrid", "h_readout"), ("granite_hybrid", "resid_post"),
+                                              ("falcon_h1", "mixer_out"),
                                               ("falcon_h1", "attn_out")])
 def test_noise_sweep_on_a_hybrid_equals_one_trace_per_run(tiny, family, component):
     import numpy as np
@@ -444,6 +445,7 @@ def test_noise_sweep_on_a_hybrid_equals_one_trace_per_run(tiny, family, componen
 
 
 @pytest.mark.parametrize("family,component", [("granite_hybrid", "mixer_out"), ("granite_hybrid", "z.1"),
+                                              ("granite_hybrid", "write"),
                                               ("falcon_h1", "attn_out"), ("falcon_h1", "y")])
 def test_patch_sweep_on_a_hybrid_equals_one_trace_per_patch(tiny, family, component):
     import numpy as np
