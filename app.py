@@ -1,6 +1,7 @@
-"""Hugging Face Space entry point (see ui/README.md for the Space metadata).
+"""Hugging Face Space entry point: the Space runs `python app.py` (see ui/space.py).
 
-The Space runs `python app.py`; `demo` is module-level so `gradio app.py` (reload mode) finds it.
+`demo` is module-level so `gradio app.py` (reload mode) finds it. Set MAMBA_MODEL / GPT2_MODEL
+in the Space settings to serve other checkpoints (an alias, a Hub id or a directory).
 """
 from ui.app import build_app
 

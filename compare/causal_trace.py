@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .checks import check_callbacks
 from .causal_inputs import byte_budget, handles_of, is_int, position_list, prompt_ids, token_id
 from .model import Model
-from .noise import check_callbacks
 from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, head
 
 COLUMNS = ("model", "layer", "position", "token", "component", "p_restored", "indirect_effect")

@@ -17,11 +17,13 @@ import pandas as pd
 import torch
 
 from .causal_inputs import byte_budget, handle_of, is_int
-from .noise import Draw, check_callbacks, check_finite, one, prepare, read_groups, sweep_noise
-from .prediction import read_prediction
+from .checks import check_callbacks
+from .noise import Draw, one, prepare, read_groups, sweep_noise
+from .prediction import read_prediction, warn_overflow
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
 
-COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank")
+COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank",
+           "overflowed")
 
 
 def feature_shape(handle, component: str) -> tuple[int, ...]:
@@ -36,7 +38,11 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     """Channels ranked by how often noise restricted to them flips the prediction; columns `COLUMNS`.
 
     Arguments as in `noise.noise_sweep` (dtype too), with one layer and one level. p_target and logit_diff
-    are means over trials; rank 1 is the most sensitive channel of its axis.
+    are means over trials; rank 1 is the most sensitive channel of its axis. A run whose logits
+    overflowed (NaN or infinite) has no prediction: it counts as a flip, and its p_target and
+    logit_diff are left out of the means (NaN where every trial overflowed); the column
+    `overflowed` counts them per channel, ``df.attrs["overflowed"]`` in all, and they are warned
+    about once (`prediction.OverflowRunsWarning`).
     progress: called as progress(runs_done, runs_total) after each block of READ_ROWS runs.
     stop: anything with ``is_set()``, checked before each block; once set, the channels whose
     runs finished are returned, with ``df.attrs["stopped"] = True``.
@@ -72,7 +78,6 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
         with handle.lock:  # per block of runs, so other callers get the model between blocks
             logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, group, noise,
                                 max_bytes=max_bytes)
-        check_finite(sweep, logits, [f"layer {layer}, level {level:g}, {axis} {c}, trial {t}" for axis, c, t in group])
         reads.append(read_prediction(logits, sweep.target))
         done += len(group)
         if progress is not None:
@@ -81,13 +86,16 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     stopped, kept = done < len(runs), done - done % sweep.trials
     runs = runs[:kept]
     read = {key: np.concatenate([r[key] for r in reads])[:kept] if reads else np.empty(0)
-            for key in ("p_target", "logit_diff", "predicted_id")}
+            for key in ("p_target", "logit_diff", "predicted_id", "finite")}
     per_run = pd.DataFrame({
         "axis": [a for a, _, _ in runs], "channel": [c for _, c, _ in runs],
-        "flip": read.pop("predicted_id") != clean.argmax().item(), **read,
+        "flip": read.pop("predicted_id") != clean.argmax().item(), "overflowed": ~read.pop("finite").astype(bool),
+        **read,
     })
+    overflowed = int(per_run["overflowed"].sum())
     df = (per_run.groupby(["axis", "channel"], sort=False)
-          .agg(flip_rate=("flip", "mean"), p_target=("p_target", "mean"), logit_diff=("logit_diff", "mean"))
+          .agg(flip_rate=("flip", "mean"), p_target=("p_target", "mean"), logit_diff=("logit_diff", "mean"),
+               overflowed=("overflowed", "sum"))
           .reset_index()
           .sort_values(["axis", "flip_rate", "p_target"], ascending=[True, False, True], kind="stable"))
     df["rank"] = df.groupby("axis").cumcount() + 1
@@ -96,4 +104,8 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     df.insert(2, "component", sweep.component)
     df = df.reset_index(drop=True)[list(COLUMNS)]
     df.attrs["stopped"] = stopped
+    df.attrs["overflowed"] = overflowed
+    if overflowed:
+        warn_overflow(overflowed, kept, f"{handle.name}: channel noise on {sweep.component!r} at layer {layer} "
+                      f"(scale={sweep.scale!r}, level {level:g})", stacklevel=3)
     return df

@@ -6,6 +6,7 @@ import sys
 from typing import Sequence
 
 from . import store
+from .errors import error_line
 from .comparison import VARIANTS, Comparison, compare
 from .loading import ModelLoadError
 
@@ -74,11 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error_line(err), file=sys.stderr)
         return 2
     return 0
-
-
-def error_line(err: BaseException) -> str:
-    """`err` as the one line a CLI prints for a user error."""
-    return "error: " + " ".join(line.strip() for line in str(err).splitlines())
 
 
 def _ids(text: str) -> list[int]:

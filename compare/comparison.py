@@ -30,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import memory, metrics
+from .checks import check_callbacks
 from .loading import cached_model
 from .model import Model, integer_ids, parse_dtype
-from .noise import check_callbacks
 from .pairing import VARIANTS, Prepared, prepare
 from .results import Comparison, Run, Trajectory
 from .vocabularies import same_tokenizer, token_texts

@@ -31,7 +31,7 @@ import torch
 from . import memory
 from .model import Model
 from .causal_inputs import byte_budget, handle_of, is_int, prompt_ids
-from .scan import discretise
+from .scan import alpha_of  # noqa: F401  (α's recurrence lives with the scan; imported here as before)
 
 REDUCES = ("mean", "abs_mean", "none")
 MAX_BYTES = 2**30
@@ -85,13 +85,11 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
     if not arch.mixes(handle.module, layer, "ssm"):
         raise ValueError(f"{handle.name}: hidden attention needs a selective SSM; {arch.title} mixes positions by "
                          f"attention at layer {layer}: read its heads with head_pattern")
-    missing = [p for p in ("x", "delta", "B", "C", "y") if p not in arch.points_at(handle.module, layer)]
-    if missing:
-        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer whose state-space "
-                         f"mixer is not Mamba-1's: hidden attention reads x, delta, B, C, y per channel, and "
-                         f"{arch.title} has no {', '.join(missing)}")
-    d_in = arch.dims(handle.module.config)["d_in"]
-    channels = _units(channels, d_in, "channels")
+    missing = [p for p in arch.attention_points if p not in arch.points_at(handle.module, layer)]
+    if missing or not arch.attention_points:
+        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer, but {arch.title} lacks "
+                         f"the points hidden attention reads there ({', '.join(missing) or 'none declared'})")
+    channels = _units(channels, arch.dims(handle.module.config)[arch.attention_units], "channels")
     T = ids.shape[1]
     need = FP32_BYTES * T * T * len(channels)
     if need > max_bytes:
@@ -100,32 +98,15 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
                          f"max_bytes ({_size(max_bytes)}); pick fewer channels or a shorter prompt")
     memory.check_fits(need + FP32_BYTES * T * len(channels) * arch.dims(handle.module.config)["n"],
                       f"hidden attention over {len(channels)} channels × {T} tokens", "pick fewer channels")
-    seen = read_points(handle, ids, layer, ("x", "delta", "B", "C", "y"))
-    A, D = arch.ssm_parameters(handle.module, layer)
-    idx = torch.tensor(channels)
-    x, delta = seen["x"][0][:, idx].float(), seen["delta"][0][:, idx].float()
-    B, C = seen["B"][0].float(), seen["C"][0].float()
-    alpha = alpha_of(delta, A[idx].to(delta.device), B, C)
-    return {"alpha": alpha.cpu(), "x": x.cpu(), "D": D[idx].cpu(), "y": seen["y"][0][:, idx].float().cpu(),
-            "channels": channels}
-
-
-def alpha_of(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """α [C, T, T] from Δ [T, C], A [C, n], B, C [T, n], by the scan's own recurrence (module docstring)."""
-    A_bar, B_bar = discretise(delta, A, B)  # [T, C, n] each
-    T, Cn = delta.shape
-    alpha = delta.new_zeros(T, T, Cn)
-    M = torch.zeros_like(B_bar)  # M[s] = (Π_{k=s+1..t} Ā_k) ⊙ B̄_s after step t
-    for t in range(T):
-        M[:t] *= A_bar[t]
-        M[t] = B_bar[t]
-        alpha[t, :t + 1] = M[:t + 1] @ C[t]
-    return alpha.permute(2, 0, 1)
+    seen = read_points(handle, ids, layer, arch.attention_points)
+    alpha, x, D, y = arch.hidden_attention_terms(handle.module, layer, seen, torch.tensor(channels))
+    return {"alpha": alpha.cpu(), "x": x.cpu(), "D": D.cpu(), "y": y.cpu(), "channels": channels}
 
 
 def reconstruct(alpha: torch.Tensor, x: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """y [T, C] = Σ_s α[:, t, s] x_s + D ⊙ x_t from `terms`' pieces."""
-    return torch.einsum("cts,sc->tc", alpha, x) + D * x
+    """y [T, C, ...] = Σ_s α[:, t, s] x_s + D ⊙ x_t from `terms`' pieces (Mamba-2's units are
+    heads, each with headdim channels after it)."""
+    return torch.einsum("cts,sc...->tc...", alpha, x) + D.reshape(D.shape + (1,) * (x.dim() - 2)) * x
 
 
 def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> AttentionMap:

@@ -19,6 +19,7 @@ import torch
 from . import checkpoint, families
 from .checkpoint import ModelLoadError
 from .model import Model, cast_module, parse_dtype
+from .tokenizer import load_tokenizer
 from .vocabularies import check_tokenizer
 
 ALIASES = families.ALIASES
@@ -105,35 +106,6 @@ def _download(repo_id: str) -> Path:
             f"({type(err).__name__}). Offline, download it elsewhere (e.g. `hf download {repo_id} "
             f"--local-dir DIR`), copy DIR here, and pass the directory: load_model('DIR')") from None
     return directory
-
-
-def load_tokenizer(spec: Any, *, what: str = "tokenizer"):
-    """A tokenizer from an object (returned as is), a tokenizer.json file, or a directory / Hub id."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    if not isinstance(spec, (str, os.PathLike)):
-        if not (hasattr(spec, "encode") and hasattr(spec, "decode")):
-            raise TypeError(f"{what} must be a tokenizer object or a path, got {type(spec).__name__}")
-        return spec
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return PreTrainedTokenizerFast(tokenizer_file=str(path))
-    if path.is_dir():
-        if (path / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(path)
-        if (path / "tokenizer.json").is_file():
-            return PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
-        if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-            # OpenAI's original GPT-2 files: byte-level BPE, exactly what tokenizer.json would encode
-            bpe = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
-            return PreTrainedTokenizerFast(tokenizer_object=bpe)
-        raise ModelLoadError(f"{what}: {path} holds no tokenizer.json, tokenizer_config.json or vocab.json+merges.txt")
-    try:
-        return AutoTokenizer.from_pretrained(str(spec))
-    except OSError:
-        raise ModelLoadError(f"{what}: could not load {spec!r} from the Hugging Face Hub or its cache. "
-                             "Offline? Pass a local path (a directory or a tokenizer.json file) instead") from None
 
 
 def _tokenizer(directory: Path, spec, family: families.Family, name: str):

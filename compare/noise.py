@@ -39,6 +39,8 @@ are read READ_ROWS runs at a time (`read_groups`) into rows (`prediction`), so o
 frame grows with the sweep; a sweep whose frame would not fit in half the available memory is
 refused before any compute. Level-0 rows are read from the clean forward itself (zero noise is
 no intervention), so they equal `Model.logits` exactly.
+A run whose logits are not finite is a row too (finite=False, no prediction, a miss: see
+`prediction`); `noisy_logits`, one forward per layer, raises `NonFiniteError` instead.
 
 Modules: this one checks the arguments (`prepare`, `Sweep`), draws the noise and runs the
 public calls; `restart` is the engine; `prediction` reads the logits into rows.
@@ -54,6 +56,7 @@ import torch
 
 from . import memory, points
 from .causal_inputs import byte_budget, handle_of, layer_list, position_list, prompt_ids, token_id
+from .checks import check_callbacks
 from .model import Model, NonFiniteError
 from .prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
@@ -141,6 +144,11 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     levels: array of noise levels >= 0 (default 100 levels in [0, 1]). positions: token
     positions noised (default all; negative counts from the end). hit: the argmax at the last
     position is the target; logit_diff: target's logit minus the best other token's.
+    A run whose logits are NaN or infinite (the noise overflowed the activations) is a row with
+    finite=False, hit=False and no prediction (p_target, logit_diff NaN; predicted_id -1;
+    predicted None), counted in ``df.attrs["overflowed"]`` and warned once per sweep
+    (`prediction.OverflowRunsWarning`): overflowing the network is a result, the prediction did
+    not survive, and the rest of the sweep is kept.
     draws: "fresh" (default), an independent ε per (layer, level, trial), or "ray", one ε per
     (layer, trial) that the level only scales. Fresh is the default because it makes the
     default trials=1 sweep measurable: its runs are independent, so `phase_transition`
@@ -171,7 +179,6 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
             noised = [run for run in runs if run[0] > 0]
             with sweep.handle.lock:  # per block of runs, so other callers get the model between blocks
                 logits = sweep_logits(sweep, layer, resid[layer], noised, max_bytes=max_bytes)
-            check_finite(sweep, logits, [f"layer {layer}, level {lv:g}, trial {key.trial}" for lv, key in noised])
             by_run = dict(zip(noised, logits))
             layer_frames.append(rows(sweep, layer, runs, torch.stack([by_run.get(run, clean) for run in runs])))
         frames += layer_frames
@@ -276,14 +283,6 @@ def check_finite(sweep: Sweep, logits: torch.Tensor, runs: list[str]) -> None:
             f"{sweep.handle.name}: noise on {sweep.component!r} made the last position's logits NaN or infinite, "
             f"first at {runs[bad[0].item()]} (scale={sweep.scale!r}); the activations overflow: lower the "
             "levels, or use scale='relative'")
-
-
-def check_callbacks(progress, stop) -> None:
-    """The progress and stop arguments of the engine's long calls (sweeps, channels, compare)."""
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress: must be a callable (done, total) or None, got {progress!r}")
-    if stop is not None and not callable(getattr(stop, "is_set", None)):
-        raise ValueError(f"stop: must have an is_set() method (e.g. a threading.Event) or be None, got {stop!r}")
 
 
 # --- argument checks ---------------------------------------------------------------------------

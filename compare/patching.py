@@ -56,6 +56,7 @@ baseline of `benchmarks/bench_patching.py`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,9 +64,9 @@ import pandas as pd
 import torch
 
 from . import memory
+from .checks import check_callbacks
 from .causal_inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
 from .model import Model, NonFiniteError
-from .noise import check_callbacks
 from .mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
 from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
 from .scan import discretise, linear_scan
@@ -118,6 +119,11 @@ def prepare(clean, corrupt, *, model, answer, wrong=None, component, layers=None
                 f"{handle.name}: clean and corrupt must have the same number of tokens to patch position by "
                 f"position; clean is {clean_ids.shape[1]} tokens {handle.decode_tokens(clean_ids[0].tolist())}, "
                 f"corrupt is {corrupt_ids.shape[1]} {handle.decode_tokens(corrupt_ids[0].tolist())}")
+        if torch.equal(clean_ids, corrupt_ids):
+            warnings.warn(f"{handle.name}: clean and corrupt are the same {clean_ids.shape[1]} tokens, so "
+                          "m_clean = m_corrupt and recovery = (m_patched − m_corrupt) / (m_clean − m_corrupt) is "
+                          "undefined (NaN in every row); give a corrupt prompt that changes the answer",
+                          RuntimeWarning, stacklevel=3)
         point, head = _component(handle, component)
         a = token_id(handle, answer, "answer")
         w = None if wrong is None else token_id(handle, wrong, "wrong")
@@ -229,8 +235,10 @@ def record(sweep: Patching):
 
 
 def _h_path(sweep: Patching) -> bool:
-    """Mamba's state: patched by `_h_wavefront` instead of rerunning the patched block."""
-    return sweep.point == "h" and sweep.handle.arch.mixing == "ssm"
+    """Mamba's state: patched by `_h_wavefront` instead of rerunning the patched block, where
+    the family's block allows it (`Family.h_wavefront`); elsewhere h is patched by its hook,
+    whose edit the recurrence carries forward."""
+    return sweep.point == "h" and sweep.handle.arch.h_wavefront
 
 
 def _by_layer(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_bytes: int, count: Counter, stop):

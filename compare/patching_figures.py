@@ -4,7 +4,9 @@
 Heatmaps put layers on the y axis (0 at the bottom, as the residual stream rises) and positions
 on the x axis, labelled with the clean prompt's tokens where the frame holds single positions.
 Recovery and indirect effects are signed, so their colour scale is diverging and centred at 0;
-attention patterns are probabilities, on a sequential scale.
+attention patterns are probabilities, on a sequential scale. A panel with no finite value
+(recovery of a model whose clean and corrupt runs agree is 0/0) says so on its axes instead of
+being left blank.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ def recovery_heatmaps(df: pd.DataFrame) -> Figure:
     tokens = df.attrs.get("tokens", {})
     return _heatmaps(df, "recovery", lambda model: tokens.get(model),
                      f"recovery of {df.attrs.get('metric', 'the metric')} when patching "
-                     f"{', '.join(dict.fromkeys(df['component'].astype(str)))}")
+                     f"{', '.join(dict.fromkeys(df['component'].astype(str)))}",
+                     lambda model: _undefined_recovery(df.attrs, model))
 
 
 def trace_heatmaps(df: pd.DataFrame) -> Figure:
@@ -29,7 +32,8 @@ def trace_heatmaps(df: pd.DataFrame) -> Figure:
     tokens = {model: g.sort_values("position").drop_duplicates("position")["token"].tolist()
               for model, g in df.groupby("model", sort=False)}
     return _heatmaps(df, "indirect_effect", tokens.get,
-                     f"indirect effect of restoring {', '.join(dict.fromkeys(df['component'].astype(str)))}")
+                     f"indirect effect of restoring {', '.join(dict.fromkeys(df['component'].astype(str)))}",
+                     lambda model: "no finite indirect effect to show")
 
 
 def attention_maps(maps) -> Figure:
@@ -52,7 +56,18 @@ def attention_maps(maps) -> Figure:
     return literal_text(fig)
 
 
-def _heatmaps(df: pd.DataFrame, value: str, tokens_of, title: str) -> Figure:
+def _undefined_recovery(attrs: dict, model: str) -> str:
+    """Why a model's recovery has no finite value: its clean and corrupt runs agree (0/0)."""
+    if attrs.get("tokens", {}).get(model) is not None and \
+            attrs.get("tokens", {}).get(model) == attrs.get("corrupt_tokens", {}).get(model):
+        return "clean and corrupt prompts are identical:\nrecovery is undefined (0/0)"
+    m_clean, m_corrupt = attrs.get("m_clean", {}).get(model), attrs.get("m_corrupt", {}).get(model)
+    if m_clean is not None and m_clean == m_corrupt:
+        return f"clean and corrupt runs agree (m_clean = m_corrupt = {m_clean:.4g}):\nrecovery is undefined (0/0)"
+    return "no finite recovery to show"
+
+
+def _heatmaps(df: pd.DataFrame, value: str, tokens_of, title: str, why_blank) -> Figure:
     models = list(dict.fromkeys(df["model"]))
     if not models:
         raise ValueError("no rows to draw: the frame is empty")
@@ -73,6 +88,9 @@ def _heatmaps(df: pd.DataFrame, value: str, tokens_of, title: str) -> Figure:
         ax.set_xticks(range(len(positions)), labels, rotation=90, fontsize="x-small")
         ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize="x-small")
         ax.set(title=model, xlabel="position", ylabel="layer")
+        if not np.isfinite(grid).any():
+            ax.text(0.5, 0.5, why_blank(model), transform=ax.transAxes, ha="center", va="center",
+                    fontsize="small", wrap=True)
         fig.colorbar(image, ax=ax, shrink=0.8, label=value.replace("_", " "))
     suptitle(fig, title)
     return literal_text(fig)

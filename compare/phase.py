@@ -36,6 +36,12 @@ sweep get a "not estimable: ..." status (`NOT_ESTIMABLE`) or "beyond range" (the
 lies outside the swept levels), with NaN estimate, interval and width, never a number the data do
 not support. Malformed input (hits that are not booleans, levels that are not finite numbers
 ≥ 0) is refused with a ValueError naming the column.
+
+Runs that overflowed (`finite` False: the noise drove the logits to NaN or infinity, see
+`prediction`) are misses: the prediction did not survive. They are fitted as hit = False, and
+each group's `overflowed` column counts them (0 for a frame without a `finite` column), next
+to `n`; ``fits.attrs["overflowed"]`` is the total and ``fits.attrs["level_range"]`` the swept
+(lowest, highest) level, for a figure to say where no layer crossed.
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ from scipy.special import expit
 
 SPREAD_10_90 = 2 * np.log(9.0)
 GROUP = ["model", "layer", "component"]
-COLUMNS = GROUP + ["critical_level", "ci_low", "ci_high", "width", "status", "n"]
+COLUMNS = GROUP + ["critical_level", "ci_low", "ci_high", "width", "status", "n", "overflowed"]
 DRAWS = ("fresh", "ray")
 NOT_ESTIMABLE = {
     "one_level": "not estimable: one level",
@@ -81,7 +87,8 @@ def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int 
     if draws not in DRAWS:
         raise ValueError(f"draws must be one of {DRAWS} (or None: df.attrs['draws']), got {draws!r}")
     group = ["prompt_index", *GROUP] if "prompt_index" in df.columns else GROUP
-    df = df.assign(level=_levels(df["level"]), hit=_hits(df["hit"]))
+    finite = _hits(df["finite"], "finite") if "finite" in df.columns else np.ones(len(df), bool)
+    df = df.assign(level=_levels(df["level"]), hit=_hits(df["hit"]) & finite, overflowed=~finite)
     if not isinstance(confidence, (int, float, np.number)) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
     if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
@@ -91,8 +98,12 @@ def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int 
     rng = np.random.default_rng(seed)
     out = []
     for key, rows in df.groupby(group, sort=True):
-        out.append(dict(zip(group, key)) | _transition(rows, draws, n_boot, confidence, rng, ridge))
-    return pd.DataFrame(out, columns=group[:-len(GROUP)] + COLUMNS)
+        out.append(dict(zip(group, key)) | _transition(rows, draws, n_boot, confidence, rng, ridge)
+                   | {"overflowed": int(rows["overflowed"].sum())})
+    fits = pd.DataFrame(out, columns=group[:-len(GROUP)] + COLUMNS)
+    fits.attrs.update(overflowed=int(df["overflowed"].sum()), level_range=(float(df["level"].min()),
+                                                                         float(df["level"].max())))
+    return fits
 
 
 def _draws(df: pd.DataFrame) -> str:
@@ -119,15 +130,15 @@ def _levels(level: pd.Series) -> np.ndarray:
     return values
 
 
-def _hits(hit: pd.Series) -> np.ndarray:
-    """The `hit` column as booleans; True/False or 1/0 only (a string such as "False" is truthy)."""
+def _hits(hit: pd.Series, name: str = "hit") -> np.ndarray:
+    """A column of booleans (`hit`, `finite`); True/False or 1/0 only (a string such as "False" is truthy)."""
     if pd.api.types.is_bool_dtype(hit) and not hit.isna().any():
         return hit.to_numpy(bool)
     values = hit.to_numpy(object)
     numbers = (bool, int, float, np.bool_, np.integer, np.floating)
     bad = [v for v in values if not isinstance(v, numbers) or np.isnan(v) or v not in (0, 1)]
     if bad:
-        raise ValueError(f"df['hit']: must be True/False (or 1/0), got {bad[:5]}")
+        raise ValueError(f"df[{name!r}]: must be True/False (or 1/0), got {bad[:5]}")
     return values.astype(bool)
 
 

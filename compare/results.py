@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from . import store
+from .jsonsafe import plain  # non-finite floats as "nan"/"inf": json.dumps writes bare NaN
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Comparison:
                 "lock_in": {n: r.lock_in for n, r in self.runs.items()},
                 "variance_trend": {n: r.variance_trend for n, r in self.runs.items()},
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                             "nnsight": version("nnsight"), "mamba-gpt2-compare": version("mamba-gpt2-compare")}}
+                             "nnsight": version("nnsight"), "mamba-gpt2-compare": store.package_version()}}
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write runs/cross/top_k/tracked Parquet, metadata.json and figures/*.png to `directory`.
@@ -169,8 +170,6 @@ class Comparison:
         The folder appears complete or not at all, and overwrite=True replaces only a previous
         comparison, never other files (`compare.store` states the guarantee).
         """
-        from .reproduce.report import plain  # non-finite floats as "nan"/"inf": json.dumps writes bare NaN
-
         def write(folder: Path) -> None:
             self.to_frame().to_parquet(folder / "runs.parquet", engine="pyarrow")
             self.cross.to_parquet(folder / "cross.parquet", engine="pyarrow")

@@ -266,3 +266,17 @@ def selective_scan_ref(x, delta, A, B, C, D, z=None) -> torch.Tensor:
     y = torch.stack(ys, dim=1)
     z = None if z is None else z.to(dtype)
     return y if z is None else y * z * torch.sigmoid(z)
+
+
+def alpha_of(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Mamba's hidden attention α [C, T, T] from Δ [T, C], A [C, n], B, C [T, n] by the scan's own
+    recurrence, M_t = Ā_t ⊙ M_{t-1} with M_t[t] = B̄_t (`compare.hidden_attention`)."""
+    A_bar, B_bar = discretise(delta, A, B)  # [T, C, n] each
+    T, Cn = delta.shape
+    alpha = delta.new_zeros(T, T, Cn)
+    M = torch.zeros_like(B_bar)  # M[s] = (Π_{k=s+1..t} Ā_k) ⊙ B̄_s after step t
+    for t in range(T):
+        M[:t] *= A_bar[t]
+        M[t] = B_bar[t]
+        alpha[t, :t + 1] = M[:t + 1] @ C[t]
+    return alpha.permute(2, 0, 1)

@@ -27,11 +27,20 @@ import os
 import re
 import secrets
 import shutil
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
 MARKER = ".mamba-gpt2-compare.json"
+
+
+def package_version() -> str:
+    """This package's version; "not installed" when it runs from its source folder uninstalled
+    (a Hugging Face Space installs requirements.txt, not the package, and runs app.py next to it)."""
+    try:
+        return version("mamba-gpt2-compare")
+    except PackageNotFoundError:
+        return "not installed"
 NAME_MAX = 255  # bytes in one file name on Linux's file systems (ext4, xfs, btrfs, tmpfs) and macOS's
 STAGING_EXTRA = len(".") + len(".new-") + 7 + len("-") + 8  # `_hidden`'s additions: pid ≤ 7 digits, 8 hex
 
@@ -51,7 +60,7 @@ def publish(directory: str | os.PathLike, write: Callable[[Path], None], *, kind
     except OSError as err:
         raise type(err)(_cannot_write(argument, target.parent, err.strerror)) from err
     try:
-        (staging / MARKER).write_text(json.dumps({"kind": kind, "version": version("mamba-gpt2-compare")}))
+        (staging / MARKER).write_text(json.dumps({"kind": kind, "version": package_version()}))
         write(staging)
         _claim(staging, target, kind, overwrite, argument)
     finally:

@@ -8,6 +8,7 @@
     id_logit_correlation     r(ID, L) and r(log ID, L) within each row of L, per position (Result 2)
     row_distances            d_L (between the models) against d_L_positions (between positions) (Conclusion 5)
     flattened_noisy          every position's row of L, concatenated, clean and noisy, per noised layer (Figs. 24–25)
+    channel_effects          the channels whose noise alone most lowers P(target), n trials stated (§7.4)
 
 Pure functions (house rule 4): no model calls. Built as plain `Figure`s outside pyplot, and every text
 drawn from data is literal (`figures.literal_text`, house rule 19).
@@ -20,9 +21,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator
 
 from .figures import STYLE, literal_text, panels, position_ticks, suptitle, token_label
+
+P_FLOOR = 1e-12  # P drawn on a log axis: float32 softmax underflows to 0 below about 1e-38
 
 
 def token_counts(frame: pd.DataFrame) -> Figure:
@@ -51,49 +54,65 @@ def token_counts(frame: pd.DataFrame) -> Figure:
 
 
 def id_length_scatter(vocab: Mapping[str, pd.DataFrame], text: Mapping[str, pd.DataFrame],
-                      highlight: str | None = None) -> Figure:
+                      highlight: str | None = None, *, quantile: float = 0.999) -> Figure:
     """Length against 1 + ID (log axis), one panel per model: the vocabulary grey, a text's tokens on top.
 
     vocab, text: model → columns id, token, length (`metrics.token_lengths`); highlight: a token
-    text (" Mary") drawn in red and named with its ID.
+    text (" Mary") drawn in red and named with its ID. The y axis stops at the `quantile` of the
+    lengths (a few whitespace tokens hundreds of characters long would squash the rest); the panel
+    says how many tokens lie above it.
     """
+    from matplotlib.lines import Line2D
+
+    top = max(float(np.quantile(np.concatenate([v["length"].to_numpy() for v in vocab.values()]), quantile)),
+              *(float(t["length"].max()) for t in text.values() if len(t)), 1.0) * 1.05
     with sns.axes_style(STYLE):
         fig, axes = panels(1, len(vocab), sharey=True)
         for ax, name in zip(axes[0], vocab):
             v, t = vocab[name], text[name]
-            ax.scatter(v["id"] + 1, v["length"], s=2, alpha=0.15, color="0.5", lw=0, rasterized=True,
-                       label="vocabulary")
-            ax.scatter(t["id"] + 1, t["length"], s=18, color="C0", zorder=3, label="text tokens")
+            ax.scatter(v["id"] + 1, v["length"], s=2, alpha=0.15, color="0.5", lw=0, rasterized=True)
+            ax.scatter(t["id"] + 1, t["length"], s=18, color="C0", zorder=3)
+            handles = [Line2D([], [], ls="", marker="o", ms=5, color="0.5", label=f"vocabulary ({len(v):,})"),
+                       Line2D([], [], ls="", marker="o", ms=5, color="C0", label="text tokens")]
             if highlight is not None:
                 hit = t[t["token"] == highlight].drop_duplicates("id")
                 for _, r in hit.iterrows():
                     ax.scatter(r["id"] + 1, r["length"], s=60, color="C3", zorder=4)
                     ax.annotate(f"{token_label(r['token'])} = {r['id']}", (r["id"] + 1, r["length"]),
                                 xytext=(5, 5), textcoords="offset points", color="C3", fontsize=8)
+            above = int((v["length"] > top).sum())
+            if above:
+                ax.text(0.99, 0.98, f"{above} token{'s' if above != 1 else ''} longer than {top:.0f} characters "
+                        "above the axis", transform=ax.transAxes, ha="right", va="top", fontsize=7)
             ax.set_xscale("log")
+            ax.set_ylim(0, top)
             ax.set(title=name, xlabel="1 + token ID (log)", ylabel="token length (characters)")
-            ax.legend(fontsize="x-small", loc="upper left")
+            ax.legend(handles=handles, fontsize="x-small", loc="upper left")
         suptitle(fig, "Token length against token ID")
     return literal_text(fig)
 
 
 def variance_trend(frame: pd.DataFrame, trends: Mapping[str, Mapping[str, float]]) -> Figure:
-    """Variance of K per position, one line per model, each with its fitted line (slope, r in the legend).
+    """Variance of K per position, one panel per model (linear axes, each its own scale), each with its
+    least-squares line; the legend gives slope, r, n and the slope's t-test p-value.
 
     frame: columns model, position, variance; trends: model → slope, intercept, r (`metrics.variance_trend`).
     """
+    from scipy import stats
+
+    groups = list(frame.groupby("model", sort=False))
     with sns.axes_style(STYLE):
-        fig, ax = panels(1, 1, size=(6.0, 3.6), squeeze=True)
-        for i, (name, g) in enumerate(frame.groupby("model", sort=False)):
+        fig, axes = panels(1, len(groups), size=(5.0, 3.4))
+        for i, (ax, (name, g)) in enumerate(zip(axes[0], groups)):
             tr = trends[name]
-            ax.plot(g["position"], g["variance"], marker="o", ms=4, color=f"C{i}",
-                    label=f"{name}: slope {tr['slope']:.3g}, r {tr['r']:.2f}")
-            t = g["position"].to_numpy(float)
-            ax.plot(t, tr["intercept"] + tr["slope"] * t, ls="--", color=f"C{i}")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="position T", ylabel="variance of K (log)")
-        ax.legend(fontsize="small")
+            t, v = g["position"].to_numpy(float), g["variance"].to_numpy(float)
+            p = stats.linregress(t, v).pvalue if len(t) > 2 and np.ptp(t) > 0 and np.ptp(v) > 0 else float("nan")
+            ax.plot(t, v, marker="o", ms=4, color=f"C{i}", label="variance of K")
+            ax.plot(t, tr["intercept"] + tr["slope"] * t, ls="--", color="k",
+                    label=f"least squares: slope {tr['slope']:.3g}, r {tr['r']:.2f}, n {len(t)}, p {p:.2g}")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set(title=name, xlabel="position T", ylabel="variance of K")
+            ax.legend(fontsize="x-small")
         suptitle(fig, "Variance of the K distribution per position")
     return literal_text(fig)
 
@@ -115,14 +134,18 @@ def vocabulary_trajectories(K: Mapping[str, np.ndarray], P: Mapping[str, np.ndar
                 X = np.asarray(X, dtype=np.float64)
                 if quantity == "K":
                     ax.set_yscale("symlog", linthresh=1.0)
+                    ax.yaxis.set_major_locator(SymmetricalLogLocator(linthresh=1.0, base=100))
                     ax.set_title(name)
                     ax.tick_params(labelbottom=False)
+                else:  # a log axis: a tracked P of 1e-5 on a linear 0 … 0.1 axis is a flat line on 0
+                    X = np.maximum(X, P_FLOOR)
+                    ax.set_yscale("log")
                 curve_density(ax, X)
                 ax.plot(np.arange(len(X)), X[:, tracked[name]], color="C3", lw=1.8, marker="o", ms=3,
                         label=f"{token_label(label or tokens[name][0])} (ID {tracked[name]})")
                 if quantity == "P":
                     position_ticks(ax, tokens[name])
-                ax.set_ylabel(quantity)
+                ax.set_ylabel(quantity if quantity == "K" else f"P (log, floor {P_FLOOR:g})")
                 ax.legend(fontsize="x-small", loc="upper left")
         suptitle(fig, "Every vocabulary entry over the positions (K above, P below): density of the curves, "
                       "the tracked token in red")
@@ -211,12 +234,38 @@ def flattened_noisy(clean: Mapping[str, np.ndarray], noisy: Mapping[tuple[str, i
             L_clean = np.asarray(clean[name])
             T, V = L_clean.shape
             x = np.arange(T * V)
-            ax.plot(x, L_clean.ravel(), lw=0.3, color="C0", label="clean", rasterized=True)
-            ax.plot(x, np.asarray(L_noisy).ravel(), lw=0.3, color="C1", alpha=0.7, label="noisy", rasterized=True)
+            # noisy first, clean on top (thinner): the clean trace stays visible where the noisy one spreads
+            ax.plot(x, np.asarray(L_noisy).ravel(), lw=0.4, color="C1", alpha=0.6, label="noisy", rasterized=True)
+            ax.plot(x, L_clean.ravel(), lw=0.25, color="C0", alpha=0.9, label="clean", rasterized=True)
             ax.set_xticks([(t + 0.5) * V for t in range(T)], [str(t) for t in range(T)], fontsize=7)
             ax.set_xlim(0, T * V)
             ax.set(title=f"{name}: noise at layer {layer}", ylabel="L")
-            ax.legend(fontsize="x-small", loc="upper right")
+            legend = ax.legend(fontsize="x-small", loc="upper right")
+            for line in legend.get_lines():
+                line.set_linewidth(2.0)
+                line.set_alpha(1.0)
         axes[-1][0].set_xlabel("position (each block: the whole vocabulary)")
         suptitle(fig, "Flattened L, all positions: clean and with noise at one layer")
+    return literal_text(fig)
+
+
+def channel_effects(ranking: pd.DataFrame, *, top: int = 15, p_clean: float, trials: int) -> Figure:
+    """The `top` channels of each axis by `effect` (P(target) clean minus its mean with noise on the
+    channel alone), horizontal bars, one panel per axis; n trials and the clean P in the title.
+
+    ranking: columns axis, channel, effect (sorted, largest first, per axis).
+    """
+    axes_names = list(dict.fromkeys(ranking["axis"]))
+    with sns.axes_style(STYLE):
+        fig, axes = panels(1, len(axes_names), size=(4.6, 0.25 * top + 1.2))
+        for ax, axis in zip(axes[0], axes_names):
+            g = ranking[ranking["axis"] == axis].head(top)
+            y = np.arange(len(g))[::-1]
+            ax.barh(y, g["effect"], color="C0")
+            ax.set_yticks(y, [f"{axis} {c}" for c in g["channel"]], fontsize=7)
+            ax.axvline(0, color="k", lw=0.8)
+            ax.set(title=f"{axis}s ({(ranking['axis'] == axis).sum():,} in all)",
+                   xlabel="fall of P(target): clean − mean noisy")
+        suptitle(fig, f"Channels whose noise alone most lowers P(target) (clean P = {p_clean:.3g}; "
+                      f"{trials} trial{'s' if trials != 1 else ''} per channel)")
     return literal_text(fig)

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer, decoders
 
 from . import families
 from .checkpoint import ModelLoadError
+from .tokenizer import load_tokenizer
 
 # A cache, not state: a digest of each tokenizer object (`same_tokenizer`).
 _DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -196,8 +197,6 @@ def load_vocab(spec: Any, name: str) -> Vocab:
     if isinstance(spec, Vocab):
         return spec
     if isinstance(spec, (str, Path)):
-        from .loading import load_tokenizer  # here: `loading` imports this module for `check_tokenizer`
-
         backend = _backend_of(load_tokenizer(spec, what=f"tokenizers[{name!r}]"))
         return Vocab(name=name, origin=str(spec), backend=backend)
     return Vocab(name=name, origin=type(spec).__name__, backend=_backend_of(spec))
@@ -216,6 +215,8 @@ class Vocabulary:
 KNOWN = {
     50257: Vocabulary("GPT-2 BPE (gpt2, gpt2-medium, ...)", 50257, {"<|endoftext|>": 50256}),
     50280: Vocabulary("GPT-NeoX-20B (state-spaces/mamba-*, padded to 50,280 rows)", 50277,
+                      {"<|endoftext|>": 0, "<|padding|>": 1}),
+    50288: Vocabulary("GPT-NeoX-20B (state-spaces/mamba2-*, padded to 50,288 rows)", 50277,
                       {"<|endoftext|>": 0, "<|padding|>": 1}),
     50304: Vocabulary("GPT-NeoX-20B (EleutherAI/pythia-*, padded to 50,304 rows)", 50277,
                       {"<|endoftext|>": 0, "<|padding|>": 1}),

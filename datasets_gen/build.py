@@ -14,7 +14,6 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Mapping
-from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -23,12 +22,13 @@ from tqdm.auto import tqdm
 
 from compare.align import align
 from compare.pairing import VARIANTS
+from compare.store import package_version
 from compare.vocabularies import Vocab
 from datasets_gen.counterfactuals import KINDS
 from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, NaturalConfig, Prompt, count
 from datasets_gen.tokenizers import FAMILIES, IDENTICAL, TOKENIZER_FAMILIES, load_vocabs
 
-PACKAGE_VERSION = version("mamba-gpt2-compare")
+PACKAGE_VERSION = package_version()
 
 
 def features() -> Features:

@@ -125,6 +125,51 @@ def build_pythia(directory: Path, *, seed=3, n_layer=2, vocab=72, with_tokenizer
     return model
 
 
+MAMBA2_TINY = dict(hidden_size=32, state_size=8, expand=2, head_dim=16, num_heads=4, n_groups=2, conv_kernel=4,
+            chunk_size=8)  # transformers' chunk 8: its chunked form crosses chunks on IDS
+
+
+def build_mamba2_hf(directory, *, seed=4, n_layer=2, vocab=72, tie=False, with_tokenizer=True, **sizes):
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Mamba2Config(**{**MAMBA2_TINY, **sizes}, num_hidden_layers=n_layer, vocab_size=vocab, tie_word_embeddings=tie)
+    model = Mamba2ForCausalLM(cfg).eval()
+    A_log = [layer.mixer.A_log.detach().clone() for layer in model.backbone.layers]
+    _jitter(model, seed)
+    with torch.no_grad():  # A = -exp(A_log) must stay a decay at its init scale
+        for layer, a in zip(model.backbone.layers, A_log):
+            layer.mixer.A_log.copy_(a)
+    model.save_pretrained(directory)
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return model
+
+
+def mamba_ssm_config(**over):
+    """config.json of an original state-spaces/mamba2-* checkpoint at the tiny shape."""
+    ssm = {"layer": "Mamba2", "d_state": 8, "headdim": 16, "ngroups": 2, "expand": 2, "d_conv": 4}
+    cfg = {"d_model": 32, "d_intermediate": 0, "n_layer": 2, "vocab_size": 70, "ssm_cfg": ssm, "attn_layer_idx": [],
+           "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
+           "pad_vocab_size_multiple": 8, "tie_embeddings": True}
+    for key, value in over.items():
+        (ssm if key in ssm else cfg)[key] = value
+    return cfg
+
+
+def build_mamba2_ssm(directory, *, seed=5, config=None, with_tokenizer=True):
+    """The mamba_ssm layout: its config keys, `backbone.embedding.*`, a tied lm_head, pytorch_model.bin."""
+    directory.mkdir(parents=True, exist_ok=True)
+    hf = build_mamba2_hf(directory / "_hf", seed=seed, tie=True, with_tokenizer=False)
+    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in hf.state_dict().items()}
+    state["lm_head.weight"] = state["backbone.embedding.weight"]
+    torch.save(state, directory / "pytorch_model.bin")
+    (directory / "config.json").write_text(json.dumps(config or mamba_ssm_config()))
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return hf
+
+
 GRANITE_TINY = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=16,
                     shared_intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, mamba_n_heads=8,
                     mamba_d_state=8, mamba_n_groups=2, mamba_chunk_size=4, position_embedding_type="rope",
@@ -176,6 +221,7 @@ def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     refs = {"gpt2": build_gpt2(root / "gpt2"), "mamba": build_mamba_hf(root / "mamba"),
             "mamba_ssm": build_mamba_ssm(root / "mamba_ssm"), "pythia": build_pythia(root / "pythia"),
+            "mamba2": build_mamba2_hf(root / "mamba2"),
             "granite_hybrid": build_granite_hybrid(root / "granite_hybrid"),
             "falcon_h1": build_falcon_h1(root / "falcon_h1")}
     return {name: root / name for name in refs}, refs
@@ -183,8 +229,8 @@ def tiny_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dirs):
-    """Loaded handles {"gpt2", "mamba", "mamba_ssm", "pythia", "granite_hybrid", "falcon_h1"} and the
-    transformers models they came from."""
+    """Loaded handles {"gpt2", "mamba", "mamba_ssm", "pythia", "mamba2", "granite_hybrid", "falcon_h1"} and
+    the transformers models they came from."""
     from compare import load_model
 
     dirs, refs = tiny_dirs

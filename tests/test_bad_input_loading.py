@@ -15,10 +15,11 @@ import torch
 from compare import ModelLoadError, load_model
 from conftest import TINY_VOCAB, build_gpt2, build_mamba_hf, shared_tokenizer
 
-FORMATS = ("gpt2", "mamba", "mamba_ssm", "pythia")
+FORMATS = ("gpt2", "mamba", "mamba_ssm", "pythia", "mamba2")
 # per format: the key for the residual width and the key for the number of layers
-WIDTH = {"gpt2": "n_embd", "mamba": "hidden_size", "mamba_ssm": "d_model", "pythia": "hidden_size"}
-LAYERS = {"gpt2": "n_layer", "mamba": "num_hidden_layers", "mamba_ssm": "n_layer", "pythia": "num_hidden_layers"}
+WIDTH = {"gpt2": "n_embd", "mamba": "hidden_size", "mamba_ssm": "d_model", "pythia": "hidden_size", "mamba2": "hidden_size"}
+LAYERS = {"gpt2": "n_layer", "mamba": "num_hidden_layers", "mamba_ssm": "n_layer", "pythia": "num_hidden_layers",
+          "mamba2": "num_hidden_layers"}
 IDS = [2, 3, 4, 5, 6]
 
 
@@ -144,7 +145,8 @@ def test_damaged_weights_file_is_one_load_error_naming_it(copy_of, name, damage)
 @pytest.mark.parametrize("name", FORMATS)
 def test_weights_of_other_shapes_than_the_config_are_refused(copy_of, name):
     directory = copy_of(name)
-    edit_config(directory, **{WIDTH[name]: 48})
+    # Mamba-2's config must stay consistent (num_heads × head_dim = expand × width) to reach the weights
+    edit_config(directory, **{WIDTH[name]: 48}, **({"num_heads": 6} if name == "mamba2" else {}))
     with pytest.raises(ModelLoadError, match=r"(model\.safetensors|pytorch_model\.bin): .*"
                                              r"(do not match config\.json|expected)"):
         load_model(directory, device="cpu")
@@ -205,7 +207,8 @@ def test_all_zero_weights_are_refused(copy_of, name):
 def test_all_zero_embedding_is_refused(copy_of, name):
     directory = copy_of(name)
     embedding = {"gpt2": "transformer.wte.weight", "mamba": "backbone.embeddings.weight",
-                 "mamba_ssm": "backbone.embedding.weight", "pythia": "gpt_neox.embed_in.weight"}[name]
+                 "mamba_ssm": "backbone.embedding.weight", "pythia": "gpt_neox.embed_in.weight",
+                 "mamba2": "backbone.embeddings.weight"}[name]
     rewrite_weights(directory, lambda s: {**s, embedding: torch.zeros_like(s[embedding])})
     with pytest.raises(ModelLoadError, match=f"the embedding {embedding} is all zero"):
         load_model(directory, device="cpu")

@@ -51,6 +51,12 @@ REFERENCE = {
         "mixer_out": (ref.backbone.layers[l].mixer, "out"), "resid_post": (ref.backbone.layers[l], "out"),
         "embed": (ref.backbone.embeddings, "out"), "final_norm": (ref.backbone.norm_f, "out"),
         "logits": (ref.lm_head, "out")},
+    "mamba2": lambda ref, l: {
+        "resid_pre": (ref.backbone.layers[l], "in"), "norm": (ref.backbone.layers[l].norm, "out"),
+        "gated_norm": (ref.backbone.layers[l].mixer.out_proj, "in"),
+        "mixer_out": (ref.backbone.layers[l].mixer, "out"), "resid_post": (ref.backbone.layers[l], "out"),
+        "embed": (ref.backbone.embeddings, "out"), "final_norm": (ref.backbone.norm_f, "out"),
+        "logits": (ref.lm_head, "out")},
     "pythia": lambda ref, l: {
         "resid_pre": (ref.gpt_neox.layers[l], "in"), "pattern": (ref.gpt_neox.layers[l].attention, 1),
         "z": (ref.gpt_neox.layers[l].attention.dense, "in"),
@@ -61,6 +67,8 @@ REFERENCE = {
 def _cases():
     cases = [("gpt2", p) for p in FAMILIES["gpt2"].names]
     cases += [("mamba", p) for p in ("resid_pre", "norm", "mixer_out", "resid_post", "embed", "final_norm", "logits")]
+    cases += [("mamba2", p) for p in ("resid_pre", "norm", "gated_norm", "mixer_out", "resid_post", "embed",
+                                      "final_norm", "logits")]
     cases += [("pythia", p) for p in FAMILIES["pythia"].names]
     return cases
 

@@ -423,8 +423,19 @@ def test_attention_map_of_a_hybrid_reads_the_pattern_of_its_attention_layers(tin
     m = attention_map(ids[0], model=handle, layer=1)
     assert m.kind == "pattern"
     torch.testing.assert_close(torch.tensor(m.weights), weights[0].mean(0), **TOL)
-    with pytest.raises(ValueError, match="layer 0 is an ssm layer whose state-space mixer is not Mamba-1's"):
-        attention_map(ids[0], model=handle, layer=0)
+    assert attention_map(ids[0], model=handle, layer=0).kind == "hidden attention"  # its Mamba-2 layer
+
+
+@pytest.mark.parametrize("family,layer", [("granite_hybrid", 0), ("falcon_h1", 1)])
+def test_hidden_attention_of_a_mamba2_layer_reconstructs_its_y(tiny, family, layer):
+    from compare.hidden_attention import reconstruct, terms
+
+    handle = tiny[0][family]
+    ids = handle.encode(PROMPT)
+    t = terms(handle, torch.tensor([ids]), layer=layer)
+    H, T = handle.arch.dims(handle.module.config)["H"], len(ids)
+    assert t["alpha"].shape == (H, T, T) and torch.all(t["alpha"].triu(1) == 0)
+    torch.testing.assert_close(reconstruct(t["alpha"], t["x"], t["D"]), t["y"], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("family,component", [("granite_hybrid", "attn_out"), ("granite_hybrid", "x"),

@@ -201,7 +201,7 @@ def test_model_may_be_a_source_string_and_prompt_token_ids(tiny, tiny_dirs):
                           component="mlp_out", levels=[1.0])
     np.testing.assert_allclose(by_text["p_target"], by_path["p_target"], atol=1e-6)
     assert list(by_text.columns) == ["model", "layer", "component", "level", "trial", "hit", "p_target",
-                                     "logit_diff", "predicted_id", "predicted"]
+                                     "logit_diff", "predicted_id", "predicted", "finite"]
 
 
 def test_noisy_logits_gives_clean_and_noisy_vectors(tiny):
@@ -270,11 +270,13 @@ def test_read_prediction_by_hand_including_ties():
 @pytest.mark.parametrize("family,component", [("mamba", "h"), ("mamba", "delta"), ("gpt2", "resid_post"),
                                               ("pythia", "resid_pre")])
 def test_noise_that_overflows_the_logits_is_reported_not_read_as_token_0(tiny, family, component):
-    from compare import NonFiniteError
+    from compare.prediction import OverflowRunsWarning
 
-    with pytest.raises(NonFiniteError, match=r"NaN or infinite, first at layer 0, level 1e\+38, trial 0"):
-        noise_sweep(PROMPT, model=tiny[0][family], target=TARGET, component=component, layers=[0],
-                    levels=[0, 1e38], scale="absolute")
+    with pytest.warns(OverflowRunsWarning, match=r"1 of 2 runs overflowed"):
+        df = noise_sweep(PROMPT, model=tiny[0][family], target=TARGET, component=component, layers=[0],
+                         levels=[0, 1e38], scale="absolute")
+    assert df["finite"].tolist() == [True, False] and df.attrs["overflowed"] == 1
+    assert df["predicted_id"].iloc[1] == -1 and not df["hit"].iloc[1]  # not token 0
 
 
 def test_a_ray_scales_one_epsilon_and_fresh_draws_do_not():

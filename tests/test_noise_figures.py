@@ -124,3 +124,62 @@ def test_noise_figures_draw_model_and_component_names_literally():
     legend = figs[0].legends[0] if figs[0].legends else figs[0].axes[-1].get_legend()
     assert "$m$ $$ p_target" in [t.get_text() for t in legend.get_texts()]
     assert [ax.get_title() for ax in figs[1].axes[:2]] == ["$m$", "a_b^c"]
+
+
+def _texts(fig):
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_critical_levels_without_any_fit_say_no_layer_crossed_and_the_range():
+    fits = fits_frame().assign(status=["never_hit", "never_hit", "always_hit"])
+    fits.attrs["level_range"] = (0.0, 2.5)
+    fig = nf.critical_levels(fits)
+    assert "no layer crossed: 2 never hit, 1 always hit in [0 … 2.5]" in _texts(fig)
+
+
+def test_critical_levels_of_a_real_fit_without_a_crossing_name_the_swept_range():
+    from compare.phase import phase_transition
+
+    df = sweep_frame(models=("mamba",), layers=(0, 1)).assign(hit=True)
+    fig = nf.critical_levels(phase_transition(df, n_boot=5))
+    assert "no layer crossed: 2 always hit in [0 … 1]" in _texts(fig)
+
+
+def test_heatmap_of_two_layers_ticks_the_layers_only():
+    fig = nf.hit_heatmap(sweep_frame(models=("mamba",), layers=(0, 1)))
+    ax = fig.axes[0]
+    assert list(ax.get_yticks()) == [0, 1]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1"]
+
+
+def test_heatmap_of_many_layers_labels_every_kth_swept_layer():
+    ax = nf.hit_heatmap(sweep_frame(models=("mamba",), layers=tuple(range(0, 48)))).axes[0]
+    assert list(ax.get_yticks()) == list(range(0, 48, 2))
+
+
+def test_critical_level_axis_ticks_integer_layers():
+    fits = fits_frame().iloc[:2].assign(layer=[0, 1])
+    ax = nf.critical_levels(fits).axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def _overflowing_frame():
+    df = sweep_frame(models=("mamba",), layers=(0, 1))
+    finite = ~((df["layer"] == 1) & (df["level"] >= 0.9))  # layer 1's top two levels overflowed
+    return df.assign(finite=finite, hit=df["hit"] & finite, p_target=df["p_target"].where(finite))
+
+
+def test_figures_say_how_many_runs_overflowed_and_count_them_as_misses():
+    from compare.phase import phase_transition
+
+    df = _overflowing_frame()
+    note = "2 of 22 runs overflowed (no prediction), counted as misses"
+    assert note in _texts(nf.hit_heatmap(df))
+    curves = nf.hit_curves(df, layers=[0, 1])
+    assert "2 of 11 runs overflowed (no prediction), counted as misses" in [t.get_text() for t in curves.axes[1].texts]
+    assert not curves.axes[0].texts  # layer 0 did not overflow
+    dots = curves.axes[1].collections[0].get_offsets()
+    assert dots[-1][1] == 0.0 and dots[-2][1] == 0.0  # misses at the levels that overflowed
+    fits = phase_transition(df.assign(layer=1), n_boot=5)
+    assert "2 of 22 runs overflowed (no prediction), fitted as misses" in _texts(nf.critical_levels(fits))

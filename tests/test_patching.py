@@ -113,8 +113,17 @@ def test_metric_of_each_metric():
 
 
 def test_recovery_is_nan_when_the_two_runs_agree(tiny):
-    df = patch_sweep(CLEAN, CLEAN, model=tiny[0]["gpt2"], component="resid_post", layers=[0], positions=[1], **KW)
+    with pytest.warns(RuntimeWarning, match="clean and corrupt are the same 14 tokens.*recovery .* is undefined"):
+        df = patch_sweep(CLEAN, CLEAN, model=tiny[0]["gpt2"], component="resid_post", layers=[0], positions=[1], **KW)
     assert df["recovery"].isna().all()
+
+
+def test_prompts_that_differ_give_no_warning(tiny):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        patch_sweep(CLEAN, CORRUPT, model=tiny[0]["gpt2"], component="resid_post", layers=[0], positions=[1], **KW)
 
 
 def test_progress_counts_runs_per_layer_or_per_position_of_h(tiny):

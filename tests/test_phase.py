@@ -246,3 +246,25 @@ def test_a_studys_rows_mixing_draws_are_refused():
     df.loc[df["prompt_index"] == 1, "draws"] = "ray"
     with pytest.raises(ValueError, match=r"df\['draws'\]: the rows mix draws \['fresh', 'ray'\]"):
         phase_transition(df)
+
+
+def test_runs_that_overflowed_are_counted_and_fitted_as_misses():
+    """Rows with finite=False (logits overflowed, no prediction) are misses, whatever their hit
+    says; the fit equals the fit of the same rows with those hits set to False by hand."""
+    df = pd.concat([synthetic(0.5, 0.05, layer=0), synthetic(0.4, 0.05, layer=1)], ignore_index=True)
+    df.attrs["draws"] = "fresh"
+    finite = ~((df["level"] > 0.8) & (df["layer"] == 1)).to_numpy()
+    stale = df.assign(hit=df["hit"] | ~finite, finite=finite)  # a stale hit=True on an overflowed row
+    by_hand = df.assign(hit=df["hit"] & finite)
+    fits = phase_transition(stale, n_boot=20)
+    expected = phase_transition(by_hand, n_boot=20)
+    pd.testing.assert_frame_equal(fits.drop(columns="overflowed"), expected.drop(columns="overflowed"))
+    assert fits["overflowed"].tolist() == [0, int((~finite).sum())]
+    assert fits.attrs["overflowed"] == int((~finite).sum()) and fits.attrs["level_range"] == (0.0, 1.0)
+    assert expected["overflowed"].tolist() == [0, 0]  # a frame without `finite`: nothing overflowed
+
+
+def test_a_finite_column_that_is_not_boolean_is_refused_by_name():
+    df = synthetic(0.5, 0.05).assign(finite="yes")
+    with pytest.raises(ValueError, match=r"df\['finite'\]: must be True/False"):
+        phase_transition(df, n_boot=5)

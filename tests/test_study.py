@@ -292,6 +292,38 @@ def test_cli_runs_a_yaml_spec_and_resumes_it(spec, tmp_path, capsys):
     assert "3/3 tasks finished (3 before this run)" in capsys.readouterr().out
 
 
+def test_runs_that_overflow_are_rows_counted_by_the_study_and_its_cli(tiny_dirs, tiny, tmp_path, capsys):
+    """Δ noise at 1e6 overflows the tiny Mamba: the tasks finish, their rows say finite=False,
+    and the summary and the CLI count them; the expected count is each row's logits, one trace
+    per overflowing run (noise_ref.traced_run)."""
+    import warnings
+
+    from compare.noise import prepare
+    from compare.noise_ref import traced_run
+
+    noise = {"component": "delta", "target": "Mary", "layers": [0, 1], "levels": [0.0, 0.5, 1e6], "trials": 2}
+    channels = {"component": "delta", "target": "Mary", "layer": 0, "level": 3.0, "trials": 2, "scale": "absolute"}
+    spec = make_spec(tiny_dirs[0], models=[str(tiny_dirs[0]["mamba"])], prompts=PROMPTS[:1],
+                     analyses=[{"analysis": "noise_sweep", **noise}, {"analysis": "channel_sensitivity", **channels}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = study.run(spec, tmp_path / "s", progress=False)
+    rows, ranked = summary.read("noise_sweep"), summary.read("channel_sensitivity")
+    assert summary.failed == [] and len(rows) == 2 * 3 * 2
+    sweep = prepare(PROMPTS[0], model=tiny[0]["mamba"], seed=study.task_seed(7, "noise_sweep/mamba/p000000"),
+                    **noise)
+    expected = [not bool(torch.isfinite(traced_run(sweep, layer, level, key)).all())
+                for layer in (0, 1) for level, key in sweep.runs]
+    assert (~rows["finite"]).tolist() == expected and sum(expected) > 0
+    assert not rows.loc[~rows["finite"], "hit"].any()
+    assert summary.overflowed == sum(expected) + ranked["overflowed"].sum() and ranked["overflowed"].sum() > 0
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["study", str(tmp_path / "spec.json"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    assert f"{summary.overflowed} noisy runs overflowed" in capsys.readouterr().out
+
+
 def test_cli_prints_one_error_line_for_a_bad_spec(tmp_path, capsys):
     (tmp_path / "spec.json").write_text(json.dumps({"prompts": ["a"], "models": ["gpt2"],
                                                     "analyses": [{"analysis": "sweep"}]}))

@@ -128,8 +128,31 @@ def test_compare_shows_table_and_plots(page, shots):
     for header in ("mamba prediction", "mamba P", "gpt2 prediction", "gpt2 P"):
         assert header in text
     _plot(page, "cmp-trajectories")
-    sync_api.expect(page.locator("#cmp-files")).to_contain_text("runs .parquet", timeout=TIMEOUT_MS)
+    page.locator("#cmp-prepare").click()
+    files = page.locator("#cmp-files")
+    sync_api.expect(files).to_contain_text("runs .parquet", timeout=TIMEOUT_MS)
+    assert "mamba-gpt2-compare" not in files.inner_text()  # never the store's marker dotfile
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+
+@pytest.mark.parametrize("label", ["natural (IOI)", "monotone", "periodic", "repeated random"])
+def test_a_compare_example_shows_its_cached_results(page, label):
+    page.locator("#cmp-table").wait_for()
+    page.get_by_text(label, exact=True).first.click()
+    text = _table_text(page, "cmp-table", "mamba prediction")
+    assert "gpt2 prediction" in text
+    assert page.locator(".toast-message-text").count() == 0
+    page.locator("#cmp-prepare").click()  # the files of what the example shows
+    sync_api.expect(page.locator("#cmp-files")).to_contain_text("table .csv", timeout=TIMEOUT_MS)
+
+
+def test_a_tokenizers_example_shows_its_cached_results(page):
+    from ui.tab_tokenizers import EXAMPLES
+
+    _open_tab(page, "Tokenizers")
+    page.get_by_text(EXAMPLES[0][:30]).first.click()
+    assert "mamba ids" in _table_text(page, "tok-table", "Mary")
+    assert page.locator(".toast-message-text").count() == 0
 
 
 def test_over_long_prompt_names_the_cap(page, shots):

@@ -149,9 +149,25 @@ def test_compare_table_shows_p_in_scientific_notation(compared):
     assert all(re.fullmatch(r"\d\.\d\de[-+]\d\d", p) for p in compared[0]["gpt2 P"])
 
 
-def test_compare_offers_parquet_csv_and_png(compared):
-    names = {p.rsplit("/", 1)[1] for p in compared[3]}
+def test_compare_click_writes_no_files_and_prepare_downloads_offers_parquet_csv_and_png(compared):
+    from compare.store import MARKER
+    from ui import tab_compare
+
+    assert compared[3] is None  # written on demand, not at every click
+    paths = tab_compare.prepare_downloads(compared[5], PROMPT, "aligned", "Mary| John")
+    names = {p.rsplit("/", 1)[1] for p in paths}
     assert {"runs.parquet", "table.csv", "trajectories.png", "metadata.json"} <= names
+    assert MARKER not in names and not any(name.startswith(".") for name in names)
+
+
+def test_prepare_downloads_after_an_example_computes_the_shown_comparison():
+    import pandas as pd
+
+    from ui import models, tab_compare
+
+    paths = tab_compare.prepare_downloads(None, "cat dog cat", "native", "")
+    table = pd.read_csv(next(p for p in paths if p.endswith("table.csv")))
+    assert len(table) == len(models.get("mamba").encode("cat dog cat"))
 
 
 def test_compare_without_tracked_tokens_has_no_trajectory_plot():
@@ -189,8 +205,15 @@ def test_distributions_list_k_statistics_per_position(compared):
 def test_distributions_before_compare_say_what_to_do():
     from ui import tab_distributions
 
-    with pytest.raises(gr.Error, match="Compare tab first"):
+    with pytest.raises(gr.Error, match="prompt \\(on the Compare tab\\) is empty"):
         next(tab_distributions.show(None, "", "aligned"))
+
+
+def test_distributions_of_an_empty_prompt_refuse_rather_than_show_the_previous_comparison(compared):
+    from ui import tab_distributions
+
+    with pytest.raises(gr.Error, match="prompt \\(on the Compare tab\\) is empty"):
+        next(tab_distributions.show(compared[5], "", "aligned"))
 
 
 def test_periodic_pattern_repeats_the_cycle():
@@ -475,15 +498,30 @@ def test_closing_the_compare_stream_stops_the_engine(monkeypatch):
     assert exited.wait(2.0)
 
 
-def test_every_model_event_shares_one_concurrency_limit():
+def test_model_events_queue_in_a_long_and_a_short_group():
     from ui import app
 
     demo = app.build_app(heavy_limit=1)
-    names = {"run", "show", "run_example"}
-    heavy = [fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") in names]
-    assert len(heavy) >= 6  # compare, distributions, patterns, noise, channels, datasets
-    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in heavy
-            if fn.name != "run_example"} == {(app.HEAVY, 1)}
+    groups = {}
+    for fn in demo.fns.values():
+        if getattr(fn.fn, "__module__", "").startswith("ui.tab_") and fn.name in ("run", "show"):
+            groups[fn.fn.__module__.removeprefix("ui.tab_")] = (fn.concurrency_id, fn.concurrency_limit)
+    short, long = (app.SHORT, 1), (app.HEAVY, 1)
+    assert groups == {"compare": short, "distributions": short, "patterns": short, "tokenizers": short,
+                      "noise": long, "channels": long, "patching": long, "datasets": long, "report": long}
+
+
+def test_stop_takes_a_waiting_job_out_before_it_starts(capsys):
+    from ui import jobs, tab_compare
+
+    jobs.submitted(tab_compare.VIEW)(Session)  # the click, queued behind another job
+    jobs.stop_handler(tab_compare.VIEW, "comparison")(Session)
+    assert "stopped: it will not run" in capsys.readouterr().out  # gr.Info outside a page prints
+    updates = list(jobs.queued(tab_compare.VIEW, tab_compare.run)(PROMPT, "aligned", "", request=Session))
+    assert updates[-1][4] == tab_compare.STOPPED
+    # the next click runs as usual
+    jobs.submitted(tab_compare.VIEW)(Session)
+    assert last(jobs.queued(tab_compare.VIEW, tab_compare.run)(PROMPT, "aligned", "", request=Session))[0] is not None
 
 
 def test_models_key_changes_with_either_source(tmp_path, monkeypatch):
@@ -644,7 +682,7 @@ def test_stop_handler_stops_only_the_sessions_running_job(monkeypatch):
     monkeypatch.setattr(jobs.gr, "Info", told.append)
     stop_sweep = jobs.stop_handler("noise", "sweep")
     stop_sweep(Session)  # nothing running: the user is told, nothing is set
-    assert told == ["No sweep of yours is running."]
+    assert told == ["No sweep of yours is running or waiting."]
     started, release = threading.Event(), threading.Event()
 
     def work(progress, stop):
@@ -662,7 +700,7 @@ def test_stop_handler_stops_only_the_sessions_running_job(monkeypatch):
         while True:
             next(job)
     assert done.value.value is True
-    assert told == ["No sweep of yours is running.", "No patching of yours is running."]
+    assert told == ["No sweep of yours is running or waiting.", "No patching of yours is running or waiting."]
 
 
 def _held_until_stop(engine, started):
@@ -752,3 +790,82 @@ def test_no_stop_cancels_a_run_and_run_clicks_wait_for_the_running_one():
     runs = {fn.fn.__module__: fn.trigger_mode for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "run"}
     tabs = ("compare", "patterns", "datasets", "noise", "channels", "patching", "report", "tokenizers")
     assert runs == {f"ui.tab_{tab}": "always_last" for tab in tabs}
+
+
+def test_channel_stop_note_counts_each_axis_in_words():
+    import pandas as pd
+
+    from ui.tab_channels import stopped_note
+
+    df = pd.DataFrame({"axis": ["channel"] * 3, "channel": [0, 1, 2]})
+    assert stopped_note(df, (1536, 16)) == ("**Stopped**: ranked 3 of 1536 channels and 0 of 16 state indices; "
+                                           "the bars, table and files hold those only.")
+    assert stopped_note(df.iloc[:0], (32,)).startswith("**Stopped**: ranked 0 of 32 channels;")
+
+
+def test_toasts_show_code_spans_as_code_not_backticks():
+    @limits.shown_to_user
+    def refuses():
+        raise ValueError("start the app with `python -m ui --mamba DIR` <now>")
+
+    with pytest.raises(gr.Error) as info:
+        refuses()
+    assert "`" not in info.value.message
+    assert "<code>python -m ui --mamba DIR</code> &lt;now&gt;" in info.value.message
+
+
+def test_no_table_shows_placeholder_headers_before_a_run():
+    from ui.app import build_app
+
+    tables = [b for b in build_app().blocks.values() if isinstance(b, gr.Dataframe)]
+    assert len(tables) >= 10
+    for table in tables:
+        assert table.value["headers"] != ["1", "2", "3"], table.elem_id
+        assert "yet" in table.value["headers"][0], table.elem_id
+
+
+def test_distributions_stop_stops_the_comparison(monkeypatch):
+    from compare import compare
+
+    from ui import jobs, tab_distributions
+
+    def stopped_at_once(*args, stop, **kwargs):
+        jobs.request_stop(Session, tab_distributions.VIEW)
+        return compare(*args, stop=stop, **kwargs)
+
+    monkeypatch.setattr(tab_distributions, "compare", stopped_at_once)
+    updates = list(tab_distributions.show(None, "cat dog cat", "aligned", request=Session))
+    assert all(u == jobs.skips(4) for u in updates)  # nothing shown, nothing stored: the Stop info only
+
+
+def test_ui_readme_lists_every_tab():
+    from pathlib import Path
+
+    from ui.app import build_app
+
+    readme = (Path(__file__).resolve().parent.parent / "ui" / "README.md").read_text()
+    rows = {line.split("|")[1].strip() for line in readme.splitlines() if line.startswith("| ")}
+    tabs = {b.label for b in build_app().blocks.values() if isinstance(b, gr.Tab)}
+    assert len(tabs) >= 8 and tabs <= rows, tabs - rows
+
+
+def test_every_job_releases_memory_when_it_ends(monkeypatch):
+    import threading
+
+    from ui import jobs
+
+    released = threading.Event()
+    monkeypatch.setattr(jobs, "release_memory", released.set)
+    list(jobs.run(lambda progress, stop: 7, tick=None))
+    assert released.wait(2.0)
+
+
+def test_release_memory_trims_the_heap_with_glibc():
+    import ctypes.util
+
+    from ui import jobs
+
+    if not ctypes.util.find_library("c"):
+        pytest.skip("no C library to trim")
+    jobs.release_memory()  # gc and malloc_trim: must not raise
+    assert jobs.LIBC is not None and hasattr(jobs.LIBC, "malloc_trim")

@@ -1,12 +1,18 @@
-"""`python -m ui [--gpt2 SRC] [--mamba SRC] [--dtype float32|bfloat16] [--port N] [--host H]`: serve the app locally."""
+"""`python -m ui [--gpt2 SRC] [--mamba SRC] [--dtype float32|bfloat16] [--port N] [--host H]`: serve the app locally.
+
+`python -m ui space --out DIR`: write the app as a Hugging Face Space repository (`ui.space`)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import models
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["space"]:
+        return space(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m ui", description=__doc__)
     for role in models.MODELS:
         parser.add_argument(f"--{role}", metavar="SRC",
@@ -23,6 +29,20 @@ def main(argv: list[str] | None = None) -> None:
     from .app import build_app
 
     build_app(statuses=statuses).launch(server_name=args.host, server_port=args.port)
+
+
+def space(argv: list[str]) -> None:
+    from . import space as builder
+
+    parser = argparse.ArgumentParser(prog="python -m ui space",
+                                     description="write the app as a Hugging Face Space repository")
+    parser.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
+    args = parser.parse_args(argv)
+    try:
+        out = builder.write(args.out)
+    except ValueError as err:
+        parser.error(str(err))
+    print(f"Space repository written to {out}: push it to a Gradio Space (see its README.md)")
 
 
 def startup() -> list[models.Status]:

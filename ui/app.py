@@ -5,8 +5,13 @@ as `statuses`, shown as a banner when one is missing); otherwise the first callb
 one loads it into the process-wide cache (`ui.models`). The latest comparison of a session lives
 in a `gr.State`, so the Distributions tab reads what the Compare tab computed.
 
-Every event that runs a model shares one concurrency group, `HEAVY`: on a small CPU two
-forwards at once only thrash, so at most `heavy_limit` of them run, across all tabs and users.
+Events that run a model queue in two concurrency groups, each running at most `heavy_limit` at
+once across all tabs and users: `HEAVY`, the long jobs (noise sweeps, channel ranking, patching,
+datasets, the report), and `SHORT`, the one-forward jobs (Compare, Distributions, Patterns,
+Tokenizers). So a short job never waits behind a long one for its whole length: both run, and the
+model's lock (`compare.isolation`) keeps them apart, the short one waiting at most for the block
+of forwards the long one is in (sweeps take the lock per block). Gradio shows a waiting job's
+place in its group's queue on the page; Stop takes a waiting job out (`ui.jobs`).
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ from . import (models, tab_compare, tab_datasets, tab_distributions, tab_noise, 
 CONCURRENCY = 2
 """Events run at once outside the heavy group (tokenising, redrawing a plot, Stop)."""
 HEAVY = "heavy"
+SHORT = "short"
 HEAVY_LIMIT = 1
-"""Model-running events at once, all tabs and sessions together."""
+"""Model-running events at once in each group (`HEAVY`, `SHORT`), all tabs and sessions together."""
 QUEUE_SIZE = 32
 
 METHOD = """\
@@ -45,6 +51,7 @@ def build_app(*, concurrency: int = CONCURRENCY, heavy_limit: int = HEAVY_LIMIT,
     # always_last: a click while the tab's previous run winds down (just after Stop) runs after it,
     # where Gradio's default ("once") drops it (`ui.jobs`)
     heavy = {"concurrency_id": HEAVY, "concurrency_limit": heavy_limit, "trigger_mode": "always_last"}
+    short = {**heavy, "concurrency_id": SHORT}
     with gr.Blocks(title="Mamba vs GPT-2", analytics_enabled=False) as demo:
         gr.Markdown("# Mamba vs GPT-2, side by side\n"
                     f"Models: Mamba `{models.source('mamba')}`, GPT-2 `{models.source('gpt2')}` "
@@ -56,12 +63,12 @@ def build_app(*, concurrency: int = CONCURRENCY, heavy_limit: int = HEAVY_LIMIT,
             gr.Markdown(METHOD)
         comparison = gr.State(None)
         with gr.Tabs():
-            inputs = tab_compare.build(comparison, heavy)
-            tab_distributions.build(comparison, inputs, heavy)
-            tab_patterns.build(heavy)
+            inputs = tab_compare.build(comparison, short)
+            tab_distributions.build(comparison, inputs, short)
+            tab_patterns.build(short)
             tab_noise.build(heavy)
             tab_patching.build(heavy)
-            tab_tokenizers.build(heavy)
+            tab_tokenizers.build(short)
             tab_datasets.build(heavy)
             tab_report.build(heavy)
     return demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)

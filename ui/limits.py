@@ -12,13 +12,12 @@ import functools
 import html
 import inspect
 import math
+import re
 from dataclasses import dataclass
 
 import gradio as gr
 
 from compare import ModelLoadError
-
-from . import models
 
 
 @dataclass(frozen=True)
@@ -61,12 +60,27 @@ def check_tokens(n_tokens: int, model_name: str, field: str = "prompt") -> None:
                          f"{LIMITS.prompt_tokens} tokens {REASON}")
 
 
-def check_prompt(prompt: str | None) -> str:
-    """Empty and over-long prompts are refused before any forward, with the cap's reason."""
-    prompt = check_text(prompt)
-    for model in models.pair():
-        check_tokens(len(model.encode(prompt)), model.name)
+def check_prompt(prompt: str | None, handles, field: str = "prompt") -> str:
+    """Empty and over-long prompts are refused before any forward, with the cap's reason.
+
+    handles: the models that will read the prompt (those picked on the tab), each counting its tokens.
+    """
+    prompt = check_text(prompt, field)
+    for model in handles:
+        check_tokens(len(model.encode(prompt)), model.name, field)
     return prompt
+
+
+TOKEN_ID = re.compile(r"#(\d+)")
+TARGET_HELP = "one token (mind the leading space, ' Mary'), or a token ID as #ID (#42)"
+
+
+def token(text: str | None, field: str = "target") -> str | int:
+    """A target box's value: '#42' is token ID 42, anything else the token's text (as typed)."""
+    if text is None or not text.strip():
+        raise InputError(f"{field} is empty: type {TARGET_HELP}")
+    found = TOKEN_ID.fullmatch(text.strip())
+    return int(found.group(1)) if found else text
 
 
 def check_trials(trials: int) -> None:
@@ -140,4 +154,11 @@ def _modal(err: Exception) -> gr.Error:
     # message, where the user sees it.
     title = ("Input refused" if isinstance(err, InputError)
              else "Model not available" if isinstance(err, ModelLoadError) else "Invalid input")
-    return gr.Error(f"<strong>{title}</strong>: {html.escape(str(err))}", title=title, print_exception=False)
+    # The engine's advice is for the API ("pass a token ID"); in the app an ID is typed as #ID.
+    message = str(err).replace("or pass a token ID", "or type a token ID as #ID (#42)")
+    return gr.Error(f"<strong>{title}</strong>: {code(message)}", title=title, print_exception=False)
+
+
+def code(message: str) -> str:
+    """`message` as toast HTML: escaped, its `code` spans as <code> (a toast shows no Markdown)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(message))

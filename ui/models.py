@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,12 @@ DEFAULTS = {"mamba": "mamba-130m", "gpt2": "gpt2"}
 ENV_VARS = {"mamba": "MAMBA_MODEL", "gpt2": "GPT2_MODEL"}
 DTYPE_ENV = "COMPARE_DTYPE"
 
+HUB = ("huggingface.co", 443)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json + merges.txt")
+
 _configured: dict[str, str] = {}
 _lock = threading.Lock()
+_hub: dict[str, bool] = {}
 
 
 def configure(dtype: str | None = None, **sources: str | None) -> None:
@@ -80,20 +85,52 @@ def fix(role: str) -> str:
             "DIR a local directory with config.json, the weights and the tokenizer")
 
 
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub answers: one attempt per process (3 s at most). When it does not,
+    the process goes offline (huggingface_hub's HF_HUB_OFFLINE), so a load that would fetch from
+    the Hub (a folder without a tokenizer fetches its family's) reads the local cache and fails at
+    once, instead of retrying for ~45 s per file."""
+    if "reachable" not in _hub:
+        import huggingface_hub.constants
+
+        try:
+            socket.create_connection(HUB, timeout=3).close()
+            _hub["reachable"] = not huggingface_hub.constants.HF_HUB_OFFLINE
+        except OSError:
+            _hub["reachable"] = False
+            huggingface_hub.constants.HF_HUB_OFFLINE = True
+    return _hub["reachable"]
+
+
+def _cached(src: str) -> Model:
+    with _lock:  # the cache itself is not thread-safe: two sessions would load a model twice
+        hub_reachable()
+        return cached_model(src, dtype=weights_dtype())
+
+
+def _without_tokenizer(src: str) -> str:
+    """Advice for a local folder that holds no tokenizer (empty for any other source)."""
+    path = Path(src).expanduser()
+    if not path.is_dir() or any((path / f.split(" ")[0]).is_file() for f in TOKENIZER_FILES):
+        return ""
+    return (f" {str(path)!r} holds no tokenizer, and its family's could not be fetched from the Hub"
+            f"{'' if hub_reachable() else ' (unreachable: offline)'}: add tokenizer.json (or "
+            f"{' or '.join(TOKENIZER_FILES[1:])}) of the model's tokenizer to that folder.")
+
+
 def get(role: str) -> Model:
     """The loaded model of `role`, loading it on first use (thread-safe, once per source)."""
     src = source(role)
-    with _lock:  # the cache itself is not thread-safe: two sessions would load a model twice
-        try:
-            return cached_model(src, dtype=weights_dtype())
-        except ModelLoadError as err:
-            raise ModelLoadError(_for_the_app(role, src, err)) from err
+    try:
+        return _cached(src)
+    except ModelLoadError as err:
+        raise ModelLoadError(_for_the_app(role, src, err)) from err
 
 
 def _for_the_app(role: str, src: str, err: Exception) -> str:
     # The loader's advice is for the Python API (load_model('DIR')); here the fix is a flag.
     reason = str(err).replace("pass the directory: load_model('DIR')", "use it as below")
-    return f"{role} model {src!r} could not be loaded: {reason} Fix: {fix(role)}."
+    return f"{role} model {src!r} could not be loaded: {reason}{_without_tokenizer(src)} Fix: {fix(role)}."
 
 
 def choices() -> list[tuple[str, str]]:
@@ -108,11 +145,10 @@ def load(name: str) -> Model:
         raise ValueError(f"model: pick a model or type an alias, a Hub id or a local directory, got {name!r}")
     if name in MODELS:
         return get(name)
-    with _lock:
-        try:
-            return cached_model(name.strip(), dtype=weights_dtype())
-        except ModelLoadError as err:
-            raise ModelLoadError(f"model {name!r} could not be loaded: {err}") from err
+    try:
+        return _cached(name.strip())
+    except ModelLoadError as err:
+        raise ModelLoadError(f"model {name!r} could not be loaded: {err}{_without_tokenizer(name.strip())}") from err
 
 
 def chosen(names) -> tuple[Model, ...]:

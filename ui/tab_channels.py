@@ -32,6 +32,18 @@ def top_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["rank"] <= TOP].round({"flip_rate": 3, "p_target": 4, "logit_diff": 3})
 
 
+AXES = ("channel", "state")
+"""The ranking's axes, in the order of `feature_shape` (Mamba's SSM points have both)."""
+
+
+def stopped_note(df: pd.DataFrame, shape) -> str:
+    """'**Stopped**: ranked 128 of 1536 channels and 0 of 16 state indices; …' (what each axis finished)."""
+    done = df.groupby("axis").size() if len(df) else pd.Series(dtype=int)
+    words = {"channel": "channels", "state": "state indices"}
+    parts = [f"{int(done.get(axis, 0))} of {size} {words[axis]}" for axis, size in zip(AXES, shape)]
+    return f"**Stopped**: ranked {' and '.join(parts)}; the bars, table and files hold those only."
+
+
 @limits.shown_to_user
 def run(model_name, prompt, target, component, layer, level, trials, seed, request: gr.Request = None,
         progress=gr.Progress()):
@@ -39,8 +51,8 @@ def run(model_name, prompt, target, component, layer, level, trials, seed, reque
 
     model_name: a configured model ("mamba", "gpt2") or any source (`models.load`).
     """
-    prompt = limits.check_prompt(prompt)
     model = models.load(model_name)
+    prompt, target = limits.check_prompt(prompt, [model]), limits.token(target)
     layer, level = limits.number(layer, "layer"), limits.number(level, "level", float)
     trials, seed = limits.number(trials, "trials"), limits.number(seed, "seed")
     points.check(model, component, layer)
@@ -54,10 +66,7 @@ def run(model_name, prompt, target, component, layer, level, trials, seed, reque
                                                    scale="relative", progress=progress, stop=stop),
         tick=jobs.skips(4), key=jobs.session_key(request, VIEW),
         on_progress=lambda done, total: progress((done, total), desc=desc, unit="run"))
-    note = ""
-    if df.attrs.get("stopped"):
-        note = (f"**Stopped**: {df.groupby('axis').size().to_dict() if len(df) else 'no'} channels ranked "
-                f"of {size}; the bars, table and files hold those only.")
+    note = stopped_note(df, feature_shape(model, component)) if df.attrs.get("stopped") else ""
     if df.empty:
         yield note, None, None, None
         return
@@ -82,10 +91,13 @@ def build(model_name: gr.Dropdown, prompt: gr.Textbox, target: gr.Textbox, compo
             stop = gr.Button("Stop", variant="stop", elem_id="channels-stop")
         note = gr.Markdown(elem_id="channels-note")
         bars = gr.Plot(show_label=False, elem_id="channels-bars")
-        table = gr.Dataframe(label=f"Top {TOP} per axis", elem_id="channels-table")
+        table = gr.Dataframe(label=f"Top {TOP} per axis", elem_id="channels-table",
+                             headers=["no ranking yet: click Rank channels"])
         results = gr.File(label="Download the full ranking (CSV, Parquet)", file_count="multiple",
                           elem_id="channels-files")
-        button.click(run, inputs=[model_name, prompt, target, component, layer, level, trials, seed],
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[model_name, prompt, target, component, layer, level, trials, seed],
                      outputs=[note, bars, table, results], **heavy)
         # Stop does not cancel the event: the ranking returns the channels it finished.
         stop.click(jobs.stop_handler(VIEW, "channel ranking"), None, None, concurrency_limit=None)

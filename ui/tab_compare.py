@@ -5,10 +5,12 @@ three of the aliases (Mamba, GPT-2, Pythia sizes), Hub ids or local directories;
 reference. A line under the table says which models read the first one's tokenizer.
 
 All numbers come from `compare.compare`; this module only validates input, lays the result out
-side by side and offers it as files. The `Comparison` goes into the session's `gr.State`, where
-the Distributions tab reads it. The models load and run, and the figures are drawn, in a worker
-thread (`jobs.run`); Stop sets its stop, and as a comparison is computed whole, a stopped one shows
-nothing but a note.
+side by side. The `Comparison` goes into the session's `gr.State`, where the Distributions tab
+reads it. A click draws only the two figures the tab shows; the files (`Comparison.save`'s Parquet,
+JSON and every figure, plus the table) are written when asked for ("Prepare downloads"), without
+the store's marker dotfile (Gradio refuses to serve dotfiles). The models load and run, and the
+figures are drawn, in a worker thread (`jobs.run`); Stop sets its stop, and as a comparison is
+computed whole, a stopped one shows nothing but a note.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from compare import Stopped, compare, figures
+from compare.store import MARKER
 from compare.comparison import K_COLUMNS
 from compare.pairing import VARIANTS
 
@@ -34,7 +37,7 @@ EXAMPLES = [  # one per prompt suite: prompt, variant, tracked tokens
 EXAMPLE_LABELS = ["natural (IOI)", "monotone", "periodic", "repeated random"]
 PROMPT, TRACK = EXAMPLES[0][0], EXAMPLES[0][2]
 N_OUTPUTS = 6
-"""What `run` updates: table, trajectories, cross plot, files, summary, the Comparison."""
+"""What `run` updates: table, trajectories, cross plot, files (cleared), summary, the Comparison."""
 VIEW = "compare"
 STOPPED = "**Stopped**: nothing to show (a comparison is computed whole)."
 K_SCALES = ("auto", "linear", "symlog", "log")
@@ -90,26 +93,51 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def files(comparison, table: pd.DataFrame) -> list[str]:
-    """The comparison as `Comparison.save` writes it (Parquet, JSON, PNGs) plus the table as CSV."""
+def files(comparison) -> list[str]:
+    """The comparison as `Comparison.save` writes it (Parquet, JSON, PNGs) plus the table as CSV;
+    never the store's marker (a dotfile: Gradio refuses to serve it, and it is no result)."""
     directory = comparison.save(downloads.new_directory() / "comparison")
-    table.to_csv(directory / "table.csv", index=False)
-    return sorted(str(p) for p in directory.rglob("*") if p.is_file())
+    side_by_side(comparison).to_csv(directory / "table.csv", index=False)
+    return sorted(str(p) for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
 
 
-def check(prompt: str, variant: str) -> str:
-    prompt = limits.check_prompt(prompt)
+def is_of(comparison, prompt: str | None, variant: str, handles) -> bool:
+    """Whether `comparison` is of this prompt, variant and models (what the tab's inputs say now)."""
+    return (comparison is not None and comparison.prompt == prompt and comparison.variant == variant
+            and list(comparison.runs) == [h.name for h in handles])
+
+
+@limits.shown_to_user
+def prepare_downloads(comparison, prompt: str, variant: str, track: str, chosen: list[str] | None = None,
+                      k_columns: str = "vocab"):
+    """The files of the comparison the tab shows, written now (not at every click of Compare): the
+    session's latest when it is of the tab's inputs, else computed (a cached example shows results
+    without leaving a Comparison in the session)."""
+    handles = models.chosen(chosen)
+    if not (is_of(comparison, prompt, variant, handles) and comparison.k_columns == k_columns):
+        prompt = check(prompt, variant, handles)
+        comparison = compare(prompt, handles, variant=variant, track=tracked_tokens(track), progress=False,
+                             k_columns=k_columns)
+    return files(comparison)
+
+
+def check(prompt: str, variant: str, handles) -> str:
+    """The prompt, refused when empty or over the token cap of any of `handles` (the picked models)."""
+    check_variant(variant)
+    return limits.check_prompt(prompt, handles)
+
+
+def check_variant(variant: str) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    return prompt
 
 
 def results(comparison, k_axis: str | None = "auto"):
-    """Table (as shown), trajectory plot, cross-model plot, files, summary: the Compare tab's outputs."""
+    """Table (as shown), trajectory plot, cross-model plot, summary: what the Compare tab shows."""
     table = side_by_side(comparison)
     trajectories = trajectory_figure(comparison, k_axis)
     cross = figures.cross_model(comparison.cross) if len(comparison.cross) else None
-    return shown(table), trajectories, cross, files(comparison, table), comparison.summary()
+    return shown(table), trajectories, cross, comparison.summary()
 
 
 def measured(prompt: str, variant: str, track: str, k_axis: str, chosen: list[str] | None, k_columns: str,
@@ -117,7 +145,9 @@ def measured(prompt: str, variant: str, track: str, k_axis: str, chosen: list[st
     """The Comparison and its `results`, as a `jobs.run` work: progress(1, 2) once the models ran;
     `Stopped` once `stop` is set, up to the last figure (on a busy CPU the figures take seconds)."""
     # Loading here too: a Stop pressed while a model loads stops the comparison after it.
-    comparison = compare(prompt, models.chosen(chosen), variant=variant, track=tracked_tokens(track),
+    handles = models.chosen(chosen)
+    prompt = check(prompt, variant, handles)
+    comparison = compare(prompt, handles, variant=variant, track=tracked_tokens(track),
                          progress=False, stop=stop, k_columns=k_columns)
     progress(1, 2)
     outputs = results(comparison, k_axis)
@@ -136,7 +166,8 @@ def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: lis
     chosen: the models' names (`models.chosen`); None or empty: the configured pair.
     k_columns: K's row mean over the real vocabulary ("vocab") or every LM-head row ("all", the thesis's).
     """
-    prompt = check(prompt, variant)
+    prompt = limits.check_text(prompt)  # and its tokens, once the picked models have loaded
+    check_variant(variant)
     progress(0.0, desc="loading and running the models")
     try:
         comparison, outputs = yield from jobs.run(
@@ -146,7 +177,8 @@ def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: lis
     except Stopped:
         yield None, None, None, None, STOPPED, gr.skip()
         return
-    yield *outputs, comparison
+    table, trajectories, cross, summary = outputs
+    yield table, trajectories, cross, None, summary, comparison
 
 
 @limits.shown_to_user
@@ -157,9 +189,10 @@ def redraw(comparison, k_axis: str):
 
 @limits.shown_to_user
 def run_example(prompt: str, variant: str, track: str):
-    """The outputs without the state: cached examples are shared by all sessions."""
-    prompt = check(prompt, variant)
-    return results(compare(prompt, models.pair(), variant=variant, track=tracked_tokens(track), progress=False))
+    """What the tab shows, without files or the state: cached examples are shared by all sessions."""
+    handles = models.pair()
+    prompt = check(prompt, variant, handles)
+    return results(compare(prompt, handles, variant=variant, track=tracked_tokens(track), progress=False))
 
 
 def model_picker(elem_id: str) -> gr.Dropdown:
@@ -190,18 +223,24 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
         with gr.Row():
             button = gr.Button("Compare", variant="primary", elem_id="cmp-run")
             stop = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
-        table = gr.Dataframe(label="Per position: predictions and P", elem_id="cmp-table", wrap=True)
+            prepare = gr.Button("Prepare downloads", elem_id="cmp-prepare")
+        table = gr.Dataframe(label="Per position: predictions and P", elem_id="cmp-table", wrap=True,
+                             headers=["no comparison yet: click Compare or an example"])
         # The figures carry their own titles: a label above them would hide the title.
         trajectories = gr.Plot(show_label=False, elem_id="cmp-trajectories")
         cross = gr.Plot(show_label=False, elem_id="cmp-cross")
-        results_files = gr.File(label="Download (Parquet, CSV, PNG, JSON)", file_count="multiple",
+        results_files = gr.File(label="Download (Parquet, CSV, PNG, JSON: click Prepare downloads)",
+                                file_count="multiple",
                                 elem_id="cmp-files")
         summary = gr.Markdown(elem_id="cmp-summary")
-        outputs = [table, trajectories, cross, results_files, summary]
-        examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=outputs, fn=run_example,
-                        example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
-        button.click(run, inputs=[prompt, variant, track, k_axis, chosen, k_columns], outputs=outputs + [comparison],
-                     **heavy)
+        examples.cached(EXAMPLES, inputs=[prompt, variant, track], outputs=[table, trajectories, cross, summary],
+                        fn=run_example, example_labels=EXAMPLE_LABELS, label="One example per prompt suite")
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[prompt, variant, track, k_axis, chosen, k_columns],
+                     outputs=[table, trajectories, cross, results_files, summary, comparison], **heavy)
+        prepare.click(prepare_downloads, [comparison, prompt, variant, track, chosen, k_columns], results_files,
+                      **heavy)
         k_axis.input(redraw, [comparison, k_axis], trajectories)
         stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
     return [prompt, variant, track, chosen]

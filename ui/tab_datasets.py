@@ -88,7 +88,10 @@ def build(heavy: dict) -> None:
         with gr.Row():
             button = gr.Button("Build", variant="primary", elem_id="ds-run")
             stop = gr.Button("Stop", variant="stop", elem_id="ds-stop")
-        table = gr.Dataframe(label=f"Preview (first {PREVIEW_ROWS} rows per suite)", elem_id="ds-preview", wrap=True)
+        table = gr.Dataframe(label=f"Preview (first {PREVIEW_ROWS} rows per suite)", elem_id="ds-preview", wrap=True,
+                             headers=["no suite yet: build one"])
         files = gr.File(label="Download Parquet (one file per suite)", file_count="multiple", elem_id="ds-files")
-        button.click(run, inputs=[suites, size, seed], outputs=[table, files], **heavy)
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[suites, size, seed], outputs=[table, files], **heavy)
         stop.click(jobs.stop_handler(VIEW, "dataset build"), None, None, concurrency_limit=None)

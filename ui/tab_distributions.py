@@ -10,10 +10,13 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from compare import compare, figures
+from compare import Stopped, compare, figures
 
 from . import jobs, limits, models, tab_compare
 from .tab_tokenizers import visible
+
+VIEW = "distributions"
+STOPPED = "Stopped before the models finished: nothing to show (a comparison is computed whole)."
 
 
 def k_table(comparison) -> pd.DataFrame:
@@ -28,31 +31,28 @@ def k_table(comparison) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True).round(4)
 
 
-def is_of(comparison, prompt: str | None, variant: str, handles) -> bool:
-    return (comparison is not None and comparison.prompt == prompt and comparison.variant == variant
-            and list(comparison.runs) == [h.name for h in handles])
-
-
 @limits.shown_to_user
 def show(comparison, prompt: str | None = None, variant: str = "aligned", track: str | None = None,
-         chosen: list[str] | None = None, k_axis: str = "auto"):
+         chosen: list[str] | None = None, k_axis: str = "auto", request: gr.Request = None):
     """K ridgelines, the K-statistics table, the flattened L, and the Comparison they come from.
 
     chosen: the Compare tab's models (`models.chosen`); the latest comparison is reused when it is
-    of the same prompt, variant and models.
+    of the same prompt, variant and models. An empty prompt is refused (never the previous
+    comparison shown under it).
     """
-    handles = models.chosen(chosen) if (prompt or "").strip() else ()
-    if not is_of(comparison, prompt, variant, handles):
-        if not (prompt or "").strip():
-            if comparison is None:
-                raise limits.InputError("no comparison yet: type a prompt on the Compare tab first")
-        else:
-            prompt = tab_compare.check(prompt, variant)
+    limits.check_text(prompt, "prompt (on the Compare tab)")
+    handles = models.chosen(chosen)
+    if not tab_compare.is_of(comparison, prompt, variant, handles):
+        prompt = tab_compare.check(prompt, variant, handles)
+        try:
             comparison = yield from jobs.run(
                 lambda progress, stop: compare(prompt, handles, variant=variant,
                                                track=tab_compare.tracked_tokens(track), progress=False,
                                                stop=stop),
-                tick=jobs.skips(4))
+                tick=jobs.skips(4), key=jobs.session_key(request, VIEW))
+        except Stopped:
+            gr.Info(STOPPED)
+            return
     names = list(comparison.runs)
     tokens = {n: comparison.runs[n].tokens for n in names}
     ridgelines = figures.k_distributions({n: comparison.runs[n].k for n in names}, tokens,
@@ -69,9 +69,15 @@ def build(comparison: gr.State, compare_inputs: list, heavy: dict) -> None:
         with gr.Row():
             button = gr.Button("Show distributions of the Compare tab's prompt", variant="primary",
                                elem_id="dist-run", scale=3)
+            stop = gr.Button("Stop", variant="stop", elem_id="dist-stop", scale=1)
             k_axis = gr.Radio(list(tab_compare.K_SCALES), value="auto", label="K axis", elem_id="dist-k-axis")
         ridgelines = gr.Plot(show_label=False, elem_id="dist-k")
-        table = gr.Dataframe(label="K statistics and tail-bump tokens", elem_id="dist-table", wrap=True)
+        # wrap=False: wrapped, the narrow columns' headers broke inside words ("pos iti on")
+        table = gr.Dataframe(label="K statistics and tail-bump tokens", elem_id="dist-table", wrap=False,
+                             headers=["no distributions yet: click Show distributions"])
         flat = gr.Plot(show_label=False, elem_id="dist-flat")
-        button.click(show, inputs=[comparison, *compare_inputs, k_axis], outputs=[ridgelines, table, flat, comparison],
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, show),
+                     inputs=[comparison, *compare_inputs, k_axis], outputs=[ridgelines, table, flat, comparison],
                      **heavy)
+        stop.click(jobs.stop_handler(VIEW, "distributions job"), None, None, concurrency_limit=None)

@@ -21,7 +21,7 @@ from compare.phase import phase_transition
 from . import downloads, jobs, limits, models, tab_channels
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
-DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post", "pythia": "resid_post"}
+DEFAULT_COMPONENT = {"mamba": "h", "mamba2": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 """By family: the component a sweep starts on (the thesis's h on Mamba, the residual stream on transformers)."""
 LAYERS_HELP = ("'all', one layer '3', a range '2-5' (both ends included, low to high), "
                "or a list '0,2,7-9'")
@@ -129,8 +129,8 @@ def run(model_name, prompt, target, component, layers, low, high, n_levels, tria
 
     model_name: a configured model ("mamba", "gpt2") or any source (`models.load`).
     """
-    prompt = limits.check_prompt(prompt)
     model = models.load(model_name)
+    prompt, target = limits.check_prompt(prompt, [model]), limits.token(target)
     chosen = parse_layers(layers, model.n_layers)
     low, high = limits.number(low, "level from", float), limits.number(high, "level to", float)
     n_levels, trials = limits.number(n_levels, "levels"), limits.number(trials, "trials")
@@ -193,7 +193,7 @@ def build(heavy: dict) -> None:
             layers = gr.Textbox("all", label="Layers", info=LAYERS_HELP, elem_id="noise-layers")
         with gr.Row():
             prompt = gr.Textbox(PROMPT, label="Prompt", scale=3, elem_id="noise-prompt")
-            target = gr.Textbox(" Mary", label="Target (one token)", elem_id="noise-target")
+            target = gr.Textbox(" Mary", label="Target", info=limits.TARGET_HELP, elem_id="noise-target")
         with gr.Row():
             low = gr.Number(0.0, label="Level from", elem_id="noise-low")
             high = gr.Number(1.0, label="Level to", elem_id="noise-high")
@@ -214,11 +214,14 @@ def build(heavy: dict) -> None:
         with gr.Row():
             heatmap = gr.Plot(show_label=False, elem_id="noise-heatmap")
             critical = gr.Plot(show_label=False, elem_id="noise-critical")
-        fits = gr.Dataframe(label="Critical levels (logistic fit, bootstrap CI)", elem_id="noise-fits")
+        fits = gr.Dataframe(label="Critical levels (logistic fit, bootstrap CI)", elem_id="noise-fits",
+                            headers=["no sweep yet: click Run sweep"])
         results = gr.File(label="Download (CSV, Parquet, PNG)", file_count="multiple", elem_id="noise-files")
         result = gr.State(None)
         model_name.input(pick_model, model_name, component)
-        button.click(run, inputs=[model_name, prompt, target, component, layers, low, high, n_levels, trials,
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[model_name, prompt, target, component, layers, low, high, n_levels, trials,
                                   distribution, scale, seed, draws],
                      outputs=[note, curves, heatmap, critical, fits, results, plot_layers, result], **heavy)
         # Stop does not cancel the event: the sweep returns the layers it finished, and they are shown.

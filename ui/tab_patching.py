@@ -42,7 +42,7 @@ def suite_pairs(n: int = SUITE_PROMPTS, seed: int = 0) -> dict[str, tuple[str, s
 
 
 PAIRS = suite_pairs()
-DEFAULT_COMPONENT = {"mamba": "h", "gpt2": "resid_post", "pythia": "resid_post"}
+DEFAULT_COMPONENT = {"mamba": "h", "mamba2": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 VIEW = "patching"
 N_OUTPUTS = 4
 
@@ -73,11 +73,12 @@ def files(df: pd.DataFrame, figure, stem: str) -> list[str]:
 def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers, metric,
         request: gr.Request = None, progress=gr.Progress()):
     """Stream (note, heatmaps, table, files): one patch sweep per model, side by side."""
-    clean, corrupt = limits.check_prompt(clean), limits.check_text(corrupt, "corrupt prompt")
     names = [n for n in (model_a, model_b) if n]
     if not names:
         raise limits.InputError("models: pick at least one model")
     handles = [models.load(n) for n in names]
+    clean = limits.check_prompt(clean, handles, "clean prompt")
+    corrupt = limits.check_prompt(corrupt, handles, "corrupt prompt")
     sweeps, runs = [], []
     for handle, component in zip(handles, (component_a, component_b)):
         kw = dict(model=handle, answer=answer, wrong=wrong or None, component=component,
@@ -123,9 +124,9 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
 def attention(model_a, model_b, prompt, layer_a, layer_b):
     """Both models' attention maps of one layer each: Mamba's hidden attention (mean over channels)
     or a transformer's pattern (mean over heads)."""
-    prompt = limits.check_prompt(prompt)
-    maps = [attention_map(prompt, model=models.load(name), layer=limits.number(layer, "layer"))
-            for name, layer in ((model_a, layer_a), (model_b, layer_b)) if name]
+    picked = [(models.load(name), layer) for name, layer in ((model_a, layer_a), (model_b, layer_b)) if name]
+    prompt = limits.check_prompt(prompt, [handle for handle, _ in picked])
+    maps = [attention_map(prompt, model=handle, layer=limits.number(layer, "layer")) for handle, layer in picked]
     return patching_figures.attention_maps(maps)
 
 
@@ -160,7 +161,8 @@ def build(heavy: dict) -> None:
             stop = gr.Button("Stop", variant="stop", elem_id="patching-stop")
         note = gr.Markdown(elem_id="patching-note")
         heatmaps = gr.Plot(show_label=False, elem_id="patching-heatmaps")
-        table = gr.Dataframe(label="Recovery per layer and position", elem_id="patching-table")
+        table = gr.Dataframe(label="Recovery per layer and position", elem_id="patching-table",
+                             headers=["no patching yet: run it"])
         results = gr.File(label="Download (CSV, Parquet, PNG)", file_count="multiple", elem_id="patching-files")
         gr.Markdown("**Attention, side by side**: Mamba's hidden attention α[t, s] (Ali et al. 2024; the "
                     "unrolled scan, mean over channels, signed) beside a transformer's attention pattern (mean "
@@ -173,7 +175,9 @@ def build(heavy: dict) -> None:
         pair.input(pick_pair, pair, [clean, corrupt, answer, wrong])
         model_a.input(pick_model, model_a, component_a)
         model_b.input(pick_model, model_b, component_b)
-        button.click(run, inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
                                   metric], outputs=[note, heatmaps, table, results], **heavy)
         stop.click(jobs.stop_handler(VIEW, "patching"), None, None, concurrency_limit=None)
         show.click(attention, [model_a, model_b, clean, layer_a, layer_b], maps, **heavy)

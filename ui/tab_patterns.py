@@ -138,10 +138,14 @@ def build(heavy: dict) -> None:
         with gr.Row():
             button = gr.Button("Build and compare", variant="primary", elem_id="pat-run")
             stop = gr.Button("Stop", variant="stop", elem_id="pat-stop")
-        table = gr.Dataframe(label="Aligned variant, every tokenizer", elem_id="pat-preview", wrap=True)
-        lock_in = gr.Dataframe(label="Lock-in", elem_id="pat-lockin")
+        table = gr.Dataframe(label="Aligned variant, every tokenizer", elem_id="pat-preview", wrap=True,
+                             headers=["no pattern yet: build one"])
+        lock_in = gr.Dataframe(label="Lock-in", elem_id="pat-lockin", headers=["no pattern yet"])
         plot = gr.Plot(show_label=False, elem_id="pat-plot")
-        predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True)
-        button.click(run, inputs=[kind, source, spec, length, chosen], outputs=[table, lock_in, plot, predictions],
+        predictions = gr.Dataframe(label="Per position: predictions and P", elem_id="pat-table", wrap=True,
+                                   headers=["no pattern yet"])
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[kind, source, spec, length, chosen], outputs=[table, lock_in, plot, predictions],
                      **heavy)
         stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)

@@ -78,5 +78,7 @@ def build(heavy: dict) -> None:
         view = gr.HTML(elem_id="report-view")
         files = gr.File(label="Download (page, numbers, whole folder)", file_count="multiple", elem_id="report-files")
         size.change(plan_note, size, sizes)
-        button.click(run, inputs=[size, seed], outputs=[note, view, files], **heavy)
+        button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
+        button.click(jobs.queued(VIEW, run),
+                     inputs=[size, seed], outputs=[note, view, files], **heavy)
         stop.click(jobs.stop_handler(VIEW, "report"), None, None, concurrency_limit=None)

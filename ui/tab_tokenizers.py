@@ -1,4 +1,5 @@
-"""Tokenizers tab: side-by-side tokenisation of any text, and token ID vs token length.
+"""Tokenizers tab: side-by-side tokenisation of any text, and token ID vs token length, for the
+two or three models picked on the tab (the configured pair by default).
 
 The study found that token ID and decoded length are correlated differently in GPT-2's and
 GPT-NeoX's vocabularies; `compare.tokenizer_stats` measures it (Pearson r, linear and log ID),
@@ -6,12 +7,11 @@ over the tokens of the text and over the whole vocabulary.
 """
 from __future__ import annotations
 
-import functools
-
 import gradio as gr
 import pandas as pd
 
 from compare import figures, metrics, tokenizer_stats
+from compare.vocabularies import BYTE_OF_CHAR
 
 from . import examples, limits, models
 
@@ -25,65 +25,86 @@ def visible(token: str) -> str:
     return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
 
 
+def token_text(model, token_id: int) -> str:
+    """The token's text, made `visible`; a byte-level token that is no whole character (decoding
+    to "�") as its bytes, e.g. `\\xe2\\x80`, so that different pieces do not all read "�"."""
+    text = model.decode_tokens([token_id])[0]
+    if "\ufffd" not in text:
+        return visible(text)
+    raw = model.tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(raw, str) or not raw or any(c not in BYTE_OF_CHAR for c in raw):
+        return visible(text)  # not a byte-level entry: the replacement character is its text
+    return "".join(chr(b) if 0x20 < b < 0x7f else f"\\x{b:02x}" for b in (BYTE_OF_CHAR[c] for c in raw))
+
+
 def token_spans(model, text: str) -> list[tuple[int, int, int]]:
     """(id, start, end) per token: the characters of `text` each token covers (the fast tokenizer's offsets)."""
     encoding = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return [(i, start, end) for i, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"])]
 
 
-def tokenize(text: str) -> pd.DataFrame:
-    """One row per span of text that both tokenizers cut at its ends, each model's tokens and IDs in it.
+def tokenize(text: str, handles=None) -> pd.DataFrame:
+    """One row per span of text that all tokenizers cut at its ends, each model's tokens and IDs in it.
 
-    A span ends where both tokenizations have a token ending at the same character, so a word one
+    A span ends where every tokenization has a token ending at the same character, so a word one
     tokenizer splits and the other keeps whole is one row: the pieces side by side with the whole.
+    handles: the models picked on the tab; None: the configured pair.
     """
     limits.check_text(text, "text")
-    spans = {role: token_spans(models.get(role), text) for role in models.MODELS}
-    ends = set.intersection(*({end for _, _, end in tokens} for tokens in spans.values()))
+    handles = handles or models.pair()
+    spans = {model.name: (model, token_spans(model, text)) for model in handles}
+    ends = set.intersection(*({end for _, _, end in tokens} for _, tokens in spans.values()))
     cuts = sorted(ends | {len(text)})
     rows, start = [], 0
     for cut in cuts:
         row = {"text": visible(text[start:cut])}
-        for role, tokens in spans.items():
+        for name, (model, tokens) in spans.items():
             inside = [(i, s, e) for i, s, e in tokens if start < e <= cut or (s == e == cut)]
-            model = models.get(role)
-            row[f"{role} tokens"] = " ".join(visible(t) for t in model.decode_tokens([i for i, _, _ in inside]))
-            row[f"{role} ids"] = " ".join(str(i) for i, _, _ in inside)
-        if row["text"] or any(row[f"{role} ids"] for role in spans):
+            row[f"{name} tokens"] = " ".join(token_text(model, i) for i, _, _ in inside)
+            row[f"{name} ids"] = " ".join(str(i) for i, _, _ in inside)
+        if row["text"] or any(row[f"{name} ids"] for name in spans):
             rows.append(row)
         start = cut
-    frame = pd.DataFrame(rows, columns=["text"] + [f"{r} {c}" for r in models.MODELS for c in ("tokens", "ids")])
+    frame = pd.DataFrame(rows, columns=["text"] + [f"{n} {c}" for n in spans for c in ("tokens", "ids")])
     frame.insert(0, "span", range(len(frame)))
     return frame
 
 
-@functools.lru_cache(maxsize=4)
-def _vocab_table(role: str, source: str) -> pd.DataFrame:
-    # ~50k decodes, the same answer for every session: once per model source.
-    return metrics.token_lengths(models.get(role).tokenizer)
+_vocab_tables: dict[int, pd.DataFrame] = {}
 
 
-def vocab_tables() -> dict[str, pd.DataFrame]:
+def vocab_tables(handles=None) -> dict[str, pd.DataFrame]:
     """Each model's ID, token and length over its whole vocabulary (`metrics.token_lengths`)."""
-    return {role: _vocab_table(role, models.source(role)) for role in models.MODELS}
+    tables = {}
+    for model in handles or models.pair():
+        # ~50k decodes, the same answer for every session: once per loaded tokenizer (cached models live on)
+        key = id(model.tokenizer)
+        if key not in _vocab_tables:
+            _vocab_tables[key] = metrics.token_lengths(model.tokenizer)
+        tables[model.name] = _vocab_tables[key]
+    return tables
 
 
-def stats(text: str | None) -> pd.DataFrame:
+def stats(text: str | None, handles=None) -> pd.DataFrame:
     """`compare.tokenizer_stats` per model: over the text (when given) and the whole vocabulary."""
+    handles = handles or models.pair()
     rows = []
-    for role, table in vocab_tables().items():
-        tokenizer = models.get(role).tokenizer
+    for model, (name, table) in zip(handles, vocab_tables(handles).items()):
         if text and text.strip():
-            rows.append({"model": role, "over": "text", **tokenizer_stats(tokenizer, text=text)})
-        rows.append({"model": role, "over": "vocabulary", **metrics.length_correlations(table),
-                     "n_tokens": len(table), "n_vocab": len(tokenizer)})
+            rows.append({"model": name, "over": "text", **tokenizer_stats(model.tokenizer, text=text)})
+        rows.append({"model": name, "over": "vocabulary", **metrics.length_correlations(table),
+                     "n_tokens": len(table), "n_vocab": len(model.tokenizer)})
     return pd.DataFrame(rows)
 
 
 @limits.shown_to_user
-def run(text: str):
-    """Tokens side by side (one row per shared span of text), the correlation table, the vocabulary scatter."""
-    return tokenize(text), stats(text), figures.tokenizer_scatter(vocab_tables())
+def run(text: str, chosen: list[str] | None = None):
+    """Tokens side by side (one row per shared span of text), the correlation table, the vocabulary scatter.
+
+    chosen: the models picked on the tab (`models.chosen`); None or empty: the configured pair."""
+    limits.check_text(text, "text")
+    handles = models.chosen(chosen)
+    return tokenize(text, handles), stats(text, handles), figures.tokenizer_scatter(vocab_tables(handles))
 
 
 def build(heavy: dict) -> None:
@@ -91,12 +112,16 @@ def build(heavy: dict) -> None:
         gr.Markdown("Type any text to see how each model's tokenizer splits it, with the IDs. "
                     "The statistics are Pearson correlations between token ID (and log ID) and "
                     "the decoded token's length.")
+        from .tab_compare import model_picker  # tab_compare imports this module's `visible`
+
+        chosen = model_picker("tok-models")
         text = gr.Textbox(label="Text", lines=3, elem_id="tok-text")
         button = gr.Button("Tokenize", variant="primary", elem_id="tok-run")
         table = gr.Dataframe(label="Tokens side by side, one row per span of text both tokenizers cut at "
-                                   "its ends (␣ space, ↵ newline, ⇥ tab)", elem_id="tok-table", wrap=True)
-        stats_table = gr.Dataframe(label="ID vs length", elem_id="tok-stats")
+                                   "its ends (␣ space, ↵ newline, ⇥ tab)", elem_id="tok-table", wrap=True,
+                             headers=["no text yet: click Tokenize or an example"])
+        stats_table = gr.Dataframe(label="ID vs length", elem_id="tok-stats", headers=["no text yet"])
         plot = gr.Plot(show_label=False, elem_id="tok-plot")
         examples.cached(EXAMPLES, inputs=text, outputs=[table, stats_table, plot], fn=run)
         # the first call tabulates each whole vocabulary: CPU work like a forward
-        button.click(run, inputs=text, outputs=[table, stats_table, plot], **heavy)
+        button.click(run, inputs=[text, chosen], outputs=[table, stats_table, plot], **heavy)

@@ -41,6 +41,9 @@ class Point:
     ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
     patchable: activation patching may replace it position by position (`compare.patching`):
         its second axis is positions (not `pattern`'s heads).
+    grad_at: the point whose gradient is that of an edit here, where the edit is not read as a
+        replacement (Mamba's `h`: an edit enters the recurrence as an increment of `write`);
+        None: the point's own gradient (`compare.attribution`).
     kinds: the layer kinds that have this point (`Family.layer_kinds`), e.g. ("attention",) for
         `pattern` in a hybrid; None: every layer has it (the residual points, and every point of
         a family whose layers are all of one kind).
@@ -55,6 +58,7 @@ class Point:
     refused: str | None = None
     ssm: bool = False
     patchable: bool = True
+    grad_at: str | None = None
     kinds: tuple[str, ...] | None = None
 
     @property
@@ -88,6 +92,8 @@ class Family:
     norm_path: str  # the final norm
     rays: bool = False  # `next_on_rays`: the block after an affine injection runs on rays
     mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
+    lens_point: str = "resid_post"  # what `head` decodes per layer in the logit lens (`compare.lens`)
+    attribution: tuple[str, ...] = ("resid_pre", "resid_post")  # attribution patching's default components
 
     # --- the kind of each layer ---------------------------------------------------------------
 
@@ -232,6 +238,17 @@ class Family:
         (families with mixing "ssm"; `compare.hidden_attention`, `compare.knockout`)."""
         raise NotImplementedError(f"{self.title} has no selective SSM")
 
+    attention_units: str = "d_in"  # the glossary letter whose entries hidden attention's α is per (families with mixing "ssm")
+    attention_points: tuple[str, ...] = ()  # the points `hidden_attention_terms` reads, in forward order
+
+    def hidden_attention_terms(self, module: nn.Module, layer: int, seen: dict, units: torch.Tensor):
+        """(α [U, T, T], x [T, U, ...], D [U], y [T, U, ...]) of a layer's SSM for the `units`
+        (indices into `attention_units`), from `seen`, the `attention_points` of one forward (batch
+        row 0), such that y_t = Σ_s α[:, t, s] x_s + D x_t (`compare.hidden_attention`)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    h_wavefront: bool = False  # patching `h` may take `patching._h_wavefront` (Mamba-1's block: `y_response`, `mamba_suffix`)
+
     def y_response(self, module: nn.Module, layer: int, dy: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """The change of block `layer`'s output [b, l, d] for a change dy of the SSM's output y
         (families with mixing "ssm"; `patching` restarts a patch of `h` from it)."""
@@ -250,6 +267,11 @@ class Family:
     def layer_bytes(self, config, T: int, *, ssm: bool = False) -> int:
         """Rough peak bytes of one batch item through one layer (its largest live activations)."""
         raise NotImplementedError
+
+    def grad_bytes(self, config, T: int) -> int:
+        """Rough bytes one layer keeps for the backward of a forward under autograd, one batch
+        item (`compare.attribution`); by default its peak activations (`layer_bytes`)."""
+        return self.layer_bytes(config, T)
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -344,11 +366,12 @@ def _walk(root, path: str):
 
 from .gpt2 import GPT2  # noqa: E402  (the families need the base above)
 from .mamba import MAMBA  # noqa: E402
+from .mamba2 import MAMBA2  # noqa: E402
 from .pythia import PYTHIA  # noqa: E402
 from .granite_hybrid import GRANITE_HYBRID  # noqa: E402
 from .falcon_h1 import FALCON_H1  # noqa: E402
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, GPT2, PYTHIA, GRANITE_HYBRID, FALCON_H1)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, MAMBA2, GPT2, PYTHIA, GRANITE_HYBRID, FALCON_H1)}
 ALIASES: dict[str, str] = {alias: hub for f in FAMILIES.values() for alias, hub in f.aliases.items()}
 
 

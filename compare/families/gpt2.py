@@ -39,6 +39,7 @@ class GPT2Family(TransformersFamily):
                                                   for s in ("medium", "large", "xl")}}
     tokenizer = "openai-community/gpt2"
     blocks_path, norm_path = "transformer.h", "transformer.ln_f"
+    attribution = ("resid_pre", "attn_out", "resid_mid", "resid_post")
     points = (
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("q", f"{BLOCK}.attn.c_attn", "[b, l, d]", part="q"),

@@ -44,6 +44,7 @@ from torch import nn
 from .. import checkpoint
 from ..checkpoint import ModelLoadError
 from ..hooks import HookPoint
+from ..ssd import ssd_attention
 from . import TransformersFamily, _walk, causal_mask, from_state_dict
 
 ATTENTION = "compare_hooked_gqa"
@@ -59,6 +60,20 @@ class HybridFamily(TransformersFamily):
 
     attention = ATTENTION
     mixer_name = "mamba"  # the attribute of a layer holding its Mamba-2 mixer
+    attention_units = "H"  # hidden attention is per SSM head (one scalar decay each), as Mamba-2's
+    attention_points = ("x", "B", "C", "dt", "y")
+
+    def ssm_parameters(self, module, layer):
+        """(A [H], D [H]) of layer `layer`'s Mamba-2 mixer: one scalar per head."""
+        mixer = getattr(self.blocks(module)[layer], self.mixer_name)
+        return -torch.exp(mixer.A_log.float()), mixer.D.float()
+
+    def hidden_attention_terms(self, module, layer, seen, units):
+        """Per SSM head: α[t, s] = C_t · B_s · Π_{k=s+1..t} Ā_k · Δ_s (`ssd.ssd_attention`)."""
+        A, D = self.ssm_parameters(module, layer)
+        dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
+        alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
+        return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
 
     def layer_kinds(self, module):
         return self.kinds_of(module.config)

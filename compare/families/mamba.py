@@ -24,6 +24,7 @@ import torch
 from .. import checkpoint
 from ..checkpoint import ModelLoadError, flag, size
 from ..mamba import MambaConfig, MambaLM
+from ..scan import alpha_of
 from . import FP32_BYTES, Family, Point, model_points
 
 
@@ -42,6 +43,9 @@ class MambaFamily(Family):
     blocks_path, norm_path = "layers", "norm_f"
     rays = True
     mixing = "ssm"
+    attribution = ("resid_pre", "h", "resid_post")
+    h_wavefront = True
+    attention_points = ("x", "delta", "B", "C", "y")
     points = (
         _p("resid_pre", BLOCK, "[b, l, d]"),
         _p("norm", BLOCK, "[b, l, d]"),
@@ -53,7 +57,7 @@ class MambaFamily(Family):
         _p("A_bar", MIXER, SSM, ssm=True),
         _p("B_bar", MIXER, SSM, affine=True, ssm=True),
         _p("write", MIXER, SSM, affine=True, ssm=True),
-        _p("h", MIXER, SSM, affine=True, ssm=True),
+        _p("h", MIXER, SSM, affine=True, ssm=True, grad_at="write"),
         _p("h_readout", MIXER, SSM, affine=True, ssm=True),
         _p("y", MIXER, "[b, l, d_in]", affine=True),
         _p("mixer_out", BLOCK, "[b, l, d]", affine=True),
@@ -93,6 +97,14 @@ class MambaFamily(Family):
         mixer = module.layers[layer].mixer
         return -torch.exp(mixer.A_log.float()), mixer.D.float()
 
+    def hidden_attention_terms(self, module, layer, seen, units):
+        """Per channel of d_in: α by the scan's own recurrence (`scan.alpha_of`)."""
+        A, D = self.ssm_parameters(module, layer)
+        x, delta = seen["x"][0][:, units].float(), seen["delta"][0][:, units].float()
+        B, C = seen["B"][0].float(), seen["C"][0].float()
+        alpha = alpha_of(delta, A[units].to(delta.device), B, C)
+        return alpha, x, D[units], seen["y"][0][:, units].float()
+
     def y_response(self, module, layer, dy, gate):
         """The change of block `layer`'s output for a change dy of its y [b, l, d_in] (the block
         is affine in y): out_proj's weight on dy ⊙ SiLU(gate), the gate [1, l, d_in] of the run."""
@@ -110,8 +122,16 @@ class MambaFamily(Family):
         ssm_bytes = 9 * T * state if ssm else 3 * state
         return FP32_BYTES * (ssm_bytes + 12 * T * config.d_inner + config.d_model)
 
+    def grad_bytes(self, config, T):
+        # under autograd the scan is materialised and keeps Ā, B̄ and h per layer (`scan.LinearScan`
+        # keeps Ā and h, the write B̄ · x keeps B̄), plus the [l, d_in] activations
+        return FP32_BYTES * (3 * T * config.d_inner * config.d_state + 12 * T * config.d_inner + config.d_model)
+
     def matches(self, config):
         model_type = config.get("model_type")
+        ssm = config.get("ssm_cfg")
+        if isinstance(ssm, dict) and ssm.get("layer") == "Mamba2":
+            return False  # `families.mamba2`
         return model_type == "mamba" or (model_type is None and bool(config.keys() & {"d_model", "n_layer", "ssm_cfg"}))
 
     def parameter_count(self, config, directory):

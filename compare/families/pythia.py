@@ -55,6 +55,7 @@ class PythiaFamily(TransformersFamily):
     aliases = {f"pythia-{s}": f"EleutherAI/pythia-{s}" for s in SIZES}
     tokenizer = "EleutherAI/gpt-neox-20b"
     blocks_path, norm_path = "gpt_neox.layers", "gpt_neox.final_layer_norm"
+    attribution = ("resid_pre", "attn_out", "resid_post")
     points = (
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("q", f"{BLOCK}.attention.hook_q", "[b, l, d]"),

@@ -24,6 +24,7 @@ class Context:
     plan: Plan
     seed: int
     stop: Any = None  # anything with is_set(); checked between steps
+    thesis: str | None = None  # the thesis's text (`errata.thesis_text`), None where absent
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property

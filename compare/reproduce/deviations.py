@@ -11,19 +11,27 @@ from . import errata
 from .context import Context
 from .plan import (FLATTENED_LAYERS, LITHUANIAN, REPEATED, REPEATED_COUNT, component, scaled_layer, spread)
 from .report import Section
+from .uncertainty import EXACT
 
 
 def section(ctx: Context, bump_positions: dict[str, int] | None) -> Section:
-    s = Section(10, "errata", "Deviations and errata", "Figs. 10, 12, 19; eq. 6, eq. 9")
-    checks = errata.checks(ctx.mamba, ctx.gpt2, bump_positions=bump_positions)
+    s = Section(10, "errata", "Deviations and errata", "Figs. 10, 12, 19, 21; §6.2, §6.3, §6.4.2; eq. 6, eq. 9")
+    checks = errata.checks(ctx.mamba, ctx.gpt2, text=ctx.thesis, bump_positions=bump_positions)
     for check in checks:
         e = check.erratum
-        status = s.add(f"status[{e.key}]", f"{e.where}: status", check.status,
-                       "the check's outcome: " + ", ".join(errata.STATUSES), compares=e.compares)
+        status = s.add(f"status[{e.key}]", f"{e.where}: verdict", check.status,
+                       "the check's outcome: " + ", ".join(errata.STATUSES), n=1,
+                       uncertainty=EXACT + " (a reading of the thesis's text and the tokenizers)", compares=e.compares)
         found = s.add(f"found[{e.key}]", f"{e.where}: found", json.dumps(check.found, ensure_ascii=False, default=str),
-                      "what the check read from the tokenizers (or the text)", compares=e.compares)
-        s.row(f"{e.where} (the check compares {e.compares})", e.thesis, [status, found], verdict=check.status)
+                      "what the check read from the thesis's text and the tokenizers", n=1, uncertainty=EXACT,
+                      compares=e.compares)
+        magnitude = s.add(f"magnitude[{e.key}]", f"{e.where}: what it changes", check.magnitude or "—",
+                          "what the erratum changes, where it changes a number", n=1, uncertainty=EXACT)
+        s.row(f"{e.where} (the check compares {e.compares})", e.thesis, [status, found, magnitude],
+              verdict=check.status)
     s.table("choices", pd.DataFrame(choices(ctx)), "every choice this report made, with why")
+    s.notes.append("The thesis writes every token without its leading space (<Mary>, <sales>): a caption's 'Mon' "
+                   "for GPT-NeoX's ' Mon' is its convention, not an erratum.")
     s.notes.append("Every place where this package had to choose is listed below, with why.")
     return s
 
@@ -63,10 +71,19 @@ def choices(ctx: Context) -> list[dict[str, str]]:
          "leaves about 2 beyond 4σ"},
         {"topic": "noise component", "choice": ", ".join(f"{n}: {c}" for n, c in comps.items()),
          "why": "the thesis noises Mamba's h(t); it noises nothing in GPT-2, whose residual stream is used here"},
-        {"topic": "noise sweep", "choice": f"levels {p.noise_levels} evenly in [0, 1], {p.noise_trials} trials, fresh "
-         f"draws, every position noised, layers {spread(first.n_layers, p.noise_layers)} of {first.name}, seed "
-         f"{ctx.seed}; hit = the last position's argmax is ' Mary'", "why": "the thesis's levels run 0 … 1; trials, "
-         "positions and the draw are unstated (fresh draws give intervals that cover: compare.noise)"},
+        {"topic": "noise sweep", "choice": f"{p.noise_levels} levels evenly in [0, 1], {p.noise_trials} fresh draw(s) "
+         f"each ({p.noise_levels * p.noise_trials} runs per layer), every position noised, layers "
+         f"{spread(first.n_layers, p.noise_layers)} of {first.name}, seed {ctx.seed}; hit = the last position's "
+         "argmax is ' Mary'", "why": "§7.1: noise a layer, record the hit, change the level, a hundred times per "
+         "layer (100 runs per layer); " + ("these are the thesis's sizes" if p.noise_levels * p.noise_trials >= 100
+                                          else f"DEVIATION: {p.noise_levels * p.noise_trials} runs per layer instead "
+                                          f"of 100 ({p.name} plan or --noise-levels), for time")},
+        {"topic": "§7.2, every component", "choice": f"every noisable component of {first.name}, "
+         f"{p.component_levels} levels × {p.noise_trials} draw(s) at layers {spread(first.n_layers, p.component_layers)}",
+         "why": "DEVIATION: the thesis names no layers or sizes for its other components; the main sweep's 100 levels "
+         "at every layer for each of them would multiply the report's time by the number of components"},
+        {"topic": "flattened draws", "choice": f"{p.flattened_draws} noise draws per noised run; the figure shows "
+         "draw 0, the table the mean and spread over draws", "why": "the thesis shows one draw; one draw has no spread"},
         {"topic": "noise scale", "choice": "absolute (as the thesis) and relative (× the component's RMS) beside it",
          "why": "absolute levels mean different things in different components and models"},
         {"topic": "critical level", "choice": f"logistic fit, 95 % expanded percentile bootstrap, {p.n_boot} resamples "
@@ -75,11 +92,14 @@ def choices(ctx: Context) -> list[dict[str, str]]:
          f"{[scaled_layer(t, first.n_layers) for t in FLATTENED_LAYERS]} of {first.name} and "
          f"{[scaled_layer(t, second.n_layers) for t in FLATTENED_LAYERS]} of {second.name} (same relative depth as "
          "2 and 22 of 24)", "why": "the thesis's level is unstated ('the same level')"},
-        {"topic": "channel ranking", "choice": f"every channel of layer {scaled_layer(p.channel_layer, first.n_layers)} "
-         f"({first.name}) and {scaled_layer(p.channel_layer, second.n_layers)} ({second.name}), level "
-         f"{p.channel_level} relative, {p.channel_trials} trial(s)", "why": "§7.4 proposes the experiment without "
-         "sizes; each channel's run restarts at its layer, so a late layer keeps the full report within 10 min "
-         "on 2 cores (from layer 2, Mamba-130m's 1,552 channels alone took longer than the rest of the report)"},
+        {"topic": "channel ranking (§7.4)", "choice": f"every channel of layer "
+         f"{scaled_layer(p.channel_layer, first.n_layers)} ({first.name}) and "
+         f"{scaled_layer(p.channel_layer, second.n_layers)} ({second.name}), level {p.channel_level} relative, "
+         f"{p.channel_trials} trial(s) per channel (--trials); ranked by the fall of P(' Mary'), ties counted",
+         "why": "§7.4 defines a channel's importance by whether noise on it alone makes the model miss ' Mary'; it "
+         "gives no sizes. The fall of P(' Mary') is continuous, so ties are rare; a flip of the clean argmax would "
+         "differ from a miss of ' Mary' wherever ' Mary' is not the clean prediction. Each channel's run restarts "
+         "at its layer, so a late layer (from layer 2, Mamba-130m's 1,552 channels alone outlasted the rest)"},
         {"topic": "Conclusion 5", "choice": "read across models (d_L against d_L_positions) and literally (L_std "
          "against the spread of L_mean)", "why": "its sentence admits both readings"},
         {"topic": "Result 1", "choice": "r over the IOI sentence's tokens and over the vocabulary, linear and "

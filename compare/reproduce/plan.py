@@ -38,21 +38,30 @@ class Plan:
     noise_trials: int
     noise_layers: int | None  # layers swept, evenly spread (None: all)
     n_boot: int  # bootstrap resamples of each critical level
+    component_levels: int  # levels of §7.2's sweep of every component (fewer than the main sweep's)
+    component_layers: int  # layers of §7.2's sweep, evenly spread
     flattened_level: float  # absolute noise level of Figs. 24–25's noisy runs
+    flattened_draws: int  # noise draws of each flattened run (their spread is reported)
     channel_trials: int
     channel_level: float  # relative scale
     channel_layer: int  # of Mamba-130m's 24, at the same relative depth in other models (`scaled_layer`)
     hit_curve_panels: int  # layers shown as hit curves
 
 
-# Sized to fit 10 min on 2 CPU cores at the real shapes (benchmarks/bench_reproduce.py): fresh draws make
-# one trial per level enough for an interval (compare.noise); the channel ranking reruns every channel of
-# Mamba-130m's h (1,552 runs) from its layer on, so it runs at a late layer: from layer 2 it alone took
-# longer than the rest of the report.
-FULL = Plan("full", periodic_length=64, noise_levels=21, noise_trials=1, noise_layers=None, n_boot=200,
-            flattened_level=1.0, channel_trials=1, channel_level=1.0, channel_layer=22, hit_curve_panels=6)
+# The thesis's sizes where it states them: §7.1 repeats "noise a layer, record the hit, change the level" a
+# hundred times per layer, so 100 levels in [0, 1] with one fresh draw each. §7.4 states none: 4 trials per
+# channel (a continuous effect on P(" Mary") ranks them, so ties are rare), 5 draws of each flattened run
+# for a spread. The channel ranking reruns every channel of Mamba-130m's h (1,552 runs per trial) from its
+# layer on, so it runs at a late layer: from layer 2 it alone took longer than the rest of the report.
+FULL = Plan("full", periodic_length=64, noise_levels=100, noise_trials=1, noise_layers=None, n_boot=200,
+            component_levels=21, component_layers=3,
+            flattened_level=1.0, flattened_draws=5, channel_trials=4, channel_level=1.0, channel_layer=22,
+            hit_curve_panels=6)
 QUICK = Plan("quick", periodic_length=16, noise_levels=5, noise_trials=2, noise_layers=2, n_boot=50,
-             flattened_level=1.0, channel_trials=1, channel_level=1.0, channel_layer=22, hit_curve_panels=2)
+             component_levels=5, component_layers=1,
+             flattened_level=1.0, flattened_draws=3, channel_trials=2, channel_level=1.0, channel_layer=22,
+             hit_curve_panels=2)
+THESIS_NOISE_RUNS_PER_LAYER = 100  # §7.1, step 4
 
 
 def component(family: str) -> str:

@@ -23,7 +23,9 @@ th { background: #f3f3f3; }
 td.value { white-space: pre-wrap; font-family: "DejaVu Sans Mono", monospace; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .9em; color: #555; }
+.banner { background: #fde2e1; border: 2px solid #c0392b; padding: .6em 1em; font-size: 1.05em; }
 .warning { background: #fff4d6; border: 1px solid #e0c060; padding: .6em; }
+.sure { color: #666; font-size: .85em; }
 .where { color: #555; font-style: italic; }
 """
 
@@ -37,12 +39,33 @@ def page(report: Report, pngs: Mapping[str, Mapping[str, bytes]]) -> str:
     header = report.header
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{escape(header['title'])}</title><style>{CSS}</style></head><body>",
-             f"<h1>{escape(header['title'])}</h1>",
+             f"<h1>{escape(header['title'])}</h1>", _banner(header.get("banner", [])), _what_ran(header),
              f'<p class="warning" id="weights-warning">{escape(header["statement"])}</p>',
              _header_table(header), _contents(report.sections)]
     parts += [_section(s, pngs.get(s.key, {})) for s in report.sections]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _banner(lines: list[str]) -> str:
+    """The first thing on the page where the weights are not the thesis's or do not model English."""
+    if not lines:
+        return ""
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f'<div class="banner" id="banner"><strong>Read this first.</strong><ul>{items}</ul></div>'
+
+
+WHAT_RAN = (("role", "role"), ("source", "source"), ("parameters", "parameters"),
+            ("weights_sha256", "weights (SHA-256, first 12 hex)"), ("thesis_checkpoint", "the thesis's checkpoint?"),
+            ("language_check", "language check"))
+
+
+def _what_ran(header: Mapping[str, Any]) -> str:
+    """One row per model: which checkpoint ran, and whether it is the thesis's and models English."""
+    head = "".join(f"<th>{escape(label)}</th>" for _, label in WHAT_RAN)
+    body = "".join("<tr>" + "".join(f"<td>{escape(format_value(m.get(key)))}</td>" for key, _ in WHAT_RAN) + "</tr>"
+                   for m in header.get("models", []))
+    return f'<h2 id="what-ran">What ran</h2><table id="models">{"<tr>" + head + "</tr>"}{body}</table>'
 
 
 def _header_table(header: Mapping[str, Any]) -> str:
@@ -71,7 +94,9 @@ def _section(s: Section, pngs: Mapping[str, bytes]) -> str:
         out.append("<table class=\"claims\"><tr><th>what</th><th>thesis says</th><th>measured here</th>"
                    + ("<th>check</th>" if any(r.verdict for r in s.rows) else "") + "</tr>")
         for r in s.rows:
-            measured = "<br>".join(f"{escape(n.label)}: {escape(n.text())}" for n in r.measured) or "—"
+            measured = "<br>".join(f'<span title="{escape(n.definition)}">{escape(n.label)}</span>: {escape(n.text())} '
+                                   f'<span class="sure">({escape(n.sureness())})</span>'
+                                   for n in r.measured) or "—"
             verdict = f"<td>{escape(r.verdict)}</td>" if any(x.verdict for x in s.rows) else ""
             out.append(f"<tr><td>{escape(r.quantity)}</td><td>{escape(r.thesis)}</td>"
                        f'<td class="value">{measured}</td>{verdict}</tr>')

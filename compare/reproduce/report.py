@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..jsonsafe import plain
+
 
 @dataclass
 class Number:
@@ -24,14 +26,21 @@ class Number:
     value: Any
     definition: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    n: int | None = None  # how many observations the value summarises (tokens, positions, trials, ...)
+    uncertainty: str | None = None  # an interval, a test, a spread, or `uncertainty.EXACT`
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "value": plain(self.value), "definition": self.definition,
-                "parameters": plain(self.parameters)}
+                "n": self.n, "uncertainty": self.uncertainty, "parameters": plain(self.parameters)}
 
     def text(self) -> str:
         """The value as the table writes it (4 significant digits; lists comma-separated)."""
         return format_value(self.value)
+
+    def sureness(self) -> str:
+        """n and the interval, test or spread, as the page writes them after the value."""
+        n = "n = ?" if self.n is None else f"n = {self.n:,}"
+        return f"{n}; {self.uncertainty or 'no uncertainty stated'}"
 
 
 @dataclass
@@ -59,11 +68,12 @@ class Section:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # small frames shown as HTML tables
     table_definitions: dict[str, str] = field(default_factory=dict)
 
-    def add(self, key: str, label: str, value: Any, definition: str, **parameters) -> Number:
-        """A new Number of this section (keys are unique within it)."""
-        if any(n.key == key for n in self.numbers):
+    def add(self, key: str, label: str, value: Any, definition: str, *, n: int | None = None,
+            uncertainty: str | None = None, **parameters) -> Number:
+        """A new Number of this section (keys are unique within it); n and uncertainty as `Number`'s."""
+        if any(x.key == key for x in self.numbers):
             raise ValueError(f"section {self.key}: number {key!r} added twice")
-        number = Number(key, label, value, definition, parameters)
+        number = Number(key, label, value, definition, parameters, n, uncertainty)
         self.numbers.append(number)
         return number
 
@@ -104,25 +114,19 @@ class Report:
             "notes": s.notes} for s in self.sections]}
 
 
-def plain(value: Any) -> Any:
-    """`value` with numpy scalars/arrays as Python values and non-finite floats as strings ("nan",
-    "inf"), so the JSON is standard (json.dumps would write NaN, which JSON does not allow)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+REPLACEMENT = "\ufffd"  # what decoding a lone byte of a multi-byte character gives
 
 
 def format_value(value: Any) -> str:
+    """A value as the page writes it: strings inside lists quoted (a token's spaces and punctuation stay
+    visible: [' Mon', ']),']), U+FFFD written as the escape \\ufffd, never as the replacement character."""
     if value is None:
         return "—"
     if isinstance(value, (list, tuple, np.ndarray)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
+        return "[" + ", ".join(f"'{format_value(v)}'" if isinstance(v, str) else format_value(v)
+                               for v in value) + "]"
+    if isinstance(value, str):
+        return value.replace(REPLACEMENT, "\\ufffd")
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):

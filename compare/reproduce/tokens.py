@@ -13,9 +13,31 @@ from .context import Context
 from .plan import (CYCLES, FIG9_COUNTS, IOI, IOI_NEOX_IDS, LITHUANIAN, MARY, REPEATED, REPEATED_COUNT,
                    REPEATED_ID_NEOX, THESIS_R)
 from .report import Section
+from .uncertainty import EXACT, correlation
 
 CYCLE_CLAIMS = {(42, 69): "GPT-NeoX reads I, d; GPT-2 reads the same IDs as K, f, and 'I', 'd' as [40, 67] (Fig. 21)",
-                (4200, 6660): "GPT-NeoX reads ' Mon', ']),'; GPT-2 reads the same IDs as ' sales', ' Thus' (Fig. 20)"}
+                (4200, 6660): "Fig. 19's caption writes them <Mon>, <],> and Fig. 21's <Mon>, <]),> (the thesis drops "
+                              "leading spaces; see section 10); GPT-2 reads the same IDs as <sales>, <Thus> (Fig. 20)"}
+
+
+def byte_level_alphabet() -> dict[int, str]:
+    """Byte-level BPE's map from each byte to the printable character its vocabulary writes it as (GPT-2's
+    and GPT-NeoX's): printable Latin-1 bytes stand for themselves, the rest move to U+0100 onwards."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + k) for k, b in enumerate(moved)}}
+
+
+def byte_label(tokenizer, token_id: int, text: str) -> str:
+    """`token_label(text)`, or, where the token is part of a multi-byte character (its text alone decodes
+    to U+FFFD, as Lithuanian 'ė' split in two), its bytes as escapes: '\\xc4' instead of the replacement character."""
+    if "\ufffd" not in text:
+        return token_label(text)
+    to_byte = {c: b for b, c in byte_level_alphabet().items()}
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(piece, str) or any(c not in to_byte for c in piece):
+        return token_label(text).replace("\ufffd", "\\ufffd")
+    return "'" + bytes(to_byte[c] for c in piece).decode("utf-8", errors="backslashreplace") + "'"
 
 
 def token_ids(ctx: Context) -> Section:
@@ -33,15 +55,16 @@ def token_ids(ctx: Context) -> Section:
             ids_of[(label, h.name)] = ids
             counts.append({"text": label, "model": h.name, "n_tokens": len(ids), "thesis": thesis_counts[label]})
             shown.append({"text": label, "model": h.name, "n_tokens": len(ids), "ids": ", ".join(map(str, ids)),
-                          "tokens": " ".join(token_label(t) for t in h.decode_tokens(ids))})
+                          "tokens": " ".join(byte_label(h.tokenizer, i, t) for i, t in zip(ids, h.decode_tokens(ids)))})
     n = {(c["text"], c["model"]): s.add(f"n_tokens[{c['text']}|{c['model']}]", f"{c['model']}", c["n_tokens"],
                                         "number of tokens the model's tokenizer encodes the text into "
-                                        "(no special tokens added)", text=texts[c["text"]])
+                                        "(no special tokens added)", n=c["n_tokens"], uncertainty=EXACT,
+                                        text=texts[c["text"]])
          for c in counts}
     ioi = ids_of[("IOI sentence", first.name)]
     same = s.add("ioi_ids_equal_eq8", f"{first.name}'s IDs equal eq. 8's", list(ioi) == list(IOI_NEOX_IDS),
                  "whether the first model's tokenizer encodes the IOI sentence to exactly the IDs of eq. 8",
-                 eq8=list(IOI_NEOX_IDS))
+                 n=len(ioi), uncertainty=EXACT, eq8=list(IOI_NEOX_IDS))
     s.row("IOI sentence: tokens (eq. 8, Fig. 9)", "14 tokens in both tokenizers; GPT-NeoX IDs as in eq. 8",
           [n[("IOI sentence", h.name)] for h in ctx.handles] + [same])
     rep = f"{REPEATED!r} × {REPEATED_COUNT}"
@@ -49,28 +72,29 @@ def token_ids(ctx: Context) -> Section:
     one_id = s.add("repeated_all_one_id", f"{first.name}: every token is ID {REPEATED_ID_NEOX}",
                    all(i == REPEATED_ID_NEOX for i in rep_ids[first.name]),
                    "whether every token of the repeated string is eq. 9's ID in the first model's tokenizer",
-                   text=texts[rep])
+                   n=len(rep_ids[first.name]), uncertainty=EXACT, text=texts[rep])
     s.row(f"{rep} (eq. 9, as {REPEATED_COUNT * len(REPEATED)} characters)",
           f"{REPEATED_COUNT} × ID {REPEATED_ID_NEOX}", [n[(rep, h.name)] for h in ctx.handles] + [one_id])
     lt = [n[("Lithuanian sentence", h.name)] for h in ctx.handles]
     ratio = [s.add(f"lt_over_en[{h.name}]", f"Lithuanian ÷ English, {h.name}",
                    len(ids_of[("Lithuanian sentence", h.name)]) / len(ids_of[("IOI sentence", h.name)]),
                    "tokens of the Lithuanian translation divided by tokens of the English sentence",
-                   lithuanian=LITHUANIAN, english=IOI) for h in ctx.handles]
+                   n=2, uncertainty=EXACT + " (a ratio of two counts of one sentence pair)", lithuanian=LITHUANIAN, english=IOI) for h in ctx.handles]
     s.row("Lithuanian translation (Fig. 9)", "26 tokens against 14 in English (a tiktoken-based viewer; "
           "encoding unstated): Lithuanian costs more", lt + ratio)
     cycles = []
     for cycle in CYCLES:
         ids, reduced = ctx.cycle_ids(cycle)
         first_text = s.add(f"cycle_text[{cycle}|{first.name}]", f"{first.name} reads", first.decode_tokens(ids),
-                           "each ID decoded alone by the first model's tokenizer", ids=ids)
+                           "each ID decoded alone by the first model's tokenizer", n=len(ids), uncertainty=EXACT,
+                           ids=ids)
         second_text = s.add(f"cycle_text[{cycle}|{second.name}]", f"{second.name} reads the same IDs",
                             second.decode_tokens(ids), "each ID decoded alone by the second model's tokenizer",
-                            ids=ids)
+                            n=len(ids), uncertainty=EXACT, ids=ids)
         aligned = align(ids, first.tokenizer, second.tokenizer)
         aligned_ids = s.add(f"cycle_aligned[{cycle}]", f"{second.name} aligned IDs", aligned.ids,
                             "the first model's tokens re-encoded one by one by the second tokenizer "
-                            "(compare's aligned variant)", ids=ids)
+                            "(compare's aligned variant)", n=len(ids), uncertainty=EXACT, ids=ids)
         s.row(f"cycle {list(cycle)}" + (f" (reduced to {ids}: outside this vocabulary)" if reduced else ""),
               CYCLE_CLAIMS[tuple(cycle)], [first_text, second_text, aligned_ids])
         cycles.append({"cycle": str(list(cycle)), "ids": ", ".join(map(str, ids)),
@@ -97,14 +121,14 @@ def id_vs_length(ctx: Context) -> Section:
             r = metrics.length_correlations(table)
             numbers = [s.add(f"{key}[{scope}|{h.name}]", f"{label}, {h.name}", r[key],
                              f"Pearson r between {x} and decoded length in characters, over {what}",
-                             n_tokens=len(table), log="log(1 + ID)" if key == "r_logid_len" else None)
+                             n=len(table), uncertainty=correlation(r[key], len(table)), log="log(1 + ID)" if key == "r_logid_len" else None)
                        for key, label, x in (("r_logid_len", "r(log ID, length)", "log(1 + ID)"),
                                              ("r_id_len", "r(ID, length)", "the token ID"))]
             rows.append((scope, h.name, numbers))
         rows_mary = text[h.name][text[h.name]["token"] == MARY]
         if len(rows_mary):
             s.add(f"mary_id[{h.name}]", f"ID of {MARY!r}, {h.name}", int(rows_mary["id"].iloc[0]),
-                  "the ID the tokenizer gives the token", token=MARY)
+                  "the ID the tokenizer gives the token", n=1, uncertainty=EXACT, token=MARY)
     for scope in ("text", "vocabulary"):
         s.row(f"r over {'the IOI sentence' if scope == 'text' else 'the whole vocabulary'}",
               f"R ≈ {THESIS_R} in both tokenizers (x axis: log ID; which r and which tokens unstated)",

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..cli import error_line
+from ..errors import error_line
 from ..loading import ModelLoadError
 from . import executors, results
 from .runner import run
@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"study {summary.out}: {summary.done}/{summary.total} tasks finished ({summary.skipped} before this run), "
           f"{len(summary.failed)} failed, {summary.seconds:.1f} s")
+    if summary.overflowed:
+        print(f"  {summary.overflowed} noisy runs overflowed (logits NaN or infinite): kept as rows with "
+              "finite=False (channels: the 'overflowed' column), counted as misses")
     for record in results.failures(summary.out):
         print(f"  failed {record['task']}: {record['error']}", file=sys.stderr)
     return 1 if summary.failed else 0

@@ -45,6 +45,9 @@ class Summary:
     done: int  # finished tasks in all, skipped ones included
     failed: list[str] = field(default_factory=list)  # keys of the tasks that failed in this run
     seconds: float = 0.0
+    # noisy runs of this run's tasks whose logits overflowed: rows with finite=False (noise_sweep)
+    # or counted in the `overflowed` column (channel_sensitivity); they are misses, not failures
+    overflowed: int = 0
 
     def read(self, label: str) -> pd.DataFrame:
         return results.read(self.out, label)
@@ -67,6 +70,8 @@ def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLi
         is always resumed: its finished tasks are skipped.
     progress: a bar in the terminal. callback: called with a `Progress` after each task.
     Failed tasks are listed in the Summary and recorded in `out/_failed/`; a rerun retries them.
+    Noisy runs that overflowed are rows, not failures: the Summary's `overflowed` counts them
+    over the tasks of this run (the CLI prints it).
     """
     spec = load(spec) if isinstance(spec, (str, os.PathLike)) else from_mapping(spec)
     if executor not in executors.EXECUTORS:
@@ -99,6 +104,7 @@ def run(spec: Spec | Mapping[str, Any] | str | os.PathLike, out: str | os.PathLi
         if outcome.error is None:
             results.write_task(folder, outcome.key, outcome.frame)
             summary.done += 1
+            summary.overflowed += tasking.overflowed(outcome.frame)
         else:
             results.write_failure(folder, outcome.key, outcome.error, outcome.traceback, attempts)
             summary.failed.append(outcome.key)

@@ -36,8 +36,11 @@ from typing import Any, Callable
 
 from ..comparison import VARIANTS
 from ..noise import DISTRIBUTIONS, SCALES
+from ..patching import METRICS
 
-ANALYSES = ("compare", "noise_sweep", "channel_sensitivity")
+CORRUPTIONS = ("abc", "name_swap")  # datasets_gen.counterfactuals.KINDS: a suite row's corrupt_<kind> columns
+
+ANALYSES = ("compare", "noise_sweep", "channel_sensitivity", "logit_lens", "attribution_patch")
 TOP_LEVEL = ("prompts", "suite", "models", "analyses", "seed", "device")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -272,15 +275,26 @@ def _component(value, field) -> str:
     return value
 
 
+def _components(value, field) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise SpecError(f"{field}: must be a non-empty list of per-layer hook points, got {value!r}")
+    return [_component(v, f"{field}[{i}]") for i, v in enumerate(value)]
+
+
 _NOISE = {"target": _token, "component": _component, "trials": _int(1), "distribution": _choice(DISTRIBUTIONS),
           "scale": _choice(SCALES), "positions": _ints, "variant": _choice(VARIANTS)}
 PARAMS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
     "compare": {"variant": _choice(VARIANTS), "track": _tokens},
     "noise_sweep": {**_NOISE, "layers": _ints, "levels": _levels},
     "channel_sensitivity": {**_NOISE, "layer": _int(0), "level": _level},
+    "logit_lens": {"target": _token, "layers": _ints, "positions": _ints, "k": _int(1), "variant": _choice(VARIANTS)},
+    "attribution_patch": {"corruption": _choice(CORRUPTIONS), "components": _components, "layers": _ints,
+                          "metric": _choice(METRICS)},
 }
 REQUIRED = {"compare": (), "noise_sweep": ("component", "target"),
-            "channel_sensitivity": ("component", "target", "layer", "level")}
+            "channel_sensitivity": ("component", "target", "layer", "level"), "logit_lens": (),
+            "attribution_patch": ("corruption",)}
+NEEDS_ROWS = {"attribution_patch": "its clean/corrupt pairs are a suite row's counterfactual columns"}
 
 
 def _params(name: str, params: Mapping[str, Any], rows: bool, where: str) -> dict[str, Any]:
@@ -296,6 +310,8 @@ def _params(name: str, params: Mapping[str, Any], rows: bool, where: str) -> dic
     missing = [p for p in required if p not in params]
     if missing:
         raise SpecError(f"{where}: {name} needs {', '.join(missing)}")
+    if name in NEEDS_ROWS and not rows:
+        raise SpecError(f"{where}: {name} needs suite prompts ({{path, split}}): {NEEDS_ROWS[name]}")
     if "variant" in params and name != "compare" and not rows:
         raise SpecError(f"{where}.variant: only for suite prompts (it picks the row's <model>_<variant>_ids)")
     return {key: allowed[key](value, f"{where}.{key}") for key, value in sorted(params.items())}

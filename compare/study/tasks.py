@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..attribution import attribution_patch
 from ..channels import channel_sensitivity
+from ..lens import logit_lens
 from ..comparison import compare
 from ..loading import cached_model
 from ..noise import noise_sweep
@@ -109,6 +111,9 @@ def run(task: Task) -> pd.DataFrame:
     """The task's rows: the analysis' own frame, led by `task` and `prompt_index` columns."""
     if task.analysis == "compare":
         frame = _compare(task)
+    elif task.analysis in ("logit_lens", "attribution_patch"):
+        frame = (_lens if task.analysis == "logit_lens" else _attribution)(task, cached_model(task.models[0],
+                                                                                              device=task.device))
     else:
         handle = cached_model(task.models[0], device=task.device)
         params = dict(task.params)
@@ -130,6 +135,44 @@ def run(task: Task) -> pd.DataFrame:
     frame.insert(0, "task", task.key)
     frame.insert(1, "prompt_index", np.int64(task.prompt_index))
     return frame.reset_index(drop=True)
+
+
+def _lens(task: Task, handle) -> pd.DataFrame:
+    """logit_lens of the prompt; a suite row gives its IDs and, where it has one, its target."""
+    params = dict(task.params)
+    variant, prompt = params.pop("variant", "native"), task.prompt
+    if isinstance(prompt, Mapping):
+        prompt = list(task.prompt[f"{handle.family}_{variant}_ids"])
+        row_target = task.prompt.get(f"target_id_{handle.family}", -1)
+        params.setdefault("target", row_target if row_target is not None and row_target >= 0 else None)
+    frame = logit_lens(prompt, model=handle, **params)
+    for column in ("top_tokens", "top_ids", "top_probs"):  # tuples: lists for the Parquet files
+        frame[column] = frame[column].map(list)
+    return frame
+
+
+def _attribution(task: Task, handle) -> pd.DataFrame:
+    """attribution_patch of a suite row's clean prompt against its corrupt_<corruption> twin."""
+    params = dict(task.params)
+    kind, row, family = params.pop("corruption"), task.prompt, handle.family
+    corrupt = row.get(f"{family}_{kind}_ids")
+    if corrupt is None:
+        raise ValueError(f"corruption: the suite row {row.get('id')!r} has no {kind!r} counterfactual "
+                         "(only the natural suite's IOI prompts have them)")
+    frame = attribution_patch(list(row[f"{family}_native_ids"]), list(corrupt), model=handle,
+                              answer=row[f"{family}_answer_id"], wrong=row[f"{family}_wrong_id"], **params)
+    frame["position"] = frame["position"].astype(np.int64)
+    return frame
+
+
+def overflowed(frame: pd.DataFrame) -> int:
+    """Noisy runs of a task's rows whose logits overflowed: noise_sweep's rows with finite=False,
+    channel_sensitivity's `overflowed` column (its frame is per channel); 0 for compare."""
+    if "finite" in frame.columns:
+        return int((~frame["finite"].astype(bool)).sum())
+    if "overflowed" in frame.columns:
+        return int(frame["overflowed"].sum())
+    return 0
 
 
 def _compare(task: Task) -> pd.DataFrame:

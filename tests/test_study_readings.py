@@ -1,0 +1,51 @@
+"""The study runs logit_lens and attribution_patch per suite row, row for row equal to direct calls."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from compare import attribution_patch, logit_lens, study
+from compare.study.spec import SpecError
+
+CLEAN = "When Mary and John went to the store , John gave a drink to"
+CORRUPT = "When Mary and John went to the store , Mary gave a drink to"
+MODELS = ("mamba", "gpt2")
+
+
+def spec_of(dirs, prompts, analyses):
+    return {"prompts": prompts, "models": [str(dirs[m]) for m in MODELS], "seed": 0, "device": "cpu",
+            "analyses": analyses}
+
+
+def test_suite_rows_give_each_model_its_own_ids_target_and_counterfactual(tiny_dirs, tiny, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    handles = tiny[0]
+    row = {"id": "natural-00000", "text": CLEAN, "target": "Mary"}
+    for m in MODELS:
+        h = handles[m]
+        row |= {f"{m}_native_ids": h.encode(CLEAN), f"target_id_{m}": h.encode(" Mary")[0],
+                f"{m}_name_swap_ids": h.encode(CORRUPT), f"{m}_answer_id": h.encode(" Mary")[0],
+                f"{m}_wrong_id": h.encode(" John")[0]}
+    spec = spec_of(tiny_dirs[0], datasets.Dataset.from_list([row]),
+                   [{"analysis": "logit_lens", "k": 2}, {"analysis": "attribution_patch", "corruption": "name_swap"}])
+    result = study.run(spec, tmp_path / "s", progress=False)
+    assert (result.done, result.failed) == (4, [])
+    for m in MODELS:
+        h = handles[m]
+        lens = study.read(tmp_path / "s", "logit_lens")
+        got = lens[lens["task"] == f"logit_lens/{m}/p000000"].drop(columns=["task", "prompt_index"])
+        direct = logit_lens(h.encode(CLEAN), model=h, target=row[f"target_id_{m}"], k=2)
+        assert got["top_ids"].map(list).tolist() == direct["top_ids"].map(list).tolist()
+        pd.testing.assert_frame_equal(got.drop(columns=["top_tokens", "top_ids", "top_probs"]).reset_index(drop=True),
+                                      direct.drop(columns=["top_tokens", "top_ids", "top_probs"]), check_dtype=False,
+                                      rtol=1e-6)
+        attr = study.read(tmp_path / "s", "attribution_patch")
+        got = attr[attr["task"] == f"attribution_patch/{m}/p000000"].drop(columns=["task", "prompt_index"])
+        direct = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John")
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), direct, check_dtype=False, rtol=1e-5, atol=1e-7)
+
+
+def test_attribution_in_a_study_needs_suite_rows(tiny_dirs, tmp_path):
+    spec = spec_of(tiny_dirs[0], [CLEAN], [{"analysis": "attribution_patch", "corruption": "abc"}])
+    with pytest.raises(SpecError, match=r"analyses\[0\]: attribution_patch needs suite prompts"):
+        study.run(spec, tmp_path / "s", progress=False)
