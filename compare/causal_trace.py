@@ -50,6 +50,11 @@ class Trace:
     window: int
     seed: int
 
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The layers that have the component (a hybrid's attention points: its attention layers)."""
+        return self.handle.arch.layers_with(self.handle.module, self.component)
+
     def window_of(self, layer: int) -> tuple[int, ...]:
         L = self.handle.n_layers
         return tuple(range(max(0, layer - self.window // 2), min(L, layer - (-self.window // 2))))
@@ -107,7 +112,7 @@ def causal_trace(prompt, subject, *, model, samples=10, noise=3.0, window=1, see
                      component=component, answer=answer)
     max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
-    total, done, stopped = sum(t.handle.n_layers for t in traces), 0, False
+    total, done, stopped = sum(len(t.layers) for t in traces), 0, False
     frames, attrs = [], {"answer": {}, "p_clean": {}, "p_corrupt": {}, "subject": {}, "sigma": {}}
     for trace in traces:
         src, resid, entries, p_corrupt, sigma = record(trace)
@@ -117,7 +122,7 @@ def causal_trace(prompt, subject, *, model, samples=10, noise=3.0, window=1, see
         attrs["p_clean"][handle.name], attrs["p_corrupt"][handle.name] = p_clean, p_corrupt
         attrs["subject"][handle.name], attrs["sigma"][handle.name] = trace.subject, sigma
         tokens = handle.decode_tokens(trace.ids[0].tolist())
-        for layer in range(handle.n_layers):
+        for layer in trace.layers:
             if stop is not None and stop.is_set():
                 stopped = True
                 break
@@ -138,7 +143,7 @@ def causal_trace(prompt, subject, *, model, samples=10, noise=3.0, window=1, see
 
 @torch.no_grad()
 def record(trace: Trace):
-    """The clean component at every layer ({layer: [1, T, *feature]}), the noised draws' residual
+    """The clean component at every layer that has it ({layer: [1, T, *feature]}), the noised draws' residual
     entering every block ({layer: [samples, T, d]}), the clean run's block entries (mask and
     position arguments), p_corrupt and σ."""
     handle, arch = trace.handle, trace.handle.arch
@@ -147,7 +152,7 @@ def record(trace: Trace):
     idx = list(trace.subject)
     with handle.lock:
         hooks = [arch.hook(handle.module, trace.component, l, lambda v, l=l: src.__setitem__(l, v.detach().clone()))
-                 for l in range(L)]
+                 for l in trace.layers]
         hooks.append(arch.hook(handle.module, "embed", None, lambda v: seen.__setitem__("embed", v.detach().clone())))
         try:
             _, entries = clean_pass(handle, trace.ids, range(L))
@@ -193,7 +198,8 @@ def restored(trace: Trace, layer: int, src, resid, entries, max_bytes: int) -> n
         def restore(value, l):
             value[rows, positions] = src[l][0, positions].to(value.device, value.dtype)
 
-        hooks = [handle.arch.hook(handle.module, trace.component, l, lambda v, l=l: restore(v, l)) for l in window]
+        hooks = [handle.arch.hook(handle.module, trace.component, l, lambda v, l=l: restore(v, l))
+                 for l in window if l in src]  # a window's layers that have the component
         try:
             x = resid[start][[s for _, s in chunk]]
             finals.append(blocks_from(handle, start, x, entries[start], last_only=last_only)[:, -1])

@@ -32,7 +32,7 @@ def causal_trace_ref(prompt, subject, *, model, samples=10, noise=3.0, window=1,
         noise_values = sigma * trace.epsilon(embed.shape[-1])
         p_corrupt = traced_probability(trace, noise_values, clean, (), 0)
         tokens = handle.decode_tokens(trace.ids[0].tolist())
-        for layer in range(handle.n_layers):
+        for layer in trace.layers:
             p = np.array([traced_probability(trace, noise_values, clean, trace.window_of(layer), position)
                           for position in range(len(tokens))])
             frames.append(pd.DataFrame({"model": handle.name, "layer": layer, "position": range(len(tokens)),
@@ -47,9 +47,9 @@ def clean_values(trace: Trace):
     handle, saved = trace.handle, {}
     with handle.nn.trace(trace.ids):
         saved["embed"] = handle.point("embed").save()
-        for layer in range(handle.n_layers):
+        for layer in trace.layers:
             saved[layer] = handle.point(trace.component, layer).save()
-    return {l: saved[l].detach().clone() for l in range(handle.n_layers)}, saved["embed"].detach().clone()
+    return {l: saved[l].detach().clone() for l in trace.layers}, saved["embed"].detach().clone()
 
 
 @torch.no_grad()
@@ -60,6 +60,7 @@ def traced_probability(trace: Trace, noise_values: torch.Tensor, clean, window, 
     with handle.nn.trace(trace.ids.repeat(trace.samples, 1)):
         handle.point("embed")[:, idx] += noise_values
         for layer in window:
-            handle.point(trace.component, layer)[:, position] = clean[layer][:, position]
+            if layer in clean:  # a window's layers that have the component
+                handle.point(trace.component, layer)[:, position] = clean[layer][:, position]
         logits = handle.point("logits").save()
     return torch.softmax(logits[:, -1, : handle.vocab_size].float(), -1)[:, trace.answer].mean().item()

@@ -20,11 +20,15 @@ def byte_budget(max_bytes) -> int:
     return int(max_bytes)
 
 
-def layer_list(handle, layers, what: str = "layers") -> tuple[int, ...]:
-    """Layers as a tuple of unique ints in 0..L-1 (None: all); `handle` gives `n_layers` and `name`."""
+def layer_list(handle, layers, what: str = "layers", *, point: str | None = None) -> tuple[int, ...]:
+    """Layers as a tuple of unique ints in 0..L-1 (None: all); `handle` gives `n_layers` and `name`.
+
+    point: the layers must have this point (a hybrid's `pattern` only its attention layers):
+    None means every layer that has it, and a listed layer without it is refused naming its kind.
+    """
     L = handle.n_layers
     if layers is None:
-        return tuple(range(L))
+        return tuple(range(L)) if point is None else handle.arch.layers_with(handle.module, point)
     values = [layers] if is_int(layers) else layers
     try:
         values = list(values)
@@ -34,7 +38,14 @@ def layer_list(handle, layers, what: str = "layers") -> tuple[int, ...]:
     if not values or bad:
         raise ValueError(f"{what} must be a non-empty list of ints in 0..{L - 1} (negative counts from the end) for "
                          f"{handle.name} or None for all, got {layers!r}")
-    return tuple(dict.fromkeys(int(v) % L for v in values))
+    chosen = tuple(dict.fromkeys(int(v) % L for v in values))
+    if point is not None:
+        having = handle.arch.layers_with(handle.module, point)
+        lacking = [l for l in chosen if l not in having]
+        if lacking:
+            raise ValueError(f"{what}: layer {lacking[0]} of {handle.name} is an {handle.layer_kind(lacking[0])} layer "
+                             f"and has no {point!r}; the layers that have it: {list(having)}")
+    return chosen
 
 
 def position_list(values, T: int, what: str = "positions", *, empty: bool = False) -> tuple[int, ...]:

@@ -81,10 +81,14 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
     y_t = Σ_s α[:, t, s] · x_s + D · x_t holds to fp32 rounding (`reconstruct`).
     """
     arch = handle.arch
-    if arch.mixing != "ssm":
-        raise ValueError(f"{handle.name}: hidden attention needs a selective SSM; {arch.title} mixes positions "
-                         "by attention: read its heads with head_pattern")
     _layer(handle, layer)
+    if not arch.mixes(handle.module, layer, "ssm"):
+        raise ValueError(f"{handle.name}: hidden attention needs a selective SSM; {arch.title} mixes positions by "
+                         f"attention at layer {layer}: read its heads with head_pattern")
+    missing = [p for p in arch.attention_points if p not in arch.points_at(handle.module, layer)]
+    if missing or not arch.attention_points:
+        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer, but {arch.title} lacks "
+                         f"the points hidden attention reads there ({', '.join(missing) or 'none declared'})")
     channels = _units(channels, arch.dims(handle.module.config)[arch.attention_units], "channels")
     T = ids.shape[1]
     need = FP32_BYTES * T * T * len(channels)
@@ -111,10 +115,10 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
     handle = handle_of(model)
     ids = prompt_ids(handle, prompt)
     reduce = _reduce(reduce)
-    if handle.arch.find("pattern") is None:
-        raise ValueError(f"{handle.name}: {handle.arch.title} has no attention pattern; "
-                         "use hidden_attention for a selective SSM")
     _layer(handle, layer)
+    if "pattern" not in handle.arch.points_at(handle.module, layer):
+        raise ValueError(f"{handle.name}: layer {layer} of {handle.arch.title} has no attention pattern; "
+                         "use hidden_attention for a selective SSM")
     heads = _units(heads, handle.arch.dims(handle.module.config)["heads"], "heads")
     pattern = read_points(handle, ids, layer, ("pattern",))["pattern"][0][list(heads)].float().cpu()  # [H, T, T]
     weights = pattern if reduce == "none" else pattern.mean(0)
@@ -127,7 +131,8 @@ def attention_map(prompt, *, model, layer, units=None, reduce="mean", max_bytes:
     `units` of a transformer's pattern."""
     handle = handle_of(model)
     max_bytes = byte_budget(max_bytes)  # checked for a transformer too, which has no use for it
-    if handle.arch.mixing == "ssm":
+    _layer(handle, layer)
+    if not handle.arch.mixes(handle.module, layer, "attention"):  # an SSM layer (Falcon-H1's show their heads)
         return hidden_attention(prompt, model=handle, layer=layer, channels=units, reduce=reduce, max_bytes=max_bytes)
     return head_pattern(prompt, model=handle, layer=layer, heads=units, reduce=reduce)
 

@@ -38,6 +38,7 @@ import torch
 from .causal_inputs import handles_of, is_int, position_list, prompt_ids, token_id
 from .model import Model
 
+SSM_POINTS = ("A_bar", "write", "h_readout")  # what `_remove_writes` reads
 COLUMNS = ("model", "target", "sources", "layers", "predicted", "predicted_knockout", "p_before", "p_after",
            "delta_p", "kl")
 
@@ -71,11 +72,12 @@ def knockout(prompt, *, model, sources, target, layers, answer=None) -> pd.DataF
 def knocked_logits(handle: Model, ids: torch.Tensor, sources: tuple[int, ...], target: int,
                    layers: tuple[int, ...]) -> torch.Tensor:
     """Last-position logits [V] of the forward with the knockout, hooks held for this call only."""
+    arch = handle.arch
     with handle.lock, ExitStack() as hooks:
-        for layer in layers:
-            if handle.arch.mixing == "ssm":
+        for layer in layers:  # by the layer's kind: a hybrid has both (Falcon-H1: both in one layer)
+            if arch.mixes(handle.module, layer, "ssm"):
                 _remove_writes(handle, layer, sources, target, hooks)
-            else:
+            if arch.mixes(handle.module, layer, "attention"):
                 _mask_edges(handle, layer, sources, target, hooks)
         return handle.logits(ids)[0, -1]
 
@@ -108,7 +110,7 @@ def _remove_writes(handle: Model, layer: int, sources, target: int, hooks: ExitS
     idx = torch.tensor(list(sources))
 
     def remove(h):
-        A_bar, w = seen["A_bar"], seen["write"]  # [b, T, *state]; Ā may have fewer axes (Mamba-2: [b, T, heads])
+        A_bar, w = seen["A_bar"], seen["write"]  # [b, T, *state]; Ā may have fewer axes (Mamba-2: [b, T, H])
         A_bar = A_bar.reshape(A_bar.shape + (1,) * (w.dim() - A_bar.dim()))
         share = torch.zeros_like(h[:, target])
         for s in range(int(idx.min()), target + 1):  # Σ_s (Π_{k=s+1..t} Ā_k) w_s, by the recurrence
@@ -128,9 +130,6 @@ def _check(handle: Model, T: int, sources, target, layers):
     S = tuple(sorted(position_list(sources, T, "sources", empty=True)))
     if S and S[-1] > t:
         raise ValueError(f"sources must be positions ≤ target ({t}): later positions never reach it, got {list(S)}")
-    if S and handle.arch.mixing == "attention" and set(range(t + 1)) <= set(S):
-        raise ValueError(f"{handle.name}: sources cover every position 0..{t}; attention needs at least one edge "
-                         "into the target left open to renormalise over")
     L = handle.n_layers
     values = [layers] if is_int(layers) else layers
     try:
@@ -139,4 +138,16 @@ def _check(handle: Model, T: int, sources, target, layers):
         values = None
     if values is None or not all(is_int(v) and -L <= v < L for v in values):
         raise ValueError(f"layers must be a list of ints in 0..{L - 1} for {handle.name} (may be empty), got {layers!r}")
-    return t, S, tuple(sorted(dict.fromkeys(int(v) % L for v in values)))
+    layers = tuple(sorted(dict.fromkeys(int(v) % L for v in values)))
+    arch = handle.arch
+    attention = [l for l in layers if arch.mixes(handle.module, l, "attention")]
+    if S and attention and set(range(t + 1)) <= set(S):
+        raise ValueError(f"{handle.name}: sources cover every position 0..{t}; attention needs at least one edge "
+                         f"into the target left open to renormalise over (layers {attention} attend)")
+    for l in layers:
+        missing = [p for p in SSM_POINTS if p not in arch.points_at(handle.module, l)]
+        if arch.mixes(handle.module, l, "ssm") and missing:
+            raise ValueError(f"layers: layer {l} of {handle.name} is an {handle.layer_kind(l)} layer; removing the "
+                             f"sources' writes from its state needs the points {', '.join(SSM_POINTS)}, which "
+                             f"{arch.title}'s state-space mixer does not materialise (it lacks {', '.join(missing)})")
+    return t, S, layers

@@ -63,6 +63,15 @@ class Model:
         return self.arch.n_layers(self.module)
 
     @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """The kind of each layer ("attention", "ssm", "attention+ssm"; `Family.layer_kinds`): the
+        `kind` column of a frame with a row per layer."""
+        return self.arch.layer_kinds(self.module)
+
+    def layer_kind(self, layer: int) -> str:
+        return self.layer_kinds[layer]
+
+    @property
     def hook_points(self) -> tuple[str, ...]:
         """Names accepted by `point`: per-layer components, then model-level ones."""
         return self.arch.names

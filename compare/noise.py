@@ -105,7 +105,7 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
     ids = prompt_ids(handle, prompt)
     T = ids.shape[1]
     component = _component(handle, component)
-    layers = layer_list(handle, layers)  # negative counts from the end, as in patch_sweep and knockout
+    layers = layer_list(handle, layers, point=component)  # negative counts from the end, as in patch_sweep and knockout
     for layer in layers:
         points.check(handle, component, layer)
     levels = np.linspace(0.0, 1.0, 100) if levels is None else _float_array(levels, "levels")

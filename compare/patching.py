@@ -132,7 +132,7 @@ def prepare(clean, corrupt, *, model, answer, wrong=None, component, layers=None
                              f"in {handle.name}")
         patches, labels = _patches(positions, clean_ids.shape[1])
         out.append(Patching(handle, clean_ids, corrupt_ids, a, w, component, point, head,
-                            layer_list(handle, layers), patches, labels, metric))
+                            layer_list(handle, layers, point=point), patches, labels, metric))
     return out
 
 

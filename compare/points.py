@@ -21,6 +21,10 @@ def check(handle, component: str, layer: int | None) -> None:
     if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < handle.n_layers:
         raise ValueError(f"{handle.name}: layer must be an int in 0..{handle.n_layers - 1} for "
                          f"'{component}', got {layer!r}")
+    if component not in arch.points_at(handle.module, layer):
+        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer and has no "
+                         f"'{component}'; the layers that have it: "
+                         f"{list(arch.layers_with(handle.module, component))}")
 
 
 def get(handle, component: str, layer: int | None = None):

@@ -170,18 +170,67 @@ def build_mamba2_ssm(directory, *, seed=5, config=None, with_tokenizer=True):
     return hf
 
 
+GRANITE_TINY = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=16,
+                    shared_intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, mamba_n_heads=8,
+                    mamba_d_state=8, mamba_n_groups=2, mamba_chunk_size=4, position_embedding_type="rope",
+                    embedding_multiplier=2.0, logits_scaling=3.0, residual_multiplier=0.5, attention_multiplier=0.3,
+                    max_position_embeddings=1024, tie_word_embeddings=True)
+
+
+def build_granite_hybrid(directory: Path, *, seed=4, layer_types=("mamba", "attention", "mamba", "attention"),
+                         vocab=72, with_tokenizer=True, **sizes):
+    """A tiny Granite-4.0-H: Mamba-2 and attention layers interleaved (`layer_types`), a mixture of
+    experts beside the shared MLP, rotary positions, every multiplier away from 1."""
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GraniteMoeHybridConfig(**{**GRANITE_TINY, **sizes}, num_hidden_layers=len(layer_types),
+                                 layer_types=list(layer_types), vocab_size=vocab, bos_token_id=0, eos_token_id=0,
+                                 pad_token_id=0)
+    model = _jitter(GraniteMoeHybridForCausalLM(cfg), seed, scale=0.1).eval()
+    model.save_pretrained(directory)
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return model
+
+
+FALCON_H1_TINY = dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=8, intermediate_size=48,
+                      mamba_d_ssm=48, mamba_n_heads=6, mamba_d_state=8, mamba_n_groups=1, mamba_chunk_size=4,
+                      mamba_rms_norm=False, max_position_embeddings=1024, embedding_multiplier=2.5,
+                      lm_head_multiplier=0.5, mlp_multipliers=[0.9, 0.6], key_multiplier=0.4,
+                      attention_in_multiplier=1.1, attention_out_multiplier=0.9, ssm_in_multiplier=1.25,
+                      ssm_out_multiplier=0.7, ssm_multipliers=[0.35, 0.25, 0.35, 0.5, 0.35])
+
+
+def build_falcon_h1(directory: Path, *, seed=5, n_layer=2, vocab=72, with_tokenizer=True, **sizes):
+    """A tiny Falcon-H1: attention and Mamba-2 side by side in every layer, every μP multiplier away from 1."""
+    from transformers import FalconH1Config, FalconH1ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = FalconH1Config(**{**FALCON_H1_TINY, **sizes}, num_hidden_layers=n_layer, vocab_size=vocab,
+                         bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    model = _jitter(FalconH1ForCausalLM(cfg), seed, scale=0.1).eval()
+    model.save_pretrained(directory)
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     refs = {"gpt2": build_gpt2(root / "gpt2"), "mamba": build_mamba_hf(root / "mamba"),
             "mamba_ssm": build_mamba_ssm(root / "mamba_ssm"), "pythia": build_pythia(root / "pythia"),
-            "mamba2": build_mamba2_hf(root / "mamba2")}
+            "mamba2": build_mamba2_hf(root / "mamba2"),
+            "granite_hybrid": build_granite_hybrid(root / "granite_hybrid"),
+            "falcon_h1": build_falcon_h1(root / "falcon_h1")}
     return {name: root / name for name in refs}, refs
 
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dirs):
-    """Loaded handles {"gpt2", "mamba", "mamba_ssm", "pythia", "mamba2"} and the transformers models they came from."""
+    """Loaded handles {"gpt2", "mamba", "mamba_ssm", "pythia", "mamba2", "granite_hybrid", "falcon_h1"} and
+    the transformers models they came from."""
     from compare import load_model
 
     dirs, refs = tiny_dirs

@@ -149,7 +149,8 @@ def test_each_registry_names_every_point_once_and_says_where_it_lives(tiny, name
     assert len(names) == len(set(names))
     assert {"embed", "final_norm", "logits"} <= set(names) - set(family.layer_points)
     for point in family.points:
-        assert family.locate(handle.module, point.name, 0 if point.per_layer else None) is not None
+        layer = family.layers_with(handle.module, point.name)[0] if point.per_layer else None
+        assert family.locate(handle.module, point.name, layer) is not None
         assert point.io in ("input", "output")
         if point.affine:
             assert point.refused is None and point.per_layer
@@ -159,8 +160,9 @@ def test_each_registry_names_every_point_once_and_says_where_it_lives(tiny, name
 def test_feature_shape_is_the_traced_shape_after_batch_and_position(tiny, name):
     handle = tiny[0][name]
     for component in handle.arch.noisable:
+        layer = handle.arch.layers_with(handle.module, component)[0]  # a hybrid's first layer of the point's kind
         with torch.no_grad(), handle.nn.trace(torch.tensor(IDS)):
-            value = handle.point(component, 0).save()
+            value = handle.point(component, layer).save()
         assert tuple(value.shape[2:]) == handle.arch.feature_shape(handle.module.config, component), component
 
 

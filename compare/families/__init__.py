@@ -44,6 +44,9 @@ class Point:
     grad_at: the point whose gradient is that of an edit here, where the edit is not read as a
         replacement (Mamba's `h`: an edit enters the recurrence as an increment of `write`);
         None: the point's own gradient (`compare.attribution`).
+    kinds: the layer kinds that have this point (`Family.layer_kinds`), e.g. ("attention",) for
+        `pattern` in a hybrid; None: every layer has it (the residual points, and every point of
+        a family whose layers are all of one kind).
     """
     name: str
     module: str
@@ -56,10 +59,15 @@ class Point:
     ssm: bool = False
     patchable: bool = True
     grad_at: str | None = None
+    kinds: tuple[str, ...] | None = None
 
     @property
     def per_layer(self) -> bool:
         return "{l}" in self.module
+
+    def on(self, kind: str) -> bool:
+        """Whether a layer of `kind` ("attention", "ssm", or both joined by "+") has this point."""
+        return self.kinds is None or any(k in self.kinds for k in kind.split("+"))
 
     @property
     def letters(self) -> tuple[str, ...]:
@@ -86,6 +94,30 @@ class Family:
     mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
     lens_point: str = "resid_post"  # what `head` decodes per layer in the logit lens (`compare.lens`)
     attribution: tuple[str, ...] = ("resid_pre", "resid_post")  # attribution patching's default components
+
+    # --- the kind of each layer ---------------------------------------------------------------
+
+    def layer_kinds(self, module: nn.Module) -> tuple[str, ...]:
+        """The kind of each layer, by how it mixes positions: "attention", "ssm", or "attention+ssm"
+        for a layer running both side by side (Falcon-H1). A hybrid reads it off its config; every
+        other family's layers are all `mixing`."""
+        return (self.mixing,) * self.n_layers(module)
+
+    def layer_kind(self, module: nn.Module, layer: int) -> str:
+        return self.layer_kinds(module)[layer]
+
+    def mixes(self, module: nn.Module, layer: int, kind: str) -> bool:
+        """Whether layer `layer` mixes positions by `kind` ("attention" or "ssm"; Falcon-H1's by both)."""
+        return kind in self.layer_kind(module, layer).split("+")
+
+    def points_at(self, module: nn.Module, layer: int) -> tuple[str, ...]:
+        """The per-layer points layer `layer` has (those whose `Point.kinds` include its kind)."""
+        kind = self.layer_kind(module, layer)
+        return tuple(p.name for p in self.points if p.per_layer and p.on(kind))
+
+    def layers_with(self, module: nn.Module, name: str) -> tuple[int, ...]:
+        """The layers that have point `name`."""
+        return tuple(l for l in range(self.n_layers(module)) if name in self.points_at(module, l))
 
     # --- the registry ---------------------------------------------------------------------
 
@@ -336,8 +368,10 @@ from .gpt2 import GPT2  # noqa: E402  (the families need the base above)
 from .mamba import MAMBA  # noqa: E402
 from .mamba2 import MAMBA2  # noqa: E402
 from .pythia import PYTHIA  # noqa: E402
+from .granite_hybrid import GRANITE_HYBRID  # noqa: E402
+from .falcon_h1 import FALCON_H1  # noqa: E402
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, MAMBA2, GPT2, PYTHIA)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, MAMBA2, GPT2, PYTHIA, GRANITE_HYBRID, FALCON_H1)}
 ALIASES: dict[str, str] = {alias: hub for f in FAMILIES.values() for alias, hub in f.aliases.items()}
 
 

@@ -1,0 +1,301 @@
+"""What the hybrid adapters (`granite_hybrid`, `falcon_h1`) share: transformers' module tree with
+hook points added where module inputs and outputs do not reach, and a forward that runs each
+layer with the arguments its kind needs.
+
+Attention: q, k, v and pattern are `HookPoint`s called by the attention function registered
+with transformers' `AttentionInterface` as `ATTENTION` ("compare_hooked_gqa"): transformers'
+eager attention with grouped-query heads, line for line, that passes q and k (after rotary and
+any key multiplier), v (before its heads are repeated for the query groups) and the
+probabilities through the hook points before using them. q is [b, l, d_q] (d_q = heads · head),
+k and v are [b, l, d_kv] (d_kv = kv_heads · head), heads concatenated.
+
+Mamba-2 mixer (SSD; Dao & Gu 2024), in the glossary of `compare.mamba` plus H SSM heads of p
+channels (d_in = H · p) and g groups of B and C (the letter is H, not `heads`, which in a hybrid
+counts the attention heads): the mixer's class is swapped for a subclass whose forward, for a
+forward without cache, is transformers' own, step for step and with its own functions
+(`causal_conv1d_forward`, `mamba2_chunk_scan`), with hook points on
+    gate        z, the gate part of in_proj                       [b, l, d_in]
+    x           after the causal conv and SiLU, split into heads  [b, l, H, p]
+    B, C        after the conv and SiLU, per group                [b, l, g, n]
+    dt          Δ = clamp(softplus(dt + dt_bias)), one per head   [b, l, H]
+    y           the scan's output, the skip D · x included        [b, l, H, p]
+    gated_norm  y gated by SiLU(z) (and normed, where the model norms), entering out_proj  [b, l, d_in]
+(the names and layouts of the Mamba-2 family's points). While something reads or edits one of
+    A_bar       Ā = exp(Δ · A), one decay per head and position       [b, l, H]
+    write       w = Δ · x ⊗ B, what enters the state                 [b, l, H, p, n]
+    h_readout   h_t = Ā_t h_{t-1} + w_t as C reads it out             [b, l, H, p, n]
+(`HookPoint.requested`), the scan is the recurrence, position by position, and y = C · h_readout
++ D · x, so an edit of h_readout changes y at the edited positions only (Mamba-1's semantics);
+otherwise it is transformers' chunked scan. The carried state `h` (edits fed into the
+recurrence) is not offered. A forward with a cache (generation) runs transformers' forward
+unchanged, without these points.
+
+The LM head is replaced by `ScaledHead`, which applies the model's logit multiplier itself, so
+that the `logits` point (its output) is the model's logits; the model's own multiplier is set
+to 1 (Granite's `config.logits_scaling`, Falcon-H1's `model.lm_head_multiplier`).
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from .. import checkpoint
+from ..checkpoint import ModelLoadError
+from ..hooks import HookPoint
+from ..ssd import ssd_attention
+from . import TransformersFamily, _walk, causal_mask, from_state_dict
+
+ATTENTION = "compare_hooked_gqa"
+ATTENTION_POINTS = ("q", "k", "v", "pattern")
+STATE_POINTS = ("A_bar", "write", "h_readout")  # materialised only when requested
+SSM_POINTS = ("gate", "x", "B", "C", "dt", "y", "gated_norm") + STATE_POINTS
+PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "
+                   "is heads here; edit it in a trace instead")
+
+
+class HybridFamily(TransformersFamily):
+    """A transformers hybrid: per-layer kinds from its config, hook points added at build."""
+
+    attention = ATTENTION
+    mixer_name = "mamba"  # the attribute of a layer holding its Mamba-2 mixer
+    attention_units = "H"  # hidden attention is per SSM head (one scalar decay each), as Mamba-2's
+    attention_points = ("x", "B", "C", "dt", "y")
+
+    def ssm_parameters(self, module, layer):
+        """(A [H], D [H]) of layer `layer`'s Mamba-2 mixer: one scalar per head."""
+        mixer = getattr(self.blocks(module)[layer], self.mixer_name)
+        return -torch.exp(mixer.A_log.float()), mixer.D.float()
+
+    def hidden_attention_terms(self, module, layer, seen, units):
+        """Per SSM head: α[t, s] = C_t · B_s · Π_{k=s+1..t} Ā_k · Δ_s (`ssd.ssd_attention`)."""
+        A, D = self.ssm_parameters(module, layer)
+        dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
+        alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
+        return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
+
+    def layer_kinds(self, module):
+        return self.kinds_of(module.config)
+
+    def kinds_of(self, config) -> tuple[str, ...]:
+        """The kind of each layer from a loaded model's config."""
+        raise NotImplementedError
+
+    def layer_kwargs(self, module, resid: torch.Tensor, layer: int) -> dict:
+        """The keyword arguments of block `layer` in a forward without cache on `resid` [b, l, d]."""
+        raise NotImplementedError
+
+    def check_layers(self, config: dict, state: dict, path) -> None:
+        """Refuse weights whose layers are not of the kinds config.json declares, naming the layer."""
+        raise NotImplementedError
+
+    def scale_head(self, module) -> ScaledHead:
+        """The LM head with the model's logit multiplier, the model's own set to 1."""
+        raise NotImplementedError
+
+    def blocks_from(self, module, start, resid, entry, stop=None, last_only=False):
+        blocks = self.blocks(module)
+        for i in range(start, len(blocks) if stop is None else stop):
+            out = blocks[i](resid, **self.layer_kwargs(module, resid, i))
+            resid = out[0] if isinstance(out, tuple) else out
+        return resid
+
+    def stages(self, module, ids):
+        resid, _, _ = self.embed(module, ids)
+        yield "the embedding", resid
+        L = self.n_layers(module)
+        for i in range(L):
+            resid = self.blocks_from(module, i, resid, None, stop=i + 1)
+            yield f"layer {i} (of {L}, {self.layer_kind(module, i)})", resid
+        resid = _walk(module, self.norm_path)(resid)
+        yield "the final norm", resid
+        yield "the LM head", module.lm_head(resid)
+
+    def build(self, directory, config):
+        checkpoint.check_memory(self.parameter_count(config, directory), directory)
+        path, state = checkpoint.read_weights(directory, ignored=self.ignored)
+        self.check_layers(config, state, path)
+        register_attention()
+        import transformers
+
+        config_class, model_class = (getattr(transformers, name) for name in self.classes)
+        module = from_state_dict(model_class, config_from_file(config_class, directory), state, path, self.attention)
+        module.config.use_cache = False  # a plain forward keeps no cache (the sweeps rerun blocks)
+        module.lm_head = self.scale_head(module)
+        for block in self.blocks(module):
+            attention = getattr(block, "self_attn", None)
+            if attention is not None:
+                for name in ATTENTION_POINTS:
+                    setattr(attention, f"hook_{name}", HookPoint())
+            mixer = getattr(block, self.mixer_name, None)
+            if mixer is not None:
+                hook_mixer(mixer)
+        return module
+
+
+def config_from_file(config_class, directory):
+    """transformers' config from config.json by its public reader, which decodes the non-finite floats
+    transformers writes as objects (time_step_limit's upper bound, {"__float__": "Infinity"})."""
+    try:
+        return config_class.from_json_file(directory / "config.json")
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{directory / 'config.json'}: transformers refuses this {config_class.__name__}: "
+                             f"{err}") from None
+
+
+class ScaledHead(nn.Linear):
+    """The LM head times `multiplier`, divided by `divisor` (each exact where it is 1); its weight
+    is the head's own Parameter, so a tie to the embedding stays a tie."""
+
+    def __init__(self, head: nn.Linear, *, multiplier: float = 1.0, divisor: float = 1.0):
+        super().__init__(head.in_features, head.out_features, bias=False, device="meta")
+        self.weight = head.weight
+        self.multiplier, self.divisor = float(multiplier), float(divisor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight) * self.multiplier / self.divisor
+
+
+def attention_kwargs(resid: torch.Tensor) -> dict:
+    """The mask eager attention gets from transformers without padding, [1, 1, l, l]."""
+    return {"attention_mask": causal_mask(resid)}
+
+
+def rotary(rotary_emb: nn.Module, resid: torch.Tensor):
+    """(cos, sin) of positions 0..l-1, as the model computes them without cache."""
+    positions = torch.arange(resid.shape[1], device=resid.device)[None]
+    return rotary_emb(resid, positions)
+
+
+def register_attention() -> None:
+    """Register `hooked_attention` (and transformers' eager mask for it) as `ATTENTION`; idempotent."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(ATTENTION, hooked_attention)
+    AttentionMaskInterface.register(ATTENTION, eager_mask)
+
+
+def hooked_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' eager attention (grouped-query) with q, k, v [b, heads, l, head] and the
+    probabilities passed through the module's hook points (q, k, v as [b, l, ·], heads concatenated)."""
+    def hooked(name, x):  # [b, heads, l, head] -> hook on [b, l, heads·head] -> back, a view of the hook's output
+        b, heads, T, head = x.shape
+        flat = getattr(module, f"hook_{name}")(x.transpose(1, 2).reshape(b, T, heads * head))
+        return flat.view(b, T, heads, head).transpose(1, 2)
+
+    query, key, value = hooked("q", query), hooked("k", key), hooked("v", value)
+    groups = module.num_key_value_groups
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    pattern = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    pattern = module.hook_pattern(pattern)
+    pattern = torch.nn.functional.dropout(pattern, p=dropout, training=module.training)
+    return torch.matmul(pattern, value).transpose(1, 2).contiguous(), pattern
+
+
+def hook_mixer(mixer: nn.Module) -> None:
+    """Give a transformers Mamba-2 mixer the SSD hook points: its class becomes a subclass with
+    `ssd_forward` as forward (module docstring)."""
+    cls = type(mixer)
+    hooked = _HOOKED.get(cls)
+    if hooked is None:
+        hooked = _HOOKED[cls] = type(f"Hooked{cls.__name__}", (cls,), {"forward": ssd_forward})
+    mixer.__class__ = hooked
+    for name in SSM_POINTS:
+        setattr(mixer, f"hook_{name}", HookPoint())
+
+
+_HOOKED: dict[type, type] = {}
+
+
+def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None, **kwargs) -> torch.Tensor:
+    """transformers' Mamba-2 mixer forward without cache (GraniteMoeHybridMambaLayer, FalconH1Mixer),
+    with the hook points of the module docstring."""
+    if cache is not None or self.training:
+        return super(type(self), self).forward(hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
+    ops = importlib.import_module(type(self).__mro__[1].__module__)
+    dtype = hidden_states.dtype
+    hidden_states = ops.apply_mask_to_padding_states(hidden_states, attention_mask)
+    multiplier = getattr(self, "ssm_in_multiplier", None)  # Falcon-H1's μP multipliers
+    if multiplier is not None:
+        hidden_states = hidden_states * multiplier
+    projected = self.in_proj(hidden_states)
+    if multiplier is not None:
+        projected = projected * self.mup_vector
+    gate, xBC, dt = projected.split([self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
+    xBC = ops.causal_conv1d_forward(self.conv1d, xBC.transpose(1, 2), None, self.layer_idx,
+                                    activation=self.activation).transpose(1, 2)
+    xBC = ops.apply_mask_to_padding_states(xBC, attention_mask)
+    gn = self.n_groups * self.ssm_state_size
+    x, B, C = torch.split(xBC, [self.intermediate_size, gn, gn], dim=-1)
+    b, T, _ = x.shape
+    gate = self.hook_gate(gate)
+    x = self.hook_x(x.view(b, T, self.num_heads, self.head_dim))
+    B = self.hook_B(B.view(b, T, self.n_groups, self.ssm_state_size))
+    C = self.hook_C(C.view(b, T, self.n_groups, self.ssm_state_size))
+    # mamba2_chunk_scan's own first steps, so that Δ is a point: the scan then adds no bias and no softplus
+    delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
+    delta = self.hook_dt(delta)
+    A = -torch.exp(self.A_log.float())
+    if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):
+        y = materialised_scan(self, x, delta, A, B, C)
+    else:
+        y = ops.mamba2_chunk_scan(x, delta, A, B, C, chunk_size=self.chunk_size, D=self.D,
+                                  dt_limit=self.time_step_limit)
+    y = self.hook_y(y).reshape(b, T, self.intermediate_size)
+    if isinstance(self.norm, nn.Identity):  # Falcon-H1 without mamba_rms_norm
+        gated = y * nn.functional.silu(gate)
+    else:
+        gated = self.norm(y, gate)
+    return self.out_proj(self.hook_gated_norm(gated).to(dtype))
+
+
+def materialised_scan(self, x, delta, A, B, C) -> torch.Tensor:
+    """y [b, l, H, p] by the recurrence h_t = Ā_t h_{t-1} + w_t, one position at a time, through the
+    A_bar, write and h_readout points; in fp32, as transformers' scan. x [b, l, H, p], Δ [b, l, H],
+    A [H], B, C [b, l, g, n]."""
+    heads = x.shape[2]
+    Bh, Ch = (v.float().repeat_interleave(heads // v.shape[2], dim=2) for v in (B, C))  # [b, l, H, n]
+    x, delta = x.float(), delta.float()
+    A_bar = self.hook_A_bar(torch.exp(delta * A))
+    write = self.hook_write((delta[..., None] * x)[..., None] * Bh[:, :, :, None, :])
+    h = torch.empty_like(write)
+    state = torch.zeros_like(write[:, 0])
+    for t in range(x.shape[1]):
+        state = A_bar[:, t, :, None, None] * state + write[:, t]
+        h[:, t] = state
+    h = self.hook_h_readout(h)
+    return (h * Ch[:, :, :, None, :]).sum(-1) + self.D.float()[:, None] * x
+
+
+def mamba2_count(d: int, d_in: int, H: int, gn: int, k: int, *, proj_bias: bool, conv_bias: bool, out_bias: bool,
+                 norm: bool) -> int:
+    """Parameters of one transformers Mamba-2 mixer: in_proj (z, x, B, C, dt), conv1d over x, B, C,
+    dt_bias, A_log, D, the gated norm's weight (where it has one), out_proj."""
+    conv_dim = d_in + 2 * gn
+    proj = 2 * d_in + 2 * gn + H
+    return (d * proj + (proj if proj_bias else 0) + conv_dim * k + (conv_dim if conv_bias else 0) + 3 * H
+            + (d_in if norm else 0) + d_in * d + (d if out_bias else 0))
+
+
+def attention_count(d: int, heads: int, kv_heads: int, head: int, *, bias: bool) -> int:
+    """Parameters of one grouped-query attention: q, k, v, o projections."""
+    dq, dkv = heads * head, kv_heads * head
+    return d * (dq + 2 * dkv) + dq * d + ((dq + 2 * dkv + d) if bias else 0)
+
+
+def kind_of_weights(state: dict, prefix: str, attention: str, mixer: str) -> str:
+    """The kind(s) of the layer whose tensors start with `prefix`, read off the weights' names."""
+    kinds = [kind for kind, name in (("attention", attention), ("ssm", mixer))
+             if any(key.startswith(f"{prefix}{name}.") for key in state)]
+    return "+".join(kinds) or "neither"
+
+
+def refuse_layer(path, layer: int, declared: str, found: str, where: str) -> None:
+    raise ModelLoadError(f"{path}: layer {layer} is {declared} in {where}, but the weights hold "
+                         f"{'no attention and no Mamba-2 mixer' if found == 'neither' else found} for it; "
+                         "the config's layer pattern does not match these weights")
