@@ -14,8 +14,14 @@ from compare import families
 from compare.loading import DEFAULT_TOKENIZERS
 from compare.vocabularies import Vocab, load_vocab, tokenizer_family
 
-FAMILIES = tuple(families.FAMILIES)
-"""Every model family `compare` knows ("mamba", "gpt2", "pythia"): a row has a column set for each."""
+SUITE_TOKENIZERS = ("EleutherAI/gpt-neox-20b", "openai-community/gpt2")
+"""The tokenizers a suite is aligned across: the thesis's pair (GPT-NeoX-20B reads Mamba-1, Mamba-2 and
+Pythia; GPT-2 its own). A hybrid family with a vocabulary of its own (Granite-4.0-H, Falcon-H1) has
+no columns: `compare` tokenises a suite's text for it."""
+
+FAMILIES = tuple(name for name, family in families.FAMILIES.items() if family.tokenizer in SUITE_TOKENIZERS)
+"""The model families on the suite tokenizers ("mamba", "mamba2", "gpt2", "pythia"): a row has a
+column set for each."""
 
 IDENTICAL = {f: tokenizer_family(f) for f in FAMILIES if tokenizer_family(f) != f}
 """Families whose columns are copies of another's, as they read its tokenizer: {"pythia": "mamba"}

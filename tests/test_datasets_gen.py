@@ -219,10 +219,12 @@ def test_pythia_columns_copy_mambas_and_are_flagged_as_identical():
     mamba = {k: split[k] for k in split.column_names if k.startswith("mamba_") or k == "target_id_mamba"}
     # 3 variants × (ids, tokens) + aligned split, flags, flagged, target ID + 2 corrupt IDs, answer, wrong ID
     assert len(mamba) == 14
-    for key, column in mamba.items():
+    for key, column in mamba.items():  # Pythia and Mamba-2 read Mamba's GPT-NeoX-20B
         assert split[key.replace("mamba", "pythia", 1)] == column
-    assert json.loads(split[0]["params"])["identical"] == {"pythia": "mamba"}
-    assert set(datasets_gen.FAMILIES) == {"mamba", "gpt2", "pythia"}
+        assert split[key.replace("mamba", "mamba2", 1)] == column
+    assert json.loads(split[0]["params"])["identical"] == {"pythia": "mamba", "mamba2": "mamba"}
+    # the hybrids read vocabularies of their own, not the suite's two tokenizers: no columns
+    assert set(datasets_gen.FAMILIES) == {"mamba", "mamba2", "gpt2", "pythia"}
 
 
 def test_a_tokenizer_for_pythia_is_refused_naming_the_family_it_reads():
