@@ -110,8 +110,8 @@ def run(prompt: str, target: str, chosen: list[str] | None = None, request: gr.R
 def build(short: dict) -> None:
     with gr.Tab("Lens", id="lens"):
         gr.Markdown("Logit lens (nostalgebraist 2020): each layer's residual decoded by the model's own final "
-                    "norm and unembedding: what the model would predict if it stopped there. Left: the top "
-                    "token per layer and position; right: P(target), or without a target P of the token the "
+                    "norm and unembedding: what the model would predict if it stopped there. Above: the top "
+                    "token per layer and position; below: P(target), or without a target P of the token the "
                     "model itself predicts there.")
         chosen = model_picker("lens-models")
         with gr.Row():
@@ -122,9 +122,9 @@ def build(short: dict) -> None:
             button = gr.Button("Lens", variant="primary", elem_id="lens-run")
             stop = gr.Button("Stop", variant="stop", elem_id="lens-stop")
         note_box = gr.Markdown(elem_id="lens-note")
-        with gr.Row():
-            top = gr.Plot(show_label=False, elem_id="lens-top")
-            target_plot = gr.Plot(show_label=False, elem_id="lens-target-prob")
+        # one figure per row: each already holds a panel per model
+        top = gr.Plot(show_label=False, elem_id="lens-top")
+        target_plot = gr.Plot(show_label=False, elem_id="lens-target-prob")
         table = gr.Dataframe(label="Per model, layer and position", elem_id="lens-table", wrap=True,
                              headers=["no lens yet: click Lens"])
         results = gr.File(label="Download (CSV, Parquet, PNG)", file_count="multiple", elem_id="lens-files")
