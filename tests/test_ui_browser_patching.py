@@ -41,3 +41,13 @@ def test_patching_tab_refuses_a_pair_of_unequal_lengths(page):  # noqa: F811
     _fill_pair(page, CLEAN, CORRUPT + " drink")
     page.locator("#patching-run").click()
     assert "same number of tokens" in _error_text(page)
+
+
+def test_patching_tab_estimate_mode_says_it_is_a_first_order_estimate(page):  # noqa: F811
+    _fill_pair(page, CLEAN, CORRUPT)
+    page.locator("#patching-mode").get_by_label("estimate", exact=True).check()
+    page.locator("#patching-run").click()
+    sync_api.expect(page.locator("#patching-note")).to_contain_text("First-order estimate", timeout=2 * TIMEOUT_MS)
+    assert "estimate" in _table_text(page, "patching-table", "mamba")
+    _plot(page, "patching-heatmaps")
+    sync_api.expect(page.locator("#patching-files")).to_contain_text("attribution", timeout=TIMEOUT_MS)

@@ -507,7 +507,7 @@ def test_model_events_queue_in_a_long_and_a_short_group():
         if getattr(fn.fn, "__module__", "").startswith("ui.tab_") and fn.name in ("run", "show"):
             groups[fn.fn.__module__.removeprefix("ui.tab_")] = (fn.concurrency_id, fn.concurrency_limit)
     short, long = (app.SHORT, 1), (app.HEAVY, 1)
-    assert groups == {"compare": short, "distributions": short, "patterns": short, "tokenizers": short,
+    assert groups == {"compare": short, "distributions": short, "patterns": short, "lens": short, "tokenizers": short,
                       "noise": long, "channels": long, "patching": long, "datasets": long, "report": long}
 
 
@@ -788,7 +788,7 @@ def test_no_stop_cancels_a_run_and_run_clicks_wait_for_the_running_one():
     demo = app.build_app()
     assert not any(fn.cancels for fn in demo.fns.values())
     runs = {fn.fn.__module__: fn.trigger_mode for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "run"}
-    tabs = ("compare", "patterns", "datasets", "noise", "channels", "patching", "report", "tokenizers")
+    tabs = ("compare", "patterns", "lens", "datasets", "noise", "channels", "patching", "report", "tokenizers")
     assert runs == {f"ui.tab_{tab}": "always_last" for tab in tabs}
 
 

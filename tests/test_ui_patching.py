@@ -115,3 +115,46 @@ def test_bad_input_is_a_readable_error_before_any_sweep(change, message):
 
     with pytest.raises(gr.Error, match=message):
         last(tab_patching.run(**{**RUN, **change}))
+
+
+ESTIMATE = {**RUN, "component_b": "resid_post", "mode": "estimate"}
+
+
+def test_estimate_mode_shows_attribution_patchings_estimate_said_to_be_first_order():
+    from compare.attribution import attribution_patch
+    from ui import tab_patching
+
+    note, figure, df, files = last(tab_patching.run(**ESTIMATE))
+    for name, component in (("mamba", "h"), ("gpt2", "resid_post")):
+        ref = attribution_patch(CLEAN, CORRUPT, model=models.get(name), answer=" Mary", wrong=" John",
+                                components=[component])
+        shown = df[df["model"] == name].reset_index(drop=True)
+        np.testing.assert_array_equal(shown["estimate"], ref["estimate"])
+        np.testing.assert_array_equal(shown["recovery"], ref["recovery"])
+        axes = [ax for ax in figure.axes if ax.get_title() == name]
+        grid = ref.pivot(index="layer", columns="position", values="recovery").to_numpy()
+        np.testing.assert_array_equal(np.asarray(axes[0].images[0].get_array()), grid)
+    assert figure.get_suptitle().startswith("first-order estimate (attribution patching)")
+    assert "First-order estimate" in note and "mamba: logit_diff clean" in note
+    assert any(p.endswith("attribution.csv") for p in files)
+
+
+def test_estimate_mode_stopped_between_models_keeps_the_first(monkeypatch):
+    from compare.attribution import attribution_patch
+
+    from ui import jobs, tab_patching
+
+    def stopped_after_first(*args, **kwargs):
+        jobs.request_stop(Session, tab_patching.VIEW)
+        return attribution_patch(*args, **kwargs)
+
+    monkeypatch.setattr(tab_patching, "attribution_patch", stopped_after_first)
+    note, figure, df, files = last(tab_patching.run(**ESTIMATE, request=Session))
+    assert df["model"].unique().tolist() == ["mamba"] and "Stopped" in note
+
+
+def test_an_unknown_mode_is_refused():
+    from ui import tab_patching
+
+    with pytest.raises(gr.Error, match="mode must be one of exact, estimate"):
+        last(tab_patching.run(**{**RUN, "mode": "fast"}))

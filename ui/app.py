@@ -7,7 +7,7 @@ in a `gr.State`, so the Distributions tab reads what the Compare tab computed.
 
 Events that run a model queue in two concurrency groups, each running at most `heavy_limit` at
 once across all tabs and users: `HEAVY`, the long jobs (noise sweeps, channel ranking, patching,
-datasets, the report), and `SHORT`, the one-forward jobs (Compare, Distributions, Patterns,
+datasets, the report), and `SHORT`, the one-forward jobs (Compare, Distributions, Patterns, Lens,
 Tokenizers). So a short job never waits behind a long one for its whole length: both run, and the
 model's lock (`compare.isolation`) keeps them apart, the short one waiting at most for the block
 of forwards the long one is in (sweeps take the lock per block). Gradio shows a waiting job's
@@ -21,8 +21,8 @@ define_anyio_attributes()  # before the server imports anyio's typed attributes 
 
 import gradio as gr  # noqa: E402
 
-from . import (models, tab_compare, tab_datasets, tab_distributions, tab_noise, tab_patching, tab_patterns,  # noqa: E402
-               tab_report, tab_tokenizers)
+from . import (models, tab_compare, tab_datasets, tab_distributions, tab_lens, tab_noise, tab_patching,  # noqa: E402
+               tab_patterns, tab_report, tab_tokenizers)
 
 CONCURRENCY = 2
 """Events run at once outside the heavy group (tokenising, redrawing a plot, Stop)."""
@@ -66,6 +66,7 @@ def build_app(*, concurrency: int = CONCURRENCY, heavy_limit: int = HEAVY_LIMIT,
             inputs = tab_compare.build(comparison, short)
             tab_distributions.build(comparison, inputs, short)
             tab_patterns.build(short)
+            tab_lens.build(short)
             tab_noise.build(heavy)
             tab_patching.build(heavy)
             tab_tokenizers.build(short)

@@ -6,14 +6,18 @@ The pair is one of the natural split's IOI rows (as `datasets_gen.build(seed=0)`
 one of its counterfactuals (`datasets_gen.counterfactuals`: the ABC corruption or the name swap),
 or typed. Each model gets its own component, since the registries differ (Mamba's `h`, a
 transformer's `resid_post` or one head `z.3`). The sweeps run in a worker thread (`jobs.run`)
-with progress in runs (layer × position); Stop keeps the runs finished.
+with progress in runs (layer × position); Stop keeps the runs finished. Mode "estimate" runs
+`compare.attribution_patch` instead (one forward and backward per model, whatever the prompt's
+length) and shows its first-order estimate of the recovery in the same heatmap, said so on the
+figure's title and in the note.
 """
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from compare import families, patching_figures
+from compare import families, figures, patching_figures
+from compare.attribution import attribution_patch
 from compare.hidden_attention import attention_map
 from compare.patching import METRICS, patch_sweep, prepare
 from datasets_gen.counterfactuals import corruptions
@@ -45,6 +49,13 @@ PAIRS = suite_pairs()
 DEFAULT_COMPONENT = {"mamba": "h", "mamba2": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 VIEW = "patching"
 N_OUTPUTS = 4
+MODES = ("exact", "estimate")
+"""exact: one patched forward per (layer, position) (`patch_sweep`); estimate: `attribution_patch`."""
+ESTIMATE_NOTE = ("**First-order estimate** (attribution patching): recovery ≈ ∂m/∂a · (a_clean − a_corrupt) "
+                 "/ (m_clean − m_corrupt), the gradient taken on the corrupt run: one forward and backward per "
+                 "model, for long prompts; not the exact effect (where the metric is far from linear in the "
+                 "component the two differ; mode exact measures it).")
+ESTIMATE_STOPPED = "**Stopped**: nothing to show (an estimate is computed whole)."
 
 
 def components(model_name: str) -> list[str]:
@@ -71,21 +82,29 @@ def files(df: pd.DataFrame, figure, stem: str) -> list[str]:
 
 @limits.shown_to_user
 def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers, metric,
-        request: gr.Request = None, progress=gr.Progress()):
-    """Stream (note, heatmaps, table, files): one patch sweep per model, side by side."""
+        mode: str = "exact", request: gr.Request = None, progress=gr.Progress()):
+    """Stream (note, heatmaps, table, files): one patch sweep per model, side by side; with mode
+    "estimate", `attribution_patch`'s first-order estimate instead (one forward and backward per model)."""
+    if mode not in MODES:
+        raise limits.InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     names = [n for n in (model_a, model_b) if n]
     if not names:
         raise limits.InputError("models: pick at least one model")
     handles = [models.load(n) for n in names]
     clean = limits.check_prompt(clean, handles, "clean prompt")
     corrupt = limits.check_prompt(corrupt, handles, "corrupt prompt")
-    sweeps, runs = [], []
+    sweeps, runs, tokens = [], [], {}
     for handle, component in zip(handles, (component_a, component_b)):
         kw = dict(model=handle, answer=answer, wrong=wrong or None, component=component,
                   layers=parse_layers(layers, handle.n_layers), metric=metric)
         # every argument of every model checked before any compute
-        runs.append(sum(len(s.layers) * len(s.patches) for s in prepare(clean, corrupt, **kw)))
+        prepared = prepare(clean, corrupt, **kw)
+        runs.append(sum(len(s.layers) * len(s.patches) for s in prepared))
+        tokens.update({s.handle.name: s.handle.decode_tokens(s.clean[0].tolist()) for s in prepared})
         sweeps.append(kw)
+    if mode == "estimate":
+        yield from estimated(clean, corrupt, sweeps, tokens, metric, request, progress)
+        return
     total = sum(runs)
 
     def work(progress, stop):
@@ -109,8 +128,7 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
         df.attrs[key] = {k: v for f in frames for k, v in f.attrs[key].items()}
     df.attrs["metric"] = metric
     stopped = any(f.attrs["stopped"] for f in frames)
-    note = " · ".join(f"{name}: {metric} clean {df.attrs['m_clean'][name]:.3g}, corrupt "
-                      f"{df.attrs['m_corrupt'][name]:.3g}" for name in df.attrs["m_clean"])
+    note = metric_note(df)
     if stopped:
         note += f"\n\n**Stopped**: the heatmaps hold the {len(df)} of {total} runs finished."
     if df.empty:
@@ -118,6 +136,46 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
         return
     figure = patching_figures.recovery_heatmaps(df)
     yield note, figure, df, files(df, figure, "patching_partial" if stopped else "patching")
+
+
+def metric_note(df: pd.DataFrame) -> str:
+    metric = df.attrs["metric"]
+    return " · ".join(f"{name}: {metric} clean {df.attrs['m_clean'][name]:.3g}, corrupt "
+                      f"{df.attrs['m_corrupt'][name]:.3g}" for name in df.attrs["m_clean"])
+
+
+def estimated(clean, corrupt, sweeps, tokens, metric, request, progress):
+    """The "estimate" mode of `run`: `attribution_patch` of each model's component, one model
+    after another (Stop is checked between them; an estimate is computed whole)."""
+    def work(progress, stop):
+        frames = []
+        for i, kw in enumerate(sweeps):
+            if stop.is_set():
+                break
+            args = {k: v for k, v in kw.items() if k != "component"}
+            frames.append(attribution_patch(clean, corrupt, components=[kw["component"]], **args))
+            progress(i + 1, len(sweeps))
+        return frames
+
+    skip = jobs.skips(N_OUTPUTS)
+    yield ("Estimating (attribution patching: one forward and backward per model) …",) + skip[1:]
+    progress((0, len(sweeps)), desc="estimating", unit="model")
+    frames = yield from jobs.run(work, tick=skip, key=jobs.session_key(request, VIEW),
+                                 on_progress=lambda done, t: progress((done, t), desc="estimating", unit="model"))
+    if not frames:
+        yield (ESTIMATE_STOPPED,) + skip[1:]
+        return
+    df = pd.concat(frames, ignore_index=True)
+    for key in ("m_clean", "m_corrupt"):
+        df.attrs[key] = {k: v for f in frames for k, v in f.attrs[key].items()}
+    df.attrs.update(metric=metric, method="attribution", tokens={m: tokens[m] for m in df.attrs["m_clean"]})
+    note = f"{ESTIMATE_NOTE}\n\n{metric_note(df)}"
+    if len(frames) < len(sweeps):
+        note += f"\n\n**Stopped**: the heatmaps hold {', '.join(df.attrs['m_clean'])} only."
+    figure = patching_figures.recovery_heatmaps(df)
+    figures.suptitle(figure, f"first-order estimate (attribution patching) of the recovery of {metric} when "
+                             f"patching {', '.join(dict.fromkeys(df['component'].astype(str)))}")
+    yield note, figure, df, files(df, figure, "attribution")
 
 
 @limits.shown_to_user
@@ -156,6 +214,9 @@ def build(heavy: dict) -> None:
                                elem_id="patching-wrong")
             layers = gr.Textbox("all", label="Layers", info=LAYERS_HELP, elem_id="patching-layers")
             metric = gr.Radio(list(METRICS), value="logit_diff", label="Metric")
+            mode = gr.Radio(list(MODES), value="exact", label="Mode", elem_id="patching-mode",
+                            info="exact: one forward per layer × position; estimate: attribution patching, a "
+                                 "first-order estimate from one forward and backward (long prompts)")
         with gr.Row():
             button = gr.Button("Patch", variant="primary", elem_id="patching-run")
             stop = gr.Button("Stop", variant="stop", elem_id="patching-stop")
@@ -178,6 +239,6 @@ def build(heavy: dict) -> None:
         button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
         button.click(jobs.queued(VIEW, run),
                      inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
-                                  metric], outputs=[note, heatmaps, table, results], **heavy)
+                                  metric, mode], outputs=[note, heatmaps, table, results], **heavy)
         stop.click(jobs.stop_handler(VIEW, "patching"), None, None, concurrency_limit=None)
         show.click(attention, [model_a, model_b, clean, layer_a, layer_b], maps, **heavy)
