@@ -618,3 +618,67 @@ def test_byte_tokens_of_the_lithuanian_sentence_are_written_as_their_bytes():
     assert "\ufffd" not in "".join(labels)
     # 'ė' is UTF-8 c4 97: GPT-2 splits it into ' \xc4' and '\x97'
     assert "' \\xc4'" in labels and "'\\x97'" in labels
+
+
+# --- noise that overflows the network ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def overflowing(tiny):
+    """§6 (with §7.2's components), §7 and §7.4 on the tiny models at noise levels up to 1e38: the top levels
+    overflow fp32 on both (NaN or infinite logits), level 0 never does."""
+    from dataclasses import replace
+
+    from compare.reproduce.context import Context
+    from compare.reproduce.sweeps import channels, flattened, noise
+
+    handles, _ = tiny
+    plan = replace(QUICK, noise_max=1e38, flattened_level=1e38, channel_level=1e38)
+    ctx = Context(handles["mamba"], handles["gpt2"], plan, 0, None)
+    with pytest.warns(Warning):
+        sections = {"noise": noise(ctx), "flattened": flattened(ctx), "channels": channels(ctx)}
+    return sections, plan
+
+
+def numbers_of(section):
+    return {n.key: n for n in section.numbers}
+
+
+def test_overflowed_runs_are_counted_as_misses_in_the_noise_section(overflowing):
+    sections, plan = overflowing
+    s = sections["noise"]
+    sweeps, got = s.frames["sweeps"], numbers_of(s)
+    assert (~sweeps["finite"]).sum() > 0 and sweeps[sweeps["level"] == 0]["finite"].all()
+    assert not sweeps[~sweeps["finite"]]["hit"].any()  # an overflowed run is a miss
+    for (model, distribution, scale), g in sweeps.groupby(["model", "distribution", "scale"]):
+        number = got[f"overflowed[{model}|{distribution}|{scale}]"]
+        assert number.value == f"{int((~g['finite']).sum())} of {len(g)}"
+        assert "misses" in number.definition
+        rows = [n for r in s.rows for n in r.measured]
+        assert number in rows  # shown in the section's table
+    assert any("overflowed" in note and "misses" in note for note in s.notes)
+    table = s.tables["components"]
+    fits = s.frames["components"]
+    for r in table.itertuples(index=False):
+        g = fits[fits["component"] == r.component]
+        assert r[table.columns.get_loc("overflowed runs (misses)")] == f"{int(g['overflowed'].sum())} of {int(g['n'].sum())}"
+    assert fits["overflowed"].sum() > 0
+
+
+def test_overflowed_draws_and_channel_runs_are_stated(overflowing):
+    sections, plan = overflowing
+    flat = numbers_of(sections["flattened"])
+    over = [n for k, n in flat.items() if k.startswith("overflowed[")]
+    assert over and all(n.value == f"{plan.flattened_draws} of {plan.flattened_draws}" for n in over)
+    ranking, chan = sections["channels"].frames["ranking"], numbers_of(sections["channels"])
+    for (model, axis), g in ranking.groupby(["model", "axis"]):
+        assert chan[f"overflowed[{model}|{axis}]"].value == f"{int(g['overflowed'].sum())} of {len(g) * plan.channel_trials}"
+    assert ranking["overflowed"].sum() > 0
+
+
+def test_overflow_counts_reach_report_json(overflowing):
+    sections, _ = overflowing
+    s = sections["noise"]
+    data = Report({}, [s], []).to_json()["sections"][0]
+    keys = {n["key"]: n for n in data["numbers"]}
+    assert all(keys[n.key]["value"] == n.value for n in s.numbers if n.key.startswith("overflowed["))
+    assert any("overflowed" in note for note in data["notes"])

@@ -34,7 +34,7 @@ class Plan:
 
     name: str
     periodic_length: int  # tokens of each periodic prompt
-    noise_levels: int  # levels evenly in [0, 1] (the thesis's range)
+    noise_levels: int  # levels evenly in [0, noise_max]
     noise_trials: int
     noise_layers: int | None  # layers swept, evenly spread (None: all)
     n_boot: int  # bootstrap resamples of each critical level
@@ -46,6 +46,7 @@ class Plan:
     channel_level: float  # relative scale
     channel_layer: int  # of Mamba-130m's 24, at the same relative depth in other models (`scaled_layer`)
     hit_curve_panels: int  # layers shown as hit curves
+    noise_max: float = 1.0  # top of the swept levels (the thesis's range is [0, 1])
 
 
 # The thesis's sizes where it states them: §7.1 repeats "noise a layer, record the hit, change the level" a
