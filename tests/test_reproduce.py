@@ -682,3 +682,12 @@ def test_overflow_counts_reach_report_json(overflowing):
     keys = {n["key"]: n for n in data["numbers"]}
     assert all(keys[n.key]["value"] == n.value for n in s.numbers if n.key.startswith("overflowed["))
     assert any("overflowed" in note for note in data["notes"])
+
+
+def test_header_names_the_channel_layer_each_model_ran(report):
+    header, path = report["json"]["header"], report["path"]
+    ran = pd.read_parquet(path / "data" / "channels_ranking.parquet").groupby("model")["layer"].unique()
+    for m in header["models"]:
+        assert m["layers"] == 2 and m["channel_layer"] == 1 == ran[m["name"]].item()  # 22 of 24 → 1 of 2
+        assert f"layer 1 of {m['name']}'s 2" in header["plan"]["channel_layer"]
+    assert "channel_layer: 22" not in html.unescape(report["html"])
