@@ -691,3 +691,28 @@ def test_header_names_the_channel_layer_each_model_ran(report):
         assert m["layers"] == 2 and m["channel_layer"] == 1 == ran[m["name"]].item()  # 22 of 24 → 1 of 2
         assert f"layer 1 of {m['name']}'s 2" in header["plan"]["channel_layer"]
     assert "channel_layer: 22" not in html.unescape(report["html"])
+
+
+# --- what the report asks of a family ---------------------------------------------------------------
+
+@pytest.mark.parametrize("family, comp, role", [("mamba", "h", "ssm"), ("mamba2", "h", "ssm"),
+                                                ("gpt2", "resid_post", "transformer"),
+                                                ("pythia", "resid_post", "transformer")])
+def test_each_family_declares_the_component_noised_and_its_role(tiny, family, comp, role):
+    from compare import families
+    from compare.reproduce.plan import component
+
+    handles, _ = tiny
+    h = handles[family]
+    assert component(h) == comp == families.FAMILIES[family].default_component
+    assert comp in h.arch.noisable
+    assert families.FAMILIES[family].role == role
+
+
+def test_roles_are_checked_on_mamba2_and_pythia_folders(tiny_dirs):
+    from compare.reproduce.cli import check_roles
+
+    dirs, _ = tiny_dirs
+    assert check_roles(str(dirs["mamba2"]), str(dirs["pythia"])) == []
+    assert "swapped" in check_roles(str(dirs["pythia"]), str(dirs["mamba2"]))[0]
+

@@ -46,7 +46,7 @@ def bump_positions(sections: list[Section]) -> dict[str, int] | None:
 def choices(ctx: Context) -> list[dict[str, str]]:
     """Every choice the report made where the thesis is silent or where this package differs."""
     p, first, second = ctx.plan, ctx.mamba, ctx.gpt2
-    comps = {h.name: component(h.family) for h in ctx.handles}
+    comps = {h.name: component(h) for h in ctx.handles}
     return [
         {"topic": "models", "choice": f"{first.name} in the Mamba role (the reference of every comparison), "
          f"{second.name} in the GPT-2 role", "why": "the thesis compares Mamba against GPT-2"},

@@ -23,9 +23,6 @@ THESIS_R = 0.77  # Result 1
 THESIS_CRITICAL = 0.45  # Fig. 22
 FLATTENED_LAYERS = (2, 22)  # Fig. 24, of Mamba-130m's 24 layers
 THESIS_LAYERS = 24
-# The component noised per model family: h(t) on Mamba as in the thesis; the residual stream elsewhere
-NOISE_COMPONENT = {"mamba": "h"}
-OTHER_COMPONENT = "resid_post"
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,10 @@ QUICK = Plan("quick", periodic_length=16, noise_levels=5, noise_trials=2, noise_
 THESIS_NOISE_RUNS_PER_LAYER = 100  # §7.1, step 4
 
 
-def component(family: str) -> str:
-    return NOISE_COMPONENT.get(family, OTHER_COMPONENT)
+def component(handle) -> str:
+    """The component the report noises in `handle`, as its family declares (`Family.default_component`:
+    h(t) on Mamba as in the thesis, the residual stream on transformers)."""
+    return handle.arch.default_component
 
 
 def scaled_layer(layer: int, n_layers: int) -> int:

@@ -30,7 +30,7 @@ def noise(ctx: Context) -> Section:
     plan, levels = ctx.plan, np.linspace(0.0, ctx.plan.noise_max, ctx.plan.noise_levels)
     frames, fits = [], []
     for h in ctx.handles:
-        comp, layers = component(h.family), spread(h.n_layers, plan.noise_layers)
+        comp, layers = component(h), spread(h.n_layers, plan.noise_layers)
         for distribution, scale in SWEEPS:
             ctx.check_stop()
             params = dict(component=comp, layers=layers, levels=levels.round(6).tolist(), trials=plan.noise_trials,
@@ -195,7 +195,7 @@ def flattened(ctx: Context) -> Section:
                                 "mean over positions of the RMS distance from the position's clean row of L to the "
                                 "other positions' rows (metrics.position_distance)", n=len(run.ids),
                                 uncertainty=EXACT + "; " + mean_se(each)))
-        comp = component(h.family)
+        comp = component(h)
         for thesis_layer in FLATTENED_LAYERS:
             layer = scaled_layer(thesis_layer, h.n_layers)
             ratios, over = [], 0
@@ -244,7 +244,7 @@ def channels(ctx: Context) -> Section:
     plan, rows, frames = ctx.plan, [], []
     for h in ctx.handles:
         ctx.check_stop()
-        comp, layer = component(h.family), scaled_layer(plan.channel_layer, h.n_layers)
+        comp, layer = component(h), scaled_layer(plan.channel_layer, h.n_layers)
         mary = h.single_token(MARY)
         with torch.no_grad():
             clean = torch.softmax(h.logits(h.encode(IOI))[0, -1].double(), -1)
