@@ -716,3 +716,20 @@ def test_roles_are_checked_on_mamba2_and_pythia_folders(tiny_dirs):
     assert check_roles(str(dirs["mamba2"]), str(dirs["pythia"])) == []
     assert "swapped" in check_roles(str(dirs["pythia"]), str(dirs["mamba2"]))[0]
 
+
+def test_a_quick_report_runs_with_mamba2_in_the_mamba_role(tiny_dirs, tmp_path):
+    """End to end on the tiny Mamba-2 and GPT-2 folders: every section written, Mamba-2's state h noised."""
+    dirs, _ = tiny_dirs
+    path = reproduce(tmp_path / "report", models=(str(dirs["mamba2"]), str(dirs["gpt2"])), quick=True, device="cpu")
+    data = json.loads((path / "report.json").read_text(encoding="utf-8"))
+    assert [s["number"] for s in data["sections"]] == list(range(1, 11))
+    assert [m["family"] for m in data["header"]["models"]] == ["mamba2", "gpt2"]
+    sweeps = pd.read_parquet(path / "data" / "noise_sweeps.parquet")
+    first = data["header"]["models"][0]["name"]
+    assert set(sweeps[sweeps["model"] == first]["component"]) == {"h"}
+    ranking = pd.read_parquet(path / "data" / "channels_ranking.parquet")
+    assert set(ranking[ranking["model"] == first]["component"]) == {"h"}
+    for s in data["sections"]:
+        for relative in s["figures"] + s["frames"]:
+            assert (path / relative).is_file(), relative
+    assert "<html" in (path / "report.html").read_text(encoding="utf-8").lower()
