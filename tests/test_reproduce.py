@@ -733,3 +733,52 @@ def test_a_quick_report_runs_with_mamba2_in_the_mamba_role(tiny_dirs, tmp_path):
         for relative in s["figures"] + s["frames"]:
             assert (path / relative).is_file(), relative
     assert "<html" in (path / "report.html").read_text(encoding="utf-8").lower()
+
+
+# --- the logit lens beside the flattened L ----------------------------------------------------------
+
+def test_lens_numbers_match_transformers_hidden_states_decoded_by_ln_f_and_the_head(report, tiny_dirs):
+    """GPT-2's lens at layer l is softmax(lm_head(ln_f(hidden_states[l + 1]))) at the last position
+    (transformers' last hidden state already has ln_f applied: there the lens is the output), over the
+    tokenizer's 64 tokens (the head's 8 padding rows left out, as `Model.vocab_size`)."""
+    _, refs = tiny_dirs
+    ref, tok = refs["gpt2"], tiny_tokenizer()
+    ids = torch_ids(tok.encode(IOI, add_special_tokens=False))
+    mary = tok.encode(MARY, add_special_tokens=False)[0]
+    with torch_no_grad():
+        out = ref(ids, output_hidden_states=True)
+        hs = out.hidden_states
+        rows = [ref.lm_head(ref.transformer.ln_f(hs[l + 1]))[0, -1] for l in range(len(hs) - 2)] + [out.logits[0, -1]]
+    rows = [r[: len(tok)] for r in rows]
+    logp = [r.double().log_softmax(-1) for r in rows]
+    p = [float(lp[mary].exp()) for lp in logp]
+    rank = [int((r > r[mary]).sum()) for r in rows]
+    final = logp[-1]
+    kl = [float((final.exp() * (final - lp)).sum()) for lp in logp]
+    assert value(report, "flattened", "lens_p_mary[gpt2]") == pytest.approx(p, abs=1e-4)
+    assert value(report, "flattened", "lens_rank[gpt2]") == rank
+    assert value(report, "flattened", "lens_kl[gpt2]") == pytest.approx(kl, abs=1e-4)
+    first = next((l for l, r in enumerate(rank) if r == 0), None)
+    assert value(report, "flattened", "lens_first_top[gpt2]") == first
+    assert report["numbers"][("flattened", "lens_p_mary[gpt2]")]["n"] == len(rows)
+
+
+def test_lens_figure_and_frame_are_written_for_both_models(report):
+    path = report["path"]
+    lens = pd.read_parquet(path / "data" / "flattened_lens.parquet")
+    assert set(lens["model"]) == {"mamba", "gpt2"} and (path / "figures" / "flattened_lens.png").is_file()
+    for name, g in lens.groupby("model"):
+        assert sorted(set(g["layer"])) == [0, 1] and set(g["target"].str.strip()) == {MARY.strip()}
+    assert "Logit lens" in report["html"]
+
+
+def torch_ids(ids):
+    import torch
+
+    return torch.tensor([ids])
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()

@@ -14,7 +14,8 @@ Ten sections, in the thesis's order (one module per concept):
     1–2  tokens      token IDs of its inputs; token ID vs length
     3, 4, 8 logits   K distributions; trajectories; the rows of L (Result 2, Conclusion 5)
     5    periodic    periodic ID inputs, three ways
-    6, 7, 9 sweeps   noise in h(t) (every component too: `components`); flattened L with noise; §7.4
+    6, 7, 9 sweeps   noise in h(t) (every component too: `components`); flattened L with noise (and the
+                     logit lens beside it: `lens`); §7.4
     10   deviations  errata read from the thesis's text and checked (`errata`), and every choice made
 Each section is a `report.Section`: a figure or more, a "thesis says / measured here" table whose
 numbers (`report.Number`) carry their definition and parameters, tidy frames. `writing` publishes

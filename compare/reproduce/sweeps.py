@@ -17,6 +17,7 @@ from ..noise import draw_noise, noise_sweep
 from ..phase import phase_transition
 from .components import component_table, status_reasons
 from .context import Context
+from .lens import lens_rows
 from .plan import FLATTENED_LAYERS, IOI, MARY, THESIS_CRITICAL, component, scaled_layer, spread
 from .report import Section
 from .uncertainty import EXACT, binomial_ci, mean_se
@@ -233,6 +234,7 @@ def flattened(ctx: Context) -> Section:
                  f"Every position's row of L concatenated, clean (blue) and with Gaussian noise of level {level} "
                  "(absolute) at one layer (orange, draw 0), each in its own panel on a shared y axis.")
     s.frames["distances"] = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    lens_rows(ctx, s)
     return s
 
 
