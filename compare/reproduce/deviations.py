@@ -71,7 +71,7 @@ def choices(ctx: Context) -> list[dict[str, str]]:
          "leaves about 2 beyond 4σ"},
         {"topic": "noise component", "choice": ", ".join(f"{n}: {c}" for n, c in comps.items()),
          "why": "the thesis noises Mamba's h(t); it noises nothing in GPT-2, whose residual stream is used here"},
-        {"topic": "noise sweep", "choice": f"{p.noise_levels} levels evenly in [0, 1], {p.noise_trials} fresh draw(s) "
+        {"topic": "noise sweep", "choice": f"{p.noise_levels} levels evenly in [0, {p.noise_max:g}], {p.noise_trials} fresh draw(s) "
          f"each ({p.noise_levels * p.noise_trials} runs per layer), every position noised, layers "
          f"{spread(first.n_layers, p.noise_layers)} of {first.name}, seed {ctx.seed}; hit = the last position's "
          "argmax is ' Mary'", "why": "§7.1: noise a layer, record the hit, change the level, a hundred times per "
