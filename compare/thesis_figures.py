@@ -9,6 +9,7 @@
     row_distances            d_L (between the models) against d_L_positions (between positions) (Conclusion 5)
     flattened_noisy          every position's row of L, concatenated, clean and noisy, per noised layer (Figs. 24–25)
     channel_effects          the channels whose noise alone most lowers P(target), n trials stated (§7.4)
+    lens_heatmap             the logit lens's P(target) over layer × position, one panel per model
 
 Pure functions (house rule 4): no model calls. Built as plain `Figure`s outside pyplot, and every text
 drawn from data is literal (`figures.literal_text`, house rule 19).
@@ -268,4 +269,28 @@ def channel_effects(ranking: pd.DataFrame, *, top: int = 15, p_clean: float, tri
                    xlabel="fall of P(target): clean − mean noisy")
         suptitle(fig, f"Channels whose noise alone most lowers P(target) (clean P = {p_clean:.3g}; "
                       f"{trials} trial{'s' if trials != 1 else ''} per channel)")
+    return literal_text(fig)
+
+
+def lens_heatmap(lens: pd.DataFrame, tokens: Mapping[str, Sequence[str]]) -> Figure:
+    """P(target) under the logit lens over layer (rows) × position (columns), one panel per model,
+    on one colour scale 0 … 1; the positions labelled with their tokens.
+
+    lens: `compare.logit_lens` rows (model, layer, position, target, target_prob); tokens: model → its tokens.
+    """
+    names = list(dict.fromkeys(lens["model"]))
+    with sns.axes_style("white"):
+        fig, axes = panels(len(names), 1, size=(9.0, 2.6))
+        for ax, name in zip(axes[:, 0], names):
+            g = lens[lens["model"] == name]
+            grid = g.pivot(index="layer", columns="position", values="target_prob").sort_index()
+            mesh = ax.pcolormesh(np.arange(grid.shape[1] + 1) - 0.5, np.arange(grid.shape[0] + 1) - 0.5,
+                                 grid.to_numpy(float), cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_yticks(np.arange(grid.shape[0]), [str(layer) for layer in grid.index])
+            position_ticks(ax, [tokens[name][t] for t in grid.columns], positions=grid.columns.to_numpy(),
+                           at=np.arange(grid.shape[1]))
+            ax.set(title=f"{name}: P({token_label(str(g['target'].iloc[0]))}) per layer", ylabel="layer")
+            fig.colorbar(mesh, ax=ax, label="P(target)")
+        axes[-1][0].set_xlabel("position")
+        suptitle(fig, "Logit lens: each layer's residual decoded by the model's own head")
     return literal_text(fig)

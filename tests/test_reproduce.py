@@ -618,3 +618,167 @@ def test_byte_tokens_of_the_lithuanian_sentence_are_written_as_their_bytes():
     assert "\ufffd" not in "".join(labels)
     # 'ė' is UTF-8 c4 97: GPT-2 splits it into ' \xc4' and '\x97'
     assert "' \\xc4'" in labels and "'\\x97'" in labels
+
+
+# --- noise that overflows the network ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def overflowing(tiny):
+    """§6 (with §7.2's components), §7 and §7.4 on the tiny models at noise levels up to 1e38: the top levels
+    overflow fp32 on both (NaN or infinite logits), level 0 never does."""
+    from dataclasses import replace
+
+    from compare.reproduce.context import Context
+    from compare.reproduce.sweeps import channels, flattened, noise
+
+    handles, _ = tiny
+    plan = replace(QUICK, noise_max=1e38, flattened_level=1e38, channel_level=1e38)
+    ctx = Context(handles["mamba"], handles["gpt2"], plan, 0, None)
+    with pytest.warns(Warning):
+        sections = {"noise": noise(ctx), "flattened": flattened(ctx), "channels": channels(ctx)}
+    return sections, plan
+
+
+def numbers_of(section):
+    return {n.key: n for n in section.numbers}
+
+
+def test_overflowed_runs_are_counted_as_misses_in_the_noise_section(overflowing):
+    sections, plan = overflowing
+    s = sections["noise"]
+    sweeps, got = s.frames["sweeps"], numbers_of(s)
+    assert (~sweeps["finite"]).sum() > 0 and sweeps[sweeps["level"] == 0]["finite"].all()
+    assert not sweeps[~sweeps["finite"]]["hit"].any()  # an overflowed run is a miss
+    for (model, distribution, scale), g in sweeps.groupby(["model", "distribution", "scale"]):
+        number = got[f"overflowed[{model}|{distribution}|{scale}]"]
+        assert number.value == f"{int((~g['finite']).sum())} of {len(g)}"
+        assert "misses" in number.definition
+        rows = [n for r in s.rows for n in r.measured]
+        assert number in rows  # shown in the section's table
+    assert any("overflowed" in note and "misses" in note for note in s.notes)
+    table = s.tables["components"]
+    fits = s.frames["components"]
+    for r in table.itertuples(index=False):
+        g = fits[fits["component"] == r.component]
+        assert r[table.columns.get_loc("overflowed runs (misses)")] == f"{int(g['overflowed'].sum())} of {int(g['n'].sum())}"
+    assert fits["overflowed"].sum() > 0
+
+
+def test_overflowed_draws_and_channel_runs_are_stated(overflowing):
+    sections, plan = overflowing
+    flat = numbers_of(sections["flattened"])
+    over = [n for k, n in flat.items() if k.startswith("overflowed[")]
+    assert over and all(n.value == f"{plan.flattened_draws} of {plan.flattened_draws}" for n in over)
+    ranking, chan = sections["channels"].frames["ranking"], numbers_of(sections["channels"])
+    for (model, axis), g in ranking.groupby(["model", "axis"]):
+        assert chan[f"overflowed[{model}|{axis}]"].value == f"{int(g['overflowed'].sum())} of {len(g) * plan.channel_trials}"
+    assert ranking["overflowed"].sum() > 0
+
+
+def test_overflow_counts_reach_report_json(overflowing):
+    sections, _ = overflowing
+    s = sections["noise"]
+    data = Report({}, [s], []).to_json()["sections"][0]
+    keys = {n["key"]: n for n in data["numbers"]}
+    assert all(keys[n.key]["value"] == n.value for n in s.numbers if n.key.startswith("overflowed["))
+    assert any("overflowed" in note for note in data["notes"])
+
+
+def test_header_names_the_channel_layer_each_model_ran(report):
+    header, path = report["json"]["header"], report["path"]
+    ran = pd.read_parquet(path / "data" / "channels_ranking.parquet").groupby("model")["layer"].unique()
+    for m in header["models"]:
+        assert m["layers"] == 2 and m["channel_layer"] == 1 == ran[m["name"]].item()  # 22 of 24 → 1 of 2
+        assert f"layer 1 of {m['name']}'s 2" in header["plan"]["channel_layer"]
+    assert "channel_layer: 22" not in html.unescape(report["html"])
+
+
+# --- what the report asks of a family ---------------------------------------------------------------
+
+@pytest.mark.parametrize("family, comp, role", [("mamba", "h", "ssm"), ("mamba2", "h", "ssm"),
+                                                ("gpt2", "resid_post", "transformer"),
+                                                ("pythia", "resid_post", "transformer")])
+def test_each_family_declares_the_component_noised_and_its_role(tiny, family, comp, role):
+    from compare import families
+    from compare.reproduce.plan import component
+
+    handles, _ = tiny
+    h = handles[family]
+    assert component(h) == comp == families.FAMILIES[family].default_component
+    assert comp in h.arch.noisable
+    assert families.FAMILIES[family].role == role
+
+
+def test_roles_are_checked_on_mamba2_and_pythia_folders(tiny_dirs):
+    from compare.reproduce.cli import check_roles
+
+    dirs, _ = tiny_dirs
+    assert check_roles(str(dirs["mamba2"]), str(dirs["pythia"])) == []
+    assert "swapped" in check_roles(str(dirs["pythia"]), str(dirs["mamba2"]))[0]
+
+
+def test_a_quick_report_runs_with_mamba2_in_the_mamba_role(tiny_dirs, tmp_path):
+    """End to end on the tiny Mamba-2 and GPT-2 folders: every section written, Mamba-2's state h noised."""
+    dirs, _ = tiny_dirs
+    path = reproduce(tmp_path / "report", models=(str(dirs["mamba2"]), str(dirs["gpt2"])), quick=True, device="cpu")
+    data = json.loads((path / "report.json").read_text(encoding="utf-8"))
+    assert [s["number"] for s in data["sections"]] == list(range(1, 11))
+    assert [m["family"] for m in data["header"]["models"]] == ["mamba2", "gpt2"]
+    sweeps = pd.read_parquet(path / "data" / "noise_sweeps.parquet")
+    first = data["header"]["models"][0]["name"]
+    assert set(sweeps[sweeps["model"] == first]["component"]) == {"h"}
+    ranking = pd.read_parquet(path / "data" / "channels_ranking.parquet")
+    assert set(ranking[ranking["model"] == first]["component"]) == {"h"}
+    for s in data["sections"]:
+        for relative in s["figures"] + s["frames"]:
+            assert (path / relative).is_file(), relative
+    assert "<html" in (path / "report.html").read_text(encoding="utf-8").lower()
+
+
+# --- the logit lens beside the flattened L ----------------------------------------------------------
+
+def test_lens_numbers_match_transformers_hidden_states_decoded_by_ln_f_and_the_head(report, tiny_dirs):
+    """GPT-2's lens at layer l is softmax(lm_head(ln_f(hidden_states[l + 1]))) at the last position
+    (transformers' last hidden state already has ln_f applied: there the lens is the output), over the
+    tokenizer's 64 tokens (the head's 8 padding rows left out, as `Model.vocab_size`)."""
+    _, refs = tiny_dirs
+    ref, tok = refs["gpt2"], tiny_tokenizer()
+    ids = torch_ids(tok.encode(IOI, add_special_tokens=False))
+    mary = tok.encode(MARY, add_special_tokens=False)[0]
+    with torch_no_grad():
+        out = ref(ids, output_hidden_states=True)
+        hs = out.hidden_states
+        rows = [ref.lm_head(ref.transformer.ln_f(hs[l + 1]))[0, -1] for l in range(len(hs) - 2)] + [out.logits[0, -1]]
+    rows = [r[: len(tok)] for r in rows]
+    logp = [r.double().log_softmax(-1) for r in rows]
+    p = [float(lp[mary].exp()) for lp in logp]
+    rank = [int((r > r[mary]).sum()) for r in rows]
+    final = logp[-1]
+    kl = [float((final.exp() * (final - lp)).sum()) for lp in logp]
+    assert value(report, "flattened", "lens_p_mary[gpt2]") == pytest.approx(p, abs=1e-4)
+    assert value(report, "flattened", "lens_rank[gpt2]") == rank
+    assert value(report, "flattened", "lens_kl[gpt2]") == pytest.approx(kl, abs=1e-4)
+    first = next((l for l, r in enumerate(rank) if r == 0), None)
+    assert value(report, "flattened", "lens_first_top[gpt2]") == first
+    assert report["numbers"][("flattened", "lens_p_mary[gpt2]")]["n"] == len(rows)
+
+
+def test_lens_figure_and_frame_are_written_for_both_models(report):
+    path = report["path"]
+    lens = pd.read_parquet(path / "data" / "flattened_lens.parquet")
+    assert set(lens["model"]) == {"mamba", "gpt2"} and (path / "figures" / "flattened_lens.png").is_file()
+    for name, g in lens.groupby("model"):
+        assert sorted(set(g["layer"])) == [0, 1] and set(g["target"].str.strip()) == {MARY.strip()}
+    assert "Logit lens" in report["html"]
+
+
+def torch_ids(ids):
+    import torch
+
+    return torch.tensor([ids])
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()

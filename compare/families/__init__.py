@@ -94,6 +94,7 @@ class Family:
     mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
     lens_point: str = "resid_post"  # what `head` decodes per layer in the logit lens (`compare.lens`)
     attribution: tuple[str, ...] = ("resid_pre", "resid_post")  # attribution patching's default components
+    default_component: str = "resid_post"  # what `compare.reproduce` noises (the thesis: h(t) on Mamba)
 
     # --- the kind of each layer ---------------------------------------------------------------
 
@@ -140,6 +141,12 @@ class Family:
     @property
     def noisable(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.points if p.per_layer and p.refused is None)
+
+    @property
+    def role(self) -> str:
+        """Which of the thesis's two roles the architecture fits: "ssm" (Mamba's: positions mixed by a
+        state-space scan) or "transformer" (GPT-2's: by attention)."""
+        return "ssm" if self.mixing == "ssm" else "transformer"
 
     @property
     def patchable(self) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ PATTERN_REFUSED = ("GPT-2's 'pattern' is read after attention used it, so noise 
 class GPT2Family(TransformersFamily):
     name, title = "gpt2", "GPT-2"
     model_type, classes = "gpt2", ("GPT2Config", "GPT2LMHeadModel")
+    default_component = "resid_post"  # the residual stream (the thesis did not noise GPT-2)
     aliases = {"gpt2": "openai-community/gpt2", **{f"gpt2-{s}": f"openai-community/gpt2-{s}"
                                                   for s in ("medium", "large", "xl")}}
     tokenizer = "openai-community/gpt2"

@@ -43,6 +43,7 @@ class MambaFamily(Family):
     blocks_path, norm_path = "layers", "norm_f"
     rays = True
     mixing = "ssm"
+    default_component = "h"  # the state h(t), as the thesis noised Mamba
     attribution = ("resid_pre", "h", "resid_post")
     h_wavefront = True
     attention_points = ("x", "delta", "B", "C", "y")

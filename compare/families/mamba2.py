@@ -44,6 +44,7 @@ class Mamba2Family(Family):
     tokenizer = "EleutherAI/gpt-neox-20b"
     blocks_path, norm_path = "layers", "norm_f"
     mixing = "ssm"
+    default_component = "h"  # the state h(t), as the thesis noised Mamba
     attention_units = "heads"  # one scalar decay per head: α is per head, shared by its headdim channels
     attention_points = ("x", "B", "C", "dt", "y")
     points = (

@@ -51,6 +51,7 @@ SIZES = ("70m", "160m", "410m", "1b", "1.4b", "2.8b")
 class PythiaFamily(TransformersFamily):
     name, title = "pythia", "Pythia"
     model_type, classes = "gpt_neox", ("GPTNeoXConfig", "GPTNeoXForCausalLM")
+    default_component = "resid_post"  # the residual stream (the thesis did not noise GPT-2)
     attention = "compare_hooked"  # our name in transformers' AttentionInterface (`register_attention`)
     aliases = {f"pythia-{s}": f"EleutherAI/pythia-{s}" for s in SIZES}
     tokenizer = "EleutherAI/gpt-neox-20b"

@@ -14,7 +14,8 @@ Ten sections, in the thesis's order (one module per concept):
     1–2  tokens      token IDs of its inputs; token ID vs length
     3, 4, 8 logits   K distributions; trajectories; the rows of L (Result 2, Conclusion 5)
     5    periodic    periodic ID inputs, three ways
-    6, 7, 9 sweeps   noise in h(t) (every component too: `components`); flattened L with noise; §7.4
+    6, 7, 9 sweeps   noise in h(t) (every component too: `components`); flattened L with noise (and the
+                     logit lens beside it: `lens`); §7.4
     10   deviations  errata read from the thesis's text and checked (`errata`), and every choice made
 Each section is a `report.Section`: a figure or more, a "thesis says / measured here" table whose
 numbers (`report.Number`) carry their definition and parameters, tidy frames. `writing` publishes
@@ -39,7 +40,7 @@ from ..loading import cached_model
 from ..model import Model
 from . import deviations, errata, identity, logits, periodic, sweeps, tokens, writing
 from .context import Context
-from .plan import FULL, QUICK
+from .plan import FULL, QUICK, THESIS_LAYERS, scaled_layer
 from .report import Report
 
 __all__ = ["reproduce", "Stopped", "SECTIONS"]
@@ -123,7 +124,8 @@ def _header(sources, handles: list[Model], plan, seed: int, started: datetime, s
                        "thesis_checkpoint": why, "models_english": language.models_english,
                        "language_check": language.verdict(), "loss_nats_per_token": round(language.loss, 4),
                        "unigram_nats_per_token": round(language.unigram, 4), "language_tokens": language.n_tokens,
-                       "layers": h.n_layers, "vocabulary": h.vocab_size, "lm_head_rows": h.module.lm_head.out_features,
+                       "layers": h.n_layers, "channel_layer": scaled_layer(plan.channel_layer, h.n_layers),
+                       "vocabulary": h.vocab_size, "lm_head_rows": h.module.lm_head.out_features,
                        "dtype": str(h.dtype).replace("torch.", ""), "device": str(h.device)})
     banner = []
     for m in models:
@@ -144,9 +146,18 @@ def _header(sources, handles: list[Model], plan, seed: int, started: datetime, s
         "run": {"started_utc": started.isoformat(timespec="seconds"), "seconds": round(seconds, 1),
                 "python": platform.python_version(), "machine": platform.machine()},
         "seed": seed,
-        "plan": {k: v for k, v in vars(plan).items()},
+        "plan": plan_header(plan, handles),
         "versions": {lib: _version(lib) for lib in LIBRARIES},
     }
+
+
+def plan_header(plan, handles: list[Model]) -> dict:
+    """The plan's sizes, its channel layer as the layers each model actually ran (the plan's is one of
+    Mamba-130m's 24, moved to the same relative depth: `plan.scaled_layer`)."""
+    used = ", ".join(f"layer {scaled_layer(plan.channel_layer, h.n_layers)} of {h.name}'s {h.n_layers}"
+                     for h in handles)
+    return {**vars(plan), "channel_layer": f"{used} (the thesis-scale {plan.channel_layer} of {THESIS_LAYERS}, "
+                                           "at the same relative depth)"}
 
 
 def _version(lib: str) -> str:

@@ -12,7 +12,7 @@ from ..comparison import Stopped
 from ..errors import error_line
 from ..loading import ModelLoadError, cached_model
 
-ROLES = (("--mamba", "ssm", "an SSM (a Mamba model)"), ("--gpt2", "attention", "a transformer (GPT-2, Pythia)"))
+ROLES = (("--mamba", "ssm", "an SSM (a Mamba model)"), ("--gpt2", "transformer", "a transformer (GPT-2, Pythia)"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,19 +61,19 @@ def _seed(text: str) -> int:
     return value
 
 
-def source_mixing(source: str, flag: str) -> str | None:
-    """How the model `source` names mixes positions ("ssm" or "attention"), read from its alias or its
+def source_role(source: str, flag: str) -> str | None:
+    """The thesis role the model `source` names fits (`Family.role`: "ssm" or "transformer"), read from its alias or its
     folder's config.json without loading weights; None for a Hub id (known only once fetched).
     Raises ModelLoadError naming `flag` for a path that does not exist or a name that is no alias."""
     path = Path(source).expanduser()
     try:
         if path.is_dir():
-            return families.detect(checkpoint.read_config(path), path).mixing
+            return families.detect(checkpoint.read_config(path), path).role
         if path.exists():
             raise ModelLoadError(f"{source}: is a file; pass the directory that holds config.json and the weights")
         for family in families.FAMILIES.values():
             if source in family.aliases:
-                return family.mixing
+                return family.role
         if source.count("/") == 1 and not source.startswith((".", "/", "~")):
             return None  # a Hub id
         if "/" in source:
@@ -87,8 +87,8 @@ def source_mixing(source: str, flag: str) -> str | None:
 def check_roles(mamba: str, gpt2: str) -> list[str]:
     """Both sources checked (paths, aliases, families) before any model loads; the warnings for a model
     in a role its family does not fit (the report runs, and its header says so)."""
-    mixing = [source_mixing(source, flag) for source, (flag, _, _) in zip((mamba, gpt2), ROLES)]
-    wrong = [m is not None and m != want for m, (_, want, _) in zip(mixing, ROLES)]
+    roles = [source_role(source, flag) for source, (flag, _, _) in zip((mamba, gpt2), ROLES)]
+    wrong = [r is not None and r != want for r, (_, want, _) in zip(roles, ROLES)]
     if all(wrong):
         return [f"the roles look swapped: --mamba {mamba!r} is a transformer and --gpt2 {gpt2!r} an SSM; "
                 f"the report treats the first as the thesis's Mamba (pass --mamba {gpt2} --gpt2 {mamba})"]

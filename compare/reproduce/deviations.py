@@ -46,7 +46,7 @@ def bump_positions(sections: list[Section]) -> dict[str, int] | None:
 def choices(ctx: Context) -> list[dict[str, str]]:
     """Every choice the report made where the thesis is silent or where this package differs."""
     p, first, second = ctx.plan, ctx.mamba, ctx.gpt2
-    comps = {h.name: component(h.family) for h in ctx.handles}
+    comps = {h.name: component(h) for h in ctx.handles}
     return [
         {"topic": "models", "choice": f"{first.name} in the Mamba role (the reference of every comparison), "
          f"{second.name} in the GPT-2 role", "why": "the thesis compares Mamba against GPT-2"},
@@ -71,7 +71,7 @@ def choices(ctx: Context) -> list[dict[str, str]]:
          "leaves about 2 beyond 4σ"},
         {"topic": "noise component", "choice": ", ".join(f"{n}: {c}" for n, c in comps.items()),
          "why": "the thesis noises Mamba's h(t); it noises nothing in GPT-2, whose residual stream is used here"},
-        {"topic": "noise sweep", "choice": f"{p.noise_levels} levels evenly in [0, 1], {p.noise_trials} fresh draw(s) "
+        {"topic": "noise sweep", "choice": f"{p.noise_levels} levels evenly in [0, {p.noise_max:g}], {p.noise_trials} fresh draw(s) "
          f"each ({p.noise_levels * p.noise_trials} runs per layer), every position noised, layers "
          f"{spread(first.n_layers, p.noise_layers)} of {first.name}, seed {ctx.seed}; hit = the last position's "
          "argmax is ' Mary'", "why": "§7.1: noise a layer, record the hit, change the level, a hundred times per "

@@ -23,9 +23,6 @@ THESIS_R = 0.77  # Result 1
 THESIS_CRITICAL = 0.45  # Fig. 22
 FLATTENED_LAYERS = (2, 22)  # Fig. 24, of Mamba-130m's 24 layers
 THESIS_LAYERS = 24
-# The component noised per model family: h(t) on Mamba as in the thesis; the residual stream elsewhere
-NOISE_COMPONENT = {"mamba": "h"}
-OTHER_COMPONENT = "resid_post"
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class Plan:
 
     name: str
     periodic_length: int  # tokens of each periodic prompt
-    noise_levels: int  # levels evenly in [0, 1] (the thesis's range)
+    noise_levels: int  # levels evenly in [0, noise_max]
     noise_trials: int
     noise_layers: int | None  # layers swept, evenly spread (None: all)
     n_boot: int  # bootstrap resamples of each critical level
@@ -46,6 +43,7 @@ class Plan:
     channel_level: float  # relative scale
     channel_layer: int  # of Mamba-130m's 24, at the same relative depth in other models (`scaled_layer`)
     hit_curve_panels: int  # layers shown as hit curves
+    noise_max: float = 1.0  # top of the swept levels (the thesis's range is [0, 1])
 
 
 # The thesis's sizes where it states them: §7.1 repeats "noise a layer, record the hit, change the level" a
@@ -64,8 +62,10 @@ QUICK = Plan("quick", periodic_length=16, noise_levels=5, noise_trials=2, noise_
 THESIS_NOISE_RUNS_PER_LAYER = 100  # §7.1, step 4
 
 
-def component(family: str) -> str:
-    return NOISE_COMPONENT.get(family, OTHER_COMPONENT)
+def component(handle) -> str:
+    """The component the report noises in `handle`, as its family declares (`Family.default_component`:
+    h(t) on Mamba as in the thesis, the residual stream on transformers)."""
+    return handle.arch.default_component
 
 
 def scaled_layer(layer: int, n_layers: int) -> int:

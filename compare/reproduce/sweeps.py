@@ -17,6 +17,7 @@ from ..noise import draw_noise, noise_sweep
 from ..phase import phase_transition
 from .components import component_table, status_reasons
 from .context import Context
+from .lens import lens_rows
 from .plan import FLATTENED_LAYERS, IOI, MARY, THESIS_CRITICAL, component, scaled_layer, spread
 from .report import Section
 from .uncertainty import EXACT, binomial_ci, mean_se
@@ -27,22 +28,18 @@ SWEEPS = (("gaussian", "absolute"), ("uniform", "absolute"), ("gaussian", "relat
 
 def noise(ctx: Context) -> Section:
     s = Section(6, "noise", "Noise in the hidden state", "Figs. 22–23, Conclusions 3–4")
-    plan, levels = ctx.plan, np.linspace(0.0, 1.0, ctx.plan.noise_levels)
+    plan, levels = ctx.plan, np.linspace(0.0, ctx.plan.noise_max, ctx.plan.noise_levels)
     frames, fits = [], []
     for h in ctx.handles:
-        comp, layers = component(h.family), spread(h.n_layers, plan.noise_layers)
+        comp, layers = component(h), spread(h.n_layers, plan.noise_layers)
         for distribution, scale in SWEEPS:
             ctx.check_stop()
             params = dict(component=comp, layers=layers, levels=levels.round(6).tolist(), trials=plan.noise_trials,
                           distribution=distribution, scale=scale, seed=ctx.seed, draws="fresh", target=MARY,
                           positions="all", n_boot=plan.n_boot)
-            try:
-                df = noise_sweep(IOI, model=h, target=MARY, component=comp, layers=layers, levels=levels,
-                                 trials=plan.noise_trials, distribution=distribution, scale=scale, seed=ctx.seed,
-                                 draws="fresh", stop=ctx.stop)
-            except NonFiniteError as err:
-                s.notes.append(f"{h.name}, {distribution} {scale}: not measured, the logits overflowed ({err})")
-                continue
+            df = noise_sweep(IOI, model=h, target=MARY, component=comp, layers=layers, levels=levels,
+                             trials=plan.noise_trials, distribution=distribution, scale=scale, seed=ctx.seed,
+                             draws="fresh", stop=ctx.stop)
             ctx.check_stop()
             fit = phase_transition(df, n_boot=plan.n_boot, seed=ctx.seed)
             frames.append(df.assign(distribution=distribution, scale=scale))
@@ -54,6 +51,8 @@ def noise(ctx: Context) -> Section:
                       "95 % expanded percentile bootstrap over runs)", **params)
     sweeps = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     fitted = pd.concat(fits, ignore_index=True) if fits else pd.DataFrame()
+    if len(sweeps) and not sweeps["finite"].all():
+        s.notes.append(overflow_note(int((~sweeps["finite"]).sum()), len(sweeps)))
     rows, trend = [], []
     lo, hi = float(levels.min()), float(levels.max())
     for (model, distribution, scale), g in (fitted.groupby(["model", "distribution", "scale"], sort=False)
@@ -63,9 +62,14 @@ def noise(ctx: Context) -> Section:
         covers = ok[(ok["ci_low"] <= THESIS_CRITICAL) & (ok["ci_high"] >= THESIS_CRITICAL)]
         why = status_reasons(g, lo, hi)
         runs = int(g["n"].sum()) if "n" in g else None
+        over = int(g["overflowed"].sum())
         rows.append(s.add(f"fitted_layers[{tag}]", f"layers with a fit, {tag}", f"{len(ok)} of {len(g)}",
                           "layers whose hits fall from 1 to 0 inside the swept levels (status 'fit')",
                           n=runs, uncertainty=f"exact count of {len(g)} layers, {runs} runs; {why}"))
+        rows.append(s.add(f"overflowed[{tag}]", f"runs that overflowed, {tag}", f"{over} of {runs}",
+                          f"runs whose noisy logits were NaN or infinite (the noise overflowed the network): "
+                          f"no prediction, counted as misses of {MARY!r} in the fits and hit rates", n=runs,
+                          uncertainty=EXACT, overflowed=over, runs=runs))
         rows.append(s.add(f"median_critical[{tag}]", f"median critical level, {tag}",
                           float(ok["critical_level"].median()) if len(ok) else None,
                           "median over fitted layers of the critical level (hit rate 0.5)", n=len(ok),
@@ -77,19 +81,21 @@ def noise(ctx: Context) -> Section:
                           f"no layer fitted: {why}"))
     for model, g in (sweeps[(sweeps["distribution"] == "gaussian") & (sweeps["scale"] == "absolute")]
                      .groupby("model", sort=False) if len(sweeps) else []):
-        rate = g.groupby("layer")["hit"].mean()
+        rate = g.groupby("layer")["hit"].mean()  # an overflowed run is a miss (hit False)
         constant = rate.nunique() < 2
         rank_r, p = (None, None) if len(rate) < 2 or constant else spearman_test(rate.index, rate)
         trend.append(s.add(f"spearman_layer_hit[{model}]", f"Spearman r(layer, hit rate), {model}", rank_r,
                            "Spearman r between layer and the mean hit rate over all levels and trials "
-                           "(positive: later layers survive more noise)", n=len(rate),
+                           "(positive: later layers survive more noise); overflowed runs count as misses",
+                           n=len(rate),
                            uncertainty=(f"p = {p:.2g} (two-sided test of no rank correlation, n = {len(rate)} layers)"
                                         if p is not None else f"not defined: every layer's hit rate is "
                                         f"{float(rate.iloc[0]) if len(rate) else float('nan'):.3g} (no spread to rank)"),
                            distribution="gaussian", scale="absolute", layers=rate.index.tolist()))
         per_layer = g.groupby("layer")["hit"].agg(["sum", "count"])
         trend.append(s.add(f"hit_rate_per_layer[{model}]", f"mean hit rate per layer, {model}",
-                           rate.round(4).tolist(), "mean hit over levels and trials, per swept layer",
+                           rate.round(4).tolist(), "mean hit over levels and trials, per swept layer "
+                           f"({int((~g['finite']).sum())} of {len(g)} runs overflowed: misses)",
                            n=int(per_layer["count"].iloc[0]) if len(per_layer) else 0,
                            uncertainty="runs per layer; widest 95 % Wilson interval of a layer: "
                            + max((binomial_ci(int(r["sum"]), int(r["count"])) for _, r in per_layer.iterrows()),
@@ -123,6 +129,11 @@ def noise(ctx: Context) -> Section:
     s.frames["sweeps"] = sweeps
     s.frames["critical_levels"] = fitted
     return s
+
+
+def overflow_note(over: int, runs: int) -> str:
+    return (f"{over} of {runs} noisy runs overflowed (their logits were NaN or infinite): they have no prediction "
+            f"and are treated as misses of {MARY!r}, in the fits, the hit rates and the figures.")
 
 
 def readable(fig, title: str, note: str):
@@ -185,16 +196,17 @@ def flattened(ctx: Context) -> Section:
                                 "mean over positions of the RMS distance from the position's clean row of L to the "
                                 "other positions' rows (metrics.position_distance)", n=len(run.ids),
                                 uncertainty=EXACT + "; " + mean_se(each)))
-        comp = component(h.family)
+        comp = component(h)
         for thesis_layer in FLATTENED_LAYERS:
             layer = scaled_layer(thesis_layer, h.n_layers)
-            ratios = []
+            ratios, over = [], 0
             for trial in range(draws):
                 ctx.check_stop()
                 try:
                     L = noisy_rows(h, run.ids, comp, layer, level, ctx.seed, trial)
                 except NonFiniteError as err:
                     s.notes.append(f"{err} (draw {trial}): that draw is left out")
+                    over += 1
                     continue
                 if trial == 0:
                     noisy[(h.name, layer)] = L
@@ -210,6 +222,10 @@ def flattened(ctx: Context) -> Section:
                                   n=len(kept), uncertainty=draw_spread(kept), component=comp, layer=layer,
                                   thesis_layer=thesis_layer, level=level, scale="absolute", distribution="gaussian",
                                   seed=ctx.seed, trials=list(range(draws))))
+            sep_rows.append(s.add(f"overflowed[{h.name}|{layer}]", f"draws that overflowed, {h.name} layer {layer}",
+                                  f"{over} of {draws}", "noisy draws whose logits were NaN or infinite: no row of "
+                                  "L to measure, left out of the separation's mean", n=draws, uncertainty=EXACT,
+                                  overflowed=over, runs=draws, layer=layer, level=level))
     s.row("Noise at an early vs a late layer (Fig. 24)", "noise at layer 2 separates the clean and noisy blocks; "
           "at layer 22 they barely separate", sep_rows)
     s.row("Blocks of the two models (Fig. 25)", "GPT-2's blocks lie closer together than Mamba's", block_rows)
@@ -218,6 +234,7 @@ def flattened(ctx: Context) -> Section:
                  f"Every position's row of L concatenated, clean (blue) and with Gaussian noise of level {level} "
                  "(absolute) at one layer (orange, draw 0), each in its own panel on a shared y axis.")
     s.frames["distances"] = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    lens_rows(ctx, s)
     return s
 
 
@@ -229,7 +246,7 @@ def channels(ctx: Context) -> Section:
     plan, rows, frames = ctx.plan, [], []
     for h in ctx.handles:
         ctx.check_stop()
-        comp, layer = component(h.family), scaled_layer(plan.channel_layer, h.n_layers)
+        comp, layer = component(h), scaled_layer(plan.channel_layer, h.n_layers)
         mary = h.single_token(MARY)
         with torch.no_grad():
             clean = torch.softmax(h.logits(h.encode(IOI))[0, -1].double(), -1)
@@ -258,10 +275,16 @@ def channels(ctx: Context) -> Section:
                               n=plan.channel_trials, uncertainty=sure + "; next after them: "
                               f"{g['effect'].iloc[5] if len(g) > 5 else float('nan'):.3g}", **params))
             runs = len(g) * plan.channel_trials
+            over = int(g["overflowed"].sum())
+            rows.append(s.add(f"overflowed[{h.name}|{axis}]", f"runs that overflowed, {h.name} {axis}s",
+                              f"{over} of {runs}", "(channel, trial) runs whose noisy logits were NaN or infinite: "
+                              f"no prediction, counted as misses of {MARY!r} (a flip) and left out of the mean "
+                              f"P({MARY!r})", n=runs, uncertainty=EXACT, overflowed=over, runs=runs, **params))
             misses = int(round(float(g["miss_rate"].mean()) * runs)) if clean_hits else 0
             rows.append(s.add(f"miss_share[{h.name}|{axis}]", f"share of trials missing {MARY!r}, {h.name}",
                               float(g["miss_rate"].mean()) if clean_hits else None,
-                              f"fraction of (channel, trial) runs whose last prediction is not {MARY!r}", n=runs,
+                              f"fraction of (channel, trial) runs whose last prediction is not {MARY!r} (an overflowed "
+                              "run counts as a miss)", n=runs,
                               uncertainty=binomial_ci(misses, runs) if clean_hits else
                               f"not measured: {MARY!r} is not the clean prediction (P = {p_clean:.3g}), so §7.4's "
                               "test (does noise on this channel make the model miss it?) has nothing to lose",
@@ -273,6 +296,9 @@ def channels(ctx: Context) -> Section:
     s.row("Channel ranking (§7.4)", f"proposed as future work: a parameter matters when noise on it makes the model "
           f"miss {MARY!r} while noise on the others does not", rows)
     s.frames["ranking"] = pd.concat(frames, ignore_index=True)
+    over = int(s.frames["ranking"]["overflowed"].sum())
+    if over:
+        s.notes.append(overflow_note(over, len(s.frames["ranking"]) * plan.channel_trials))
     return s
 
 
