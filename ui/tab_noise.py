@@ -21,7 +21,6 @@ from compare.phase import phase_transition
 from . import downloads, jobs, limits, models, tab_channels
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
-DEFAULT_COMPONENT = {"mamba": "h", "mamba2": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 """By family: the component a sweep starts on (the thesis's h on Mamba, the residual stream on transformers)."""
 LAYERS_HELP = ("'all', one layer '3', a range '2-5' (both ends included, low to high), "
                "or a list '0,2,7-9'")
@@ -42,10 +41,15 @@ def components(model_name: str) -> list[str]:
     return list(families.get(family(model_name)).noisable)
 
 
+def default_component(model_name: str) -> str:
+    """The component the model's family names for sweeps and patching (`Family.default_component`)."""
+    return families.get(family(model_name)).default_component
+
+
 @limits.shown_to_user
 def pick_model(model_name: str):
     """The component picker for another model: its family's components, on its default one."""
-    return gr.Dropdown(choices=components(model_name), value=DEFAULT_COMPONENT[family(model_name)])
+    return gr.Dropdown(choices=components(model_name), value=default_component(model_name))
 
 
 def parse_layers(text: str | None, n_layers: int) -> list[int]:
@@ -188,7 +192,7 @@ def build(heavy: dict) -> None:
         with gr.Row():
             model_name = gr.Dropdown(models.choices(), value="mamba", allow_custom_value=True, label="Model",
                                      elem_id="noise-model", info="an alias, a Hub id or a local directory too")
-            component = gr.Dropdown(components("mamba"), value=DEFAULT_COMPONENT["mamba"], label="Component",
+            component = gr.Dropdown(components("mamba"), value=default_component("mamba"), label="Component",
                                     elem_id="noise-component")
             layers = gr.Textbox("all", label="Layers", info=LAYERS_HELP, elem_id="noise-layers")
         with gr.Row():

@@ -25,7 +25,7 @@ from datasets_gen.build import suite_rng
 from datasets_gen.suites import NaturalConfig
 
 from . import downloads, jobs, limits, models
-from .tab_noise import LAYERS_HELP, family, parse_layers
+from .tab_noise import LAYERS_HELP, default_component, family, parse_layers
 
 SUITE_PROMPTS = 6
 """Prompts of the natural split (seed 0) offered as pairs, the classic sentence first."""
@@ -46,7 +46,6 @@ def suite_pairs(n: int = SUITE_PROMPTS, seed: int = 0) -> dict[str, tuple[str, s
 
 
 PAIRS = suite_pairs()
-DEFAULT_COMPONENT = {"mamba": "h", "mamba2": "h", "gpt2": "resid_post", "pythia": "resid_post"}
 VIEW = "patching"
 N_OUTPUTS = 4
 MODES = ("exact", "estimate")
@@ -65,7 +64,7 @@ def components(model_name: str) -> list[str]:
 
 @limits.shown_to_user
 def pick_model(model_name: str):
-    return gr.Dropdown(choices=components(model_name), value=DEFAULT_COMPONENT[family(model_name)])
+    return gr.Dropdown(choices=components(model_name), value=default_component(model_name))
 
 
 def pick_pair(label: str):
