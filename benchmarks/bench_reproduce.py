@@ -72,7 +72,7 @@ def main() -> None:
         out = Path(args.keep) if args.keep else workdir / "report"
         print(f"loadavg before: {loadavg()}  torch threads: {torch.get_num_threads()}", flush=True)
         start, cpu = time.perf_counter(), cpu_seconds()
-        package.reproduce(out, models=models, quick=args.quick, seed=0, overwrite=bool(args.keep))
+        package.thesis_report(out, models=models, quick=args.quick, seed=0, overwrite=bool(args.keep))
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         print(f"loadavg after:  {loadavg()}")
         print(f"  {'writing':<16} {wall - sum(s for _, s in timings):7.1f} s (figures rendered, files written)")

@@ -15,13 +15,12 @@ from scipy import stats
 
 from compare import Stopped, load_model, load_tokenizer, noise
 from compare.__main__ import main
-from compare.reproduce import SECTIONS, errata, render, reproduce
+from compare.reproduce import SECTIONS, errata, render, thesis_report
 from compare.reproduce.plan import IOI, LITHUANIAN, MARY, QUICK
 from compare.reproduce.report import Number, Report, Section
 from compare.reproduce.sweeps import noisy_rows
 from conftest import build_gpt2, build_mamba_hf, shared_tokenizer, tiny_tokenizer
 
-# the package, not the function `compare.reproduce` that `compare` exports under the same name
 package = sys.modules["compare.reproduce"]
 
 
@@ -40,7 +39,7 @@ def report(tiny_dirs, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(writing, "png", png)
-        path = reproduce(out, models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu",
+        path = thesis_report(out, models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu",
                          progress=lambda done, total: seen.append((done, total)))
     data = json.loads((path / "report.json").read_text(encoding="utf-8"))
     numbers = {(s["key"], n["key"]): n for s in data["sections"] for n in s["numbers"]}
@@ -195,7 +194,7 @@ def test_an_error_mid_run_leaves_no_folder(tiny_dirs, tmp_path, monkeypatch):
     monkeypatch.setattr(package, "SECTIONS", SECTIONS[:2] + (broken,))
     dirs, _ = tiny_dirs
     with pytest.raises(RuntimeError, match="boom"):
-        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu")
+        thesis_report(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu")
     assert _leftovers(tmp_path) == []
 
 
@@ -207,7 +206,7 @@ def test_an_error_while_writing_leaves_no_folder_and_no_staging(tiny_dirs, tmp_p
     monkeypatch.setattr(render, "page", broken)
     dirs, _ = tiny_dirs
     with pytest.raises(RuntimeError, match="disk full"):
-        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu")
+        thesis_report(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, device="cpu")
     assert _leftovers(tmp_path) == []
 
 
@@ -216,7 +215,7 @@ def test_a_stop_raises_and_writes_nothing(tiny_dirs, tmp_path):
     stop = threading.Event()
     stop.set()
     with pytest.raises(Stopped):
-        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, stop=stop)
+        thesis_report(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, stop=stop)
     assert _leftovers(tmp_path) == []
 
 
@@ -241,7 +240,7 @@ def test_a_numpy_integer_seed_is_accepted(tiny_dirs, tmp_path):
     stop = threading.Event()
     stop.set()  # past the argument checks, before any section runs
     with pytest.raises(Stopped):
-        reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, seed=np.int64(1),
+        thesis_report(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True, seed=np.int64(1),
                   stop=stop)
 
 
@@ -249,9 +248,9 @@ def test_a_foreign_folder_is_refused_before_any_work(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="out: .* already exists"):
-        reproduce(tmp_path / "r", models=("/nowhere/a", "/nowhere/b"), overwrite=False)
+        thesis_report(tmp_path / "r", models=("/nowhere/a", "/nowhere/b"), overwrite=False)
     with pytest.raises(FileExistsError, match="not a result of this package"):
-        reproduce(tmp_path / "r", models=("/nowhere/a", "/nowhere/b"), overwrite=True)
+        thesis_report(tmp_path / "r", models=("/nowhere/a", "/nowhere/b"), overwrite=True)
     assert (tmp_path / "r" / "notes.txt").read_text() == "mine"
 
 
@@ -263,7 +262,7 @@ def test_a_foreign_folder_is_refused_before_any_work(tmp_path):
                                         ({"thesis_text": "/nowhere.txt"}, "thesis_text: no such file")])
 def test_bad_arguments_name_the_argument(tmp_path, kw, needle):
     with pytest.raises((TypeError, ValueError, OSError), match=needle):
-        reproduce(tmp_path / "r", **kw)
+        thesis_report(tmp_path / "r", **kw)
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -393,7 +392,7 @@ def real_report(tmp_path_factory):
             "gpt2": build_gpt2(root / "gpt2", vocab=50257, with_tokenizer=False)}
     neox.save_pretrained(root / "mamba")
     gpt2.save_pretrained(root / "gpt2")
-    path = reproduce(root / "report", models=(str(root / "mamba"), str(root / "gpt2")), quick=True, device="cpu")
+    path = thesis_report(root / "report", models=(str(root / "mamba"), str(root / "gpt2")), quick=True, device="cpu")
     data = json.loads((path / "report.json").read_text(encoding="utf-8"))
     return {"numbers": {(s["key"], n["key"]): n for s in data["sections"] for n in s["numbers"]},
             "tokenizers": {"mamba": neox, "gpt2": gpt2}, "refs": refs}
@@ -720,7 +719,7 @@ def test_roles_are_checked_on_mamba2_and_pythia_folders(tiny_dirs):
 def test_a_quick_report_runs_with_mamba2_in_the_mamba_role(tiny_dirs, tmp_path):
     """End to end on the tiny Mamba-2 and GPT-2 folders: every section written, Mamba-2's state h noised."""
     dirs, _ = tiny_dirs
-    path = reproduce(tmp_path / "report", models=(str(dirs["mamba2"]), str(dirs["gpt2"])), quick=True, device="cpu")
+    path = thesis_report(tmp_path / "report", models=(str(dirs["mamba2"]), str(dirs["gpt2"])), quick=True, device="cpu")
     data = json.loads((path / "report.json").read_text(encoding="utf-8"))
     assert [s["number"] for s in data["sections"]] == list(range(1, 11))
     assert [m["family"] for m in data["header"]["models"]] == ["mamba2", "gpt2"]
@@ -782,3 +781,17 @@ def torch_no_grad():
     import torch
 
     return torch.no_grad()
+
+
+def test_compare_reproduce_is_the_package_and_calling_it_still_runs_the_report_with_a_warning(tiny_dirs, tmp_path,
+                                                                                               monkeypatch):
+    import compare
+    import compare.reproduce.plan
+
+    assert compare.reproduce is package and compare.reproduce.plan.QUICK is QUICK  # the package no longer hidden
+    monkeypatch.setattr(package, "SECTIONS", SECTIONS[:1])
+    dirs, _ = tiny_dirs
+    with pytest.warns(DeprecationWarning, match="compare.thesis_report"):
+        path = compare.reproduce(tmp_path / "r", models=(str(dirs["mamba"]), str(dirs["gpt2"])), quick=True,
+                                 device="cpu")
+    assert (path / "report.json").exists()

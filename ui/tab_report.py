@@ -1,4 +1,4 @@
-"""Report tab: `compare.reproduce` on the app's two models — every experiment of the thesis beside what it claims.
+"""Report tab: `compare.thesis_report` on the app's two models — every experiment of the thesis beside what it claims.
 
 The report runs in a worker thread (`jobs.run`) that reports each finished section; Stop sets its
 stop, and a stopped report writes nothing (it is atomic). The finished page is shown inline, in a
@@ -12,7 +12,7 @@ import shutil
 
 import gradio as gr
 
-from compare import Stopped, reproduce
+from compare import Stopped, thesis_report
 from compare.reproduce.plan import FULL, QUICK
 
 from . import downloads, jobs, limits, models
@@ -50,7 +50,7 @@ def run(size, seed, request: gr.Request = None, progress=gr.Progress()):
     progress((0, 1), desc="report", unit="step")
     try:
         path = yield from jobs.run(
-            lambda progress, stop: reproduce(out, models=sources, quick=size == "quick", seed=seed,
+            lambda progress, stop: thesis_report(out, models=sources, quick=size == "quick", seed=seed,
                                              progress=progress, stop=stop),
             tick=jobs.skips(3), key=jobs.session_key(request, VIEW),
             on_progress=lambda done, total: progress((done, total), desc="report", unit="step"))

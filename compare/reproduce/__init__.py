@@ -1,7 +1,7 @@
-"""`reproduce`: every experiment of the thesis (Mamba-130m vs GPT-2, 2024) in one call, beside what it claims.
+"""`thesis_report`: every experiment of the thesis (Mamba-130m vs GPT-2, 2024) in one call, beside what it claims.
 
-    reproduce("out/report")                         # the thesis's models (needs the Hub or its cache)
-    reproduce("out/r", models=("./mamba", "./gpt2"), quick=True)
+    thesis_report("out/report")                     # the thesis's models (needs the Hub or its cache)
+    thesis_report("out/r", models=("./mamba", "./gpt2"), quick=True)
     python -m compare reproduce --out DIR [--mamba SRC] [--gpt2 SRC] [--quick] [--trials N] [--noise-levels N]
                                 [--seed N] [--overwrite]
 
@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
+import types
+import warnings
 from dataclasses import replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -43,7 +46,7 @@ from .context import Context
 from .plan import FULL, QUICK, THESIS_LAYERS, scaled_layer
 from .report import Report
 
-__all__ = ["reproduce", "Stopped", "SECTIONS"]
+__all__ = ["thesis_report", "Stopped", "SECTIONS"]
 
 SECTIONS = (tokens.token_ids, tokens.id_vs_length, logits.k_distributions, logits.trajectories,
             periodic.periodic, sweeps.noise, sweeps.flattened, logits.rows_of_l, sweeps.channels)
@@ -53,9 +56,9 @@ LIBRARIES = ("mamba-gpt2-compare", "torch", "transformers", "nnsight", "numpy", 
              "seaborn", "pyarrow")
 
 
-def reproduce(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", "gpt2"), quick: bool = False,
-              seed: int = 0, trials: int | None = None, noise_levels: int | None = None, progress=None,
-              overwrite: bool = False, device=None, stop=None, thesis_text=None) -> Path:
+def thesis_report(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130m", "gpt2"), quick: bool = False,
+                  seed: int = 0, trials: int | None = None, noise_levels: int | None = None, progress=None,
+                  overwrite: bool = False, device=None, stop=None, thesis_text=None) -> Path:
     """Run every experiment of the thesis on `models` and write the report folder `out`; returns its path.
 
     models: two model sources (aliases, Hub ids, local directories) or loaded `Model` handles: the
@@ -165,3 +168,17 @@ def _version(lib: str) -> str:
         return version(lib)
     except PackageNotFoundError:
         return "not installed"
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as the function of earlier releases: `compare.reproduce(out, ...)` was the
+    function and hid the package (`compare.reproduce.plan` raised AttributeError); now it is the package,
+    and calling it runs `thesis_report` with a DeprecationWarning, for one release."""
+
+    def __call__(self, *args, **kwargs):
+        warnings.warn("compare.reproduce(...) is now compare.thesis_report(...); the old name goes in the next "
+                      "release", DeprecationWarning, stacklevel=2)
+        return thesis_report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -98,7 +98,7 @@ def check_roles(mamba: str, gpt2: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 written, 2 a user error (one `error:` line naming the argument)."""
-    from . import reproduce, writing  # the sections import the engine and matplotlib: only when running
+    from . import thesis_report, writing  # the sections import the engine and matplotlib: only when running
 
     args = parser().parse_args(argv)
     start = time.perf_counter()
@@ -114,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         for flag, source in (("--mamba", args.mamba), ("--gpt2", args.gpt2)):
             try:
-                cached_model(source, device=args.device)  # the cache reproduce() reads the model from
+                cached_model(source, device=args.device)  # the cache thesis_report() reads the model from
             except (ValueError, TypeError, ModelLoadError, OSError) as err:
                 raise type(err)(f"{flag}: {err}") from err
-        path = reproduce(args.out, models=(args.mamba, args.gpt2), quick=args.quick, seed=args.seed,
+        path = thesis_report(args.out, models=(args.mamba, args.gpt2), quick=args.quick, seed=args.seed,
                          trials=args.trials, noise_levels=args.noise_levels,
                          progress=progress, overwrite=args.overwrite, device=args.device)
     except (ValueError, TypeError, ModelLoadError, OSError, Stopped) as err:

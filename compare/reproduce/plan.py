@@ -27,7 +27,7 @@ THESIS_LAYERS = 24
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes of one report. `FULL` is what `reproduce()` runs, `QUICK` what `quick=True` runs."""
+    """Sizes of one report. `FULL` is what `thesis_report()` runs, `QUICK` what `quick=True` runs."""
 
     name: str
     periodic_length: int  # tokens of each periodic prompt
