@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-TOKENIZERS = Path(__file__).parents[1] / ".." / "shared" / "tokenizers"
+from conftest import SHARED_TOKENIZERS as TOKENIZERS
 if not TOKENIZERS.is_dir():
     pytest.skip(f"real tokenizers not found at {TOKENIZERS.resolve()}", allow_module_level=True)
 
@@ -31,6 +31,7 @@ NEW = {"answer", "wrong", *(f"corrupt_{k}" for k in KINDS),
        *(f"{m}_{x}_id" for m in FAMILIES for x in ("answer", "wrong"))}
 # sha256 of the natural split's rows (seed 0, the default 32 prompts, `params` left out) as built
 # before the counterfactual columns (commit bacd361): adding them must not move a single value.
+LATER_FAMILIES = {"mamba2"}  # registered after OLD_NATURAL_SHA256 was taken over mamba, gpt2 and pythia
 OLD_NATURAL_SHA256 = "ba0181ad7b4c2dff00ff3e33b70aed326fa82379a0d444f5ed541e20406fe7fb"
 
 
@@ -100,11 +101,12 @@ def test_the_corrupt_ids_differ_from_the_clean_only_at_the_subject_with_the_same
             assert row[f"{m}_abc_ids"][s2_position] not in (row[f"{m}_answer_id"], row[f"{m}_wrong_id"])
 
 
-def test_pythia_counterfactual_columns_copy_mambas(natural):
+@pytest.mark.parametrize("copy", ["pythia", "mamba2"])  # both read GPT-NeoX-20B, Mamba's tokenizer
+def test_counterfactual_columns_of_a_family_on_mambas_tokenizer_copy_mambas(natural, copy):
     for row in natural:
         for key in NEW:
             if key.startswith("mamba_"):
-                assert row[key.replace("mamba", "pythia", 1)] == row[key]
+                assert row[key.replace("mamba", copy, 1)] == row[key]
 
 
 def test_rows_of_other_suites_hold_nulls(suites):
@@ -118,7 +120,9 @@ def test_the_old_columns_of_the_natural_split_are_unchanged(natural):
         "Then, Mike and Jack had a long day at the hospital. Jack gave a drink to",
         "Then, Peter and James had a long day at the school. Peter gave a necklace to",
         "When Adam and Peter went to the station, Peter gave a kiss to"]
-    old = [{k: v for k, v in r.items() if k not in NEW | {"params"}} for r in natural]
+    # the columns of the families the hash was taken over; a family added since brings new columns
+    old = [{k: v for k, v in r.items() if k not in NEW | {"params"} and not LATER_FAMILIES & set(k.split("_"))}
+           for r in natural]
     assert hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest() == OLD_NATURAL_SHA256
 
 
@@ -135,7 +139,7 @@ def test_a_natural_suite_without_a_third_name_is_refused_naming_the_names():
 
 
 def test_patch_sweep_runs_on_a_row_as_it_is(tiny):
-    from compare.patching import patch_sweep
+    from compare.analyses.patching import patch_sweep
     from conftest import tiny_tokenizer
 
     tok = tiny_tokenizer()  # the tiny models' own: a word-level vocabulary, so "," stands apart
