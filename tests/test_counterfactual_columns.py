@@ -139,7 +139,7 @@ def test_a_natural_suite_without_a_third_name_is_refused_naming_the_names():
 
 
 def test_patch_sweep_runs_on_a_row_as_it_is(tiny):
-    from compare.analyses.patching import patch_sweep
+    from compare.patching import patch_sweep
     from conftest import tiny_tokenizer
 
     tok = tiny_tokenizer()  # the tiny models' own: a word-level vocabulary, so "," stands apart
