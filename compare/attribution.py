@@ -113,8 +113,8 @@ def _estimate(sweep: Patching, names, attrs) -> pd.DataFrame:
             effect = per_position.get((name, layer))  # None: the metric does not depend on it
             for patch, label in zip(sweep.patches, sweep.labels):
                 estimate = float(effect[list(patch)].sum()) if patch and effect is not None else 0.0
-                rows.append((handle.name, layer, label, name, m_corrupt + estimate, estimate))
-    df = pd.DataFrame(rows, columns=["model", "layer", "position", "component", "metric_patched", "estimate"])
+                rows.append((handle.name, layer, handle.layer_kind(layer), label, name, m_corrupt + estimate, estimate))
+    df = pd.DataFrame(rows, columns=["model", "layer", "kind", "position", "component", "metric_patched", "estimate"])
     df["recovery"] = recovery(df["estimate"].to_numpy() + m_corrupt, m_clean, m_corrupt)
     return df
 

@@ -34,7 +34,7 @@ from .causal_inputs import byte_budget, handles_of, is_int, position_list, promp
 from .model import Model
 from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, head
 
-COLUMNS = ("model", "layer", "position", "token", "component", "p_restored", "indirect_effect")
+COLUMNS = ("model", "layer", "kind", "position", "token", "component", "p_restored", "indirect_effect")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,8 @@ def causal_trace(prompt, subject, *, model, samples=10, noise=3.0, window=1, see
                 break
             with handle.lock:
                 p = restored(trace, layer, src, resid, entries, max_bytes)
-            frames.append(pd.DataFrame({"model": handle.name, "layer": layer, "position": range(len(tokens)),
+            frames.append(pd.DataFrame({"model": handle.name, "layer": layer, "kind": handle.layer_kind(layer),
+                                        "position": range(len(tokens)),
                                         "token": tokens, "component": trace.component, "p_restored": p,
                                         "indirect_effect": p - p_corrupt}))
             done += 1

@@ -35,7 +35,8 @@ def causal_trace_ref(prompt, subject, *, model, samples=10, noise=3.0, window=1,
         for layer in trace.layers:
             p = np.array([traced_probability(trace, noise_values, clean, trace.window_of(layer), position)
                           for position in range(len(tokens))])
-            frames.append(pd.DataFrame({"model": handle.name, "layer": layer, "position": range(len(tokens)),
+            frames.append(pd.DataFrame({"model": handle.name, "layer": layer, "kind": handle.layer_kind(layer),
+                                        "position": range(len(tokens)),
                                         "token": tokens, "component": trace.component, "p_restored": p,
                                         "indirect_effect": p - p_corrupt}))
     return pd.concat(frames, ignore_index=True)[list(COLUMNS)]

@@ -22,7 +22,7 @@ from .noise import Draw, one, prepare, read_groups, sweep_noise
 from .prediction import read_prediction, warn_overflow
 from .restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
 
-COLUMNS = ("model", "layer", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank",
+COLUMNS = ("model", "layer", "kind", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank",
            "overflowed")
 
 
@@ -101,7 +101,8 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     df["rank"] = df.groupby("axis").cumcount() + 1
     df.insert(0, "model", handle.name)
     df.insert(1, "layer", layer)
-    df.insert(2, "component", sweep.component)
+    df.insert(2, "kind", handle.layer_kind(layer))
+    df.insert(3, "component", sweep.component)
     df = df.reset_index(drop=True)[list(COLUMNS)]
     df.attrs["stopped"] = stopped
     df.attrs["overflowed"] = overflowed

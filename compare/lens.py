@@ -31,7 +31,7 @@ from . import memory
 from .causal_inputs import handles_of, is_int, layer_list, position_list, prompt_ids, token_id
 from .model import Model
 
-COLUMNS = ("model", "layer", "position", "token", "top_tokens", "top_ids", "top_probs", "target", "target_prob",
+COLUMNS = ("model", "layer", "kind", "position", "token", "top_tokens", "top_ids", "top_probs", "target", "target_prob",
            "target_rank", "kl", "entropy")
 FP32_BYTES = 4
 
@@ -132,7 +132,7 @@ def _lens_rows(call: Lens, k: int) -> pd.DataFrame:
             stats = lens_stats(logp, final_logp, target, k)
             top_text = [handle.decode_tokens(ids) for ids in stats["top_ids"]]
             for i, p in enumerate(P):
-                rows.append((handle.name, layer, p, tokens[i], tuple(top_text[i]), tuple(stats["top_ids"][i]),
+                rows.append((handle.name, layer, handle.layer_kind(layer), p, tokens[i], tuple(top_text[i]), tuple(stats["top_ids"][i]),
                              tuple(stats["top_probs"][i]), target_text[i], stats["target_prob"][i],
                              stats["target_rank"][i], stats["kl"][i], stats["entropy"][i]))
     return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -72,7 +72,7 @@ from .restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, cop
 from .scan import discretise, linear_scan
 
 METRICS = ("logit_diff", "logit", "prob", "logprob")
-COLUMNS = ("model", "layer", "position", "component", "metric_patched", "recovery")
+COLUMNS = ("model", "layer", "kind", "position", "component", "metric_patched", "recovery")
 FP32_BYTES = 4
 
 
@@ -401,7 +401,8 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
     m_clean, m_corrupt = float(metric[-2]), float(metric[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     return pd.DataFrame({
-        "model": handle.name, "layer": [layer for layer, _ in keys], "position": [sweep.labels[i] for _, i in keys],
+        "model": handle.name, "layer": [layer for layer, _ in keys],
+        "kind": [handle.layer_kind(layer) for layer, _ in keys], "position": [sweep.labels[i] for _, i in keys],
         "component": sweep.component, "metric_patched": metric[:-2],
         "recovery": recovery(metric[:-2], m_clean, m_corrupt)})[list(COLUMNS)]
 

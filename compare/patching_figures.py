@@ -2,7 +2,8 @@
 `AttentionMap`s), a matplotlib Figure out, one panel per model side by side (`figures.panels`).
 
 Heatmaps put layers on the y axis (0 at the bottom, as the residual stream rises) and positions
-on the x axis, labelled with the clean prompt's tokens where the frame holds single positions.
+on the x axis, labelled with the clean prompt's tokens where the frame holds single positions;
+a hybrid's layer labels name each layer's kind ("3 · attention").
 Recovery and indirect effects are signed, so their colour scale is diverging and centred at 0;
 attention patterns are probabilities, on a sequential scale. A panel with no finite value
 (recovery of a model whose clean and corrupt runs agree is 0/0) says so on its axes instead of
@@ -67,6 +68,15 @@ def _undefined_recovery(attrs: dict, model: str) -> str:
     return "no finite recovery to show"
 
 
+def _layer_labels(g: pd.DataFrame, layers: list) -> list[str]:
+    """Layer tick labels, each with its kind ("3 · attention") where the model's rows hold more
+    than one kind (a hybrid); a model of one kind, or a frame without `kind`, shows bare layers."""
+    kinds = g.drop_duplicates("layer").set_index("layer")["kind"] if "kind" in g.columns else None
+    if kinds is None or kinds.nunique() < 2:
+        return [str(layer) for layer in layers]
+    return [f"{layer} · {kinds[layer]}" for layer in layers]
+
+
 def _heatmaps(df: pd.DataFrame, value: str, tokens_of, title: str, why_blank) -> Figure:
     models = list(dict.fromkeys(df["model"]))
     if not models:
@@ -86,7 +96,7 @@ def _heatmaps(df: pd.DataFrame, value: str, tokens_of, title: str, why_blank) ->
         labels = [token_label(tokens[p]) if tokens is not None and isinstance(p, (int, np.integer)) and p < len(tokens)
                   else str(p) for p in positions]
         ax.set_xticks(range(len(positions)), labels, rotation=90, fontsize="x-small")
-        ax.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize="x-small")
+        ax.set_yticks(range(len(layers)), _layer_labels(g, layers), fontsize="x-small")
         ax.set(title=model, xlabel="position", ylabel="layer")
         if not np.isfinite(grid).any():
             ax.text(0.5, 0.5, why_blank(model), transform=ax.transAxes, ha="center", va="center",

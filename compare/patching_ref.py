@@ -34,7 +34,8 @@ def patch_sweep_ref(clean, corrupt, *, model, answer, wrong=None, component, lay
         for layer in sweep.layers:
             logits = torch.stack([traced_patch(sweep, layer, src[layer], patch) for patch in sweep.patches])
             m = metric_of(logits, sweep.metric, sweep.answer, sweep.wrong)
-            frames.append(pd.DataFrame({"model": handle.name, "layer": layer, "position": list(sweep.labels),
+            frames.append(pd.DataFrame({"model": handle.name, "layer": layer, "kind": handle.layer_kind(layer),
+                                        "position": list(sweep.labels),
                                         "component": sweep.component, "metric_patched": m,
                                         "recovery": recovery(m, m_clean, m_corrupt)}))
     return pd.concat(frames, ignore_index=True)[list(COLUMNS)]

@@ -53,7 +53,7 @@ from scipy.special import expit
 
 SPREAD_10_90 = 2 * np.log(9.0)
 GROUP = ["model", "layer", "component"]
-COLUMNS = GROUP + ["critical_level", "ci_low", "ci_high", "width", "status", "n", "overflowed"]
+COLUMNS = GROUP[:2] + ["kind"] + GROUP[2:] + ["critical_level", "ci_low", "ci_high", "width", "status", "n", "overflowed"]
 DRAWS = ("fresh", "ray")
 NOT_ESTIMABLE = {
     "one_level": "not estimable: one level",
@@ -70,7 +70,8 @@ NEWTON_STEPS, HALVINGS, NEWTON_TOL = 100, 30, 1e-12
 
 def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int = 200, confidence: float = 0.95,
                      seed: int = 0, ridge: float = 1e-3) -> pd.DataFrame:
-    """One row per (model, layer, component) of a noise-sweep frame; columns `COLUMNS`.
+    """One row per (model, layer, component) of a noise-sweep frame; columns `COLUMNS` (`kind`: the
+    layer's kind as the frame gives it, None for a frame without a `kind` column).
 
     draws: how the sweep drew its noise, "fresh" or "ray" (see the module docstring); default
     ``df.attrs["draws"]``, else the frame's `draws` column (a study's rows), else "ray" (sweeps
@@ -101,6 +102,10 @@ def phase_transition(df: pd.DataFrame, *, draws: str | None = None, n_boot: int 
         out.append(dict(zip(group, key)) | _transition(rows, draws, n_boot, confidence, rng, ridge)
                    | {"overflowed": int(rows["overflowed"].sum())})
     fits = pd.DataFrame(out, columns=group[:-len(GROUP)] + COLUMNS)
+    # the layer's kind rides along from the sweep; frames from before it existed have none
+    kinds = df.groupby(["model", "layer"])["kind"].first() if "kind" in df.columns else None
+    fits["kind"] = (None if kinds is None else
+                    [kinds.get((m, l)) for m, l in zip(fits["model"], fits["layer"])])
     fits.attrs.update(overflowed=int(df["overflowed"].sum()), level_range=(float(df["level"].min()),
                                                                          float(df["level"].max())))
     return fits

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-COLUMNS = ("model", "layer", "component", "level", "trial", "hit", "p_target", "logit_diff",
+COLUMNS = ("model", "layer", "kind", "component", "level", "trial", "hit", "p_target", "logit_diff",
            "predicted_id", "predicted", "finite")
 NO_PREDICTION = -1  # predicted_id of a run whose logits were not finite
 
@@ -38,8 +38,8 @@ def rows(sweep, layer: int, runs: list, logits: torch.Tensor) -> pd.DataFrame:
     predicted = np.full(len(ids), None, dtype=object)
     predicted[finite] = sweep.handle.decode_tokens(ids[finite].tolist())
     return pd.DataFrame({
-        "model": sweep.handle.name, "layer": layer, "component": sweep.component,
-        "level": [lv for lv, _ in runs], "trial": [key.trial for _, key in runs],
+        "model": sweep.handle.name, "layer": layer, "kind": sweep.handle.layer_kind(layer),
+        "component": sweep.component, "level": [lv for lv, _ in runs], "trial": [key.trial for _, key in runs],
         "hit": ids == sweep.target, **read, "predicted": predicted, "finite": finite,
     })
 

@@ -465,9 +465,29 @@ def test_patch_sweep_on_a_hybrid_equals_one_trace_per_patch(tiny, family, compon
 
     kw = dict(model=tiny[0][family], component=component, answer=" Mary", wrong=" John")
     fast, ref = patch_sweep(PROMPT, CORRUPT, **kw), patch_sweep_ref(PROMPT, CORRUPT, **kw)
-    assert fast[["model", "layer", "position", "component"]].equals(ref[["model", "layer", "position", "component"]])
+    keys = ["model", "layer", "kind", "position", "component"]
+    assert fast[keys].equals(ref[keys])
     np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
     assert fast["recovery"].abs().max() > 0  # the patch does something on these prompts
+
+
+def test_sweep_frames_carry_each_layers_kind_as_the_config_declares_it(tiny):
+    from compare import noise_sweep, patch_sweep
+
+    # Granite's layer_types in the package's words (transformers 5 writes "mamba" / "attention" as linear / full)
+    config_kind = {"mamba": "ssm", "linear_attention": "ssm", "attention": "attention", "full_attention": "attention"}
+    declared = {"granite_hybrid": [config_kind[t] for t in tiny[1]["granite_hybrid"].config.layer_types],
+                "mamba": ["ssm"] * tiny[1]["mamba"].config.num_hidden_layers,
+                "gpt2": ["attention"] * tiny[1]["gpt2"].config.n_layer}
+    assert set(declared["granite_hybrid"]) == {"ssm", "attention"}
+    for name, kinds in declared.items():
+        handle = tiny[0][name]
+        noise = noise_sweep(PROMPT, model=handle, target=" Mary", component="resid_post", levels=[0.0, 1.0], trials=1)
+        patch = patch_sweep(PROMPT, CORRUPT, model=handle, component="resid_post", answer=" Mary", wrong=" John")
+        for df in (noise, patch):
+            assert list(df.columns[:3]) == ["model", "layer", "kind"]
+            assert sorted(set(df["layer"])) == list(range(len(kinds)))
+            assert df["kind"].tolist() == [kinds[layer] for layer in df["layer"]]
 
 
 @pytest.mark.parametrize("family,component,window", [("granite_hybrid", "attn_out", 1), ("granite_hybrid", "x", 3),

@@ -200,7 +200,7 @@ def test_model_may_be_a_source_string_and_prompt_token_ids(tiny, tiny_dirs):
     by_path = noise_sweep(handle.encode(PROMPT), model=str(tiny_dirs[0]["gpt2"]), target=TARGET,
                           component="mlp_out", levels=[1.0])
     np.testing.assert_allclose(by_text["p_target"], by_path["p_target"], atol=1e-6)
-    assert list(by_text.columns) == ["model", "layer", "component", "level", "trial", "hit", "p_target",
+    assert list(by_text.columns) == ["model", "layer", "kind", "component", "level", "trial", "hit", "p_target",
                                      "logit_diff", "predicted_id", "predicted", "finite"]
 
 

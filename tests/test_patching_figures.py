@@ -57,3 +57,13 @@ def test_heatmap_layer_ticks_are_the_integer_layers(tiny):
     ax = recovery_heatmaps(_sweep(CLEAN, CORRUPT, tiny[0]["gpt2"])).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1"]
     assert not ax.texts
+
+
+def test_a_hybrids_layer_ticks_name_each_layers_kind(tiny):
+    handle = tiny[0]["granite_hybrid"]
+    # the config's layer_types (transformers 5 writes Granite's "mamba" / "attention" as linear / full attention)
+    kinds = {"mamba": "ssm", "linear_attention": "ssm", "attention": "attention", "full_attention": "attention"}
+    layer_types = tiny[1]["granite_hybrid"].config.layer_types
+    df = patch_sweep(CLEAN, CORRUPT, model=handle, **{**KW, "layers": None})
+    ax = recovery_heatmaps(df).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{l} · {kinds[t]}" for l, t in enumerate(layer_types)]

@@ -36,6 +36,13 @@ def test_one_row_per_layer_and_component_in_order():
     assert list(zip(fits["layer"], fits["component"])) == [(0, "h"), (0, "x"), (1, "h")]
 
 
+def test_each_fit_carries_its_layers_kind_from_the_sweep_and_none_without_it():
+    df = pd.concat([synthetic(0.5, 0.05, layer=1).assign(kind="attention"),
+                    synthetic(0.3, 0.05, layer=0).assign(kind="ssm")])
+    assert phase_transition(df, n_boot=10)["kind"].tolist() == ["ssm", "attention"]
+    assert phase_transition(synthetic(0.5, 0.05), n_boot=10)["kind"].tolist() == [None]
+
+
 def test_perfectly_separated_hits_put_c_between_last_hit_and_first_miss():
     level = np.linspace(0, 1, 101)
     df = pd.DataFrame({"model": "m", "layer": 0, "component": "h", "level": level, "trial": 0,

@@ -885,3 +885,24 @@ def test_release_memory_trims_the_heap_with_glibc():
         pytest.skip("no C library to trim")
     jobs.release_memory()  # gc and malloc_trim: must not raise
     assert jobs.LIBC is not None and hasattr(jobs.LIBC, "malloc_trim")
+
+
+def test_noise_tab_names_each_layers_kind_of_a_hybrid(tiny_dirs, tiny):
+    from ui import tab_noise
+
+    granite = str(tiny_dirs[0]["granite_hybrid"])
+    # Granite's config layer_types (transformers 5 writes "mamba" / "attention" as linear / full attention)
+    kinds = [{"linear_attention": "ssm", "full_attention": "attention"}[t]
+             for t in tiny[1]["granite_hybrid"].config.layer_types]
+    note, *_, picker, (df, fits) = last(tab_noise.run(**{**NOISE, "model_name": granite}))
+    assert "granite_hybrid layers: " + ", ".join(f"{l} {k}" for l, k in enumerate(kinds)) in note
+    assert picker.choices == [(f"{l} · {k}", l) for l, k in enumerate(kinds)]
+    assert fits["kind"].tolist() == kinds
+
+
+def test_noise_tab_says_every_layer_of_a_single_kind_model_is_that_kind():
+    from ui import tab_noise
+
+    note, *_, picker, _ = last(tab_noise.run(**NOISE))
+    assert "gpt2: every layer swept is attention" in note
+    assert [label for label, _ in picker.choices] == ["0", "1"]

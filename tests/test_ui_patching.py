@@ -158,3 +158,18 @@ def test_an_unknown_mode_is_refused():
 
     with pytest.raises(gr.Error, match="mode must be one of exact, estimate"):
         last(tab_patching.run(**{**RUN, "mode": "fast"}))
+
+
+def test_the_note_and_heatmap_name_each_layers_kind_of_a_hybrid(tiny_dirs, tiny):
+    from ui import tab_patching
+
+    granite = str(tiny_dirs[0]["granite_hybrid"])
+    # Granite's config layer_types (transformers 5 writes "mamba" / "attention" as linear / full attention)
+    kinds = [{"linear_attention": "ssm", "full_attention": "attention"}[t]
+             for t in tiny[1]["granite_hybrid"].config.layer_types]
+    note, figure, df, _ = last(tab_patching.run(**{**RUN, "model_a": granite, "component_a": "resid_post"}))
+    assert "granite_hybrid layers: " + ", ".join(f"{l} {k}" for l, k in enumerate(kinds)) in note
+    assert "gpt2: every layer swept is attention" in note
+    ticks = {ax.get_title(): [t.get_text() for t in ax.get_yticklabels()] for ax in figure.axes if ax.get_title()}
+    assert ticks["granite_hybrid"] == [f"{l} · {k}" for l, k in enumerate(kinds)]
+    assert ticks["gpt2"] == ["0", "1"]

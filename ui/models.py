@@ -151,6 +151,24 @@ def load(name: str) -> Model:
         raise ModelLoadError(f"model {name!r} could not be loaded: {err}{_without_tokenizer(name.strip())}") from err
 
 
+def kinds_note(model: Model, layers) -> str:
+    """The kind of each layer of `layers` ("attention", "ssm", "attention+ssm"), for a tab's note:
+    listed layer by layer where they differ (a hybrid), in one word where they do not."""
+    kinds = [model.layer_kind(layer) for layer in layers]
+    if len(set(kinds)) == 1:
+        return f"{model.name}: every layer swept is {kinds[0]}"
+    return f"{model.name} layers: " + ", ".join(f"{layer} {kind}" for layer, kind in zip(layers, kinds))
+
+
+def layer_choices(model: Model, layers) -> list[tuple[str, int]]:
+    """(label, layer) of a layer picker: a hybrid's labels name each layer's kind ("3 · attention"),
+    as the figures' layer ticks do."""
+    kinds = [model.layer_kind(layer) for layer in layers]
+    if len(set(kinds)) == 1:
+        return [(str(layer), layer) for layer in layers]
+    return [(f"{layer} · {kind}", layer) for layer, kind in zip(layers, kinds)]
+
+
 def chosen(names) -> tuple[Model, ...]:
     """The models picked for a comparison, the first the reference; none picked: the default pair."""
     names = [n for n in (names or []) if isinstance(n, str) and n.strip()]

@@ -144,8 +144,9 @@ def run(model_name, prompt, target, component, layers, low, high, n_levels, tria
     levels = np.linspace(low, high, n_levels)
     sweep = dict(model=model, target=target, component=component, layers=chosen, levels=levels, trials=trials,
                  distribution=distribution, scale=scale, seed=seed, draws=draws)
-    clean = clean_reading(model, prepare(prompt, **sweep))  # also validates target and component
-    note = clean_note(clean)
+    prepared = prepare(prompt, **sweep)  # validates target and component
+    clean = clean_reading(model, prepared)
+    note = clean_note(clean) + "\n\n" + models.kinds_note(model, prepared.layers)
     if clean["predicted_id"] != clean["target_id"]:
         gr.Warning(f"The clean prediction is {clean['predicted']!r}, not the target {clean['target']!r}.",
                    title="Target not predicted")
@@ -166,7 +167,7 @@ def run(model_name, prompt, target, component, layers, low, high, n_levels, tria
     done = sorted(df["layer"].unique().tolist())
     plot_layers = default_plot_layers(done)
     figures = outputs(df, fits, plot_layers)
-    picker = gr.CheckboxGroup(choices=done, value=plot_layers, interactive=True)
+    picker = gr.CheckboxGroup(choices=models.layer_choices(model, done), value=plot_layers, interactive=True)
     yield (note, *figures, files(df, fits, figures[:3], "noise_sweep_partial" if stopped else "noise_sweep"),
            picker, (df, fits))
 

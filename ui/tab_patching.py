@@ -92,7 +92,7 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
     handles = [models.load(n) for n in names]
     clean = limits.check_prompt(clean, handles, "clean prompt")
     corrupt = limits.check_prompt(corrupt, handles, "corrupt prompt")
-    sweeps, runs, tokens = [], [], {}
+    sweeps, runs, tokens, kinds = [], [], {}, []
     for handle, component in zip(handles, (component_a, component_b)):
         kw = dict(model=handle, answer=answer, wrong=wrong or None, component=component,
                   layers=parse_layers(layers, handle.n_layers), metric=metric)
@@ -100,9 +100,10 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
         prepared = prepare(clean, corrupt, **kw)
         runs.append(sum(len(s.layers) * len(s.patches) for s in prepared))
         tokens.update({s.handle.name: s.handle.decode_tokens(s.clean[0].tolist()) for s in prepared})
+        kinds.append(models.kinds_note(handle, prepared[0].layers))
         sweeps.append(kw)
     if mode == "estimate":
-        yield from estimated(clean, corrupt, sweeps, tokens, metric, request, progress)
+        yield from estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress)
         return
     total = sum(runs)
 
@@ -127,7 +128,7 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
         df.attrs[key] = {k: v for f in frames for k, v in f.attrs[key].items()}
     df.attrs["metric"] = metric
     stopped = any(f.attrs["stopped"] for f in frames)
-    note = metric_note(df)
+    note = metric_note(df) + "\n\n" + "  \n".join(kinds)
     if stopped:
         note += f"\n\n**Stopped**: the heatmaps hold the {len(df)} of {total} runs finished."
     if df.empty:
@@ -143,7 +144,7 @@ def metric_note(df: pd.DataFrame) -> str:
                       f"{df.attrs['m_corrupt'][name]:.3g}" for name in df.attrs["m_clean"])
 
 
-def estimated(clean, corrupt, sweeps, tokens, metric, request, progress):
+def estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress):
     """The "estimate" mode of `run`: `attribution_patch` of each model's component, one model
     after another (Stop is checked between them; an estimate is computed whole)."""
     def work(progress, stop):
@@ -168,7 +169,7 @@ def estimated(clean, corrupt, sweeps, tokens, metric, request, progress):
     for key in ("m_clean", "m_corrupt"):
         df.attrs[key] = {k: v for f in frames for k, v in f.attrs[key].items()}
     df.attrs.update(metric=metric, method="attribution", tokens={m: tokens[m] for m in df.attrs["m_clean"]})
-    note = f"{ESTIMATE_NOTE}\n\n{metric_note(df)}"
+    note = f"{ESTIMATE_NOTE}\n\n{metric_note(df)}\n\n" + "  \n".join(kinds)
     if len(frames) < len(sweeps):
         note += f"\n\n**Stopped**: the heatmaps hold {', '.join(df.attrs['m_clean'])} only."
     figure = patching_figures.recovery_heatmaps(df)
