@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# What tests/test_ui_browser.py needs on a fresh Debian machine: Debian's own Chromium.
+# What tests/browser/test_ui_browser.py needs on a fresh Debian machine: Debian's own Chromium.
 # The Python `playwright` package comes with the test extra; no browser build is downloaded
 # (the test launches /usr/bin/chromium through Playwright's executable_path).
-# Also the fonts compare.figures falls back to for glyphs DejaVu Sans lacks: Noto Sans CJK
+# Also the fonts compare.figures.base falls back to for glyphs DejaVu Sans lacks: Noto Sans CJK
 # (fonts-noto-cjk) and Symbola's monochrome emoji (fonts-symbola); without them the figures still
-# render (CJK as empty boxes) and the glyph tests in tests/test_figures.py are skipped.
+# render (CJK as empty boxes) and the glyph tests in tests/unit/test_figures.py are skipped.
 set -euo pipefail
 SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo sudo)
 updated=""

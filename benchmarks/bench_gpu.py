@@ -26,9 +26,9 @@ import time
 
 import torch
 
-from compare import cuda
-from compare.mamba import MambaConfig, MambaLM, init_random_
-from compare.scan import linear_scan_parallel
+from compare.ssm import cuda
+from compare.ssm.mamba import MambaConfig, MambaLM, init_random_
+from compare.ssm.scan import linear_scan_parallel
 
 SHAPE = dict(d_model=768, n_layer=24, vocab_size=50280)
 

@@ -1,4 +1,4 @@
-"""Benchmark: what keeping interventions to their own call costs (`compare.isolation`).
+"""Benchmark: what keeping interventions to their own call costs (`compare.handle.isolation`).
 
 Every forward on a loaded model holds the model's `ModelLock`, so a sweep and another caller's
 `compare()` run one after the other, block by block, instead of at once. On a CPU whose cores a
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from compare import compare, noise_sweep
-from compare.isolation import ModelLock
+from compare.handle.isolation import ModelLock
 
 from bench_noise import build
 

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from compare import native
-from compare.model import parse_dtype
+from compare.ssm import native
+from compare.handle.model import parse_dtype
 
 SHAPE = dict(d_model=768, n_layer=24, vocab_size=50280, d_state=16, d_conv=4, expand=2)
 
@@ -68,7 +68,7 @@ def _timed(fn) -> float:
 
 
 def _build(impl: str, dtype: str = "float32"):
-    from compare.mamba import MambaConfig, MambaLM, init_random_
+    from compare.ssm.mamba import MambaConfig, MambaLM, init_random_
 
     torch.manual_seed(0)
     if impl == "ours":

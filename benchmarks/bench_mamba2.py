@@ -31,7 +31,7 @@ SHAPE = dict(d_model=768, n_layer=24, vocab_size=50288, d_state=128, headdim=64,
 def build_transformers():
     from transformers import Mamba2Config, Mamba2ForCausalLM
 
-    from compare.mamba import init_random_
+    from compare.ssm.mamba import init_random_
 
     torch.manual_seed(0)
     cfg = Mamba2Config(hidden_size=SHAPE["d_model"], num_hidden_layers=SHAPE["n_layer"], vocab_size=SHAPE["vocab_size"],
@@ -42,7 +42,7 @@ def build_transformers():
 
 
 def build_ours(ref):
-    from compare.mamba2 import Mamba2Config, Mamba2LM
+    from compare.ssm.mamba2 import Mamba2Config, Mamba2LM
 
     model = Mamba2LM(Mamba2Config(**SHAPE)).eval()
     model.load_checkpoint(ref.state_dict())
@@ -50,7 +50,7 @@ def build_ours(ref):
 
 
 def build_mamba1():
-    from compare.mamba import MambaConfig, MambaLM, init_random_
+    from compare.ssm.mamba import MambaConfig, MambaLM, init_random_
 
     torch.manual_seed(0)
     model = MambaLM(MambaConfig(d_model=768, n_layer=24, vocab_size=50280, d_state=16)).eval()
@@ -69,9 +69,9 @@ def best_time(fn, repeats: int) -> float:
 
 def noise_against_traces(ours, args) -> None:
     from compare import load_tokenizer, noise_sweep
-    from compare.model import Model
-    from compare.noise import prepare
-    from compare.noise_ref import traced_run
+    from compare.handle.model import Model
+    from compare.analyses.noise import prepare
+    from compare.analyses.noise_ref import traced_run
 
     tok = load_tokenizer(TOKENIZER)
     handle = Model("mamba2-130m-random", "mamba2", ours, tok, len(tok), None)

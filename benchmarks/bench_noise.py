@@ -41,13 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compare import load_tokenizer, native
-from compare.mamba import MambaConfig, MambaLM, init_random_
-from compare.model import Model, cast_module
+from compare import load_tokenizer
+from compare.ssm import native
+from compare.ssm.mamba import MambaConfig, MambaLM, init_random_
+from compare.handle.model import Model, cast_module
 from compare.families import MAMBA
-from compare.noise import noise_sweep, prepare
-from compare.noise_ref import traced_run
-from compare.phase import phase_transition
+from compare.analyses.noise import noise_sweep, prepare
+from compare.analyses.noise_ref import traced_run
+from compare.measures.phase import phase_transition
 
 from bench_mamba import SHAPE, cpu_bf16_line, flops_per_token
 

@@ -37,7 +37,7 @@ def build(folder: Path, seed: int):
     from transformers import MambaConfig, MambaForCausalLM
 
     from compare import load_model
-    from compare.mamba import init_random_
+    from compare.ssm.mamba import init_random_
 
     if not TOKENIZER.is_dir():
         raise SystemExit(f"the GPT-NeoX-20B tokenizer is needed at {TOKENIZER} (see shared/tokenizers/README.md)")
@@ -61,8 +61,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from compare.patching import patch_sweep, prepare
-    from compare.patching_ref import clean_values, traced_patch
+    from compare.analyses.patching import patch_sweep, prepare
+    from compare.analyses.patching_ref import clean_values, traced_patch
 
     with tempfile.TemporaryDirectory() as tmp:
         handle = build(Path(tmp) / "mamba-130m-random", args.seed)
@@ -84,7 +84,7 @@ def main():
         logits = [traced_patch(sweep, layer, src[layer], sweep.patches[i]) for layer, i in chosen]
         return time.perf_counter() - t, list(zip(chosen, logits))
 
-    from compare.patching import metric_of
+    from compare.analyses.patching import metric_of
 
     for r in range(args.rounds):
         before, runs = naive_sample(sample // 2)

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from compare.scan import linear_scan, linear_scan_parallel, linear_scan_ref
+from compare.ssm.scan import linear_scan, linear_scan_parallel, linear_scan_ref
 
 D_IN, N = 1536, 16
 

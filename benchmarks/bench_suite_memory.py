@@ -34,7 +34,7 @@ def gpt2_random():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from compare import load_tokenizer
-    from compare.model import Model
+    from compare.handle.model import Model
 
     torch.manual_seed(0)
     module = GPT2LMHeadModel(GPT2Config(attn_implementation="eager"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #15's GPU checks in one call: install what the GPU machine lacks, run tests/test_cuda.py
+# Issue #15's GPU checks in one call: install what the GPU machine lacks, run tests/integration/test_cuda.py
 # and benchmarks/bench_gpu.py, each under a time limit; logs in $OUT (default ./gpu_check_out).
 #
 # On a GPU machine that reaches a package registry:
@@ -95,11 +95,11 @@ if [[ "${BUILD_KERNELS:-1}" != 0 ]] && ! have mamba_ssm && [[ -d "$WHEELS" ]]; t
     wait $scan; scan_rc=$?
     log "build: causal-conv1d rc=$conv_rc, mamba-ssm rc=$scan_rc (124: out of time) after $((SECONDS - start)) s"
 fi
-$PY -c 'from compare import cuda; print("kernels:", "yes" if cuda.available() else "no: " + cuda.reason())' \
+$PY -c 'from compare.ssm import cuda; print("kernels:", "yes" if cuda.available() else "no: " + cuda.reason())' \
     2>&1 | tee -a "$OUT/summary.txt"
 
-log "tests/test_cuda.py (limit ${TEST_TIMEOUT:-120} s)"
-timeout "${TEST_TIMEOUT:-120}" $PY -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" \
+log "tests/integration/test_cuda.py (limit ${TEST_TIMEOUT:-120} s)"
+timeout "${TEST_TIMEOUT:-120}" $PY -m pytest -q -p no:cacheprovider -rs tests/integration/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" \
     | tail -25 | tee -a "$OUT/summary.txt"
 
 log "benchmarks/bench_gpu.py (limit ${BENCH_TIMEOUT:-150} s)"

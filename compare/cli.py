@@ -5,10 +5,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import store
-from .errors import error_line
-from .comparison import VARIANTS, Comparison, compare
-from .loading import ModelLoadError
+from .base import store
+from .base.errors import error_line
+from .analyses.comparison import VARIANTS, Comparison, compare
+from .handle.loading import ModelLoadError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -50,7 +50,7 @@ columns still work with `compare`, which reads Mamba's columns for a Pythia mode
 are absent.
 """
 
-from compare.align import Alignment, align
+from compare.analyses.align import Alignment, align
 from datasets_gen.build import VARIANTS, build, features
 from datasets_gen.card import render_card
 from datasets_gen.export import push_to_hub, save, write_parquet

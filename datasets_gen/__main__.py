@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from compare.errors import error_line
+from compare.base.errors import error_line
 from datasets_gen.build import build
 from datasets_gen.export import check_out, push_to_hub, save
 from datasets_gen.suites import DEFAULT_SUITES, SUITES, CustomConfig

@@ -20,10 +20,10 @@ import numpy as np
 from datasets import Dataset, DatasetDict, DatasetInfo, Features, List, Value
 from tqdm.auto import tqdm
 
-from compare.align import align
-from compare.pairing import VARIANTS
-from compare.store import package_version
-from compare.vocabularies import Vocab
+from compare.analyses.align import align
+from compare.analyses.pairing import VARIANTS
+from compare.base.store import package_version
+from compare.handle.vocabularies import Vocab
 from datasets_gen.counterfactuals import KINDS
 from datasets_gen.suites import DEFAULT_SUITES, MAX_PROMPTS, SUITES, NaturalConfig, Prompt, count
 from datasets_gen.tokenizers import FAMILIES, IDENTICAL, TOKENIZER_FAMILIES, load_vocabs

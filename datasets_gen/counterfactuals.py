@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compare.vocabularies import Vocab
+from compare.handle.vocabularies import Vocab
 
 KINDS = ("abc", "name_swap")
 

@@ -6,7 +6,7 @@ Layout of a saved build (`OUT/`):
     README.md                          the dataset card (`datasets_gen.card`)
     .mamba-gpt2-compare.json           the marker that lets a later --overwrite replace it
 
-`compare.store` publishes the folder: an interrupted build leaves either the old dataset or none,
+`compare.base.store` publishes the folder: an interrupted build leaves either the old dataset or none,
 never half of one, and overwrite=True replaces only a previous build, never other files.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from datasets import DatasetDict
 
-from compare.store import check, publish, recover
+from compare.base.store import check, publish, recover
 from datasets_gen.card import parquet_name, render_card
 
 KIND = "prompt suites"

@@ -2,7 +2,7 @@
 
 A prompt is defined in one *source* tokenizer (`source`, "mamba" by default): text suites are
 encoded by it, ID suites give their IDs in it. `build` derives the other model's variants from
-the source IDs (see `compare.align`). Every suite takes an explicit `numpy` generator, so the
+the source IDs (see `compare.analyses.align`). Every suite takes an explicit `numpy` generator, so the
 same seed gives the same prompts; none keeps RNG state of its own.
 
 | suite           | prompt                                              | target                   |
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from compare.vocabularies import Vocab, check_encodable
+from compare.handle.vocabularies import Vocab, check_encodable
 from datasets_gen.counterfactuals import IOI, counterfactuals, third_names
 from datasets_gen.tokenizers import TOKENIZER_FAMILIES
 

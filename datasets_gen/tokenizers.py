@@ -1,6 +1,6 @@
 """The tokenizers a suite is built for, one per tokenizer family, from an object, a local path or a Hub id.
 
-Everything else in `datasets_gen` sees a `compare.vocabularies.Vocab`: encode text without
+Everything else in `datasets_gen` sees a `compare.handle.vocabularies.Vocab`: encode text without
 special tokens, the text and the bytes of one token, and the vocabulary size. Keeping that
 surface tiny lets a user pass a `transformers` tokenizer, a raw `tokenizers.Tokenizer`, or files
 on disk, and get byte-identical datasets.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from compare import families
-from compare.loading import DEFAULT_TOKENIZERS
-from compare.vocabularies import Vocab, load_vocab, tokenizer_family
+from compare.handle.loading import DEFAULT_TOKENIZERS
+from compare.handle.vocabularies import Vocab, load_vocab, tokenizer_family
 
 SUITE_TOKENIZERS = ("EleutherAI/gpt-neox-20b", "openai-community/gpt2")
 """The tokenizers a suite is aligned across: the thesis's pair (GPT-NeoX-20B reads Mamba-1, Mamba-2 and

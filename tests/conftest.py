@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+CLEAN = "When Mary and John went to the store , John gave a drink to"
+CORRUPT = "When Mary and John went to the store , Mary gave a drink to"
 SHARED_TOKENIZERS = Path(__file__).resolve().parents[1] / ".." / "shared" / "tokenizers"
 WORDS = ("When Mary and John went to the store , gave a drink to she he it I d K f 1 2 3 "
          "cat dog runs the of in on at . ! ? red green blue one two three").split()
@@ -35,7 +37,7 @@ def tiny_tokenizer():
 
 def ssm_inputs(b, l, d, n, seed=0, gate=False):
     """Random selective-scan inputs x, delta, A, B, C, D (and the gate z with gate=True) in the
-    shapes of `compare.scan`, with Δ > 0 and A < 0 as in a real Mamba."""
+    shapes of `compare.ssm.scan`, with Δ > 0 and A < 0 as in a real Mamba."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, l, d, generator=g)
     delta = torch.nn.functional.softplus(torch.randn(b, l, d, generator=g))
@@ -245,3 +247,26 @@ def shared_tokenizer(name: str):
     if not path.is_dir():
         pytest.skip(f"real tokenizers not found at {SHARED_TOKENIZERS} (see shared/tokenizers/README.md)")
     return load_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_sources(tiny_dirs):
+    """The UI's model cache pointed at the tiny models (for the UI tests, by usefixtures)."""
+    from ui import models
+
+    dirs, _ = tiny_dirs
+    models.configure(mamba=str(dirs["mamba"]), gpt2=str(dirs["gpt2"]))
+
+
+@pytest.fixture(scope="module")
+def real_vocab_models(tmp_path_factory):
+    """Tiny random models over the real GPT-NeoX and GPT-2 vocabularies (skips without them)."""
+    from compare import load_model
+
+    neox, gpt2 = shared_tokenizer("gpt-neox-20b"), shared_tokenizer("gpt2")
+
+    root = tmp_path_factory.mktemp("real_vocab")
+    build_mamba_hf(root / "mamba", vocab=50280, with_tokenizer=False)
+    build_gpt2(root / "gpt2", vocab=50257, with_tokenizer=False)
+    return [load_model(root / "mamba", tokenizer=neox, device="cpu"),
+            load_model(root / "gpt2", tokenizer=gpt2, device="cpu")]

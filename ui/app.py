@@ -9,7 +9,7 @@ Events that run a model queue in two concurrency groups, each running at most `h
 once across all tabs and users: `HEAVY`, the long jobs (noise sweeps, channel ranking, patching,
 datasets, the report), and `SHORT`, the one-forward jobs (Compare, Distributions, Patterns, Lens,
 Tokenizers). So a short job never waits behind a long one for its whole length: both run, and the
-model's lock (`compare.isolation`) keeps them apart, the short one waiting at most for the block
+model's lock (`compare.handle.isolation`) keeps them apart, the short one waiting at most for the block
 of forwards the long one is in (sweeps take the lock per block). Gradio shows a waiting job's
 place in its group's queue on the page; Stop takes a waiting job out (`ui.jobs`).
 """

@@ -3,7 +3,7 @@
 Each result's files share one new temporary directory, so two sessions never overwrite each other;
 directories older than `KEEP_SECONDS` are removed when a new one is made, so a long-running
 Space does not fill its disk (Gradio has copied the files into its own cache by then).
-(The figures come from `compare.figures` / `compare.noise_figures`, built outside pyplot, so a
+(The figures come from `compare.figures.base` / `compare.figures.noise`, built outside pyplot, so a
 long-running server holds no figure after it has sent it.)
 """
 from __future__ import annotations

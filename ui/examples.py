@@ -18,7 +18,7 @@ def cached(examples, *, inputs, outputs, fn, **kwargs) -> gr.Examples:
     """`gr.Examples(..., cache_examples=True, cache_mode="lazy")` with a per-model-pair cache folder."""
     block = gr.Examples(examples, inputs=inputs, outputs=outputs, fn=fn, cache_examples=True,
                         cache_mode="lazy", **kwargs)
-    # Gradio's own attributes (no public option for the folder); tests/test_ui_callbacks.py checks them.
+    # Gradio's own attributes (no public option for the folder); tests/unit/test_ui_callbacks.py checks them.
     folder = Path(block.cached_folder)
     block.cached_folder = folder.parent / f"models-{models.key()}" / folder.name
     block.cached_file = block.cached_folder / "log.csv"

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compare import ALIASES, Model, ModelLoadError
-from compare.loading import cached_model
-from compare.model import parse_dtype
+from compare.handle.loading import cached_model
+from compare.handle.model import parse_dtype
 
 MODELS = ("mamba", "gpt2")
 """The two configured models, the default pair, in display order; Mamba first, as in `compare.compare`."""

@@ -7,7 +7,7 @@ cannot install this package from its own folder; then it copies the repository a
 folder is first on `sys.path`) and `requirements.txt` lists the dependencies, torch pinned to
 the CPU wheel (the default index's torch pulls several GB of CUDA libraries onto a CPU Space).
 The repository root is laid out the same way (README front matter, `app.py`, `requirements.txt`),
-so it is a Space as it stands; tests/test_ui_space.py holds both to `REQUIREMENTS` and `APP`.
+so it is a Space as it stands; tests/browser/test_ui_space.py holds both to `REQUIREMENTS` and `APP`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ pyarrow>=15
 scipy>=1.11
 tqdm>=4.66
 """
-"""requirements.txt of a Space: pyproject's dependencies (tests/test_ui_space.py holds them equal), torch pinned."""
+"""requirements.txt of a Space: pyproject's dependencies (tests/browser/test_ui_space.py holds them equal), torch pinned."""
 
 APP = '''\
 """Hugging Face Space entry point: the Space runs `python app.py` (see ui/space.py).

@@ -12,8 +12,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from compare import channel_sensitivity, noise_figures, points
-from compare.channels import feature_shape
+from compare import channel_sensitivity
+from compare.figures import noise as noise_figures
+from compare.handle import points
+from compare.analyses.channels import feature_shape
 
 from . import downloads, jobs, limits, models
 

@@ -19,10 +19,11 @@ import functools
 import gradio as gr
 import pandas as pd
 
-from compare import Stopped, compare, figures
-from compare.store import MARKER
-from compare.comparison import K_COLUMNS
-from compare.pairing import VARIANTS
+from compare import Stopped, compare
+from compare.figures import base as figures
+from compare.base.store import MARKER
+from compare.analyses.comparison import K_COLUMNS
+from compare.analyses.pairing import VARIANTS
 
 from . import downloads, examples, jobs, limits, models
 from .tab_tokenizers import visible

@@ -10,7 +10,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from compare import Stopped, compare, figures
+from compare import Stopped, compare
+from compare.figures import base as figures
 
 from . import jobs, limits, models, tab_compare
 from .tab_tokenizers import visible

@@ -7,7 +7,7 @@ target is the model's own top-1 token there (the frame's convention). It is chec
 every picked model before any forward. The lens of each model is one forward; they run one model
 after another in a worker thread (`jobs.run`), and Stop, checked between models, shows nothing
 but a note (the lens of a model is computed whole). The figures come from
-`compare.lens_figures.lens_heatmap`, as in the API.
+`compare.figures.lens.lens_heatmap`, as in the API.
 """
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import functools
 import gradio as gr
 import pandas as pd
 
-from compare import Stopped, lens_figures
-from compare.causal_inputs import token_id
-from compare.lens import logit_lens
+from compare import Stopped
+from compare.figures import lens as lens_figures
+from compare.handle.inputs import token_id
+from compare.analyses.lens import logit_lens
 
 from . import downloads, jobs, limits, models
 from .tab_compare import PROMPT, model_picker

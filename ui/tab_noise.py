@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from compare import families, noise_figures
-from compare.noise import DISTRIBUTIONS, DRAWS, SCALES, noise_sweep, prepare
-from compare.phase import phase_transition
+from compare import families
+from compare.figures import noise as noise_figures
+from compare.analyses.noise import DISTRIBUTIONS, DRAWS, SCALES, noise_sweep, prepare
+from compare.measures.phase import phase_transition
 
 from . import downloads, jobs, limits, models, tab_channels
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from compare import families, figures, patching_figures
-from compare.attribution import attribution_patch
-from compare.hidden_attention import attention_map
-from compare.patching import METRICS, patch_sweep, prepare
+from compare import families
+from compare.figures import base as figures, patching as patching_figures
+from compare.analyses.attribution import attribution_patch
+from compare.analyses.hidden_attention import attention_map
+from compare.analyses.patching import METRICS, patch_sweep, prepare
 from datasets_gen.counterfactuals import corruptions
 from datasets_gen.build import suite_rng
 from datasets_gen.suites import NaturalConfig

@@ -2,7 +2,7 @@
 
 The models are picked as on the Compare tab (`models.chosen`; default the configured pair). The
 pattern is defined in the first model's tokenizer (Mamba's by default, as in `datasets_gen`'s
-suites); `compare.align` previews what each other model reads under the aligned variant, flagging
+suites); `compare.analyses.align` previews what each other model reads under the aligned variant, flagging
 tokens with no single-token counterpart. Lock-in (the first position after which the argmax always
 continues the pattern) is `compare.compare`'s. The models load and run in a worker thread (`jobs.run`);
 Stop sets its stop, and a stopped comparison (computed whole) shows nothing but a note.
@@ -14,8 +14,10 @@ import pandas as pd
 
 import numpy as np
 
-from compare import Stopped, compare, figures, metrics
-from compare.align import align
+from compare import Stopped, compare
+from compare.figures import base as figures
+from compare.measures import metrics
+from compare.analyses.align import align
 from datasets_gen.suites import repeat
 
 from . import jobs, limits, models

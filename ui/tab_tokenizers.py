@@ -10,8 +10,10 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from compare import figures, metrics, tokenizer_stats
-from compare.vocabularies import BYTE_OF_CHAR
+from compare.figures import base as figures
+from compare.measures import metrics
+from compare import tokenizer_stats
+from compare.handle.vocabularies import BYTE_OF_CHAR
 
 from . import examples, limits, models
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import ModelLoadError, flag, size
-from . import FP32_BYTES, Point, TransformersFamily, causal_mask, model_points
+from ..base.checkpoint import ModelLoadError, flag, size
+from .base import FP32_BYTES, Point, TransformersFamily, causal_mask, model_points
 
 BLOCK = "transformer.h.{l}"
 PATTERN_REFUSED = ("GPT-2's 'pattern' is read after attention used it, so noise there changes nothing")

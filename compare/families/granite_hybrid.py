@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import ModelLoadError, flag, size
-from . import FP32_BYTES, Point
+from ..base.checkpoint import ModelLoadError, flag, size
+from .base import FP32_BYTES, Point
 from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, kind_of_weights,
                      mamba2_count, refuse_layer, rotary)
 

@@ -9,7 +9,7 @@ any key multiplier), v (before its heads are repeated for the query groups) and 
 probabilities through the hook points before using them. q is [b, l, d_q] (d_q = heads · head),
 k and v are [b, l, d_kv] (d_kv = kv_heads · head), heads concatenated.
 
-Mamba-2 mixer (SSD; Dao & Gu 2024), in the glossary of `compare.mamba` plus H SSM heads of p
+Mamba-2 mixer (SSD; Dao & Gu 2024), in the glossary of `compare.ssm.mamba` plus H SSM heads of p
 channels (d_in = H · p) and g groups of B and C (the letter is H, not `heads`, which in a hybrid
 counts the attention heads): the mixer's class is swapped for a subclass whose forward, for a
 forward without cache, is transformers' own, step for step and with its own functions
@@ -41,11 +41,11 @@ import importlib
 import torch
 from torch import nn
 
-from .. import checkpoint
-from ..checkpoint import ModelLoadError
-from ..hooks import HookPoint
-from ..ssd import ssd_attention
-from . import TransformersFamily, _walk, causal_mask, from_state_dict
+from ..base import checkpoint
+from ..base.checkpoint import ModelLoadError
+from ..base.hooks import HookPoint
+from ..ssm.ssd import ssd_attention
+from .base import TransformersFamily, _walk, causal_mask, from_state_dict
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")

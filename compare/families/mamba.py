@@ -1,9 +1,9 @@
-"""Mamba (Gu & Dao 2023) on our own module tree (`compare.mamba.MambaLM`), whose hook points are
+"""Mamba (Gu & Dao 2023) on our own module tree (`compare.ssm.mamba.MambaLM`), whose hook points are
 `HookPoint` modules; transformers' *-hf checkpoints and original mamba_ssm ones load into it.
 
-Points per layer `layers[l]` (shapes in `compare.mamba`'s glossary): the block's resid_pre, norm,
+Points per layer `layers[l]` (shapes in `compare.ssm.mamba`'s glossary): the block's resid_pre, norm,
 mixer_out, resid_post; the mixer's gate, x, delta, B, C, A_bar, B_bar, write, h, h_readout, y
-(`compare.mamba` gives the edit semantics of h and h_readout). Model level: embed, final_norm, logits.
+(`compare.ssm.mamba` gives the edit semantics of h and h_readout). Model level: embed, final_norm, logits.
 
 Noise is affine in the block's output (`Point.affine`) on B, C, B̄, w, h (increments) and
 h_readout, which enter y linearly, and on y, mixer_out and resid_post, which reach the residual
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint
-from ..checkpoint import ModelLoadError, flag, size
-from ..mamba import MambaConfig, MambaLM
-from ..scan import alpha_of
-from . import FP32_BYTES, Family, Point, model_points
+from ..base import checkpoint
+from ..base.checkpoint import ModelLoadError, flag, size
+from ..ssm.mamba import MambaConfig, MambaLM
+from ..ssm.scan import alpha_of
+from .base import FP32_BYTES, Family, Point, model_points
 
 
 def _p(name, owner, shape, **kw):

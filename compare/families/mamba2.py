@@ -1,9 +1,9 @@
-"""Mamba-2 (Dao & Gu 2024) on our own module tree (`compare.mamba2.Mamba2LM`); original mamba_ssm
+"""Mamba-2 (Dao & Gu 2024) on our own module tree (`compare.ssm.mamba2.Mamba2LM`); original mamba_ssm
 checkpoints (the Hub's state-spaces/mamba2-*: config.json with d_model, n_layer and
 ssm_cfg {layer: "Mamba2", ...}) and transformers' `Mamba2ForCausalLM` ones (model_type
 "mamba2") load into it.
 
-Points per layer `layers[l]` (shapes in `compare.mamba2`'s glossary): the block's resid_pre, norm,
+Points per layer `layers[l]` (shapes in `compare.ssm.mamba2`'s glossary): the block's resid_pre, norm,
 mixer_out, resid_post; the mixer's gate, x, B, C, dt, A_bar, write, h, h_readout, y, gated_norm.
 Model level: embed, final_norm, logits.
 
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint
-from ..checkpoint import ModelLoadError, flag, size
-from ..mamba2 import Mamba2Config, Mamba2LM
-from ..ssd import CHUNK, ssd_attention
-from . import FP32_BYTES, Family, Point, model_points
+from ..base import checkpoint
+from ..base.checkpoint import ModelLoadError, flag, size
+from ..ssm.mamba2 import Mamba2Config, Mamba2LM
+from ..ssm.ssd import CHUNK, ssd_attention
+from .base import FP32_BYTES, Family, Point, model_points
 
 
 def _p(name, owner, shape, **kw):

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import ModelLoadError, flag, size
-from ..hooks import HookPoint
-from . import FP32_BYTES, Point, TransformersFamily, causal_mask, model_points
+from ..base.checkpoint import ModelLoadError, flag, size
+from ..base.hooks import HookPoint
+from .base import FP32_BYTES, Point, TransformersFamily, causal_mask, model_points
 
 BLOCK = "gpt_neox.layers.{l}"
 PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "

@@ -37,10 +37,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..checks import check_callbacks
-from ..comparison import Stopped
-from ..loading import cached_model
-from ..model import Model
+from ..base.checks import check_callbacks
+from ..analyses.comparison import Stopped
+from ..handle.loading import cached_model
+from ..handle.model import Model
 from . import deviations, errata, identity, logits, periodic, sweeps, tokens, writing
 from .context import Context
 from .plan import FULL, QUICK, THESIS_LAYERS, scaled_layer
@@ -72,7 +72,7 @@ def thesis_report(out: str | os.PathLike, *, models: Sequence[Any] = ("mamba-130
         steps; once set, `Stopped` is raised and nothing is written.
     thesis_text: the thesis's text file, read by the errata checks (default: ../shared/thesis/*.txt beside
         the project, or $COMPARE_THESIS_TEXT; where absent, the errata are "not applicable").
-    overwrite: replace `out` when it holds a previous report (never anything else, `compare.store`).
+    overwrite: replace `out` when it holds a previous report (never anything else, `compare.base.store`).
     The folder appears complete or not at all: an error or a stop leaves `out` as it was.
     """
     if not isinstance(quick, bool):

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .. import checkpoint, families, store
-from ..comparison import Stopped
-from ..errors import error_line
-from ..loading import ModelLoadError, cached_model
+from ..base import checkpoint, store
+from .. import families
+from ..analyses.comparison import Stopped
+from ..base.errors import error_line
+from ..handle.loading import ModelLoadError, cached_model
 
 ROLES = (("--mamba", "ssm", "an SSM (a Mamba model)"), ("--gpt2", "transformer", "a transformer (GPT-2, Pythia)"))
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..noise import noise_sweep
-from ..phase import BEYOND_RANGE, phase_transition
+from ..analyses.noise import noise_sweep
+from ..measures.phase import BEYOND_RANGE, phase_transition
 from .context import Context
 from .plan import IOI, MARY, spread
 from .report import Row, Section

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from ..vocabularies import token_texts
-from ..comparison import Comparison, Stopped, compare
-from ..model import Model
+from ..handle.vocabularies import token_texts
+from ..analyses.comparison import Comparison, Stopped, compare
+from ..handle.model import Model
 from . import plan as thesis
 from .plan import Plan
 

@@ -5,8 +5,8 @@ import json
 
 import pandas as pd
 
-from ..comparison import OUTLIER_Z
-from ..metrics import BUMP_MIN_SIZE
+from ..analyses.comparison import OUTLIER_Z
+from ..measures.metrics import BUMP_MIN_SIZE
 from . import errata
 from .context import Context
 from .plan import (FLATTENED_LAYERS, LITHUANIAN, REPEATED, REPEATED_COUNT, component, scaled_layer, spread)
@@ -87,7 +87,7 @@ def choices(ctx: Context) -> list[dict[str, str]]:
         {"topic": "noise scale", "choice": "absolute (as the thesis) and relative (× the component's RMS) beside it",
          "why": "absolute levels mean different things in different components and models"},
         {"topic": "critical level", "choice": f"logistic fit, 95 % expanded percentile bootstrap, {p.n_boot} resamples "
-         "over runs; statuses instead of numbers where no fit is supported", "why": "compare.phase"},
+         "over runs; statuses instead of numbers where no fit is supported", "why": "compare.measures.phase"},
         {"topic": "flattened L", "choice": f"Gaussian noise of level {p.flattened_level} (absolute) at layers "
          f"{[scaled_layer(t, first.n_layers) for t in FLATTENED_LAYERS]} of {first.name} and "
          f"{[scaled_layer(t, second.n_layers) for t in FLATTENED_LAYERS]} of {second.name} (same relative depth as "

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..vocabularies import KNOWN, token_texts
+from ..handle.vocabularies import KNOWN, token_texts
 from .plan import REPEATED
 
 CONFIRMED, CORRECT, UNCERTAIN, NOT_APPLICABLE = ("erratum confirmed", "not an erratum", "uncertain (extraction)",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import Model
+from ..handle.model import Model
 
 # Written for this package (no source text): plain prose of a few hundred tokens.
 PARAGRAPH = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import thesis_figures
-from ..lens import logit_lens
+from ..figures import thesis as thesis_figures
+from ..analyses.lens import logit_lens
 from .context import Context
 from .plan import IOI, MARY
 from .report import Row, Section

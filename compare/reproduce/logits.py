@@ -7,8 +7,9 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from .. import figures, metrics, thesis_figures
-from ..comparison import OUTLIER_Z, Comparison
+from ..figures import base as figures, thesis as thesis_figures
+from ..measures import metrics
+from ..analyses.comparison import OUTLIER_Z, Comparison
 from .context import Context
 from .plan import MARY, REPEATED, TABLE1_POSITIONS
 from .report import Section

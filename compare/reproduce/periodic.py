@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import figures, metrics
-from ..comparison import Run
+from ..figures import base as figures
+from ..measures import metrics
+from ..analyses.comparison import Run
 from .context import Context
 from .plan import CYCLES
 from .report import Section

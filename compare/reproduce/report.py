@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..jsonsafe import plain
+from ..base.jsonsafe import plain
 
 
 @dataclass

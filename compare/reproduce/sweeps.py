@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import metrics, noise_figures, thesis_figures
-from ..channels import channel_sensitivity, feature_shape
-from ..model import Model, NonFiniteError
-from ..noise import draw_noise, noise_sweep
-from ..phase import phase_transition
+from ..measures import metrics
+from ..figures import noise as noise_figures, thesis as thesis_figures
+from ..analyses.channels import channel_sensitivity, feature_shape
+from ..handle.model import Model, NonFiniteError
+from ..analyses.noise import draw_noise, noise_sweep
+from ..measures.phase import phase_transition
 from .components import component_table, status_reasons
 from .context import Context
 from .lens import lens_rows

@@ -5,10 +5,11 @@ Only the two models' tokenizers are read here; no forward runs.
 from __future__ import annotations
 
 import pandas as pd
-from ..align import align  # the package's alignment (what compare's aligned variant uses)
+from ..analyses.align import align  # the package's alignment (what compare's aligned variant uses)
 
-from .. import metrics, thesis_figures
-from ..figures import token_label
+from ..measures import metrics
+from ..figures import thesis as thesis_figures
+from ..figures.base import token_label
 from .context import Context
 from .plan import (CYCLES, FIG9_COUNTS, IOI, IOI_NEOX_IDS, LITHUANIAN, MARY, REPEATED, REPEATED_COUNT,
                    REPEATED_ID_NEOX, THESIS_R)

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from .. import store
+from ..base import store
 from . import render
 from .report import Report
 

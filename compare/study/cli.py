@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..errors import error_line
-from ..loading import ModelLoadError
+from ..base.errors import error_line
+from ..handle.loading import ModelLoadError
 from . import executors, results
 from .runner import run
 

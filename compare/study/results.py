@@ -34,8 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import store
-from ..store import MARKER
+from ..base import store
+from ..base.store import MARKER
 from .spec import Spec
 
 KIND = "study"

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..comparison import VARIANTS
-from ..noise import DISTRIBUTIONS, SCALES
-from ..patching import METRICS
+from ..analyses.comparison import VARIANTS
+from ..analyses.noise import DISTRIBUTIONS, SCALES
+from ..analyses.patching import METRICS
 
 CORRUPTIONS = ("abc", "name_swap")  # datasets_gen.counterfactuals.KINDS: a suite row's corrupt_<kind> columns
 

@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attribution import attribution_patch
-from ..channels import channel_sensitivity
-from ..lens import logit_lens
-from ..comparison import compare
-from ..loading import cached_model
-from ..noise import noise_sweep
+from ..analyses.attribution import attribution_patch
+from ..analyses.channels import channel_sensitivity
+from ..analyses.lens import logit_lens
+from ..analyses.comparison import compare
+from ..handle.loading import cached_model
+from ..analyses.noise import noise_sweep
 from .spec import Spec, model_key
 
 # compare's cross metrics of a non-reference model's row, vs the reference (first) model

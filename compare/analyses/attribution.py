@@ -1,0 +1,225 @@
+"""Attribution patching (Nanda 2023; Syed et al. 2023): activation patching to first order, every
+(component, layer, position) at once.
+
+Exact patching (`patching.patch_sweep`) replaces a component a at some positions of the corrupt
+run by its clean value and reruns the model: one forward per (layer, patch). Its first-order
+Taylor estimate about the corrupt run is
+
+    m_patched − m_corrupt ≈ Σ_{p in patch} ∂m/∂a_p · (a_clean,p − a_corrupt,p)
+
+with the gradient taken on the corrupt run. So one forward of the clean prompt (recording a),
+one forward of the corrupt prompt under autograd (recording a and keeping the graph) and one
+backward give every estimate of every component. The frame is `patch_sweep`'s, with
+`estimate` = the right-hand side, and `metric_patched` = m_corrupt + estimate and `recovery` =
+estimate / (m_clean − m_corrupt) the estimates of those columns.
+
+The gradient is that of an edit as the hook point reads it (`Point.grad_at`): on Mamba an edit
+of `h` enters the recurrence as an increment of the write, h'_t = Ā_t h'_{t-1} + w_t + e_t, so
+its gradient is ∂m/∂w_t = g_t, which `scan.LinearScan`'s backward computes as the reverse scan
+g_t = ∂m/∂h_t + Ā_{t+1} g_{t+1}: the estimate follows the patched state through every later
+position, as the exact sweep's wavefront does.
+
+The estimate is exact where the metric is affine in the patched value: with the metrics
+"logit" and "logit_diff" (with `wrong`), on a model whose final norm is the identity, for the
+last layer's resid_post, mixer_out or mlp_out, attn_out where the MLP runs in parallel
+(Pythia; GPT-2's MLP reads it), and Mamba's y and h, at the last position (y_T = C_T · h_T +
+D x_T is linear in h_T, and the gate does not depend on either). Elsewhere the nonlinearity
+between the component and the metric (norms, attention softmax, SiLU gates, the selection of
+Mamba's Δ, B, C) makes it an approximation; `tests/unit/test_attribution.py` measures its
+correlation with the exact sweep.
+
+Components: `Family.attribution` by default (the residual points, plus Mamba's `h` or the
+attention output); any component `patch_sweep` accepts except thirds of a fused projection
+(GPT-2's q, k, v: the hook sees a view the model never reads; its gradient does not exist).
+
+Memory (checked before the forward, refused with the estimate): the autograd graph of one
+forward, L · `Family.grad_bytes`(T) (on Mamba Ā, B̄ and h of every layer: the scan is
+materialised under autograd), plus the clean − corrupt difference of every point at every swept
+layer, Σ_points L · T · features floats; gradients are reduced to [T] as the backward reaches
+them (`_backward`), never held. At mamba-130m's shapes with the default components (resid_pre,
+h, resid_post) that is ~11.3 MB per token (8.9 graph, 2.5 differences): ~160 MB at T = 14,
+~11 GiB at T = 1024.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..base import memory
+from ..handle.inputs import handles_of
+from .patching import COLUMNS as PATCH_COLUMNS
+from .patching import Patching, components as patch_components, prepare, recovery
+
+COLUMNS = PATCH_COLUMNS + ("estimate",)
+FP32_BYTES = 4
+
+
+def attribution_patch(clean, corrupt, *, model, answer, wrong=None, components=None, layers=None, positions=None,
+                      metric: str = "logit_diff") -> pd.DataFrame:
+    """Estimated patching effects of every component, layer and patch (module docstring).
+
+    Arguments as `patching.patch_sweep`'s, with `components` a list (default: each model's
+    `Family.attribution`). Returns one row per (model, component, layer, patch), columns
+    `COLUMNS`; ``attrs`` as patch_sweep's, with m_clean and m_corrupt from the two forwards and
+    ``method`` "attribution".
+    """
+    frames, attrs = [], {"metric": metric, "method": "attribution", "m_clean": {}, "m_corrupt": {}, "components": {}}
+    for handle in handles_of(model):
+        names = _components(handle, components)
+        sweep = prepare(clean, corrupt, model=handle, answer=answer, wrong=wrong, component=names[0], layers=layers,
+                        positions=positions, metric=metric)[0]
+        frames.append(_estimate(sweep, names, attrs))
+        attrs["components"][handle.name] = names
+    df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
+    df.attrs.update(attrs)
+    return df
+
+
+def _components(handle, components) -> tuple[str, ...]:
+    """The components to estimate for this model, checked; ValueError names the argument."""
+    arch = handle.arch
+    names = arch.attribution if components is None else ([components] if isinstance(components, str) else components)
+    try:
+        names = tuple(dict.fromkeys(names))
+    except TypeError:
+        raise ValueError(f"components must be a list of component names, got {components!r}") from None
+    valid = [c for c in patch_components(handle) if arch.find(c.split(".")[0]).part is None]
+    bad = [c for c in names if c not in valid]
+    if not names or bad:
+        shown = [c for c in valid if not c.startswith("z.")] + (["z.<head>"] if any(c.startswith("z.") for c in valid)
+                                                                else [])
+        why = f" ({bad[0]!r} cannot be estimated)" if bad else ""
+        raise ValueError(f"{handle.name}: components must be a non-empty list of {', '.join(shown)}; got "
+                         f"{list(names) if names else components!r}{why}")
+    return names
+
+
+def _points(handle, names) -> tuple[str, ...]:
+    """The registry points the components read (z.<head> reads z)."""
+    return tuple(dict.fromkeys(n.split(".")[0] for n in names))
+
+
+def _estimate(sweep: Patching, names, attrs) -> pd.DataFrame:
+    handle = sweep.handle
+    points = _points(handle, names)
+    _check_fits(sweep, points)
+    diff, m_clean = _record_clean(sweep, points)
+    per_position, m_corrupt = _backward(sweep, names, diff)
+    attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
+    rows = []
+    for name in names:
+        for layer in sweep.layers:
+            effect = per_position.get((name, layer))  # None: the metric does not depend on it
+            for patch, label in zip(sweep.patches, sweep.labels):
+                estimate = float(effect[list(patch)].sum()) if patch and effect is not None else 0.0
+                rows.append((handle.name, layer, handle.layer_kind(layer), label, name, m_corrupt + estimate, estimate))
+    df = pd.DataFrame(rows, columns=["model", "layer", "kind", "position", "component", "metric_patched", "estimate"])
+    df["recovery"] = recovery(df["estimate"].to_numpy() + m_corrupt, m_clean, m_corrupt)
+    return df
+
+
+def _feature_slice(handle, name: str) -> slice:
+    """The features a component covers: all, or one head's slice of z (z.<head>)."""
+    point, _, head = name.partition(".")
+    if not head:
+        return slice(None)
+    width = handle.arch.feature_shape(handle.module.config, point)[0]
+    size = width // handle.arch.dims(handle.module.config)["heads"]
+    return slice(int(head) * size, (int(head) + 1) * size)
+
+
+@torch.no_grad()
+def _record_clean(sweep: Patching, points):
+    """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
+    in fp32), and m_clean, from one forward."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    kept = {}
+
+    def keep(key, value):
+        kept[key] = value[0].detach().float().clone()
+
+    with handle.lock:
+        hooks = [arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v))
+                 for p in points for l in sweep.layers]
+        try:
+            logits = handle.logits(sweep.clean)[0, -1]
+        finally:
+            for h in hooks:
+                h.remove()
+    return kept, float(metric_value(logits, sweep.metric, sweep.answer, sweep.wrong))
+
+
+def _backward(sweep: Patching, names, diff):
+    """One forward of the corrupt run under autograd and one backward: per (component, layer) the
+    estimate of patching each position alone, [T] float64, and m_corrupt.
+
+    The forward turns each clean value into clean − corrupt in place (`diff`) and hangs a tensor
+    hook on each point (or its `grad_at` point) that reduces the gradient against that
+    difference as the backward reaches it, so no gradient outlives its own reduction. The
+    backward runs to a zero tensor added to the embedding, upstream of every point: gradients
+    flow whether or not the model's parameters require them, and nothing accumulates on them.
+    """
+    handle, arch = sweep.handle, sweep.handle.arch
+    points = _points(handle, names)
+    per_position, seed = {}, []
+
+    def subtract(key, value):
+        diff[key].sub_(value[0].detach().float())
+
+    def reduce(key, grad):
+        g = grad[0].float()
+        for name in names:
+            if name.split(".")[0] == key[0]:
+                features = _feature_slice(handle, name)
+                per_position[name, key[1]] = (g[..., features] * diff[key][..., features]).flatten(1).sum(-1).double()
+
+    def watch(key, value):
+        value.register_hook(lambda grad: reduce(key, grad))
+
+    def start(value):
+        seed.append(torch.zeros_like(value, requires_grad=True))
+        value.add_(seed[0])
+
+    hooks = []
+    with handle.lock, torch.enable_grad():
+        try:
+            hooks.append(arch.hook(handle.module, "embed", None, start))
+            for p in points:
+                at = arch.point(p).grad_at or p
+                for l in sweep.layers:
+                    hooks.append(arch.hook(handle.module, p, l, lambda v, key=(p, l): subtract(key, v)))
+                    hooks.append(arch.hook(handle.module, at, l, lambda v, key=(p, l): watch(key, v)))
+            out = handle.module(sweep.corrupt)
+            logits = (out if isinstance(out, torch.Tensor) else out.logits)[0, -1, :handle.vocab_size].float()
+        finally:
+            for h in hooks:
+                h.remove()
+        m = metric_value(logits, sweep.metric, sweep.answer, sweep.wrong)
+        torch.autograd.grad(m, seed)
+    return per_position, float(m.detach())
+
+
+def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> torch.Tensor:
+    """`patching.metric_of` of one position's logits [V], as a differentiable 0-d tensor."""
+    if metric == "logit":
+        return logits[answer]
+    if metric == "prob":
+        return torch.softmax(logits, -1)[answer]
+    if metric == "logprob":
+        return torch.log_softmax(logits, -1)[answer]
+    if wrong is not None:
+        return logits[answer] - logits[wrong]
+    others = torch.cat([logits[:answer], logits[answer + 1:]])
+    return logits[answer] - others.max()
+
+
+def _check_fits(sweep: Patching, points) -> None:
+    handle, arch = sweep.handle, sweep.handle.arch
+    graph = handle.n_layers * arch.grad_bytes(handle.module.config, sweep.T)
+    cached = FP32_BYTES * len(sweep.layers) * sweep.T * sum(
+        int(np.prod(arch.feature_shape(handle.module.config, p))) for p in points)
+    memory.check_fits(graph + cached, f"attribution patching of {len(points)} components × {len(sweep.layers)} "
+                                      f"layers × {sweep.T} tokens of {handle.name} (one forward's autograd graph "
+                                      "and the clean − corrupt differences)",
+                      "pass fewer components or layers, or shorten the prompts")

@@ -1,0 +1,112 @@
+"""Channel sensitivity: which coordinates of one layer's component carry the prediction.
+
+For each channel c of the component (a d_model, d_inner or state coordinate) the noise of
+`noise.noise_sweep` — the same ε of (seed, layer, trial), the same level and scale — is kept on
+that channel only and zeroed elsewhere. A channel's `flip_rate` is the fraction of trials whose
+last-position prediction differs from the clean one. The SSM points (A_bar, B_bar, write, h,
+h_readout: [d_in, n] per position) are ranked along both axes: "channel" masks one d_in row
+(all its states), "state" one state index (across all channels).
+
+Every (axis, channel, trial) run is one row of a batch of the restart engine
+(`restart.run_noised`), restarted at the layer from the cached clean residual.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..handle.inputs import byte_budget, handle_of, is_int
+from ..base.checks import check_callbacks
+from .noise import Draw, one, prepare, read_groups, sweep_noise
+from ..engine.prediction import read_prediction, warn_overflow
+from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
+
+COLUMNS = ("model", "layer", "kind", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank",
+           "overflowed")
+
+
+def feature_shape(handle, component: str) -> tuple[int, ...]:
+    """The per-position shape of a layer component: (d,), (d_in,), (n,) or (d_in, n) (`Family.feature_shape`)."""
+    return handle.arch.feature_shape(handle.module.config, component)
+
+
+def channel_sensitivity(prompt, *, model, target, component, layer: int, level: float, trials: int = 8,
+                        seed: int = 0, distribution: str = "gaussian", scale: str = "relative",
+                        positions=None, max_bytes: int = DEFAULT_MAX_BYTES, progress=None,
+                        stop=None, dtype=None) -> pd.DataFrame:
+    """Channels ranked by how often noise restricted to them flips the prediction; columns `COLUMNS`.
+
+    Arguments as in `noise.noise_sweep` (dtype too), with one layer and one level. p_target and logit_diff
+    are means over trials; rank 1 is the most sensitive channel of its axis. A run whose logits
+    overflowed (NaN or infinite) has no prediction: it counts as a flip, and its p_target and
+    logit_diff are left out of the means (NaN where every trial overflowed); the column
+    `overflowed` counts them per channel, ``df.attrs["overflowed"]`` in all, and they are warned
+    about once (`prediction.OverflowRunsWarning`).
+    progress: called as progress(runs_done, runs_total) after each block of READ_ROWS runs.
+    stop: anything with ``is_set()``, checked before each block; once set, the channels whose
+    runs finished are returned, with ``df.attrs["stopped"] = True``.
+    """
+    handle = handle_of(model, dtype)
+    L = handle.n_layers
+    if not (is_int(one(layer, "layer")[0]) and -L <= layer < L):
+        raise ValueError(f"layer must be an int in 0..{L - 1} (negative counts from the end) for {handle.name}, "
+                         f"got {layer!r}")
+    sweep = prepare(prompt, model=handle, target=target, component=component, layers=[layer],
+                    levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
+                    positions=positions, seed=seed, dtype=dtype)
+    max_bytes = byte_budget(max_bytes)
+    check_callbacks(progress, stop)
+    handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])
+    shape = feature_shape(handle, sweep.component)
+    axes = {"channel": 0, "state": 1} if len(shape) == 2 else {"channel": 0}
+    runs = [(axis, c, t) for axis, dim in axes.items() for c in range(shape[dim]) for t in range(sweep.trials)]
+
+    def noise(chunk, value):
+        full = sweep_noise(sweep, layer, [(level, Draw(t)) for _, _, t in chunk], value)
+        mask = torch.zeros_like(full)
+        for i, (axis, c, _) in enumerate(chunk):
+            # full is [b, P, *feature]: the channel axis is dim 2, the state axis dim 3
+            mask[i].select(1 + axes[axis], c).fill_(1)
+        return full * mask
+
+    clean, resid = clean_pass(handle, sweep.ids, sweep.layers)
+    reads, done = [], 0
+    for group in read_groups(runs):
+        if stop is not None and stop.is_set():
+            break
+        with handle.lock:  # per block of runs, so other callers get the model between blocks
+            logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, group, noise,
+                                max_bytes=max_bytes)
+        reads.append(read_prediction(logits, sweep.target))
+        done += len(group)
+        if progress is not None:
+            progress(done, len(runs))
+    # a stopped sweep keeps whole channels only: runs are ordered (axis, channel, trial)
+    stopped, kept = done < len(runs), done - done % sweep.trials
+    runs = runs[:kept]
+    read = {key: np.concatenate([r[key] for r in reads])[:kept] if reads else np.empty(0)
+            for key in ("p_target", "logit_diff", "predicted_id", "finite")}
+    per_run = pd.DataFrame({
+        "axis": [a for a, _, _ in runs], "channel": [c for _, c, _ in runs],
+        "flip": read.pop("predicted_id") != clean.argmax().item(), "overflowed": ~read.pop("finite").astype(bool),
+        **read,
+    })
+    overflowed = int(per_run["overflowed"].sum())
+    df = (per_run.groupby(["axis", "channel"], sort=False)
+          .agg(flip_rate=("flip", "mean"), p_target=("p_target", "mean"), logit_diff=("logit_diff", "mean"),
+               overflowed=("overflowed", "sum"))
+          .reset_index()
+          .sort_values(["axis", "flip_rate", "p_target"], ascending=[True, False, True], kind="stable"))
+    df["rank"] = df.groupby("axis").cumcount() + 1
+    df.insert(0, "model", handle.name)
+    df.insert(1, "layer", layer)
+    df.insert(2, "kind", handle.layer_kind(layer))
+    df.insert(3, "component", sweep.component)
+    df = df.reset_index(drop=True)[list(COLUMNS)]
+    df.attrs["stopped"] = stopped
+    df.attrs["overflowed"] = overflowed
+    if overflowed:
+        warn_overflow(overflowed, kept, f"{handle.name}: channel noise on {sweep.component!r} at layer {layer} "
+                      f"(scale={sweep.scale!r}, level {level:g})", stacklevel=3)
+    return df

@@ -1,0 +1,151 @@
+"""The logit lens (nostalgebraist 2020): what each layer's residual stream would predict if the
+model stopped there.
+
+Layer l's residual (the family's `lens_point`, resid_post: for Mamba the residual plus the
+mixer's output, as the block adds them) is decoded by the model's own head, the final norm and
+the unembedding (`Family.head`), over the real vocabulary (`Model.vocab_size`). At the last
+layer this is the model's forward, so the lens there equals `Model.logits` exactly. A tuned lens
+(`compare.analyses.tuned_lens`) first maps the residual through its layer's translator.
+
+Per (model, layer, position) the frame holds, with p_l the lens's distribution at layer l and
+p_L the model's own (the last layer's):
+    top_tokens, top_ids, top_probs   the k most probable tokens under p_l
+    target, target_prob, target_rank the target's text, p_l(target), and how many tokens p_l
+                                     ranks strictly above it (0: the top token)
+    kl                               KL(p_L ‖ p_l) = Σ p_L (log p_L − log p_l), in nats
+    entropy                          −Σ p_l log p_l, in nats
+Without a target, each position's target is the model's own top token there (when does a
+layer find the answer the model gives).
+
+Memory: one forward keeps every chosen layer's residual at the chosen positions
+(L · P · d floats), then decodes one layer at a time ([P, V] logits live at once).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from ..base import memory
+from ..handle.inputs import handles_of, is_int, layer_list, position_list, prompt_ids, token_id
+from ..handle.model import Model
+
+COLUMNS = ("model", "layer", "kind", "position", "token", "top_tokens", "top_ids", "top_probs", "target", "target_prob",
+           "target_rank", "kl", "entropy")
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Lens:
+    """One model's validated logit-lens call."""
+    handle: Model
+    ids: torch.Tensor  # [1, T]
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+    target: int | None
+    translators: object  # a `tuned_lens.TunedLens` for this model, or None (the logit lens)
+
+
+def logit_lens(prompt, *, model, layers=None, positions=None, target=None, k: int = 5, lens=None) -> pd.DataFrame:
+    """The lens of every chosen layer at every chosen position (module docstring).
+
+    prompt: text or token IDs [T]. model: a `Model`, a source for `load_model`, or a list of
+    them (rows for each). layers, positions: default all (negative counts from the end).
+    target: a one-token string (" Mary") or a token ID; None: the model's own top token.
+    k: how many top tokens to list. lens: a `tuned_lens.TunedLens` (or {model name: TunedLens}
+    for several models) to decode with its translators; None is the logit lens.
+    """
+    if not is_int(k) or k < 1:
+        raise ValueError(f"k must be an integer ≥ 1 (how many top tokens to list), got {k!r}")
+    calls = [prepare(handle, prompt, layers, positions, target, lens) for handle in handles_of(model)]
+    frames = [_lens_rows(call, int(k)) for call in calls]
+    df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
+    df.attrs.update(tokens={c.handle.name: c.handle.decode_tokens(c.ids[0].tolist()) for c in calls},
+                    lens="logit" if lens is None else "tuned")
+    return df
+
+
+def prepare(handle: Model, prompt, layers, positions, target, lens) -> Lens:
+    """Check one model's arguments before any compute; ValueError names the argument."""
+    ids = prompt_ids(handle, prompt, "prompt")
+    layer_ids = layer_list(handle, layers)
+    position_ids = position_list(list(range(ids.shape[1])) if positions is None else positions, ids.shape[1])
+    target_id = None if target is None else token_id(handle, target, "target")
+    translators = lens.get(handle.name) if isinstance(lens, dict) else lens
+    if translators is not None:
+        check = getattr(translators, "check", None)
+        if check is None:
+            raise ValueError(f"lens must be a tuned_lens.TunedLens (or a dict of them by model name), "
+                             f"got {type(translators).__name__}")
+        check(handle, "lens")
+    elif isinstance(lens, dict):
+        raise ValueError(f"lens: no tuned lens for {handle.name}; the dict has {sorted(lens)}")
+    return Lens(handle, ids, layer_ids, position_ids, target_id, translators)
+
+
+def residuals(handle: Model, ids: torch.Tensor, layers, positions=None):
+    """(final logits [b, T, V] as `Model.logits` returns them, {layer: lens point [b, P, d]}) from one forward.
+
+    positions: the positions kept (default all); the residuals keep the model's dtype."""
+    arch, kept = handle.arch, {}
+    memory.check_fits(FP32_BYTES * len(layers) * ids.numel() * arch.dims(handle.module.config)["d"],
+                      f"keeping {len(layers)} layers' residuals of {ids.numel():,} tokens of {handle.name}",
+                      "pass fewer layers or a shorter prompt")
+
+    def keep(layer, value):
+        kept[layer] = (value if positions is None else value[:, list(positions)]).detach().clone()
+
+    with handle.lock:
+        hooks = [arch.hook(handle.module, arch.lens_point, l, lambda v, l=l: keep(l, v)) for l in layers]
+        try:
+            logits = handle.logits(ids)
+        finally:
+            for h in hooks:
+                h.remove()
+    return logits, kept
+
+
+def decode(handle: Model, resid: torch.Tensor, layer: int, translators=None) -> torch.Tensor:
+    """Float logits [..., V] over the real vocabulary of a layer's residual [..., d]: the
+    translator of `layer` if given, then the model's final norm and unembedding."""
+    if translators is not None:
+        resid = translators.translate(layer, resid)
+    return handle.arch.head(handle.module, resid)[..., : handle.vocab_size].float()
+
+
+@torch.no_grad()
+def _lens_rows(call: Lens, k: int) -> pd.DataFrame:
+    handle, P = call.handle, list(call.positions)
+    T = call.ids.shape[1]
+    every = P == list(range(T))  # decode the whole [1, T, d], as the model's own head does
+    final, kept = residuals(handle, call.ids, call.layers, None if every else P)
+    final_logp = torch.log_softmax(final[0, P], -1)
+    target = (final_logp.argmax(-1) if call.target is None
+              else torch.full((len(P),), call.target, dtype=torch.long, device=final.device))
+    tokens = handle.decode_tokens(call.ids[0, P].tolist())
+    target_text = handle.decode_tokens(target.tolist())
+    rows = []
+    with handle.lock:
+        for layer in call.layers:
+            logp = torch.log_softmax(decode(handle, kept.pop(layer), layer, call.translators)[0], -1)
+            stats = lens_stats(logp, final_logp, target, k)
+            top_text = [handle.decode_tokens(ids) for ids in stats["top_ids"]]
+            for i, p in enumerate(P):
+                rows.append((handle.name, layer, handle.layer_kind(layer), p, tokens[i], tuple(top_text[i]), tuple(stats["top_ids"][i]),
+                             tuple(stats["top_probs"][i]), target_text[i], stats["target_prob"][i],
+                             stats["target_rank"][i], stats["kl"][i], stats["entropy"][i]))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def lens_stats(logp: torch.Tensor, final_logp: torch.Tensor, target: torch.Tensor, k: int) -> dict:
+    """Per row of a layer's log-probabilities [P, V], against the model's own [P, V]: top-k,
+    P and rank of target [P], KL(final ‖ layer) and entropy, as Python lists."""
+    top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    t = logp.gather(-1, target[:, None])
+    p_final = final_logp.exp()
+    kl = (p_final * (final_logp - logp)).sum(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return {"top_ids": top.indices.tolist(), "top_probs": top.values.exp().double().tolist(),
+            "target_prob": t[:, 0].exp().double().tolist(), "target_rank": (logp > t).sum(-1).tolist(),
+            "kl": kl.double().tolist(), "entropy": entropy.double().tolist()}

@@ -1,0 +1,489 @@
+"""Activation patching: which internal state carries the prediction that tells a clean prompt from a corrupt one.
+
+The experiment (denoising, as TransformerLens' `patching`): run the corrupt prompt, replace one
+component at one layer and some positions by its value in the clean run, and read a metric of
+the answer at the last position. Per model, with m_clean and m_corrupt the metric of the two
+unpatched runs,
+
+    recovery = (m_patched − m_corrupt) / (m_clean − m_corrupt)
+
+so 0 is the corrupt run and 1 the clean one (NaN when the two runs agree, m_clean = m_corrupt).
+
+Metrics of the last position's logits, with a the answer and w the wrong answer:
+    logit_diff   logit[a] − logit[w]; without `wrong`, logit[a] − the best other logit
+    logit        logit[a]
+    prob         softmax(logits)[a]
+    logprob      log_softmax(logits)[a]
+
+Components: the family's patchable points (`Family.patchable`: every per-layer point whose
+second axis is positions, so not `pattern`), and on transformers "z.<head>", one head's slice of
+`z` (the heads' outputs before the output projection) for per-head patching. On Mamba, `h`
+follows the edit semantics of its hook point (`compare.ssm.mamba`): the patched state at position
+p enters the recurrence, h'_t = Ā_t h'_{t-1} + w_t, so it reaches every later position;
+`h_readout` changes the read-out y at p only.
+
+Positions: None patches every position alone; a list patches each item alone, an item being a
+position or a tuple of positions patched together (the empty tuple patches nothing: the
+corrupt run itself); "all" patches every position at once (also as an item of the list). The frame's `position` is the int
+for single positions and a label otherwise ("all", "none", "2,5"), which makes the column
+object-typed.
+
+Engine (`patch_sweep`): one forward of the clean prompt records the component at every swept
+layer; one forward of the corrupt prompt caches what enters every block (`restart.clean_pass`).
+For each layer l the patches run as one batch per chunk, restarted at block l from the corrupt
+cache (layers below l are never recomputed) with a torch hook that writes the clean values at
+each row's positions (`torch.where`, an exact copy); blocks after the patched one compute the
+last position only where they can (`restart.blocks_from`'s last_only) and the LM head runs at
+the last position only, on every run at once. m_clean and m_corrupt come from the same LM-head
+call as the patched runs, from each run's final residual, so a patch that restores the final
+residual exactly (resid_post at the last layer, every position) recovers exactly 1; a patch of
+no position is the corrupt run itself and recovers exactly 0.
+
+On Mamba's `h`, where the state at p is the whole past, the engine does not rerun the patched
+block at all, and reuses what the causal model leaves unchanged (`_h_wavefront`): positions
+before p are the corrupt run's in every layer, and from p on only the difference
+e_p = h_clean,p − h_corrupt,p travels, e_t = Ā_t e_{t-1}, adding C_t · e_t to y; the patched
+block's output is then the corrupt one plus the family's response to that change of y
+(`Family.y_response`). The blocks above run on positions p.. only (`mamba_suffix`), every row
+patched at p below them in one batch (the rows of all swept layers, joining as the blocks rise).
+This is the same arithmetic as the hook point's increment (`MambaMixer`), so it agrees with the
+reference to fp32 rounding. For a patch of several positions the increments of each add up
+(the hook point's semantics: e is taken against the corrupt state), so only a single position
+is a plain replacement of the state.
+
+`patching_ref.patch_sweep_ref` is the one-trace-per-patch twin: the test oracle and the
+baseline of `benchmarks/bench_patching.py`.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..base import memory
+from ..base.checks import check_callbacks
+from ..handle.inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
+from ..handle.model import Model, NonFiniteError
+from ..ssm.mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
+from ..engine.restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
+from ..ssm.scan import discretise, linear_scan
+
+METRICS = ("logit_diff", "logit", "prob", "logprob")
+COLUMNS = ("model", "layer", "kind", "position", "component", "metric_patched", "recovery")
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Patching:
+    """A validated patch sweep of one model: everything the engine and the reference need."""
+    handle: Model
+    clean: torch.Tensor  # [1, T]
+    corrupt: torch.Tensor  # [1, T]
+    answer: int
+    wrong: int | None
+    component: str  # as asked: a point, or "z.<head>"
+    point: str  # the registry point patched
+    head: int | None  # z.<head>: that head's slice of the features
+    layers: tuple[int, ...]
+    patches: tuple[tuple[int, ...], ...]  # positions written together, one run each
+    labels: tuple  # the frame's `position` of each patch
+    metric: str
+
+    @property
+    def T(self) -> int:
+        return self.clean.shape[1]
+
+    def feature_slice(self) -> slice:
+        """The features a patch writes: all, or one head's."""
+        if self.head is None:
+            return slice(None)
+        width = self.handle.arch.feature_shape(self.handle.module.config, self.point)[0]
+        size = width // self.handle.arch.dims(self.handle.module.config)["heads"]
+        return slice(self.head * size, (self.head + 1) * size)
+
+
+def prepare(clean, corrupt, *, model, answer, wrong=None, component, layers=None, positions=None,
+            metric="logit_diff") -> list[Patching]:
+    """Check every argument for every model before any compute; ValueError names the argument."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    out = []
+    for handle in handles_of(model):
+        clean_ids = prompt_ids(handle, clean, "clean")
+        corrupt_ids = prompt_ids(handle, corrupt, "corrupt")
+        if clean_ids.shape[1] != corrupt_ids.shape[1]:
+            raise ValueError(
+                f"{handle.name}: clean and corrupt must have the same number of tokens to patch position by "
+                f"position; clean is {clean_ids.shape[1]} tokens {handle.decode_tokens(clean_ids[0].tolist())}, "
+                f"corrupt is {corrupt_ids.shape[1]} {handle.decode_tokens(corrupt_ids[0].tolist())}")
+        if torch.equal(clean_ids, corrupt_ids):
+            warnings.warn(f"{handle.name}: clean and corrupt are the same {clean_ids.shape[1]} tokens, so "
+                          "m_clean = m_corrupt and recovery = (m_patched − m_corrupt) / (m_clean − m_corrupt) is "
+                          "undefined (NaN in every row); give a corrupt prompt that changes the answer",
+                          RuntimeWarning, stacklevel=3)
+        point, head = _component(handle, component)
+        a = token_id(handle, answer, "answer")
+        w = None if wrong is None else token_id(handle, wrong, "wrong")
+        if w == a:
+            raise ValueError(f"wrong must differ from answer; both are token {a} ({handle.decode_tokens([a])[0]!r}) "
+                             f"in {handle.name}")
+        patches, labels = _patches(positions, clean_ids.shape[1])
+        out.append(Patching(handle, clean_ids, corrupt_ids, a, w, component, point, head,
+                            layer_list(handle, layers, point=point), patches, labels, metric))
+    return out
+
+
+def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component, layers=None, positions=None,
+                metric="logit_diff", max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None) -> pd.DataFrame:
+    """Layers × positions of `component` patched from the clean run into the corrupt one (module docstring).
+
+    clean, corrupt: text or token IDs [T], the same length in each model's tokens.
+    model: a `Model`, a source for `load_model`, or a list of them (rows for each, side by side).
+    answer, wrong: one-token strings (" Mary") or token IDs. layers: default all.
+    Returns one row per (model, layer, patch), columns `COLUMNS`; ``attrs`` hold per model the
+    unpatched metrics (m_clean, m_corrupt), the answer and wrong IDs and the tokens.
+    max_bytes: memory budget of one batched chunk. progress(done, total) counts runs (layer ×
+    patch) as they finish: per layer, or on Mamba's `h` per patched position (all layers at
+    once). stop (``is_set()``), checked before each of these steps: the frame then holds the runs
+    finished and ``attrs["stopped"]`` is True.
+    """
+    sweeps = prepare(clean, corrupt, model=model, answer=answer, wrong=wrong, component=component,
+                     layers=layers, positions=positions, metric=metric)
+    max_bytes = byte_budget(max_bytes)
+    check_callbacks(progress, stop)
+    count = Counter(sum(len(s.layers) * len(s.patches) for s in sweeps), progress)
+    frames, attrs, stopped = [], _attrs(sweeps), False
+    for sweep in sweeps:
+        src, entries, finals = record(sweep)
+        if _h_path(sweep):
+            done, stopped = _h_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
+        else:
+            done, stopped = _by_layer(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
+        frames.append(_rows(sweep, done, finals, attrs))
+        if stopped:
+            break
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    df.attrs.update(attrs, stopped=stopped)
+    return df
+
+
+@dataclass
+class Counter:
+    """progress(done, total) in runs (layer × patch), across the models of a call."""
+    total: int
+    progress: object
+    done: int = 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def record(sweep: Patching):
+    """What the engine reads from the two unpatched runs, each one forward:
+
+    src: the clean run's component at every swept layer ({layer: [1, T, *feature]});
+    entries: what enters every block of the corrupt run ({layer: (args, kwargs)}, `restart.clean_pass`);
+    finals: both runs' final residuals at the last position ({"clean", "corrupt"}: [1, d]);
+    terms: for Mamba's `h` only, per swept layer the corrupt run's Δ, C, gate and y, and the
+        difference clean h − corrupt h (which then replaces src), and per layer the corrupt run's
+        `mamba_suffix.PREFIX_POINTS` for the blocks above a patch.
+    """
+    handle, arch = sweep.handle, sweep.handle.arch
+    _check_cache_fits(sweep)
+    last = handle.n_layers - 1
+    src, finals, terms = {}, {}, {}
+
+    def keep(store, key, value, last_only=False):
+        store[key] = (value[:, -1] if last_only else value).detach().clone()
+
+    def difference(layer, value):
+        terms[layer]["diff"] = src.pop(layer) - value
+
+    with handle.lock:
+        hooks = [arch.hook(handle.module, sweep.point, l, lambda v, l=l: keep(src, l, v)) for l in sweep.layers]
+        hooks.append(arch.hook(handle.module, "resid_post", last, lambda v: keep(finals, "clean", v, True)))
+        try:
+            handle.logits(sweep.clean)
+        finally:
+            for h in hooks:
+                h.remove()
+        hooks = [arch.hook(handle.module, "resid_post", last, lambda v: keep(finals, "corrupt", v, True))]
+        if _h_path(sweep):
+            for l in range(handle.n_layers):  # the prefixes of every block a patch may run above
+                terms.setdefault(l, {})
+                hooks += [arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
+                          for name in PREFIX_POINTS if name not in ("delta", "C") or l not in sweep.layers]
+            for l in sweep.layers:
+                hooks += [arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
+                          for name in ("delta", "C", "gate", "y")]
+                hooks.append(arch.hook(handle.module, "h", l, lambda v, l=l: difference(l, v)))
+        try:
+            # the corrupt run's entries for every layer: the h restart needs the next block's too
+            _, entries = clean_pass(handle, sweep.corrupt, range(handle.n_layers))
+        finally:
+            for h in hooks:
+                h.remove()
+    return (terms if terms else src), entries, finals
+
+
+def _h_path(sweep: Patching) -> bool:
+    """Mamba's state: patched by `_h_wavefront` instead of rerunning the patched block, where
+    the family's block allows it (`Family.h_wavefront`); elsewhere h is patched by its hook,
+    whose edit the recurrence carries forward."""
+    return sweep.point == "h" and sweep.handle.arch.h_wavefront
+
+
+def _by_layer(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_bytes: int, count: Counter, stop):
+    """Every component but Mamba's `h`: layer by layer, each layer's patches batched
+    (`_hooked_restart`). Returns ({(layer, patch index): final residual [d]}, stopped)."""
+    done = {}
+    for layer in sweep.layers:
+        if stop is not None and stop.is_set():
+            return done, True
+        run = [i for i, patch in enumerate(sweep.patches) if patch]  # a patch of nothing is the corrupt run
+        with sweep.handle.lock, torch.inference_mode():  # per layer, so other callers get the model in between
+            finals = (_hooked_restart(sweep, layer, src[layer], entries[layer], [sweep.patches[i] for i in run],
+                                      max_bytes) if run else [])
+        done.update({(layer, i): corrupt_final[0] for i, patch in enumerate(sweep.patches) if not patch})
+        done.update({(layer, i): final for i, final in zip(run, finals)})
+        count.add(len(sweep.patches))
+    return done, False
+
+
+def _mask(sweep: Patching, patches, value: torch.Tensor) -> torch.Tensor:
+    """Where each row's patch writes: [b, T, 1, ...] (or [b, T, features] for one head)."""
+    b, T = len(patches), value.shape[1]
+    rows = torch.zeros(b, T, dtype=torch.bool, device=value.device)
+    for i, positions in enumerate(patches):
+        rows[i, list(positions)] = True
+    mask = rows.view(b, T, *[1] * (value.dim() - 2))
+    if sweep.head is not None:
+        feature = torch.zeros(value.shape[-1], dtype=torch.bool, device=value.device)
+        feature[sweep.feature_slice()] = True
+        mask = mask & feature
+    return mask
+
+
+def _hooked_restart(sweep: Patching, layer: int, src: torch.Tensor, entry, patches, max_bytes: int) -> torch.Tensor:
+    """Any component: blocks layer.. rerun on copies of the corrupt entry, a hook writing the
+    clean values at each row's positions."""
+    handle = sweep.handle
+    resid = entry[0][0]
+    size = chunk_size(handle, sweep.point, resid.shape[1], max_bytes)
+    last_only = layer < handle.n_layers - 1  # else the final block carries the hook
+    finals = []
+    for start in range(0, len(patches), size):
+        chunk = patches[start:start + size]
+
+        def write(value, chunk=chunk):
+            value.copy_(torch.where(_mask(sweep, chunk, value), src.to(value.device, value.dtype), value))
+
+        hook = handle.arch.hook(handle.module, sweep.point, layer, write)
+        try:
+            out = blocks_from(handle, layer, copies(resid, len(chunk)), entry, last_only=last_only)
+        finally:
+            hook.remove()
+        finals.append(out[:, -1])
+    return torch.cat(finals)
+
+
+def _h_wavefront(sweep: Patching, terms: dict, entries, corrupt_final: torch.Tensor, max_bytes: int,
+                 count: Counter, stop):
+    """Mamba's `h` (module docstring), every swept layer at once, patches grouped by their first
+    position p. A patch at layer l changes block l's output by the family's response
+    (`Family.y_response`) to y's change C_t · E_t, E_t = Ā_t E_{t-1} + e_t, e the clean − corrupt
+    state at the patch's positions; the patched block is never rerun. Blocks above run on
+    positions p.. only (`mamba_suffix.block_suffix`, from the corrupt run's prefixes), on every
+    row patched below them at once: block k takes the rows of layers < k, then the rows of layer
+    k join. Returns ({(layer, patch index): final residual [d]}, stopped)."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    blocks, L = arch.blocks(handle.module), handle.n_layers
+    prefixes = {k: Prefix.of(blocks[k], terms[k]) for k in range(min(sweep.layers) + 1, L)}
+    done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
+            if not patch}
+    starts = sorted({min(patch) for patch in sweep.patches if patch})
+    for p in starts:
+        if stop is not None and stop.is_set():
+            return done, True
+        group = [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]
+        with handle.lock, torch.inference_mode():
+            rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
+            for k in range(min(sweep.layers), L):
+                if rows is not None:
+                    rows = _blocks_suffix(handle, blocks[k], rows, prefixes[k], p, k == L - 1, max_bytes)
+                if k in sweep.layers:
+                    joined = _patched_block(sweep, k, terms[k], entries, corrupt_final, [sweep.patches[i] for i in group], p)
+                    rows = joined if rows is None else torch.cat([rows, joined])
+                    keys += [(k, i) for i in group]
+        done.update({key: final for key, final in zip(keys, rows[:, -1])})
+        count.add(len(sweep.layers) * len(group))
+    return done, False
+
+
+def _patched_block(sweep: Patching, layer: int, terms: dict, entries, corrupt_final, patches, p: int) -> torch.Tensor:
+    """Block `layer`'s output at positions p.. [len(patches), T - p, d] with each patch of `h`
+    (only the last position, [len(patches), 1, d], at the last layer: nothing reads more)."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    C, gate, diff = terms["C"].float(), terms["gate"], terms["diff"]
+    if "A_bar" not in terms:  # once per layer, for every group of patches
+        A, _ = arch.ssm_parameters(handle.module, layer)
+        delta = terms["delta"].float()
+        terms["A_bar"] = discretise(delta, A.to(delta.device), C)[0]  # Ā as the model's scan computed it
+    A_bar = terms["A_bar"]
+    e = diff.new_zeros(len(patches), *diff.shape[1:])
+    for i, positions in enumerate(patches):
+        e[i, list(positions)] = diff[0, list(positions)]
+    dy = (linear_scan(A_bar, e) @ C[..., None]).squeeze(-1)  # [b, T, d_in]; Ā [1, T, ...] broadcasts
+    if layer == handle.n_layers - 1:
+        return corrupt_final[:, None] + arch.y_response(handle.module, layer, dy[:, -1:], gate[:, -1:])
+    out = entries[layer + 1][0][0]  # the block's corrupt output, what enters the next block
+    return out[:, p:] + arch.y_response(handle.module, layer, dy[:, p:], gate[:, p:])
+
+
+def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only: bool, max_bytes: int):
+    """`mamba_suffix.block_suffix` on the rows in chunks that fit `max_bytes`."""
+    size = chunk_size(handle, None, rows.shape[1], max_bytes)
+    return torch.cat([block_suffix(block, rows[i:i + size], prefix, p, last_only)
+                      for i in range(0, len(rows), size)])
+
+
+# --- reading the runs ---------------------------------------------------------------------------
+
+def metric_of(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> np.ndarray:
+    """The metric (`METRICS`) of last-position logits [N, V]."""
+    logits = logits.float()
+    if metric == "logit":
+        value = logits[:, answer]
+    elif metric == "prob":
+        value = torch.softmax(logits, -1)[:, answer]
+    elif metric == "logprob":
+        value = torch.log_softmax(logits, -1)[:, answer]
+    elif wrong is not None:
+        value = logits[:, answer] - logits[:, wrong]
+    else:
+        top2 = logits.topk(2, dim=-1)
+        best_other = torch.where(top2.indices[:, 0] == answer, top2.values[:, 1], top2.values[:, 0])
+        value = logits[:, answer] - best_other
+    return value.detach().cpu().numpy().astype(np.float64)
+
+
+def recovery(m_patched, m_clean: float, m_corrupt: float):
+    """(m_patched − m_corrupt) / (m_clean − m_corrupt); NaN where the unpatched runs agree."""
+    gap = m_clean - m_corrupt
+    return (np.asarray(m_patched) - m_corrupt) / gap if gap != 0 else np.full(np.shape(m_patched), np.nan)
+
+
+@torch.no_grad()
+def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
+    """The frame of one model from the runs done ({(layer, patch index): final residual}), in
+    sweep order: the LM head on every run's final residual at once, the unpatched runs' two rows
+    included, and once per distinct residual (so equal residuals read equal metrics)."""
+    handle = sweep.handle
+    keys = [(layer, i) for layer in sweep.layers for i in range(len(sweep.patches)) if (layer, i) in done]
+    if not keys:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = torch.cat([torch.stack([done[key] for key in keys]), finals["clean"], finals["corrupt"]])
+    # one LM-head row per distinct residual: a matmul's rounding depends on where a row falls in the
+    # batch, and a run that ends on the clean (corrupt) residual must read exactly m_clean (m_corrupt)
+    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    with handle.lock:
+        logits = head(handle, [distinct])[inverse]
+    _check_finite(sweep, logits, keys)
+    metric = metric_of(logits, sweep.metric, sweep.answer, sweep.wrong)
+    m_clean, m_corrupt = float(metric[-2]), float(metric[-1])
+    attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
+    return pd.DataFrame({
+        "model": handle.name, "layer": [layer for layer, _ in keys],
+        "kind": [handle.layer_kind(layer) for layer, _ in keys], "position": [sweep.labels[i] for _, i in keys],
+        "component": sweep.component, "metric_patched": metric[:-2],
+        "recovery": recovery(metric[:-2], m_clean, m_corrupt)})[list(COLUMNS)]
+
+
+def _attrs(sweeps) -> dict:
+    return {"metric": sweeps[0].metric, "component": sweeps[0].component, "m_clean": {}, "m_corrupt": {},
+            "answer": {s.handle.name: s.answer for s in sweeps}, "wrong": {s.handle.name: s.wrong for s in sweeps},
+            "tokens": {s.handle.name: s.handle.decode_tokens(s.clean[0].tolist()) for s in sweeps},
+            "corrupt_tokens": {s.handle.name: s.handle.decode_tokens(s.corrupt[0].tolist()) for s in sweeps},
+            "layers": {s.handle.name: s.layers for s in sweeps}}
+
+
+def _check_finite(sweep: Patching, logits: torch.Tensor, keys) -> None:
+    bad = (~torch.isfinite(logits).all(-1)).nonzero()
+    if len(bad):
+        i = bad[0].item()
+        where = ("the unpatched clean run" if i == len(keys) else "the unpatched corrupt run" if i > len(keys)
+                 else f"layer {keys[i][0]}, position {sweep.labels[keys[i][1]]}")
+        raise NonFiniteError(f"{sweep.handle.name}: the last position's logits are NaN or infinite at {where} "
+                             f"(patching {sweep.component!r}); the activations overflow {sweep.handle.dtype}")
+
+
+def _check_cache_fits(sweep: Patching) -> None:
+    """The clean values of every swept layer are held at once: refuse what would not fit."""
+    handle = sweep.handle
+    features = int(np.prod(handle.arch.feature_shape(handle.module.config, sweep.point)))
+    need = FP32_BYTES * len(sweep.layers) * sweep.T * features
+    memory.check_fits(need, f"caching {sweep.point!r} of {len(sweep.layers)} layers × {sweep.T} tokens of "
+                            f"{handle.name}", "sweep fewer layers per call, or shorten the prompts")
+
+
+# --- argument checks ---------------------------------------------------------------------------
+
+def components(handle: Model) -> tuple[str, ...]:
+    """The components `patch_sweep` accepts for this model: patchable points, then z.<head>."""
+    arch = handle.arch
+    heads = arch.dims(handle.module.config).get("heads") if arch.find("z") is not None else None
+    return arch.patchable + (tuple(f"z.{h}" for h in range(heads)) if heads else ())
+
+
+def _component(handle: Model, component) -> tuple[str, int | None]:
+    valid = components(handle)
+    if component in valid:
+        if isinstance(component, str) and component.startswith("z."):
+            return "z", int(component[2:])
+        return component, None
+    point = handle.arch.find(component) if isinstance(component, str) else None
+    why = ("" if point is None else f"{component!r} has no position axis to patch; " if not point.patchable
+           else "model-level points have no layer; ")
+    heads = [c for c in valid if c.startswith("z.")]
+    shown = [c for c in valid if not c.startswith("z.")] + ([f"z.0..z.{len(heads) - 1} (one head)"] if heads else [])
+    raise ValueError(f"{handle.name}: component {component!r} cannot be patched; {why}valid: {', '.join(shown)}")
+
+
+def _patches(positions, T: int):
+    """(patches, labels) from the positions argument (module docstring)."""
+    if positions is None:
+        return tuple((p,) for p in range(T)), tuple(range(T))
+    if isinstance(positions, str):
+        if positions != "all":
+            raise ValueError(f"positions must be None, 'all', or a list of positions / tuples of positions, "
+                             f"got {positions!r}")
+        return (tuple(range(T)),), ("all",)
+    items = [positions] if is_int(positions) else positions
+    try:
+        items = list(items)
+    except TypeError:
+        raise ValueError(f"positions must be None, 'all', or a list of positions / tuples of positions, "
+                         f"got {positions!r}") from None
+    if not items:
+        raise ValueError("positions must name at least one patch; a patch of nothing is the tuple ()")
+    patches, labels = [], []
+    for item in items:
+        item = tuple(range(T)) if isinstance(item, str) and item == "all" else item
+        group = item if isinstance(item, (tuple, list)) else (item,)
+        bad = [p for p in group if not (is_int(p) and -T <= p < T)]
+        if bad:
+            raise ValueError(f"positions must be token positions in {-T}..{T - 1} for these {T}-token prompts "
+                             f"(or tuples of them), got {item!r}")
+        group = tuple(sorted(dict.fromkeys(int(p) % T for p in group)))
+        patches.append(group)
+        labels.append(group[0] if isinstance(item, (int, np.integer)) else
+                      "all" if group == tuple(range(T)) else "none" if not group else ",".join(map(str, group)))
+    return tuple(patches), tuple(labels)

@@ -1,0 +1,362 @@
+"""The base of the adapters: `Point`, `Family`, `TransformersFamily` and the helpers the families share.
+
+The registry (`FAMILIES`, `get`, `detect`) is the package's `__init__`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..base import checkpoint
+from ..base.checkpoint import ModelLoadError, first_names
+
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Point:
+    """One hook point of one family.
+
+    module: the dotted path of the module under the model whose input or output it is, with
+        `{l}` standing for the layer (absent: a model-level point), e.g. "layers.{l}.mixer.hook_h".
+    io: "output", or "input" (the module's first positional argument).
+    item: the element of a tuple output (GPT-2's attention returns (out, pattern)).
+    part: "q", "k" or "v": that third of a fused [..., 3·d] output, as a view (edits write through).
+    shape: in glossary letters, e.g. "[b, l, d_in, n]"; the letters after [b, l] are the
+        per-position feature shape that noise and channels use.
+    affine: the block's output is affine in noise added here (`restart.run_rays` restarts from it).
+    refused: why noise on this point is refused (None: it may be noised).
+    ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
+    patchable: activation patching may replace it position by position (`compare.analyses.patching`):
+        its second axis is positions (not `pattern`'s heads).
+    grad_at: the point whose gradient is that of an edit here, where the edit is not read as a
+        replacement (Mamba's `h`: an edit enters the recurrence as an increment of `write`);
+        None: the point's own gradient (`compare.analyses.attribution`).
+    kinds: the layer kinds that have this point (`Family.layer_kinds`), e.g. ("attention",) for
+        `pattern` in a hybrid; None: every layer has it (the residual points, and every point of
+        a family whose layers are all of one kind).
+    """
+    name: str
+    module: str
+    shape: str
+    io: str = "output"
+    item: int | None = None
+    part: str | None = None
+    affine: bool = False
+    refused: str | None = None
+    ssm: bool = False
+    patchable: bool = True
+    grad_at: str | None = None
+    kinds: tuple[str, ...] | None = None
+
+    @property
+    def per_layer(self) -> bool:
+        return "{l}" in self.module
+
+    def on(self, kind: str) -> bool:
+        """Whether a layer of `kind` ("attention", "ssm", or both joined by "+") has this point."""
+        return self.kinds is None or any(k in self.kinds for k in kind.split("+"))
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.shape.strip("[]").split(","))
+
+
+def model_points(embed: str, final_norm: str, logits: str) -> tuple[Point, ...]:
+    """The model-level points every family has, from the paths of the modules whose outputs they are."""
+    return (Point("embed", embed, "[b, l, d]"), Point("final_norm", final_norm, "[b, l, d]"),
+            Point("logits", logits, "[b, l, V]"))
+
+
+class Family:
+    """The adapter base: generic access to the registry; subclasses give the architecture."""
+
+    name: str  # the key of FAMILIES, stored as `Model.family` and in results
+    title: str  # for people: "GPT-2"
+    points: tuple[Point, ...]  # per-layer points in forward order, then the model-level ones
+    aliases: dict[str, str] = {}  # short name -> Hub id
+    tokenizer: str  # Hub id of the tokenizer used when a checkpoint ships none
+    blocks_path: str  # dotted path of the ModuleList of blocks
+    norm_path: str  # the final norm
+    rays: bool = False  # `next_on_rays`: the block after an affine injection runs on rays
+    mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
+    lens_point: str = "resid_post"  # what `head` decodes per layer in the logit lens (`compare.analyses.lens`)
+    attribution: tuple[str, ...] = ("resid_pre", "resid_post")  # attribution patching's default components
+    default_component: str = "resid_post"  # what `compare.reproduce` noises (the thesis: h(t) on Mamba)
+
+    # --- the kind of each layer ---------------------------------------------------------------
+
+    def layer_kinds(self, module: nn.Module) -> tuple[str, ...]:
+        """The kind of each layer, by how it mixes positions: "attention", "ssm", or "attention+ssm"
+        for a layer running both side by side (Falcon-H1). A hybrid reads it off its config; every
+        other family's layers are all `mixing`."""
+        return (self.mixing,) * self.n_layers(module)
+
+    def layer_kind(self, module: nn.Module, layer: int) -> str:
+        return self.layer_kinds(module)[layer]
+
+    def mixes(self, module: nn.Module, layer: int, kind: str) -> bool:
+        """Whether layer `layer` mixes positions by `kind` ("attention" or "ssm"; Falcon-H1's by both)."""
+        return kind in self.layer_kind(module, layer).split("+")
+
+    def points_at(self, module: nn.Module, layer: int) -> tuple[str, ...]:
+        """The per-layer points layer `layer` has (those whose `Point.kinds` include its kind)."""
+        kind = self.layer_kind(module, layer)
+        return tuple(p.name for p in self.points if p.per_layer and p.on(kind))
+
+    def layers_with(self, module: nn.Module, name: str) -> tuple[int, ...]:
+        """The layers that have point `name`."""
+        return tuple(l for l in range(self.n_layers(module)) if name in self.points_at(module, l))
+
+    # --- the registry ---------------------------------------------------------------------
+
+    def point(self, name: str) -> Point:
+        return next(p for p in self.points if p.name == name)
+
+    def find(self, name) -> Point | None:
+        """The point called `name`, or None (any value: user input is checked with this)."""
+        return next((p for p in self.points if p.name == name), None)
+
+    @property
+    def layer_points(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.points if p.per_layer)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Per-layer points, then model-level ones."""
+        return self.layer_points + tuple(p.name for p in self.points if not p.per_layer)
+
+    @property
+    def noisable(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.points if p.per_layer and p.refused is None)
+
+    @property
+    def role(self) -> str:
+        """Which of the thesis's two roles the architecture fits: "ssm" (Mamba's: positions mixed by a
+        state-space scan) or "transformer" (GPT-2's: by attention)."""
+        return "ssm" if self.mixing == "ssm" else "transformer"
+
+    @property
+    def patchable(self) -> tuple[str, ...]:
+        """Per-layer points activation patching may replace at chosen positions (`Point.patchable`)."""
+        return tuple(p.name for p in self.points if p.per_layer and p.patchable)
+
+    def feature_shape(self, config, name: str) -> tuple[int, ...]:
+        """The per-position shape of a point: its letters after [b, l], sized by `dims`."""
+        dims = self.dims(config)
+        return tuple(dims[letter] for letter in self.point(name).letters[2:])
+
+    # --- where a point lives ------------------------------------------------------------------
+
+    def locate(self, root, name: str, layer: int | None):
+        """The module (or, under nnsight, its envoy) that holds the point under `root`."""
+        for part in self.point(name).module.format(l=layer).split("."):
+            root = root[int(part)] if part.isdigit() else getattr(root, part)
+        return root
+
+    def trace_value(self, root, name: str, layer: int | None):
+        """The live value of a point inside an nnsight trace on `root` (`Model.nn`)."""
+        p = self.point(name)
+        envoy = self.locate(root, name, layer)
+        value = envoy.input if p.io == "input" else envoy.output
+        if p.item is not None:
+            value = value[p.item]
+        return thirds(value, p.part) if p.part else value
+
+    def hook(self, module: nn.Module, name: str, layer: int, add):
+        """A torch hook calling add(value) on the point, which edits it in place, as
+        ``point(...)[:, pos] += noise`` does in a trace. Returns the removable handle."""
+        p = self.point(name)
+        target = self.locate(module, name, layer)
+        if p.io == "input":
+            return target.register_forward_pre_hook(lambda mod, args: add(args[0]))
+
+        def on_output(mod, args, out):
+            value = out[p.item if p.item is not None else 0] if isinstance(out, tuple) else out
+            add(thirds(value, p.part) if p.part else value)
+        return target.register_forward_hook(on_output)
+
+    # --- the forward, piece by piece ------------------------------------------------------------
+
+    def blocks(self, module: nn.Module) -> nn.ModuleList:
+        return _walk(module, self.blocks_path)
+
+    def n_layers(self, module: nn.Module) -> int:
+        return len(self.blocks(module))
+
+    def head(self, module: nn.Module, resid: torch.Tensor) -> torch.Tensor:
+        """Logits from residuals [..., d]: the final norm, then the LM head."""
+        return module.lm_head(_walk(module, self.norm_path)(resid))
+
+    def blocks_from(self, module: nn.Module, start: int, resid: torch.Tensor, entry, stop: int | None = None,
+                    last_only: bool = False) -> torch.Tensor:
+        """The residual [b, l, d] after blocks start..stop-1 (default: to the last block).
+
+        entry: (args, kwargs) the model passed block `start` in the clean forward (the mask and
+        position arguments are reused; args[0], the residual, is replaced by `resid`).
+        last_only: the final block may compute its last position only, [b, 1, d].
+        """
+        raise NotImplementedError
+
+    def next_on_rays(self, module: nn.Module, layer: int) -> bool:
+        """Whether the block after `layer` runs on rays (`restart.run_rays`; Mamba's in_proj trick)."""
+        return self.rays and layer + 1 < self.n_layers(module)
+
+    def ray_projection(self, module: nn.Module, layer: int, value: torch.Tensor) -> torch.Tensor:
+        """What block `layer` computes of a residual [*, T, d] that is linear in it, for
+        `block_on_rays` (families with `rays`): of the clean output, then of each response."""
+        raise NotImplementedError(f"{self.title} has no ray path")
+
+    def block_on_rays(self, module: nn.Module, layer: int, inputs: torch.Tensor, level: torch.Tensor,
+                      clean_proj: torch.Tensor, response_proj: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Block `layer`'s output [b, T, d] (or [b, 1, d], last_only) on inputs = clean + level ·
+        response, from the `ray_projection`s of clean and of the responses [b, T, ·] instead of
+        one per run. The block's hook points are not called: nothing hooks a block after the
+        injected one."""
+        raise NotImplementedError(f"{self.title} has no ray path")
+
+    def stages(self, module: nn.Module, ids: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """(stage, output) of the forward re-run stage by stage — embedding, each layer, final
+        norm, LM head — without registering a hook (other callers see nothing)."""
+        resid, args, kwargs = self.embed(module, ids)
+        yield "the embedding", resid
+        blocks = self.blocks(module)
+        for i, block in enumerate(blocks):
+            resid = block(resid, *args, **kwargs)
+            yield f"layer {i} (of {len(blocks)})", resid
+        resid = _walk(module, self.norm_path)(resid)
+        yield "the final norm", resid
+        yield "the LM head", module.lm_head(resid)
+
+    def ssm_parameters(self, module: nn.Module, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A [d_in, n], D [d_in]) of a layer's selective SSM in fp32, as its scan uses them
+        (families with mixing "ssm"; `compare.hidden_attention`, `compare.knockout`)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    attention_units: str = "d_in"  # the glossary letter whose entries hidden attention's α is per (families with mixing "ssm")
+    attention_points: tuple[str, ...] = ()  # the points `hidden_attention_terms` reads, in forward order
+
+    def hidden_attention_terms(self, module: nn.Module, layer: int, seen: dict, units: torch.Tensor):
+        """(α [U, T, T], x [T, U, ...], D [U], y [T, U, ...]) of a layer's SSM for the `units`
+        (indices into `attention_units`), from `seen`, the `attention_points` of one forward (batch
+        row 0), such that y_t = Σ_s α[:, t, s] x_s + D x_t (`compare.hidden_attention`)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    h_wavefront: bool = False  # patching `h` may take `patching._h_wavefront` (Mamba-1's block: `y_response`, `mamba_suffix`)
+
+    def y_response(self, module: nn.Module, layer: int, dy: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """The change of block `layer`'s output [b, l, d] for a change dy of the SSM's output y
+        (families with mixing "ssm"; `patching` restarts a patch of `h` from it)."""
+        raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    def embed(self, module: nn.Module, ids: torch.Tensor):
+        """(residual entering block 0, extra args, extra kwargs of every block) for `stages`."""
+        raise NotImplementedError
+
+    # --- sizes and memory -------------------------------------------------------------------------
+
+    def dims(self, config) -> dict[str, int]:
+        """The size of each glossary letter for a loaded model's config."""
+        raise NotImplementedError
+
+    def layer_bytes(self, config, T: int, *, ssm: bool = False) -> int:
+        """Rough peak bytes of one batch item through one layer (its largest live activations)."""
+        raise NotImplementedError
+
+    def grad_bytes(self, config, T: int) -> int:
+        """Rough bytes one layer keeps for the backward of a forward under autograd, one batch
+        item (`compare.analyses.attribution`); by default its peak activations (`layer_bytes`)."""
+        return self.layer_bytes(config, T)
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    def matches(self, config: dict) -> bool:
+        """Whether config.json describes a checkpoint of this family."""
+        raise NotImplementedError
+
+    def parameter_count(self, config: dict, directory: Path) -> int:
+        """Parameters the config describes (checked, naming `directory`'s config.json), before loading."""
+        raise NotImplementedError
+
+    def build(self, directory: Path, config: dict) -> nn.Module:
+        """The module with the checkpoint's weights; sizes and memory are checked before allocating."""
+        raise NotImplementedError
+
+    def embedding(self, module: nn.Module) -> nn.Embedding:
+        return module.get_input_embeddings()
+
+    def max_positions(self, config: dict) -> int | None:
+        return None
+
+    def ignored(self, key: str) -> bool:
+        """Checkpoint entries that are not weights (buffers old exports saved) and are dropped."""
+        return False
+
+
+class TransformersFamily(Family):
+    """A family on transformers' own module tree, built from the checked state dict."""
+
+    model_type: str  # config.json's model_type
+    classes: tuple[str, str]  # (config class, model class) in transformers
+    attention = "eager"  # the attention implementation: eager returns the probabilities (`pattern`)
+
+    def matches(self, config):
+        return config.get("model_type") == self.model_type
+
+    def build(self, directory, config):
+        import transformers
+
+        checkpoint.check_memory(self.parameter_count(config, directory), directory)
+        path, state = checkpoint.read_weights(directory, ignored=self.ignored)
+        config_class, model_class = (getattr(transformers, name) for name in self.classes)
+        return from_state_dict(model_class, transformers_config(config_class, config, directory), state, path,
+                               self.attention)
+
+
+def thirds(fused: torch.Tensor, part: str) -> torch.Tensor:
+    """q, k or v out of a fused [..., 3·d] projection (a view: edits write through)."""
+    d = fused.shape[-1] // 3
+    i = "qkv".index(part)
+    return fused[..., i * d:(i + 1) * d]
+
+
+def causal_mask(resid: torch.Tensor) -> torch.Tensor:
+    """The mask transformers gives eager attention, [1, 1, l, l]: added to the scores, finfo.min
+    above the diagonal."""
+    T = resid.shape[1]
+    return torch.full((1, 1, T, T), torch.finfo(resid.dtype).min, device=resid.device, dtype=resid.dtype).triu(1)
+
+
+def from_state_dict(model_class, cfg, state: dict[str, torch.Tensor], path: Path, attn: str) -> nn.Module:
+    """A transformers model from a state dict already read and checked; transformers maps its key
+    names and reports what did not fit, which is refused here naming the first tensors."""
+    module, info = model_class.from_pretrained(
+        None, config=cfg, state_dict=state, attn_implementation=attn,
+        dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True)
+    mismatched = sorted(info["mismatched_keys"])
+    if mismatched:
+        key, got, expected = mismatched[0]
+        raise ModelLoadError(f"{path}: the weights do not match config.json: {len(mismatched)} tensors "
+                             f"have other shapes, e.g. {key} is {tuple(got)} where the config needs "
+                             f"{tuple(expected)}")
+    if info["missing_keys"]:
+        raise ModelLoadError(f"{path}: the weights lack tensors config.json needs: "
+                             f"{first_names(sorted(info['missing_keys']))}")
+    return module
+
+
+def transformers_config(config_class, config: dict, directory: Path):
+    try:
+        return config_class.from_dict(config)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{directory / 'config.json'}: transformers refuses this {config_class.__name__}: "
+                             f"{err}") from None
+
+
+def _walk(root, path: str):
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root

@@ -1,0 +1,3 @@
+"""A loaded model (`Model`), its loading, tokenizer, vocabularies, isolation and points.
+
+Imports `base`, `ssm`, `families`."""

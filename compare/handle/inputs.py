@@ -1,0 +1,60 @@
+"""Argument checks shared by the analyses (noise sweeps, patching, causal tracing, knockout, hidden attention).
+
+Each raises a ValueError that names the argument and the values it accepts, before any compute.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..base.checks import byte_budget, is_int, layer_list, position_list  # noqa: F401  (the analyses import them from here too)
+from .loading import cached_model
+from .model import Model, parse_dtype
+
+
+def handle_of(model, dtype=None) -> Model:
+    """A loaded `Model`, or one loaded (once per process) from a source string, in `dtype`
+    (None: float32) — a dtype for an already loaded model must be the one it has."""
+    if isinstance(model, Model):
+        if dtype is not None and parse_dtype(dtype) != model.dtype:
+            raise ValueError(f"dtype={dtype!r}: model is already loaded, in {model.dtype}; dtype applies to a "
+                             "model given by source (or load it with load_model(..., dtype=...))")
+        return model
+    if isinstance(model, str):
+        return cached_model(model, dtype=dtype)
+    raise ValueError(f"model must be a loaded Model or a source string for compare.load_model, "
+                     f"got {type(model).__name__}")
+
+
+def handles_of(model) -> list[Model]:
+    """One model or a list of them (results side by side), each checked by `handle_of`."""
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("model must be a Model, a source string, or a non-empty list of them")
+    handles = [handle_of(m) for m in models]
+    names = [h.name for h in handles]
+    if len(set(names)) < len(names):
+        raise ValueError(f"model: each model must appear once (the results name them), got {names}")
+    return handles
+
+
+def prompt_ids(handle: Model, prompt, what: str = "prompt") -> torch.Tensor:
+    """[1, T] token IDs of text or of IDs [T] (checked by `Model.as_input`)."""
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError(f"{what} must be a non-empty string or token IDs [T], got ''")
+        return handle.as_input(handle.encode(prompt))
+    ids = handle.as_input(prompt)
+    if ids.shape[0] != 1:
+        raise ValueError(f"{what} must be one sequence (text or token IDs [T]), got shape {tuple(ids.shape)}")
+    return ids
+
+
+def token_id(handle: Model, token, what: str) -> int:
+    """A one-token string (" Mary") or a token ID of `handle`'s vocabulary."""
+    if isinstance(token, str):
+        return handle.single_token(token, what=what)
+    if isinstance(token, (int, np.integer)) and not isinstance(token, bool) and 0 <= token < handle.vocab_size:
+        return int(token)
+    raise ValueError(f"{what} must be a one-token string or a token ID in 0..{handle.vocab_size - 1} "
+                     f"for {handle.name}, got {token!r}")

@@ -1,0 +1,3 @@
+"""Pure measures over runs: metrics (L, K, P), phase transitions.
+
+Imports the layers below."""

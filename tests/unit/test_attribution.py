@@ -1,0 +1,134 @@
+"""attribution_patch: against the exact patch_sweep on the same pairs (correlation over layers ×
+positions; exact where the metric is affine in the patched value), the gradient of an edit of
+Mamba's h through the recurrence against finite differences, and bad input refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compare import patch_sweep
+from compare.analyses.attribution import COLUMNS, attribution_patch, metric_value
+from test_lens import identity_norm
+
+CLEAN = "When Mary and John went to the store , John gave a drink to"
+CORRUPT = "When Mary and John went to the store , Mary gave a drink to"
+KW = dict(answer=" Mary", wrong=" John")
+# Pythia's tiny model is left out of the correlation: there the patch paths are strongly
+# nonlinear (its gradients are checked by finite differences below); measured 0.00 (resid_pre),
+# 0.37 (attn_out), 0.22 (resid_post) on this pair.
+CORRELATED = [("mamba", "resid_pre"), ("mamba", "resid_post"), ("mamba", "h"),
+              ("gpt2", "resid_pre"), ("gpt2", "resid_mid"), ("gpt2", "resid_post")]
+
+
+def exact_change(handle, component, **kw):
+    df = patch_sweep(CLEAN, CORRUPT, model=handle, component=component, **KW, **kw)
+    return df, df["metric_patched"].to_numpy() - df.attrs["m_corrupt"][handle.name]
+
+
+@pytest.mark.parametrize("family,component", CORRELATED)
+def test_estimates_correlate_with_exact_patching_over_layers_and_positions(tiny, family, component):
+    handle = tiny[0][family]
+    est = attribution_patch(CLEAN, CORRUPT, model=handle, components=[component], **KW)
+    exact, change = exact_change(handle, component)
+    assert list(est.columns) == list(COLUMNS)
+    assert est[["layer", "position"]].equals(exact[["layer", "position"]])
+    assert np.corrcoef(change, est["estimate"])[0, 1] >= 0.9
+
+
+@pytest.mark.parametrize("family,component", [
+    ("mamba", "resid_post"), ("mamba", "mixer_out"), ("mamba", "y"), ("mamba", "h"),
+    ("gpt2", "resid_post"), ("gpt2", "mlp_out"),
+    ("pythia", "resid_post"), ("pythia", "attn_out"), ("pythia", "mlp_out")])
+def test_exact_where_the_metric_is_affine_in_the_patched_value(tiny, family, component):
+    """The last layer, the last position, logit_diff with `wrong`, the final norm the identity:
+    the metric is affine in these values (Mamba's h_T through y_T = C_T · h_T + D x_T; Pythia's
+    attn_out as its MLP runs in parallel, not GPT-2's, whose MLP reads it)."""
+    handle = identity_norm(tiny[0][family])
+    kw = dict(layers=[-1], positions=[-1])
+    est = attribution_patch(CLEAN, CORRUPT, model=handle, components=[component], **KW, **kw)
+    _, change = exact_change(handle, component, **kw)
+    np.testing.assert_allclose(est["estimate"], change, rtol=1e-4, atol=1e-6)
+    assert abs(change[0]) > 1e-3  # a real effect, not 0 = 0
+
+
+@pytest.mark.parametrize("family,component,layer,position", [
+    ("mamba", "h", 0, 9), ("mamba", "h", 1, 10), ("mamba", "h", 0, 13),
+    ("pythia", "resid_pre", 1, 9), ("pythia", "resid_pre", 1, 13), ("gpt2", "resid_pre", 1, 10)])
+def test_the_gradient_matches_finite_differences_of_the_hook_points_edit(tiny, family, component, layer, position):
+    """On Mamba's h the edit is the hook point's (an increment carried by the recurrence), so this
+    checks the reverse scan of `scan.LinearScan` behind the estimate."""
+    handle = tiny[0][family]
+    arch = handle.arch
+    ids = {run: handle.as_input(handle.encode(text)) for run, text in (("clean", CLEAN), ("corrupt", CORRUPT))}
+    values = {}
+    for run in ids:
+        hook = arch.hook(handle.module, component, layer, lambda v, run=run: values.__setitem__(run, v.detach().clone()))
+        try:
+            handle.logits(ids[run])
+        finally:
+            hook.remove()
+    direction = (values["clean"] - values["corrupt"])[:, position]
+    a, w = handle.encode(" Mary")[0], handle.encode(" John")[0]
+
+    def metric(eps):
+        def edit(v):
+            v[:, position] += eps * direction
+
+        hook = arch.hook(handle.module, component, layer, edit)
+        try:
+            return float(metric_value(handle.logits(ids["corrupt"])[0, -1], "logit_diff", a, w))
+        finally:
+            hook.remove()
+
+    # central differences: truncation O(eps²), fp32 rounding of the metric ~1e-7 / eps
+    eps = 0.05
+    fd = (metric(eps) - metric(-eps)) / (2 * eps)
+    est = attribution_patch(CLEAN, CORRUPT, model=handle, components=[component], layers=[layer], positions=[position],
+                            **KW)
+    assert est["estimate"].item() == pytest.approx(fd, rel=5e-3, abs=1e-5)
+
+
+def test_defaults_are_the_familys_components_from_one_call_for_several_models(tiny):
+    handles = [tiny[0]["mamba"], tiny[0]["gpt2"]]
+    df = attribution_patch(CLEAN, CORRUPT, model=handles, positions=[9, "all", ()], **KW)
+    for handle in handles:
+        rows = df[df["model"] == handle.name]
+        assert tuple(dict.fromkeys(rows["component"])) == handle.arch.attribution
+        assert len(rows) == len(handle.arch.attribution) * handle.n_layers * 3
+        # a patch of nothing changes nothing; a patch of every position sums the positions' estimates
+        assert (rows.loc[rows["position"] == "none", "estimate"] == 0).all()
+        m_clean, m_corrupt = df.attrs["m_clean"][handle.name], df.attrs["m_corrupt"][handle.name]
+        np.testing.assert_allclose(rows["recovery"], rows["estimate"] / (m_clean - m_corrupt))
+    logits = handles[1].logits(handles[1].encode(CLEAN))[0, -1]
+    a, w = handles[1].encode(" Mary")[0], handles[1].encode(" John")[0]
+    assert df.attrs["m_clean"][handles[1].name] == pytest.approx((logits[a] - logits[w]).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(components=["pattern"]), "components must be"),
+    (dict(components=["q"]), "'q' cannot be estimated"),
+    (dict(components=[]), "components must be"),
+    (dict(answer=" Mary John"), "answer"),
+    (dict(layers=[5]), "layers"),
+    (dict(positions=[40]), "positions"),
+    (dict(metric="kl"), "metric"),
+])
+def test_bad_input_is_refused_naming_the_argument(tiny, kwargs, match):
+    args = {**KW, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        attribution_patch(CLEAN, CORRUPT, model=tiny[0]["gpt2"], **args)
+
+
+def test_nothing_is_left_on_the_shared_model(tiny):
+    handle = tiny[0]["mamba"]
+    attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
+    assert all(p.grad is None for p in handle.module.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in handle.module.modules())
+
+
+def test_frozen_parameters_give_the_same_estimates(tiny):
+    handle = identity_norm(tiny[0]["gpt2"])
+    before = attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
+    handle.module.requires_grad_(False)
+    after = attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
+    np.testing.assert_allclose(after["estimate"], before["estimate"], rtol=1e-6, atol=1e-9)

@@ -1,0 +1,72 @@
+"""channel_sensitivity: one row per channel, noise restricted to the channel, ranked by flips."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from compare.analyses.channels import channel_sensitivity
+from compare.analyses.noise import draw_noise
+
+PROMPT = "When Mary and John went to the store , John gave a drink to"
+
+
+def test_h_is_ranked_along_channels_and_state_dimensions(tiny):
+    handle = tiny[0]["mamba"]
+    df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component="h", layer=0, level=3.0, trials=2)
+    cfg = handle.module.config
+    assert df.groupby("axis").size().to_dict() == {"channel": cfg.d_inner, "state": cfg.d_state}
+    for _, g in df.groupby("axis"):
+        assert list(g["rank"]) == list(range(1, len(g) + 1))
+        assert g["flip_rate"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("family,component", [("gpt2", "mlp_out"), ("pythia", "q")])
+def test_one_channel_row_equals_a_hand_written_masked_trace(tiny, family, component):
+    handle, layer, level, channel = tiny[0][family], 1, 4.0, 5
+    df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component=component, layer=layer,
+                             level=level, trials=3, scale="absolute", seed=2)
+    ids = handle.as_input(handle.encode(PROMPT))
+    target = handle.encode(" Mary")[0]
+    clean = handle.logits(ids)[0, -1].argmax().item()
+    p, flips = [], []
+    for trial in range(3):
+        eps = draw_noise((ids.shape[1], 32), seed=2, layer=layer, trial=trial, distribution="gaussian")
+        mask = torch.zeros_like(eps)
+        mask[:, channel] = 1
+        with handle.nn.trace(ids):
+            handle.point(component, layer)[0] += level * eps * mask
+            logits = handle.point("logits").save()
+        last = logits[0, -1, : handle.vocab_size]
+        p.append(torch.softmax(last, -1)[target].item())
+        flips.append(last.argmax().item() != clean)
+    row = df[(df["axis"] == "channel") & (df["channel"] == channel)].iloc[0]
+    assert row["p_target"] == pytest.approx(np.mean(p), abs=1e-5)
+    assert row["flip_rate"] == pytest.approx(np.mean(flips))
+
+
+def test_reading_the_runs_in_blocks_changes_nothing(tiny, monkeypatch):
+    kw = dict(model=tiny[0]["mamba"], target=" Mary", component="h", layer=1, level=3.0, trials=2)
+    whole = channel_sensitivity(PROMPT, **kw)
+    monkeypatch.setattr("compare.analyses.noise.READ_ROWS", 7)  # 7 runs of the 2 × (d_in + n) per block
+    pd.testing.assert_frame_equal(channel_sensitivity(PROMPT, **kw), whole, check_exact=False, atol=1e-6, rtol=0)
+
+
+def test_zero_noise_flips_nothing(tiny):
+    df = channel_sensitivity(PROMPT, model=tiny[0]["mamba"], target=" Mary", component="x", layer=1,
+                             level=0.0, trials=1)
+    assert (df["flip_rate"] == 0).all() and len(df) == tiny[0]["mamba"].module.config.d_inner
+
+
+def test_bad_layer_is_refused(tiny):
+    with pytest.raises(ValueError, match="layer must be an int in 0..1"):
+        channel_sensitivity(PROMPT, model=tiny[0]["gpt2"], target=" Mary", component="mlp_out", layer=7, level=1.0)
+
+
+@pytest.mark.parametrize("kw,needle", [({"layer": [0, 1]}, "layer must be a single value"),
+                                       ({"level": [0.5, 1.0]}, "level must be a single value")])
+def test_a_sequence_where_one_layer_or_level_is_meant_is_refused_by_name(tiny, kw, needle):
+    args = dict(model=tiny[0]["gpt2"], target=" Mary", component="mlp_out", layer=0, level=1.0) | kw
+    with pytest.raises(ValueError, match=needle):
+        channel_sensitivity(PROMPT, **args)

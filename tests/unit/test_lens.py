@@ -1,0 +1,86 @@
+"""logit_lens: the last layer is the model's own logits, an identity final norm leaves a plain
+unembedding (computed by hand), the statistics match their definitions, bad input is refused."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from compare import Model
+from compare.analyses.lens import COLUMNS, logit_lens
+
+PROMPT = "When Mary and John went to the store , John gave a drink to"
+FAMILIES = ("mamba", "gpt2", "pythia")
+
+
+def identity_norm(handle: Model) -> Model:
+    """A copy of the handle whose final norm is the identity (the lens is then W_U · resid)."""
+    module = copy.deepcopy(handle.module)
+    owner, _, name = handle.arch.norm_path.rpartition(".")
+    parent = module
+    for part in filter(None, owner.split(".")):
+        parent = getattr(parent, part)
+    setattr(parent, name, torch.nn.Identity())
+    return Model(f"{handle.name}-identity-norm", handle.family, module, handle.tokenizer, handle.vocab_size,
+                 handle.max_positions)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_last_layer_is_the_models_own_logits_exactly(tiny, family):
+    handle = tiny[0][family]
+    df = logit_lens(PROMPT, model=handle, layers=[-1], k=3)
+    logits = handle.logits(handle.encode(PROMPT))[0]
+    logp = torch.log_softmax(logits, -1)
+    assert list(df.columns) == list(COLUMNS)
+    assert (df["kl"] == 0).all()
+    top = logp.topk(3, -1)
+    assert [list(t) for t in df["top_ids"]] == top.indices.tolist()
+    assert [list(t) for t in df["top_probs"]] == top.values.exp().double().tolist()
+    # without a target, each position's target is the model's own top token
+    assert (df["target_rank"] == 0).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_with_an_identity_final_norm_the_lens_is_a_plain_unembedding(tiny, family):
+    handle = identity_norm(tiny[0][family])
+    ids = handle.as_input(handle.encode(PROMPT))
+    saved = {}
+    with handle.nn.trace(ids):  # the residual after layer 0, read the way a user would
+        saved["r"] = handle.point("resid_post", 0).save()
+    resid = saved["r"][0].detach().double()
+    W = handle.module.lm_head.weight.detach().double()[: handle.vocab_size]
+    by_hand = torch.log_softmax(resid @ W.T, -1)  # [T, V]
+    final = torch.log_softmax(handle.logits(ids)[0].double(), -1)
+    target = handle.encode(" Mary")[0]
+    df = logit_lens(ids, model=handle, layers=[0], target=" Mary", k=2)
+    np.testing.assert_allclose(df["target_prob"], by_hand[:, target].exp(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(df["kl"], (final.exp() * (final - by_hand)).sum(-1), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(df["entropy"], -(by_hand.exp() * by_hand).sum(-1), rtol=1e-4)
+    assert df["target_rank"].tolist() == (by_hand > by_hand[:, target:target + 1]).sum(-1).tolist()
+    assert [list(t) for t in df["top_ids"]] == by_hand.topk(2, -1).indices.tolist()
+
+
+def test_several_models_give_rows_for_each_layer_and_position(tiny):
+    handles = [tiny[0]["mamba"], tiny[0]["gpt2"]]
+    df = logit_lens(PROMPT, model=handles, positions=[0, -1])
+    T = len(handles[0].encode(PROMPT))
+    for handle in handles:
+        rows = df[df["model"] == handle.name]
+        assert rows[["layer", "position"]].values.tolist() == [[l, p] for l in range(handle.n_layers) for p in (0, T - 1)]
+    assert df.loc[df["position"] == 0, "token"].eq("When").all()
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(target=" Mary John"), "target"),
+    (dict(target=10**6), "target"),
+    (dict(layers=[7]), "layers"),
+    (dict(layers="all"), "layers"),
+    (dict(positions=[99]), "positions"),
+    (dict(k=0), "k"),
+    (dict(lens="tuned"), "lens"),
+])
+def test_bad_input_is_refused_naming_the_argument(tiny, kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        logit_lens(PROMPT, model=tiny[0]["gpt2"], **kwargs)

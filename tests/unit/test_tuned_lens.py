@@ -1,0 +1,104 @@
+"""The tuned lens: identity translators are the logit lens exactly, training lowers held-out KL at
+every layer below the last on tiny random models of each family, a saved lens reloads
+bit-identically and is refused on another checkpoint, and an empty corpus is refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compare import load_model
+from compare.analyses.lens import logit_lens
+from compare.analyses.tuned_lens import TunedLens, load, save, train_tuned_lens
+from conftest import WORDS, build_gpt2, build_mamba_hf, build_pythia
+
+PROMPT = "When Mary and John went to the store , John gave a drink to"
+BUILDERS = {"mamba": build_mamba_hf, "gpt2": build_gpt2, "pythia": build_pythia}
+
+
+def texts(seed: int, count: int, words: int = 24) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, words)) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    """Three-layer tiny models (two layers with a translator), one per family."""
+    root = tmp_path_factory.mktemp("deep")
+    for family, build in BUILDERS.items():
+        build(root / family, n_layer=3)
+    return {family: load_model(root / family, device="cpu") for family in BUILDERS}
+
+
+@pytest.mark.parametrize("family", BUILDERS)
+def test_identity_translators_reproduce_the_logit_lens_exactly(tiny, family):
+    handle = tiny[0][family]
+    logit = logit_lens(PROMPT, model=handle, target=" Mary")
+    tuned = logit_lens(PROMPT, model=handle, target=" Mary", lens=TunedLens.identity(handle))
+    assert tuned.equals(logit)
+
+
+@pytest.mark.parametrize("family", BUILDERS)
+def test_training_lowers_held_out_kl_at_every_layer_below_the_last(deep, family):
+    handle = deep[family]
+    steps = []
+    lens = train_tuned_lens(handle, texts(0, 64), steps=60, lr=1e-2, seed=0, seq_len=32, batch=4,
+                            progress=lambda done, total: steps.append(done))
+    assert steps == list(range(1, 61)) and lens.meta["steps"] == 60
+    held_out = texts(1, 6)
+    logit = pd_mean_kl([logit_lens(t, model=handle) for t in held_out])
+    tuned = pd_mean_kl([logit_lens(t, model=handle, lens=lens) for t in held_out])
+    last = handle.n_layers - 1
+    assert tuned[last] == logit[last] == 0
+    for layer in range(last):
+        assert tuned[layer] < logit[layer], (layer, tuned, logit)
+
+
+def pd_mean_kl(frames):
+    import pandas as pd
+
+    return pd.concat(frames).groupby("layer")["kl"].mean().to_dict()
+
+
+def test_a_saved_lens_reloads_bit_identically_and_only_on_its_model(tiny, tmp_path):
+    handle, other = tiny[0]["gpt2"], tiny[0]["pythia"]
+    lens = train_tuned_lens(handle, texts(0, 8), steps=3, lr=1e-2, seed=0, seq_len=16)
+    again = load(save(lens, tmp_path / "lens"), model=handle)
+    for a, b in zip(lens.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    assert (again.source, again.digest, again.meta) == (lens.source, lens.digest, lens.meta)
+    assert logit_lens(PROMPT, model=handle, lens=again).equals(logit_lens(PROMPT, model=handle, lens=lens))
+    with pytest.raises(ValueError, match="model: this tuned lens was trained for"):
+        load(tmp_path / "lens", model=other)
+    with pytest.raises(ValueError, match="lens: this tuned lens was trained for"):
+        logit_lens(PROMPT, model=other, lens=again)
+
+
+def test_a_lens_is_refused_on_another_checkpoint_of_the_same_shape(tiny, tmp_path):
+    build_gpt2(tmp_path / "g", seed=7)
+    other = load_model(tmp_path / "g", device="cpu")
+    lens = TunedLens.identity(tiny[0]["gpt2"])
+    with pytest.raises(ValueError, match="lens: this tuned lens was trained for"):
+        logit_lens(PROMPT, model=other, lens=lens)
+
+
+def test_the_corpus_may_be_a_text_file_or_a_saved_suite(tiny, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    handle = tiny[0]["mamba"]
+    (tmp_path / "corpus.txt").write_text(" ".join(texts(0, 4)))
+    DatasetDict({"ioi": Dataset.from_dict({"text": texts(2, 4)})}).save_to_disk(str(tmp_path / "suite"))
+    for corpus in (tmp_path / "corpus.txt", tmp_path / "suite"):
+        lens = train_tuned_lens(handle, corpus, steps=1, seed=0, seq_len=16)
+        assert lens.meta["steps"] == 1 and lens.meta["tokens"] >= 16
+
+
+@pytest.mark.parametrize("corpus,match", [
+    (["", "   "], "texts: every text tokenises to nothing"),
+    ([], "texts must be a non-empty list"),
+    (["ok", 3], r"texts\[1\] must be a string"),
+    ("/no/such/corpus", "texts must be a list of strings"),
+])
+def test_a_corpus_without_tokens_is_refused(tiny, corpus, match):
+    with pytest.raises(ValueError, match=match):
+        train_tuned_lens(tiny[0]["gpt2"], corpus, steps=1, seed=0)
