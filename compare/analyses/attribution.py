@@ -47,7 +47,8 @@ import pandas as pd
 import torch
 
 from ..base import memory
-from ..handle.inputs import handles_of
+from ..base.hooks import temporary_hooks
+from ..engine.convention import analysis
 from .patching import COLUMNS as PATCH_COLUMNS
 from .patching import Patching, components as patch_components, prepare, recovery
 
@@ -55,6 +56,7 @@ COLUMNS = PATCH_COLUMNS + ("estimate",)
 FP32_BYTES = 4
 
 
+@analysis
 def attribution_patch(clean, corrupt, *, model, answer, wrong=None, components=None, layers=None, positions=None,
                       metric: str = "logit_diff") -> pd.DataFrame:
     """Estimated patching effects of every component, layer and patch (module docstring).
@@ -62,10 +64,10 @@ def attribution_patch(clean, corrupt, *, model, answer, wrong=None, components=N
     Arguments as `patching.patch_sweep`'s, with `components` a list (default: each model's
     `Family.attribution`). Returns one row per (model, component, layer, patch), columns
     `COLUMNS`; ``attrs`` as patch_sweep's, with m_clean and m_corrupt from the two forwards and
-    ``method`` "attribution".
+    ``method`` "attribution". dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
     frames, attrs = [], {"metric": metric, "method": "attribution", "m_clean": {}, "m_corrupt": {}, "components": {}}
-    for handle in handles_of(model):
+    for handle in [model]:  # one loaded handle; a list runs model by model (`engine.convention`)
         names = _components(handle, components)
         sweep = prepare(clean, corrupt, model=handle, answer=answer, wrong=wrong, component=names[0], layers=layers,
                         positions=positions, metric=metric)[0]
@@ -140,13 +142,9 @@ def _record_clean(sweep: Patching, points):
         kept[key] = value[0].detach().float().clone()
 
     with handle.lock:
-        hooks = [arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v))
-                 for p in points for l in sweep.layers]
-        try:
+        with temporary_hooks(*[arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v))
+                               for p in points for l in sweep.layers]):
             logits = handle.logits(sweep.clean)[0, -1]
-        finally:
-            for h in hooks:
-                h.remove()
     return kept, float(metric_value(logits, sweep.metric, sweep.answer, sweep.wrong))
 
 
@@ -181,20 +179,16 @@ def _backward(sweep: Patching, names, diff):
         seed.append(torch.zeros_like(value, requires_grad=True))
         value.add_(seed[0])
 
-    hooks = []
     with handle.lock, torch.enable_grad():
-        try:
-            hooks.append(arch.hook(handle.module, "embed", None, start))
+        with temporary_hooks() as hooks:
+            hooks.add(arch.hook(handle.module, "embed", None, start))
             for p in points:
                 at = arch.point(p).grad_at or p
                 for l in sweep.layers:
-                    hooks.append(arch.hook(handle.module, p, l, lambda v, key=(p, l): subtract(key, v)))
-                    hooks.append(arch.hook(handle.module, at, l, lambda v, key=(p, l): watch(key, v)))
+                    hooks.add(arch.hook(handle.module, p, l, lambda v, key=(p, l): subtract(key, v)))
+                    hooks.add(arch.hook(handle.module, at, l, lambda v, key=(p, l): watch(key, v)))
             out = handle.module(sweep.corrupt)
             logits = (out if isinstance(out, torch.Tensor) else out.logits)[0, -1, :handle.vocab_size].float()
-        finally:
-            for h in hooks:
-                h.remove()
         m = metric_value(logits, sweep.metric, sweep.answer, sweep.wrong)
         torch.autograd.grad(m, seed)
     return per_position, float(m.detach())

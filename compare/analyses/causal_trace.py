@@ -30,7 +30,9 @@ import pandas as pd
 import torch
 
 from ..base.checks import check_callbacks
+from ..base.hooks import temporary_hooks
 from ..handle.inputs import byte_budget, handles_of, is_int, position_list, prompt_ids, token_id
+from ..engine.convention import analysis
 from ..handle.model import Model
 from ..engine.restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, head
 
@@ -103,11 +105,13 @@ def subject_positions(handle: Model, ids: torch.Tensor, subject) -> tuple[int, .
     return tuple(i for i, end in enumerate(ends) if end > start and end - len(pieces[i]) < start + len(wanted))
 
 
+@analysis(native=True)
 def causal_trace(prompt, subject, *, model, samples=10, noise=3.0, window=1, seed=0, component="resid_post",
                  answer=None, max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None) -> pd.DataFrame:
     """Layers × positions of restored `component` (module docstring); one row per (model, layer,
     position), columns `COLUMNS`. ``attrs`` hold per model the answer, p_clean, p_corrupt, the
-    subject positions and σ. progress(done, total) after each layer; stop checked before each."""
+    subject positions and σ. progress(done, total) after each layer; stop checked before each.
+    model (one or a list), dtype, device, progress, stop: the calling convention (`engine.convention`)."""
     traces = prepare(prompt, subject, model=model, samples=samples, noise=noise, window=window, seed=seed,
                      component=component, answer=answer)
     max_bytes = byte_budget(max_bytes)
@@ -152,14 +156,11 @@ def record(trace: Trace):
     src, resid, seen = {}, {}, {}
     idx = list(trace.subject)
     with handle.lock:
-        hooks = [arch.hook(handle.module, trace.component, l, lambda v, l=l: src.__setitem__(l, v.detach().clone()))
-                 for l in trace.layers]
-        hooks.append(arch.hook(handle.module, "embed", None, lambda v: seen.__setitem__("embed", v.detach().clone())))
-        try:
+        with temporary_hooks(*[arch.hook(handle.module, trace.component, l,
+                                         lambda v, l=l: src.__setitem__(l, v.detach().clone()))
+                               for l in trace.layers]) as hooks:
+            hooks.add(arch.hook(handle.module, "embed", None, lambda v: seen.__setitem__("embed", v.detach().clone())))
             _, entries = clean_pass(handle, trace.ids, range(L))
-        finally:
-            for h in hooks:
-                h.remove()
         sigma = trace.noise * seen["embed"][0, idx].float().std().item()
         eps = trace.epsilon(seen["embed"].shape[-1])
 
@@ -167,14 +168,10 @@ def record(trace: Trace):
             value[:, idx] += (sigma * eps).to(value.device, value.dtype)
 
         blocks = arch.blocks(handle.module)
-        hooks = [arch.hook(handle.module, "embed", None, add)]
-        hooks += [blocks[l].register_forward_pre_hook(lambda m, args, l=l: resid.__setitem__(l, args[0].detach().clone()))
-                  for l in range(L)]
-        try:
+        with temporary_hooks(arch.hook(handle.module, "embed", None, add)) as hooks:
+            hooks.extend(blocks[l].register_forward_pre_hook(lambda m, args, l=l: resid.__setitem__(l, args[0].detach().clone()))
+                         for l in range(L))
             logits = handle.logits(trace.ids.repeat(trace.samples, 1))[:, -1]
-        finally:
-            for h in hooks:
-                h.remove()
     p_corrupt = torch.softmax(logits, -1)[:, trace.answer].mean().item()
     return src, resid, entries, p_corrupt, sigma
 
@@ -199,13 +196,10 @@ def restored(trace: Trace, layer: int, src, resid, entries, max_bytes: int) -> n
         def restore(value, l):
             value[rows, positions] = src[l][0, positions].to(value.device, value.dtype)
 
-        hooks = [handle.arch.hook(handle.module, trace.component, l, lambda v, l=l: restore(v, l))
-                 for l in window if l in src]  # a window's layers that have the component
-        try:
+        # a window's layers that have the component
+        with temporary_hooks(*[handle.arch.hook(handle.module, trace.component, l, lambda v, l=l: restore(v, l))
+                               for l in window if l in src]):
             x = resid[start][[s for _, s in chunk]]
             finals.append(blocks_from(handle, start, x, entries[start], last_only=last_only)[:, -1])
-        finally:
-            for h in hooks:
-                h.remove()
     p = torch.softmax(head(handle, finals), -1)[:, trace.answer]
     return p.view(T, S).mean(1).cpu().numpy().astype(np.float64)

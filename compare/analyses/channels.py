@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..handle.inputs import byte_budget, handle_of, is_int
+from ..handle.inputs import byte_budget, is_int
 from ..base.checks import check_callbacks
 from .noise import Draw, one, prepare, read_groups, sweep_noise
 from ..engine.prediction import read_prediction, warn_overflow
 from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
+from ..engine.convention import analysis
 
 COLUMNS = ("model", "layer", "kind", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank",
            "overflowed")
@@ -31,13 +32,15 @@ def feature_shape(handle, component: str) -> tuple[int, ...]:
     return handle.arch.feature_shape(handle.module.config, component)
 
 
-def channel_sensitivity(prompt, *, model, target, component, layer: int, level: float, trials: int = 8,
+@analysis
+def channel_sensitivity(prompt, *, model, target, component=None, layer: int, level: float, trials: int = 8,
                         seed: int = 0, distribution: str = "gaussian", scale: str = "relative",
                         positions=None, max_bytes: int = DEFAULT_MAX_BYTES, progress=None,
-                        stop=None, dtype=None) -> pd.DataFrame:
+                        stop=None) -> pd.DataFrame:
     """Channels ranked by how often noise restricted to them flips the prediction; columns `COLUMNS`.
 
-    Arguments as in `noise.noise_sweep` (dtype too), with one layer and one level. p_target and logit_diff
+    Arguments as in `noise.noise_sweep` (the calling convention too: a list of models gives rows for
+    each), with one layer and one level. p_target and logit_diff
     are means over trials; rank 1 is the most sensitive channel of its axis. A run whose logits
     overflowed (NaN or infinite) has no prediction: it counts as a flip, and its p_target and
     logit_diff are left out of the means (NaN where every trial overflowed); the column
@@ -47,14 +50,14 @@ def channel_sensitivity(prompt, *, model, target, component, layer: int, level: 
     stop: anything with ``is_set()``, checked before each block; once set, the channels whose
     runs finished are returned, with ``df.attrs["stopped"] = True``.
     """
-    handle = handle_of(model, dtype)
+    handle = model  # one loaded handle (`engine.convention`)
     L = handle.n_layers
     if not (is_int(one(layer, "layer")[0]) and -L <= layer < L):
         raise ValueError(f"layer must be an int in 0..{L - 1} (negative counts from the end) for {handle.name}, "
                          f"got {layer!r}")
     sweep = prepare(prompt, model=handle, target=target, component=component, layers=[layer],
                     levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed, dtype=dtype)
+                    positions=positions, seed=seed)
     max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
     handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])

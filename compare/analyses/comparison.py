@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..base import memory
 from ..measures import metrics
 from ..base.checks import check_callbacks
+from ..handle.inputs import check_device
 from ..handle.loading import cached_model
 from ..handle.model import Model, integer_ids, parse_dtype
 from .pairing import VARIANTS, Prepared, prepare
@@ -56,7 +57,10 @@ class Stopped(Exception):
     """`compare` was stopped by its caller (the ``stop`` event was set)."""
 
 
-def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: str = "aligned",
+DEFAULT_MODELS = ("mamba-130m", "gpt2")
+
+
+def compare(prompt, models: Sequence[Any] = DEFAULT_MODELS, *, model=None, variant: str = "aligned",
             track=None, device=None, batch_size: int = 8, progress: bool = True,
             tokenizer_stats: bool = False, keep_arrays: bool = True, stop=None, k_columns: str = "vocab",
             dtype=None):
@@ -70,6 +74,9 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         that reads the first model's tokenizer (Mamba and Pythia: GPT-NeoX-20B) is listed in
         `Comparison.same_tokenizer`: its variants coincide with the first model's and its
         cross-model metrics cover the whole vocabulary.
+    model: the same as `models`, named as every other analysis names it (the calling convention,
+        `engine.convention`): a list of models, or one (a comparison of one model); give
+        `models` or `model`, not both.
     track: a token (string that is one token in every tokenizer, or an ID in the first model's
         tokenizer) or a list of them; default for suite rows: the row's target, when it is one
         token in every model.
@@ -79,6 +86,8 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
         from them (predictions, tracked trajectories, K statistics, top-k, cross metrics), for
         suites: at a 50k vocabulary the arrays take ~8 MB per model per 14-token prompt. Suites
         run batch by batch, so with False the memory of a suite does not grow with its arrays.
+    progress: True (default) shows a progress bar over a suite's batches, False none; a callable
+        is called as progress(prompts_done, prompts_total) after each batch (the convention's form).
     stop: anything with ``is_set()`` (a `threading.Event`), checked before each batch; once set,
         `Stopped` is raised.
     dtype: the dtype models given by source are loaded in ("float32" default, or "bfloat16":
@@ -99,7 +108,14 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
     batch_size = int(batch_size)
+    if model is not None:
+        if models is not DEFAULT_MODELS:
+            raise ValueError("model: give the models once, as `models` (positional) or as `model=`, not both")
+        models = list(model) if isinstance(model, (list, tuple)) else [model]
     parse_dtype(dtype)  # checked even when every model is a loaded handle, which keeps its own dtype
+    check_device(device)
+    if not isinstance(progress, bool):
+        check_callbacks(progress, stop)
     check_callbacks(None, stop)
     handles = _load(models, device, dtype)
     items, is_suite = _items(prompt)
@@ -116,7 +132,8 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
               for h, s in zip(handles[1:], same[1:])]
     results = []
     # batch by batch, so a suite's [T, V] arrays are alive one batch at a time (keep_arrays=False)
-    for batch in tqdm(batches, disable=not (progress and is_suite), unit="batch"):
+    report = progress if callable(progress) else None
+    for batch in tqdm(batches, disable=report is not None or not (progress and is_suite), unit="batch"):
         logits = []
         for m, h in enumerate(handles):
             if stop is not None and stop.is_set():
@@ -132,6 +149,8 @@ def compare(prompt, models: Sequence[Any] = ("mamba-130m", "gpt2"), *, variant: 
             results.append(Comparison(prompt=items[n], variant=variant, runs=runs, cross=cross, seed=prep.seed,
                                       tokenizer_tables=tables, k_columns=k_columns,
                                       same_tokenizer=tuple(h.name for h, s in zip(handles[1:], same[1:]) if s)))
+        if report is not None:
+            report(len(results), len(items))
         if is_suite:
             del logits
             memory.return_freed()  # else the heap fragments and grows with the suite (`memory.return_freed`)

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from ..base import memory
+from ..base.hooks import temporary_hooks
 from ..handle.model import Model
-from ..handle.inputs import byte_budget, handle_of, is_int, prompt_ids
+from ..handle.inputs import byte_budget, is_int, prompt_ids
+from ..engine.convention import analysis
 from ..ssm.scan import alpha_of  # noqa: F401  (α's recurrence lives with the scan; imported here as before)
 
 REDUCES = ("mean", "abs_mean", "none")
@@ -55,15 +57,17 @@ class AttentionMap:
     reduce: str
 
 
+@analysis
 def hidden_attention(prompt, *, model, layer, channels=None, reduce="mean", max_bytes: int = MAX_BYTES) -> AttentionMap:
     """Mamba's implicit attention α[t, s] at `layer` (module docstring), per channel or reduced.
 
     prompt: text or token IDs [T]. model: a `Model` with a selective SSM or a source for
-    `load_model`. channels: the d_in channels to include (default all). reduce: "mean" over the
+    `load_model`, or a list of them (then a list of maps, one per model); dtype, device, progress,
+    stop: the calling convention (`engine.convention`). channels: the d_in channels to include (default all). reduce: "mean" over the
     channels (signed), "abs_mean" (mean of |α|), or "none" for the [C, T, T] array.
     Refused beyond ``max_bytes`` for the T² × C array (module docstring).
     """
-    handle = handle_of(model)
+    handle = model  # one loaded handle (`engine.convention`)
     ids = prompt_ids(handle, prompt)
     reduce = _reduce(reduce)
     max_bytes = byte_budget(max_bytes)
@@ -109,10 +113,11 @@ def reconstruct(alpha: torch.Tensor, x: torch.Tensor, D: torch.Tensor) -> torch.
     return torch.einsum("cts,sc...->tc...", alpha, x) + D.reshape(D.shape + (1,) * (x.dim() - 2)) * x
 
 
+@analysis
 def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> AttentionMap:
     """A transformer's attention probabilities at `layer` (the `pattern` point), in `AttentionMap`
     form: heads (default all), reduce "mean" over them, "abs_mean" (the same: they are ≥ 0), or "none"."""
-    handle = handle_of(model)
+    handle = model  # one loaded handle (`engine.convention`)
     ids = prompt_ids(handle, prompt)
     reduce = _reduce(reduce)
     _layer(handle, layer)
@@ -126,10 +131,11 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
                         tuple(heads), reduce)
 
 
+@analysis
 def attention_map(prompt, *, model, layer, units=None, reduce="mean", max_bytes: int = MAX_BYTES) -> AttentionMap:
     """Whichever map the model has: Mamba's hidden attention over channels `units`, or the heads
-    `units` of a transformer's pattern."""
-    handle = handle_of(model)
+    `units` of a transformer's pattern. A list of models gives a list of maps (`engine.convention`)."""
+    handle = model  # one loaded handle (`engine.convention`)
     max_bytes = byte_budget(max_bytes)  # checked for a transformer too, which has no use for it
     _layer(handle, layer)
     if not handle.arch.mixes(handle.module, layer, "attention"):  # an SSM layer (Falcon-H1's show their heads)
@@ -143,13 +149,10 @@ def read_points(handle: Model, ids: torch.Tensor, layer: int, names) -> dict[str
     while this call holds the model's lock."""
     seen = {}
     with handle.lock:
-        hooks = [handle.arch.hook(handle.module, name, layer, lambda v, name=name: seen.__setitem__(name, v.detach().clone()))
-                 for name in names]
-        try:
+        with temporary_hooks(*[handle.arch.hook(handle.module, name, layer,
+                                                lambda v, name=name: seen.__setitem__(name, v.detach().clone()))
+                               for name in names]):
             handle.logits(ids)
-        finally:
-            for h in hooks:
-                h.remove()
     return seen
 
 

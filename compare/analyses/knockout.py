@@ -35,7 +35,8 @@ from contextlib import ExitStack
 import pandas as pd
 import torch
 
-from ..handle.inputs import handles_of, is_int, position_list, prompt_ids, token_id
+from ..handle.inputs import is_int, position_list, prompt_ids, token_id
+from ..engine.convention import analysis
 from ..handle.model import Model
 
 SSM_POINTS = ("A_bar", "write", "h_readout")  # what `_remove_writes` reads
@@ -43,6 +44,7 @@ COLUMNS = ("model", "target", "sources", "layers", "predicted", "predicted_knock
            "delta_p", "kl")
 
 
+@analysis
 def knockout(prompt, *, model, sources, target, layers, answer=None) -> pd.DataFrame:
     """One row per model (`COLUMNS`): the prediction at the last position with and without the
     flow sources → target blocked at `layers` (module docstring).
@@ -51,9 +53,10 @@ def knockout(prompt, *, model, sources, target, layers, answer=None) -> pd.DataF
     sources: positions (negative counts from the end), may be empty. target: one position.
     layers: layers to knock out at (may be empty). answer: one-token string or ID whose
     probability is reported (default: the unknocked prediction).
+    dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
     rows = []
-    for handle in handles_of(model):
+    for handle in [model]:  # one loaded handle; a list runs model by model (`engine.convention`)
         ids = prompt_ids(handle, prompt)
         t, S, L = _check(handle, ids.shape[1], sources, target, layers)
         before = handle.logits(ids)[0, -1]

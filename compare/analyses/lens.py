@@ -28,7 +28,9 @@ import pandas as pd
 import torch
 
 from ..base import memory
-from ..handle.inputs import handles_of, is_int, layer_list, position_list, prompt_ids, token_id
+from ..base.hooks import temporary_hooks
+from ..handle.inputs import is_int, layer_list, position_list, prompt_ids, token_id
+from ..engine.convention import analysis
 from ..handle.model import Model
 
 COLUMNS = ("model", "layer", "kind", "position", "token", "top_tokens", "top_ids", "top_probs", "target", "target_prob",
@@ -47,6 +49,7 @@ class Lens:
     translators: object  # a `tuned_lens.TunedLens` for this model, or None (the logit lens)
 
 
+@analysis
 def logit_lens(prompt, *, model, layers=None, positions=None, target=None, k: int = 5, lens=None) -> pd.DataFrame:
     """The lens of every chosen layer at every chosen position (module docstring).
 
@@ -55,10 +58,11 @@ def logit_lens(prompt, *, model, layers=None, positions=None, target=None, k: in
     target: a one-token string (" Mary") or a token ID; None: the model's own top token.
     k: how many top tokens to list. lens: a `tuned_lens.TunedLens` (or {model name: TunedLens}
     for several models) to decode with its translators; None is the logit lens.
+    dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
     if not is_int(k) or k < 1:
         raise ValueError(f"k must be an integer ≥ 1 (how many top tokens to list), got {k!r}")
-    calls = [prepare(handle, prompt, layers, positions, target, lens) for handle in handles_of(model)]
+    calls = [prepare(handle, prompt, layers, positions, target, lens) for handle in [model]]  # one loaded handle (`engine.convention`)
     frames = [_lens_rows(call, int(k)) for call in calls]
     df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
     df.attrs.update(tokens={c.handle.name: c.handle.decode_tokens(c.ids[0].tolist()) for c in calls},
@@ -97,12 +101,8 @@ def residuals(handle: Model, ids: torch.Tensor, layers, positions=None):
         kept[layer] = (value if positions is None else value[:, list(positions)]).detach().clone()
 
     with handle.lock:
-        hooks = [arch.hook(handle.module, arch.lens_point, l, lambda v, l=l: keep(l, v)) for l in layers]
-        try:
+        with temporary_hooks(*[arch.hook(handle.module, arch.lens_point, l, lambda v, l=l: keep(l, v)) for l in layers]):
             logits = handle.logits(ids)
-        finally:
-            for h in hooks:
-                h.remove()
     return logits, kept
 
 

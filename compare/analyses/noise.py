@@ -61,6 +61,7 @@ from ..base.checks import check_callbacks
 from ..handle.model import Model, NonFiniteError
 from ..engine.prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
 from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
+from ..engine.convention import analysis, component_of
 
 DISTRIBUTIONS = ("gaussian", "uniform")
 DRAWS = ("fresh", "ray")
@@ -98,14 +99,14 @@ class Sweep:
                 for k, lv in enumerate(self.levels) for t in range(self.trials)]
 
 
-def prepare(prompt, *, model, target, component, layers=None, levels=None, trials=1,
+def prepare(prompt, *, model, target, component=None, layers=None, levels=None, trials=1,
             distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh",
             dtype=None) -> Sweep:
     """Check every argument before any compute; ValueError names the argument and the valid values."""
     handle = handle_of(model, dtype)
     ids = prompt_ids(handle, prompt)
     T = ids.shape[1]
-    component = _component(handle, component)
+    component = _component(handle, component_of(handle, component))
     layers = layer_list(handle, layers, point=component)  # negative counts from the end, as in patch_sweep and knockout
     for layer in layers:
         points.check(handle, component, layer)
@@ -130,15 +131,17 @@ def prepare(prompt, *, model, target, component, layers=None, levels=None, trial
                  distribution, scale, positions, int(seed), draws)
 
 
-def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, trials=1,
+@analysis
+def noise_sweep(prompt, *, model, target, component=None, layers=None, levels=None, trials=1,
                 distribution="gaussian", scale="absolute", positions=None, seed=0, draws="fresh",
-                max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None, dtype=None) -> pd.DataFrame:
+                max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None) -> pd.DataFrame:
     """Layers × levels × trials of noise on `component`; one row per run, columns `COLUMNS`.
 
-    prompt: text or token IDs [T]. model: a `Model` or a source for `compare.load_model`.
-    dtype: for a model given by source, the dtype it is loaded in ("float32" default, or
-    "bfloat16": `load_model`); a loaded `Model` keeps its own, and another dtype is refused.
-    component: a per-layer hook point of the model; on Mamba, "h" feeds the noise into the
+    prompt: text or token IDs [T]. model, dtype, device, progress, stop: the calling convention
+    (`engine.convention`): one `Model` or source, or a list of them (rows for each, side by side;
+    each model's attrs in ``attrs["by_model"]``).
+    component: a per-layer hook point of the model (default: its family's, `Family.default_component`,
+    "h" on Mamba, "resid_post" on a transformer); on Mamba, "h" feeds the noise into the
     recurrence (later positions see it) and "h_readout" only into y at the noised positions.
     target: a string that is exactly one token (" Mary") or a token ID. layers: default all
     (negative counts from the end).
@@ -167,7 +170,7 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     """
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=levels, trials=trials, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed, draws=draws, dtype=dtype)
+                    positions=positions, seed=seed, draws=draws)
     max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
@@ -189,20 +192,22 @@ def noise_sweep(prompt, *, model, target, component, layers=None, levels=None, t
     return to_frame(sweep, frames, layers_done=tuple(done))
 
 
-def noisy_logits(prompt, *, model, target, component, layers, level: float, trial: int = 0,
+@analysis
+def noisy_logits(prompt, *, model, target, component=None, layers, level: float, trial: int = 0,
                  distribution="gaussian", scale="absolute", positions=None, seed=0,
-                 draws="fresh", dtype=None) -> pd.DataFrame:
+                 draws="fresh") -> pd.DataFrame:
     """The flattened-L data: last-position logits over the vocabulary, clean and with noise.
 
     One noised run per layer: the ε that ``noise_sweep(..., levels=[level], trials=trial + 1,
     draws=draws)`` gives that seed, layer and trial (a ray's ε is the same at any level);
     columns model, layer, component, level, run ("clean" / "noisy"), token_id, logit.
+    model, dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
     if not isinstance(trial, (int, np.integer)) or isinstance(trial, bool) or trial < 0:
         raise ValueError(f"trial must be an int >= 0, got {trial!r}")
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
                     levels=one(level, "level"), trials=int(trial) + 1, distribution=distribution, scale=scale,
-                    positions=positions, seed=seed, draws=draws, dtype=dtype)
+                    positions=positions, seed=seed, draws=draws)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     run = [sweep.runs[trial]]
     frames = []

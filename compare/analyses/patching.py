@@ -64,8 +64,10 @@ import pandas as pd
 import torch
 
 from ..base import memory
+from ..base.hooks import temporary_hooks
 from ..base.checks import check_callbacks
 from ..handle.inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
+from ..engine.convention import analysis, component_of
 from ..handle.model import Model, NonFiniteError
 from ..ssm.mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
 from ..engine.restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
@@ -105,7 +107,7 @@ class Patching:
         return slice(self.head * size, (self.head + 1) * size)
 
 
-def prepare(clean, corrupt, *, model, answer, wrong=None, component, layers=None, positions=None,
+def prepare(clean, corrupt, *, model, answer, wrong=None, component=None, layers=None, positions=None,
             metric="logit_diff") -> list[Patching]:
     """Check every argument for every model before any compute; ValueError names the argument."""
     if metric not in METRICS:
@@ -124,25 +126,28 @@ def prepare(clean, corrupt, *, model, answer, wrong=None, component, layers=None
                           "m_clean = m_corrupt and recovery = (m_patched − m_corrupt) / (m_clean − m_corrupt) is "
                           "undefined (NaN in every row); give a corrupt prompt that changes the answer",
                           RuntimeWarning, stacklevel=3)
-        point, head = _component(handle, component)
+        name = component_of(handle, component)
+        point, head = _component(handle, name)
         a = token_id(handle, answer, "answer")
         w = None if wrong is None else token_id(handle, wrong, "wrong")
         if w == a:
             raise ValueError(f"wrong must differ from answer; both are token {a} ({handle.decode_tokens([a])[0]!r}) "
                              f"in {handle.name}")
         patches, labels = _patches(positions, clean_ids.shape[1])
-        out.append(Patching(handle, clean_ids, corrupt_ids, a, w, component, point, head,
+        out.append(Patching(handle, clean_ids, corrupt_ids, a, w, name, point, head,
                             layer_list(handle, layers, point=point), patches, labels, metric))
     return out
 
 
-def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component, layers=None, positions=None,
+@analysis(native=True)
+def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, layers=None, positions=None,
                 metric="logit_diff", max_bytes: int = DEFAULT_MAX_BYTES, progress=None, stop=None) -> pd.DataFrame:
     """Layers × positions of `component` patched from the clean run into the corrupt one (module docstring).
 
     clean, corrupt: text or token IDs [T], the same length in each model's tokens.
-    model: a `Model`, a source for `load_model`, or a list of them (rows for each, side by side).
-    answer, wrong: one-token strings (" Mary") or token IDs. layers: default all.
+    model: a `Model`, a source for `load_model`, or a list of them (rows for each, side by side);
+    dtype, device: the calling convention (`engine.convention`). component: default the
+    family's (`Family.default_component`). answer, wrong: one-token strings (" Mary") or token IDs. layers: default all.
     Returns one row per (model, layer, patch), columns `COLUMNS`; ``attrs`` hold per model the
     unpatched metrics (m_clean, m_corrupt), the answer and wrong IDs and the tokens.
     max_bytes: memory budget of one batched chunk. progress(done, total) counts runs (layer ×
@@ -208,29 +213,23 @@ def record(sweep: Patching):
         terms[layer]["diff"] = src.pop(layer) - value
 
     with handle.lock:
-        hooks = [arch.hook(handle.module, sweep.point, l, lambda v, l=l: keep(src, l, v)) for l in sweep.layers]
-        hooks.append(arch.hook(handle.module, "resid_post", last, lambda v: keep(finals, "clean", v, True)))
-        try:
+        with temporary_hooks(*[arch.hook(handle.module, sweep.point, l, lambda v, l=l: keep(src, l, v))
+                               for l in sweep.layers]) as hooks:
+            hooks.add(arch.hook(handle.module, "resid_post", last, lambda v: keep(finals, "clean", v, True)))
             handle.logits(sweep.clean)
-        finally:
-            for h in hooks:
-                h.remove()
-        hooks = [arch.hook(handle.module, "resid_post", last, lambda v: keep(finals, "corrupt", v, True))]
-        if _h_path(sweep):
-            for l in range(handle.n_layers):  # the prefixes of every block a patch may run above
-                terms.setdefault(l, {})
-                hooks += [arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
-                          for name in PREFIX_POINTS if name not in ("delta", "C") or l not in sweep.layers]
-            for l in sweep.layers:
-                hooks += [arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
-                          for name in ("delta", "C", "gate", "y")]
-                hooks.append(arch.hook(handle.module, "h", l, lambda v, l=l: difference(l, v)))
-        try:
+        with temporary_hooks(arch.hook(handle.module, "resid_post", last,
+                                       lambda v: keep(finals, "corrupt", v, True))) as hooks:
+            if _h_path(sweep):
+                for l in range(handle.n_layers):  # the prefixes of every block a patch may run above
+                    terms.setdefault(l, {})
+                    hooks.extend([arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
+                                  for name in PREFIX_POINTS if name not in ("delta", "C") or l not in sweep.layers])
+                for l in sweep.layers:
+                    hooks.extend([arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
+                                  for name in ("delta", "C", "gate", "y")])
+                    hooks.add(arch.hook(handle.module, "h", l, lambda v, l=l: difference(l, v)))
             # the corrupt run's entries for every layer: the h restart needs the next block's too
             _, entries = clean_pass(handle, sweep.corrupt, range(handle.n_layers))
-        finally:
-            for h in hooks:
-                h.remove()
     return (terms if terms else src), entries, finals
 
 
@@ -286,11 +285,8 @@ def _hooked_restart(sweep: Patching, layer: int, src: torch.Tensor, entry, patch
         def write(value, chunk=chunk):
             value.copy_(torch.where(_mask(sweep, chunk, value), src.to(value.device, value.dtype), value))
 
-        hook = handle.arch.hook(handle.module, sweep.point, layer, write)
-        try:
+        with temporary_hooks(handle.arch.hook(handle.module, sweep.point, layer, write)):
             out = blocks_from(handle, layer, copies(resid, len(chunk)), entry, last_only=last_only)
-        finally:
-            hook.remove()
         finals.append(out[:, -1])
     return torch.cat(finals)
 
@@ -408,7 +404,9 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
 
 
 def _attrs(sweeps) -> dict:
-    return {"metric": sweeps[0].metric, "component": sweeps[0].component, "m_clean": {}, "m_corrupt": {},
+    components = {s.handle.name: s.component for s in sweeps}  # each family's default may differ
+    component = sweeps[0].component if len(set(components.values())) == 1 else components
+    return {"metric": sweeps[0].metric, "component": component, "m_clean": {}, "m_corrupt": {},
             "answer": {s.handle.name: s.answer for s in sweeps}, "wrong": {s.handle.name: s.wrong for s in sweeps},
             "tokens": {s.handle.name: s.handle.decode_tokens(s.clean[0].tolist()) for s in sweeps},
             "corrupt_tokens": {s.handle.name: s.handle.decode_tokens(s.corrupt[0].tolist()) for s in sweeps},

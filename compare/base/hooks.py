@@ -104,3 +104,46 @@ def _nnsight_version() -> str:
     from importlib.metadata import version
 
     return version("nnsight")
+
+
+class TemporaryHooks:
+    """The torch hook handles registered inside a `temporary_hooks` block (anything with ``remove()``)."""
+
+    def __init__(self, handles=()):
+        self.handles = list(handles)
+
+    def add(self, handle):
+        """Keep `handle` to remove on exit; returns it."""
+        self.handles.append(handle)
+        return handle
+
+    def extend(self, handles) -> None:
+        self.handles.extend(handles)
+
+    def remove(self) -> None:
+        """Remove every hook kept, last added first; each one even when another's removal fails."""
+        handles, self.handles = self.handles, []
+        errors = []
+        for handle in reversed(handles):
+            try:
+                handle.remove()
+            except Exception as error:  # pragma: no cover - torch's RemovableHandle does not raise
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+
+@contextmanager
+def temporary_hooks(*handles):
+    """The one way to hook for a while: hooks given here or added inside (``hooks.add(...)``,
+    ``hooks.extend([...])``) are removed on exit, also when the block raises.
+
+        with temporary_hooks(*[arch.hook(module, "h", l, keep) for l in layers]) as hooks:
+            hooks.add(arch.hook(module, "embed", None, add))
+            handle.logits(ids)
+    """
+    hooks = TemporaryHooks(handles)
+    try:
+        yield hooks
+    finally:
+        hooks.remove()

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..base.hooks import temporary_hooks
 from ..ssm.mamba import SSM_POINTS
 from ..handle.model import Model
 
@@ -43,12 +44,8 @@ def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
         return hook
 
     with handle.lock:  # the hooks exist only while this call owns the model (`isolation`)
-        handles = [blocks[l].register_forward_pre_hook(keep(l), with_kwargs=True) for l in layers]
-        try:
+        with temporary_hooks(*[blocks[l].register_forward_pre_hook(keep(l), with_kwargs=True) for l in layers]):
             logits = handle.logits(ids)[0, -1]
-        finally:
-            for h in handles:
-                h.remove()
     return logits, cache
 
 
@@ -171,8 +168,5 @@ def injected(handle, component, layer, positions, noise):
         value[:, idx] += noise(value[0, idx]).to(value.device, value.dtype)
 
     # a torch hook that edits the component in place, as ``point(...)[:, pos] += noise`` does in a trace
-    hook = handle.arch.hook(handle.module, component, layer, add)
-    try:
+    with temporary_hooks(handle.arch.hook(handle.module, component, layer, add)):
         yield
-    finally:
-        hook.remove()

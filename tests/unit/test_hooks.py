@@ -70,3 +70,24 @@ def test_importing_compare_leaves_anyio_alone():
     code = "import sys, compare; print('ui.anyio_compat' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_temporary_hooks_remove_what_they_added_even_on_error():
+    """`temporary_hooks`: hooks given or added inside are gone after the block, also when it raises."""
+    from compare.base.hooks import temporary_hooks
+
+    layer = torch.nn.Linear(2, 2)
+    calls = []
+    with temporary_hooks(layer.register_forward_hook(lambda *a: calls.append("given"))) as hooks:
+        hooks.add(layer.register_forward_hook(lambda *a: calls.append("added")))
+        hooks.extend([layer.register_forward_pre_hook(lambda *a: calls.append("pre"))])
+        layer(torch.zeros(1, 2))
+    assert sorted(calls) == ["added", "given", "pre"]
+    assert not layer._forward_hooks and not layer._forward_pre_hooks
+    try:
+        with temporary_hooks() as hooks:
+            hooks.add(layer.register_forward_hook(lambda *a: None))
+            raise KeyError("inside")
+    except KeyError:
+        pass
+    assert not layer._forward_hooks
