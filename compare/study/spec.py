@@ -13,7 +13,7 @@ The mapping form (the YAML/JSON file of `python -m compare study`, or a dict):
         track: [" Mary"]
       - analysis: noise_sweep
         label: sweep_h                  # optional; the results folder (default: the analysis name)
-        component: h
+        component: h                    # optional; default each model's family's (Family.default_component)
         target: " Mary"
         levels: [0.0, 0.5, 1.0]
         trials: 4
@@ -291,8 +291,9 @@ PARAMS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
     "attribution_patch": {"corruption": _choice(CORRUPTIONS), "components": _components, "layers": _ints,
                           "metric": _choice(METRICS)},
 }
-REQUIRED = {"compare": (), "noise_sweep": ("component", "target"),
-            "channel_sensitivity": ("component", "target", "layer", "level"), "logit_lens": (),
+# component is not required: the analyses default it from each model's family (`engine.convention`)
+REQUIRED = {"compare": (), "noise_sweep": ("target",),
+            "channel_sensitivity": ("target", "layer", "level"), "logit_lens": (),
             "attribution_patch": ("corruption",)}
 NEEDS_ROWS = {"attribution_patch": "its clean/corrupt pairs are a suite row's counterfactual columns"}
 

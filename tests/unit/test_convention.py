@@ -169,3 +169,30 @@ def test_hidden_attention_and_head_pattern_take_lists(tiny):
     g, p = tiny[0]["gpt2"], tiny[0]["pythia"]
     pats = head_pattern(PROMPT, model=[g, p], layer=1, dtype="float32", device="cpu")
     assert [m.model for m in pats] == [g.name, p.name]
+
+
+def test_a_study_may_leave_component_to_the_family(tiny, tiny_dirs, tmp_path):
+    """A study's noise_sweep without `component` runs each model on its family's default, the same
+    rows as a direct call with that component and the task's seed."""
+    import torch
+
+    from compare import study
+
+    dirs = tiny_dirs[0]
+    spec = {"prompts": [PROMPT], "models": [str(dirs["mamba"]), str(dirs["gpt2"])], "seed": 7, "device": "cpu",
+            "analyses": [{"analysis": "noise_sweep", "target": " Mary", "layers": [0], "levels": [0.0, 0.5]}]}
+    summary = study.run(spec, tmp_path / "study", progress=False)
+    assert summary.failed == []
+    rows = study.read(tmp_path / "study", "noise_sweep")
+    assert dict(zip(rows["model"], rows["component"])) == {"mamba": "h", "gpt2": "resid_post"}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the study's default threads=1 (the count changes rounding)
+    try:
+        for name, component in (("mamba", "h"), ("gpt2", "resid_post")):
+            key = f"noise_sweep/{name}/p000000"
+            direct = noise_sweep(PROMPT, model=tiny[0][name], target=" Mary", component=component, layers=[0],
+                                 levels=[0.0, 0.5], seed=study.task_seed(7, key))
+            got = rows[rows["task"] == key].drop(columns=["task", "prompt_index", "seed", "draws"])
+            _frame_equal(got[list(direct.columns)], direct)
+    finally:
+        torch.set_num_threads(previous)
