@@ -30,12 +30,12 @@ KL divergence KL(before ‖ after) of the two next-token distributions.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
 
 import pandas as pd
 import torch
 
 from ..handle.inputs import is_int, position_list, prompt_ids, token_id
+from ..base.hooks import TemporaryHooks, temporary_hooks
 from ..engine.convention import analysis
 from ..handle.model import Model
 
@@ -76,7 +76,7 @@ def knocked_logits(handle: Model, ids: torch.Tensor, sources: tuple[int, ...], t
                    layers: tuple[int, ...]) -> torch.Tensor:
     """Last-position logits [V] of the forward with the knockout, hooks held for this call only."""
     arch = handle.arch
-    with handle.lock, ExitStack() as hooks:
+    with handle.lock, temporary_hooks() as hooks:
         for layer in layers:  # by the layer's kind: a hybrid has both (Falcon-H1: both in one layer)
             if arch.mixes(handle.module, layer, "ssm"):
                 _remove_writes(handle, layer, sources, target, hooks)
@@ -85,7 +85,7 @@ def knocked_logits(handle: Model, ids: torch.Tensor, sources: tuple[int, ...], t
         return handle.logits(ids)[0, -1]
 
 
-def _mask_edges(handle: Model, layer: int, sources, target: int, hooks: ExitStack) -> None:
+def _mask_edges(handle: Model, layer: int, sources, target: int, hooks: TemporaryHooks) -> None:
     """A pre-hook on the layer's attention module that masks target → sources in its mask."""
     attention = handle.arch.locate(handle.module, "attn_out", layer)  # the module whose output attn_out is
     idx = torch.tensor(list(sources))
@@ -104,10 +104,10 @@ def _mask_edges(handle: Model, layer: int, sources, target: int, hooks: ExitStac
             m[..., target, idx] = torch.finfo(m.dtype).min
         return args, {**kwargs, "attention_mask": m}
 
-    hooks.callback(attention.register_forward_pre_hook(mask, with_kwargs=True).remove)
+    hooks.add(attention.register_forward_pre_hook(mask, with_kwargs=True))
 
 
-def _remove_writes(handle: Model, layer: int, sources, target: int, hooks: ExitStack) -> None:
+def _remove_writes(handle: Model, layer: int, sources, target: int, hooks: TemporaryHooks) -> None:
     """Hooks that read the layer's Ā and w and subtract the sources' share from h_readout at target."""
     arch, seen = handle.arch, {}
     idx = torch.tensor(list(sources))
@@ -121,8 +121,8 @@ def _remove_writes(handle: Model, layer: int, sources, target: int, hooks: ExitS
         h[:, target] -= share
 
     for name in ("A_bar", "write"):
-        hooks.callback(arch.hook(handle.module, name, layer, lambda v, name=name: seen.__setitem__(name, v)).remove)
-    hooks.callback(arch.hook(handle.module, "h_readout", layer, remove).remove)
+        hooks.add(arch.hook(handle.module, name, layer, lambda v, name=name: seen.__setitem__(name, v)))
+    hooks.add(arch.hook(handle.module, "h_readout", layer, remove))
 
 
 def _check(handle: Model, T: int, sources, target, layers):

@@ -225,7 +225,8 @@ def test_a_failing_task_is_recorded_with_its_error_and_the_rest_goes_on(tiny_dir
 
 @pytest.mark.parametrize("change, field", [
     ({"analyses": [{"analysis": "patching"}]}, r"analyses\[0\]\.analysis: unknown analysis 'patching'"),
-    ({"analyses": [{"analysis": "noise_sweep", "target": "Mary"}]}, r"analyses\[0\]: noise_sweep needs component"),
+    # component is optional (each family's default, the calling convention); target is not
+    ({"analyses": [{"analysis": "noise_sweep", "component": "h"}]}, r"analyses\[0\]: noise_sweep needs target"),
     ({"analyses": [{"analysis": "noise_sweep", **NOISE, "trials": "4"}]}, r"analyses\[0\]\.trials: must be an integer"),
     ({"analyses": [{"analysis": "noise_sweep", **NOISE, "levels": [0.1, -1]}]}, r"analyses\[0\]\.levels\[1\]"),
     ({"analyses": [{"analysis": "noise_sweep", **NOISE, "seed": 3}]}, r"analyses\[0\]\.seed: not a parameter"),
