@@ -490,6 +490,33 @@ def test_sweep_frames_carry_each_layers_kind_as_the_config_declares_it(tiny):
             assert df["kind"].tolist() == [kinds[layer] for layer in df["layer"]]
 
 
+def test_recovery_by_kind_draws_each_model_beside_the_others_with_every_layers_kind_marked(tiny):
+    import numpy as np
+    from compare import patch_sweep
+    from compare.figures.patching import recovery_by_kind
+
+    handles = [tiny[0][name] for name in ("granite_hybrid", "mamba", "gpt2")]
+    df = patch_sweep(PROMPT, CORRUPT, model=handles, component="resid_post", answer=" Mary", wrong=" John")
+    fig = recovery_by_kind(df)
+    strips = [ax for ax in fig.axes if not ax.get_title() and ax.images and ax.get_ylabel() == "layer · kind"]
+    heatmaps = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert list(heatmaps) == [h.name for h in handles] and len(strips) == 3
+    config_kind = {"mamba": "ssm", "linear_attention": "ssm", "attention": "attention", "full_attention": "attention"}
+    declared = [[config_kind[t] for t in tiny[1]["granite_hybrid"].config.layer_types],
+                ["ssm"] * tiny[1]["mamba"].config.num_hidden_layers, ["attention"] * tiny[1]["gpt2"].config.n_layer]
+    legend = {t.get_text(): h.get_facecolor() for t, h in zip(fig.legends[0].texts, fig.legends[0].legend_handles)}
+    assert set(legend) == {"ssm", "attention"}
+    for strip, kinds in zip(strips, declared):
+        assert [t.get_text() for t in strip.get_yticklabels()] == [f"{l} · {k}" for l, k in enumerate(kinds)]
+        image = strip.images[0]
+        cells = image.cmap(image.norm(np.asarray(image.get_array())[:, 0]))  # the strip's colour per layer
+        np.testing.assert_allclose(cells, [legend[k] for k in kinds])
+    for handle in handles:
+        rows = df[df["model"] == handle.name]
+        expected = rows.pivot(index="layer", columns="position", values="recovery").to_numpy()
+        np.testing.assert_array_equal(np.asarray(heatmaps[handle.name].images[0].get_array()), expected)
+
+
 @pytest.mark.parametrize("family,component,window", [("granite_hybrid", "attn_out", 1), ("granite_hybrid", "x", 3),
                                                      ("falcon_h1", "mixer_out", 1)])
 def test_causal_trace_on_a_hybrid_equals_one_trace_per_restoration(tiny, family, component, window):
