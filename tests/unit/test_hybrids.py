@@ -71,6 +71,24 @@ def test_logits_equal_transformers_within_its_own_fp32_error(tiny, family):
     assert (ours - exact).abs().max().item() <= 2 * own_error + 1e-6
 
 
+def test_the_ssd_scan_over_several_chunks_gives_transformers_logits_within_its_fp32_error(tmp_path):
+    """The mixer scans with `ssd.ssd_scan` in chunks of at most ssd.CHUNK (64) where transformers'
+    torch path takes the config's 256: 150 positions are 3 chunks here, 1 there."""
+    import copy
+    from conftest import build_granite_hybrid
+
+    ref = build_granite_hybrid(tmp_path / "g", mamba_chunk_size=256)
+    handle = load_model(tmp_path / "g", device="cpu")
+    ids = torch.randint(0, handle.vocab_size, (2, 150), generator=torch.Generator().manual_seed(0))
+    ref64 = copy.deepcopy(ref).double()
+    ref64.set_experts_implementation("eager")
+    with torch.no_grad():
+        exact = ref64(ids).logits[..., :handle.vocab_size]
+        theirs = ref(ids).logits[..., :handle.vocab_size].double()
+    own_error = (theirs - exact).abs().max().item()
+    assert (handle.logits(ids).double() - exact).abs().max().item() <= 2 * own_error + 1e-6
+
+
 def test_granite_layers_have_the_kinds_config_declares(tiny):
     handle, ref = tiny[0]["granite_hybrid"], tiny[1]["granite_hybrid"]
     assert handle.layer_kinds == ("ssm", "attention", "ssm", "attention")
