@@ -348,6 +348,36 @@ def test_a_falcon_h1_layer_without_its_attention_branch_is_refused_naming_the_la
 
 
 @pytest.mark.parametrize("family", HYBRIDS)
+def test_a_checkpoint_in_several_safetensors_shards_loads_with_transformers_logits(tiny, tmp_path, family):
+    ref = tiny[1][family]
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
+    handle = load_model(tmp_path, tokenizer=tiny[0][family].tokenizer, device="cpu")
+    with torch.no_grad():
+        expected = ref(torch.tensor(IDS)).logits
+    torch.testing.assert_close(handle.logits(IDS, padded=True), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["missing shard", "index disagrees"])
+def test_a_sharded_checkpoint_whose_shards_and_index_disagree_is_refused_naming_the_file(tiny, tmp_path, damage):
+    tiny[1]["granite_hybrid"].save_pretrained(tmp_path, max_shard_size="20KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    name, shard = next(iter(index["weight_map"].items()))
+    if damage == "missing shard":
+        (tmp_path / shard).unlink()
+        match = f"lists shard {shard}, which is missing"
+    else:
+        other = next(f for f in index["weight_map"].values() if f != shard)
+        index["weight_map"][name] = other
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+        # the first shard read that holds a tensor the index now puts elsewhere (or lacks one) is named
+        match = rf"model-\d+-of-\d+\.safetensors: holds other tensors than model.safetensors.index.json maps to it \({name}\)"
+    with pytest.raises(ModelLoadError, match=match):
+        load_model(tmp_path, tokenizer=tiny[0]["granite_hybrid"].tokenizer, device="cpu")
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
 def test_a_config_too_large_for_memory_is_refused_before_loading(tiny_dirs, family, monkeypatch):
     from compare.base import memory
 
