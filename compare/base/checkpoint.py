@@ -5,7 +5,8 @@ or, worse, as a model that runs and means nothing:
     config.json        UTF-8 JSON object; every size a positive int (bools and floats refused)
     memory             the parameters the config describes must fit in available memory,
                        checked before anything is allocated
-    weights file       readable; pickles only under torch's weights_only=True; tensors
+    weights file       model.safetensors, its shards (model.safetensors.index.json) or
+                       pytorch_model.bin; readable; pickles only under torch's weights_only=True; tensors
                        floating-point and finite; not all zero, nor an all-zero embedding
 
 Each family counts its parameters from the config (`Family.parameter_count`).
@@ -23,7 +24,8 @@ import torch
 from . import memory
 
 FP32_BYTES = 4
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+SHARD_INDEX = "model.safetensors.index.json"  # {"weight_map": {tensor name: shard file}}, as save_pretrained writes
+WEIGHT_FILES = ("model.safetensors", SHARD_INDEX, "pytorch_model.bin")
 EMBEDDING_KEYS = ("wte.weight", "embeddings.weight", "embedding.weight", "embed_in.weight")  # GPT-2, Mamba -hf, mamba_ssm, Pythia
 MAX_NAMED = 5  # tensors named in one message
 _REQUIRED = object()
@@ -88,12 +90,16 @@ def check_memory(n_params: int, directory: Path) -> None:
 # --- weights ---------------------------------------------------------------------------------
 
 def read_weights(directory: Path, ignored=lambda key: False) -> tuple[Path, dict[str, torch.Tensor]]:
-    """The weights file (model.safetensors, else pytorch_model.bin) and its state dict without the
-    `ignored` entries (non-weight buffers of the family), checked by `check_weights`."""
+    """The weights file (model.safetensors, else its shards listed in model.safetensors.index.json,
+    else pytorch_model.bin) and its state dict without the `ignored` entries (non-weight buffers of
+    the family), checked by `check_weights`. For shards the path is the index's."""
     path = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
     if path is None:
         raise ModelLoadError(f"{directory}: no weights ({' or '.join(WEIGHT_FILES)})")
-    state = _safetensors(path) if path.suffix == ".safetensors" else _pickle(path)
+    if path.name == SHARD_INDEX:
+        state = _shards(path)
+    else:
+        state = _safetensors(path) if path.suffix == ".safetensors" else _pickle(path)
     state = {k: v for k, v in state.items() if not ignored(k)}
     check_weights(state, path)
     return path, state
@@ -108,6 +114,32 @@ def _safetensors(path: Path) -> dict[str, torch.Tensor]:
     except SafetensorError as err:
         raise ModelLoadError(f"{path}: not a readable safetensors file ({err}); it may be empty or "
                              "truncated: download it again") from None
+
+
+def _shards(index: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the safetensors shards that `index` maps each tensor to; each shard must
+    exist beside it, hold the tensors mapped to it and no tensor mapped elsewhere."""
+    try:
+        weight_map = json.loads(index.read_bytes().decode("utf-8"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"{index}: not a shard index ({type(err).__name__}); it must be a JSON "
+                             'object with a "weight_map" of tensor names to shard files') from None
+    if not isinstance(weight_map, dict) or not weight_map or \
+            not all(isinstance(f, str) and "/" not in f and f.endswith(".safetensors") for f in weight_map.values()):
+        raise ModelLoadError(f"{index}: weight_map must map tensor names to .safetensors files beside it")
+    state = {}
+    for name in dict.fromkeys(weight_map.values()):
+        shard = index.parent / name
+        if not shard.is_file():
+            raise ModelLoadError(f"{index}: lists shard {name}, which is missing: download it again")
+        tensors = _safetensors(shard)
+        expected = {key for key, f in weight_map.items() if f == name}
+        if set(tensors) != expected:
+            odd = sorted(set(tensors) ^ expected)
+            raise ModelLoadError(f"{shard}: holds other tensors than {index.name} maps to it "
+                                 f"({', '.join(odd[:MAX_NAMED])}); the shards and the index disagree")
+        state.update(tensors)
+    return state
 
 
 def _pickle(path: Path) -> dict[str, torch.Tensor]:

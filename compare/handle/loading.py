@@ -96,7 +96,7 @@ def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    patterns = ["*.json", "*.txt", "model.safetensors"]
+    patterns = ["*.json", "*.txt", "model.safetensors", "model-*-of-*.safetensors"]  # shards: their index is a .json
     try:
         directory = Path(snapshot_download(repo_id, allow_patterns=patterns))
         if not any((directory / f).exists() for f in checkpoint.WEIGHT_FILES):

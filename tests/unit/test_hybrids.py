@@ -71,6 +71,24 @@ def test_logits_equal_transformers_within_its_own_fp32_error(tiny, family):
     assert (ours - exact).abs().max().item() <= 2 * own_error + 1e-6
 
 
+def test_the_ssd_scan_over_several_chunks_gives_transformers_logits_within_its_fp32_error(tmp_path):
+    """The mixer scans with `ssd.ssd_scan` in chunks of at most ssd.CHUNK (64) where transformers'
+    torch path takes the config's 256: 150 positions are 3 chunks here, 1 there."""
+    import copy
+    from conftest import build_granite_hybrid
+
+    ref = build_granite_hybrid(tmp_path / "g", mamba_chunk_size=256)
+    handle = load_model(tmp_path / "g", device="cpu")
+    ids = torch.randint(0, handle.vocab_size, (2, 150), generator=torch.Generator().manual_seed(0))
+    ref64 = copy.deepcopy(ref).double()
+    ref64.set_experts_implementation("eager")
+    with torch.no_grad():
+        exact = ref64(ids).logits[..., :handle.vocab_size]
+        theirs = ref(ids).logits[..., :handle.vocab_size].double()
+    own_error = (theirs - exact).abs().max().item()
+    assert (handle.logits(ids).double() - exact).abs().max().item() <= 2 * own_error + 1e-6
+
+
 def test_granite_layers_have_the_kinds_config_declares(tiny):
     handle, ref = tiny[0]["granite_hybrid"], tiny[1]["granite_hybrid"]
     assert handle.layer_kinds == ("ssm", "attention", "ssm", "attention")
@@ -330,6 +348,36 @@ def test_a_falcon_h1_layer_without_its_attention_branch_is_refused_naming_the_la
 
 
 @pytest.mark.parametrize("family", HYBRIDS)
+def test_a_checkpoint_in_several_safetensors_shards_loads_with_transformers_logits(tiny, tmp_path, family):
+    ref = tiny[1][family]
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
+    handle = load_model(tmp_path, tokenizer=tiny[0][family].tokenizer, device="cpu")
+    with torch.no_grad():
+        expected = ref(torch.tensor(IDS)).logits
+    torch.testing.assert_close(handle.logits(IDS, padded=True), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["missing shard", "index disagrees"])
+def test_a_sharded_checkpoint_whose_shards_and_index_disagree_is_refused_naming_the_file(tiny, tmp_path, damage):
+    tiny[1]["granite_hybrid"].save_pretrained(tmp_path, max_shard_size="20KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    name, shard = next(iter(index["weight_map"].items()))
+    if damage == "missing shard":
+        (tmp_path / shard).unlink()
+        match = f"lists shard {shard}, which is missing"
+    else:
+        other = next(f for f in index["weight_map"].values() if f != shard)
+        index["weight_map"][name] = other
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+        # the first shard read that holds a tensor the index now puts elsewhere (or lacks one) is named
+        match = rf"model-\d+-of-\d+\.safetensors: holds other tensors than model.safetensors.index.json maps to it \({name}\)"
+    with pytest.raises(ModelLoadError, match=match):
+        load_model(tmp_path, tokenizer=tiny[0]["granite_hybrid"].tokenizer, device="cpu")
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
 def test_a_config_too_large_for_memory_is_refused_before_loading(tiny_dirs, family, monkeypatch):
     from compare.base import memory
 
@@ -488,6 +536,33 @@ def test_sweep_frames_carry_each_layers_kind_as_the_config_declares_it(tiny):
             assert list(df.columns[:3]) == ["model", "layer", "kind"]
             assert sorted(set(df["layer"])) == list(range(len(kinds)))
             assert df["kind"].tolist() == [kinds[layer] for layer in df["layer"]]
+
+
+def test_recovery_by_kind_draws_each_model_beside_the_others_with_every_layers_kind_marked(tiny):
+    import numpy as np
+    from compare import patch_sweep
+    from compare.figures.patching import recovery_by_kind
+
+    handles = [tiny[0][name] for name in ("granite_hybrid", "mamba", "gpt2")]
+    df = patch_sweep(PROMPT, CORRUPT, model=handles, component="resid_post", answer=" Mary", wrong=" John")
+    fig = recovery_by_kind(df)
+    strips = [ax for ax in fig.axes if not ax.get_title() and ax.images and ax.get_ylabel() == "layer · kind"]
+    heatmaps = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert list(heatmaps) == [h.name for h in handles] and len(strips) == 3
+    config_kind = {"mamba": "ssm", "linear_attention": "ssm", "attention": "attention", "full_attention": "attention"}
+    declared = [[config_kind[t] for t in tiny[1]["granite_hybrid"].config.layer_types],
+                ["ssm"] * tiny[1]["mamba"].config.num_hidden_layers, ["attention"] * tiny[1]["gpt2"].config.n_layer]
+    legend = {t.get_text(): h.get_facecolor() for t, h in zip(fig.legends[0].texts, fig.legends[0].legend_handles)}
+    assert set(legend) == {"ssm", "attention"}
+    for strip, kinds in zip(strips, declared):
+        assert [t.get_text() for t in strip.get_yticklabels()] == [f"{l} · {k}" for l, k in enumerate(kinds)]
+        image = strip.images[0]
+        cells = image.cmap(image.norm(np.asarray(image.get_array())[:, 0]))  # the strip's colour per layer
+        np.testing.assert_allclose(cells, [legend[k] for k in kinds])
+    for handle in handles:
+        rows = df[df["model"] == handle.name]
+        expected = rows.pivot(index="layer", columns="position", values="recovery").to_numpy()
+        np.testing.assert_array_equal(np.asarray(heatmaps[handle.name].images[0].get_array()), expected)
 
 
 @pytest.mark.parametrize("family,component,window", [("granite_hybrid", "attn_out", 1), ("granite_hybrid", "x", 3),
