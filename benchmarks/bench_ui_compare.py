@@ -1,16 +1,23 @@
-"""Benchmark: a click of the app's Compare against the API call it wraps, in one run.
+"""Benchmark: a click of the app's Compare against the API call it wraps, on both pairs, in one run.
 
 The click is the tab's callback (`ui.tab_compare.run`, streamed to its end) plus what Gradio does
 with its outputs before sending them (`gr.Plot.postprocess`: each matplotlib figure to a PNG);
-the API is `compare.compare` on the same models, prompt, variant and tracked tokens. Both run
-in this process on the tiny random pair the tests use (tests/conftest.py: 2-layer Mamba and
-GPT-2 over a 72-token vocabulary), after one warm-up of each; medians of `--repeats`.
+the API is `compare.compare` on the same models, prompt, variant and tracked tokens. Both run in
+this process, after one warm-up of each, on two pairs in turn:
+    tiny  the random pair the tests use (tests/conftest.py: 2-layer Mamba and GPT-2 over a
+          72-token vocabulary);
+    real  random weights at the real shapes (Mamba-130m: d_model 768, 24 layers, 50,280 rows;
+          GPT-2 small: 12 layers, 50,257 rows) with the real tokenizers from ../shared/tokenizers,
+          built as bench_reproduce.py and bench_study.py build them.
+Medians of `--repeats`. The machine may be shared, so /proc/loadavg is printed before and after
+each pair: only the ratio within a pair, measured under the same load, means much.
 
-    python benchmarks/bench_ui_compare.py [--repeats 7]
+    python benchmarks/bench_ui_compare.py [--repeats 7] [--pairs tiny real]
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -18,27 +25,43 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's packages, not an installed copy
+# this checkout's packages (not an installed copy), the tests' tiny models, bench_study's real shapes
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 TRACK = " Mary| John"
+PAIRS = ("tiny", "real")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
+
+def build(pair: str, folder: Path) -> tuple[Path, Path]:
+    """The (mamba, gpt2) folders of `pair`, written under `folder`."""
+    if pair == "tiny":
+        from conftest import build_gpt2, build_mamba_hf
+
+        build_gpt2(folder / "gpt2")
+        build_mamba_hf(folder / "mamba")
+        return folder / "mamba", folder / "gpt2"
+    from bench_study import TOKENIZERS, save_models
+
+    if not TOKENIZERS.is_dir():
+        raise SystemExit(f"the real pair needs the real tokenizers in {TOKENIZERS}")
+    return save_models(folder)
+
+
+def measure(repeats: int) -> tuple[float, float]:
+    """Median seconds of (API, click) on the configured pair, alternating, after one warm-up round."""
     import gradio as gr
 
     from compare import compare
-    from conftest import build_gpt2, build_mamba_hf
     from ui import models, tab_compare
 
-    root = Path(tempfile.mkdtemp(prefix="bench-ui-compare-"))
-    build_gpt2(root / "gpt2")
-    build_mamba_hf(root / "mamba")
-    models.configure(mamba=str(root / "mamba"), gpt2=str(root / "gpt2"))
     plot = gr.Plot()
 
     def api():
@@ -51,14 +74,33 @@ def main() -> None:
                 plot.postprocess(figure)
 
     timings = {"api": [], "click": []}
-    for _ in range(args.repeats + 1):  # the first round warms both up (loading, first draw)
+    for _ in range(repeats + 1):  # the first round warms both up (loading, first draw)
         for name, fn in (("api", api), ("click", click)):
             start = time.perf_counter()
             fn()
             timings[name].append(time.perf_counter() - start)
-    api_s, click_s = (statistics.median(timings[k][1:]) for k in ("api", "click"))
-    print(f"tiny pair, {args.repeats} repeats (medians): API {api_s:.3f} s, Compare click {click_s:.3f} s, "
-          f"ratio {click_s / api_s:.2f}x")
+    return statistics.median(timings["api"][1:]), statistics.median(timings["click"][1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=list(PAIRS))
+    args = parser.parse_args()
+
+    from ui import models
+
+    root = Path(tempfile.mkdtemp(prefix="bench-ui-compare-"))
+    try:
+        for pair in args.pairs:
+            mamba, gpt2 = build(pair, root / pair)
+            models.configure(mamba=str(mamba), gpt2=str(gpt2))
+            before = loadavg()
+            api_s, click_s = measure(args.repeats)
+            print(f"{pair} pair, {args.repeats} repeats (medians): API {api_s:.3f} s, Compare click {click_s:.3f} s, "
+                  f"ratio {click_s / api_s:.2f}x  (loadavg before {before}, after {loadavg()})", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
