@@ -9,8 +9,11 @@ this process, after one warm-up of each, on two pairs in turn:
     real  random weights at the real shapes (Mamba-130m: d_model 768, 24 layers, 50,280 rows;
           GPT-2 small: 12 layers, 50,257 rows) with the real tokenizers from ../shared/tokenizers,
           built as bench_reproduce.py and bench_study.py build them.
-Medians of `--repeats`. The machine may be shared, so /proc/loadavg is printed before and after
-each pair: only the ratio within a pair, measured under the same load, means much.
+Medians of `--repeats`, wall and process CPU time (all threads). The app releases memory 2 s after
+a job (`ui.jobs.schedule_release`); the benchmark waits for that release after each click, untimed,
+so that it does not land in the next API call. The machine may be shared, so /proc/loadavg is
+printed before and after each pair: a wall time under a load above the core count mostly measures
+the other processes, the CPU time much less so.
 
     python benchmarks/bench_ui_compare.py [--repeats 7] [--pairs tiny real]
 """
@@ -55,12 +58,13 @@ def build(pair: str, folder: Path) -> tuple[Path, Path]:
     return save_models(folder)
 
 
-def measure(repeats: int) -> tuple[float, float]:
-    """Median seconds of (API, click) on the configured pair, alternating, after one warm-up round."""
+def measure(repeats: int) -> dict[str, tuple[float, float]]:
+    """{"api", "click"}: median (wall, CPU) seconds on the configured pair, alternating, after one
+    warm-up round."""
     import gradio as gr
 
     from compare import compare
-    from ui import models, tab_compare
+    from ui import jobs, models, tab_compare
 
     plot = gr.Plot()
 
@@ -73,13 +77,19 @@ def measure(repeats: int) -> tuple[float, float]:
             if figure is not None:
                 plot.postprocess(figure)
 
+    def settle():  # the click's delayed memory release, run now and untimed
+        timer = jobs._release_timer
+        if timer is not None:
+            timer.join()
+
     timings = {"api": [], "click": []}
     for _ in range(repeats + 1):  # the first round warms both up (loading, first draw)
         for name, fn in (("api", api), ("click", click)):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             fn()
-            timings[name].append(time.perf_counter() - start)
-    return statistics.median(timings["api"][1:]), statistics.median(timings["click"][1:])
+            timings[name].append((time.perf_counter() - start, time.process_time() - cpu))
+            settle()
+    return {name: tuple(statistics.median(t[i] for t in runs[1:]) for i in (0, 1)) for name, runs in timings.items()}
 
 
 def main() -> None:
@@ -96,9 +106,11 @@ def main() -> None:
             mamba, gpt2 = build(pair, root / pair)
             models.configure(mamba=str(mamba), gpt2=str(gpt2))
             before = loadavg()
-            api_s, click_s = measure(args.repeats)
-            print(f"{pair} pair, {args.repeats} repeats (medians): API {api_s:.3f} s, Compare click {click_s:.3f} s, "
-                  f"ratio {click_s / api_s:.2f}x  (loadavg before {before}, after {loadavg()})", flush=True)
+            t = measure(args.repeats)
+            (api_s, api_cpu), (click_s, click_cpu) = t["api"], t["click"]
+            print(f"{pair} pair, {args.repeats} repeats (medians): wall API {api_s:.3f} s, Compare click {click_s:.3f} s, "
+                  f"ratio {click_s / api_s:.2f}x; CPU API {api_cpu:.3f} s, click {click_cpu:.3f} s, ratio "
+                  f"{click_cpu / api_cpu:.2f}x  (loadavg before {before}, after {loadavg()})", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
