@@ -3,11 +3,12 @@
 Mamba-130m's shape (d_model 768, 24 layers, 50,280 rows) and GPT-2 small (12 layers, 50,257 rows),
 transformers' own random init, saved to a temp folder with the real tokenizers from
 ../shared/tokenizers (as bench_study.py does) and loaded back through the public loader. Target:
-the whole report in ≤ 10 min on 2 CPU cores.
+the whole report at the thesis's sizes in ≤ 15 min on 2 CPU cores.
 
 The machine may be shared, so beside the wall time the script prints the process's CPU time and
-/proc/loadavg before and after, and each section's wall time: a wall time measured under a load
-above the core count overstates what the report costs on a quiet machine.
+/proc/loadavg before and after, and each section's wall and CPU time: a wall time measured under a
+load above the core count overstates what the report costs on a quiet machine, where the CPU time
+over the 2 cores estimates it (from below: torch does not keep both cores busy everywhere).
 
     python benchmarks/bench_reproduce.py [--quick] [--threads 2] [--keep DIR]
 """
@@ -48,7 +49,7 @@ def main() -> None:
         raise SystemExit(f"needs the real tokenizers in {TOKENIZERS}")
     import torch
 
-    import compare.reproduce  # noqa: F401 — the package; `compare.reproduce` the attribute is the function
+    import compare.reproduce  # noqa: F401 — the package (whose SECTIONS are timed below)
     from compare import load_model
 
     package = sys.modules["compare.reproduce"]
@@ -61,10 +62,11 @@ def main() -> None:
 
         def timed(fn):
             def run(ctx):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), cpu_seconds()
                 result = fn(ctx)
                 timings.append((fn.__name__, time.perf_counter() - start))
-                print(f"  {fn.__name__:<16} {timings[-1][1]:7.1f} s  (loadavg {loadavg()})", flush=True)
+                print(f"  {fn.__name__:<16} {timings[-1][1]:7.1f} s  CPU {cpu_seconds() - cpu:7.1f} s  "
+                      f"(loadavg {loadavg()})", flush=True)
                 return result
             return run
 
@@ -78,7 +80,8 @@ def main() -> None:
         print(f"  {'writing':<16} {wall - sum(s for _, s in timings):7.1f} s (figures rendered, files written)")
         plan = "quick" if args.quick else "full"
         print(f"{plan} report: wall {wall:.1f} s ({wall / 60:.1f} min), process CPU {cpu:.1f} s, "
-              f"report {sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MiB")
+              f"report {sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MiB, "
+              f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")  # ru_maxrss: KiB
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
