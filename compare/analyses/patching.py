@@ -51,6 +51,11 @@ reference to fp32 rounding. For a patch of several positions the increments of e
 (the hook point's semantics: e is taken against the corrupt state), so only a single position
 is a plain replacement of the state.
 
+On Mamba-2's `h` (`Point.into_y`) the patched block runs once per layer, unpatched: each patch
+is the increment clean − corrupt at its positions, whose change of y the family computes
+(`Family.noise_into_y`), and the block is finished from y (`restart.finals_from_y`); the blocks
+above run at every position, all of a layer's patches in one batch.
+
 `patching_ref.patch_sweep_ref` is the one-trace-per-patch twin: the test oracle and the
 baseline of `benchmarks/bench_patching.py`.
 """
