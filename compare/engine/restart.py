@@ -64,6 +64,8 @@ def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequ
     noise(chunk, clean_value) → [len(chunk), P, *feature]: called inside the hook with the
     clean component at the noised positions [P, *feature] (all batch rows are clean there).
     """
+    if not runs:  # e.g. a read group of level-0 runs only
+        return torch.empty(0, handle.vocab_size)
     idx = torch.tensor(list(positions))
 
     def edit(rows):
