@@ -60,7 +60,7 @@ from ..handle.inputs import byte_budget, handle_of, layer_list, position_list, p
 from ..base.checks import check_callbacks
 from ..handle.model import Model, NonFiniteError
 from ..engine.prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: the columns of a sweep, part of this API)
-from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_noised, run_rays
+from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_into_y, run_noised, run_rays
 from ..engine.convention import analysis, component_of
 
 DISTRIBUTIONS = ("gaussian", "uniform")
@@ -273,7 +273,8 @@ def sweep_logits(sweep: Sweep, layer: int, entry, runs: list, *, max_bytes: int 
     The caller holds ``sweep.handle.lock``: the engine registers torch hooks on the shared
     model and calls its blocks one by one, which an nnsight trace in another thread would see.
     """
-    engine = run_rays if sweep.handle.arch.point(sweep.component).affine else run_noised
+    point = sweep.handle.arch.point(sweep.component)
+    engine = run_rays if point.affine else run_into_y if point.into_y else run_noised
     noise = lambda chunk, value: sweep_noise(sweep, layer, chunk, value)
     return engine(sweep.handle, sweep.component, layer, entry, sweep.positions, runs, noise, max_bytes=max_bytes)
 

@@ -51,6 +51,11 @@ reference to fp32 rounding. For a patch of several positions the increments of e
 (the hook point's semantics: e is taken against the corrupt state), so only a single position
 is a plain replacement of the state.
 
+On Mamba-2's `h` (`Point.into_y`) the patched block runs once per layer, unpatched: each patch
+is the increment clean − corrupt at its positions, whose change of y the family computes
+(`Family.noise_into_y`), and the block is finished from y (`restart.finals_from_y`); the blocks
+above run at every position, all of a layer's patches in one batch.
+
 `patching_ref.patch_sweep_ref` is the one-trace-per-patch twin: the test oracle and the
 baseline of `benchmarks/bench_patching.py`.
 """
@@ -70,7 +75,8 @@ from ..handle.inputs import byte_budget, handles_of, is_int, layer_list, prompt_
 from ..engine.convention import analysis, component_of
 from ..handle.model import Model, NonFiniteError
 from ..ssm.mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
-from ..engine.restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, head
+from ..engine.restart import (DEFAULT_MAX_BYTES, chunk_size, clean_pass, edited_finals, finals_from_y, head,
+                              y_terms)
 from ..ssm.scan import discretise, linear_scan
 
 METRICS = ("logit_diff", "logit", "prob", "logprob")
@@ -249,8 +255,9 @@ def _by_layer(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_by
             return done, True
         run = [i for i, patch in enumerate(sweep.patches) if patch]  # a patch of nothing is the corrupt run
         with sweep.handle.lock, torch.inference_mode():  # per layer, so other callers get the model in between
-            finals = (_hooked_restart(sweep, layer, src[layer], entries[layer], [sweep.patches[i] for i in run],
-                                      max_bytes) if run else [])
+            restart = _into_y_restart if _into_y(sweep) else _hooked_restart
+            finals = (restart(sweep, layer, src[layer], entries[layer], [sweep.patches[i] for i in run],
+                              max_bytes) if run else [])
         done.update({(layer, i): corrupt_final[0] for i, patch in enumerate(sweep.patches) if not patch})
         done.update({(layer, i): final for i, final in zip(run, finals)})
         count.add(len(sweep.patches))
@@ -273,22 +280,34 @@ def _mask(sweep: Patching, patches, value: torch.Tensor) -> torch.Tensor:
 
 def _hooked_restart(sweep: Patching, layer: int, src: torch.Tensor, entry, patches, max_bytes: int) -> torch.Tensor:
     """Any component: blocks layer.. rerun on copies of the corrupt entry, a hook writing the
-    clean values at each row's positions."""
-    handle = sweep.handle
-    resid = entry[0][0]
-    size = chunk_size(handle, sweep.point, resid.shape[1], max_bytes)
-    last_only = layer < handle.n_layers - 1  # else the final block carries the hook
-    finals = []
-    for start in range(0, len(patches), size):
-        chunk = patches[start:start + size]
-
-        def write(value, chunk=chunk):
+    clean values at each row's positions (`restart.edited_finals`)."""
+    def edit(rows):
+        def write(value):
+            chunk = [patches[i] for i in rows]
             value.copy_(torch.where(_mask(sweep, chunk, value), src.to(value.device, value.dtype), value))
+        return write
 
-        with temporary_hooks(handle.arch.hook(handle.module, sweep.point, layer, write)):
-            out = blocks_from(handle, layer, copies(resid, len(chunk)), entry, last_only=last_only)
-        finals.append(out[:, -1])
-    return torch.cat(finals)
+    return edited_finals(sweep.handle, sweep.point, layer, entry, len(patches), edit, max_bytes)
+
+
+def _into_y(sweep: Patching) -> bool:
+    """A patch whose change of the SSM's y is linear in it (`Point.into_y`: Mamba-2's h), of the whole point."""
+    return sweep.handle.arch.point(sweep.point).into_y and sweep.head is None
+
+
+def _into_y_restart(sweep: Patching, layer: int, src: torch.Tensor, entry, patches, max_bytes: int) -> torch.Tensor:
+    """A patch of an `into_y` point: the hook point's edit is the increment clean − corrupt at the
+    patch's positions, whose change of y the family computes (`Family.noise_into_y`); the block
+    is finished from y and the blocks above run batched (`restart.finals_from_y`)."""
+    handle = sweep.handle
+    terms = y_terms(handle, sweep.point, layer, entry)
+    diff = src.to(terms[sweep.point].device, terms[sweep.point].dtype) - terms[sweep.point]
+
+    def dy(rows):
+        return torch.cat([handle.arch.noise_into_y(handle.module, layer, sweep.point, terms, list(patches[i]),
+                                                   diff[:, list(patches[i])]) for i in rows])
+
+    return finals_from_y(handle, sweep.point, layer, entry, terms, len(patches), dy, max_bytes)
 
 
 def _h_wavefront(sweep: Patching, terms: dict, entries, corrupt_final: torch.Tensor, max_bytes: int,

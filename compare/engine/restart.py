@@ -3,7 +3,11 @@
 One clean forward (`clean_pass`) caches what enters every block; `blocks_from` reruns blocks
 l..m of a batch from that cache (`Family.blocks_from`, the adapter's block forward) and `head`
 reads the last position's logits. `run_noised` adds each run's noise to a component of block l
-through a torch forward hook (`injected`) and runs the batch from block l on; `run_rays` does
+through a torch forward hook and runs the batch from block l on (`edited_finals`: block l in the
+chunks its own estimate allows, a materialised state making them small, the blocks above in the
+larger chunks of a plain block); `run_into_y` does the same for a component whose noise changes
+the SSM's y linearly (`Point.into_y`: Mamba-2's h): block l runs once, clean, and each run's y
+is the clean y plus the family's `noise_into_y`, the block finished from it; `run_rays` does
 the same for a component whose block output is affine in the noise (the family's
 `Point.affine`: h, y, resid_post…): block l runs once per draw and every run restarts at block
 l+1 from out_clean + level · (out(ε) − out_clean). On Mamba the block after that runs on the
@@ -57,9 +61,44 @@ def run_noised(handle: Model, component: str, layer: int, entry, positions: Sequ
     noise(chunk, clean_value) → [len(chunk), P, *feature]: called inside the hook with the
     clean component at the noised positions [P, *feature] (all batch rows are clean there).
     """
-    last_only = layer < handle.n_layers - 1  # else the final block carries the hook
-    return head(handle, [out[:, -1] for out in hooked_chunks(handle, component, layer, entry, positions, runs,
-                                                             noise, max_bytes, last_only=last_only)])
+    if not runs:  # e.g. a read group of level-0 runs only
+        return torch.empty(0, handle.vocab_size)
+    idx = torch.tensor(list(positions))
+
+    def edit(rows):
+        def add(value):
+            value[:, idx] += noise([runs[i] for i in rows], value[0, idx]).to(value.device, value.dtype)
+        return add
+
+    return head(handle, [edited_finals(handle, component, layer, entry, len(runs), edit, max_bytes)])
+
+
+def edited_finals(handle: Model, component: str, layer: int, entry, n: int, edit: Callable,
+                  max_bytes: int) -> torch.Tensor:
+    """Last-position residuals [n, d] of n copies of the forward restarted at `layer`, rows
+    `rows` (a range) with their component edited in place by the hook ``edit(rows)``.
+
+    The edited block runs in the chunks its own estimate allows (`chunk_size` of the component:
+    a materialised state makes them a few rows), the blocks above it in the larger chunks of a
+    plain block, so that their matmuls run at a batch size that amortises streaming the weights.
+    """
+    resid = entry[0][0]
+    size = chunk_size(handle, component, resid.shape[1], max_bytes)
+    group = max(size, chunk_size(handle, None, resid.shape[1], max_bytes))
+    last = layer == handle.n_layers - 1  # the final block carries the hook: it computes every position
+    finals = []
+    for start in range(0, n, group):
+        stop = min(n, start + group)
+        outs = []
+        for first in range(start, stop, size):
+            rows = range(first, min(stop, first + size))
+            with temporary_hooks(handle.arch.hook(handle.module, component, layer, edit(rows))):
+                outs.append(blocks_from(handle, layer, copies(resid, len(rows)), entry, stop=layer + 1))
+        out = torch.cat(outs)
+        if not last:
+            out = blocks_from(handle, layer + 1, out, entry, last_only=True)
+        finals.append(out[:, -1])
+    return torch.cat(finals)
 
 
 @torch.inference_mode()
@@ -105,6 +144,62 @@ def run_rays(handle: Model, component: str, layer: int, entry, positions: Sequen
             for i, final in zip(mine[start:start + size], out[:, -1]):
                 finals[i] = final
     return head(handle, [torch.stack(finals)])
+
+
+@torch.inference_mode()
+def run_into_y(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,
+               noise: Callable, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
+    """`run_noised` for a component whose noise changes the SSM's y linearly (`Point.into_y`).
+
+    The injected block runs once, clean, for its terms (`y_terms`); a run's y is the clean y
+    plus the family's `noise_into_y` of its noise, and the block is finished from that y
+    (`finals_from_y`): no run materialises the state.
+    """
+    if not runs:
+        return torch.empty(0, handle.vocab_size)
+    terms = y_terms(handle, component, layer, entry)
+    idx = list(positions)
+    clean = terms[component][0, idx]
+
+    def dy(rows):
+        values = noise([runs[i] for i in rows], clean).to(clean.device, clean.dtype)
+        return handle.arch.noise_into_y(handle.module, layer, component, terms, idx, values)
+
+    return head(handle, [finals_from_y(handle, component, layer, entry, terms, len(runs), dy, max_bytes)])
+
+
+def y_terms(handle: Model, component: str, layer: int, entry) -> dict:
+    """The clean block `layer`'s `Family.into_y_points` and `component` ({name: [1, T, ...]}),
+    read by torch hooks in one forward of that block (the component's hook materialises the
+    state, so y is read out of it, as in a noised run)."""
+    arch, terms = handle.arch, {}
+
+    def keep(name):
+        return lambda value: terms.update({name: value.clone()})
+
+    names = dict.fromkeys(arch.into_y_points + (component,))
+    with temporary_hooks(*[arch.hook(handle.module, name, layer, keep(name)) for name in names]):
+        blocks_from(handle, layer, entry[0][0], entry, stop=layer + 1)
+    return terms
+
+
+def finals_from_y(handle: Model, component: str, layer: int, entry, terms: dict, n: int, dy: Callable,
+                  max_bytes: int) -> torch.Tensor:
+    """Last-position residuals [n, d] of block `layer` finished from y = clean y + dy(rows)
+    (`Family.block_from_y`; dy(rows) [len(rows), T, ...] for a range of the n rows) and the
+    blocks above; dy in the chunks of the component's estimate, the blocks in those of a plain block."""
+    resid = entry[0][0]
+    size = chunk_size(handle, component, resid.shape[1], max_bytes)
+    group = max(size, chunk_size(handle, None, resid.shape[1], max_bytes))
+    finals = []
+    for start in range(0, n, group):
+        stop = min(n, start + group)
+        change = torch.cat([dy(range(first, min(stop, first + size))) for first in range(start, stop, size)])
+        out = handle.arch.block_from_y(handle.module, layer, terms, resid, terms["y"] + change)
+        if layer < handle.n_layers - 1:
+            out = blocks_from(handle, layer + 1, out, entry, last_only=True)
+        finals.append(out[:, -1])
+    return torch.cat(finals)
 
 
 def hooked_chunks(handle: Model, component: str, layer: int, entry, positions: Sequence[int], runs: list,

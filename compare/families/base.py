@@ -28,6 +28,9 @@ class Point:
     shape: in glossary letters, e.g. "[b, l, d_in, n]"; the letters after [b, l] are the
         per-position feature shape that noise and channels use.
     affine: the block's output is affine in noise added here (`restart.run_rays` restarts from it).
+    into_y: noise added here changes the SSM's output y linearly, y then passes a nonlinearity
+        (Mamba-2's gated RMSNorm): `restart.run_into_y` computes y's change by the family's
+        `noise_into_y` and finishes the block from y (`block_from_y`), never materialising the state.
     refused: why noise on this point is refused (None: it may be noised).
     ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).
     patchable: activation patching may replace it position by position (`compare.analyses.patching`):
@@ -46,6 +49,7 @@ class Point:
     item: int | None = None
     part: str | None = None
     affine: bool = False
+    into_y: bool = False
     refused: str | None = None
     ssm: bool = False
     patchable: bool = True
@@ -251,6 +255,19 @@ class Family:
         """The change of block `layer`'s output [b, l, d] for a change dy of the SSM's output y
         (families with mixing "ssm"; `patching` restarts a patch of `h` from it)."""
         raise NotImplementedError(f"{self.title} has no selective SSM")
+
+    into_y_points: tuple[str, ...] = ()  # the clean block's points `noise_into_y` and `block_from_y` read
+
+    def noise_into_y(self, module: nn.Module, layer: int, component: str, terms: dict, positions, values: torch.Tensor):
+        """The change of block `layer`'s y [R, T, ...] when values [R, P, *feature] are added to
+        `component` (a `Point.into_y`) at `positions` (P ints), from `terms`, the clean block's
+        `into_y_points` [1, T, ...]."""
+        raise NotImplementedError(f"{self.title} has no into_y point")
+
+    def block_from_y(self, module: nn.Module, layer: int, terms: dict, resid: torch.Tensor, y: torch.Tensor):
+        """Block `layer`'s output [R, T, d] from its input resid [1, T, d] and the SSM's output y
+        [R, T, ...], the rest of the block as in `terms` (the clean block's `into_y_points`)."""
+        raise NotImplementedError(f"{self.title} has no into_y point")
 
     def embed(self, module: nn.Module, ids: torch.Tensor):
         """(residual entering block 0, extra args, extra kwargs of every block) for `stages`."""

@@ -9,7 +9,10 @@ Model level: embed, final_norm, logits.
 
 Noise is affine in the block's output on gated_norm, mixer_out and resid_post only: y (and the
 state before it) reaches out_proj through the gated RMSNorm, which divides by y's own size.
-No ray path (`rays`): Mamba-1's in_proj trick is not written for this block.
+No ray path (`rays`): Mamba-1's in_proj trick is not written for this block. Noise on h and
+h_readout is affine in y, though (`Point.into_y`): the restart engine adds its change of y
+(`noise_into_y`) to the clean y and finishes the block from there (`block_from_y`), without
+materialising a state per run.
 
 Parameters (the loader's memory check), with d the residual width, L layers, V embedding rows:
     V·d (twice when the LM head is untied) + L·(d + mixer) + d, the mixer being in_proj
@@ -26,7 +29,7 @@ import torch
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError, flag, size
 from ..ssm.mamba2 import Mamba2Config, Mamba2LM
-from ..ssm.ssd import CHUNK, ssd_attention
+from ..ssm.ssd import CHUNK, discretise, per_head, read_out, segsum, ssd_attention, states
 from .base import FP32_BYTES, Family, Point, model_points
 
 
@@ -36,6 +39,9 @@ def _p(name, owner, shape, **kw):
 
 BLOCK, MIXER = "layers.{l}.", "layers.{l}.mixer."
 STATE = "[b, l, heads, p, n]"
+# Noised positions up to which `noise_into_y` pairs each with every position by GEMMs (P·T·heads·p
+# products, no state); beyond, it scans the increments as states (T·heads·p·n, memory-bound).
+PAIRED_POSITIONS = 32
 
 
 class Mamba2Family(Family):
@@ -57,8 +63,8 @@ class Mamba2Family(Family):
         _p("dt", MIXER, "[b, l, heads]"),
         _p("A_bar", MIXER, "[b, l, heads]", ssm=True),
         _p("write", MIXER, STATE, ssm=True),
-        _p("h", MIXER, STATE, ssm=True),
-        _p("h_readout", MIXER, STATE, ssm=True),
+        _p("h", MIXER, STATE, ssm=True, into_y=True),
+        _p("h_readout", MIXER, STATE, ssm=True, into_y=True),
         _p("y", MIXER, "[b, l, heads, p]"),
         _p("gated_norm", MIXER, "[b, l, d_in]", affine=True),
         _p("mixer_out", BLOCK, "[b, l, d]", affine=True),
@@ -85,6 +91,36 @@ class Mamba2Family(Family):
         dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
         alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
         return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
+
+    into_y_points = ("dt", "C", "gate", "y")
+
+    def noise_into_y(self, module, layer, component, terms, positions, values):
+        """Δy [R, T, heads, p] for values [R, P, heads, p, n] added to h or h_readout at `positions`.
+
+        y_t = C_t · h_t + D x_t is linear in h. An increment ε_s of h (`Mamba2Mixer`: it enters
+        the recurrence) reaches every later state decayed by L[t, s] = Π_{k=s+1..t} Ā_k, so
+        Δy_t = Σ_s L[t, s] C_t · ε_s; one of h_readout changes y at s only, by C_s · ε_s.
+        """
+        heads, pos = values.shape[2], torch.tensor(positions)
+        C = per_head(terms["C"].float(), heads)[0]  # [T, heads, n]
+        values = values.float()
+        if component == "h_readout":
+            dy = values.new_zeros(len(values), C.shape[0], *values.shape[2:4])
+            dy[:, pos] = (values @ C[pos].unsqueeze(-1)).squeeze(-1)
+            return dy
+        A, _ = self.ssm_parameters(module, layer)
+        dt = terms["dt"][0].float()
+        A = A.to(dt.device)
+        if len(positions) > PAIRED_POSITIONS:
+            increment = values.new_zeros(len(values), C.shape[0], *values.shape[2:])
+            increment[:, pos] = values
+            return read_out(states(discretise(dt, A)[None], increment), terms["C"].float(), None, None)
+        L = torch.exp(segsum((dt * A).T))[:, :, pos]  # [heads, T, P]: the decay from each noised position
+        return torch.einsum("hts,rsthp->rthp", L, torch.einsum("rshpn,thn->rsthp", values, C))
+
+    def block_from_y(self, module, layer, terms, resid, y):
+        """resid + the mixer's gated RMSNorm and out_proj of y (`Mamba2Mixer.output`), with the clean gate."""
+        return resid + module.layers[layer].mixer.output(y, terms["gate"])
 
     def dims(self, config):
         return {"d": config.d_model, "d_in": config.d_inner, "n": config.d_state, "V": config.vocab_size,

@@ -109,7 +109,6 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u [b, l, d] → [b, l, d]."""
-        b, l, _ = u.shape
         d_in, gn = self.heads * self.headdim, self.groups * self.d_state
         z, xBC, dt = self.in_proj(u.to(self.in_proj.weight.dtype)).split([d_in, d_in + 2 * gn, self.heads], -1)
         z = self.hook_gate(z)
@@ -127,8 +126,12 @@ class Mamba2Mixer(nn.Module):
             y = self._ssm_materialised(x, dt, A, B, C, D)
         else:
             y = ssd_chunked(x, dt, A, B, C, D)
-        y = self.hook_y(y)
-        out = self.hook_gated_norm(self.norm(y.reshape(b, l, d_in), z))
+        return self.output(self.hook_y(y), z)
+
+    def output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The mixer's output [b, l, d] from y [b, l, heads, p] and the gate z [b, l, d_in]: gated
+        RMSNorm, out_proj (also the restart from y, `families.mamba2.block_from_y`)."""
+        out = self.hook_gated_norm(self.norm(y.flatten(-2), z))
         return self.out_proj(out.to(self.out_proj.weight.dtype))
 
     def _ssm_materialised(self, x, dt, A, B, C, D):

@@ -95,20 +95,29 @@ def ssd_chunked(x, dt, A, B, C, D=None, *, chunk: int = CHUNK, h0=None) -> torch
     CB = Cc.transpose(2, 3) @ Bc.permute(0, 1, 3, 4, 2)  # [b, nc, g, q, q], shared by a group's heads
     xdt = xdt.permute(0, 1, 3, 4, 2, 5)  # [b, nc, g, r, q, p]
     y = (L * CB.unsqueeze(3)) @ xdt  # within the chunk: [b, nc, g, r, q, p]
-    cum = a.cumsum(-1)
-    to_end = torch.exp(cum[..., -1:] - cum)  # decay from each position to the chunk's end (≤ 1)
-    # S_c[p, n] = Σ_s to_end_s · Δ_s x_s[p] · B_s[n]: [b, nc, g, r, p, n]
-    S = (xdt * to_end.unsqueeze(-1)).transpose(-1, -2) @ Bc.transpose(2, 3).unsqueeze(3)
-    chunk_decay = torch.exp(cum[..., -1])  # [b, nc, g, r]
-    H = torch.zeros_like(S[:, 0]) if h0 is None else h0.float().reshape(b, g, heads // g, p, n)
-    entry = torch.empty_like(S)  # the state before each chunk
-    for c in range(nc):
-        entry[:, c] = H
-        H = chunk_decay[:, c, ..., None, None] * H + S[:, c]
-    # across chunks: exp(cum_t) · C_t · H_{c-1} → [b, nc, g, r, q, p]
-    y = y + torch.exp(cum).unsqueeze(-1) * (Cc.transpose(2, 3).unsqueeze(3) @ entry.transpose(-1, -2))
+    if nc > 1 or h0 is not None:  # else no position reads a state from before its chunk
+        y = y + _across_chunks(xdt, a, Bc, Cc, h0)
     y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, nc * q, heads, p)[:, :l]
     return y if D is None else y + D[:, None] * x
+
+
+def _across_chunks(xdt, a, Bc, Cc, h0) -> torch.Tensor:
+    """exp(cum_t) · C_t · H_{c-1} [b, nc, g, r, q, p]: what each position reads of the state
+    before its chunk (`ssd_chunked`'s layout; the last chunk's end state is read by none)."""
+    b, nc, g, r, q, p = xdt.shape
+    cum = a.cumsum(-1)
+    to_end = torch.exp(cum[..., -1:] - cum)  # decay from each position to the chunk's end (≤ 1)
+    # S_c[p, n] = Σ_s to_end_s · Δ_s x_s[p] · B_s[n]: [b, nc - 1, g, r, p, n]
+    S = (xdt[:, :-1] * to_end[:, :-1].unsqueeze(-1)).transpose(-1, -2) @ Bc[:, :-1].transpose(2, 3).unsqueeze(3)
+    chunk_decay = torch.exp(cum[..., -1])  # [b, nc, g, r]
+    n = Bc.shape[-1]
+    H = xdt.new_zeros(b, g, r, p, n) if h0 is None else h0.float().reshape(b, g, r, p, n)
+    entry = xdt.new_empty(b, nc, g, r, p, n)  # the state before each chunk
+    for c in range(nc):
+        entry[:, c] = H
+        if c < nc - 1:
+            H = chunk_decay[:, c, ..., None, None] * H + S[:, c]
+    return torch.exp(cum).unsqueeze(-1) * (Cc.transpose(2, 3).unsqueeze(3) @ entry.transpose(-1, -2))
 
 
 def segsum(a: torch.Tensor) -> torch.Tensor:

@@ -26,13 +26,45 @@ def m2(tiny):
     return tiny[0]["mamba2"], tiny[1]["mamba2"]
 
 
-@pytest.mark.parametrize("component", ["h", "dt", "x", "B", "A_bar", "y", "gated_norm", "resid_post"])
+@pytest.mark.parametrize("component", ["h", "h_readout", "dt", "x", "B", "A_bar", "y", "gated_norm", "resid_post"])
 def test_noise_sweep_fast_path_equals_one_trace_per_run(m2, component):
     kw = dict(model=m2[0], target=" Mary", component=component, levels=[0.0, 0.8, 3.0], trials=2, seed=3)
     fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
     np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
     np.testing.assert_allclose(fast["logit_diff"], ref["logit_diff"], atol=1e-4)
     assert (fast["p_target"] != fast.groupby("layer")["p_target"].transform("first")).any()
+
+
+def test_noise_on_the_state_restarts_from_y_at_chosen_positions(m2):
+    """Noise on h at positions 3 and 9 only, relative scale: Δy by the decay from each noised
+    position (`Mamba2Family.noise_into_y`) equals the trace that adds it to the hook point."""
+    kw = dict(model=m2[0], target=" Mary", component="h", levels=[0.0, 0.5, 2.0], trials=2, seed=5,
+              positions=[3, 9], scale="relative")
+    fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
+    np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
+    assert (fast["p_target"] != fast.groupby("layer")["p_target"].transform("first")).any()
+
+
+def test_noise_on_the_state_by_scanned_increments_equals_one_trace_per_run(m2, monkeypatch):
+    """Past PAIRED_POSITIONS noised positions Δy comes from the increments scanned as states."""
+    monkeypatch.setattr("compare.families.mamba2.PAIRED_POSITIONS", 2)
+    kw = dict(model=m2[0], target=" Mary", component="h", levels=[0.0, 0.8, 3.0], trials=2, seed=3)
+    fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
+    np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
+
+
+@pytest.mark.parametrize("component", ["A_bar", "h"])
+def test_one_state_per_chunk_still_equals_the_reference(m2, component):
+    """A budget of one materialised state: the edited block runs one row at a time, the blocks
+    above it in chunks of several (`restart.edited_finals`, `restart.finals_from_y`)."""
+    handle = m2[0]
+    budget = handle.layer_bytes(14, ssm=True)
+    kw = dict(model=handle, target=" Mary", component=component, levels=[0.0, 0.8, 3.0], trials=2, seed=3)
+    fast, ref = noise_sweep(PROMPT, **kw, max_bytes=budget), noise_sweep_ref(PROMPT, **kw)
+    np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
+    kw = dict(model=handle, component=component, answer=" Mary", wrong=" John", positions=[3, (2, 9), "all"])
+    fast, ref = patch_sweep(CLEAN, CORRUPT, **kw, max_bytes=budget), patch_sweep_ref(CLEAN, CORRUPT, **kw)
+    np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("component", ["h", "dt", "resid_post"])
