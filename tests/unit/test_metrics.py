@@ -220,7 +220,7 @@ def test_row_moments_are_each_rows_mean_and_population_std():
 
 _THREADS_PROBE = """
 import sys, numpy as np
-from compare import metrics
+from compare.measures import metrics
 import torch
 torch.set_num_threads(1)  # as every study task does, in both executors
 L = np.random.default_rng(0).normal(-100, 3, size=(14, 50280)).astype(np.float32)

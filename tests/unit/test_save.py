@@ -229,7 +229,7 @@ def test_an_interrupt_during_the_swap_puts_the_old_result_back(results, tmp_path
 KILLED_MID_SWAP = r"""
 import os, signal, sys
 from pathlib import Path
-from compare import store
+from compare.base import store
 
 target = Path(sys.argv[1])
 
