@@ -47,7 +47,7 @@ from torch import nn
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError
 from ..base.hooks import HookPoint
-from ..ssm.ssd import CHUNK, ssd_attention, ssd_scan
+from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, causal_mask, from_state_dict
 
 ATTENTION = "compare_hooked_gqa"
@@ -73,10 +73,7 @@ class HybridFamily(TransformersFamily):
 
     def hidden_attention_terms(self, module, layer, seen, units):
         """Per SSM head: α[t, s] = C_t · B_s · Π_{k=s+1..t} Ā_k · Δ_s (`ssd.ssd_attention`)."""
-        A, D = self.ssm_parameters(module, layer)
-        dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
-        alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
-        return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
+        return attention_terms(*self.ssm_parameters(module, layer), seen, units)
 
     def layer_kinds(self, module):
         return self.kinds_of(module.config)

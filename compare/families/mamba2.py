@@ -29,7 +29,7 @@ import torch
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError, flag, size
 from ..ssm.mamba2 import Mamba2Config, Mamba2LM
-from ..ssm.ssd import CHUNK, discretise, per_head, read_out, segsum, ssd_attention, states
+from ..ssm.ssd import CHUNK, attention_terms, discretise, per_head, read_out, segsum, states
 from .base import FP32_BYTES, Family, Point, model_points
 
 
@@ -87,10 +87,7 @@ class Mamba2Family(Family):
 
     def hidden_attention_terms(self, module, layer, seen, units):
         """Per head: α[t, s] = C_t · B_s · Π_{k=s+1..t} Ā_k · Δ_s (`ssd.ssd_attention`)."""
-        A, D = self.ssm_parameters(module, layer)
-        dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
-        alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
-        return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
+        return attention_terms(*self.ssm_parameters(module, layer), seen, units)
 
     into_y_points = ("dt", "C", "gate", "y")
 

@@ -161,3 +161,12 @@ def ssd_attention(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.T
     a = (dt.float() * A.float()).transpose(1, 2)  # [b, heads, l]
     CB = Ch.transpose(1, 2) @ Bh.permute(0, 2, 3, 1)  # [b, heads, l, l]
     return CB * torch.exp(segsum(a)) * dt.float().transpose(1, 2).unsqueeze(-2)
+
+
+def attention_terms(A: torch.Tensor, D: torch.Tensor, seen: dict, units) -> tuple:
+    """(α [units, l, l], x [l, units, p], D [units], y [l, units, p]) of one Mamba-2 layer's heads
+    `units`, from the points read on its first prompt (`seen`: dt, B, C, x, y): what hidden
+    attention needs to rebuild y_t = Σ_s α[t, s] x_s + D x_t (`ssd_attention`)."""
+    dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
+    alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
+    return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
