@@ -124,14 +124,18 @@ class HybridFamily(TransformersFamily):
         module.config.use_cache = False  # a plain forward keeps no cache (the sweeps rerun blocks)
         module.lm_head = self.scale_head(module)
         for block in self.blocks(module):
-            attention = getattr(block, "self_attn", None)
-            if attention is not None:
-                for name in ATTENTION_POINTS:
-                    setattr(attention, f"hook_{name}", HookPoint())
-            mixer = getattr(block, self.mixer_name, None)
-            if mixer is not None:
-                hook_mixer(mixer)
+            self.hook_block(block)
         return module
+
+    def hook_block(self, block: nn.Module) -> None:
+        """Add the hook points to one layer: its attention (`self_attn`) and its Mamba-2 mixer (`mixer_name`),
+        where it has them."""
+        attention = getattr(block, "self_attn", None)
+        if attention is not None:
+            hook_attention(attention)
+        mixer = getattr(block, self.mixer_name, None)
+        if mixer is not None:
+            hook_mixer(mixer)
 
 
 def config_from_file(config_class, directory):
@@ -195,6 +199,12 @@ def hooked_attention(module, query, key, value, attention_mask, scaling, dropout
     pattern = module.hook_pattern(pattern)
     pattern = torch.nn.functional.dropout(pattern, p=dropout, training=module.training)
     return torch.matmul(pattern, value).transpose(1, 2).contiguous(), pattern
+
+
+def hook_attention(attention: nn.Module) -> None:
+    """Give a transformers attention module run by `hooked_attention` its q, k, v and pattern hook points."""
+    for name in ATTENTION_POINTS:
+        setattr(attention, f"hook_{name}", HookPoint())
 
 
 def hook_mixer(mixer: nn.Module) -> None:
