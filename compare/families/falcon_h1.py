@@ -32,8 +32,8 @@ from pathlib import Path
 
 from ..base.checkpoint import ModelLoadError, flag, size
 from .base import FP32_BYTES, Point
-from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, kind_of_weights,
-                     mamba2_count, refuse_layer, rotary)
+from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, attention_values,
+                     kind_of_weights, mamba2_count, mamba2_values, refuse_layer, rotary)
 
 BLOCK, MIXER, ATTN = "model.layers.{l}", "model.layers.{l}.mamba", "model.layers.{l}.self_attn"
 SSM, ATT = ("ssm",), ("attention",)
@@ -98,13 +98,8 @@ class FalconH1Family(HybridFamily):
 
     def layer_bytes(self, config, T, *, ssm=False):
         dims = self.dims(config)
-        d, d_in, H, chunk = dims["d"], dims["d_in"], dims["H"], config.mamba_chunk_size
-        attention = T * (6 * d + 3 * dims["d_q"] + 2 * dims["d_kv"]) + 3 * dims["heads"] * T * T
-        mamba = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H \
-            + 2 * (T // chunk + 2) * d_in * dims["n"]
-        if ssm:  # the materialised Ā, w and h, and the products of the read-out
-            mamba += 4 * T * d_in * dims["n"]
-        return FP32_BYTES * (T * (4 * d + 3 * config.intermediate_size) + attention + mamba)
+        return FP32_BYTES * (T * (4 * dims["d"] + 3 * config.intermediate_size) + attention_values(dims, T)
+                             + mamba2_values(dims, T, config.mamba_chunk_size, ssm=ssm))
 
     def parameter_count(self, config, directory):
         return count(sizes(config, directory))

@@ -297,6 +297,21 @@ def attention_count(d: int, heads: int, kv_heads: int, head: int, *, bias: bool)
     return d * (dq + 2 * dkv) + dq * d + ((dq + 2 * dkv + d) if bias else 0)
 
 
+def attention_values(dims: dict, T: int) -> int:
+    """Rough count of the values one grouped-query attention keeps alive on T positions, one batch item:
+    its projections, the probabilities and their scores ([heads, T, T], three copies)."""
+    return T * (6 * dims["d"] + 3 * dims["d_q"] + 2 * dims["d_kv"]) + 3 * dims["heads"] * T * T
+
+
+def mamba2_values(dims: dict, T: int, chunk: int, *, ssm: bool = False) -> int:
+    """Rough count of the values one Mamba-2 mixer keeps alive on T positions, one batch item: in_proj's
+    output and its pieces, the chunked scan's decay blocks [chunk, chunk] per head and its states; with
+    `ssm`, the materialised Ā, w and h and the products of the read-out too."""
+    d_in, H, n = dims["d_in"], dims["H"], dims["n"]
+    values = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H + 2 * (T // chunk + 2) * d_in * n
+    return values + (4 * T * d_in * n if ssm else 0)
+
+
 def kind_of_weights(state: dict, prefix: str, attention: str, mixer: str) -> str:
     """The kind(s) of the layer whose tensors start with `prefix`, read off the weights' names."""
     kinds = [kind for kind, name in (("attention", attention), ("ssm", mixer))

@@ -49,7 +49,8 @@ from torch import nn
 
 from ..base.checkpoint import ModelLoadError, flag, size
 from .base import FP32_BYTES, Point, causal_mask, model_points
-from .hybrid import PATTERN_REFUSED, HybridFamily, attention_count, hook_attention, hook_mixer, mamba2_count
+from .hybrid import (PATTERN_REFUSED, HybridFamily, attention_count, attention_values, hook_attention, hook_mixer,
+                     mamba2_count, mamba2_values)
 
 BLOCK, MIXER = "model.layers.{l}", "model.layers.{l}.mixer"
 SSM, ATT, MLP, MOE = ("ssm",), ("attention",), ("mlp",), ("moe",)
@@ -135,17 +136,12 @@ class NemotronHFamily(HybridFamily):
 
     def layer_bytes(self, config, T, *, ssm=False):
         dims = self.dims(config)
-        d, d_in, H, chunk = dims["d"], dims["d_in"], dims["H"], config.chunk_size
-        attention = T * (6 * d + 3 * dims["d_q"] + 2 * dims["d_kv"]) + 3 * dims["heads"] * T * T
-        # in_proj's output and its pieces, the chunked scan's decay blocks [chunk, chunk] per head and its states
-        mamba = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H \
-            + 2 * (T // chunk + 2) * d_in * dims["n"]
-        if ssm:  # the materialised Ā, w and h, and the products of the read-out
-            mamba += 4 * T * d_in * dims["n"]
         mlp = 2 * T * config.intermediate_size
+        # the router's scores, each token's chosen experts' hidden widths, the shared expert's, the sum
         moe = T * (3 * dims["experts"] + 2 * config.num_experts_per_tok * config.moe_intermediate_size
-                   + 2 * config.moe_shared_expert_intermediate_size + 3 * d)
-        return FP32_BYTES * (4 * T * d + max(attention, mamba, mlp, moe))
+                   + 2 * config.moe_shared_expert_intermediate_size + 3 * dims["d"])
+        one_mixer = max(attention_values(dims, T), mamba2_values(dims, T, config.chunk_size, ssm=ssm), mlp, moe)
+        return FP32_BYTES * (4 * T * dims["d"] + one_mixer)
 
     def parameter_count(self, config, directory):
         return count(sizes(config, directory))
