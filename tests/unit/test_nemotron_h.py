@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from compare import ALIASES, ModelLoadError, load_model
 from compare.families import FAMILIES
-from test_hybrids import CORRUPT, IDS, PROMPT, TOL, _capture, _points, naive_ssd, naive_state
+from test_hybrids import (CORRUPT, IDS, PROMPT, TOL, _capture, _points, assert_patching_restores_clean_logits,
+                          eager_attentions, mamba2_expected)
 
 KINDS = ("ssm", "attention", "mlp", "moe", "ssm", "mlp")  # conftest's pattern "M*-EM-"
 SSM_LAYER, ATTENTION_LAYER, MLP_LAYER, MOE_LAYER = 0, 1, 2, 3
@@ -77,12 +77,7 @@ def test_an_mlp_layer_mixes_no_positions(nemotron):
 
 def test_pattern_equals_transformers_eager_attention_weights(nemotron):
     handle, ref = nemotron
-    ref.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            weights = ref(torch.tensor(IDS), output_attentions=True).attentions
-    finally:
-        ref.set_attn_implementation("sdpa")
+    weights = eager_attentions(ref, IDS)
     assert len(weights) == 1  # one attention layer
     ours = _points(handle, {"pattern": ("pattern", ATTENTION_LAYER)})
     torch.testing.assert_close(ours["pattern"], weights[0], **TOL)
@@ -104,22 +99,7 @@ def test_q_k_v_are_the_projections_of_the_normed_residual_without_rotary(nemotro
 
 def test_mamba2_points_match_in_proj_conv_and_a_naive_scan(nemotron):
     handle, ref = nemotron
-    mixer = ref.model.layers[SSM_LAYER].mixer
-    got = _capture(ref, {"in_proj": (mixer.in_proj, "out"), "out_proj_in": (mixer.out_proj, "in"),
-                         "mixer_out": (mixer, "out")})
-    d_in, H, gn = mixer.intermediate_size, mixer.num_heads, mixer.n_groups * mixer.ssm_state_size
-    with torch.no_grad():
-        gate, xBC, dt = got["in_proj"][0].double().split([d_in, d_in + 2 * gn, H], -1)
-        weight = mixer.conv1d.weight.double()  # depthwise causal conv: left-pad k-1, then SiLU
-        xBC = F.silu(F.conv1d(F.pad(xBC.T[None], (weight.shape[-1] - 1, 0)), weight, mixer.conv1d.bias.double(),
-                              groups=weight.shape[0])[0].T)
-        x, B, C = xBC.split([d_in, gn, gn], -1)
-        delta = F.softplus(dt + mixer.dt_bias.double())
-        A = -torch.exp(mixer.A_log.double())
-        y = naive_ssd(x, delta, A, B, C, mixer.D.double(), H, mixer.n_groups)
-    A_bar, write, h = naive_state(x, delta, A, B, H, mixer.n_groups)
-    expected = {"gate": gate, "x": x, "B": B, "C": C, "dt": delta, "A_bar": A_bar, "write": write, "h_readout": h,
-                "y": y, "gated_norm": got["out_proj_in"][0].double(), "mixer_out": got["mixer_out"][0].double()}
+    expected = mamba2_expected(ref, ref.model.layers[SSM_LAYER].mixer)
     ours = _points(handle, {name: (name, SSM_LAYER) for name in expected})
     for name, value in expected.items():
         torch.testing.assert_close(ours[name][0].double().reshape(value.shape), value, atol=1e-5, rtol=1e-4, msg=name)
@@ -267,20 +247,7 @@ def test_aliases_name_the_released_checkpoints():
 
 
 def test_patching_every_point_of_a_layer_with_clean_values_restores_the_clean_logits(nemotron):
-    handle = nemotron[0]
-    clean, corrupt = (torch.tensor([handle.encode(p)]) for p in (PROMPT, CORRUPT))
-    for layer in (SSM_LAYER, ATTENTION_LAYER, MLP_LAYER, MOE_LAYER):
-        names = [p for p in handle.arch.points_at(handle.module, layer) if handle.arch.point(p).patchable]
-        saved = {}
-        with torch.no_grad(), handle.nn.trace(clean):
-            for name in names:
-                saved[name] = handle.point(name, layer).save()
-        with torch.no_grad(), handle.nn.trace(corrupt):
-            for name in names:
-                handle.point(name, layer)[:] = saved[name]
-            patched = handle.point("logits").save()
-        torch.testing.assert_close(patched[..., :handle.vocab_size], handle.logits(clean), atol=1e-6, rtol=0,
-                                   msg=f"layer {layer}")
+    assert_patching_restores_clean_logits(nemotron[0], (SSM_LAYER, ATTENTION_LAYER, MLP_LAYER, MOE_LAYER))
 
 
 @pytest.mark.parametrize("component", ["mlp_out", "moe_out", "shared_out", "attn_out", "z", "mixer_out",
@@ -334,12 +301,7 @@ def test_attention_map_reads_the_pattern_of_the_attention_layer_and_the_hidden_a
 
     handle, ref = nemotron
     ids = [handle.encode(PROMPT)]
-    ref.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            weights = ref(torch.tensor(ids), output_attentions=True).attentions[0]
-    finally:
-        ref.set_attn_implementation("sdpa")
+    weights = eager_attentions(ref, ids)[0]  # the one attention layer
     m = attention_map(ids[0], model=handle, layer=ATTENTION_LAYER)
     assert m.kind == "pattern"
     torch.testing.assert_close(torch.tensor(m.weights), weights[0].mean(0), **TOL)
