@@ -220,16 +220,18 @@ def sizes(config: dict, directory: Path) -> dict:
     s["num_key_value_heads"] = s["num_attention_heads"] if kv_none else size(config, "num_key_value_heads", where, 8)
     s["n_groups"] = _either(config, "n_groups", "mamba_n_groups", where, 8)
     s["conv_kernel"] = _either(config, "conv_kernel", "mamba_d_conv", where, 4)
-    experts = "num_local_experts" if "num_local_experts" in config and "n_routed_experts" not in config else "n_routed_experts"
-    s["n_routed_experts"] = size(config, experts, where, 8)  # num_local_experts: transformers' alias of the name
+    experts = "n_routed_experts" if "n_routed_experts" in config else "num_local_experts"  # transformers' alias
+    s["n_routed_experts"] = size(config, experts, where, 8)
     latent = config.get("moe_latent_size")
     s["moe_latent_size"] = None if latent is None else size(config, "moe_latent_size", where)
-    s["use_conv_bias"] = flag(config, "mamba_conv_bias" if "mamba_conv_bias" in config else "use_conv_bias", where, True)
+    conv_bias = "mamba_conv_bias" if "mamba_conv_bias" in config else "use_conv_bias"  # the legacy name wins
+    s["use_conv_bias"] = flag(config, conv_bias, where, True)
     for key in ("use_bias", "mlp_bias"):
         s[key] = flag(config, key, where, False)
     s["kinds"] = layer_pattern(config, directory)[0]
     if s["mamba_num_heads"] % s["n_groups"]:
-        raise ModelLoadError(f"{where}: n_groups ({s['n_groups']}) must divide mamba_num_heads ({s['mamba_num_heads']})")
+        raise ModelLoadError(f"{where}: n_groups ({s['n_groups']}) must divide mamba_num_heads "
+                             f"({s['mamba_num_heads']})")
     return s
 
 

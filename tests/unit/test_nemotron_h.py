@@ -189,6 +189,32 @@ def test_a_config_too_large_for_memory_is_refused_before_loading(tiny_dirs, monk
         load_model(tiny_dirs[0]["nemotron_h"], device="cpu")
 
 
+# Nemotron-H-8B-Base-8K as its model card and paper describe it (52 layers: 24 Mamba-2, 24 MLP and 4
+# attention layers; the sizes are transformers' NemotronHConfig defaults); the pattern's order is as
+# recalled, and does not change the count.
+NEMOTRON_H_8B = dict(model_type="nemotron_h",
+                     hybrid_override_pattern="M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
+                     vocab_size=131072, hidden_size=4096, intermediate_size=21504, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, mamba_num_heads=128, mamba_head_dim=64, ssm_state_size=128,
+                     n_groups=8)
+
+
+def test_the_8b_shape_counts_transformers_parameters_and_is_refused_before_loading_where_it_does_not_fit(
+        tmp_path, monkeypatch):
+    from transformers import NemotronHConfig, NemotronHForCausalLM
+    from compare.base import memory
+
+    config = {k: v for k, v in NEMOTRON_H_8B.items() if k != "model_type"}
+    with torch.device("meta"):  # shapes only: no memory
+        expected = sum(p.numel() for p in NemotronHForCausalLM(NemotronHConfig(**config)).parameters())
+    assert FAMILIES["nemotron_h"].parameter_count(NEMOTRON_H_8B, tmp_path) == expected
+    assert round(expected / 1e8) == 81  # 8.1 B
+    (tmp_path / "config.json").write_text(json.dumps(NEMOTRON_H_8B))  # no weights: refused before reading them
+    monkeypatch.setattr(memory, "available_bytes", lambda: 16 * 2**30)
+    with pytest.raises(ModelLoadError, match=f"describes {expected:,} parameters: about .* more than"):
+        load_model(tmp_path, device="cpu")
+
+
 def _edited_config(tiny_dirs, tmp_path, edit):
     import shutil
 
