@@ -189,9 +189,8 @@ def test_a_config_too_large_for_memory_is_refused_before_loading(tiny_dirs, monk
         load_model(tiny_dirs[0]["nemotron_h"], device="cpu")
 
 
-# Nemotron-H-8B-Base-8K as its model card and paper describe it (52 layers: 24 Mamba-2, 24 MLP and 4
-# attention layers; the sizes are transformers' NemotronHConfig defaults); the pattern's order is as
-# recalled, and does not change the count.
+# Nemotron-H-8B-Base-8K: 52 layers, 24 Mamba-2, 24 MLP and 4 attention, in the pattern NVIDIA's
+# Megatron-Bridge documentation gives; its sizes are transformers' NemotronHConfig defaults.
 NEMOTRON_H_8B = dict(model_type="nemotron_h",
                      hybrid_override_pattern="M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
                      vocab_size=131072, hidden_size=4096, intermediate_size=21504, num_attention_heads=32,
