@@ -6,21 +6,25 @@ reference. A line under the table says which models read the first one's tokeniz
 
 All numbers come from `compare.compare`; this module only validates input, lays the result out
 side by side. The `Comparison` goes into the session's `gr.State`, where the Distributions tab
-reads it. A click draws only the two figures the tab shows; the files (`Comparison.save`'s Parquet,
-JSON and every figure, plus the table) are written when asked for ("Prepare downloads"), without
-the store's marker dotfile (Gradio refuses to serve dotfiles). The models load and run, and the
-figures are drawn, in a worker thread (`jobs.run`); Stop sets its stop, and as a comparison is
-computed whole, a stopped one shows nothing but a note.
+reads it. The two figures the tab shows are Vega-Lite specifications (`compare.figures.vega`) that
+the browser draws: the matplotlib figures cost several times the forward passes of a small pair
+in layout, drawing and encoding. The files (`Comparison.save`'s Parquet, JSON and every figure as
+PNG, plus the table) are written when asked for ("Prepare downloads"), without the store's marker
+dotfile (Gradio refuses to serve dotfiles). The models load and run in a worker thread
+(`jobs.run`); Stop sets its stop, and as a comparison is computed whole, a stopped one shows
+nothing but a note.
 """
 from __future__ import annotations
 
 import functools
+import json
 
 import gradio as gr
 import pandas as pd
+from gradio.components.plot import PlotData
 
 from compare import Stopped, compare
-from compare.figures import base as figures
+from compare.figures import vega
 from compare.base.store import MARKER
 from compare.analyses.comparison import K_COLUMNS
 from compare.analyses.pairing import VARIANTS
@@ -42,16 +46,21 @@ N_OUTPUTS = 6
 VIEW = "compare"
 STOPPED = "**Stopped**: nothing to show (a comparison is computed whole)."
 K_SCALES = ("auto", "linear", "symlog", "log")
-"""The K axis of the figures (`figures.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
+"""The K axis of the trajectories (`vega.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
 
 
-def trajectory_figure(comparison, k_axis: str | None = "auto"):
+def browser_plot(spec: dict) -> PlotData:
+    """A Vega-Lite specification as `gr.Plot` sends an Altair chart: the page draws it (vega-embed)."""
+    return PlotData(type="altair", plot=json.dumps(spec, allow_nan=False))
+
+
+def trajectory_figure(comparison, k_axis: str | None = "auto") -> PlotData | None:
     """L/K/P of the tracked tokens, x-axes labelled with each model's input tokens; None when none tracked."""
     tracked = comparison.tracked_frame()
     if not len(tracked):
         return None
-    return figures.trajectories(tracked, k_scale=k_axis or "auto",
-                                tokens={name: run.tokens for name, run in comparison.runs.items()})
+    return browser_plot(vega.trajectories(tracked, k_scale=k_axis or "auto",
+                                          tokens={name: run.tokens for name, run in comparison.runs.items()}))
 
 
 def tracked_tokens(track: str | None) -> list[str] | None:
@@ -137,14 +146,14 @@ def results(comparison, k_axis: str | None = "auto"):
     """Table (as shown), trajectory plot, cross-model plot, summary: what the Compare tab shows."""
     table = side_by_side(comparison)
     trajectories = trajectory_figure(comparison, k_axis)
-    cross = figures.cross_model(comparison.cross) if len(comparison.cross) else None
+    cross = browser_plot(vega.cross_model(comparison.cross)) if len(comparison.cross) else None
     return shown(table), trajectories, cross, comparison.summary()
 
 
 def measured(prompt: str, variant: str, track: str, k_axis: str, chosen: list[str] | None, k_columns: str,
              progress, stop):
     """The Comparison and its `results`, as a `jobs.run` work: progress(1, 2) once the models ran;
-    `Stopped` once `stop` is set, up to the last figure (on a busy CPU the figures take seconds)."""
+    `Stopped` once `stop` is set, up to the laid-out results."""
     # Loading here too: a Stop pressed while a model loads stops the comparison after it.
     handles = models.chosen(chosen)
     prompt = check(prompt, variant, handles)
