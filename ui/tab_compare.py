@@ -182,14 +182,14 @@ def measured(prompt: str, variant: str, track: str, k_axis: str, chosen: list[st
     progress(1, 2)
     outputs = results(comparison, handles, k_axis)
     if stop.is_set():
-        raise Stopped("compare stopped while its figures were drawn")
+        raise Stopped("compare stopped while its results were laid out")
     return comparison, outputs
 
 
 @limits.shown_to_user
 def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: list[str] | None = None,
         k_columns: str = "vocab", request: gr.Request = None, progress=gr.Progress()):
-    """Stream: nothing while the models load and run and the figures are drawn, then the outputs
+    """Stream: nothing while the models load and run and the results are laid out, then the outputs
     and the Comparison; after Stop, empty outputs and the `STOPPED` note (the session's Comparison
     stays the last finished one).
 

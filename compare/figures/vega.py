@@ -22,6 +22,7 @@ import pandas as pd
 from .base import check_k_scale, token_label
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
+BACKGROUND = "white"  # Vega's default is transparent: its dark text would vanish on a dark page theme
 WIDTH = 1000  # pixels of all panels side by side (the app's page is ~1,200 wide)
 MAX_PANEL_WIDTH = 640
 AXIS_WIDTH = 48  # pixels kept for each y axis' labels, so that the rows' panels line up
@@ -115,7 +116,7 @@ def trajectories(frame: pd.DataFrame, *, k_scale: str = "auto",
             "spec": spec,
             "resolve": {"scale": {"x": "independent"}},
         })
-    return {"$schema": SCHEMA, "title": {"text": TRACKED_TITLE, "anchor": "middle"},
+    return {"$schema": SCHEMA, "background": BACKGROUND, "title": {"text": TRACKED_TITLE, "anchor": "middle"},
             "data": {"values": values}, "vconcat": rows, "spacing": 6}
 
 
@@ -156,5 +157,6 @@ def cross_model(frame: pd.DataFrame) -> dict:
                     "encoding": {"x": x, "y": y, "color": {"datum": series[2], **colour}}}] if data["split"].any() else []),
             ],
         })
-    return {"$schema": SCHEMA, "title": {"text": CROSS_TITLE, "anchor": "middle"}, "hconcat": panels,
+    return {"$schema": SCHEMA, "background": BACKGROUND, "title": {"text": CROSS_TITLE, "anchor": "middle"},
+            "hconcat": panels,
             "resolve": {"scale": {"color": "shared"}}}

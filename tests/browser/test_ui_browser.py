@@ -159,12 +159,14 @@ def test_compare_shows_table_and_plots(page, shots):
 
 
 @pytest.mark.parametrize("label", ["natural (IOI)", "monotone", "periodic", "repeated random"])
-def test_a_compare_example_shows_its_cached_results(page, label):
+def test_a_compare_example_shows_its_cached_results(page, label, shots):
     page.locator("#cmp-table").wait_for()
     page.get_by_text(label, exact=True).first.click()
     text = _table_text(page, "cmp-table", "mamba prediction")
     assert "gpt2 prediction" in text
     assert page.locator(".toast-message-text").count() == 0
+    assert _vega_plot(page, "cmp-trajectories")["inked"] > 2000  # every example tracks a token
+    page.screenshot(path=str(shots / f"compare-example-{label.split()[0]}.png"), full_page=True)
     page.locator("#cmp-prepare").click()  # the files of what the example shows
     sync_api.expect(page.locator("#cmp-files")).to_contain_text("table .csv", timeout=TIMEOUT_MS)
 
