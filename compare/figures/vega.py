@@ -69,8 +69,8 @@ def trajectories(frame: pd.DataFrame, *, k_scale: str = "auto",
     """L, K and P of each tracked token over the positions (`base.trajectories` as Vega-Lite).
 
     frame: columns model, tracked, position, L, K, P (as `Comparison.tracked_frame`).
-    k_scale: the K row's y axis (`base.check_k_scale`): symlog is linear within |K| ≤ 1, "log"
-        leaves out K ≤ 0.
+    k_scale: the K row's y axis (`base.check_k_scale`): Vega's symlog is sign(K)·log(1 + |K|),
+        near linear within |K| ≤ 1 like matplotlib's (linthresh 1); "log" leaves out K ≤ 0.
     tokens: model → its input tokens; positions are then labelled `t: 'token'`.
     Returns a dict: rows L, K, P (vconcat), each faceted by model with its own x axis.
     """
