@@ -37,7 +37,7 @@ from ..handle.loading import cached_model
 from ..handle.model import Model, integer_ids, parse_dtype
 from .pairing import VARIANTS, Prepared, prepare
 from .results import Comparison, Run, Trajectory
-from ..handle.vocabularies import same_tokenizer, token_texts
+from ..handle.vocabularies import load_vocab, same_tokenizer, same_tokens, token_texts
 
 K_COLUMNS = ("vocab", "all")
 BYTES_PER_LOGIT = 48  # peak per (position, vocabulary entry) while a run is measured: L, K, P in float64, top-k
@@ -130,6 +130,7 @@ def compare(prompt, models: Sequence[Any] = DEFAULT_MODELS, *, model=None, varia
     shared = [(np.arange(h.vocab_size),) * 2 if s else
               metrics.shared_vocabulary(_vocab_texts(handles[0]), _vocab_texts(h))
               for h, s in zip(handles[1:], same[1:])]
+    vocabs = [load_vocab(h.tokenizer, h.name) for h in handles]
     results = []
     # batch by batch, so a suite's [T, V] arrays are alive one batch at a time (keep_arrays=False)
     report = progress if callable(progress) else None
@@ -142,7 +143,7 @@ def compare(prompt, models: Sequence[Any] = DEFAULT_MODELS, *, model=None, varia
         for i, n in enumerate(batch):
             prep = prepared[n]
             runs = {h.name: _run(h, m, prep.ids[m], logits[m][i], prep.track) for m, h in enumerate(handles)}
-            cross = _cross([runs[h.name] for h in handles], prep.pairs, shared)
+            cross = _cross([runs[h.name] for h in handles], prep.pairs, shared, vocabs)
             if not keep_arrays:
                 for m, run in enumerate(runs.values()):
                     run.logits = run.k = run.probs = logits[m][i] = None
@@ -262,14 +263,17 @@ def _run(handle: Model, m: int, ids: list[int], L: np.ndarray, track) -> Run:
                top_k_tokens=[[texts[i] for i in row] for row in top_ids])
 
 
-def _cross(runs: list[Run], pairs, shared) -> pd.DataFrame:
+def _cross(runs: list[Run], pairs, shared, vocabs) -> pd.DataFrame:
     """First model vs each other at paired positions: agreement and JS over shared tokens.
+
+    `agree`: the two predictions are the same token, byte for byte (`vocabularies.same_tokens`;
+    two different pieces of a character both print as U+FFFD).
 
     `shared_mass`: how much of each model's P the shared tokens hold (JS renormalises over them).
     d_L, d_L_positions, other_d_L_positions: Conclusion 5's distances (module docstring).
     """
     first, frames = runs[0], []
-    for other, other_pairs, (ids_a, ids_b) in zip(runs[1:], pairs, shared):
+    for other, vocab, other_pairs, (ids_a, ids_b) in zip(runs[1:], vocabs[1:], pairs, shared):
         if not other_pairs:
             continue
         a, b, split = (np.array(x) for x in zip(*other_pairs))
@@ -281,7 +285,8 @@ def _cross(runs: list[Run], pairs, shared) -> pd.DataFrame:
             "model": first.model, "other": other.model, "position": a, "other_position": b,
             "token": [first.tokens[i] for i in a], "other_token": [other.tokens[i] for i in b],
             "split": split, "prediction": prediction, "other_prediction": other_prediction,
-            "agree": np.array(prediction) == np.array(other_prediction),
+            "agree": np.array(same_tokens(vocabs[0], first.prediction_ids[a], vocab, other.prediction_ids[b]),
+                              dtype=bool),
             "js": metrics.js_divergence(P_a, P_b), "shared_mass": P_a.sum(axis=1),
             "other_shared_mass": P_b.sum(axis=1), "d_L": metrics.row_distance(L_a, L_b),
             "d_L_positions": metrics.position_distance(L_a), "other_d_L_positions": metrics.position_distance(L_b)}))

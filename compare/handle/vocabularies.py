@@ -182,6 +182,8 @@ def _backend_of(obj: Any) -> Any:
         return obj
     for attr in ("backend_tokenizer", "_tokenizer"):
         inner = getattr(obj, attr, None)
+        # a GPT-2 folder of vocab.json and merges.txt holds a `ByteLevelBPETokenizer`, itself a wrapper
+        inner = getattr(inner, "_tokenizer", inner)
         if isinstance(inner, Tokenizer):
             return inner
     if callable(getattr(obj, "encode", None)) and callable(getattr(obj, "decode", None)):
@@ -190,6 +192,14 @@ def _backend_of(obj: Any) -> Any:
         f"tokenizer: {type(obj).__name__} is not a tokenizer; allowed values are a "
         "transformers tokenizer, a tokenizers.Tokenizer, a local path or a Hub id"
     )
+
+
+def same_tokens(a: Vocab, ids_a: Sequence[int], b: Vocab, ids_b: Sequence[int]) -> list[bool]:
+    """Whether each ids_a[i] of vocabulary `a` is the same token as ids_b[i] of `b`: the same bytes.
+
+    Texts would not do: every piece of a multi-byte character decodes alone to U+FFFD, so GPT-2's
+    first two bytes of "’" and GPT-NeoX's last byte of "é" would read as one token."""
+    return [a.token_bytes(int(i)) == b.token_bytes(int(j)) for i, j in zip(ids_a, ids_b)]
 
 
 def load_vocab(spec: Any, name: str) -> Vocab:

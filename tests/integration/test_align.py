@@ -15,7 +15,7 @@ import pytest
 import compare as package
 from conftest import build_gpt2, build_mamba_hf, shared_tokenizer
 from compare.analyses.align import align
-from compare.handle.vocabularies import load_vocab
+from compare.handle.vocabularies import load_vocab, same_tokens
 
 IOI = "When Mary and John went to the store, John gave a drink to"
 EMOJI = "I ❤️ 🐍 and 👨‍👩‍👧"
@@ -126,6 +126,19 @@ def test_token_bytes_are_exact_for_fragments_and_added_tokens(neox):
     assert vocab.token_bytes(0) == b"<|endoftext|>"
     (two_spaces,) = [i for i in range(50254, 50277) if decode(neox, [i]) == "  "]
     assert vocab.token_bytes(two_spaces) == b"  "
+
+
+def test_same_tokens_compares_bytes_not_texts(neox, gpt2):
+    """Two different pieces of characters both decode to U+FFFD: the same text, not the same token."""
+    a, b = load_vocab(neox, "mamba"), load_vocab(gpt2, "gpt2")
+    snake = encode(neox, " 🐍")  # b" \xf0\x9f", b"\x90", b"\x8d"
+    quote = encode(gpt2, "’")  # GPT-2: b"\xe2\x80", b"\x99"
+    assert decode(neox, [snake[1]]) == decode(gpt2, [quote[1]]) == "\ufffd"
+    assert same_tokens(a, [snake[1]], b, [quote[1]]) == [False]
+    byte_90 = [i for i in range(len(gpt2)) if load_vocab(gpt2, "gpt2").token_bytes(i) == b"\x90"]
+    mary_a, mary_b = encode(neox, " Mary"), encode(gpt2, " Mary")
+    assert same_tokens(a, [snake[1], *mary_a], b, [*byte_90, *mary_b]) == [True, True]
+    assert same_tokens(a, mary_a, b, encode(gpt2, " John")) == [False]
 
 
 def pairs_of(result):
