@@ -44,7 +44,8 @@ block at all, and reuses what the causal model leaves unchanged (`_h_wavefront`)
 before p are the corrupt run's in every layer, and from p on only the difference
 e_p = h_clean,p − h_corrupt,p travels, e_t = Ā_t e_{t-1}, adding C_t · e_t to y; the patched
 block's output is then the corrupt one plus the family's response to that change of y
-(`Family.y_response`). The blocks above run on positions p.. only (`mamba_suffix`), every row
+(`Family.y_response`). The blocks above run on positions p.. only (the block given the corrupt
+run's incoming state at p, `ssm.mamba.MambaState`), every row
 patched at p below them in one batch (the rows of all swept layers, joining as the blocks rise).
 This is the same arithmetic as the hook point's increment (`MambaMixer`), so it agrees with the
 reference to fp32 rounding. For a patch of several positions the increments of each add up
@@ -74,7 +75,7 @@ from ..base.checks import check_callbacks
 from ..handle.inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
 from ..engine.convention import analysis, component_of
 from ..handle.model import Model, NonFiniteError
-from ..ssm.mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
+from ..ssm.mamba import PREFIX_POINTS, Prefix
 from ..engine.restart import (DEFAULT_MAX_BYTES, chunk_size, clean_pass, edited_finals, finals_from_y, head,
                               y_terms)
 from ..ssm.scan import discretise, linear_scan
@@ -205,7 +206,7 @@ def record(sweep: Patching):
     finals: both runs' final residuals at the last position ({"clean", "corrupt"}: [1, d]);
     terms: for Mamba's `h` only, per swept layer the corrupt run's Δ, C, gate and y, and the
         difference clean h − corrupt h (which then replaces src), and per layer the corrupt run's
-        `mamba_suffix.PREFIX_POINTS` for the blocks above a patch.
+        `ssm.mamba.PREFIX_POINTS` for the blocks above a patch.
     """
     handle, arch = sweep.handle, sweep.handle.arch
     _check_cache_fits(sweep)
@@ -316,12 +317,12 @@ def _h_wavefront(sweep: Patching, terms: dict, entries, corrupt_final: torch.Ten
     position p. A patch at layer l changes block l's output by the family's response
     (`Family.y_response`) to y's change C_t · E_t, E_t = Ā_t E_{t-1} + e_t, e the clean − corrupt
     state at the patch's positions; the patched block is never rerun. Blocks above run on
-    positions p.. only (`mamba_suffix.block_suffix`, from the corrupt run's prefixes), on every
+    positions p.. only (the block with the corrupt run's state at p, `ssm.mamba.Prefix`), on every
     row patched below them at once: block k takes the rows of layers < k, then the rows of layer
     k join. Returns ({(layer, patch index): final residual [d]}, stopped)."""
     handle, arch = sweep.handle, sweep.handle.arch
     blocks, L = arch.blocks(handle.module), handle.n_layers
-    prefixes = {k: Prefix.of(blocks[k], terms[k]) for k in range(min(sweep.layers) + 1, L)}
+    prefixes = {k: Prefix(blocks[k], terms[k]) for k in range(min(sweep.layers) + 1, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if not patch}
     starts = sorted({min(patch) for patch in sweep.patches if patch})
@@ -364,10 +365,9 @@ def _patched_block(sweep: Patching, layer: int, terms: dict, entries, corrupt_fi
 
 
 def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only: bool, max_bytes: int):
-    """`mamba_suffix.block_suffix` on the rows in chunks that fit `max_bytes`."""
-    size = chunk_size(handle, None, rows.shape[1], max_bytes)
-    return torch.cat([block_suffix(block, rows[i:i + size], prefix, p, last_only)
-                      for i in range(0, len(rows), size)])
+    """The block on positions p.. of the rows, from the prefix's state at p, in chunks that fit `max_bytes`."""
+    size, state = chunk_size(handle, None, rows.shape[1], max_bytes), prefix.state(p)
+    return torch.cat([block(rows[i:i + size], last_only, state) for i in range(0, len(rows), size)])
 
 
 # --- reading the runs ---------------------------------------------------------------------------
