@@ -86,13 +86,9 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
     """
     arch = handle.arch
     _layer(handle, layer)
-    if not arch.mixes(handle.module, layer, "ssm"):
-        raise ValueError(f"{handle.name}: hidden attention needs a selective SSM; {arch.title} mixes positions by "
-                         f"attention at layer {layer}: read its heads with head_pattern")
-    missing = [p for p in arch.attention_points if p not in arch.points_at(handle.module, layer)]
-    if missing or not arch.attention_points:
-        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer, but {arch.title} lacks "
-                         f"the points hidden attention reads there ({', '.join(missing) or 'none declared'})")
+    why = arch.hidden_attention_refusal(handle.module, layer)
+    if why:
+        raise ValueError(f"{handle.name}: {why}")
     channels = _units(channels, arch.dims(handle.module.config)[arch.attention_units], "channels")
     T = ids.shape[1]
     need = FP32_BYTES * T * T * len(channels)
@@ -121,9 +117,9 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
     ids = prompt_ids(handle, prompt)
     reduce = _reduce(reduce)
     _layer(handle, layer)
-    if "pattern" not in handle.arch.points_at(handle.module, layer):
-        raise ValueError(f"{handle.name}: layer {layer} of {handle.arch.title} has no attention pattern; "
-                         "use hidden_attention for a selective SSM")
+    why = handle.arch.pattern_refusal(handle.module, layer)
+    if why:
+        raise ValueError(f"{handle.name}: {why}")
     heads = _units(heads, handle.arch.dims(handle.module.config)["heads"], "heads")
     pattern = read_points(handle, ids, layer, ("pattern",))["pattern"][0][list(heads)].float().cpu()  # [H, T, T]
     weights = pattern if reduce == "none" else pattern.mean(0)
@@ -133,12 +129,13 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
 
 @analysis
 def attention_map(prompt, *, model, layer, units=None, reduce="mean", max_bytes: int = MAX_BYTES) -> AttentionMap:
-    """Whichever map the model has: Mamba's hidden attention over channels `units`, or the heads
-    `units` of a transformer's pattern. A list of models gives a list of maps (`engine.convention`)."""
+    """Whichever map the layer has: the heads `units` of its attention pattern where it has one
+    (`Family.pattern_refusal`), else its hidden attention over channels `units`. A list of models
+    gives a list of maps (`engine.convention`)."""
     handle = model  # one loaded handle (`engine.convention`)
     max_bytes = byte_budget(max_bytes)  # checked for a transformer too, which has no use for it
     _layer(handle, layer)
-    if not handle.arch.mixes(handle.module, layer, "attention"):  # an SSM layer (Falcon-H1's show their heads)
+    if handle.arch.pattern_refusal(handle.module, layer):
         return hidden_attention(prompt, model=handle, layer=layer, channels=units, reduce=reduce, max_bytes=max_bytes)
     return head_pattern(prompt, model=handle, layer=layer, heads=units, reduce=reduce)
 
