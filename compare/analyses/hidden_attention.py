@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from ..base import memory
-from ..base.hooks import temporary_hooks
 from ..handle.model import Model
 from ..handle.inputs import byte_budget, is_int, prompt_ids
 from ..engine.convention import analysis
+from ..engine.record import record_pass
 from ..ssm.scan import alpha_of  # noqa: F401  (α's recurrence lives with the scan; imported here as before)
 
 REDUCES = ("mean", "abs_mean", "none")
@@ -98,7 +98,7 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
                          f"max_bytes ({_size(max_bytes)}); pick fewer channels or a shorter prompt")
     memory.check_fits(need + FP32_BYTES * T * len(channels) * arch.dims(handle.module.config)["n"],
                       f"hidden attention over {len(channels)} channels × {T} tokens", "pick fewer channels")
-    seen = read_points(handle, ids, layer, arch.attention_points)
+    seen = record_pass(handle, ids, [(name, layer) for name in arch.attention_points]).at(layer)
     alpha, x, D, y = arch.hidden_attention_terms(handle.module, layer, seen, torch.tensor(channels))
     return {"alpha": alpha.cpu(), "x": x.cpu(), "D": D.cpu(), "y": y.cpu(), "channels": channels}
 
@@ -121,7 +121,7 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
     if why:
         raise ValueError(f"{handle.name}: {why}")
     heads = _units(heads, handle.arch.dims(handle.module.config)["heads"], "heads")
-    pattern = read_points(handle, ids, layer, ("pattern",))["pattern"][0][list(heads)].float().cpu()  # [H, T, T]
+    pattern = record_pass(handle, ids, [("pattern", layer)]).at(layer)["pattern"][0][list(heads)].float().cpu()  # [H, T, T]
     weights = pattern if reduce == "none" else pattern.mean(0)
     return AttentionMap(handle.name, layer, "pattern", handle.decode_tokens(ids[0].tolist()), weights.numpy(),
                         tuple(heads), reduce)
@@ -138,19 +138,6 @@ def attention_map(prompt, *, model, layer, units=None, reduce="mean", max_bytes:
     if handle.arch.pattern_refusal(handle.module, layer):
         return hidden_attention(prompt, model=handle, layer=layer, channels=units, reduce=reduce, max_bytes=max_bytes)
     return head_pattern(prompt, model=handle, layer=layer, heads=units, reduce=reduce)
-
-
-@torch.no_grad()
-def read_points(handle: Model, ids: torch.Tensor, layer: int, names) -> dict[str, torch.Tensor]:
-    """Copies of the points `names` at `layer` from one plain forward, read by torch hooks
-    while this call holds the model's lock."""
-    seen = {}
-    with handle.lock:
-        with temporary_hooks(*[handle.arch.hook(handle.module, name, layer,
-                                                lambda v, name=name: seen.__setitem__(name, v.detach().clone()))
-                               for name in names]):
-            handle.logits(ids)
-    return seen
 
 
 def _layer(handle: Model, layer) -> None:
