@@ -79,7 +79,7 @@ from ..engine.record import record_pass
 from ..engine.restart import DEFAULT_MAX_BYTES, chunk_size, edited_finals, finals_from_y, head, y_terms
 from ..ssm.scan import discretise, linear_scan
 
-METRICS = ("logit_diff", "logit", "prob", "logprob")
+from .signatures import METRICS  # the allowed values are declared with the analyses' signatures
 COLUMNS = ("model", "layer", "kind", "position", "component", "metric_patched", "recovery")
 FP32_BYTES = 4
 
