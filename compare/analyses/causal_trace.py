@@ -31,10 +31,11 @@ import torch
 
 from ..base.checks import check_callbacks
 from ..base.hooks import temporary_hooks
-from ..handle.inputs import byte_budget, handles_of, is_int, position_list, prompt_ids, token_id
+from ..handle.inputs import byte_budget, handles_of, position_list, prompt_ids, token_id
 from ..engine.convention import analysis
 from ..handle.model import Model
 from ..engine.record import record_pass
+from .signatures import CAUSAL_TRACE
 from ..engine.restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, head
 
 COLUMNS = ("model", "layer", "kind", "position", "token", "component", "p_restored", "indirect_effect")
@@ -71,14 +72,7 @@ class Trace:
 def prepare(prompt, subject, *, model, samples=10, noise=3.0, window=1, seed=0, component="resid_post",
             answer=None) -> list[Trace]:
     """Check every argument for every model before any compute."""
-    for name, value in (("samples", samples), ("window", window)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if (isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating))
-            or not np.isfinite(noise) or noise < 0):
-        raise ValueError(f"noise must be a finite number >= 0 (multiples of the embeddings' std), got {noise!r}")
+    CAUSAL_TRACE.check(samples=samples, window=window, seed=seed, noise=noise)  # its signature
     traces = []
     for handle in handles_of(model):
         if component not in handle.arch.patchable:

@@ -33,10 +33,10 @@ from ..handle.model import Model
 from ..handle.inputs import byte_budget, is_int, prompt_ids
 from ..engine.convention import analysis
 from ..engine.record import record_pass
+from .signatures import HIDDEN_ATTENTION, REDUCE, REDUCES  # noqa: F401 (REDUCES: exported here too)
 from ..ssm.scan import alpha_of  # noqa: F401  (α's recurrence lives with the scan; imported here as before)
 
-REDUCES = ("mean", "abs_mean", "none")
-MAX_BYTES = 2**30
+MAX_BYTES = HIDDEN_ATTENTION["max_bytes"].default  # 1 GiB
 FP32_BYTES = 4
 
 
@@ -159,10 +159,7 @@ def _units(values, size: int, name: str) -> tuple[int, ...]:
 
 
 def _reduce(reduce) -> str:
-    reduce = "none" if reduce is None else reduce
-    if reduce not in REDUCES:
-        raise ValueError(f"reduce must be one of {REDUCES} (None means 'none'), got {reduce!r}")
-    return reduce
+    return REDUCE.validate("none" if reduce is None else reduce)  # the signatures' reduce
 
 
 def _size(n: int) -> str:

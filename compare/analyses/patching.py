@@ -79,7 +79,7 @@ from ..engine.record import record_pass
 from ..engine.restart import DEFAULT_MAX_BYTES, chunk_size, edited_finals, finals_from_y, head, y_terms
 from ..ssm.scan import discretise, linear_scan
 
-from .signatures import METRICS  # the allowed values are declared with the analyses' signatures
+from .signatures import METRICS, PATCH_SWEEP  # the allowed values are declared with the analyses' signatures
 COLUMNS = ("model", "layer", "kind", "position", "component", "metric_patched", "recovery")
 FP32_BYTES = 4
 
@@ -116,8 +116,7 @@ class Patching:
 def prepare(clean, corrupt, *, model, answer, wrong=None, component=None, layers=None, positions=None,
             metric="logit_diff") -> list[Patching]:
     """Check every argument for every model before any compute; ValueError names the argument."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    PATCH_SWEEP["metric"].validate(metric)  # its signature
     out = []
     for handle in handles_of(model):
         clean_ids = prompt_ids(handle, clean, "clean")

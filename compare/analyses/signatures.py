@@ -5,8 +5,9 @@ component, every layer, ...). The analysis checks its arguments with its signatu
 defaults from it. The allowed values live here, and the analyses export them under their old
 names (`noise.DISTRIBUTIONS`, `pairing.VARIANTS`, `patching.METRICS`, ...).
 
-Not yet declared here: patch_sweep, causal_trace, knockout, hidden_attention and
-attention_map keep their own argument checks (issue #21).
+Only compare, noise_sweep, channel_sensitivity, logit_lens and attribution_patch run in studies;
+the others' signatures serve the API (and the app's tabs where they have one). What the app caps
+(sizes of a sweep on a shared Space) is the app's own (`ui/limits`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ SCALES = ("absolute", "relative")  # `noise`: ε's scale, absolute or relative t
 DRAWS = ("fresh", "ray")  # `noise`: a fresh ε per run, or one per trial shared by its levels
 METRICS = ("logit_diff", "logit", "prob", "logprob")  # `patching`, `attribution`
 CORRUPTIONS = ("abc", "name_swap")  # datasets_gen.counterfactuals.KINDS: a suite row's corrupt_<kind> columns
+REDUCES = ("mean", "abs_mean", "none")  # `hidden_attention`: over channels (heads), or none
 
 # a suite row carries each model's IDs of its variants: a study picks one (not an analysis argument)
 VARIANT = Param("variant", "aligned", choices=VARIANTS, api=False)
@@ -75,4 +77,34 @@ ATTRIBUTION_PATCH = Signature("attribution_patch", (
     Param("metric", "logit_diff", choices=METRICS),
 ))
 
-SIGNATURES = {s.analysis: s for s in (COMPARE, NOISE_SWEEP, CHANNEL_SENSITIVITY, LOGIT_LENS, ATTRIBUTION_PATCH)}
+PATCH_SWEEP = Signature("patch_sweep", (
+    Param("answer", check=token),
+    Param("wrong", None, check=token),
+    Param("component", None, check=component),
+    Param("layers", None, check=ints),
+    Param("positions", None),  # positions, tuples of them, or "all": `patching` checks them against T
+    Param("metric", "logit_diff", choices=METRICS),
+))
+
+CAUSAL_TRACE = Signature("causal_trace", (
+    Param("samples", 10, check=integer(1)),
+    Param("noise", 3.0, check=level),  # multiples of the embeddings' std over the subject
+    Param("window", 1, check=integer(1)),
+    SEED,
+    Param("component", "resid_post", check=component),
+    Param("answer", None, check=token),
+))
+
+KNOCKOUT = Signature("knockout", (  # positions and layers: `knockout` checks them against T and the model
+    Param("sources"), Param("target"), Param("layers"), Param("answer", None, check=token),
+))
+
+REDUCE = Param("reduce", "mean", choices=REDUCES)  # None means "none"
+HIDDEN_ATTENTION = Signature("hidden_attention", (Param("layer"), Param("channels", None), REDUCE,
+                                                  Param("max_bytes", 2**30)))
+HEAD_PATTERN = Signature("head_pattern", (Param("layer"), Param("heads", None), REDUCE))
+ATTENTION_MAP = Signature("attention_map", (Param("layer"), Param("units", None), REDUCE, Param("max_bytes", 2**30)))
+
+STUDIED = (COMPARE, NOISE_SWEEP, CHANNEL_SENSITIVITY, LOGIT_LENS, ATTRIBUTION_PATCH)
+SIGNATURES = {s.analysis: s for s in STUDIED + (PATCH_SWEEP, CAUSAL_TRACE, KNOCKOUT, HIDDEN_ATTENTION, HEAD_PATTERN,
+                                                ATTENTION_MAP)}

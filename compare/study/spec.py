@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analyses.signatures import SIGNATURES
+from ..analyses.signatures import STUDIED
 from ..base.signature import Param
 
-ANALYSES = tuple(SIGNATURES)
+ANALYSES = tuple(s.analysis for s in STUDIED)
 TOP_LEVEL = ("prompts", "suite", "models", "analyses", "seed", "device")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -215,9 +215,9 @@ def _analyses(analyses, rows: bool) -> tuple[Analysis, ...]:
 
 # --- parameters: each analysis' signature (`analyses.signatures`), the parameters a study may set ----------
 
-PARAMS: dict[str, dict[str, Param]] = {name: {p.name: p for p in sig.study} for name, sig in SIGNATURES.items()}
+PARAMS: dict[str, dict[str, Param]] = {s.analysis: {p.name: p for p in s.study} for s in STUDIED}
 # component is not required: the analyses default it from each model's family (`engine.convention`)
-REQUIRED = {name: tuple(p.name for p in sig.study if p.required) for name, sig in SIGNATURES.items()}
+REQUIRED = {s.analysis: tuple(p.name for p in s.study if p.required) for s in STUDIED}
 NEEDS_ROWS = {"attribution_patch": "its clean/corrupt pairs are a suite row's counterfactual columns"}
 
 

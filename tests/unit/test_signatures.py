@@ -10,15 +10,21 @@ import pytest
 from compare import study
 from compare.analyses.attribution import attribution_patch
 from compare.analyses.channels import channel_sensitivity
+from compare.analyses.causal_trace import causal_trace
 from compare.analyses.comparison import compare
+from compare.analyses.hidden_attention import attention_map, head_pattern, hidden_attention
+from compare.analyses.knockout import knockout
 from compare.analyses.lens import logit_lens
 from compare.analyses.noise import noise_sweep
-from compare.analyses.signatures import SIGNATURES
+from compare.analyses.patching import patch_sweep
+from compare.analyses.signatures import SIGNATURES, STUDIED
 from compare.base.signature import REQUIRED
 from compare.study import spec as study_spec
 
 FUNCTIONS = {"compare": compare, "noise_sweep": noise_sweep, "channel_sensitivity": channel_sensitivity,
-             "logit_lens": logit_lens, "attribution_patch": attribution_patch}
+             "logit_lens": logit_lens, "attribution_patch": attribution_patch, "patch_sweep": patch_sweep,
+             "causal_trace": causal_trace, "knockout": knockout, "hidden_attention": hidden_attention,
+             "head_pattern": head_pattern, "attention_map": attention_map}
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
@@ -34,10 +40,10 @@ def test_the_functions_keywords_and_defaults_are_the_signatures(name):
 
 
 def test_the_study_takes_the_signatures_study_parameters():
-    assert study_spec.ANALYSES == tuple(FUNCTIONS)
-    for name, sig in SIGNATURES.items():
-        assert list(study_spec.PARAMS[name]) == [p.name for p in sig.params if p.study]
-        assert study_spec.REQUIRED[name] == tuple(p.name for p in sig.params if p.study and p.required)
+    assert study_spec.ANALYSES == ("compare", "noise_sweep", "channel_sensitivity", "logit_lens", "attribution_patch")
+    for sig in STUDIED:
+        assert list(study_spec.PARAMS[sig.analysis]) == [p.name for p in sig.params if p.study]
+        assert study_spec.REQUIRED[sig.analysis] == tuple(p.name for p in sig.params if p.study and p.required)
 
 
 @pytest.mark.parametrize("name, field, value, words", [
