@@ -63,7 +63,7 @@ from ..engine.prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: 
 from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_into_y, run_noised, run_rays
 from ..engine.convention import analysis, component_of
 
-from .signatures import DISTRIBUTIONS, DRAWS, NOISE_SWEEP, SCALES  # noqa: F401 (the allowed values, exported here too)
+from .signatures import DISTRIBUTIONS, DRAWS, NOISE_SWEEP, NOISY_LOGITS, SCALES  # noqa: F401 (the allowed values, exported here too)
 
 RESULT_ROW_BYTES = 256  # one result row while the frames are concatenated (~104 B measured in the frame)
 READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
@@ -190,10 +190,10 @@ def noisy_logits(prompt, *, model, target, component=None, layers, level: float,
     columns model, layer, component, level, run ("clean" / "noisy"), token_id, logit.
     model, dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
-    if not isinstance(trial, (int, np.integer)) or isinstance(trial, bool) or trial < 0:
-        raise ValueError(f"trial must be an int >= 0, got {trial!r}")
+    level = NOISY_LOGITS["level"].validate(one(level, "level")[0])  # its signature; the rest, noise_sweep's
+    trial = NOISY_LOGITS["trial"].validate(trial)
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
-                    levels=one(level, "level"), trials=int(trial) + 1, distribution=distribution, scale=scale,
+                    levels=[level], trials=int(trial) + 1, distribution=distribution, scale=scale,
                     positions=positions, seed=seed, draws=draws)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     run = [sweep.runs[trial]]

@@ -53,6 +53,15 @@ NOISE_SWEEP = Signature("noise_sweep", (
     VARIANT,
 ))
 
+NOISY_LOGITS = Signature("noisy_logits", (
+    TARGET, COMPONENT,
+    Param("layers", check=ints),
+    Param("level", check=level),
+    Param("trial", 0, check=integer(0)),
+    DISTRIBUTION, SCALE, POSITIONS, SEED,
+    Param("draws", "fresh", choices=DRAWS),
+))
+
 CHANNEL_SENSITIVITY = Signature("channel_sensitivity", (
     TARGET, COMPONENT,
     Param("layer", check=integer(0)),  # negative counts from the end in the API, which checks the range
@@ -106,5 +115,5 @@ HEAD_PATTERN = Signature("head_pattern", (Param("layer"), Param("heads", None), 
 ATTENTION_MAP = Signature("attention_map", (Param("layer"), Param("units", None), REDUCE, Param("max_bytes", 2**30)))
 
 STUDIED = (COMPARE, NOISE_SWEEP, CHANNEL_SENSITIVITY, LOGIT_LENS, ATTRIBUTION_PATCH)
-SIGNATURES = {s.analysis: s for s in STUDIED + (PATCH_SWEEP, CAUSAL_TRACE, KNOCKOUT, HIDDEN_ATTENTION, HEAD_PATTERN,
-                                                ATTENTION_MAP)}
+SIGNATURES = {s.analysis: s for s in STUDIED + (NOISY_LOGITS, PATCH_SWEEP, CAUSAL_TRACE, KNOCKOUT, HIDDEN_ATTENTION,
+                                                HEAD_PATTERN, ATTENTION_MAP)}

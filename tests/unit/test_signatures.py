@@ -15,7 +15,7 @@ from compare.analyses.comparison import compare
 from compare.analyses.hidden_attention import attention_map, head_pattern, hidden_attention
 from compare.analyses.knockout import knockout
 from compare.analyses.lens import logit_lens
-from compare.analyses.noise import noise_sweep
+from compare.analyses.noise import noise_sweep, noisy_logits
 from compare.analyses.patching import patch_sweep
 from compare.analyses.signatures import SIGNATURES, STUDIED
 from compare.base.signature import REQUIRED
@@ -23,7 +23,7 @@ from compare.study import spec as study_spec
 
 FUNCTIONS = {"compare": compare, "noise_sweep": noise_sweep, "channel_sensitivity": channel_sensitivity,
              "logit_lens": logit_lens, "attribution_patch": attribution_patch, "patch_sweep": patch_sweep,
-             "causal_trace": causal_trace, "knockout": knockout, "hidden_attention": hidden_attention,
+             "causal_trace": causal_trace, "noisy_logits": noisy_logits, "knockout": knockout, "hidden_attention": hidden_attention,
              "head_pattern": head_pattern, "attention_map": attention_map}
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
