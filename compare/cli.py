@@ -7,7 +7,8 @@ from typing import Sequence
 
 from .base import store
 from .base.errors import error_line
-from .analyses.comparison import VARIANTS, Comparison, compare
+from .analyses.comparison import Comparison, compare
+from .analyses.signatures import COMPARE
 from .handle.loading import ModelLoadError
 
 
@@ -19,8 +20,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["mamba-130m", "gpt2"], metavar="SOURCE",
                    help="aliases, Hub ids or local model directories; the first is the reference "
                         "(default: mamba-130m gpt2)")
-    p.add_argument("--variant", choices=VARIANTS, default="aligned",
-                   help="what 'the same prompt' means across tokenizers (default: aligned)")
+    variant = COMPARE["variant"]  # compare's signature
+    p.add_argument("--variant", choices=variant.choices, default=variant.default,
+                   help=f"what 'the same prompt' means across tokenizers (default: {variant.default})")
     p.add_argument("--track", action="append", default=[], metavar="TOKEN",
                    help="a token to follow (one token in every tokenizer, e.g. ' Mary'); repeatable")
     p.add_argument("--ids", action="store_true", help="the prompt is token IDs in the first model's tokenizer")

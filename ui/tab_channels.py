@@ -16,6 +16,7 @@ from compare import channel_sensitivity
 from compare.figures import noise as noise_figures
 from compare.handle import points
 from compare.analyses.channels import feature_shape
+from compare.analyses.signatures import CHANNEL_SENSITIVITY
 
 from . import downloads, jobs, limits, models
 
@@ -65,7 +66,7 @@ def run(model_name, prompt, target, component, layer, level, trials, seed, reque
     df = yield from jobs.run(
         lambda progress, stop: channel_sensitivity(prompt, model=model, target=target, component=component,
                                                    layer=layer, level=level, trials=trials, seed=seed,
-                                                   scale="relative", progress=progress, stop=stop),
+                                                   progress=progress, stop=stop),  # the signature's scale
         tick=jobs.skips(4), key=jobs.session_key(request, VIEW),
         on_progress=lambda done, total: progress((done, total), desc=desc, unit="run"))
     note = stopped_note(df, feature_shape(model, component)) if df.attrs.get("stopped") else ""
@@ -81,14 +82,14 @@ def build(model_name: gr.Dropdown, prompt: gr.Textbox, target: gr.Textbox, compo
     """The accordion; call inside the Noise tab with its model, prompt, target and component inputs."""
     with gr.Accordion("Channel sensitivity", open=False, elem_id="channels"):
         gr.Markdown("Noise on one channel at a time (model, component, prompt and target from above; "
-                    "relative scale): a channel's flip rate is the fraction of trials whose last "
-                    "prediction changes. Mamba's SSM points are ranked by channel and by state index. "
+                    f"{CHANNEL_SENSITIVITY['scale'].default} scale): a channel's flip rate is the fraction of trials "
+                    "whose last prediction changes. Mamba's SSM points are ranked by channel and by state index. "
                     f"Capped at {limits.LIMITS.channel_runs} noisy runs (channels × trials).")
         with gr.Row():
             layer = gr.Number(0, label="Layer", precision=0, elem_id="channels-layer")
             level = gr.Number(1.0, label="Level", elem_id="channels-level")
             trials = gr.Number(2, label="Trials", precision=0, elem_id="channels-trials")
-            seed = gr.Number(0, label="Seed", precision=0, elem_id="channels-seed")
+            seed = gr.Number(CHANNEL_SENSITIVITY["seed"].default, label="Seed", precision=0, elem_id="channels-seed")
             button = gr.Button("Rank channels", variant="primary", elem_id="channels-run")
             stop = gr.Button("Stop", variant="stop", elem_id="channels-stop")
         note = gr.Markdown(elem_id="channels-note")

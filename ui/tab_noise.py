@@ -16,7 +16,8 @@ import torch
 
 from compare import families
 from compare.figures import noise as noise_figures
-from compare.analyses.noise import DISTRIBUTIONS, DRAWS, SCALES, noise_sweep, prepare
+from compare.analyses.noise import noise_sweep, prepare
+from compare.analyses.signatures import NOISE_SWEEP
 from compare.measures.phase import phase_transition
 
 from . import downloads, jobs, limits, models, tab_channels
@@ -204,11 +205,14 @@ def build(heavy: dict) -> None:
             low = gr.Number(0.0, label="Level from", elem_id="noise-low")
             high = gr.Number(1.0, label="Level to", elem_id="noise-high")
             n_levels = gr.Number(20, label="Levels", precision=0, elem_id="noise-levels")
-            trials = gr.Number(1, label="Trials", precision=0, elem_id="noise-trials")
-            distribution = gr.Radio(list(DISTRIBUTIONS), value="gaussian", label="Distribution")
-            scale = gr.Radio(list(SCALES), value="relative", label="Scale")
-            seed = gr.Number(0, label="Seed", precision=0)
-            draws = gr.Radio(list(DRAWS), value="fresh", label="Draws", elem_id="noise-draws",
+            trials = gr.Number(NOISE_SWEEP["trials"].default, label="Trials", precision=0, elem_id="noise-trials")
+            # the choices and defaults of noise_sweep's signature; the app noises relative to the clean value
+            distribution = gr.Radio(list(NOISE_SWEEP["distribution"].choices), value=NOISE_SWEEP["distribution"].default,
+                                    label="Distribution")
+            scale = gr.Radio(list(NOISE_SWEEP["scale"].choices), value="relative", label="Scale")
+            seed = gr.Number(NOISE_SWEEP["seed"].default, label="Seed", precision=0)
+            draws = gr.Radio(list(NOISE_SWEEP["draws"].choices), value=NOISE_SWEEP["draws"].default, label="Draws",
+                             elem_id="noise-draws",
                              info="fresh: new noise per level and trial; ray: one ε per trial, scaled by the level")
         with gr.Row():
             button = gr.Button("Run sweep", variant="primary", elem_id="noise-run")

@@ -31,10 +31,12 @@ import torch
 
 from ..base.checks import check_callbacks
 from ..base.hooks import temporary_hooks
-from ..handle.inputs import byte_budget, handles_of, is_int, position_list, prompt_ids, token_id
+from ..handle.inputs import byte_budget, handles_of, position_list, prompt_ids, token_id
 from ..engine.convention import analysis
 from ..handle.model import Model
-from ..engine.restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, head
+from ..engine.record import record_pass
+from .signatures import CAUSAL_TRACE
+from ..engine.restart import DEFAULT_MAX_BYTES, blocks_from, chunk_size, head
 
 COLUMNS = ("model", "layer", "kind", "position", "token", "component", "p_restored", "indirect_effect")
 
@@ -70,14 +72,7 @@ class Trace:
 def prepare(prompt, subject, *, model, samples=10, noise=3.0, window=1, seed=0, component="resid_post",
             answer=None) -> list[Trace]:
     """Check every argument for every model before any compute."""
-    for name, value in (("samples", samples), ("window", window)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if (isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating))
-            or not np.isfinite(noise) or noise < 0):
-        raise ValueError(f"noise must be a finite number >= 0 (multiples of the embeddings' std), got {noise!r}")
+    CAUSAL_TRACE.check(samples=samples, window=window, seed=seed, noise=noise)  # its signature
     traces = []
     for handle in handles_of(model):
         if component not in handle.arch.patchable:
@@ -148,32 +143,27 @@ def causal_trace(prompt, subject, *, model, samples=10, noise=3.0, window=1, see
 
 @torch.no_grad()
 def record(trace: Trace):
-    """The clean component at every layer that has it ({layer: [1, T, *feature]}), the noised draws' residual
-    entering every block ({layer: [samples, T, d]}), the clean run's block entries (mask and
-    position arguments), p_corrupt and σ."""
-    handle, arch = trace.handle, trace.handle.arch
+    """The clean component at every layer that has it ({layer: [1, T, *feature]}), the noised
+    draws' residual entering every block ({layer: [samples, T, d]}), the clean run's block entries
+    (mask and position arguments), p_corrupt and σ: two passes of the recorder (`engine.record`)."""
+    handle = trace.handle
     L = handle.n_layers
-    src, resid, seen = {}, {}, {}
     idx = list(trace.subject)
-    with handle.lock:
-        with temporary_hooks(*[arch.hook(handle.module, trace.component, l,
-                                         lambda v, l=l: src.__setitem__(l, v.detach().clone()))
-                               for l in trace.layers]) as hooks:
-            hooks.add(arch.hook(handle.module, "embed", None, lambda v: seen.__setitem__("embed", v.detach().clone())))
-            _, entries = clean_pass(handle, trace.ids, range(L))
-        sigma = trace.noise * seen["embed"][0, idx].float().std().item()
-        eps = trace.epsilon(seen["embed"].shape[-1])
+    with handle.lock:  # both passes (`engine.record`) in one hold of the model
+        clean = record_pass(handle, trace.ids, [(trace.component, l) for l in trace.layers] + [("embed", None)],
+                            entries=range(L))
+        src = {l: clean.points[trace.component, l] for l in trace.layers}
+        embed = clean.points["embed", None]
+        sigma = trace.noise * embed[0, idx].float().std().item()
+        eps = trace.epsilon(embed.shape[-1])
 
         def add(value):
             value[:, idx] += (sigma * eps).to(value.device, value.dtype)
 
-        blocks = arch.blocks(handle.module)
-        with temporary_hooks(arch.hook(handle.module, "embed", None, add)) as hooks:
-            hooks.extend(blocks[l].register_forward_pre_hook(lambda m, args, l=l: resid.__setitem__(l, args[0].detach().clone()))
-                         for l in range(L))
-            logits = handle.logits(trace.ids.repeat(trace.samples, 1))[:, -1]
-    p_corrupt = torch.softmax(logits, -1)[:, trace.answer].mean().item()
-    return src, resid, entries, p_corrupt, sigma
+        noised = record_pass(handle, trace.ids.repeat(trace.samples, 1), entries=range(L), edits=[("embed", None, add)])
+    resid = {l: args[0].detach().clone() for l, (args, _) in noised.entries.items()}
+    p_corrupt = torch.softmax(noised.logits, -1)[:, trace.answer].mean().item()
+    return src, resid, clean.entries, p_corrupt, sigma
 
 
 @torch.inference_mode()

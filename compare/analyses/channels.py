@@ -19,6 +19,7 @@ import torch
 from ..handle.inputs import byte_budget, is_int
 from ..base.checks import check_callbacks
 from .noise import Draw, one, prepare, read_groups, sweep_noise
+from .signatures import CHANNEL_SENSITIVITY
 from ..engine.prediction import read_prediction, warn_overflow
 from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
 from ..engine.convention import analysis
@@ -55,8 +56,9 @@ def channel_sensitivity(prompt, *, model, target, component=None, layer: int, le
     if not (is_int(one(layer, "layer")[0]) and -L <= layer < L):
         raise ValueError(f"layer must be an int in 0..{L - 1} (negative counts from the end) for {handle.name}, "
                          f"got {layer!r}")
+    level = CHANNEL_SENSITIVITY["level"].validate(one(level, "level")[0])  # its signature; the rest, noise's
     sweep = prepare(prompt, model=handle, target=target, component=component, layers=[layer],
-                    levels=one(level, "level"), trials=trials, distribution=distribution, scale=scale,
+                    levels=[level], trials=trials, distribution=distribution, scale=scale,
                     positions=positions, seed=seed)
     max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)

@@ -35,11 +35,11 @@ from ..base.checks import check_callbacks
 from ..handle.inputs import check_device
 from ..handle.loading import cached_model
 from ..handle.model import Model, integer_ids, parse_dtype
-from .pairing import VARIANTS, Prepared, prepare
+from .pairing import VARIANTS, Prepared, prepare  # noqa: F401 (VARIANTS: exported here too)
+from .signatures import COMPARE, K_COLUMNS  # noqa: F401 (K_COLUMNS: exported here too)
 from .results import Comparison, Run, Trajectory
 from ..handle.vocabularies import load_vocab, same_tokenizer, same_tokens, token_texts
 
-K_COLUMNS = ("vocab", "all")
 BYTES_PER_LOGIT = 48  # peak per (position, vocabulary entry) while a run is measured: L, K, P in float64, top-k
 KEPT_BYTES_PER_LOGIT = 12  # what a run keeps with keep_arrays: L, K and P in float32
 TOP_K = 5
@@ -98,16 +98,9 @@ def compare(prompt, models: Sequence[Any] = DEFAULT_MODELS, *, model=None, varia
     Before any forward, work whose arrays would not fit in memory is refused with the estimate
     (`BYTES_PER_LOGIT` per position and vocabulary entry while a run is measured).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: unknown {variant!r}; allowed values are {', '.join(VARIANTS)}")
-    if k_columns not in K_COLUMNS:
-        raise ValueError(f"k_columns: unknown {k_columns!r}; allowed values are {', '.join(K_COLUMNS)}")
-    for name, flag in (("keep_arrays", keep_arrays), ("tokenizer_stats", tokenizer_stats)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name}: must be True or False, got {flag!r}")
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer ≥ 1, got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = COMPARE.check(variant=variant, k_columns=k_columns, keep_arrays=keep_arrays,
+                               tokenizer_stats=tokenizer_stats, batch_size=batch_size)["batch_size"]  # its signature
+
     if model is not None:
         if models is not DEFAULT_MODELS:
             raise ValueError("model: give the models once, as `models` (positional) or as `model=`, not both")

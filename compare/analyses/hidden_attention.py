@@ -29,14 +29,14 @@ import numpy as np
 import torch
 
 from ..base import memory
-from ..base.hooks import temporary_hooks
 from ..handle.model import Model
 from ..handle.inputs import byte_budget, is_int, prompt_ids
 from ..engine.convention import analysis
+from ..engine.record import record_pass
+from .signatures import HIDDEN_ATTENTION, REDUCE, REDUCES  # noqa: F401 (REDUCES: exported here too)
 from ..ssm.scan import alpha_of  # noqa: F401  (α's recurrence lives with the scan; imported here as before)
 
-REDUCES = ("mean", "abs_mean", "none")
-MAX_BYTES = 2**30
+MAX_BYTES = HIDDEN_ATTENTION["max_bytes"].default  # 1 GiB
 FP32_BYTES = 4
 
 
@@ -86,14 +86,9 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
     """
     arch = handle.arch
     _layer(handle, layer)
-    _mixes_positions(handle, layer)
-    if not arch.mixes(handle.module, layer, "ssm"):
-        raise ValueError(f"{handle.name}: hidden attention needs a selective SSM; {arch.title} mixes positions by "
-                         f"attention at layer {layer}: read its heads with head_pattern")
-    missing = [p for p in arch.attention_points if p not in arch.points_at(handle.module, layer)]
-    if missing or not arch.attention_points:
-        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer, but {arch.title} lacks "
-                         f"the points hidden attention reads there ({', '.join(missing) or 'none declared'})")
+    why = arch.hidden_attention_refusal(handle.module, layer)
+    if why:
+        raise ValueError(f"{handle.name}: {why}")
     channels = _units(channels, arch.dims(handle.module.config)[arch.attention_units], "channels")
     T = ids.shape[1]
     need = FP32_BYTES * T * T * len(channels)
@@ -103,7 +98,7 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
                          f"max_bytes ({_size(max_bytes)}); pick fewer channels or a shorter prompt")
     memory.check_fits(need + FP32_BYTES * T * len(channels) * arch.dims(handle.module.config)["n"],
                       f"hidden attention over {len(channels)} channels × {T} tokens", "pick fewer channels")
-    seen = read_points(handle, ids, layer, arch.attention_points)
+    seen = record_pass(handle, ids, [(name, layer) for name in arch.attention_points]).at(layer)
     alpha, x, D, y = arch.hidden_attention_terms(handle.module, layer, seen, torch.tensor(channels))
     return {"alpha": alpha.cpu(), "x": x.cpu(), "D": D.cpu(), "y": y.cpu(), "channels": channels}
 
@@ -122,12 +117,11 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
     ids = prompt_ids(handle, prompt)
     reduce = _reduce(reduce)
     _layer(handle, layer)
-    _mixes_positions(handle, layer)
-    if "pattern" not in handle.arch.points_at(handle.module, layer):
-        raise ValueError(f"{handle.name}: layer {layer} of {handle.arch.title} has no attention pattern; "
-                         "use hidden_attention for a selective SSM")
+    why = handle.arch.pattern_refusal(handle.module, layer)
+    if why:
+        raise ValueError(f"{handle.name}: {why}")
     heads = _units(heads, handle.arch.dims(handle.module.config)["heads"], "heads")
-    pattern = read_points(handle, ids, layer, ("pattern",))["pattern"][0][list(heads)].float().cpu()  # [H, T, T]
+    pattern = record_pass(handle, ids, [("pattern", layer)]).at(layer)["pattern"][0][list(heads)].float().cpu()  # [H, T, T]
     weights = pattern if reduce == "none" else pattern.mean(0)
     return AttentionMap(handle.name, layer, "pattern", handle.decode_tokens(ids[0].tolist()), weights.numpy(),
                         tuple(heads), reduce)
@@ -135,42 +129,21 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
 
 @analysis
 def attention_map(prompt, *, model, layer, units=None, reduce="mean", max_bytes: int = MAX_BYTES) -> AttentionMap:
-    """Whichever map the model has: Mamba's hidden attention over channels `units`, or the heads
-    `units` of a transformer's pattern. A list of models gives a list of maps (`engine.convention`)."""
+    """Whichever map the layer has: the heads `units` of its attention pattern where it has one
+    (`Family.pattern_refusal`), else its hidden attention over channels `units`. A list of models
+    gives a list of maps (`engine.convention`)."""
     handle = model  # one loaded handle (`engine.convention`)
     max_bytes = byte_budget(max_bytes)  # checked for a transformer too, which has no use for it
     _layer(handle, layer)
-    if not handle.arch.mixes(handle.module, layer, "attention"):  # an SSM layer (Falcon-H1's show their heads)
+    if handle.arch.pattern_refusal(handle.module, layer):
         return hidden_attention(prompt, model=handle, layer=layer, channels=units, reduce=reduce, max_bytes=max_bytes)
     return head_pattern(prompt, model=handle, layer=layer, heads=units, reduce=reduce)
-
-
-@torch.no_grad()
-def read_points(handle: Model, ids: torch.Tensor, layer: int, names) -> dict[str, torch.Tensor]:
-    """Copies of the points `names` at `layer` from one plain forward, read by torch hooks
-    while this call holds the model's lock."""
-    seen = {}
-    with handle.lock:
-        with temporary_hooks(*[handle.arch.hook(handle.module, name, layer,
-                                                lambda v, name=name: seen.__setitem__(name, v.detach().clone()))
-                               for name in names]):
-            handle.logits(ids)
-    return seen
 
 
 def _layer(handle: Model, layer) -> None:
     if not is_int(layer) or not 0 <= layer < handle.n_layers:
         raise ValueError(f"{handle.name}: layer must be an int in 0..{handle.n_layers - 1}, got {layer!r}")
 
-
-def _mixes_positions(handle: Model, layer: int) -> None:
-    """Refuse a layer that mixes no positions (Nemotron-H's MLP and MoE layers): it has neither map."""
-    arch, module = handle.arch, handle.module
-    mixing = [l for l in range(handle.n_layers) if arch.mixes(module, l, "ssm") or arch.mixes(module, l, "attention")]
-    if layer not in mixing:
-        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer, which mixes no "
-                         f"positions: it has no attention pattern and no hidden attention; the layers that mix "
-                         f"positions are {mixing}")
 
 
 def _units(values, size: int, name: str) -> tuple[int, ...]:
@@ -187,10 +160,7 @@ def _units(values, size: int, name: str) -> tuple[int, ...]:
 
 
 def _reduce(reduce) -> str:
-    reduce = "none" if reduce is None else reduce
-    if reduce not in REDUCES:
-        raise ValueError(f"reduce must be one of {REDUCES} (None means 'none'), got {reduce!r}")
-    return reduce
+    return REDUCE.validate("none" if reduce is None else reduce)  # the signatures' reduce
 
 
 def _size(n: int) -> str:

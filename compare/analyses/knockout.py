@@ -2,7 +2,8 @@
 happens to the prediction at the last position (Geva et al. 2023 for attention; Endy et al.
 2025, "Mamba Knockout", for state-space models).
 
-Exactly what is removed, at every layer in `layers` (other layers run as usual):
+Exactly what is removed, at every layer in `layers`, by the layer's kind (the family's
+`Family.knockout_hooks`; other layers run as usual):
 
     attention (GPT-2, Pythia)   the edges target → s for s in `sources` are masked before the
                                 softmax (their scores set to the dtype's minimum, like the causal
@@ -35,11 +36,10 @@ import pandas as pd
 import torch
 
 from ..handle.inputs import is_int, position_list, prompt_ids, token_id
-from ..base.hooks import TemporaryHooks, temporary_hooks
+from ..base.hooks import temporary_hooks
 from ..engine.convention import analysis
 from ..handle.model import Model
 
-SSM_POINTS = ("A_bar", "write", "h_readout")  # what `_remove_writes` reads
 COLUMNS = ("model", "target", "sources", "layers", "predicted", "predicted_knockout", "p_before", "p_after",
            "delta_p", "kl")
 
@@ -74,55 +74,13 @@ def knockout(prompt, *, model, sources, target, layers, answer=None) -> pd.DataF
 @torch.no_grad()
 def knocked_logits(handle: Model, ids: torch.Tensor, sources: tuple[int, ...], target: int,
                    layers: tuple[int, ...]) -> torch.Tensor:
-    """Last-position logits [V] of the forward with the knockout, hooks held for this call only."""
+    """Last-position logits [V] of the forward with the knockout, hooks held for this call only;
+    each layer's knockout is its family's (`Family.knockout_hooks`, by the layer's kind)."""
     arch = handle.arch
     with handle.lock, temporary_hooks() as hooks:
-        for layer in layers:  # by the layer's kind: a hybrid has both (Falcon-H1: both in one layer)
-            if arch.mixes(handle.module, layer, "ssm"):
-                _remove_writes(handle, layer, sources, target, hooks)
-            if arch.mixes(handle.module, layer, "attention"):
-                _mask_edges(handle, layer, sources, target, hooks)
+        for layer in layers:
+            hooks.extend(arch.knockout_hooks(handle.module, layer, sources, target))
         return handle.logits(ids)[0, -1]
-
-
-def _mask_edges(handle: Model, layer: int, sources, target: int, hooks: TemporaryHooks) -> None:
-    """A pre-hook on the layer's attention module that masks target → sources in its mask."""
-    attention = handle.arch.locate(handle.module, "attn_out", layer)  # the module whose output attn_out is
-    idx = torch.tensor(list(sources))
-
-    def mask(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        m = kwargs.get("attention_mask")
-        T = hidden.shape[1]
-        if m is None:  # an implementation that masks causally on its own: make the mask explicit
-            m = torch.full((1, 1, T, T), torch.finfo(hidden.dtype).min, dtype=hidden.dtype,
-                           device=hidden.device).triu(1)
-        m = m.clone()
-        if m.dtype == torch.bool:  # True: attend
-            m[..., target, idx] = False
-        else:
-            m[..., target, idx] = torch.finfo(m.dtype).min
-        return args, {**kwargs, "attention_mask": m}
-
-    hooks.add(attention.register_forward_pre_hook(mask, with_kwargs=True))
-
-
-def _remove_writes(handle: Model, layer: int, sources, target: int, hooks: TemporaryHooks) -> None:
-    """Hooks that read the layer's Ā and w and subtract the sources' share from h_readout at target."""
-    arch, seen = handle.arch, {}
-    idx = torch.tensor(list(sources))
-
-    def remove(h):
-        A_bar, w = seen["A_bar"], seen["write"]  # [b, T, *state]; Ā may have fewer axes (Mamba-2: [b, T, H])
-        A_bar = A_bar.reshape(A_bar.shape + (1,) * (w.dim() - A_bar.dim()))
-        share = torch.zeros_like(h[:, target])
-        for s in range(int(idx.min()), target + 1):  # Σ_s (Π_{k=s+1..t} Ā_k) w_s, by the recurrence
-            share = share * A_bar[:, s] + (w[:, s] if s in sources else 0)
-        h[:, target] -= share
-
-    for name in ("A_bar", "write"):
-        hooks.add(arch.hook(handle.module, name, layer, lambda v, name=name: seen.__setitem__(name, v)))
-    hooks.add(arch.hook(handle.module, "h_readout", layer, remove))
 
 
 def _check(handle: Model, T: int, sources, target, layers):
@@ -143,14 +101,12 @@ def _check(handle: Model, T: int, sources, target, layers):
         raise ValueError(f"layers must be a list of ints in 0..{L - 1} for {handle.name} (may be empty), got {layers!r}")
     layers = tuple(sorted(dict.fromkeys(int(v) % L for v in values)))
     arch = handle.arch
-    attention = [l for l in layers if arch.mixes(handle.module, l, "attention")]
+    attention = [l for l in layers if arch.knockout_renormalises(handle.module, l)]
     if S and attention and set(range(t + 1)) <= set(S):
         raise ValueError(f"{handle.name}: sources cover every position 0..{t}; attention needs at least one edge "
                          f"into the target left open to renormalise over (layers {attention} attend)")
     for l in layers:
-        missing = [p for p in SSM_POINTS if p not in arch.points_at(handle.module, l)]
-        if arch.mixes(handle.module, l, "ssm") and missing:
-            raise ValueError(f"layers: layer {l} of {handle.name} is an {handle.layer_kind(l)} layer; removing the "
-                             f"sources' writes from its state needs the points {', '.join(SSM_POINTS)}, which "
-                             f"{arch.title}'s state-space mixer does not materialise (it lacks {', '.join(missing)})")
+        why = arch.knockout_refusal(handle.module, l)
+        if why:
+            raise ValueError(f"layers: layer {l} of {handle.name} is an {handle.layer_kind(l)} layer; {why}")
     return t, S, layers

@@ -29,9 +29,10 @@ import torch
 
 from ..base import memory
 from ..base.hooks import temporary_hooks
-from ..handle.inputs import is_int, layer_list, position_list, prompt_ids, token_id
+from ..handle.inputs import layer_list, position_list, prompt_ids, token_id
 from ..engine.convention import analysis
 from ..handle.model import Model
+from .signatures import LOGIT_LENS
 
 COLUMNS = ("model", "layer", "kind", "position", "token", "top_tokens", "top_ids", "top_probs", "target", "target_prob",
            "target_rank", "kl", "entropy")
@@ -60,8 +61,7 @@ def logit_lens(prompt, *, model, layers=None, positions=None, target=None, k: in
     for several models) to decode with its translators; None is the logit lens.
     dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
-    if not is_int(k) or k < 1:
-        raise ValueError(f"k must be an integer ≥ 1 (how many top tokens to list), got {k!r}")
+    k = LOGIT_LENS["k"].validate(k)  # its signature
     calls = [prepare(handle, prompt, layers, positions, target, lens) for handle in [model]]  # one loaded handle (`engine.convention`)
     frames = [_lens_rows(call, int(k)) for call in calls]
     df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]

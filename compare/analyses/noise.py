@@ -63,9 +63,8 @@ from ..engine.prediction import COLUMNS, rows, to_frame  # noqa: F401 (COLUMNS: 
 from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_into_y, run_noised, run_rays
 from ..engine.convention import analysis, component_of
 
-DISTRIBUTIONS = ("gaussian", "uniform")
-DRAWS = ("fresh", "ray")
-SCALES = ("absolute", "relative")
+from .signatures import DISTRIBUTIONS, DRAWS, NOISE_SWEEP, NOISY_LOGITS, SCALES  # noqa: F401 (the allowed values, exported here too)
+
 RESULT_ROW_BYTES = 256  # one result row while the frames are concatenated (~104 B measured in the frame)
 READ_ROWS = 256  # runs whose logits [V] are held at once (51 MB at a 50k vocabulary, ~4 copies live)
 
@@ -110,21 +109,9 @@ def prepare(prompt, *, model, target, component=None, layers=None, levels=None, 
     layers = layer_list(handle, layers, point=component)  # negative counts from the end, as in patch_sweep and knockout
     for layer in layers:
         points.check(handle, component, layer)
-    levels = np.linspace(0.0, 1.0, 100) if levels is None else _float_array(levels, "levels")
-    if levels.ndim != 1 or levels.size == 0:
-        raise ValueError(f"levels must be a non-empty 1-D array of noise levels, got shape {levels.shape}")
-    if not np.all(np.isfinite(levels)) or np.any(levels < 0):
-        raise ValueError(f"levels must be finite and >= 0, got {levels[~(np.isfinite(levels) & (levels >= 0))][:5]}")
-    if not isinstance(trials, (int, np.integer)) or isinstance(trials, bool) or trials < 1:
-        raise ValueError(f"trials must be an int >= 1, got {trials!r}")
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if draws not in DRAWS:
-        raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
+    given = NOISE_SWEEP.check(**({} if levels is None else {"levels": levels}), trials=trials,  # its signature
+                              distribution=distribution, scale=scale, seed=seed, draws=draws)
+    levels = np.linspace(0.0, 1.0, 100) if levels is None else np.asarray(given["levels"], dtype=float)
     _check_result_fits(len(layers) * levels.size * int(trials))
     positions = tuple(range(T)) if positions is None else position_list(positions, T)
     return Sweep(handle, ids, token_id(handle, target, "target"), component, layers, levels, int(trials),
@@ -203,10 +190,10 @@ def noisy_logits(prompt, *, model, target, component=None, layers, level: float,
     columns model, layer, component, level, run ("clean" / "noisy"), token_id, logit.
     model, dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
-    if not isinstance(trial, (int, np.integer)) or isinstance(trial, bool) or trial < 0:
-        raise ValueError(f"trial must be an int >= 0, got {trial!r}")
+    level = NOISY_LOGITS["level"].validate(one(level, "level")[0])  # its signature; the rest, noise_sweep's
+    trial = NOISY_LOGITS["trial"].validate(trial)
     sweep = prepare(prompt, model=model, target=target, component=component, layers=layers,
-                    levels=one(level, "level"), trials=int(trial) + 1, distribution=distribution, scale=scale,
+                    levels=[level], trials=int(trial) + 1, distribution=distribution, scale=scale,
                     positions=positions, seed=seed, draws=draws)
     clean, resid = clean_pass(sweep.handle, sweep.ids, sweep.layers)
     run = [sweep.runs[trial]]
@@ -311,12 +298,3 @@ def one(value, name: str) -> list:
         raise ValueError(f"{name} must be a single value, not a sequence, got {value!r}")
     return [value]
 
-
-def _float_array(values, name: str) -> np.ndarray:
-    try:
-        array = np.asarray(values)
-        if array.dtype.kind not in "iuf":  # bools and strings would convert silently ("0.5" → 0.5, True → 1.0)
-            raise TypeError
-        return array.astype(float)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numbers, got {values!r}") from None

@@ -36,8 +36,7 @@ import numpy as np
 from ..handle import vocabularies
 from .align import align
 from ..handle.model import Model
-
-VARIANTS = ("native", "same_ids", "aligned")
+from .signatures import VARIANTS  # noqa: F401 (the allowed variants, exported here too)
 
 
 @dataclass

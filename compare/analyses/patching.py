@@ -29,7 +29,7 @@ for single positions and a label otherwise ("all", "none", "2,5"), which makes t
 object-typed.
 
 Engine (`patch_sweep`): one forward of the clean prompt records the component at every swept
-layer; one forward of the corrupt prompt caches what enters every block (`restart.clean_pass`).
+layer; one forward of the corrupt prompt caches what enters every block (`engine.record`).
 For each layer l the patches run as one batch per chunk, restarted at block l from the corrupt
 cache (layers below l are never recomputed) with a torch hook that writes the clean values at
 each row's positions (`torch.where`, an exact copy); blocks after the patched one compute the
@@ -44,7 +44,8 @@ block at all, and reuses what the causal model leaves unchanged (`_h_wavefront`)
 before p are the corrupt run's in every layer, and from p on only the difference
 e_p = h_clean,p − h_corrupt,p travels, e_t = Ā_t e_{t-1}, adding C_t · e_t to y; the patched
 block's output is then the corrupt one plus the family's response to that change of y
-(`Family.y_response`). The blocks above run on positions p.. only (`mamba_suffix`), every row
+(`Family.y_response`). The blocks above run on positions p.. only (the block given the corrupt
+run's incoming state at p, `ssm.mamba.MambaState`), every row
 patched at p below them in one batch (the rows of all swept layers, joining as the blocks rise).
 This is the same arithmetic as the hook point's increment (`MambaMixer`), so it agrees with the
 reference to fp32 rounding. For a patch of several positions the increments of each add up
@@ -69,17 +70,16 @@ import pandas as pd
 import torch
 
 from ..base import memory
-from ..base.hooks import temporary_hooks
 from ..base.checks import check_callbacks
 from ..handle.inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
 from ..engine.convention import analysis, component_of
 from ..handle.model import Model, NonFiniteError
-from ..ssm.mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
-from ..engine.restart import (DEFAULT_MAX_BYTES, chunk_size, clean_pass, edited_finals, finals_from_y, head,
-                              y_terms)
+from ..ssm.mamba import PREFIX_POINTS, Prefix
+from ..engine.record import record_pass
+from ..engine.restart import DEFAULT_MAX_BYTES, chunk_size, edited_finals, finals_from_y, head, y_terms
 from ..ssm.scan import discretise, linear_scan
 
-METRICS = ("logit_diff", "logit", "prob", "logprob")
+from .signatures import METRICS, PATCH_SWEEP  # the allowed values are declared with the analyses' signatures
 COLUMNS = ("model", "layer", "kind", "position", "component", "metric_patched", "recovery")
 FP32_BYTES = 4
 
@@ -116,8 +116,7 @@ class Patching:
 def prepare(clean, corrupt, *, model, answer, wrong=None, component=None, layers=None, positions=None,
             metric="logit_diff") -> list[Patching]:
     """Check every argument for every model before any compute; ValueError names the argument."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    PATCH_SWEEP["metric"].validate(metric)  # its signature
     out = []
     for handle in handles_of(model):
         clean_ids = prompt_ids(handle, clean, "clean")
@@ -198,45 +197,38 @@ class Counter:
 
 @torch.no_grad()
 def record(sweep: Patching):
-    """What the engine reads from the two unpatched runs, each one forward:
+    """What the engine reads from the two unpatched runs, each one forward of the recorder (`engine.record`):
 
     src: the clean run's component at every swept layer ({layer: [1, T, *feature]});
-    entries: what enters every block of the corrupt run ({layer: (args, kwargs)}, `restart.clean_pass`);
+    entries: what enters every block of the corrupt run ({layer: (args, kwargs)});
     finals: both runs' final residuals at the last position ({"clean", "corrupt"}: [1, d]);
     terms: for Mamba's `h` only, per swept layer the corrupt run's Δ, C, gate and y, and the
         difference clean h − corrupt h (which then replaces src), and per layer the corrupt run's
-        `mamba_suffix.PREFIX_POINTS` for the blocks above a patch.
+        `ssm.mamba.PREFIX_POINTS` for the blocks above a patch.
     """
-    handle, arch = sweep.handle, sweep.handle.arch
+    handle = sweep.handle
     _check_cache_fits(sweep)
     last = handle.n_layers - 1
-    src, finals, terms = {}, {}, {}
+    with handle.lock:  # both passes (`engine.record`) in one hold of the model
+        clean = record_pass(handle, sweep.clean, dict.fromkeys([(sweep.point, l) for l in sweep.layers]
+                                                               + [("resid_post", last)]))
+        src = {l: clean.points[sweep.point, l] for l in sweep.layers}
+        points = [("resid_post", last)]
+        if _h_path(sweep):  # the prefixes of every block a patch may run above, the terms of each swept layer
+            points += [(name, l) for l in range(handle.n_layers) for name in PREFIX_POINTS]
+            points += [(name, l) for l in sweep.layers for name in ("delta", "C", "gate", "y", "h")]
 
-    def keep(store, key, value, last_only=False):
-        store[key] = (value[:, -1] if last_only else value).detach().clone()
+        def keep(name, layer, value):  # h kept as clean − corrupt, each clean copy freed as it is used
+            return src.pop(layer) - value if name == "h" else value.detach().clone()
 
-    def difference(layer, value):
-        terms[layer]["diff"] = src.pop(layer) - value
-
-    with handle.lock:
-        with temporary_hooks(*[arch.hook(handle.module, sweep.point, l, lambda v, l=l: keep(src, l, v))
-                               for l in sweep.layers]) as hooks:
-            hooks.add(arch.hook(handle.module, "resid_post", last, lambda v: keep(finals, "clean", v, True)))
-            handle.logits(sweep.clean)
-        with temporary_hooks(arch.hook(handle.module, "resid_post", last,
-                                       lambda v: keep(finals, "corrupt", v, True))) as hooks:
-            if _h_path(sweep):
-                for l in range(handle.n_layers):  # the prefixes of every block a patch may run above
-                    terms.setdefault(l, {})
-                    hooks.extend([arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
-                                  for name in PREFIX_POINTS if name not in ("delta", "C") or l not in sweep.layers])
-                for l in sweep.layers:
-                    hooks.extend([arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
-                                  for name in ("delta", "C", "gate", "y")])
-                    hooks.add(arch.hook(handle.module, "h", l, lambda v, l=l: difference(l, v)))
-            # the corrupt run's entries for every layer: the h restart needs the next block's too
-            _, entries = clean_pass(handle, sweep.corrupt, range(handle.n_layers))
-    return (terms if terms else src), entries, finals
+        # the corrupt run's entries for every layer: the h restart needs the next block's too
+        corrupt = record_pass(handle, sweep.corrupt, dict.fromkeys(points), entries=range(handle.n_layers), keep=keep)
+    finals = {"clean": clean.points["resid_post", last][:, -1], "corrupt": corrupt.points["resid_post", last][:, -1]}
+    if not _h_path(sweep):
+        return src, corrupt.entries, finals
+    terms = {l: {"diff" if name == "h" else name: value for name, value in corrupt.at(l).items()}
+             for l in range(handle.n_layers)}
+    return terms, corrupt.entries, finals
 
 
 def _h_path(sweep: Patching) -> bool:
@@ -316,12 +308,12 @@ def _h_wavefront(sweep: Patching, terms: dict, entries, corrupt_final: torch.Ten
     position p. A patch at layer l changes block l's output by the family's response
     (`Family.y_response`) to y's change C_t · E_t, E_t = Ā_t E_{t-1} + e_t, e the clean − corrupt
     state at the patch's positions; the patched block is never rerun. Blocks above run on
-    positions p.. only (`mamba_suffix.block_suffix`, from the corrupt run's prefixes), on every
+    positions p.. only (the block with the corrupt run's state at p, `ssm.mamba.Prefix`), on every
     row patched below them at once: block k takes the rows of layers < k, then the rows of layer
     k join. Returns ({(layer, patch index): final residual [d]}, stopped)."""
     handle, arch = sweep.handle, sweep.handle.arch
     blocks, L = arch.blocks(handle.module), handle.n_layers
-    prefixes = {k: Prefix.of(blocks[k], terms[k]) for k in range(min(sweep.layers) + 1, L)}
+    prefixes = {k: Prefix(blocks[k], terms[k]) for k in range(min(sweep.layers) + 1, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if not patch}
     starts = sorted({min(patch) for patch in sweep.patches if patch})
@@ -364,10 +356,9 @@ def _patched_block(sweep: Patching, layer: int, terms: dict, entries, corrupt_fi
 
 
 def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only: bool, max_bytes: int):
-    """`mamba_suffix.block_suffix` on the rows in chunks that fit `max_bytes`."""
-    size = chunk_size(handle, None, rows.shape[1], max_bytes)
-    return torch.cat([block_suffix(block, rows[i:i + size], prefix, p, last_only)
-                      for i in range(0, len(rows), size)])
+    """The block on positions p.. of the rows, from the prefix's state at p, in chunks that fit `max_bytes`."""
+    size, state = chunk_size(handle, None, rows.shape[1], max_bytes), prefix.state(p)
+    return torch.cat([block(rows[i:i + size], last_only, state) for i in range(0, len(rows), size)])
 
 
 # --- reading the runs ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import torch
 from ..base.hooks import temporary_hooks
 from ..ssm.mamba import SSM_POINTS
 from ..handle.model import Model
+from .record import record_pass
 
 DEFAULT_MAX_BYTES = 128 * 2**20  # per chunk: small enough that the big SSM tensors reuse heap memory
 HEAD_ROWS = 256  # rows per LM-head matmul: enough to amortise streaming its weight
@@ -37,20 +38,11 @@ def clean_pass(handle: Model, ids: torch.Tensor, layers: Sequence[int]):
     """The clean last-position logits [V] (exactly `Model.logits`) and the inputs of each layer.
 
     Returns (logits, {layer: entry}); an entry holds what `run_noised` needs to restart the
-    forward at that layer: the residual [1, T, d] and, for GPT-2, the block's mask/position args.
+    forward at that layer: the residual [1, T, d] and, for GPT-2, the block's mask/position args
+    (`engine.record`, the one recorder of a pass).
     """
-    blocks = handle.arch.blocks(handle.module)
-    cache = {}
-
-    def keep(layer):
-        def hook(module, args, kwargs):
-            cache[layer] = (args, kwargs)
-        return hook
-
-    with handle.lock:  # the hooks exist only while this call owns the model (`isolation`)
-        with temporary_hooks(*[blocks[l].register_forward_pre_hook(keep(l), with_kwargs=True) for l in layers]):
-            logits = handle.logits(ids)[0, -1]
-    return logits, cache
+    clean = record_pass(handle, ids, entries=layers)
+    return clean.logits[0], clean.entries
 
 
 @torch.inference_mode()

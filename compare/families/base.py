@@ -14,6 +14,7 @@ from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError, first_names
 
 FP32_BYTES = 4
+WRITE_POINTS = ("A_bar", "write", "h_readout")  # what `remove_writes` reads of an SSM layer
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,64 @@ class Family:
     def layers_with(self, module: nn.Module, name: str) -> tuple[int, ...]:
         """The layers that have point `name`."""
         return tuple(l for l in range(self.n_layers(module)) if name in self.points_at(module, l))
+
+    # --- what an analysis does to a layer, by its kind -------------------------------------------
+
+    def knockout_hooks(self, module: nn.Module, layer: int, sources: tuple[int, ...], target: int) -> list:
+        """Torch hooks (removable handles) that block the flow sources → target in layer `layer`
+        (`compare.analyses.knockout`): an attention layer masks the edges target → s before the
+        softmax (`mask_edges`), an SSM layer removes the sources' writes from the state the
+        target reads out (`remove_writes`), a layer with both (Falcon-H1) does both."""
+        hooks = []
+        if self.mixes(module, layer, "ssm"):
+            hooks += remove_writes(self, module, layer, sources, target)
+        if self.mixes(module, layer, "attention"):
+            hooks.append(mask_edges(self, module, layer, sources, target))
+        return hooks
+
+    def knockout_renormalises(self, module: nn.Module, layer: int) -> bool:
+        """Whether a knockout in `layer` renormalises the target's row over the edges left open
+        (attention's softmax), so that at least one must stay open."""
+        return self.mixes(module, layer, "attention")
+
+    def knockout_refusal(self, module: nn.Module, layer: int) -> str | None:
+        """Why no flow can be knocked out of `layer` (None: it can)."""
+        missing = [p for p in WRITE_POINTS if p not in self.points_at(module, layer)]
+        if self.mixes(module, layer, "ssm") and missing:
+            return (f"removing the sources' writes from its state needs the points {', '.join(WRITE_POINTS)}, which "
+                    f"{self.title}'s state-space mixer does not materialise (it lacks {', '.join(missing)})")
+        return None
+
+    def hidden_attention_refusal(self, module: nn.Module, layer: int) -> str | None:
+        """Why the hidden attention α of `layer` cannot be read (None: it can, from `attention_points`)."""
+        if self.mixes_nothing(module, layer):
+            return self.mixes_nothing(module, layer)
+        if not self.mixes(module, layer, "ssm"):
+            return (f"hidden attention needs a selective SSM; {self.title} mixes positions by attention at layer "
+                    f"{layer}: read its heads with head_pattern")
+        missing = [p for p in self.attention_points if p not in self.points_at(module, layer)]
+        if missing or not self.attention_points:
+            return (f"layer {layer} is an {self.layer_kind(module, layer)} layer, but {self.title} lacks the points "
+                    f"hidden attention reads there ({', '.join(missing) or 'none declared'})")
+        return None
+
+    def mixes_nothing(self, module: nn.Module, layer: int) -> str | None:
+        """Why `layer` has neither map: it mixes no positions (Nemotron-H's MLP and MoE layers); None where it mixes."""
+        mixing = [l for l in range(self.n_layers(module))
+                  if self.mixes(module, l, "ssm") or self.mixes(module, l, "attention")]
+        if layer in mixing:
+            return None
+        return (f"layer {layer} is an {self.layer_kind(module, layer)} layer, which mixes no positions: it has no "
+                f"attention pattern and no hidden attention; the layers that mix positions are {mixing}")
+
+    def pattern_refusal(self, module: nn.Module, layer: int) -> str | None:
+        """Why `layer` has no attention pattern to show (None: it has, the `pattern` point); a layer
+        that attends shows its heads, Falcon-H1's too, which run an SSM beside them."""
+        if self.mixes_nothing(module, layer):
+            return self.mixes_nothing(module, layer)
+        if "pattern" not in self.points_at(module, layer):
+            return f"layer {layer} of {self.title} has no attention pattern; use hidden_attention for a selective SSM"
+        return None
 
     # --- the registry ---------------------------------------------------------------------
 
@@ -251,7 +310,7 @@ class Family:
         row 0), such that y_t = Σ_s α[:, t, s] x_s + D x_t (`compare.hidden_attention`)."""
         raise NotImplementedError(f"{self.title} has no selective SSM")
 
-    h_wavefront: bool = False  # patching `h` may take `patching._h_wavefront` (Mamba-1's block: `y_response`, `mamba_suffix`)
+    h_wavefront: bool = False  # patching `h` may take `patching._h_wavefront` (Mamba-1's block: `y_response`, its incoming state)
 
     def y_response(self, module: nn.Module, layer: int, dy: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         """The change of block `layer`'s output [b, l, d] for a change dy of the SSM's output y
@@ -347,6 +406,41 @@ def causal_mask(resid: torch.Tensor) -> torch.Tensor:
     above the diagonal."""
     T = resid.shape[1]
     return torch.full((1, 1, T, T), torch.finfo(resid.dtype).min, device=resid.device, dtype=resid.dtype).triu(1)
+
+
+def mask_edges(arch: Family, module: nn.Module, layer: int, sources, target: int):
+    """A pre-hook on the layer's attention module (the one whose output `attn_out` is) that masks
+    the edges target → sources in its attention mask, as the causal mask masks later positions."""
+    idx = torch.tensor(list(sources))
+
+    def mask(attention, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        m = kwargs.get("attention_mask")
+        m = causal_mask(hidden) if m is None else m.clone()  # an implementation that masks causally on its own
+        if m.dtype == torch.bool:  # True: attend
+            m[..., target, idx] = False
+        else:
+            m[..., target, idx] = torch.finfo(m.dtype).min
+        return args, {**kwargs, "attention_mask": m}
+
+    return arch.locate(module, "attn_out", layer).register_forward_pre_hook(mask, with_kwargs=True)
+
+
+def remove_writes(arch: Family, module: nn.Module, layer: int, sources, target: int) -> list:
+    """Hooks that read the layer's Ā and w (`WRITE_POINTS`) and subtract the sources' share,
+    Σ_s (Π_{k=s+1..t} Ā_k) w_s, from h_readout at the target."""
+    seen = {}
+
+    def remove(h):
+        A_bar, w = seen["A_bar"], seen["write"]  # [b, T, *state]; Ā may have fewer axes (Mamba-2: [b, T, H])
+        A_bar = A_bar.reshape(A_bar.shape + (1,) * (w.dim() - A_bar.dim()))
+        share = torch.zeros_like(h[:, target])
+        for s in range(min(sources), target + 1):  # by the recurrence
+            share = share * A_bar[:, s] + (w[:, s] if s in sources else 0)
+        h[:, target] -= share
+
+    hooks = [arch.hook(module, name, layer, lambda v, name=name: seen.__setitem__(name, v)) for name in ("A_bar", "write")]
+    return hooks + [arch.hook(module, "h_readout", layer, remove)]
 
 
 def from_state_dict(model_class, cfg, state: dict[str, torch.Tensor], path: Path, attn: str) -> nn.Module:

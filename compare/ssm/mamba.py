@@ -26,6 +26,12 @@ Edit semantics of the state:
     hook_h_readout  read-out only: an edit changes y_t = C_t·h_t at the edited positions and
                     nothing else; the recurrence never sees it.
 
+The incoming state (`MambaState`, mamba_ssm's inference cache): a block may run on positions
+p.. alone, given what the positions before p hand on, the last d_conv − 1 inputs of the causal
+conv and the state h_{p−1}; its outputs there equal the whole sequence's to fp32 rounding. The
+model is causal, so this is all a change at p makes a block recompute (patching's `h` wavefront
+runs the blocks above a patch so); `Prefix` keeps one forward's values to give that state at any p.
+
 Ā, B̄, w and h are [b, l, d_in, n] (100 MB per layer at mamba-130m, l = 1024): they are
 materialised only while a trace or a torch forward hook reads or edits one of them; otherwise
 `scan.selective_scan` computes y directly.
@@ -54,9 +60,10 @@ from torch import nn
 
 from . import cuda, native
 from ..base.hooks import HookPoint
-from .scan import discretise, linear_scan, read_out, selective_scan, write_of
+from .scan import discretise, linear_scan, read_out, selective_scan, state_after, write_of
 
 SSM_POINTS = ("A_bar", "B_bar", "write", "h", "h_readout")  # the registry: `families.mamba`
+PREFIX_POINTS = ("norm", "x", "delta", "B")  # the hook points a `Prefix` is read from
 
 
 @dataclass
@@ -79,6 +86,42 @@ class MambaConfig:
     @property
     def d_inner(self) -> int:
         return self.expand * self.d_model
+
+
+@dataclass(frozen=True)
+class MambaState:
+    """What a block's positions before p hand on to p..: conv, the in_proj x half before the conv at
+    the last d_conv − 1 (or fewer, near the start) positions [b or 1, ≤ d_conv − 1, d_in], and h,
+    the SSM state after position p − 1 [b or 1, d_in, n] (None at p = 0: zero)."""
+    conv: torch.Tensor
+    h: torch.Tensor | None
+
+
+class Prefix:
+    """One forward's values at one block, from which its incoming state at any position is read.
+
+    x_in: in_proj's x half before the conv [1, T, d_in] (from the block's `norm` point), x and
+    delta [1, T, d_in], B [1, T, n]: the block's `PREFIX_POINTS` in that forward. `state(p)`
+    scans the positions since the last state asked for (patching asks for p in rising order).
+    """
+
+    def __init__(self, block: "MambaBlock", seen: dict[str, torch.Tensor]):
+        mixer = block.mixer
+        d_in, w, b = mixer.D.shape[0], mixer.in_proj.weight, mixer.in_proj.bias
+        self.x_in = F.linear(seen["norm"], w[:d_in], None if b is None else b[:d_in])
+        self.x, self.delta, self.B = seen["x"].float(), seen["delta"].float(), seen["B"].float()
+        self.A = -torch.exp(mixer.A_log.float())
+        self.history = mixer.conv1d.weight.shape[-1] - 1
+        self._at, self._h = 0, None  # the state after position _at − 1
+
+    def state(self, p: int) -> MambaState:
+        if p < self._at:
+            self._at, self._h = 0, None
+        if p > self._at:
+            s = slice(self._at, p)
+            self._h = state_after(self.x[:, s], self.delta[:, s], self.A.to(self.x.device), self.B[:, s], self._h)
+            self._at = p
+        return MambaState(self.x_in[:, max(0, p - self.history):p], self._h)
 
 
 class RMSNorm(nn.Module):
@@ -111,8 +154,9 @@ class MambaMixer(nn.Module):
         for name in ("gate", "x", "delta", "B", "C") + SSM_POINTS + ("y",):
             setattr(self, f"hook_{name}", HookPoint())
 
-    def forward(self, u: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """u [b, l, d] → [b, l, d], or [b, 1, d] (the last position) with last_only.
+    def forward(self, u: torch.Tensor, last_only: bool = False, state: MambaState | None = None) -> torch.Tensor:
+        """u [b, l, d] → [b, l, d], or [b, 1, d] (the last position) with last_only; state: what
+        the positions before u's hand on (module docstring), default none (u starts the sequence).
 
         last_only serves callers that read nothing else, like the noise sweep's final block: the
         scan still runs over every position, but the gate half of in_proj and out_proj run at the
@@ -125,36 +169,44 @@ class MambaMixer(nn.Module):
             z = F.linear(u[:, -1:], w[d_in:], None if bias is None else bias[d_in:])
         else:
             x, z = self.in_proj(u).chunk(2, dim=-1)
-        return self.mix(x, z, last_only)
+        return self.mix(x, z, last_only, state)
 
-    def mix(self, x: torch.Tensor, z: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def mix(self, x: torch.Tensor, z: torch.Tensor, last_only: bool = False,
+            state: MambaState | None = None) -> torch.Tensor:
         """The mixer after in_proj: x [b, l, d_in] and the gate z [b, l, d_in] ([b, 1, d_in] with
         last_only) → [b, l, d] ([b, 1, d]); for callers that compute in_proj their own way."""
         wd = self.out_proj.weight.dtype  # the matmuls' dtype; everything between them is fp32
         z = self.hook_gate(z)
         # the conv, the SSM and their points in fp32 whatever the weights' dtype, as mamba_ssm's kernels
-        x = self.hook_x(conv_silu(x, self.conv1d.weight, self.conv1d.bias))
+        if state is not None and state.conv.shape[1]:  # the conv reads the positions before x's too
+            k = state.conv.shape[1]
+            history = state.conv.to(x.dtype).expand(x.shape[0], -1, -1)
+            x = conv_silu(torch.cat([history, x], dim=1), self.conv1d.weight, self.conv1d.bias)[:, k:]
+        else:
+            x = conv_silu(x, self.conv1d.weight, self.conv1d.bias)
+        x = self.hook_x(x)
         dt, B, C = self.x_proj(x.to(wd)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = self.hook_delta(softplus(self.dt_proj(dt).float()))
         B, C = self.hook_B(B.float()), self.hook_C(C.float())
         A = -torch.exp(self.A_log.float())
         ssm_in = (x, delta, A, B, C)
+        h0 = None if state is None else state.h
         if any(getattr(self, f"hook_{p}").requested() for p in SSM_POINTS):
-            y = self._ssm_materialised(*ssm_in)
+            y = self._ssm_materialised(*ssm_in, h0)
         elif not (last_only or self.hook_y.requested()):
             # nothing reads y before the gate: the scan applies it, as selective_scan_fn(z=z) does
-            return self.out_proj(selective_scan(*ssm_in, self.D.float(), z=z).to(wd))
+            return self.out_proj(selective_scan(*ssm_in, self.D.float(), z=z, h0=h0).to(wd))
         else:
-            y = selective_scan(*ssm_in, self.D.float())
+            y = selective_scan(*ssm_in, self.D.float(), h0=h0)
         y = self.hook_y(y)
         return self.out_proj(((y[:, -1:] if last_only else y) * F.silu(z.float())).to(wd))
 
-    def _ssm_materialised(self, x, delta, A, B, C):
+    def _ssm_materialised(self, x, delta, A, B, C, h0=None):
         A_bar, B_bar = discretise(delta, A, B)
         A_bar = self.hook_A_bar(A_bar)
         B_bar = self.hook_B_bar(B_bar)
         write = self.hook_write(write_of(B_bar, x))
-        h = linear_scan(A_bar, write)
+        h = linear_scan(A_bar, write, h0)
         if self.hook_h.requested():
             seen = self.hook_h(h.clone())
             increment = seen - h
@@ -208,10 +260,11 @@ class MambaBlock(nn.Module):
         self.hook_resid_pre, self.hook_norm = HookPoint(), HookPoint()
         self.hook_mixer_out, self.hook_resid_post = HookPoint(), HookPoint()
 
-    def forward(self, resid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """resid [b, l, d] → [b, l, d], or [b, 1, d] with last_only (see `MambaMixer.forward`)."""
+    def forward(self, resid: torch.Tensor, last_only: bool = False, state: MambaState | None = None) -> torch.Tensor:
+        """resid [b, l, d] → [b, l, d], or [b, 1, d] with last_only; state: what the positions
+        before resid's hand on (`MambaMixer.forward`). The hook points see resid's positions only."""
         resid = self.hook_resid_pre(resid)
-        out = self.hook_mixer_out(self.mixer(self.hook_norm(self.norm(resid)), last_only))
+        out = self.hook_mixer_out(self.mixer(self.hook_norm(self.norm(resid)), last_only, state))
         return self.hook_resid_post((resid[:, -1:] if last_only else resid) + out)
 
 

@@ -42,7 +42,7 @@ ELEMENTWISE = ("exp2", "exp", "softplus", "silu")  # the C enum's order
 _P, _I, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 SIGNATURES = {
     "causal_conv1d_silu": [_P, _I, _INT] + [_P] * 3 + [_I] * 4 + [_INT],
-    "selective_scan": [_P] * 4 + [_I, _P, _I, _P, _P, _I, _INT, _P, _P] + [_I] * 4 + [_INT],
+    "selective_scan": [_P] * 4 + [_I, _P, _I, _P, _P, _I, _INT, _P, _I, _P, _P] + [_I] * 4 + [_INT],
     "elementwise": [_INT, _P, _P, _I, _INT],
 }
 
@@ -110,10 +110,13 @@ def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     return t, ld
 
 
-def selective_scan(x, delta, A2, B, C, D, z=None) -> torch.Tensor:
+def selective_scan(x, delta, A2, B, C, D, z=None, h0=None) -> torch.Tensor:
     """y [b, l, d_in], times SiLU(z) if z (fp32 or bf16) is given; A2 = A·log₂e laid out [n, d_in]
-    (see the C source)."""
+    (see the C source); h0 [b or 1, d_in, n]: the state before the first position (default 0)."""
     x, delta, A2, D = (t.contiguous() for t in (x, delta, A2, D))
+    if h0 is not None:  # the kernel's layout [·, n, d_in]; one row shared by every run reads with stride 0
+        h0 = h0.transpose(-1, -2).contiguous()
+    ld_h0 = 0 if h0 is None or h0.shape[0] == 1 else h0[0].numel()
     (B, ld_B), (C, ld_C) = _rows(B), _rows(C)
     z, ld_z = (None, 0) if z is None else _rows(z)
     b, l, d = x.shape
@@ -123,7 +126,7 @@ def selective_scan(x, delta, A2, B, C, D, z=None) -> torch.Tensor:
     scratch = x.new_empty(threads, n, d)
     z_bf16 = int(z is not None and z.dtype == torch.bfloat16)
     _library().selective_scan(*map(_ptr, (x, delta, A2, B)), ld_B, _ptr(C), ld_C, _ptr(D), _ptr(z), ld_z, z_bf16,
-                              *map(_ptr, (y, scratch)), b, l, d, n, threads)
+                              _ptr(h0), ld_h0, *map(_ptr, (y, scratch)), b, l, d, n, threads)
     return y
 
 

@@ -173,38 +173,52 @@ def read_out(h: torch.Tensor, C: torch.Tensor, D: torch.Tensor, x: torch.Tensor)
     return (h @ C.unsqueeze(-1)).squeeze(-1) + D * x
 
 
-def selective_scan(x, delta, A, B, C, D, z=None) -> torch.Tensor:
+def selective_scan(x, delta, A, B, C, D, z=None, h0=None) -> torch.Tensor:
     """y = SSM(x), times SiLU(z) if the gate z is given (mamba_ssm's `selective_scan_fn`), by the
     fastest path that fits: the C kernel for fp32 on CPU (`native`), mamba_ssm's kernel on CUDA
     (`cuda`), else the chunked PyTorch scan (on CPU) or the parallel one (elsewhere); with
-    autograd, the materialised scan (out= buffers and the C kernel are invisible to it)."""
-    if native.usable(x, delta, A, B, C, D, bf16=(z,)):  # a bf16 gate is read as it is
-        return native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D, z)
+    autograd, the materialised scan (out= buffers and the C kernel are invisible to it).
+
+    h0 [b or 1, d_in, n]: the state before the first position (default 0), as an earlier part of
+    the sequence left it (`state_after`); mamba_ssm's kernel takes none, so then the PyTorch scan runs.
+    """
+    if native.usable(x, delta, A, B, C, D, h0, bf16=(z,)):  # a bf16 gate is read as it is
+        return native.selective_scan(x, delta, (A * LOG2_E).t(), B, C, D, z, h0)
     z = None if z is None else z.float()
-    if cuda.usable(x, delta, A, B, C, D, z):
+    if h0 is None and cuda.usable(x, delta, A, B, C, D, z):
         return cuda.selective_scan(x, delta, A, B, C, D, z)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, B, C, D)):
+    if _tracked(x, delta, A, B, C, D, h0):
         A_bar, B_bar = discretise(delta, A, B)
-        y = read_out(linear_scan(A_bar, write_of(B_bar, x)), C, D, x)
+        y = read_out(linear_scan(A_bar, write_of(B_bar, x), h0), C, D, x)
     elif x.device.type == "cpu":
-        y = selective_scan_chunked(x, delta, A, B, C, D)
+        y = selective_scan_chunked(x, delta, A, B, C, D, h0=h0)
     else:
-        y = selective_scan_parallel(x, delta, A, B, C, D)
+        y = selective_scan_parallel(x, delta, A, B, C, D, h0=h0)
     return y if z is None else y * F.silu(z)
 
 
+def state_after(x, delta, A, B, h0=None, chunk: int = 64) -> torch.Tensor:
+    """The state h after the last position [b, d_in, n] (h_{-1} = h0, default 0): what a sequence
+    hands on to the positions after it, `chunk` positions of Ā and w held at a time."""
+    h = h0
+    for s in range(0, x.shape[1], chunk):
+        A_bar, B_bar = discretise(delta[:, s:s + chunk], A, B[:, s:s + chunk])
+        h = linear_scan(A_bar, write_of(B_bar, x[:, s:s + chunk]), h)[:, -1]
+    return torch.zeros(x.shape[0], *A.shape, dtype=x.dtype, device=x.device) if h is None else h
+
+
 def selective_scan_parallel(x, delta, A, B, C, D, block: int | None = None,
-                            chunk: int = PARALLEL_CHUNK) -> torch.Tensor:
+                            chunk: int = PARALLEL_CHUNK, h0: torch.Tensor | None = None) -> torch.Tensor:
     """y by `linear_scan_parallel`, `block` positions at a time (default: ~PARALLEL_BLOCK_BYTES
-    per buffer), the state carried from block to block: no loop over positions, and Ā, w and h
-    never held for more than a block."""
+    per buffer), the state carried from block to block (from h0 [b or 1, d_in, n], default 0):
+    no loop over positions, and Ā, w and h never held for more than a block."""
     b, l, d = x.shape
     n = A.shape[1]
     if block is None:
         block = max(1, min(l, PARALLEL_BLOCK_BYTES // (b * d * n * x.element_size())))
     A2 = A * LOG2_E
     y = torch.empty_like(x)
-    h = None
+    h = h0
     for s in range(0, l, block):
         e = min(l, s + block)
         A_bar = torch.exp2(delta[:, s:e, :, None] * A2)
@@ -215,8 +229,10 @@ def selective_scan_parallel(x, delta, A, B, C, D, block: int | None = None,
     return y
 
 
-def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> torch.Tensor:
-    """y without ever holding more than `chunk` positions of Ā, w and h.
+def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None,
+                           h0: torch.Tensor | None = None) -> torch.Tensor:
+    """y without ever holding more than `chunk` positions of Ā, w and h (h_{-1} = h0 [b or 1,
+    d_in, n], default 0).
 
     Internally the state is laid out [b, c, n, d_in]: the long d_in axis innermost makes every
     broadcast (Δ⊗A, B⊗Δx) and the read-out C·h run over contiguous 1536-wide rows instead of
@@ -234,7 +250,8 @@ def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> to
     # w is scanned into h in place; two buffers in turn, so the last state of one chunk stays
     # readable (as h) while the next chunk is written
     hs = [x.new_empty(b, chunk, n, d) for _ in range(min(2, -(-l // chunk)))]
-    h = None  # the state before the chunk; None while it is h_{-1} = 0, which Ā_0 multiplies
+    # the state before the chunk; None while it is h_{-1} = 0, which Ā_0 multiplies
+    h = None if h0 is None else h0.transpose(-1, -2).to(x.dtype)
     y = torch.empty_like(x)
     for i, s in enumerate(range(0, l, chunk)):
         c = min(chunk, l - s)
@@ -252,11 +269,13 @@ def selective_scan_chunked(x, delta, A, B, C, D, chunk: int | None = None) -> to
     return y
 
 
-def selective_scan_ref(x, delta, A, B, C, D, z=None) -> torch.Tensor:
+def selective_scan_ref(x, delta, A, B, C, D, z=None, h0=None) -> torch.Tensor:
     """In fp32, or in fp64 when x is fp64 (the tests' exact reference)."""
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, delta, A, B, C, D = (t.to(dtype) for t in (x, delta, A, B, C, D))
     h = torch.zeros(x.shape[0], x.shape[2], A.shape[1], dtype=dtype, device=x.device)
+    if h0 is not None:
+        h = h + h0.to(dtype)
     ys = []
     for t in range(x.shape[1]):
         A_bar = torch.exp(delta[:, t, :, None] * A)

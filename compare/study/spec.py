@@ -27,20 +27,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..analyses.comparison import VARIANTS
-from ..analyses.noise import DISTRIBUTIONS, SCALES
-from ..analyses.patching import METRICS
+from ..analyses.signatures import STUDIED
+from ..base.signature import Param
 
-CORRUPTIONS = ("abc", "name_swap")  # datasets_gen.counterfactuals.KINDS: a suite row's corrupt_<kind> columns
-
-ANALYSES = ("compare", "noise_sweep", "channel_sensitivity", "logit_lens", "attribution_patch")
+ANALYSES = tuple(s.analysis for s in STUDIED)
 TOP_LEVEL = ("prompts", "suite", "models", "analyses", "seed", "device")
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -217,84 +213,11 @@ def _analyses(analyses, rows: bool) -> tuple[Analysis, ...]:
     return tuple(out)
 
 
-# --- parameters ------------------------------------------------------------------------------
+# --- parameters: each analysis' signature (`analyses.signatures`), the parameters a study may set ----------
 
-def _choice(allowed: tuple[str, ...]) -> Callable[[Any, str], Any]:
-    def check(value, field):
-        if value not in allowed:
-            raise SpecError(f"{field}: {value!r} is not allowed; allowed values are {', '.join(allowed)}")
-        return value
-    return check
-
-
-def _int(low: int) -> Callable[[Any, str], int]:
-    def check(value, field):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise SpecError(f"{field}: must be an integer ≥ {low}, got {value!r}")
-        return value
-    return check
-
-
-def _level(value, field) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise SpecError(f"{field}: must be a finite number ≥ 0, got {value!r}")
-    return float(value)
-
-
-def _levels(value, field) -> list[float]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise SpecError(f"{field}: must be a non-empty list of finite numbers ≥ 0, got {value!r}")
-    return [_level(v, f"{field}[{i}]") for i, v in enumerate(value)]
-
-
-def _ints(value, field) -> list[int] | None:
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)) or not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-        raise SpecError(f"{field}: must be a non-empty list of integers, or absent for all, got {value!r}")
-    return list(value)
-
-
-def _token(value, field):
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value):
-        raise SpecError(f"{field}: must be a one-token string (e.g. ' Mary') or a token ID, got {value!r}")
-    return value
-
-
-def _tokens(value, field):
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise SpecError(f"{field}: must be a token or a non-empty list of tokens, got []")
-        return [_token(v, f"{field}[{i}]") for i, v in enumerate(value)]
-    return _token(value, field)
-
-
-def _component(value, field) -> str:
-    if not isinstance(value, str) or not value:
-        raise SpecError(f"{field}: must be the name of a per-layer hook point (e.g. 'h', 'resid_post'), got {value!r}")
-    return value
-
-
-def _components(value, field) -> list[str]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise SpecError(f"{field}: must be a non-empty list of per-layer hook points, got {value!r}")
-    return [_component(v, f"{field}[{i}]") for i, v in enumerate(value)]
-
-
-_NOISE = {"target": _token, "component": _component, "trials": _int(1), "distribution": _choice(DISTRIBUTIONS),
-          "scale": _choice(SCALES), "positions": _ints, "variant": _choice(VARIANTS)}
-PARAMS: dict[str, dict[str, Callable[[Any, str], Any]]] = {
-    "compare": {"variant": _choice(VARIANTS), "track": _tokens},
-    "noise_sweep": {**_NOISE, "layers": _ints, "levels": _levels},
-    "channel_sensitivity": {**_NOISE, "layer": _int(0), "level": _level},
-    "logit_lens": {"target": _token, "layers": _ints, "positions": _ints, "k": _int(1), "variant": _choice(VARIANTS)},
-    "attribution_patch": {"corruption": _choice(CORRUPTIONS), "components": _components, "layers": _ints,
-                          "metric": _choice(METRICS)},
-}
+PARAMS: dict[str, dict[str, Param]] = {s.analysis: {p.name: p for p in s.study} for s in STUDIED}
 # component is not required: the analyses default it from each model's family (`engine.convention`)
-REQUIRED = {"compare": (), "noise_sweep": ("target",),
-            "channel_sensitivity": ("target", "layer", "level"), "logit_lens": (),
-            "attribution_patch": ("corruption",)}
+REQUIRED = {s.analysis: tuple(p.name for p in s.study if p.required) for s in STUDIED}
 NEEDS_ROWS = {"attribution_patch": "its clean/corrupt pairs are a suite row's counterfactual columns"}
 
 
@@ -315,4 +238,7 @@ def _params(name: str, params: Mapping[str, Any], rows: bool, where: str) -> dic
         raise SpecError(f"{where}: {name} needs suite prompts ({{path, split}}): {NEEDS_ROWS[name]}")
     if "variant" in params and name != "compare" and not rows:
         raise SpecError(f"{where}.variant: only for suite prompts (it picks the row's <model>_<variant>_ids)")
-    return {key: allowed[key](value, f"{where}.{key}") for key, value in sorted(params.items())}
+    try:
+        return {key: allowed[key].validate(value, f"{where}.{key}") for key, value in sorted(params.items())}
+    except ValueError as err:  # the signature's message, which names the field
+        raise SpecError(str(err)) from None

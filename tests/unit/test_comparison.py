@@ -291,7 +291,7 @@ def test_k_over_all_columns_divides_by_the_mean_of_every_lm_head_row(models):
 
 
 def test_k_columns_must_be_vocab_or_all(models):
-    with pytest.raises(ValueError, match="k_columns: unknown 'padded'; allowed values are vocab, all"):
+    with pytest.raises(ValueError, match="k_columns: 'padded' is not allowed; allowed values are vocab, all"):
         package.compare(TEXT, models[0], k_columns="padded")
 
 

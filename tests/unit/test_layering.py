@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from compare import families
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,6 +132,11 @@ ARCHITECTURE = {
     ".mixing": re.compile(r"\.mixing\b"),
     "a model module path": re.compile(r"""["'.](?:mixer|attn|attention)\.\w"""),
     "a dictionary keyed by family": re.compile(rf"""[{{,]\s*["'](?:{FAMILY_NAMES})["']\s*:"""),
+    # a layer's kind is asked of the adapter (`Family.knockout_hooks`, `hidden_attention_refusal`, ...), never tested
+    "a branch on a layer's kind": re.compile(r"\.mixes\("),
+    "a kind compared": re.compile(r"""["'](?:attention|ssm)(?:\+ssm)?["']\s*(?:==|!=|\bin\b)"""
+                                  r"""|(?:==|!=|\bin\b)\s*[(\[{]?\s*["'](?:attention|ssm)(?:\+ssm)?["']"""
+                                  r"""|layer_kind\([^)]*\)\s*(?:==|!=|\.split)"""),
 }
 SCANNED = ("compare/analyses", "compare/reproduce", "compare/study", "ui")
 # names that read like families but are not architecture facts: (file, the line's opening) -> why
@@ -140,6 +147,19 @@ NOT_ARCHITECTURE = {
     ("ui/models.py", "DEFAULTS = {"): "the app's configured pair by role (MAMBA_MODEL, GPT2_MODEL)",
     ("ui/models.py", "ENV_VARS = {"): "the app's configured pair by role",
 }
+
+
+@pytest.mark.parametrize("line", [
+    'if arch.mixes(handle.module, layer, "ssm"):',
+    'if kind == "attention":',
+    'if handle.layer_kind(l) != "ssm":',
+    'ssm = "ssm" in kind.split("+")',
+    'if kind in ("attention", "attention+ssm"):',
+    'attends = handle.layer_kind(layer).split("+")',
+])
+def test_the_grep_catches_kind_branches(line):
+    """The patterns find the branches the analyses had before they asked the adapter."""
+    assert any(pattern.search(line) for pattern in ARCHITECTURE.values()), line
 
 
 def test_no_architecture_knowledge_outside_families():

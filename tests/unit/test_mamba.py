@@ -239,3 +239,38 @@ def test_last_only_block_is_the_full_blocks_last_position(bias):
     resid = torch.randn(3, 7, 8)
     with torch.no_grad():
         torch.testing.assert_close(block(resid, last_only=True), block(resid)[:, -1:], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("materialised", [False, True])
+def test_block_from_an_incoming_state_is_the_whole_sequence_there(mamba, materialised):
+    """A block run on positions p.. with the state positions 0..p-1 hand on (`Prefix.state`)
+    gives the naive oracle's block output at p..; p rising, then falling (the prefix restarts);
+    materialised: a hook on h makes the block scan the state tensor (`linear_scan` from h0)."""
+    from compare.ssm.mamba import PREFIX_POINTS, Prefix
+
+    m, hf = mamba
+    record = {}
+    with torch.no_grad():
+        naive_forward(hf, IDS, record=record)
+    layer = 1
+    block = m.module.layers[layer]
+    seen = {}
+    hooks = [m.arch.hook(m.module, name, layer, lambda v, name=name: seen.__setitem__(name, v.detach().clone()))
+             for name in PREFIX_POINTS]
+    m.logits(IDS)
+    for hook in hooks:
+        hook.remove()
+    prefix = Prefix(block, seen)
+    resid_pre = record[layer]["resid_pre"].float()[None]
+    expected = (record[layer]["resid_pre"] + record[layer]["mixer_out"]).float()[None]
+    hooks = [block.mixer.hook_h.register_forward_hook(lambda mod, inp, out: out)] if materialised else []
+    try:
+        with torch.no_grad():
+            for p in (0, 1, 3, 9, 13, 2):
+                got = block(resid_pre[:, p:].expand(2, -1, -1), state=prefix.state(p))
+                torch.testing.assert_close(got, expected[:, p:].expand(2, -1, -1), atol=1e-4, rtol=0)
+                last = block(resid_pre[:, p:], last_only=True, state=prefix.state(p))
+                torch.testing.assert_close(last, expected[:, -1:], atol=1e-4, rtol=0)
+    finally:
+        for hook in hooks:
+            hook.remove()

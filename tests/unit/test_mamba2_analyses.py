@@ -9,7 +9,8 @@ import torch
 
 from compare import causal_trace, compare, knockout, noise_sweep, patch_sweep
 from compare.analyses.causal_trace_ref import causal_trace_ref
-from compare.analyses.hidden_attention import hidden_attention, read_points, reconstruct, terms
+from compare.analyses.hidden_attention import hidden_attention, reconstruct, terms
+from compare.engine.record import record_pass
 from compare.analyses.noise_ref import noise_sweep_ref
 from compare.analyses.patching_ref import patch_sweep_ref
 from compare.ssm.scan import linear_scan_ref
@@ -129,7 +130,7 @@ def test_hidden_attention_is_the_unrolled_product_term_by_term(m2):
     handle = m2[0]
     heads = [0, 3]
     t = terms(handle, handle.as_input(IDS), layer=1, channels=heads)
-    seen = read_points(handle, handle.as_input(IDS), 1, ("B", "C", "dt"))  # by torch hooks, one forward
+    seen = record_pass(handle, handle.as_input(IDS), [(name, 1) for name in ("B", "C", "dt")]).at(1)  # by torch hooks, one forward
     B, C, dt = (seen[name][0].double() for name in ("B", "C", "dt"))
     A = -torch.exp(handle.module.layers[1].mixer.A_log.detach().double())
     for i, h in enumerate(heads):

@@ -192,7 +192,7 @@ def test_components_list_patchable_points_and_heads(tiny):
     (dict(answer=" Mary Mary"), r"answer: ' Mary Mary' is 2 tokens"),
     (dict(answer=10**6), r"answer must be a one-token string or a token ID in 0\.\.63"),
     (dict(wrong=" Mary"), r"wrong must differ from answer"),
-    (dict(metric="kl"), r"metric must be one of \('logit_diff', 'logit', 'prob', 'logprob'\)"),
+    (dict(metric="kl"), r"metric: 'kl' is not allowed; allowed values are logit_diff, logit, prob, logprob"),
     (dict(clean=""), r"clean must be a non-empty string"),
     (dict(model=3.5), r"model must be a loaded Model"),
     (dict(progress=3), r"progress: must be a callable"),

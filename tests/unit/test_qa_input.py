@@ -74,9 +74,11 @@ def test_noise_sweep_refuses_a_float_layer_naming_layers(models):
         noise_sweep(PROMPT, model=models[0], target=" Mary", component="h", layers=0.5, levels=[0.1])
 
 
-@pytest.mark.parametrize("levels", [[True, False], "0.5", ["0.5"]])
-def test_noise_levels_must_be_numbers_not_bools_or_strings(models, levels):
-    with pytest.raises(ValueError, match="levels must be numbers"):
+@pytest.mark.parametrize("levels, message", [([True, False], r"levels\[0\]: must be a finite number ≥ 0, got True"),
+                                             ("0.5", r"levels: must be a non-empty list of finite numbers ≥ 0, got '0\.5'"),
+                                             (["0.5"], r"levels\[0\]: must be a finite number ≥ 0, got '0\.5'")])
+def test_noise_levels_must_be_numbers_not_bools_or_strings(models, levels, message):
+    with pytest.raises(ValueError, match=message):
         noise_sweep(PROMPT, model=models[0], target=" Mary", component="h", layers=[0], levels=levels)
 
 

@@ -4,7 +4,7 @@ import torch
 
 from compare.ssm import native
 from compare.ssm.scan import (LinearScan, discretise, linear_scan, linear_scan_parallel, linear_scan_ref, read_out,
-    selective_scan, selective_scan_chunked, selective_scan_parallel, selective_scan_ref, write_of)
+    selective_scan, selective_scan_chunked, selective_scan_parallel, selective_scan_ref, state_after, write_of)
 from conftest import ssm_inputs
 
 TOL = dict(atol=1e-5, rtol=1e-5)  # fp32, sums over n <= 16 terms
@@ -136,7 +136,7 @@ def test_model_with_the_parallel_scan_gives_the_same_state_edits(tiny, monkeypat
         return read, logits
 
     loop_h, loop_logits = run()
-    monkeypatch.setattr(mamba_module, "linear_scan", lambda A_bar, w: linear_scan_parallel(A_bar, w, chunk=4))
+    monkeypatch.setattr(mamba_module, "linear_scan", lambda A_bar, w, h0=None: linear_scan_parallel(A_bar, w, h0, chunk=4))
     assert torch.is_grad_enabled() and handle.module.layers[0].mixer.A_log.requires_grad  # as in a trace on a GPU
     parallel_h, parallel_logits = run()
     torch.testing.assert_close(parallel_h, loop_h, **TOL)
@@ -151,7 +151,7 @@ def test_model_with_the_parallel_selective_scan_gives_the_same_logits(tiny, monk
     expected = handle.logits(IDS)
     monkeypatch.setattr(native, "available", lambda: False)
     monkeypatch.setattr(scan_module, "selective_scan_chunked",
-                        lambda *args: selective_scan_parallel(*args, block=5, chunk=4))
+                        lambda *args, **kwargs: selective_scan_parallel(*args, block=5, chunk=4, **kwargs))
     torch.testing.assert_close(handle.logits(IDS), expected, atol=1e-5, rtol=0)
 
 
@@ -245,3 +245,40 @@ def test_linear_scan_starts_from_a_given_state():
     expected = linear_scan_ref(torch.cat([torch.ones_like(A_bar[:, :1]), A_bar], 1),
                                torch.cat([h0[:, None], write], 1))[:, 1:]
     torch.testing.assert_close(linear_scan(A_bar, write, h0), expected, **TOL64)
+
+
+def _split(args, p):
+    """The inputs at positions p.. and the state positions ..p-1 leave (`state_after`)."""
+    x, delta, A, B, C, D = args
+    return (x[:, p:], delta[:, p:], A, B[:, p:], C[:, p:], D), state_after(x[:, :p], delta[:, :p], A, B[:, :p])
+
+
+@pytest.mark.parametrize("p", [1, 5, 32])
+def test_state_after_is_the_references_last_state(p):
+    x, delta, A, B, C, D = ssm_inputs(2, 33, 8, 4, seed=p)
+    A_bar, B_bar = discretise(delta, A, B)
+    expected = linear_scan_ref(A_bar, write_of(B_bar, x))[:, p - 1]
+    torch.testing.assert_close(state_after(x[:, :p], delta[:, :p], A, B[:, :p], chunk=4), expected, **TOL)
+
+
+@pytest.mark.parametrize("path", ["dispatch", "no_kernels", "chunked", "parallel", "grad", "ref"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_scans_from_an_incoming_state_continue_the_whole_sequence(path, shared, monkeypatch):
+    """y at positions p.. from h0 = the state p-1 leaves equals the whole sequence's reference y
+    there; shared: one h0 row for every batch row (patching's rows share the corrupt prefix)."""
+    *args, z = ssm_inputs(1 if shared else 3, 21, 8, 4, seed=7, gate=True)
+    if shared:
+        args = [t.expand(3, -1, -1) if t.dim() == 3 else t for t in args]
+        z = z.expand(3, -1, -1)
+    p = 9
+    expected = selective_scan_ref(*args, z=z)[:, p:]
+    suffix, h0 = _split(args, p)
+    h0 = h0[:1] if shared else h0
+    if path == "no_kernels":
+        monkeypatch.setattr(native, "available", lambda: False)
+    if path == "grad":
+        suffix = (suffix[0].clone().requires_grad_(),) + suffix[1:]
+    scan = {"chunked": lambda *a, z, h0: selective_scan_chunked(*a, chunk=4, h0=h0) * torch.nn.functional.silu(z),
+            "parallel": lambda *a, z, h0: selective_scan_parallel(*a, block=5, chunk=4, h0=h0) * torch.nn.functional.silu(z),
+            "ref": selective_scan_ref}.get(path, selective_scan)
+    torch.testing.assert_close(scan(*suffix, z=z[:, p:], h0=h0), expected, **TOL)

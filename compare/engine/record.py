@@ -1,0 +1,67 @@
+"""The one recorder of a forward pass: what an analysis reads of a run before it edits or reruns it.
+
+`record_pass` runs one forward of a prompt while holding the model's lock and keeps, by torch hooks
+that exist only during that forward (`base.hooks.temporary_hooks`):
+
+    points    copies of hook points, {(name, layer): value} (layer None for a model-level point)
+    entries   what the model passed each block of `entries`, {layer: (args, kwargs)}: the residual
+              [b, T, d] and, for transformers, the mask and position arguments; `restart` reruns
+              blocks from these (`Family.blocks_from`)
+    logits    the last position's logits [b, V], exactly `Model.logits`
+
+`edits` are in-place edits of points made in the same forward (causal tracing's noised
+embedding); a point both edited and recorded is recorded after the edit. The clean pass of the
+noise sweep, channels, patching, causal tracing and hidden attention is this function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from ..base.hooks import temporary_hooks
+from ..handle.model import Model
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What `record_pass` kept of one forward (module docstring)."""
+    logits: torch.Tensor
+    points: dict = field(default_factory=dict)
+    entries: dict = field(default_factory=dict)
+
+    def at(self, layer: int | None) -> dict[str, torch.Tensor]:
+        """The points recorded at one layer, {name: value}."""
+        return {name: value for (name, l), value in self.points.items() if l == layer}
+
+
+@torch.no_grad()
+def record_pass(handle: Model, ids: torch.Tensor, points: Iterable[tuple[str, int | None]] = (), *,
+           entries: Iterable[int] = (), edits: Iterable[tuple[str, int | None, Callable]] = (),
+           keep: Callable[[str, int | None, torch.Tensor], torch.Tensor] | None = None) -> Recording:
+    """One forward of ids [b, T] holding the model's lock (module docstring).
+
+    points: (name, layer) pairs to keep; keep(name, layer, value) → what is kept of each (default
+    a detached copy: the value itself may be edited or reused later in the forward).
+    entries: the layers whose block inputs are kept (references, as the model passed them).
+    edits: (name, layer, edit) with edit(value) changing the point in place during this forward.
+    """
+    arch, blocks = handle.arch, handle.arch.blocks(handle.module)
+    kept, entered = {}, {}
+    keep = keep or (lambda name, layer, value: value.detach().clone())
+
+    def keeper(name, layer):
+        return lambda value: kept.__setitem__((name, layer), keep(name, layer, value))
+
+    def enter(layer):
+        def hook(module, args, kwargs):
+            entered[layer] = (args, kwargs)
+        return hook
+
+    with handle.lock:  # the hooks exist only while this call owns the model (`isolation`)
+        with temporary_hooks(*[arch.hook(handle.module, name, layer, edit) for name, layer, edit in edits]) as hooks:
+            hooks.extend(arch.hook(handle.module, name, layer, keeper(name, layer)) for name, layer in points)
+            hooks.extend(blocks[l].register_forward_pre_hook(enter(l), with_kwargs=True) for l in entries)
+            logits = handle.logits(ids)[:, -1]
+    return Recording(logits, kept, entered)
