@@ -6,6 +6,7 @@ points against a naive per-position recurrence written here)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -373,6 +374,56 @@ def test_a_sharded_checkpoint_whose_shards_and_index_disagree_is_refused_naming_
         (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
         # the first shard read that holds a tensor the index now puts elsewhere (or lacks one) is named
         match = rf"model-\d+-of-\d+\.safetensors: holds other tensors than model.safetensors.index.json maps to it \({name}\)"
+    with pytest.raises(ModelLoadError, match=match):
+        load_model(tmp_path, tokenizer=tiny[0]["granite_hybrid"].tokenizer, device="cpu")
+
+
+def _save_bin_shards(ref, directory):
+    """transformers' pickled sharded format (pytorch_model-0000k-of-0000n.bin and
+    pytorch_model.bin.index.json, as transformers 4 wrote it), by huggingface_hub's writer."""
+    from huggingface_hub import save_torch_state_dict
+
+    ref.config.save_pretrained(directory)
+    state = {k: v.clone() for k, v in ref.state_dict().items()}  # tied weights as separate tensors
+    save_torch_state_dict(state, directory, safe_serialization=False, max_shard_size="20KB",
+                          shared_tensors_to_discard=[])
+    shards = sorted(p.name for p in directory.glob("pytorch_model-*.bin"))
+    assert len(shards) > 2 and (directory / "pytorch_model.bin.index.json").is_file()
+    assert not list(directory.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
+def test_a_checkpoint_in_several_pickled_shards_loads_with_transformers_logits(tiny, tmp_path, family):
+    ref = tiny[1][family]
+    _save_bin_shards(ref, tmp_path)
+    handle = load_model(tmp_path, tokenizer=tiny[0][family].tokenizer, device="cpu")
+    with torch.no_grad():
+        expected = ref(torch.tensor(IDS)).logits
+    torch.testing.assert_close(handle.logits(IDS, padded=True), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["outside the folder", "absolute path", "other format", "missing shard",
+                                    "key in two shards"])
+def test_a_hostile_pickled_shard_index_is_refused_naming_the_file(tiny, tmp_path, damage):
+    _save_bin_shards(tiny[1]["granite_hybrid"], tmp_path)
+    path = tmp_path / "pytorch_model.bin.index.json"
+    index = json.loads(path.read_text())
+    name, shard = next(iter(index["weight_map"].items()))
+    escape = {"outside the folder": "../" + shard, "absolute path": str(tmp_path / shard),
+              "other format": shard.replace(".bin", ".safetensors")}
+    if damage in escape:
+        index["weight_map"][name] = escape[damage]
+        match = rf"pytorch_model.bin.index.json: maps {re.escape(name)} to .*not a .bin file name beside the index"
+    elif damage == "missing shard":
+        (tmp_path / shard).unlink()
+        match = rf"pytorch_model.bin.index.json: lists shard {shard}, which is missing"
+    else:  # the tensor also saved into another shard, which the index does not map it to
+        other = next(f for f in index["weight_map"].values() if f != shard)
+        state = torch.load(tmp_path / other, weights_only=True)
+        state[name] = torch.load(tmp_path / shard, weights_only=True)[name]
+        torch.save(state, tmp_path / other)
+        match = rf"{other}: holds other tensors than pytorch_model.bin.index.json maps to it \({re.escape(name)}\)"
+    path.write_text(json.dumps(index))
     with pytest.raises(ModelLoadError, match=match):
         load_model(tmp_path, tokenizer=tiny[0]["granite_hybrid"].tokenizer, device="cpu")
 
