@@ -171,6 +171,8 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
         src, entries, finals = record(sweep)
         if _h_path(sweep):
             done, stopped = _h_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
+        elif _residual_start(sweep) is not None:
+            done, stopped = _suffix_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
         else:
             done, stopped = _by_layer(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
         frames.append(_rows(sweep, done, finals, attrs))
@@ -368,6 +370,67 @@ def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only:
     size = chunk_size(handle, None, rows.shape[1], max_bytes)
     return torch.cat([block_suffix(block, rows[i:i + size], prefix, p, last_only)
                       for i in range(0, len(rows), size)])
+
+
+def _residual_start(sweep: Patching) -> int | None:
+    """For a residual point on a family with `Family.suffix`: 0 for a block's input (resid_pre),
+    1 for its output (resid_post), the block (after the patched layer) where a patch's rows
+    start; None for any other point or family."""
+    arch = sweep.handle.arch
+    point = arch.point(sweep.point)
+    if not arch.suffix or point.module != f"{arch.blocks_path}.{{l}}" or point.part is not None:
+        return None
+    return 0 if point.io == "input" else 1
+
+
+def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_bytes: int, count: Counter,
+                      stop):
+    """A residual point (`_residual_start`) on a family whose blocks run on a suffix of positions
+    (`Family.block_suffix`), every swept layer at once, patches grouped by their first position p.
+    A patch changes no position before p in any layer (the model is causal), so each block runs on
+    positions p.. only, its mixers reading what the corrupt run leaves before p (keys and values,
+    the SSM's state and conv inputs: `Family.record_prefix`, once per block). A patch of layer l
+    starts at block l (resid_pre) or l + 1 (resid_post) from the corrupt residual entering it with
+    the clean values written at the patch's positions; block k takes the rows of every layer
+    started below it at once, then the rows starting at k join. Returns ({(layer, patch index):
+    final residual [d]}, stopped)."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    L, offset = handle.n_layers, _residual_start(sweep)
+    first = min(sweep.layers) + offset
+    prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
+    done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
+            if not patch}
+    starts = sorted({min(patch) for patch in sweep.patches if patch})
+    for p in starts:
+        if stop is not None and stop.is_set():
+            return done, True
+        group = [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]
+        with handle.lock, torch.inference_mode():
+            rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
+            for k in range(first, L):
+                if k - offset in sweep.layers:
+                    joined = _patched_suffix(sweep, src[k - offset], entries[k][0][0][:, p:], group, p)
+                    rows = joined if rows is None else torch.cat([rows, joined])
+                    keys += [(k - offset, i) for i in group]
+                if rows is not None:
+                    size = chunk_size(handle, None, rows.shape[1], max_bytes)
+                    rows = torch.cat([arch.block_suffix(handle.module, k, rows[i:i + size], prefixes[k], p)
+                                      for i in range(0, len(rows), size)])
+            finals = [] if rows is None else [rows[:, -1]]
+            if L - offset in sweep.layers:  # resid_post of the last layer: the final residual itself
+                q = sweep.T - 1
+                finals.append(_patched_suffix(sweep, src[L - offset], corrupt_final[:, None], group, q)[:, -1])
+                keys += [(L - offset, i) for i in group]
+        done.update({key: final for key, final in zip(keys, torch.cat(finals))})
+        count.add(len(sweep.layers) * len(group))
+    return done, False
+
+
+def _patched_suffix(sweep: Patching, src: torch.Tensor, base: torch.Tensor, group, p: int) -> torch.Tensor:
+    """The corrupt residual at positions p.. `base` [1, l, d] with each patch's positions there
+    written from the clean run's `src` [1, T, d] (or its positions p.. [1, l, d]): [len(group), l, d]."""
+    patches = [tuple(q - p for q in sweep.patches[i] if q >= p) for i in group]
+    return torch.where(_mask(sweep, patches, base), src[:, -base.shape[1]:].to(base.device, base.dtype), base)
 
 
 # --- reading the runs ---------------------------------------------------------------------------
