@@ -570,6 +570,45 @@ def test_patch_sweep_on_a_hybrid_equals_one_trace_per_patch(tiny, family, compon
     assert fast["recovery"].abs().max() > 0  # the patch does something on these prompts
 
 
+@pytest.mark.parametrize("family,component", [("granite_hybrid", "resid_post"), ("granite_hybrid", "resid_pre"),
+                                              ("falcon_h1", "resid_post"), ("falcon_h1", "resid_pre")])
+@pytest.mark.parametrize("positions", [None, [(1, 3), "all", (), 2, -1]])
+def test_a_residual_patch_sweep_on_a_hybrid_runs_suffixes_equal_to_one_trace_per_patch(tiny, family, component,
+                                                                                      positions):
+    import numpy as np
+    from compare import patch_sweep
+    from compare.analyses.patching_ref import patch_sweep_ref
+
+    handle = tiny[0][family]
+    kw = dict(model=handle, component=component, answer=" Mary", wrong=" John", positions=positions)
+    # a budget of three rows per block call: the rows of several layers are cut into chunks
+    fast = patch_sweep(PROMPT, CORRUPT, **kw, max_bytes=3 * handle.layer_bytes(len(handle.encode(PROMPT))))
+    ref = patch_sweep_ref(PROMPT, CORRUPT, **kw)
+    keys = ["model", "layer", "kind", "position", "component"]
+    assert fast[keys].equals(ref[keys])
+    np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
+    assert fast["recovery"].abs().max() > 0.1
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
+def test_a_hybrid_block_run_on_a_suffix_equals_transformers_block_on_every_position(tiny, family):
+    handle = tiny[0][family]
+    arch, module = handle.arch, handle.module
+    T, d = len(IDS[0]), module.config.hidden_size
+    generator = torch.Generator().manual_seed(1)
+    recorded = torch.randn(1, T, d, generator=generator)
+    with torch.no_grad():
+        for layer in range(handle.n_layers):
+            prefix = arch.record_prefix(module, layer, recorded)
+            for p in (0, 1, 3, 4, 9):  # the tiny models' conv has 4 taps and their scan chunks of 4 positions
+                rows = recorded[:, p:] + torch.randn(3, T - p, d, generator=generator) * torch.tensor([0, 1, 2])[:, None, None]
+                inputs = torch.cat([recorded[:, :p].expand(3, -1, -1), rows], dim=1)
+                expected = module.model.layers[layer](inputs, **arch.layer_kwargs(module, inputs, layer))
+                expected = expected[0] if isinstance(expected, tuple) else expected
+                torch.testing.assert_close(arch.block_suffix(module, layer, rows, prefix, p), expected[:, p:],
+                                           atol=2e-6, rtol=1e-5)
+
+
 def test_sweep_frames_carry_each_layers_kind_as_the_config_declares_it(tiny):
     from compare import noise_sweep, patch_sweep
 
