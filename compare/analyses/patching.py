@@ -56,6 +56,15 @@ is the increment clean − corrupt at its positions, whose change of y the famil
 (`Family.noise_into_y`), and the block is finished from y (`restart.finals_from_y`); the blocks
 above run at every position, all of a layer's patches in one batch.
 
+On a family whose blocks run on a suffix of positions (`Family.suffix`: the hybrids), a residual
+point (resid_pre, resid_post) takes `_suffix_wavefront`: a patch whose first position is p
+changes nothing before p in any layer, so every block above it runs on positions p.. only, its
+mixers reading what the corrupt run leaves before p (attention's keys and values, the SSM's state
+and conv inputs: `Family.record_prefix`, recorded once per block), with every row patched at p
+below a block in one batch, as on Mamba's `h`. Same arithmetic as the full forward but for the
+order of sums (the state before p is carried by the recurrence, the scan chunks start at p), so
+it agrees with the reference to fp32 rounding.
+
 `patching_ref.patch_sweep_ref` is the one-trace-per-patch twin: the test oracle and the
 baseline of `benchmarks/bench_patching.py`.
 """
@@ -157,8 +166,8 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
     Returns one row per (model, layer, patch), columns `COLUMNS`; ``attrs`` hold per model the
     unpatched metrics (m_clean, m_corrupt), the answer and wrong IDs and the tokens.
     max_bytes: memory budget of one batched chunk. progress(done, total) counts runs (layer ×
-    patch) as they finish: per layer, or on Mamba's `h` per patched position (all layers at
-    once). stop (``is_set()``), checked before each of these steps: the frame then holds the runs
+    patch) as they finish: per layer, or per patched position (all layers at once) on Mamba's `h`
+    and a hybrid's resid_pre / resid_post. stop (``is_set()``), checked before each of these steps: the frame then holds the runs
     finished and ``attrs["stopped"]`` is True.
     """
     sweeps = prepare(clean, corrupt, model=model, answer=answer, wrong=wrong, component=component,
