@@ -63,11 +63,12 @@ class Prefix:
         K = mixer.conv1d.weight.shape[-1]
         before = self.xBC[:, max(0, self.p - K + 1):self.p].expand(xBC.shape[0], -1, -1)
         padded = nn.functional.pad(torch.cat([before, xBC], dim=1), (0, 0, K - 1 - before.shape[1], 0))
-        weight = mixer.conv1d.weight[:, 0]  # [conv_dim, K], depthwise
+        weight, bias = mixer.conv1d.weight[:, 0], mixer.conv1d.bias  # [conv_dim, K], depthwise
         l = xBC.shape[1]
-        out = sum(padded[:, k:k + l] * weight[:, k] for k in range(K))
-        if mixer.conv1d.bias is not None:
-            out = out + mixer.conv1d.bias
+        # tap by tap into one tensor (torch's depthwise conv1d is slow on CPU for batches of rows)
+        out = padded[:, :l] * weight[:, 0] if bias is None else torch.addcmul(bias, padded[:, :l], weight[:, 0])
+        for k in range(1, K):
+            out.addcmul_(padded[:, k:k + l], weight[:, k])
         return ACTIVATIONS[mixer.activation](out)
 
     def state(self, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor | None:
