@@ -122,12 +122,23 @@ def mixer_suffix(self, hidden_states: torch.Tensor, prefix: Prefix) -> torch.Ten
     delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
     A = -torch.exp(self.A_log.float())
     h0 = prefix.state(x, delta, A, B)
+    y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
     if h0 is not None:
-        h0 = h0.expand(b, -1, -1, -1)
-    y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK), h0=h0)
+        y = y + carried(h0, delta, A, C)
     y = y.reshape(b, T, self.intermediate_size)
     if isinstance(self.norm, nn.Identity):  # Falcon-H1 without mamba_rms_norm
         gated = y * nn.functional.silu(gate)
     else:
         gated = self.norm(y, gate)
     return self.out_proj(gated.to(dtype))
+
+
+def carried(h0: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """What the state before the suffix adds to y [R, l, H, p]: (Π_{k ≤ t} Ā_k) · C_t · h0, with
+    h0 [1, H, p, n] shared by every row (one GEMM per group, never a copy of h0 per row);
+    Δ [R, l, H], C [R, l, g, n]. y of a scan started from h0 is that of the scan from zero plus this."""
+    R, l, g, n = C.shape
+    H, p = h0.shape[1:3]
+    readout = torch.einsum("rlgn,gkn->rlgk", C.float(), h0.view(g, H // g * p, n))  # k: (head in group, channel)
+    decay = torch.exp(torch.cumsum(dt.float() * A, dim=1))  # Π Ā from the suffix's start [R, l, H]
+    return readout.view(R, l, H, p) * decay.unsqueeze(-1)
