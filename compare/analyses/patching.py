@@ -84,8 +84,8 @@ from ..handle.inputs import byte_budget, handles_of, is_int, layer_list, prompt_
 from ..engine.convention import analysis, component_of
 from ..handle.model import Model, NonFiniteError
 from ..ssm.mamba_suffix import PREFIX_POINTS, Prefix, block_suffix
-from ..engine.restart import (DEFAULT_MAX_BYTES, chunk_size, clean_pass, edited_finals, finals_from_y, head,
-                              y_terms)
+from ..engine.restart import (DEFAULT_MAX_BYTES, blocks_from, chunk_size, clean_pass, copies, edited_finals,
+                              finals_from_y, head, y_terms)
 from ..ssm.scan import discretise, linear_scan
 
 METRICS = ("logit_diff", "logit", "prob", "logprob")
@@ -180,7 +180,7 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
         src, entries, finals = record(sweep)
         if _h_path(sweep):
             done, stopped = _h_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
-        elif _residual_start(sweep) is not None:
+        elif _suffix_start(sweep) is not None:
             done, stopped = _suffix_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
         else:
             done, stopped = _by_layer(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
@@ -381,30 +381,28 @@ def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only:
                       for i in range(0, len(rows), size)])
 
 
-def _residual_start(sweep: Patching) -> int | None:
-    """For a residual point on a family with `Family.suffix`: 0 for a block's input (resid_pre),
-    1 for its output (resid_post), the block (after the patched layer) where a patch's rows
-    start; None for any other point or family."""
+def _suffix_start(sweep: Patching) -> int | None:
+    """On a family with `Family.suffix`, where the rows of a patch of layer l start running
+    suffixes: block l for a block's input (resid_pre), l + 1 for anything else; None elsewhere."""
     arch = sweep.handle.arch
-    point = arch.point(sweep.point)
-    if not arch.suffix or point.module != f"{arch.blocks_path}.{{l}}" or point.part is not None:
+    if not arch.suffix:
         return None
-    return 0 if point.io == "input" else 1
+    point = arch.point(sweep.point)
+    return 0 if point.module == f"{arch.blocks_path}.{{l}}" and point.io == "input" else 1
 
 
 def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_bytes: int, count: Counter,
                       stop):
-    """A residual point (`_residual_start`) on a family whose blocks run on a suffix of positions
-    (`Family.block_suffix`), every swept layer at once, patches grouped by their first position p.
-    A patch changes no position before p in any layer (the model is causal), so each block runs on
-    positions p.. only, its mixers reading what the corrupt run leaves before p (keys and values,
-    the SSM's state and conv inputs: `Family.record_prefix`, once per block). A patch of layer l
-    starts at block l (resid_pre) or l + 1 (resid_post) from the corrupt residual entering it with
-    the clean values written at the patch's positions; block k takes the rows of every layer
-    started below it at once, then the rows starting at k join. Returns ({(layer, patch index):
-    final residual [d]}, stopped)."""
+    """Any component on a family whose blocks run on a suffix of positions (`Family.block_suffix`),
+    every swept layer at once, patches grouped by their first position p. A patch changes no
+    position before p in any layer (the model is causal), so each block above it runs on positions
+    p.. only, its mixers reading what the corrupt run leaves before p (keys and values, the SSM's
+    state and conv inputs: `Family.record_prefix`, once per block). The rows of a patch of layer l
+    (`_entering`) join at block l (resid_pre) or l + 1 (anything else): block k takes the rows of
+    every layer joined below it at once, then the rows joining at k. Returns ({(layer, patch
+    index): final residual [d]}, stopped)."""
     handle, arch = sweep.handle, sweep.handle.arch
-    L, offset = handle.n_layers, _residual_start(sweep)
+    L, offset = handle.n_layers, _suffix_start(sweep)
     first = min(sweep.layers) + offset
     prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
@@ -416,30 +414,55 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
         group = [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]
         with handle.lock, torch.inference_mode():
             rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
-            for k in range(first, L):
+            for k in range(first, L + 1):
                 if k - offset in sweep.layers:
-                    joined = _patched_suffix(sweep, src[k - offset], entries[k][0][0][:, p:], group, p)
+                    joined = _entering(sweep, k - offset, src[k - offset], entries, corrupt_final, group, p, max_bytes)
+                    if k == L:  # past the last block only the last position is read
+                        rows, joined = (None if rows is None else rows[:, -1:]), joined[:, -1:]
                     rows = joined if rows is None else torch.cat([rows, joined])
                     keys += [(k - offset, i) for i in group]
-                if rows is not None:
+                if k < L and rows is not None:
                     size = chunk_size(handle, None, rows.shape[1], max_bytes)
                     rows = torch.cat([arch.block_suffix(handle.module, k, rows[i:i + size], prefixes[k], p)
                                       for i in range(0, len(rows), size)])
-            finals = [] if rows is None else [rows[:, -1]]
-            if L - offset in sweep.layers:  # resid_post of the last layer: the final residual itself
-                q = sweep.T - 1
-                finals.append(_patched_suffix(sweep, src[L - offset], corrupt_final[:, None], group, q)[:, -1])
-                keys += [(L - offset, i) for i in group]
-        done.update({key: final for key, final in zip(keys, torch.cat(finals))})
+        done.update({key: final for key, final in zip(keys, rows[:, -1])})
         count.add(len(sweep.layers) * len(group))
     return done, False
 
 
-def _patched_suffix(sweep: Patching, src: torch.Tensor, base: torch.Tensor, group, p: int) -> torch.Tensor:
-    """The corrupt residual at positions p.. `base` [1, l, d] with each patch's positions there
-    written from the clean run's `src` [1, T, d] (or its positions p.. [1, l, d]): [len(group), l, d]."""
-    patches = [tuple(q - p for q in sweep.patches[i] if q >= p) for i in group]
-    return torch.where(_mask(sweep, patches, base), src[:, -base.shape[1]:].to(base.device, base.dtype), base)
+def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_final: torch.Tensor, group, p: int,
+              max_bytes: int) -> torch.Tensor:
+    """The residual at positions p.. [len(group), T - p, d] where the rows of each patch of `layer`
+    join the suffixes (`_suffix_start`): for resid_pre and resid_post the corrupt residual there
+    with the patch's positions written from the clean `src` (past the last block: the corrupt
+    final residual, its last position only, [.., 1, d]); for any other point block `layer`'s
+    output, the block run on every position with the point's hook writing the clean values."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    patches = [sweep.patches[i] for i in group]
+    point = arch.point(sweep.point)
+    if point.module == f"{arch.blocks_path}.{{l}}":
+        block = layer + (point.io != "input")  # the block the residual enters
+        if block < handle.n_layers:
+            base, start = entries[block][0][0][:, p:], p
+        else:
+            base, start = corrupt_final[:, None], sweep.T - 1
+        local = [tuple(q - start for q in patch if q >= start) for patch in patches]
+        return torch.where(_mask(sweep, local, base), src[:, start:].to(base.device, base.dtype), base)
+
+    def write(rows):
+        def edit(value):
+            chunk = [patches[i] for i in rows]
+            value.copy_(torch.where(_mask(sweep, chunk, value), src.to(value.device, value.dtype), value))
+        return edit
+
+    resid = entries[layer][0][0]
+    size = chunk_size(handle, sweep.point, sweep.T, max_bytes)
+    outs = []
+    for first in range(0, len(patches), size):
+        rows = range(first, min(len(patches), first + size))
+        with temporary_hooks(arch.hook(handle.module, sweep.point, layer, write(rows))):
+            outs.append(blocks_from(handle, layer, copies(resid, len(rows)), entries[layer], stop=layer + 1)[:, p:])
+    return torch.cat(outs)
 
 
 # --- reading the runs ---------------------------------------------------------------------------

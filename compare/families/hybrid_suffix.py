@@ -141,4 +141,4 @@ def carried(h0: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor
     H, p = h0.shape[1:3]
     readout = torch.einsum("rlgn,gkn->rlgk", C.float(), h0.view(g, H // g * p, n))  # k: (head in group, channel)
     decay = torch.exp(torch.cumsum(dt.float() * A, dim=1))  # Π Ā from the suffix's start [R, l, H]
-    return readout.view(R, l, H, p) * decay.unsqueeze(-1)
+    return readout.reshape(R, l, H, p) * decay.unsqueeze(-1)
