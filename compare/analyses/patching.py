@@ -404,7 +404,8 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
     handle, arch = sweep.handle, sweep.handle.arch
     L, offset = handle.n_layers, _suffix_start(sweep)
     first = min(sweep.layers) + offset
-    prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
+    with handle.lock, torch.inference_mode():
+        prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if not patch}
     starts = sorted({min(patch) for patch in sweep.patches if patch})
