@@ -177,11 +177,11 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
     count = Counter(sum(len(s.layers) * len(s.patches) for s in sweeps), progress)
     frames, attrs, stopped = [], _attrs(sweeps), False
     for sweep in sweeps:
-        src, entries, finals = record(sweep)
+        src, entries, finals, same = record(sweep)
         if _h_path(sweep):
             done, stopped = _h_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
         elif _suffix_start(sweep) is not None:
-            done, stopped = _suffix_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
+            done, stopped = _suffix_wavefront(sweep, src, entries, finals["corrupt"], same, max_bytes, count, stop)
         else:
             done, stopped = _by_layer(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
         frames.append(_rows(sweep, done, finals, attrs))
@@ -216,18 +216,26 @@ def record(sweep: Patching):
     finals: both runs' final residuals at the last position ({"clean", "corrupt"}: [1, d]);
     terms: for Mamba's `h` only, per swept layer the corrupt run's Δ, C, gate and y, and the
         difference clean h − corrupt h (which then replaces src), and per layer the corrupt run's
-        `mamba_suffix.PREFIX_POINTS` for the blocks above a patch.
+        `mamba_suffix.PREFIX_POINTS` for the blocks above a patch;
+    same: elsewhere, per swept layer the positions where the clean run's component (the patched
+        features) equals the corrupt run's exactly ({layer: [T] bool}): a patch of only these
+        positions writes what is there, so it is the corrupt run (the positions before the first
+        token in which the prompts differ, in a causal model).
     """
     handle, arch = sweep.handle, sweep.handle.arch
     _check_cache_fits(sweep)
     last = handle.n_layers - 1
-    src, finals, terms = {}, {}, {}
+    src, finals, terms, same = {}, {}, {}, {}
+    features = sweep.feature_slice()
 
     def keep(store, key, value, last_only=False):
         store[key] = (value[:, -1] if last_only else value).detach().clone()
 
     def difference(layer, value):
         terms[layer]["diff"] = src.pop(layer) - value
+
+    def compare(layer, value):
+        same[layer] = (src[layer][..., features] == value[..., features]).flatten(2).all(-1)[0]
 
     with handle.lock:
         with temporary_hooks(*[arch.hook(handle.module, sweep.point, l, lambda v, l=l: keep(src, l, v))
@@ -245,9 +253,12 @@ def record(sweep: Patching):
                     hooks.extend([arch.hook(handle.module, name, l, lambda v, l=l, name=name: keep(terms[l], name, v))
                                   for name in ("delta", "C", "gate", "y")])
                     hooks.add(arch.hook(handle.module, "h", l, lambda v, l=l: difference(l, v)))
+            else:
+                hooks.extend([arch.hook(handle.module, sweep.point, l, lambda v, l=l: compare(l, v))
+                              for l in sweep.layers])
             # the corrupt run's entries for every layer: the h restart needs the next block's too
             _, entries = clean_pass(handle, sweep.corrupt, range(handle.n_layers))
-    return (terms if terms else src), entries, finals
+    return (terms if terms else src), entries, finals, same
 
 
 def _h_path(sweep: Patching) -> bool:
@@ -391,23 +402,24 @@ def _suffix_start(sweep: Patching) -> int | None:
     return 0 if point.module == f"{arch.blocks_path}.{{l}}" and point.io == "input" else 1
 
 
-def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor, max_bytes: int, count: Counter,
-                      stop):
+def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor, same: dict, max_bytes: int,
+                      count: Counter, stop):
     """Any component on a family whose blocks run on a suffix of positions (`Family.block_suffix`),
     every swept layer at once, patches grouped by their first position p. A patch changes no
     position before p in any layer (the model is causal), so each block above it runs on positions
     p.. only, its mixers reading what the corrupt run leaves before p (keys and values, the SSM's
     state and conv inputs: `Family.record_prefix`, once per block). The rows of a patch of layer l
     (`_entering`) join at block l (resid_pre) or l + 1 (anything else): block k takes the rows of
-    every layer joined below it at once, then the rows joining at k. Returns ({(layer, patch
-    index): final residual [d]}, stopped)."""
+    every layer joined below it at once, then the rows joining at k. A patch of positions where
+    the clean and corrupt component agree exactly (`record`'s same) is the corrupt run and is
+    not run. Returns ({(layer, patch index): final residual [d]}, stopped)."""
     handle, arch = sweep.handle, sweep.handle.arch
     L, offset = handle.n_layers, _suffix_start(sweep)
     first = min(sweep.layers) + offset
     with handle.lock, torch.inference_mode():
         prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
-            if not patch}
+            if same[layer][list(patch)].all()}  # all() of no position: the empty patch
     starts = sorted({min(patch) for patch in sweep.patches if patch})
     for p in starts:
         if stop is not None and stop.is_set():
@@ -416,17 +428,20 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
         with handle.lock, torch.inference_mode():
             rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
             for k in range(first, L + 1):
-                if k - offset in sweep.layers:
-                    joined = _entering(sweep, k - offset, src[k - offset], entries, corrupt_final, group, p, max_bytes)
+                layer = k - offset
+                run = [i for i in group if (layer, i) not in done] if layer in sweep.layers else []
+                if run:
+                    joined = _entering(sweep, layer, src[layer], entries, corrupt_final, run, p, max_bytes)
                     if k == L:  # past the last block only the last position is read
                         rows, joined = (None if rows is None else rows[:, -1:]), joined[:, -1:]
                     rows = joined if rows is None else torch.cat([rows, joined])
-                    keys += [(k - offset, i) for i in group]
+                    keys += [(layer, i) for i in run]
                 if k < L and rows is not None:
                     size = chunk_size(handle, None, rows.shape[1], max_bytes)
                     rows = torch.cat([arch.block_suffix(handle.module, k, rows[i:i + size], prefixes[k], p)
                                       for i in range(0, len(rows), size)])
-        done.update({key: final for key, final in zip(keys, rows[:, -1])})
+        if rows is not None:
+            done.update({key: final for key, final in zip(keys, rows[:, -1])})
         count.add(len(sweep.layers) * len(group))
     return done, False
 
