@@ -10,8 +10,9 @@ tokens in it).
    and the ratio of medians is reported with the largest |logit difference|.
 2. Patch sweep: `patch_sweep` of `--component` over layers 0–23 × the 14 positions of the IOI
    pair (336 patches) against `patching_ref.traced_patch`, one nnsight trace per patch. The naive
-   loop is timed on a seeded random sample of `--sample` patches and scaled to all 336 (the
-   output says so); each sampled patch is checked against the sweep's row for it.
+   loop is timed on a seeded random sample of `--sample` patches, half before and half after the
+   sweep (so that both see the same load), and scaled to all 336 (the output says so); wall and
+   process CPU time are both reported; each sampled patch is checked against the sweep's row for it.
 
     python benchmarks/bench_hybrids.py [--tokens 256] [--rounds 5] [--sample 24] [--threads 2]
 
@@ -84,22 +85,38 @@ def bench_sweep(handle, component: str, sample: int, seed: int) -> None:
     pairs = [(layer, i) for layer in sweep.layers for i in range(len(sweep.patches))]
     total = len(pairs)
     sample = sample if 0 < sample < total else total
-    t = time.perf_counter()
-    df = patch_sweep(CLEAN, CORRUPT, **kw)
-    fast = time.perf_counter() - t
     rng = np.random.default_rng(seed)
     chosen = [pairs[i] for i in rng.choice(total, size=sample, replace=False)]
-    t = time.perf_counter()
-    src = clean_values(sweep)  # the reference's clean trace, counted in its time
-    logits = [traced_patch(sweep, layer, src[layer], sweep.patches[i]) for layer, i in chosen]
-    naive = (time.perf_counter() - t) / sample * total
+    clock = {"wall": time.perf_counter, "cpu": time.process_time}
+    naive = dict.fromkeys(clock, 0.0)
+    logits = []
+
+    def run_naive(part):  # the sampled patches of `part`, timed; the clean trace is counted once, in the first
+        start = {k: f() for k, f in clock.items()}
+        src = clean_values(sweep)
+        logits.extend(traced_patch(sweep, layer, src[layer], sweep.patches[i]) for layer, i in part)
+        for k, f in clock.items():
+            naive[k] += f() - start[k]
+
+    # the fast sweep bracketed by the two halves of the naive sample, so that both see the same load
+    load = [Path("/proc/loadavg").read_text().split()[0]]
+    run_naive(chosen[:sample // 2])
+    start = {k: f() for k, f in clock.items()}
+    df = patch_sweep(CLEAN, CORRUPT, **kw)
+    fast = {k: f() - start[k] for k, f in clock.items()}
+    run_naive(chosen[sample // 2:])
+    load.append(Path("/proc/loadavg").read_text().split()[0])
+    scaled = {k: v / sample * total for k, v in naive.items()}
     rows = df.set_index(["layer", "position"])["metric_patched"]
     worst = max(abs(metric_of(lg[None], sweep.metric, sweep.answer, sweep.wrong)[0] - rows[(layer, sweep.labels[i])])
                 for (layer, i), lg in zip(chosen, logits))
     print(f"patch sweep of {component!r}, {len(sweep.layers)} layers x {len(sweep.patches)} positions = {total} "
-          f"patches ({sweep.T}-token IOI pair): fast {fast:.2f} s; naive loop {naive:.1f} s "
-          f"({'measured' if sample == total else f'scaled from {sample} random patches'}): {naive / fast:.1f}x "
-          f"(max |logit_diff fast - naive| {worst:.1e})")
+          f"patches ({sweep.T}-token IOI pair), naive loop "
+          f"{'measured' if sample == total else f'scaled from {sample} random patches'}, timed half before and "
+          f"half after the sweep (1-min load {load[0]} -> {load[1]}):")
+    for k in clock:
+        print(f"  {k:4s}: fast {fast[k]:.2f} s; naive {scaled[k]:.1f} s: {scaled[k] / fast[k]:.1f}x")
+    print(f"  max |logit_diff fast - naive| {worst:.1e}")
 
 
 def main():

@@ -1,5 +1,6 @@
 """Patching tab: a clean/corrupt pair, a component per model, and the two models' layer × position
-recovery heatmaps side by side (`compare.patch_sweep`); below, Mamba's hidden attention beside a
+recovery heatmaps side by side (`compare.patch_sweep`), each beside a strip colouring every layer
+by its kind (`figures.patching.recovery_by_kind`: a hybrid's attention and SSM layers); below, Mamba's hidden attention beside a
 transformer's attention pattern (`compare.attention_map`).
 
 The pair is one of the natural split's IOI rows (as `datasets_gen.build(seed=0)` writes them) with
@@ -135,7 +136,7 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
     if df.empty:
         yield (note,) + skip[1:]
         return
-    figure = patching_figures.recovery_heatmaps(df)
+    figure = patching_figures.recovery_by_kind(df)
     yield note, figure, df, files(df, figure, "patching_partial" if stopped else "patching")
 
 
@@ -173,7 +174,7 @@ def estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress):
     note = f"{ESTIMATE_NOTE}\n\n{metric_note(df)}\n\n" + "  \n".join(kinds)
     if len(frames) < len(sweeps):
         note += f"\n\n**Stopped**: the heatmaps hold {', '.join(df.attrs['m_clean'])} only."
-    figure = patching_figures.recovery_heatmaps(df)
+    figure = patching_figures.recovery_by_kind(df)
     figures.suptitle(figure, f"first-order estimate (attribution patching) of the recovery of {metric} when "
                              f"patching {', '.join(dict.fromkeys(df['component'].astype(str)))}")
     yield note, figure, df, files(df, figure, "attribution")

@@ -57,6 +57,15 @@ is the increment clean − corrupt at its positions, whose change of y the famil
 (`Family.noise_into_y`), and the block is finished from y (`restart.finals_from_y`); the blocks
 above run at every position, all of a layer's patches in one batch.
 
+On a family whose blocks run on a suffix of positions (`Family.suffix`: the hybrids), a residual
+point (resid_pre, resid_post) takes `_suffix_wavefront`: a patch whose first position is p
+changes nothing before p in any layer, so every block above it runs on positions p.. only, its
+mixers reading what the corrupt run leaves before p (attention's keys and values, the SSM's state
+and conv inputs: `Family.record_prefix`, recorded once per block), with every row patched at p
+below a block in one batch, as on Mamba's `h`. Same arithmetic as the full forward but for the
+order of sums (the state before p is carried by the recurrence, the scan chunks start at p), so
+it agrees with the reference to fp32 rounding.
+
 `patching_ref.patch_sweep_ref` is the one-trace-per-patch twin: the test oracle and the
 baseline of `benchmarks/bench_patching.py`.
 """
@@ -71,12 +80,14 @@ import torch
 
 from ..base import memory
 from ..base.checks import check_callbacks
+from ..base.hooks import temporary_hooks
 from ..handle.inputs import byte_budget, handles_of, is_int, layer_list, prompt_ids, token_id
 from ..engine.convention import analysis, component_of
 from ..handle.model import Model, NonFiniteError
 from ..ssm.mamba import PREFIX_POINTS, Prefix
 from ..engine.record import record_pass
-from ..engine.restart import DEFAULT_MAX_BYTES, chunk_size, edited_finals, finals_from_y, head, y_terms
+from ..engine.restart import (DEFAULT_MAX_BYTES, blocks_from, chunk_size, copies, edited_finals, finals_from_y, head,
+                              y_terms)
 from ..ssm.scan import discretise, linear_scan
 
 from .signatures import METRICS, PATCH_SWEEP  # the allowed values are declared with the analyses' signatures
@@ -156,8 +167,8 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
     Returns one row per (model, layer, patch), columns `COLUMNS`; ``attrs`` hold per model the
     unpatched metrics (m_clean, m_corrupt), the answer and wrong IDs and the tokens.
     max_bytes: memory budget of one batched chunk. progress(done, total) counts runs (layer ×
-    patch) as they finish: per layer, or on Mamba's `h` per patched position (all layers at
-    once). stop (``is_set()``), checked before each of these steps: the frame then holds the runs
+    patch) as they finish: per layer, or per patched position (all layers at once) on Mamba's `h`
+    and a hybrid's resid_pre / resid_post. stop (``is_set()``), checked before each of these steps: the frame then holds the runs
     finished and ``attrs["stopped"]`` is True.
     """
     sweeps = prepare(clean, corrupt, model=model, answer=answer, wrong=wrong, component=component,
@@ -167,9 +178,11 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
     count = Counter(sum(len(s.layers) * len(s.patches) for s in sweeps), progress)
     frames, attrs, stopped = [], _attrs(sweeps), False
     for sweep in sweeps:
-        src, entries, finals = record(sweep)
+        src, entries, finals, same = record(sweep)
         if _h_path(sweep):
             done, stopped = _h_wavefront(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
+        elif _suffix_start(sweep) is not None:
+            done, stopped = _suffix_wavefront(sweep, src, entries, finals["corrupt"], same, max_bytes, count, stop)
         else:
             done, stopped = _by_layer(sweep, src, entries, finals["corrupt"], max_bytes, count, stop)
         frames.append(_rows(sweep, done, finals, attrs))
@@ -204,11 +217,16 @@ def record(sweep: Patching):
     finals: both runs' final residuals at the last position ({"clean", "corrupt"}: [1, d]);
     terms: for Mamba's `h` only, per swept layer the corrupt run's Δ, C, gate and y, and the
         difference clean h − corrupt h (which then replaces src), and per layer the corrupt run's
-        `ssm.mamba.PREFIX_POINTS` for the blocks above a patch.
+        `ssm.mamba.PREFIX_POINTS` for the blocks above a patch;
+    same: elsewhere, per swept layer the positions where the clean run's component (the patched
+        features) equals the corrupt run's exactly ({layer: [T] bool}): a patch of only these
+        positions writes what is there, so it is the corrupt run (the positions before the first
+        token in which the prompts differ, in a causal model).
     """
     handle = sweep.handle
     _check_cache_fits(sweep)
     last = handle.n_layers - 1
+    features, same = sweep.feature_slice(), {}
     with handle.lock:  # both passes (`engine.record`) in one hold of the model
         clean = record_pass(handle, sweep.clean, dict.fromkeys([(sweep.point, l) for l in sweep.layers]
                                                                + [("resid_post", last)]))
@@ -217,18 +235,26 @@ def record(sweep: Patching):
         if _h_path(sweep):  # the prefixes of every block a patch may run above, the terms of each swept layer
             points += [(name, l) for l in range(handle.n_layers) for name in PREFIX_POINTS]
             points += [(name, l) for l in sweep.layers for name in ("delta", "C", "gate", "y", "h")]
+        else:  # where the corrupt run already holds the clean values
+            points += [(sweep.point, l) for l in sweep.layers]
 
         def keep(name, layer, value):  # h kept as clean − corrupt, each clean copy freed as it is used
-            return src.pop(layer) - value if name == "h" else value.detach().clone()
+            if name == "h" and _h_path(sweep):
+                return src.pop(layer) - value
+            if name == sweep.point and layer in src and not _h_path(sweep):
+                same[layer] = (src[layer][..., features] == value[..., features]).flatten(2).all(-1)[0]
+                if (name, layer) != ("resid_post", last):
+                    return None
+            return value.detach().clone()
 
         # the corrupt run's entries for every layer: the h restart needs the next block's too
         corrupt = record_pass(handle, sweep.corrupt, dict.fromkeys(points), entries=range(handle.n_layers), keep=keep)
     finals = {"clean": clean.points["resid_post", last][:, -1], "corrupt": corrupt.points["resid_post", last][:, -1]}
     if not _h_path(sweep):
-        return src, corrupt.entries, finals
+        return src, corrupt.entries, finals, same
     terms = {l: {"diff" if name == "h" else name: value for name, value in corrupt.at(l).items()}
              for l in range(handle.n_layers)}
-    return terms, corrupt.entries, finals
+    return terms, corrupt.entries, finals, same
 
 
 def _h_path(sweep: Patching) -> bool:
@@ -359,6 +385,95 @@ def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only:
     """The block on positions p.. of the rows, from the prefix's state at p, in chunks that fit `max_bytes`."""
     size, state = chunk_size(handle, None, rows.shape[1], max_bytes), prefix.state(p)
     return torch.cat([block(rows[i:i + size], last_only, state) for i in range(0, len(rows), size)])
+
+
+def _suffix_start(sweep: Patching) -> int | None:
+    """On a family with `Family.suffix`, where the rows of a patch of layer l start running
+    suffixes: block l for a block's input (resid_pre), l + 1 for anything else; None elsewhere."""
+    arch = sweep.handle.arch
+    if not arch.suffix:
+        return None
+    point = arch.point(sweep.point)
+    return 0 if point.module == f"{arch.blocks_path}.{{l}}" and point.io == "input" else 1
+
+
+def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor, same: dict, max_bytes: int,
+                      count: Counter, stop):
+    """Any component on a family whose blocks run on a suffix of positions (`Family.block_suffix`),
+    every swept layer at once, patches grouped by their first position p. A patch changes no
+    position before p in any layer (the model is causal), so each block above it runs on positions
+    p.. only, its mixers reading what the corrupt run leaves before p (keys and values, the SSM's
+    state and conv inputs: `Family.record_prefix`, once per block). The rows of a patch of layer l
+    (`_entering`) join at block l (resid_pre) or l + 1 (anything else): block k takes the rows of
+    every layer joined below it at once, then the rows joining at k. A patch of positions where
+    the clean and corrupt component agree exactly (`record`'s same) is the corrupt run and is
+    not run. Returns ({(layer, patch index): final residual [d]}, stopped)."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    L, offset = handle.n_layers, _suffix_start(sweep)
+    first = min(sweep.layers) + offset
+    with handle.lock, torch.inference_mode():
+        prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
+    done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
+            if same[layer][list(patch)].all()}  # all() of no position: the empty patch
+    starts = sorted({min(patch) for patch in sweep.patches if patch})
+    for p in starts:
+        if stop is not None and stop.is_set():
+            return done, True
+        group = [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]
+        with handle.lock, torch.inference_mode():
+            rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
+            for k in range(first, L + 1):
+                layer = k - offset
+                run = [i for i in group if (layer, i) not in done] if layer in sweep.layers else []
+                if run:
+                    joined = _entering(sweep, layer, src[layer], entries, corrupt_final, run, p, max_bytes)
+                    if k == L:  # past the last block only the last position is read
+                        rows, joined = (None if rows is None else rows[:, -1:]), joined[:, -1:]
+                    rows = joined if rows is None else torch.cat([rows, joined])
+                    keys += [(layer, i) for i in run]
+                if k < L and rows is not None:
+                    size = chunk_size(handle, None, rows.shape[1], max_bytes)
+                    rows = torch.cat([arch.block_suffix(handle.module, k, rows[i:i + size], prefixes[k], p)
+                                      for i in range(0, len(rows), size)])
+        if rows is not None:
+            done.update({key: final for key, final in zip(keys, rows[:, -1])})
+        count.add(len(sweep.layers) * len(group))
+    return done, False
+
+
+def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_final: torch.Tensor, group, p: int,
+              max_bytes: int) -> torch.Tensor:
+    """The residual at positions p.. [len(group), T - p, d] where the rows of each patch of `layer`
+    join the suffixes (`_suffix_start`): for resid_pre and resid_post the corrupt residual there
+    with the patch's positions written from the clean `src` (past the last block: the corrupt
+    final residual, its last position only, [.., 1, d]); for any other point block `layer`'s
+    output, the block run on every position with the point's hook writing the clean values."""
+    handle, arch = sweep.handle, sweep.handle.arch
+    patches = [sweep.patches[i] for i in group]
+    point = arch.point(sweep.point)
+    if point.module == f"{arch.blocks_path}.{{l}}":
+        block = layer + (point.io != "input")  # the block the residual enters
+        if block < handle.n_layers:
+            base, start = entries[block][0][0][:, p:], p
+        else:
+            base, start = corrupt_final[:, None], sweep.T - 1
+        local = [tuple(q - start for q in patch if q >= start) for patch in patches]
+        return torch.where(_mask(sweep, local, base), src[:, start:].to(base.device, base.dtype), base)
+
+    def write(rows):
+        def edit(value):
+            chunk = [patches[i] for i in rows]
+            value.copy_(torch.where(_mask(sweep, chunk, value), src.to(value.device, value.dtype), value))
+        return edit
+
+    resid = entries[layer][0][0]
+    size = chunk_size(handle, sweep.point, sweep.T, max_bytes)
+    outs = []
+    for first in range(0, len(patches), size):
+        rows = range(first, min(len(patches), first + size))
+        with temporary_hooks(arch.hook(handle.module, sweep.point, layer, write(rows))):
+            outs.append(blocks_from(handle, layer, copies(resid, len(rows)), entries[layer], stop=layer + 1)[:, p:])
+    return torch.cat(outs)
 
 
 # --- reading the runs ---------------------------------------------------------------------------

@@ -5,9 +5,13 @@ or, worse, as a model that runs and means nothing:
     config.json        UTF-8 JSON object; every size a positive int (bools and floats refused)
     memory             the parameters the config describes must fit in available memory,
                        checked before anything is allocated
-    weights file       model.safetensors, its shards (model.safetensors.index.json) or
-                       pytorch_model.bin; readable; pickles only under torch's weights_only=True; tensors
-                       floating-point and finite; not all zero, nor an all-zero embedding
+    weights file       model.safetensors or pytorch_model.bin, or their shards (model.safetensors.index.json,
+                       pytorch_model.bin.index.json: transformers' sharded formats); readable; pickles
+                       only under torch's weights_only=True; tensors floating-point and finite; not all
+                       zero, nor an all-zero embedding
+    shard index        a JSON "weight_map" of tensor names to shard files of its format, each a plain
+                       file name beside the index (never a path out of the folder), present, and
+                       holding exactly the tensors mapped to it (none missing, none in two shards)
 
 Each family counts its parameters from the config (`Family.parameter_count`).
 Each parameter is built in fp32 before any cast, so the model needs at least 4 bytes per
@@ -24,8 +28,10 @@ import torch
 from . import memory
 
 FP32_BYTES = 4
-SHARD_INDEX = "model.safetensors.index.json"  # {"weight_map": {tensor name: shard file}}, as save_pretrained writes
-WEIGHT_FILES = ("model.safetensors", SHARD_INDEX, "pytorch_model.bin")
+# {"weight_map": {tensor name: shard file}}, as save_pretrained writes; the suffix of that index's shards
+SHARD_INDEXES = {"model.safetensors.index.json": ".safetensors", "pytorch_model.bin.index.json": ".bin"}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 EMBEDDING_KEYS = ("wte.weight", "embeddings.weight", "embedding.weight", "embed_in.weight")  # GPT-2, Mamba -hf, mamba_ssm, Pythia
 MAX_NAMED = 5  # tensors named in one message
 _REQUIRED = object()
@@ -90,19 +96,21 @@ def check_memory(n_params: int, directory: Path) -> None:
 # --- weights ---------------------------------------------------------------------------------
 
 def read_weights(directory: Path, ignored=lambda key: False) -> tuple[Path, dict[str, torch.Tensor]]:
-    """The weights file (model.safetensors, else its shards listed in model.safetensors.index.json,
-    else pytorch_model.bin) and its state dict without the `ignored` entries (non-weight buffers of
-    the family), checked by `check_weights`. For shards the path is the index's."""
+    """The weights file (the first of `WEIGHT_FILES` present: safetensors before pickles, one file
+    before shards) and its state dict without the `ignored` entries (non-weight buffers of the
+    family), checked by `check_weights`. For shards the path is the index's."""
     path = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
     if path is None:
         raise ModelLoadError(f"{directory}: no weights ({' or '.join(WEIGHT_FILES)})")
-    if path.name == SHARD_INDEX:
-        state = _shards(path)
-    else:
-        state = _safetensors(path) if path.suffix == ".safetensors" else _pickle(path)
+    state = _shards(path) if path.name in SHARD_INDEXES else _read(path)
     state = {k: v for k, v in state.items() if not ignored(k)}
     check_weights(state, path)
     return path, state
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    """One weights file, safetensors or a (weights-only) pickle, by its suffix."""
+    return _safetensors(path) if path.suffix == ".safetensors" else _pickle(path)
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -117,22 +125,28 @@ def _safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _shards(index: Path) -> dict[str, torch.Tensor]:
-    """The state dict of the safetensors shards that `index` maps each tensor to; each shard must
-    exist beside it, hold the tensors mapped to it and no tensor mapped elsewhere."""
+    """The state dict of the shards that `index` maps each tensor to; each shard must be a file of
+    the index's format beside it (a plain name: no path leads out of the folder), exist, and hold
+    the tensors mapped to it and no tensor mapped elsewhere (so no tensor is in two shards)."""
+    suffix = SHARD_INDEXES[index.name]
     try:
         weight_map = json.loads(index.read_bytes().decode("utf-8"))["weight_map"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ModelLoadError(f"{index}: not a shard index ({type(err).__name__}); it must be a JSON "
                              'object with a "weight_map" of tensor names to shard files') from None
-    if not isinstance(weight_map, dict) or not weight_map or \
-            not all(isinstance(f, str) and "/" not in f and f.endswith(".safetensors") for f in weight_map.values()):
-        raise ModelLoadError(f"{index}: weight_map must map tensor names to .safetensors files beside it")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelLoadError(f"{index}: weight_map must map tensor names to {suffix} files beside it")
+    for key, name in weight_map.items():
+        if not (isinstance(name, str) and name.endswith(suffix) and Path(name).name == name and "\\" not in name
+                and name != suffix):
+            raise ModelLoadError(f"{index}: maps {key} to {name!r}, which is not a {suffix} file name beside the "
+                                 "index; a shard must be a plain file name in the same folder")
     state = {}
     for name in dict.fromkeys(weight_map.values()):
         shard = index.parent / name
         if not shard.is_file():
             raise ModelLoadError(f"{index}: lists shard {name}, which is missing: download it again")
-        tensors = _safetensors(shard)
+        tensors = _read(shard)
         expected = {key for key, f in weight_map.items() if f == name}
         if set(tensors) != expected:
             odd = sorted(set(tensors) ^ expected)

@@ -87,6 +87,7 @@ class Family:
     blocks_path: str  # dotted path of the ModuleList of blocks
     norm_path: str  # the final norm
     rays: bool = False  # `next_on_rays`: the block after an affine injection runs on rays
+    suffix: bool = False  # `block_suffix`: a block runs on positions p.. from what a recorded run left before p
     mixing: str = "attention"  # how positions exchange information: "attention" or "ssm" (knockout, hidden attention)
     lens_point: str = "resid_post"  # what `head` decodes per layer in the logit lens (`compare.analyses.lens`)
     attribution: tuple[str, ...] = ("resid_pre", "resid_post")  # attribution patching's default components
@@ -265,6 +266,17 @@ class Family:
         last_only: the final block may compute its last position only, [b, 1, d].
         """
         raise NotImplementedError
+
+    def record_prefix(self, module: nn.Module, layer: int, resid: torch.Tensor):
+        """What block `layer` carries from each position to later ones, from one run on resid
+        [1, T, d], for `block_suffix` (families with `suffix`)."""
+        raise NotImplementedError(f"{self.title} has no suffix path")
+
+    def block_suffix(self, module: nn.Module, layer: int, rows: torch.Tensor, prefix, p: int) -> torch.Tensor:
+        """Block `layer`'s output at positions p.. [R, T − p, d] from its input there, rows
+        [R, T − p, d], whose positions < p are those of the run `prefix` recorded
+        (`record_prefix`); no hook point of the block is called."""
+        raise NotImplementedError(f"{self.title} has no suffix path")
 
     def next_on_rays(self, module: nn.Module, layer: int) -> bool:
         """Whether the block after `layer` runs on rays (`restart.run_rays`; Mamba's in_proj trick)."""

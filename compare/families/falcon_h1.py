@@ -77,9 +77,9 @@ class FalconH1Family(HybridFamily):
     def kinds_of(self, config):
         return (KIND,) * config.num_hidden_layers
 
-    def layer_kwargs(self, module, resid, layer):
-        return {**attention_kwargs(resid), "mamba_attention_mask": None,
-                "position_embeddings": rotary(module.model.rotary_emb, resid)}
+    def layer_kwargs(self, module, resid, layer, start=0):
+        return {**attention_kwargs(resid, start), "mamba_attention_mask": None,
+                "position_embeddings": rotary(module.model.rotary_emb, resid, start)}
 
     def embed(self, module, ids):
         return module.model.embed_tokens(ids) * module.model.embedding_multiplier, (), {}

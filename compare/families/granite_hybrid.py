@@ -89,11 +89,12 @@ class GraniteHybridFamily(HybridFamily):
             names = tuple(n for n in names if n not in MOE_POINTS)
         return names
 
-    def layer_kwargs(self, module, resid, layer):
+    def layer_kwargs(self, module, resid, layer, start=0):
         if self.layer_kind(module, layer) == "ssm":
             return {"attention_mask": None}
         rotary_emb = module.model.rotary_emb
-        return {**attention_kwargs(resid), "position_embeddings": rotary(rotary_emb, resid) if rotary_emb else None}
+        return {**attention_kwargs(resid, start),
+                "position_embeddings": rotary(rotary_emb, resid, start) if rotary_emb else None}
 
     def embed(self, module, ids):
         return module.model.embed_tokens(ids) * module.model.embedding_multiplier, (), {}

@@ -49,6 +49,7 @@ from ..base.checkpoint import ModelLoadError
 from ..base.hooks import HookPoint
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, causal_mask, from_state_dict
+from .hybrid_suffix import Prefix, mixer_suffix
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
@@ -65,6 +66,7 @@ class HybridFamily(TransformersFamily):
     mixer_name = "mamba"  # the attribute of a layer holding its Mamba-2 mixer
     attention_units = "H"  # hidden attention is per SSM head (one scalar decay each), as Mamba-2's
     attention_points = ("x", "B", "C", "dt", "y")
+    suffix = True  # `block_suffix`: a block runs on positions p.. from a recorded prefix
 
     def ssm_parameters(self, module, layer):
         """(A [H], D [H]) of layer `layer`'s Mamba-2 mixer: one scalar per head."""
@@ -82,8 +84,9 @@ class HybridFamily(TransformersFamily):
         """The kind of each layer from a loaded model's config."""
         raise NotImplementedError
 
-    def layer_kwargs(self, module, resid: torch.Tensor, layer: int) -> dict:
-        """The keyword arguments of block `layer` in a forward without cache on `resid` [b, l, d]."""
+    def layer_kwargs(self, module, resid: torch.Tensor, layer: int, start: int = 0) -> dict:
+        """The keyword arguments of block `layer` in a forward without cache on `resid` [b, l, d],
+        positions start..start+l-1 (start > 0: a suffix whose keys before `start` a cache supplies)."""
         raise NotImplementedError
 
     def check_layers(self, config: dict, state: dict, path) -> None:
@@ -100,6 +103,16 @@ class HybridFamily(TransformersFamily):
             out = blocks[i](resid, **self.layer_kwargs(module, resid, i))
             resid = out[0] if isinstance(out, tuple) else out
         return resid
+
+    def record_prefix(self, module, layer, resid):
+        """Block `layer`'s `hybrid_suffix.Prefix` from one full run on resid [1, T, d]."""
+        return Prefix.record(self.blocks(module)[layer], resid, self.layer_kwargs(module, resid, layer))[1]
+
+    def block_suffix(self, module, layer, rows, prefix, p):
+        """Block `layer`'s output at positions p.. [R, l, d] from its input there, rows [R, l, d],
+        and `prefix` (`hybrid_suffix`): transformers' block with the prefix as its cache."""
+        out = self.blocks(module)[layer](rows, cache=prefix.at(p), **self.layer_kwargs(module, rows, layer, start=p))
+        return out[0] if isinstance(out, tuple) else out
 
     def stages(self, module, ids):
         resid, _, _ = self.embed(module, ids)
@@ -161,14 +174,19 @@ class ScaledHead(nn.Linear):
         return nn.functional.linear(x, self.weight) * self.multiplier / self.divisor
 
 
-def attention_kwargs(resid: torch.Tensor) -> dict:
-    """The mask eager attention gets from transformers without padding, [1, 1, l, l]."""
-    return {"attention_mask": causal_mask(resid)}
+def attention_kwargs(resid: torch.Tensor, start: int = 0) -> dict:
+    """The mask eager attention gets from transformers without padding, [1, 1, l, l]; for positions
+    start.. of a suffix [1, 1, l, start + l], query i seeing keys 0..start+i."""
+    if not start:
+        return {"attention_mask": causal_mask(resid)}
+    T = resid.shape[1]
+    mask = torch.full((1, 1, T, start + T), torch.finfo(resid.dtype).min, device=resid.device, dtype=resid.dtype)
+    return {"attention_mask": mask.triu(start + 1)}
 
 
-def rotary(rotary_emb: nn.Module, resid: torch.Tensor):
-    """(cos, sin) of positions 0..l-1, as the model computes them without cache."""
-    positions = torch.arange(resid.shape[1], device=resid.device)[None]
+def rotary(rotary_emb: nn.Module, resid: torch.Tensor, start: int = 0):
+    """(cos, sin) of positions start..start+l-1, as the model computes them without cache."""
+    positions = torch.arange(start, start + resid.shape[1], device=resid.device)[None]
     return rotary_emb(resid, positions)
 
 
@@ -213,13 +231,21 @@ def hook_mixer(mixer: nn.Module) -> None:
     cls = type(mixer)
     hooked = _HOOKED.get(cls)
     if hooked is None:
-        hooked = _HOOKED[cls] = type(f"Hooked{cls.__name__}", (cls,), {"forward": ssd_forward})
+        hooked = _HOOKED[cls] = type(f"Hooked{cls.__name__}", (cls,), {"forward": mixer_forward})
     mixer.__class__ = hooked
     for name in SSM_POINTS:
         setattr(mixer, f"hook_{name}", HookPoint())
 
 
 _HOOKED: dict[type, type] = {}
+
+
+def mixer_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None, **kwargs) -> torch.Tensor:
+    """The hooked mixer's forward: `ssd_forward`, or with a `hybrid_suffix.Prefix` as cache the
+    suffix of positions its caller runs (`HybridFamily.block_suffix`)."""
+    if isinstance(cache, Prefix):
+        return mixer_suffix(self, hidden_states, cache)
+    return ssd_forward(self, hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
 
 
 def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None, **kwargs) -> torch.Tensor:

@@ -99,8 +99,10 @@ def _download(repo_id: str) -> Path:
     patterns = ["*.json", "*.txt", "model.safetensors", "model-*-of-*.safetensors"]  # shards: their index is a .json
     try:
         directory = Path(snapshot_download(repo_id, allow_patterns=patterns))
-        if not any((directory / f).exists() for f in checkpoint.WEIGHT_FILES):
-            directory = Path(snapshot_download(repo_id, allow_patterns=patterns + ["pytorch_model.bin"]))
+        if not any((directory / f).exists() for f in checkpoint.WEIGHT_FILES if "safetensors" in f):
+            # pickles only where no safetensors exist; a .bin index came with "*.json", its shards did not
+            directory = Path(snapshot_download(repo_id, allow_patterns=patterns + ["pytorch_model.bin",
+                                                                               "pytorch_model-*-of-*.bin"]))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
         raise ModelLoadError(
             f"could not fetch {repo_id!r} from the Hugging Face Hub, and it is not in the local cache "

@@ -6,6 +6,7 @@ points against a naive per-position recurrence written here)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -389,6 +390,56 @@ def test_a_sharded_checkpoint_whose_shards_and_index_disagree_is_refused_naming_
         load_model(tmp_path, tokenizer=tiny[0]["granite_hybrid"].tokenizer, device="cpu")
 
 
+def _save_bin_shards(ref, directory):
+    """transformers' pickled sharded format (pytorch_model-0000k-of-0000n.bin and
+    pytorch_model.bin.index.json, as transformers 4 wrote it), by huggingface_hub's writer."""
+    from huggingface_hub import save_torch_state_dict
+
+    ref.config.save_pretrained(directory)
+    state = {k: v.clone() for k, v in ref.state_dict().items()}  # tied weights as separate tensors
+    save_torch_state_dict(state, directory, safe_serialization=False, max_shard_size="20KB",
+                          shared_tensors_to_discard=[])
+    shards = sorted(p.name for p in directory.glob("pytorch_model-*.bin"))
+    assert len(shards) > 2 and (directory / "pytorch_model.bin.index.json").is_file()
+    assert not list(directory.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
+def test_a_checkpoint_in_several_pickled_shards_loads_with_transformers_logits(tiny, tmp_path, family):
+    ref = tiny[1][family]
+    _save_bin_shards(ref, tmp_path)
+    handle = load_model(tmp_path, tokenizer=tiny[0][family].tokenizer, device="cpu")
+    with torch.no_grad():
+        expected = ref(torch.tensor(IDS)).logits
+    torch.testing.assert_close(handle.logits(IDS, padded=True), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["outside the folder", "absolute path", "other format", "missing shard",
+                                    "key in two shards"])
+def test_a_hostile_pickled_shard_index_is_refused_naming_the_file(tiny, tmp_path, damage):
+    _save_bin_shards(tiny[1]["granite_hybrid"], tmp_path)
+    path = tmp_path / "pytorch_model.bin.index.json"
+    index = json.loads(path.read_text())
+    name, shard = next(iter(index["weight_map"].items()))
+    escape = {"outside the folder": "../" + shard, "absolute path": str(tmp_path / shard),
+              "other format": shard.replace(".bin", ".safetensors")}
+    if damage in escape:
+        index["weight_map"][name] = escape[damage]
+        match = rf"pytorch_model.bin.index.json: maps {re.escape(name)} to .*not a .bin file name beside the index"
+    elif damage == "missing shard":
+        (tmp_path / shard).unlink()
+        match = rf"pytorch_model.bin.index.json: lists shard {shard}, which is missing"
+    else:  # the tensor also saved into another shard, which the index does not map it to
+        other = next(f for f in index["weight_map"].values() if f != shard)
+        state = torch.load(tmp_path / other, weights_only=True)
+        state[name] = torch.load(tmp_path / shard, weights_only=True)[name]
+        torch.save(state, tmp_path / other)
+        match = rf"{other}: holds other tensors than pytorch_model.bin.index.json maps to it \({re.escape(name)}\)"
+    path.write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match=match):
+        load_model(tmp_path, tokenizer=tiny[0]["granite_hybrid"].tokenizer, device="cpu")
+
+
 @pytest.mark.parametrize("family", HYBRIDS)
 def test_a_config_too_large_for_memory_is_refused_before_loading(tiny_dirs, family, monkeypatch):
     from compare.base import memory
@@ -530,6 +581,56 @@ def test_patch_sweep_on_a_hybrid_equals_one_trace_per_patch(tiny, family, compon
     assert fast[keys].equals(ref[keys])
     np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
     assert fast["recovery"].abs().max() > 0  # the patch does something on these prompts
+
+
+@pytest.mark.parametrize("family,component", [("granite_hybrid", "resid_post"), ("granite_hybrid", "resid_pre"),
+                                              ("falcon_h1", "resid_post"), ("falcon_h1", "resid_pre")])
+@pytest.mark.parametrize("positions", [None, [(1, 3), "all", (), 2, -1]])
+def test_a_residual_patch_sweep_on_a_hybrid_runs_suffixes_equal_to_one_trace_per_patch(tiny, family, component,
+                                                                                      positions):
+    import numpy as np
+    from compare import patch_sweep
+    from compare.analyses.patching_ref import patch_sweep_ref
+
+    handle = tiny[0][family]
+    kw = dict(model=handle, component=component, answer=" Mary", wrong=" John", positions=positions)
+    # a budget of three rows per block call: the rows of several layers are cut into chunks
+    fast = patch_sweep(PROMPT, CORRUPT, **kw, max_bytes=3 * handle.layer_bytes(len(handle.encode(PROMPT))))
+    ref = patch_sweep_ref(PROMPT, CORRUPT, **kw)
+    keys = ["model", "layer", "kind", "position", "component"]
+    assert fast[keys].equals(ref[keys])
+    np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
+    assert fast["recovery"].abs().max() > 0.1
+    # a patch writing what the corrupt run already holds (both runs bitwise equal there, as before the first
+    # token in which the prompts differ, where no MoE routes them with other tokens) is the corrupt run itself
+    values = {}
+    for name, prompt in (("clean", PROMPT), ("corrupt", CORRUPT)):
+        with torch.no_grad(), handle.nn.trace(torch.tensor([handle.encode(prompt)])):
+            values[name] = {layer: handle.point(component, layer).save() for layer in range(handle.n_layers)}
+    single = fast[fast["position"].map(lambda q: isinstance(q, int))]
+    equal = np.array([bool((values["clean"][layer][0, q] == values["corrupt"][layer][0, q]).all())
+                      for layer, q in zip(single["layer"], single["position"])])
+    assert (single.loc[equal, "recovery"] == 0).all()
+    assert equal.any() or family == "granite_hybrid"  # the tiny Granite's experts mix tokens' rounding
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
+def test_a_hybrid_block_run_on_a_suffix_equals_transformers_block_on_every_position(tiny, family):
+    handle = tiny[0][family]
+    arch, module = handle.arch, handle.module
+    T, d = len(IDS[0]), module.config.hidden_size
+    generator = torch.Generator().manual_seed(1)
+    recorded = torch.randn(1, T, d, generator=generator)
+    with torch.no_grad():
+        for layer in range(handle.n_layers):
+            prefix = arch.record_prefix(module, layer, recorded)
+            for p in (0, 1, 3, 4, 9):  # the tiny models' conv has 4 taps and their scan chunks of 4 positions
+                rows = recorded[:, p:] + torch.randn(3, T - p, d, generator=generator) * torch.tensor([0, 1, 2])[:, None, None]
+                inputs = torch.cat([recorded[:, :p].expand(3, -1, -1), rows], dim=1)
+                expected = module.model.layers[layer](inputs, **arch.layer_kwargs(module, inputs, layer))
+                expected = expected[0] if isinstance(expected, tuple) else expected
+                torch.testing.assert_close(arch.block_suffix(module, layer, rows, prefix, p), expected[:, p:],
+                                           atol=2e-6, rtol=1e-5)
 
 
 def test_sweep_frames_carry_each_layers_kind_as_the_config_declares_it(tiny):

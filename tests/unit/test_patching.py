@@ -18,7 +18,7 @@ TOL = 1e-5  # metric_patched, batched vs reference (one trace per patch)
 FAMILIES = ("mamba", "gpt2", "pythia")
 
 
-@pytest.mark.parametrize("family", FAMILIES + ("mamba_ssm",))
+@pytest.mark.parametrize("family", FAMILIES + ("mamba_ssm", "granite_hybrid", "falcon_h1"))
 @pytest.mark.parametrize("metric", METRICS)
 def test_patching_every_position_of_the_last_residual_recovers_exactly_1_and_nothing_0(tiny, family, metric):
     handle = tiny[0][family]

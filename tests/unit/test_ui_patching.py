@@ -165,6 +165,11 @@ def test_the_note_and_heatmap_name_each_layers_kind_of_a_hybrid(tiny_dirs, tiny)
     note, figure, df, _ = last(tab_patching.run(**{**RUN, "model_a": granite, "component_a": "resid_post"}))
     assert "granite_hybrid layers: " + ", ".join(f"{l} {k}" for l, k in enumerate(kinds)) in note
     assert "gpt2: every layer swept is attention" in note
-    ticks = {ax.get_title(): [t.get_text() for t in ax.get_yticklabels()] for ax in figure.axes if ax.get_title()}
-    assert ticks["granite_hybrid"] == [f"{l} · {k}" for l, k in enumerate(kinds)]
-    assert ticks["gpt2"] == ["0", "1"]
+    # recovery_by_kind: each heatmap beside a strip of its layers, ticked and coloured by kind
+    assert [ax.get_title() for ax in figure.axes if ax.get_title()] == ["granite_hybrid", "gpt2"]
+    strips = [ax for ax in figure.axes if ax.get_ylabel() == "layer · kind"]
+    ticks = [[t.get_text() for t in ax.get_yticklabels()] for ax in strips]
+    assert ticks == [[f"{l} · {k}" for l, k in enumerate(kinds)], ["0 · attention", "1 · attention"]]
+    colours = [np.asarray(ax.images[0].get_array()).ravel().tolist() for ax in strips]
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]  # one colour index per kind, sorted
+    assert colours == [[legend.index(k) for k in kinds], [legend.index("attention")] * 2]
