@@ -28,6 +28,31 @@ between the component and the metric (norms, attention softmax, SiLU gates, the 
 Mamba's Δ, B, C) makes it an approximation; `tests/unit/test_attribution.py` measures its
 correlation with the exact sweep.
 
+Along a path (``steps=k``, k ≥ 2): where the patched value is far from the corrupt one the
+gradient at the corrupt run is a poor slope. On the tiny Pythia of the tests the IOI pair's
+layer-0 residual at the changed token differs by 1.4× the residual's own norm (another token's
+embedding), and the metric along the straight line from the corrupt to the clean value there
+is not monotone (+0.015 at 60 %, −0.023 at 100 %); at the last position of layer 1 the query
+of the attention softmax moves; and the whole effect, m_clean − m_corrupt, is only −0.023.
+There plain attribution correlates 0.00 (resid_pre), 0.37 (attn_out), 0.22 (resid_post) with
+the exact sweep, although its gradients match finite differences. With k steps the embedding is
+moved from the corrupt to the clean input in k equal segments, every row of one batched forward
+(row 0 the corrupt run, row k the clean run), and each point's estimate is its path integral by
+the trapezoid rule,
+
+    estimate_p ≈ Σ_j ½ (∂m/∂a_p(j) + ∂m/∂a_p(j+1)) · (a_p(j+1) − a_p(j)),
+
+a's own path being the one the model induces (conductance, Dhamdhere et al. 2018; the
+integrated gradients of Marks et al. 2024, with every layer's path from one batch rather than a
+batch per layer). On a point every later computation reads only through (a residual point of
+a layer), the estimates of all positions sum to m_clean − m_corrupt as k grows (the chain
+rule along the path). Cost: one forward and one backward of a batch of k + 1 rows instead of
+two forwards and a backward of one, so about (k + 1)/1.5 times the time and k + 1 times the
+memory of ``steps=1``. Pearson with the exact sweep on the tests' tiny models (IOI pair, all
+cells, zeros included), steps 1 → 4: Pythia resid_pre 0.00 → 0.995, attn_out 0.37 → 0.997,
+resid_post 0.22 → 0.997; GPT-2 resid_pre 0.98 → 1.000; Mamba resid_pre 0.983 → 0.985, h 0.998
+→ 0.995; Mamba-2 resid_pre 0.92 → 1.000; Falcon-H1 resid_pre 0.89 → 1.000.
+
 Components: `Family.attribution` by default (the residual points, plus Mamba's `h` or the
 attention output); any component `patch_sweep` accepts except thirds of a fused projection
 (GPT-2's q, k, v: the hook sees a view the model never reads; its gradient does not exist).
@@ -58,20 +83,28 @@ FP32_BYTES = 4
 
 @analysis
 def attribution_patch(clean, corrupt, *, model, answer, wrong=None, components=None, layers=None, positions=None,
-                      metric: str = "logit_diff") -> pd.DataFrame:
+                      metric: str = "logit_diff", steps: int = 1) -> pd.DataFrame:
     """Estimated patching effects of every component, layer and patch (module docstring).
 
     Arguments as `patching.patch_sweep`'s, with `components` a list (default: each model's
     `Family.attribution`). Returns one row per (model, component, layer, patch), columns
-    `COLUMNS`; ``attrs`` as patch_sweep's, with m_clean and m_corrupt from the two forwards and
-    ``method`` "attribution". dtype, device, progress, stop: the calling convention (`engine.convention`).
+    `COLUMNS`; ``attrs`` as patch_sweep's, with m_clean and m_corrupt from the forwards,
+    ``method`` "attribution" and ``steps``. steps: 1 (default) the gradient at the corrupt run
+    alone (AtP); k ≥ 2 the gradient along the path from the corrupt to the clean input in k
+    segments (module docstring, "Along a path"), at k + 1 times the cost in time and memory.
+    dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
-    frames, attrs = [], {"metric": metric, "method": "attribution", "m_clean": {}, "m_corrupt": {}, "components": {}}
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer (1: the gradient at the corrupt run; k >= 2: k "
+                         f"segments from the corrupt to the clean input), got {steps!r}")
+    steps = int(steps)
+    frames, attrs = [], {"metric": metric, "method": "attribution", "steps": steps, "m_clean": {}, "m_corrupt": {},
+                         "components": {}}
     for handle in [model]:  # one loaded handle; a list runs model by model (`engine.convention`)
         names = _components(handle, components)
         sweep = prepare(clean, corrupt, model=handle, answer=answer, wrong=wrong, component=names[0], layers=layers,
                         positions=positions, metric=metric)[0]
-        frames.append(_estimate(sweep, names, attrs))
+        frames.append(_estimate(sweep, names, attrs, steps))
         attrs["components"][handle.name] = names
     df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
     df.attrs.update(attrs)
@@ -102,12 +135,15 @@ def _points(handle, names) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.split(".")[0] for n in names))
 
 
-def _estimate(sweep: Patching, names, attrs) -> pd.DataFrame:
+def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     handle = sweep.handle
     points = _points(handle, names)
-    _check_fits(sweep, points)
-    diff, m_clean = _record_clean(sweep, points)
-    per_position, m_corrupt = _backward(sweep, names, diff)
+    _check_fits(sweep, points, steps)
+    if steps == 1:
+        diff, m_clean = _record_clean(sweep, points)
+        per_position, m_corrupt = _backward(sweep, names, diff)
+    else:
+        per_position, m_clean, m_corrupt = _path(sweep, names, steps)
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     rows = []
     for name in names:
@@ -194,6 +230,59 @@ def _backward(sweep: Patching, names, diff):
     return per_position, float(m.detach())
 
 
+def _path(sweep: Patching, names, steps: int):
+    """The estimates along the input path in `steps` segments (module docstring, "Along a path"):
+    per (component, layer) [T] float64, m_clean and m_corrupt, from one batched forward of the
+    steps + 1 points of the path under autograd and one backward.
+
+    Row j of the batch runs the embedding corrupt + (j / steps) · (clean − corrupt): row 0 is the
+    corrupt run, the last the clean run. Each point keeps its value on every row (fp32), and a
+    tensor hook reduces the gradient against them by the trapezoid rule as the backward reaches
+    it, then drops them.
+    """
+    handle, arch = sweep.handle, sweep.handle.arch
+    points = _points(handle, names)
+    alpha = torch.linspace(0, 1, steps + 1)
+    per_position, seed, values = {}, [], {}
+
+    def keep(key, value):
+        values[key] = value.detach().float().clone()
+
+    def reduce(key, grad):
+        g, a = grad.float(), values.pop(key)
+        step = a[1:] - a[:-1]  # [steps, T, *features]
+        mean = (g[1:] + g[:-1]) / 2
+        for name in names:
+            if name.split(".")[0] == key[0]:
+                features = _feature_slice(handle, name)
+                per_position[name, key[1]] = (mean[..., features] * step[..., features]).flatten(2).sum((0, 2)).double()
+
+    def watch(key, value):
+        value.register_hook(lambda grad: reduce(key, grad))
+
+    def start(value):
+        with torch.no_grad():
+            corrupt, clean = value[0].clone(), value[-1].clone()
+            value.copy_(corrupt + alpha.to(value)[:, None, None] * (clean - corrupt))
+        seed.append(torch.zeros_like(value, requires_grad=True))
+        value.add_(seed[0])
+
+    ids = torch.cat([sweep.corrupt.expand(steps, -1), sweep.clean])
+    with handle.lock, torch.enable_grad():
+        with temporary_hooks() as hooks:
+            hooks.add(arch.hook(handle.module, "embed", None, start))
+            for p in points:
+                at = arch.point(p).grad_at or p
+                for l in sweep.layers:
+                    hooks.add(arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v)))
+                    hooks.add(arch.hook(handle.module, at, l, lambda v, key=(p, l): watch(key, v)))
+            out = handle.module(ids)
+            logits = (out if isinstance(out, torch.Tensor) else out.logits)[:, -1, :handle.vocab_size].float()
+        m = torch.stack([metric_value(row, sweep.metric, sweep.answer, sweep.wrong) for row in logits])
+        torch.autograd.grad(m.sum(), seed)
+    return per_position, float(m[-1].detach()), float(m[0].detach())
+
+
 def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> torch.Tensor:
     """`patching.metric_of` of one position's logits [V], as a differentiable 0-d tensor."""
     if metric == "logit":
@@ -208,10 +297,11 @@ def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | No
     return logits[answer] - others.max()
 
 
-def _check_fits(sweep: Patching, points) -> None:
+def _check_fits(sweep: Patching, points, steps: int = 1) -> None:
     handle, arch = sweep.handle, sweep.handle.arch
-    graph = handle.n_layers * arch.grad_bytes(handle.module.config, sweep.T)
-    cached = FP32_BYTES * len(sweep.layers) * sweep.T * sum(
+    rows = 1 if steps == 1 else steps + 1
+    graph = rows * handle.n_layers * arch.grad_bytes(handle.module.config, sweep.T)
+    cached = rows * FP32_BYTES * len(sweep.layers) * sweep.T * sum(
         int(np.prod(arch.feature_shape(handle.module.config, p))) for p in points)
     memory.check_fits(graph + cached, f"attribution patching of {len(points)} components × {len(sweep.layers)} "
                                       f"layers × {sweep.T} tokens of {handle.name} (one forward's autograd graph "
