@@ -8,10 +8,9 @@ Taylor estimate about the corrupt run is
     m_patched − m_corrupt ≈ Σ_{p in patch} ∂m/∂a_p · (a_clean,p − a_corrupt,p)
 
 with the gradient taken on the corrupt run. So one forward of the clean prompt (recording a),
-one forward of the corrupt prompt under autograd (recording a and keeping the graph) and one
-backward give every estimate of every component. The frame is `patch_sweep`'s, with
-`estimate` = the right-hand side, and `metric_patched` = m_corrupt + estimate and `recovery` =
-estimate / (m_clean − m_corrupt) the estimates of those columns.
+one of the corrupt prompt and one backward give every estimate of every component. The frame
+is `patch_sweep`'s, with `estimate` = the right-hand side, and `metric_patched` = m_corrupt +
+estimate and `recovery` = estimate / (m_clean − m_corrupt) the estimates of those columns.
 
 The gradient is that of an edit as the hook point reads it (`Point.grad_at`): on Mamba an edit
 of `h` enters the recurrence as an increment of the write, h'_t = Ā_t h'_{t-1} + w_t + e_t, so
@@ -57,13 +56,16 @@ Components: `Family.attribution` by default (the residual points, plus Mamba's `
 attention output); any component `patch_sweep` accepts except thirds of a fused projection
 (GPT-2's q, k, v: the hook sees a view the model never reads; its gradient does not exist).
 
-Memory (checked before the forward, refused with the estimate): the autograd graph of one
-forward, L · `Family.grad_bytes`(T) (on Mamba Ā, B̄ and h of every layer: the scan is
-materialised under autograd), plus the clean − corrupt difference of every point at every swept
-layer, Σ_points L · T · features floats; gradients are reduced to [T] as the backward reaches
-them (`_backward`), never held. At mamba-130m's shapes with the default components (resid_pre,
-h, resid_post) that is ~11.3 MB per token (8.9 graph, 2.5 differences): ~160 MB at T = 14,
-~11 GiB at T = 1024.
+Memory (checked before the forward, refused with the estimate): the backward runs one block at
+a time (`_layer_by_layer`: a forward without autograd records each block's input, then each
+block is rerun under autograd from the top down), so it holds one block's autograd graph,
+`Family.grad_bytes`(T) (on Mamba Ā, B̄ and h: the scan is materialised under autograd), every
+block's input, L · T · d floats, and the clean − corrupt difference of every point at every
+swept layer, Σ_points L · T · features floats; gradients are reduced to [T] as the backward
+reaches them, never held. The rerun costs one more forward than a whole-model backward would.
+At mamba-130m's shapes with the default components (resid_pre, h, resid_post) that is ~2.9 MB
+per token (0.37 graph, 0.07 inputs, 2.5 differences, 2.4 of them h's): ~3 GiB at T = 1024
+(11 GiB when the whole forward's graph was kept). ``steps=k`` multiplies all three by k + 1.
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ import torch
 from ..base import memory
 from ..base.hooks import temporary_hooks
 from ..engine.convention import analysis
+from ..engine.restart import blocks_from, clean_pass
 from .patching import COLUMNS as PATCH_COLUMNS
 from .patching import Patching, components as patch_components, prepare, recovery
 
@@ -141,9 +144,13 @@ def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     _check_fits(sweep, points, steps)
     if steps == 1:
         diff, m_clean = _record_clean(sweep, points)
-        per_position, m_corrupt = _backward(sweep, names, diff)
+        per_position, m = _layer_by_layer(sweep, names, sweep.corrupt, diff=diff)
+        m_corrupt = float(m[0])
     else:
-        per_position, m_clean, m_corrupt = _path(sweep, names, steps)
+        alpha = torch.linspace(0, 1, steps + 1)
+        ids = torch.cat([sweep.corrupt.expand(steps, -1), sweep.clean])
+        per_position, m = _layer_by_layer(sweep, names, ids, alpha=alpha)
+        m_corrupt, m_clean = float(m[0]), float(m[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     rows = []
     for name in names:
@@ -184,103 +191,76 @@ def _record_clean(sweep: Patching, points):
     return kept, float(metric_value(logits, sweep.metric, sweep.answer, sweep.wrong))
 
 
-def _backward(sweep: Patching, names, diff):
-    """One forward of the corrupt run under autograd and one backward: per (component, layer) the
-    estimate of patching each position alone, [T] float64, and m_corrupt.
+def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alpha=None):
+    """Per (component, layer) the estimate of patching each position alone, [T] float64, and the
+    metric of every batch row [b] (float64), from one forward without autograd and a backward
+    taken one block at a time.
 
-    The forward turns each clean value into clean − corrupt in place (`diff`) and hangs a tensor
-    hook on each point (or its `grad_at` point) that reduces the gradient against that
-    difference as the backward reaches it, so no gradient outlives its own reduction. The
-    backward runs to a zero tensor added to the embedding, upstream of every point: gradients
-    flow whether or not the model's parameters require them, and nothing accumulates on them.
+    ids [b, T]: the corrupt run (b = 1, with `diff` the clean values of every point, which the
+    forward turns into clean − corrupt in place), or the rows of the path (with `alpha` [b], the
+    embedding of row j moved to corrupt + alpha_j · (clean − corrupt), the last row the clean
+    run; the forward keeps each point's value on every row). The forward records what enters
+    each block (`restart.clean_pass`); then from the last block down to the lowest swept layer
+    each block is rerun under autograd from its recorded input, with a tensor hook on each of
+    its points (or the `grad_at` point) that reduces the gradient as the backward reaches it,
+    and the gradient of its input is carried to the block below. So one block's autograd graph
+    lives at a time and no gradient outlives its reduction; nothing accumulates on the model's
+    parameters (the gradients are taken with respect to the recorded inputs only).
     """
     handle, arch = sweep.handle, sweep.handle.arch
     points = _points(handle, names)
-    per_position, seed = {}, []
+    per_position, values = {}, {}
 
-    def subtract(key, value):
-        diff[key].sub_(value[0].detach().float())
+    def record(key, value):
+        if diff is not None:
+            diff[key].sub_(value[0].detach().float())
+        else:
+            values[key] = value.detach().float().clone()
+
+    def interpolate(value):
+        corrupt, clean = value[0].clone(), value[-1].clone()
+        value.copy_(corrupt + alpha.to(value)[:, None, None] * (clean - corrupt))
 
     def reduce(key, grad):
-        g = grad[0].float()
+        if diff is not None:  # the gradient at the corrupt run against clean − corrupt
+            g, step = grad.float(), diff.pop(key)[None]
+        else:  # the trapezoid rule along the path's segments
+            a = values.pop(key)
+            g, step = (grad[1:].float() + grad[:-1].float()) / 2, a[1:] - a[:-1]
         for name in names:
             if name.split(".")[0] == key[0]:
                 features = _feature_slice(handle, name)
-                per_position[name, key[1]] = (g[..., features] * diff[key][..., features]).flatten(1).sum(-1).double()
+                per_position[name, key[1]] = (g[..., features] * step[..., features]).flatten(2).sum((0, 2)).double()
 
     def watch(key, value):
         value.register_hook(lambda grad: reduce(key, grad))
 
-    def start(value):
-        seed.append(torch.zeros_like(value, requires_grad=True))
-        value.add_(seed[0])
-
-    with handle.lock, torch.enable_grad():
-        with temporary_hooks() as hooks:
-            hooks.add(arch.hook(handle.module, "embed", None, start))
+    last, lowest = handle.n_layers - 1, min(sweep.layers)
+    with handle.lock:
+        with torch.no_grad(), temporary_hooks() as hooks:
+            if alpha is not None:
+                hooks.add(arch.hook(handle.module, "embed", None, interpolate))
             for p in points:
-                at = arch.point(p).grad_at or p
                 for l in sweep.layers:
-                    hooks.add(arch.hook(handle.module, p, l, lambda v, key=(p, l): subtract(key, v)))
-                    hooks.add(arch.hook(handle.module, at, l, lambda v, key=(p, l): watch(key, v)))
-            out = handle.module(sweep.corrupt)
-            logits = (out if isinstance(out, torch.Tensor) else out.logits)[0, -1, :handle.vocab_size].float()
-        m = metric_value(logits, sweep.metric, sweep.answer, sweep.wrong)
-        torch.autograd.grad(m, seed)
-    return per_position, float(m.detach())
-
-
-def _path(sweep: Patching, names, steps: int):
-    """The estimates along the input path in `steps` segments (module docstring, "Along a path"):
-    per (component, layer) [T] float64, m_clean and m_corrupt, from one batched forward of the
-    steps + 1 points of the path under autograd and one backward.
-
-    Row j of the batch runs the embedding corrupt + (j / steps) · (clean − corrupt): row 0 is the
-    corrupt run, the last the clean run. Each point keeps its value on every row (fp32), and a
-    tensor hook reduces the gradient against them by the trapezoid rule as the backward reaches
-    it, then drops them.
-    """
-    handle, arch = sweep.handle, sweep.handle.arch
-    points = _points(handle, names)
-    alpha = torch.linspace(0, 1, steps + 1)
-    per_position, seed, values = {}, [], {}
-
-    def keep(key, value):
-        values[key] = value.detach().float().clone()
-
-    def reduce(key, grad):
-        g, a = grad.float(), values.pop(key)
-        step = a[1:] - a[:-1]  # [steps, T, *features]
-        mean = (g[1:] + g[:-1]) / 2
-        for name in names:
-            if name.split(".")[0] == key[0]:
-                features = _feature_slice(handle, name)
-                per_position[name, key[1]] = (mean[..., features] * step[..., features]).flatten(2).sum((0, 2)).double()
-
-    def watch(key, value):
-        value.register_hook(lambda grad: reduce(key, grad))
-
-    def start(value):
-        with torch.no_grad():
-            corrupt, clean = value[0].clone(), value[-1].clone()
-            value.copy_(corrupt + alpha.to(value)[:, None, None] * (clean - corrupt))
-        seed.append(torch.zeros_like(value, requires_grad=True))
-        value.add_(seed[0])
-
-    ids = torch.cat([sweep.corrupt.expand(steps, -1), sweep.clean])
-    with handle.lock, torch.enable_grad():
-        with temporary_hooks() as hooks:
-            hooks.add(arch.hook(handle.module, "embed", None, start))
-            for p in points:
-                at = arch.point(p).grad_at or p
-                for l in sweep.layers:
-                    hooks.add(arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v)))
-                    hooks.add(arch.hook(handle.module, at, l, lambda v, key=(p, l): watch(key, v)))
-            out = handle.module(ids)
-            logits = (out if isinstance(out, torch.Tensor) else out.logits)[:, -1, :handle.vocab_size].float()
-        m = torch.stack([metric_value(row, sweep.metric, sweep.answer, sweep.wrong) for row in logits])
-        torch.autograd.grad(m.sum(), seed)
-    return per_position, float(m[-1].detach()), float(m[0].detach())
+                    hooks.add(arch.hook(handle.module, p, l, lambda v, key=(p, l): record(key, v)))
+            _, entries = clean_pass(handle, ids, range(lowest, last + 1))
+        grad = None
+        for layer in range(last, lowest - 1, -1):
+            entry = entries.pop(layer)
+            resid = entry[0][0].detach().requires_grad_(True)
+            with torch.enable_grad(), temporary_hooks() as hooks:
+                if layer in sweep.layers:
+                    for p in points:
+                        hooks.add(arch.hook(handle.module, arch.point(p).grad_at or p, layer,
+                                            lambda v, key=(p, layer): watch(key, v)))
+                out = blocks_from(handle, layer, resid, entry, stop=layer + 1)
+                if layer == last:
+                    logits = arch.head(handle.module, out[:, -1])[:, :handle.vocab_size].float()
+                    m = torch.stack([metric_value(row, sweep.metric, sweep.answer, sweep.wrong) for row in logits])
+                    grad, = torch.autograd.grad(m.sum(), resid)
+                else:
+                    grad, = torch.autograd.grad(out, resid, grad)
+    return per_position, m.detach().double()
 
 
 def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> torch.Tensor:
@@ -298,12 +278,14 @@ def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | No
 
 
 def _check_fits(sweep: Patching, points, steps: int = 1) -> None:
-    handle, arch = sweep.handle, sweep.handle.arch
+    handle, arch, config = sweep.handle, sweep.handle.arch, sweep.handle.module.config
     rows = 1 if steps == 1 else steps + 1
-    graph = rows * handle.n_layers * arch.grad_bytes(handle.module.config, sweep.T)
+    graph = rows * arch.grad_bytes(config, sweep.T)  # one block's, at a time
+    entries = rows * FP32_BYTES * (handle.n_layers - min(sweep.layers)) * sweep.T * arch.dims(config)["d"]
     cached = rows * FP32_BYTES * len(sweep.layers) * sweep.T * sum(
-        int(np.prod(arch.feature_shape(handle.module.config, p))) for p in points)
-    memory.check_fits(graph + cached, f"attribution patching of {len(points)} components × {len(sweep.layers)} "
-                                      f"layers × {sweep.T} tokens of {handle.name} (one forward's autograd graph "
-                                      "and the clean − corrupt differences)",
-                      "pass fewer components or layers, or shorten the prompts")
+        int(np.prod(arch.feature_shape(config, p))) for p in points)
+    memory.check_fits(graph + entries + cached,
+                      f"attribution patching of {len(points)} components × {len(sweep.layers)} layers × {sweep.T} "
+                      f"tokens of {handle.name}{f' along {steps} steps' if steps > 1 else ''} (one block's autograd "
+                      "graph, every block's input and the clean − corrupt differences)",
+                      "pass fewer components or layers, fewer steps, or shorten the prompts")

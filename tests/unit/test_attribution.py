@@ -167,3 +167,26 @@ def test_frozen_parameters_give_the_same_estimates(tiny):
     handle.module.requires_grad_(False)
     after = attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
     np.testing.assert_allclose(after["estimate"], before["estimate"], rtol=1e-6, atol=1e-9)
+
+
+def test_the_scatter_puts_each_cell_at_its_exact_change_and_estimate(tiny):
+    """One panel per model; each point at (exact change, estimate) of its cell; r in the title
+    as numpy computes it from the two sweeps."""
+    from compare.figures.attribution import attribution_scatter
+
+    handles = [tiny[0]["mamba"], tiny[0]["pythia"]]
+    est = attribution_patch(CLEAN, CORRUPT, model=handles, components=["resid_pre"], steps=4, **KW)
+    exact = patch_sweep(CLEAN, CORRUPT, model=handles, component="resid_pre", **KW)
+    fig = attribution_scatter(est, exact)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2
+    for ax, handle in zip(panels, handles):
+        mine = exact[exact["model"] == handle.name]
+        change = mine["metric_patched"].to_numpy() - exact.attrs["m_corrupt"][handle.name]
+        estimate = est[est["model"] == handle.name]["estimate"].to_numpy()  # the same (layer, position) order
+        np.testing.assert_allclose(ax.collections[0].get_offsets(), np.column_stack([change, estimate]), rtol=1e-6)
+        r = np.corrcoef(change, estimate)[0, 1]
+        assert ax.get_title() == f"{handle.name} resid_pre: r = {r:.3f}, n = {len(change)}"
+    assert "path of 4 steps" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="estimates: no rows of"):
+        attribution_scatter(est, patch_sweep(CLEAN, CORRUPT, model=handles[0], component="resid_post", **KW))
