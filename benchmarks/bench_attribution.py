@@ -125,8 +125,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", choices=("mamba", "pythia", "gpt2"), default="mamba")
     ap.add_argument("--tokens", type=int, default=14)
-    ap.add_argument("--component", default=None, help="the component of the exact sweep (default: the family's)")
+    ap.add_argument("--component", default=None,
+                    help="the components of the exact sweep, comma-separated (default: the family's default component)")
     ap.add_argument("--exact-positions", type=int, default=0, help="positions the exact sweep patches (0: all; -1: none)")
+    ap.add_argument("--from-change", action="store_true",
+                    help="the exact sweep patches only the positions from the first changed token on (the others "
+                         "are 0 in both by causality, checked for the estimates); Pearson is over those cells")
     ap.add_argument("--steps", type=int, default=0, help="also time attribution_patch(steps=STEPS) (0: not)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -140,13 +144,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / f"{args.family}-random"
         handle = build(folder, args.seed) if args.family == "mamba" else build_transformer(folder, args.family, args.seed)
-    component = args.component or handle.arch.default_component
+    components = (args.component or handle.arch.default_component).split(",")
     clean, corrupt, answer, wrong = pair(handle, args.tokens, args.seed)
     T, L = args.tokens, handle.n_layers
     kw = dict(model=handle, answer=answer, wrong=wrong)
     print(f"{args.family} at its real shape (random weights), {handle.arch.dims(handle.module.config)}; {T}-token "
           f"pair; {L} layers; {args.threads} threads; attribution of {', '.join(handle.arch.attribution)} "
-          f"vs exact patch_sweep of {component!r}")
+          f"vs exact patch_sweep of {', '.join(components)}")
 
     forward_backward(handle, corrupt[:8] if isinstance(corrupt, list) else CORRUPT)  # warm-up
     floor, attr, path, exact = {}, {}, {}, {}
@@ -164,9 +168,16 @@ def main():
             estimates[f"steps={args.steps}"] = attribution_patch(clean, corrupt, steps=args.steps, **kw)
         print(f"attribution, steps={args.steps}: {path['s']:.2f} s = {path['s'] / attr['s']:.2f}x steps=1, "
               f"{path['s'] / floor['s']:.2f}x one forward + backward; {peak(path)}")
-    if args.exact_positions >= 0:
+    for component in components if args.exact_positions >= 0 else ():
         positions = None
-        if 0 < args.exact_positions < T:
+        if args.from_change:
+            a, b = (handle.encode(x) if isinstance(x, str) else x for x in (clean, corrupt))
+            first = next(t for t in range(T) if a[t] != b[t])
+            positions = list(range(first, T))
+            before = [frame[(frame["component"] == component) & frame["position"].isin(range(first))]["estimate"]
+                      for frame in estimates.values()]
+            assert all((b == 0).all() for b in before), "an estimate before the first changed token is not 0"
+        elif 0 < args.exact_positions < T:
             positions = sorted(np.random.default_rng(args.seed).choice(T, args.exact_positions, replace=False).tolist())
         with timed(exact):
             sweep = patch_sweep(clean, corrupt, component=component, positions=positions, **kw)
@@ -177,12 +188,11 @@ def main():
         for label, frame in estimates.items():
             change, estimate, _ = pair_up(frame, sweep, handle.name)
             r = np.corrcoef(change, estimate)[0, 1]
-            moved = (np.abs(change) > 0) | (np.abs(estimate) > 0)
-            r_moved = np.corrcoef(change[moved], estimate[moved])[0, 1]
-            print(f"Pearson({label}, exact change) over {len(change)} (layer, position) of {component!r}: {r:.4f} "
-                  f"(over the {moved.sum()} cells either moves: {r_moved:.4f})")
+            where = f"positions {positions[0]}..{positions[-1]}" if args.from_change else "all positions"
+            print(f"Pearson({label}, exact change) over {len(change)} (layer, position) cells of {component!r} "
+                  f"({where}): {r:.4f}")
             if args.plot is not None:
-                path = args.plot.with_name(f"{args.plot.stem}-{label.replace('=', '')}{args.plot.suffix}")
+                path = args.plot.with_name(f"{args.plot.stem}-{component}-{label.replace('=', '')}{args.plot.suffix}")
                 attribution_scatter(frame, sweep).savefig(path, dpi=120)
                 print(f"plot: {path}")
     print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())

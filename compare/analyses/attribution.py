@@ -45,9 +45,10 @@ a's own path being the one the model induces (conductance, Dhamdhere et al. 2018
 integrated gradients of Marks et al. 2024, with every layer's path from one batch rather than a
 batch per layer). On a point every later computation reads only through (a residual point of
 a layer), the estimates of all positions sum to m_clean − m_corrupt as k grows (the chain
-rule along the path). Cost: one forward and one backward of a batch of k + 1 rows instead of
-two forwards and a backward of one, so about (k + 1)/1.5 times the time and k + 1 times the
-memory of ``steps=1``. Pearson with the exact sweep on the tests' tiny models (IOI pair, all
+rule along the path). Cost: the forward, the blocks' rerun and the backward of a batch of
+k + 1 rows instead of one row (and no separate clean forward), so at most about k + 1 times
+the time and the memory of ``steps=1`` (less where a batch row is cheaper than a lone one, as
+on a CPU at short prompts). Pearson with the exact sweep on the tests' tiny models (IOI pair, all
 cells, zeros included), steps 1 → 4: Pythia resid_pre 0.00 → 0.995, attn_out 0.37 → 0.997,
 resid_post 0.22 → 0.997; GPT-2 resid_pre 0.98 → 1.000; Mamba resid_pre 0.983 → 0.985, h 0.998
 → 0.995; Mamba-2 resid_pre 0.92 → 1.000; Falcon-H1 resid_pre 0.89 → 1.000.
