@@ -9,7 +9,9 @@ ui/README.md. It prints
   - one step taken apart (--profile): the frozen model's forward, and per layer the decoding
     and its gradient with the unembedding in bfloat16 and in float32, on batch × seq_len tokens;
   - the default run (`train_tuned_lens` with its default steps, batch, seq_len, lr and
-    head_dtype, or those given): wall time, seconds per step, peak resident memory;
+    head_dtype, or those given): wall time and the process's CPU time (on a machine shared with
+    other work the wall time is the load's; CPU time / threads is the wall time alone), peak
+    resident memory;
   - the mean KL(final ‖ layer) per layer on the held-out text, logit lens against tuned lens.
 
     python benchmarks/bench_tuned_lens.py [--family mamba] [--profile] [--steps N] [--batch B] [--seq-len n]
@@ -91,13 +93,20 @@ def main():
     if args.profile:
         windows = tuned_lens.corpus_ids(handle, corpus, args.seq_len)
         profile(handle, windows[:args.batch])
-    run = {}
+    run, cpu = {}, time.process_time()
+
+    def progress(done, total):
+        if done % 10 == 0:
+            print(f"  step {done}/{total}: {time.process_time() - cpu:.0f} s CPU; load "
+                  + Path("/proc/loadavg").read_text().split()[0], flush=True)
+
     with timed(run):
         lens = tuned_lens.train_tuned_lens(handle, corpus, steps=args.steps, batch=args.batch, seq_len=args.seq_len,
-                                           lr=args.lr, head_dtype=args.head_dtype, seed=args.seed)
+                                           lr=args.lr, head_dtype=args.head_dtype, seed=args.seed, progress=progress)
+    cpu = time.process_time() - cpu
     print(f"training: {args.steps} steps of {args.batch} x {args.seq_len} tokens, lr {args.lr}, head "
-          f"{args.head_dtype}: {run['s']:.1f} s wall ({run['s'] / max(args.steps, 1):.2f} s per step), peak RSS "
-          f"{run['peak'] / 2**30:.2f} GiB ({(run['peak'] - run['base']) / 2**30:+.2f} GiB)")
+          f"{args.head_dtype}: {run['s']:.1f} s wall, {cpu:.1f} s CPU over {args.threads} threads "
+          f"({run['s'] / max(args.steps, 1):.2f} s wall per step), peak RSS {run['peak'] / 2**30:.2f} GiB")
     logit, tuned = held_out_kl(handle, held_out, None), held_out_kl(handle, held_out, lens)
     print("held-out KL(final || layer), nats, logit -> tuned lens:")
     print("  " + "; ".join(f"{layer}: {logit[layer]:.3f} -> {tuned[layer]:.3f}" for layer in logit))
