@@ -22,13 +22,15 @@ layer's logits with their gradient (2 · batch · seq_len · V floats) at a time
 
 Time: a step costs, per layer and token, the unembedding and its gradient, 4 · d · V FLOP
 (154 MFLOP at the 130m shapes, 3.6 GFLOP per token over 23 layers), and a softmax over V;
-the frozen model's forward is a few per cent of it, so its residuals are recomputed per step
-rather than cached. Two changes cut it: the training's unembedding runs in bfloat16 under
-autocast (``head_dtype``; 4× the float32 matmul on this CPU, which has AVX-512 BF16, with
-float32 accumulation; the gradient's cosine with the float32 one > 0.99 in the tests), and
-the loss is the soft cross-entropy −Σ p_L log p_l (`torch.nn.functional.cross_entropy` with
-probabilities; its gradient is the KL's, p_L's entropy being a constant) with p_L computed
-once per step, not per layer. The defaults (STEPS steps of BATCH × SEQ_LEN tokens: 100 × 64 =
+and the frozen model's forward. Four changes cut it: the frozen model reads PREFETCH steps'
+windows in one batched forward (at the mamba-130m shape 6 ms of CPU per token instead of 44
+for one window of 64 alone, where it was a quarter of a step); the layers are decoded
+together, HEAD_ROWS rows of logits at a time (one matmul streams the unembedding for several
+layers); that unembedding runs in bfloat16 under autocast (``head_dtype``; 4× the float32
+matmul on this CPU, which has AVX-512 BF16; the gradient's cosine with the float32 one > 0.99
+in the tests); and the loss is the soft cross-entropy logsumexp(z_l) − Σ p_L z_l (its
+gradient is the KL's, p_L's entropy being a constant) with p_L computed once per window, not
+once per layer. The defaults (STEPS steps of BATCH × SEQ_LEN tokens: 100 × 64 =
 6,400 tokens) are sized for a CPU: see `benchmarks/bench_tuned_lens.py` for the measured wall
 time at the 130m shape; on a GPU train longer (Belrose et al.: 250 steps of 2^18 tokens).
 """
@@ -52,6 +54,10 @@ from ..handle.model import Model
 FP32_BYTES = 4
 STEPS, LR, SEQ_LEN, BATCH = 100, 1e-3, 64, 1
 HEAD_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+PREFETCH = 16
+"""Steps whose windows go through the frozen model in one forward (`_frozen`)."""
+HEAD_ROWS = 1024
+"""Rows of logits decoded at once in a step, several layers' together (`_grads`)."""
 WEIGHTS, META = "lens.safetensors", "lens.json"
 _DIGESTS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()  # a cache, not state
 
@@ -169,19 +175,24 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
     windows = corpus_ids(handle, texts, int(seq_len))
     lens = TunedLens.identity(handle).to(handle.device)
     d, V = lens.d, handle.vocab_size
-    memory.check_fits(FP32_BYTES * batch * windows.shape[1] * (handle.n_layers * d + 3 * V),
-                      f"a tuned-lens step of {batch} × {windows.shape[1]} tokens of {handle.name}",
-                      "lower batch or seq_len")
+    memory.check_fits(FP32_BYTES * PREFETCH * batch * windows.shape[1] * (handle.n_layers * d + 3 * V),
+                      f"{PREFETCH} tuned-lens steps' frozen forward of {batch} × {windows.shape[1]} tokens each of "
+                      f"{handle.name}", "lower batch or seq_len")
     optimiser = torch.optim.Adam(lens.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(int(seed))
     layers = range(handle.n_layers - 1)
-    start, done, kl = time.perf_counter(), 0, {}
+    start, done, kl, ahead = time.perf_counter(), 0, {}, []
     for step in range(steps):
         if stop is not None and stop.is_set():
             break
-        rows = windows[torch.randint(len(windows), (batch,), generator=generator).to(windows.device)]
+        if not ahead:  # the next PREFETCH steps' windows through the frozen model in one forward
+            picks = [torch.randint(len(windows), (batch,), generator=generator)
+                     for _ in range(min(PREFETCH, steps - step))]
+            p_final, kept = _frozen(handle, windows[torch.cat(picks).to(windows.device)], layers)
+            ahead = [(p_final[i:i + batch], {l: r[i:i + batch] for l, r in kept.items()})
+                     for i in range(0, len(p_final), batch)]
         optimiser.zero_grad(set_to_none=True)
-        kl = _step(handle, lens, rows, layers, HEAD_DTYPES[head_dtype])
+        kl = _grads(handle, lens, *ahead.pop(0), layers, HEAD_DTYPES[head_dtype])
         optimiser.step()
         done = step + 1
         if progress is not None:
@@ -194,29 +205,44 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
 
 
 def _step(handle: Model, lens: TunedLens, rows: torch.Tensor, layers, head_dtype: torch.dtype) -> dict[int, float]:
-    """One training step's gradients on the translators of `layers` (set on their .grad), and
-    the mean KL(p_L ‖ p_l) of each layer on these rows.
+    """One training step's gradients on the translators of `layers` for windows rows [b, n]
+    (set on their .grad), and the mean KL(p_L ‖ p_l) of each layer on them."""
+    return _grads(handle, lens, *_frozen(handle, rows, layers), layers, head_dtype)
 
-    The frozen model runs once without autograd; then layer by layer the translated residual is
-    decoded (the unembedding under autocast in `head_dtype`), and the gradient of the soft
-    cross-entropy −Σ p_L log p_l, which differs from the KL by the constant entropy of p_L, is
-    taken with respect to that layer's translator only, so one layer's [tokens, V] logits and
-    their gradient live at a time."""
-    with torch.no_grad():
-        final, kept = residuals(handle, rows, layers)
-        p_final = torch.softmax(final.float(), -1).flatten(0, -2)
-        entropy = -(torch.special.xlogy(p_final, p_final)).sum(-1).mean()
-    device, kl = final.device.type, {}
+
+@torch.no_grad()
+def _frozen(handle: Model, rows: torch.Tensor, layers):
+    """(p_L [b, n, V] fp32, {layer: lens point [b, n, d]}) of windows rows [b, n], from one
+    forward of the frozen model (batched over several steps' windows, its cost per token falls:
+    at the mamba-130m shape 44 ms of CPU for 1 × 64 tokens, 6 ms for 16 × 64)."""
+    final, kept = residuals(handle, rows, layers)
+    return torch.softmax(final.float(), -1), kept
+
+
+def _grads(handle: Model, lens: TunedLens, p_final: torch.Tensor, kept: dict, layers,
+           head_dtype: torch.dtype) -> dict[int, float]:
+    """The translators' gradients of Σ_l KL(p_L ‖ p_l) over `layers` (set on their .grad, and
+    `kept`'s residuals consumed), and each layer's mean KL.
+
+    Layers are decoded together, as many as make about HEAD_ROWS rows of logits at once (one
+    larger matmul streams the unembedding once for all of them), the unembedding under
+    autocast in `head_dtype`. The loss is the soft cross-entropy −Σ p_L log p_l =
+    logsumexp(z_l) − Σ p_L z_l, which differs from the KL by p_L's entropy, a constant."""
+    p = p_final.flatten(0, -2)  # [N, V]
+    entropy = -torch.special.xlogy(p, p).sum(-1).mean()
+    device, kl, layers = p.device.type, {}, list(layers)
+    per = max(1, HEAD_ROWS // len(p))
     with handle.lock, torch.autocast(device, dtype=head_dtype, enabled=head_dtype != torch.float32):
-        for layer in layers:
+        for chunk in [layers[i:i + per] for i in range(0, len(layers), per)]:
             with torch.autocast(device, enabled=False):
-                translated = lens.translate(layer, kept.pop(layer))
-            logits = handle.arch.head(handle.module, translated)[..., :handle.vocab_size]
-            loss = nn.functional.cross_entropy(logits.flatten(0, -2).float(), p_final)
-            params = [lens.weight[layer], lens.bias[layer]]
-            for p, g in zip(params, torch.autograd.grad(loss, params)):
-                p.grad = g
-            kl[layer] = float(loss.detach() - entropy)
+                translated = torch.stack([lens.translate(l, kept.pop(l)).flatten(0, -2) for l in chunk])  # [c, N, d]
+            z = handle.arch.head(handle.module, translated)[..., :handle.vocab_size].float()  # [c, N, V]
+            cross = torch.logsumexp(z, -1) - torch.einsum("cnv,nv->cn", z, p)
+            loss = cross.mean(1)  # [c]
+            params = [t for l in chunk for t in (lens.weight[l], lens.bias[l])]
+            for param, g in zip(params, torch.autograd.grad(loss.sum(), params)):
+                param.grad = g
+            kl.update({l: float(value - entropy) for l, value in zip(chunk, loss.detach())})
     return kl
 
 
