@@ -23,7 +23,7 @@ def attribution_scatter(estimates: pd.DataFrame, exact: pd.DataFrame) -> Figure:
     if not models:
         raise ValueError("exact: no rows to draw; the patch_sweep frame is empty")
     component = exact["component"].iloc[0]
-    fig, (axes,) = panels(1, len(models), size=(4.2, 4.0))
+    fig, (axes,) = panels(1, len(models), size=(5.0, 4.2))
     for ax, model in zip(axes, models):
         change, estimate, layers = pair_up(estimates, exact, model)
         points = ax.scatter(change, estimate, c=layers, cmap="viridis", s=12)
@@ -36,8 +36,7 @@ def attribution_scatter(estimates: pd.DataFrame, exact: pd.DataFrame) -> Figure:
                ylabel="attribution estimate")
         ax.legend(loc="upper left", fontsize="x-small")
     steps = estimates.attrs.get("steps", 1)
-    suptitle(fig, f"attribution estimate against exact patching of {component}"
-                  + (f" (path of {steps} steps)" if steps > 1 else " (gradient at the corrupt run)"))
+    suptitle(fig, f"{component}: attribution vs exact patching" + (f", path of {steps} steps" if steps > 1 else ""))
     return literal_text(fig)
 
 
