@@ -48,13 +48,13 @@ a layer), the estimates of all positions sum to m_clean − m_corrupt as k grows
 rule along the path). Cost: the forward, the blocks' rerun and the backward of a batch of
 k + 1 rows instead of one row (and no separate clean forward), so at most about k + 1 times
 the time and the memory of ``steps=1`` (less where a batch row is cheaper than a lone one, as
-on a CPU at short prompts). Pearson with the exact sweep on the tests' tiny models (IOI pair, all
-cells, zeros included), steps 1 → 4: Pythia resid_pre 0.00 → 0.995, attn_out 0.37 → 0.997,
-resid_post 0.22 → 0.997; GPT-2 resid_pre 0.98 → 1.000; Mamba resid_pre 0.983 → 0.985, h 0.998
-→ 0.995; Mamba-2 resid_pre 0.92 → 1.000; Falcon-H1 resid_pre 0.89 → 1.000. At the real shapes
-(random weights, IOI pair, the cells from the swapped name on): mamba-130m resid_pre 0.72 →
-0.92, pythia-160m resid_pre 0.92 → 1.00, gpt2 resid_pre 0.96 → 1.00. The path is the answer
-for the residual points; on a point that is not a cut of the model (Mamba's h, whose block
+on a CPU at short prompts). Pearson with the exact sweep on the tests' tiny models (IOI pair,
+all cells, zeros included), steps 1 → 4: Pythia resid_pre 0.00 → 0.995, attn_out 0.37 →
+0.997, resid_post 0.22 → 0.997; GPT-2 resid_pre 0.98 → 1.000; Mamba resid_pre 0.983 → 0.985,
+h 0.998 → 0.995; Mamba-2 resid_pre 0.92 → 1.000; Falcon-H1 resid_pre 0.89 → 1.000. At the
+real shapes (random weights, IOI pair, the cells from the swapped name on): mamba-130m
+resid_pre 0.72 → 0.92, resid_post 0.82 → 0.92, pythia-160m resid_pre 0.92 → 1.00, gpt2
+resid_pre 0.96 → 1.00. The path is the answer for the residual points; on a point that is not a cut of the model (Mamba's h, whose block
 also reads the residual through the gate and the skip D·x) it moves those other inputs too,
 so the estimate is that of a patch in a partly clean context: mamba-130m h 1.000 → 0.907.
 
