@@ -54,9 +54,10 @@ all cells, zeros included), steps 1 → 4: Pythia resid_pre 0.00 → 0.995, attn
 h 0.998 → 0.995; Mamba-2 resid_pre 0.92 → 1.000; Falcon-H1 resid_pre 0.89 → 1.000. At the
 real shapes (random weights, IOI pair, the cells from the swapped name on): mamba-130m
 resid_pre 0.72 → 0.92, resid_post 0.82 → 0.92, pythia-160m resid_pre 0.92 → 1.00, gpt2
-resid_pre 0.96 → 1.00. The path is the answer for the residual points; on a point that is not a cut of the model (Mamba's h, whose block
-also reads the residual through the gate and the skip D·x) it moves those other inputs too,
-so the estimate is that of a patch in a partly clean context: mamba-130m h 1.000 → 0.907.
+resid_pre 0.96 → 1.00. The path is the answer for the residual points; on a point that is
+not a cut of the model (Mamba's h, whose block also reads the residual through the gate and
+the skip D·x) it moves those other inputs too, so the estimate is that of a patch in a partly
+clean context: mamba-130m h 1.000 → 0.907.
 
 Components: `Family.attribution` by default (the residual points, plus Mamba's `h` or the
 attention output); any component `patch_sweep` accepts except thirds of a fused projection
