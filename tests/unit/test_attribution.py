@@ -13,11 +13,17 @@ from test_lens import identity_norm
 CLEAN = "When Mary and John went to the store , John gave a drink to"
 CORRUPT = "When Mary and John went to the store , Mary gave a drink to"
 KW = dict(answer=" Mary", wrong=" John")
-# Pythia's tiny model is left out of the correlation: there the patch paths are strongly
-# nonlinear (its gradients are checked by finite differences below); measured 0.00 (resid_pre),
-# 0.37 (attn_out), 0.22 (resid_post) on this pair.
-CORRELATED = [("mamba", "resid_pre"), ("mamba", "resid_post"), ("mamba", "h"),
-              ("gpt2", "resid_pre"), ("gpt2", "resid_mid"), ("gpt2", "resid_post")]
+# Plain attribution (steps=1) on tiny Pythia is left out: on this pair the patched values are far
+# from the corrupt ones along a nonlinear path (the module docstring, "Along a path"); measured
+# 0.00 (resid_pre), 0.37 (attn_out), 0.22 (resid_post). Its gradients are checked by finite
+# differences below, and the path estimate (steps=4) is held to the same bar on every family.
+CORRELATED = [("mamba", "resid_pre", 1), ("mamba", "resid_post", 1), ("mamba", "h", 1),
+              ("gpt2", "resid_pre", 1), ("gpt2", "resid_mid", 1), ("gpt2", "resid_post", 1),
+              ("mamba", "resid_pre", 4), ("mamba", "resid_post", 4), ("mamba", "h", 4),
+              ("gpt2", "resid_pre", 4), ("gpt2", "attn_out", 4), ("gpt2", "resid_post", 4),
+              ("pythia", "resid_pre", 4), ("pythia", "attn_out", 4), ("pythia", "resid_post", 4),
+              ("mamba2", "resid_pre", 4), ("falcon_h1", "resid_pre", 4)]
+PEARSON = 0.9
 
 
 def exact_change(handle, component, **kw):
@@ -25,14 +31,40 @@ def exact_change(handle, component, **kw):
     return df, df["metric_patched"].to_numpy() - df.attrs["m_corrupt"][handle.name]
 
 
-@pytest.mark.parametrize("family,component", CORRELATED)
-def test_estimates_correlate_with_exact_patching_over_layers_and_positions(tiny, family, component):
+def shifted(estimate, n_layers):
+    """The estimates moved one position later within each layer (a wrong-position estimate)."""
+    return np.roll(np.asarray(estimate).reshape(n_layers, -1), 1, axis=1).ravel()
+
+
+@pytest.mark.parametrize("family,component,steps", CORRELATED)
+def test_estimates_correlate_with_exact_patching_over_layers_and_positions(tiny, family, component, steps):
+    """Pearson over every (layer, position) cell, the cells both leave at 0 (positions before the
+    changed token) included; the same bar refuses the estimate with its sign flipped or moved
+    one position, so it measures agreement cell by cell."""
     handle = tiny[0][family]
-    est = attribution_patch(CLEAN, CORRUPT, model=handle, components=[component], **KW)
+    est = attribution_patch(CLEAN, CORRUPT, model=handle, components=[component], steps=steps, **KW)
     exact, change = exact_change(handle, component)
     assert list(est.columns) == list(COLUMNS)
     assert est[["layer", "position"]].equals(exact[["layer", "position"]])
-    assert np.corrcoef(change, est["estimate"])[0, 1] >= 0.9
+    estimate = est["estimate"].to_numpy()
+    assert np.corrcoef(change, estimate)[0, 1] >= PEARSON
+    assert np.corrcoef(change, -estimate)[0, 1] < PEARSON
+    assert np.corrcoef(change, shifted(estimate, handle.n_layers))[0, 1] < PEARSON
+
+
+@pytest.mark.parametrize("family", ["mamba", "gpt2", "pythia", "mamba2"])
+def test_path_estimates_of_a_layers_residual_sum_to_the_whole_effect(tiny, family):
+    """resid_pre of a layer is a cut: everything later reads the input only through it, so along
+    the path the positions' estimates sum to m_clean − m_corrupt (the chain rule), which two plain
+    forwards give independently; the trapezoid rule's error falls as 1/steps²."""
+    handle = tiny[0][family]
+    logits = {run: handle.logits(handle.encode(text))[0, -1] for run, text in (("clean", CLEAN), ("corrupt", CORRUPT))}
+    a, w = handle.encode(" Mary")[0], handle.encode(" John")[0]
+    whole = float(metric_value(logits["clean"], "logit_diff", a, w) - metric_value(logits["corrupt"], "logit_diff", a, w))
+    est = attribution_patch(CLEAN, CORRUPT, model=handle, components=["resid_pre"], steps=16, **KW)
+    sums = est.groupby("layer")["estimate"].sum()
+    np.testing.assert_allclose(sums, whole, rtol=2e-2, atol=1e-4)
+    assert est.attrs["m_clean"][handle.name] - est.attrs["m_corrupt"][handle.name] == pytest.approx(whole, abs=1e-4)
 
 
 @pytest.mark.parametrize("family,component", [
@@ -112,6 +144,9 @@ def test_defaults_are_the_familys_components_from_one_call_for_several_models(ti
     (dict(layers=[5]), "layers"),
     (dict(positions=[40]), "positions"),
     (dict(metric="kl"), "metric"),
+    (dict(steps=0), "steps must be a positive integer"),
+    (dict(steps=2.5), "steps must be a positive integer"),
+    (dict(steps=True), "steps must be a positive integer"),
 ])
 def test_bad_input_is_refused_naming_the_argument(tiny, kwargs, match):
     args = {**KW, **kwargs}
@@ -132,3 +167,26 @@ def test_frozen_parameters_give_the_same_estimates(tiny):
     handle.module.requires_grad_(False)
     after = attribution_patch(CLEAN, CORRUPT, model=handle, **KW)
     np.testing.assert_allclose(after["estimate"], before["estimate"], rtol=1e-6, atol=1e-9)
+
+
+def test_the_scatter_puts_each_cell_at_its_exact_change_and_estimate(tiny):
+    """One panel per model; each point at (exact change, estimate) of its cell; r in the title
+    as numpy computes it from the two sweeps."""
+    from compare.figures.attribution import attribution_scatter
+
+    handles = [tiny[0]["mamba"], tiny[0]["pythia"]]
+    est = attribution_patch(CLEAN, CORRUPT, model=handles, components=["resid_pre"], steps=4, **KW)
+    exact = patch_sweep(CLEAN, CORRUPT, model=handles, component="resid_pre", **KW)
+    fig = attribution_scatter(est, exact)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2
+    for ax, handle in zip(panels, handles):
+        mine = exact[exact["model"] == handle.name]
+        change = mine["metric_patched"].to_numpy() - exact.attrs["m_corrupt"][handle.name]
+        estimate = est[est["model"] == handle.name]["estimate"].to_numpy()  # the same (layer, position) order
+        np.testing.assert_allclose(ax.collections[0].get_offsets(), np.column_stack([change, estimate]), rtol=1e-6)
+        r = np.corrcoef(change, estimate)[0, 1]
+        assert ax.get_title() == f"{handle.name} resid_pre: r = {r:.3f}, n = {len(change)}"
+    assert "path of 4 steps" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="estimates: no rows of"):
+        attribution_scatter(est, patch_sweep(CLEAN, CORRUPT, model=handles[0], component="resid_post", **KW))

@@ -102,3 +102,44 @@ def test_the_corpus_may_be_a_text_file_or_a_saved_suite(tiny, tmp_path):
 def test_a_corpus_without_tokens_is_refused(tiny, corpus, match):
     with pytest.raises(ValueError, match=match):
         train_tuned_lens(tiny[0]["gpt2"], corpus, steps=1, seed=0)
+
+
+@pytest.mark.parametrize("family", BUILDERS)
+def test_a_steps_gradient_is_that_of_the_kl_to_the_final_distribution(tiny, family):
+    """Against autograd of KL(p_L ‖ p_l) written out (log_softmax of the decoded layer, the
+    model's own logits for p_L) on a lens away from identity: equal with the head in float32,
+    within bfloat16's rounding (cosine > 0.99) with the default head; the reported KL as well."""
+    from compare.analyses.lens import decode
+    from compare.analyses.tuned_lens import _step
+
+    handle = tiny[0][family]
+    rows = handle.as_input([handle.encode(t)[:12] for t in texts(3, 2)])
+    lens = TunedLens.identity(handle)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for w in lens.weight:
+            w.copy_(0.1 * torch.randn(w.shape, generator=g))
+    final_logp = torch.log_softmax(handle.logits(rows).float(), -1)
+    for head_dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, None)):
+        lens.zero_grad(set_to_none=True)
+        kl = _step(handle, lens, rows, [0], head_dtype)
+        hidden = {}
+        hook = handle.arch.hook(handle.module, handle.arch.lens_point, 0, lambda v: hidden.__setitem__(0, v.detach()))
+        try:
+            handle.logits(rows)
+        finally:
+            hook.remove()
+        logp = torch.log_softmax(decode(handle, hidden[0], 0, lens), -1)
+        reference = (final_logp.exp() * (final_logp - logp)).sum(-1).mean()
+        expected = torch.autograd.grad(reference, [lens.weight[0], lens.bias[0]])
+        for got, want in zip((lens.weight[0].grad, lens.bias[0].grad), expected):
+            if tolerance:
+                torch.testing.assert_close(got, want, rtol=tolerance, atol=1e-7)
+            else:
+                assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99
+        assert kl[0] == pytest.approx(float(reference.detach()), rel=1e-4 if tolerance else 2e-2)
+
+
+def test_a_head_dtype_other_than_bfloat16_or_float32_is_refused(tiny):
+    with pytest.raises(ValueError, match="head_dtype must be one of bfloat16, float32"):
+        train_tuned_lens(tiny[0]["gpt2"], texts(0, 4), steps=1, seed=0, head_dtype="float16")
