@@ -23,15 +23,16 @@ forward without cache, is transformers' own, step for step and with its own func
 (the names and layouts of the Mamba-2 family's points). While something reads or edits one of
     A_bar       Ā = exp(Δ · A), one decay per head and position       [b, l, H]
     write       w = Δ · x ⊗ B, what enters the state                 [b, l, H, p, n]
-    h_readout   h_t = Ā_t h_{t-1} + w_t as C reads it out             [b, l, H, p, n]
-(`HookPoint.requested`), the scan is the recurrence, position by position, and y = C · h_readout
-+ D · x, so an edit of h_readout changes y at the edited positions only (Mamba-1's semantics);
-otherwise it is the chunked scan of `compare.ssm.ssd` (chunks of the model's chunk_size, at most
-`ssd.CHUNK`), the form transformers' torch path computes, with C Bᵀ taken once per group of B and C
-rather than once per head: the same y within fp32 rounding, ~4× faster at Granite-4.0-H-350M's
-width on a CPU (benchmarks/bench_hybrids.py). The carried state `h` (edits fed into the
-recurrence) is not offered. A forward with a cache (generation) runs transformers' forward
-unchanged, without these points.
+    h           h_t = Ā_t h_{t-1} + w_t, the carried state            [b, l, H, p, n]
+    h_readout   h_t as C reads it out                                 [b, l, H, p, n]
+(`HookPoint.requested`), the state is materialised as the Mamba-2 family's is, by the same
+function (`compare.ssm.mamba2.materialised_ssd`), and y = C · h_readout + D · x: an edit of h
+enters the recurrence (every later position changes, none before), one of h_readout changes y at
+the edited positions only. Otherwise y is the chunked scan of `compare.ssm.ssd` (chunks of the
+model's chunk_size, at most `ssd.CHUNK`), the form transformers' torch path computes, with C Bᵀ
+taken once per group of B and C rather than once per head: the same y within fp32 rounding,
+several times faster at Granite-4.0-H-350M's width on a CPU (benchmarks/bench_hybrids.py). A
+forward with a cache (generation) runs transformers' forward unchanged, without these points.
 
 The LM head is replaced by `ScaledHead`, which applies the model's logit multiplier itself, so
 that the `logits` point (its output) is the model's logits; the model's own multiplier is set
@@ -48,12 +49,13 @@ from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError
 from ..base.hooks import HookPoint
 from ..ssm.mamba import conv_silu, softplus
+from ..ssm.mamba2 import materialised_ssd
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, causal_mask, from_state_dict
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
-STATE_POINTS = ("A_bar", "write", "h_readout")  # materialised only when requested
+STATE_POINTS = ("A_bar", "write", "h", "h_readout")  # materialised only when requested
 SSM_POINTS = ("gate", "x", "B", "C", "dt", "y", "gated_norm") + STATE_POINTS
 PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "
                    "is heads here; edit it in a trace instead")
@@ -263,8 +265,8 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
         delta = torch.clamp(delta, *self.time_step_limit)
     delta = self.hook_dt(delta)
     A = -torch.exp(self.A_log.float())
-    if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):
-        y = materialised_scan(self, x, delta, A, B, C)
+    if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):  # in fp32, as transformers' scan
+        y = materialised_ssd(self, x.float(), delta.float(), A, B.float(), C.float(), self.D.float())
     else:
         y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
     y = self.hook_y(y).reshape(b, T, self.intermediate_size)
@@ -273,24 +275,6 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     else:
         gated = self.norm(y, gate)
     return self.out_proj(self.hook_gated_norm(gated).to(dtype))
-
-
-def materialised_scan(self, x, delta, A, B, C) -> torch.Tensor:
-    """y [b, l, H, p] by the recurrence h_t = Ā_t h_{t-1} + w_t, one position at a time, through the
-    A_bar, write and h_readout points; in fp32, as transformers' scan. x [b, l, H, p], Δ [b, l, H],
-    A [H], B, C [b, l, g, n]."""
-    heads = x.shape[2]
-    Bh, Ch = (v.float().repeat_interleave(heads // v.shape[2], dim=2) for v in (B, C))  # [b, l, H, n]
-    x, delta = x.float(), delta.float()
-    A_bar = self.hook_A_bar(torch.exp(delta * A))
-    write = self.hook_write((delta[..., None] * x)[..., None] * Bh[:, :, :, None, :])
-    h = torch.empty_like(write)
-    state = torch.zeros_like(write[:, 0])
-    for t in range(x.shape[1]):
-        state = A_bar[:, t, :, None, None] * state + write[:, t]
-        h[:, t] = state
-    h = self.hook_h_readout(h)
-    return (h * Ch[:, :, :, None, :]).sum(-1) + self.D.float()[:, None] * x
 
 
 def mamba2_count(d: int, d_in: int, H: int, gn: int, k: int, *, proj_bias: bool, conv_bias: bool, out_bias: bool,
