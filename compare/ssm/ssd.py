@@ -97,9 +97,8 @@ def ssd_chunked(x, dt, A, B, C, D=None, *, chunk: int = CHUNK, h0=None) -> torch
     pad = nc * q - l
     if pad:  # padded positions have Δ = 0 (Ā = 1, no write) and are cut off at the end
         x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
-    xdt = x.new_empty(b, g, r, nc, q, p)
-    torch.mul(x.reshape(b, nc, q, g, r, p).permute(0, 3, 4, 1, 2, 5),
-              dt.reshape(b, nc, q, g, r, 1).permute(0, 3, 4, 1, 2, 5), out=xdt)
+    xdt = _mul_into(x.new_empty(b, g, r, nc, q, p), x.reshape(b, nc, q, g, r, p).permute(0, 3, 4, 1, 2, 5),
+                    dt.reshape(b, nc, q, g, r, 1).permute(0, 3, 4, 1, 2, 5))
     a = (dt * A).reshape(b, nc, q, g, r).permute(0, 3, 4, 1, 2)  # [b, g, r, nc, q]
     Bc, Cc = (t.reshape(b, nc, q, g, n).permute(0, 3, 1, 2, 4) for t in (B, C))  # [b, g, nc, q, n]
     CB = (Cc @ Bc.transpose(-1, -2)).unsqueeze(2)  # [b, g, 1, nc, q, q]: shared by a group's heads
@@ -111,9 +110,16 @@ def ssd_chunked(x, dt, A, B, C, D=None, *, chunk: int = CHUNK, h0=None) -> torch
     if D is None:
         out.view(b, nc, q, g, r, p).copy_(y)
     else:
-        torch.mul(D[:, None], x, out=out)
+        out = _mul_into(out, D[:, None], x)
         out.view(b, nc, q, g, r, p).add_(y)
     return out[:, :l]
+
+
+def _mul_into(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """u · v in out's (contiguous) layout in one pass; under autograd, where out= is not allowed, two."""
+    if torch.is_grad_enabled() and (u.requires_grad or v.requires_grad):
+        return out.copy_(u * v)
+    return torch.mul(u, v, out=out)
 
 
 def _add_across_chunks(y, xdt, a, Bc, Cc, h0) -> None:
@@ -131,7 +137,7 @@ def _add_across_chunks(y, xdt, a, Bc, Cc, h0) -> None:
     entry = (decay(segsum(total[..., :-1])) @ S.flatten(-2)).view(b, g, r, nc - 1, p, n)
     first = 1
     if h0 is not None:
-        h0 = h0.float().reshape(b, g, r, 1, p, n)
+        h0 = h0.to(xdt.dtype).reshape(b, g, r, 1, p, n)
         entry = torch.cat([h0, entry + decay(total[..., :-1].cumsum(-1))[..., None, None] * h0], dim=3)
         first = 0
     reads = Cc[:, :, None, first:] @ entry.transpose(-1, -2)  # [b, g, r, nc - first, q, p]
