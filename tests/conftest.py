@@ -218,6 +218,27 @@ def build_falcon_h1(directory: Path, *, seed=5, n_layer=2, vocab=72, with_tokeni
     return model
 
 
+NEMOTRON_H_TINY = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                       mamba_num_heads=8, mamba_head_dim=8, ssm_state_size=8, n_groups=2, chunk_size=4,
+                       n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+                       moe_shared_expert_intermediate_size=24, max_position_embeddings=1024)
+
+
+def build_nemotron_h(directory: Path, *, seed=6, pattern="M*-EM-", vocab=72, with_tokenizer=True, **sizes):
+    """A tiny Nemotron-H: a layer of each kind, then a second Mamba-2 and MLP layer, as NVIDIA's
+    hybrid_override_pattern spells them (M Mamba-2, * attention, - MLP, E mixture of experts)."""
+    from transformers import NemotronHConfig, NemotronHForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = NemotronHConfig(**{**NEMOTRON_H_TINY, **sizes}, hybrid_override_pattern=pattern, vocab_size=vocab,
+                          bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    model = _jitter(NemotronHForCausalLM(cfg), seed, scale=0.1).eval()
+    model.save_pretrained(directory)
+    if with_tokenizer:
+        tiny_tokenizer().save_pretrained(directory)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
@@ -225,13 +246,14 @@ def tiny_dirs(tmp_path_factory):
             "mamba_ssm": build_mamba_ssm(root / "mamba_ssm"), "pythia": build_pythia(root / "pythia"),
             "mamba2": build_mamba2_hf(root / "mamba2"),
             "granite_hybrid": build_granite_hybrid(root / "granite_hybrid"),
-            "falcon_h1": build_falcon_h1(root / "falcon_h1")}
+            "falcon_h1": build_falcon_h1(root / "falcon_h1"), "nemotron_h": build_nemotron_h(root / "nemotron_h")}
     return {name: root / name for name in refs}, refs
 
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dirs):
-    """Loaded handles {"gpt2", "mamba", "mamba_ssm", "pythia", "mamba2", "granite_hybrid", "falcon_h1"} and
+    """Loaded handles {"gpt2", "mamba", "mamba_ssm", "pythia", "mamba2", "granite_hybrid", "falcon_h1",
+    "nemotron_h"} and
     the transformers models they came from."""
     from compare import load_model
 

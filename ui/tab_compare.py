@@ -6,27 +6,32 @@ reference. A line under the table says which models read the first one's tokeniz
 
 All numbers come from `compare.compare`; this module only validates input, lays the result out
 side by side. The `Comparison` goes into the session's `gr.State`, where the Distributions tab
-reads it. A click draws only the two figures the tab shows; the files (`Comparison.save`'s Parquet,
-JSON and every figure, plus the table) are written when asked for ("Prepare downloads"), without
-the store's marker dotfile (Gradio refuses to serve dotfiles). The models load and run, and the
-figures are drawn, in a worker thread (`jobs.run`); Stop sets its stop, and as a comparison is
-computed whole, a stopped one shows nothing but a note.
+reads it. The two figures the tab shows are Vega-Lite specifications (`compare.figures.vega`) that
+the browser draws: the matplotlib figures cost several times the forward passes of a small pair
+in layout, drawing and encoding. The files (`Comparison.save`'s Parquet, JSON and every figure as
+PNG, plus the table) are written when asked for ("Prepare downloads"), without the store's marker
+dotfile (Gradio refuses to serve dotfiles). The models load and run in a worker thread
+(`jobs.run`); Stop sets its stop, and as a comparison is computed whole, a stopped one shows
+nothing but a note.
 """
 from __future__ import annotations
 
 import functools
+import json
 
 import gradio as gr
+import numpy as np
 import pandas as pd
+from gradio.components.plot import PlotData
 
 from compare import Stopped, compare
-from compare.figures import base as figures
+from compare.figures import vega
 from compare.base.store import MARKER
 from compare.analyses.comparison import K_COLUMNS
 from compare.analyses.pairing import VARIANTS
 
 from . import downloads, examples, jobs, limits, models
-from .tab_tokenizers import visible
+from .tab_tokenizers import byte_text, token_text
 
 TRACK_SEPARATOR = "|"
 EXAMPLES = [  # one per prompt suite: prompt, variant, tracked tokens
@@ -42,16 +47,29 @@ N_OUTPUTS = 6
 VIEW = "compare"
 STOPPED = "**Stopped**: nothing to show (a comparison is computed whole)."
 K_SCALES = ("auto", "linear", "symlog", "log")
-"""The K axis of the figures (`figures.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
+"""The K axis of the trajectories (`vega.trajectories`' k_scale): auto is symlog when K spans orders of magnitude."""
 
 
-def trajectory_figure(comparison, k_axis: str | None = "auto"):
+def browser_plot(spec: dict) -> PlotData:
+    """A Vega-Lite specification as `gr.Plot` sends an Altair chart: the page draws it (vega-embed)."""
+    return PlotData(type="altair", plot=json.dumps(spec, allow_nan=False))
+
+
+def input_tokens(comparison, handles) -> dict[str, list[str]]:
+    """Each model's input tokens as labels: pieces of a UTF-8 character as their bytes (`byte_text`)
+    where `handles` has the model, else as decoded."""
+    model = {handle.name: handle for handle in handles}
+    return {name: [t if "\ufffd" not in t or name not in model else byte_text(model[name], int(i), t)
+                   for i, t in zip(run.ids, run.tokens)]
+            for name, run in comparison.runs.items()}
+
+
+def trajectory_figure(comparison, handles, k_axis: str | None = "auto") -> PlotData | None:
     """L/K/P of the tracked tokens, x-axes labelled with each model's input tokens; None when none tracked."""
     tracked = comparison.tracked_frame()
     if not len(tracked):
         return None
-    return figures.trajectories(tracked, k_scale=k_axis or "auto",
-                                tokens={name: run.tokens for name, run in comparison.runs.items()})
+    return browser_plot(vega.trajectories(tracked, k_scale=k_axis or "auto", tokens=input_tokens(comparison, handles)))
 
 
 def tracked_tokens(track: str | None) -> list[str] | None:
@@ -60,29 +78,39 @@ def tracked_tokens(track: str | None) -> list[str] | None:
     return tokens or None
 
 
-def side_by_side(comparison) -> pd.DataFrame:
+def side_by_side(comparison, handles) -> pd.DataFrame:
     """One row per position of the first model: each model's token, prediction and its P.
 
     Other models are joined at their paired position (`Comparison.cross`), so under the aligned
-    variant a split token lines up with the piece whose prediction is of the same next token.
+    variant a split token lines up with the piece whose prediction is of the same next token; a
+    position without a pair reads NaN. handles: the compared models (by name), which write the
+    tokens that are pieces of a UTF-8 character as their bytes (`token_text`), not as "�".
     """
-    frame = comparison.to_frame()
-    names = list(comparison.runs)
-    first = frame[frame["model"] == names[0]].set_index("position")
-    table = pd.DataFrame({"position": first.index})
-    table[f"{names[0]} token"] = first["token"].map(visible).to_numpy()
-    table[f"{names[0]} prediction"] = first["prediction"].map(visible).to_numpy()
-    table[f"{names[0]} P"] = first["p_prediction"].astype(float).to_numpy()
-    for name in names[1:]:
-        pairs = comparison.cross[comparison.cross["other"] == name][["position", "other_position", "agree"]]
-        own = frame[frame["model"] == name].set_index("position")
-        joined = pairs.join(own[["token", "prediction", "p_prediction"]], on="other_position")
-        joined = table[["position"]].merge(joined, on="position", how="left")
-        table[f"{name} token"] = joined["token"].map(visible, na_action="ignore").to_numpy()
-        table[f"{name} prediction"] = joined["prediction"].map(visible, na_action="ignore").to_numpy()
-        table[f"{name} P"] = joined["p_prediction"].astype(float).to_numpy()
-        table[f"agree ({name})"] = joined["agree"].to_numpy()
+    model = {handle.name: handle for handle in handles}
+    first, *others = comparison.runs.values()
+    table = pd.DataFrame({"position": np.arange(len(first.ids))})
+    for run in (first, *others):
+        tokens = readable(model[run.model], run.ids, run.tokens)
+        predictions = readable(model[run.model], run.prediction_ids, run.predictions)
+        if run is first:
+            at = agree = None
+            table[f"{run.model} token"], table[f"{run.model} prediction"] = tokens, predictions
+            table[f"{run.model} P"] = run.p_predictions.astype(float)
+            continue
+        pairs = comparison.cross[comparison.cross["other"] == run.model]
+        at = dict(zip(pairs["position"].tolist(), pairs["other_position"].tolist()))
+        agree = dict(zip(pairs["position"].tolist(), pairs["agree"].tolist()))
+        paired = [at.get(t) for t in table["position"]]
+        table[f"{run.model} token"] = [np.nan if o is None else tokens[o] for o in paired]
+        table[f"{run.model} prediction"] = [np.nan if o is None else predictions[o] for o in paired]
+        table[f"{run.model} P"] = [np.nan if o is None else float(run.p_predictions[o]) for o in paired]
+        table[f"agree ({run.model})"] = [agree.get(t, np.nan) for t in table["position"]]
     return table
+
+
+def readable(model, ids, texts) -> list[str]:
+    """Each token's text as the table shows it (`token_text`), its tokenizer asked only for pieces of a character."""
+    return [token_text(model, int(i), text) for i, text in zip(ids, texts)]
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
@@ -94,11 +122,11 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def files(comparison) -> list[str]:
+def files(comparison, handles) -> list[str]:
     """The comparison as `Comparison.save` writes it (Parquet, JSON, PNGs) plus the table as CSV;
     never the store's marker (a dotfile: Gradio refuses to serve it, and it is no result)."""
     directory = comparison.save(downloads.new_directory() / "comparison")
-    side_by_side(comparison).to_csv(directory / "table.csv", index=False)
+    side_by_side(comparison, handles).to_csv(directory / "table.csv", index=False)
     return sorted(str(p) for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
 
 
@@ -119,7 +147,7 @@ def prepare_downloads(comparison, prompt: str, variant: str, track: str, chosen:
         prompt = check(prompt, variant, handles)
         comparison = compare(prompt, handles, variant=variant, track=tracked_tokens(track), progress=False,
                              k_columns=k_columns)
-    return files(comparison)
+    return files(comparison, handles)
 
 
 def check(prompt: str, variant: str, handles) -> str:
@@ -133,34 +161,35 @@ def check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
 
 
-def results(comparison, k_axis: str | None = "auto"):
-    """Table (as shown), trajectory plot, cross-model plot, summary: what the Compare tab shows."""
-    table = side_by_side(comparison)
-    trajectories = trajectory_figure(comparison, k_axis)
-    cross = figures.cross_model(comparison.cross) if len(comparison.cross) else None
+def results(comparison, handles, k_axis: str | None = "auto"):
+    """Table (as shown), trajectory plot, cross-model plot, summary: what the Compare tab shows.
+    handles: the compared models (`side_by_side`)."""
+    table = side_by_side(comparison, handles)
+    trajectories = trajectory_figure(comparison, handles, k_axis)
+    cross = browser_plot(vega.cross_model(comparison.cross)) if len(comparison.cross) else None
     return shown(table), trajectories, cross, comparison.summary()
 
 
 def measured(prompt: str, variant: str, track: str, k_axis: str, chosen: list[str] | None, k_columns: str,
              progress, stop):
     """The Comparison and its `results`, as a `jobs.run` work: progress(1, 2) once the models ran;
-    `Stopped` once `stop` is set, up to the last figure (on a busy CPU the figures take seconds)."""
+    `Stopped` once `stop` is set, up to the laid-out results."""
     # Loading here too: a Stop pressed while a model loads stops the comparison after it.
     handles = models.chosen(chosen)
     prompt = check(prompt, variant, handles)
     comparison = compare(prompt, handles, variant=variant, track=tracked_tokens(track),
                          progress=False, stop=stop, k_columns=k_columns)
     progress(1, 2)
-    outputs = results(comparison, k_axis)
+    outputs = results(comparison, handles, k_axis)
     if stop.is_set():
-        raise Stopped("compare stopped while its figures were drawn")
+        raise Stopped("compare stopped while its results were laid out")
     return comparison, outputs
 
 
 @limits.shown_to_user
 def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: list[str] | None = None,
         k_columns: str = "vocab", request: gr.Request = None, progress=gr.Progress()):
-    """Stream: nothing while the models load and run and the figures are drawn, then the outputs
+    """Stream: nothing while the models load and run and the results are laid out, then the outputs
     and the Comparison; after Stop, empty outputs and the `STOPPED` note (the session's Comparison
     stays the last finished one).
 
@@ -183,9 +212,10 @@ def run(prompt: str, variant: str, track: str, k_axis: str = "auto", chosen: lis
 
 
 @limits.shown_to_user
-def redraw(comparison, k_axis: str):
-    """The trajectory plot of the session's latest comparison on another K axis (no forward)."""
-    return None if comparison is None else trajectory_figure(comparison, k_axis)
+def redraw(comparison, k_axis: str, chosen: list[str] | None = None):
+    """The trajectory plot of the session's latest comparison on another K axis (no forward);
+    chosen: the tab's models, whose tokenizers label its byte pieces (`input_tokens`)."""
+    return None if comparison is None else trajectory_figure(comparison, models.chosen(chosen), k_axis)
 
 
 @limits.shown_to_user
@@ -193,7 +223,7 @@ def run_example(prompt: str, variant: str, track: str):
     """What the tab shows, without files or the state: cached examples are shared by all sessions."""
     handles = models.pair()
     prompt = check(prompt, variant, handles)
-    return results(compare(prompt, handles, variant=variant, track=tracked_tokens(track), progress=False))
+    return results(compare(prompt, handles, variant=variant, track=tracked_tokens(track), progress=False), handles)
 
 
 def model_picker(elem_id: str) -> gr.Dropdown:
@@ -242,6 +272,6 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
                      outputs=[table, trajectories, cross, results_files, summary, comparison], **heavy)
         prepare.click(prepare_downloads, [comparison, prompt, variant, track, chosen, k_columns], results_files,
                       **heavy)
-        k_axis.input(redraw, [comparison, k_axis], trajectories)
+        k_axis.input(redraw, [comparison, k_axis, chosen], trajectories)
         stop.click(jobs.stop_handler(VIEW, "comparison"), None, None, concurrency_limit=None)
     return [prompt, variant, track, chosen]

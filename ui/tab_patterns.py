@@ -122,7 +122,7 @@ def run(kind: str, source: str, spec: str, length: float, chosen: list[str] | No
     frame = next_token_frame(comparison)
     plot = (figures.pattern_lock_in(frame, lock_in={n: r.lock_in for n, r in comparison.runs.items()})
             if len(frame) else None)
-    yield preview(ids, handles), lock_in, plot, shown(side_by_side(comparison))
+    yield preview(ids, handles), lock_in, plot, shown(side_by_side(comparison, handles))
 
 
 def build(heavy: dict) -> None:

@@ -27,16 +27,25 @@ def visible(token: str) -> str:
     return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
 
 
-def token_text(model, token_id: int) -> str:
-    """The token's text, made `visible`; a byte-level token that is no whole character (decoding
-    to "�") as its bytes, e.g. `\\xe2\\x80`, so that different pieces do not all read "�"."""
-    text = model.decode_tokens([token_id])[0]
+def token_text(model, token_id: int, text: str | None = None) -> str:
+    """The token's text (`byte_text`), made `visible`.
+
+    text: the token's decoded text when the caller has it (`model.decode_tokens([token_id])[0]`).
+    """
+    return visible(byte_text(model, token_id, text))
+
+
+def byte_text(model, token_id: int, text: str | None = None) -> str:
+    """The token's text; a byte-level token that is no whole character (its text has "�") written
+    from its bytes: the valid UTF-8 in them as text, each byte that is not as `\\xNN`
+    (`\\xe2\\x80`, ` \\xe2`), so that different pieces do not all read "�"."""
+    text = model.decode_tokens([token_id])[0] if text is None else text
     if "\ufffd" not in text:
-        return visible(text)
+        return text
     raw = model.tokenizer.convert_ids_to_tokens(int(token_id))
     if not isinstance(raw, str) or not raw or any(c not in BYTE_OF_CHAR for c in raw):
-        return visible(text)  # not a byte-level entry: the replacement character is its text
-    return "".join(chr(b) if 0x20 < b < 0x7f else f"\\x{b:02x}" for b in (BYTE_OF_CHAR[c] for c in raw))
+        return text  # not a byte-level entry: the replacement character is its text
+    return bytes(BYTE_OF_CHAR[c] for c in raw).decode("utf-8", errors="backslashreplace")
 
 
 def token_spans(model, text: str) -> list[tuple[int, int, int]]:

@@ -86,6 +86,7 @@ def terms(handle: Model, ids: torch.Tensor, *, layer, channels=None, max_bytes: 
     """
     arch = handle.arch
     _layer(handle, layer)
+    _mixes_positions(handle, layer)
     if not arch.mixes(handle.module, layer, "ssm"):
         raise ValueError(f"{handle.name}: hidden attention needs a selective SSM; {arch.title} mixes positions by "
                          f"attention at layer {layer}: read its heads with head_pattern")
@@ -121,6 +122,7 @@ def head_pattern(prompt, *, model, layer, heads=None, reduce="mean") -> Attentio
     ids = prompt_ids(handle, prompt)
     reduce = _reduce(reduce)
     _layer(handle, layer)
+    _mixes_positions(handle, layer)
     if "pattern" not in handle.arch.points_at(handle.module, layer):
         raise ValueError(f"{handle.name}: layer {layer} of {handle.arch.title} has no attention pattern; "
                          "use hidden_attention for a selective SSM")
@@ -159,6 +161,16 @@ def read_points(handle: Model, ids: torch.Tensor, layer: int, names) -> dict[str
 def _layer(handle: Model, layer) -> None:
     if not is_int(layer) or not 0 <= layer < handle.n_layers:
         raise ValueError(f"{handle.name}: layer must be an int in 0..{handle.n_layers - 1}, got {layer!r}")
+
+
+def _mixes_positions(handle: Model, layer: int) -> None:
+    """Refuse a layer that mixes no positions (Nemotron-H's MLP and MoE layers): it has neither map."""
+    arch, module = handle.arch, handle.module
+    mixing = [l for l in range(handle.n_layers) if arch.mixes(module, l, "ssm") or arch.mixes(module, l, "attention")]
+    if layer not in mixing:
+        raise ValueError(f"{handle.name}: layer {layer} is an {handle.layer_kind(layer)} layer, which mixes no "
+                         f"positions: it has no attention pattern and no hidden attention; the layers that mix "
+                         f"positions are {mixing}")
 
 
 def _units(values, size: int, name: str) -> tuple[int, ...]:

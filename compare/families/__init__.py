@@ -23,8 +23,9 @@ from .mamba2 import MAMBA2
 from .pythia import PYTHIA
 from .granite_hybrid import GRANITE_HYBRID
 from .falcon_h1 import FALCON_H1
+from .nemotron_h import NEMOTRON_H
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, MAMBA2, GPT2, PYTHIA, GRANITE_HYBRID, FALCON_H1)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (MAMBA, MAMBA2, GPT2, PYTHIA, GRANITE_HYBRID, FALCON_H1, NEMOTRON_H)}
 ALIASES: dict[str, str] = {alias: hub for f in FAMILIES.values() for alias, hub in f.aliases.items()}
 
 

@@ -95,15 +95,17 @@ class Family:
 
     def layer_kinds(self, module: nn.Module) -> tuple[str, ...]:
         """The kind of each layer, by how it mixes positions: "attention", "ssm", or "attention+ssm"
-        for a layer running both side by side (Falcon-H1). A hybrid reads it off its config; every
-        other family's layers are all `mixing`."""
+        for a layer running both side by side (Falcon-H1); or a kind that mixes none, named by what
+        it is (Nemotron-H's "mlp" and "moe" layers). A hybrid reads it off its config; every other
+        family's layers are all `mixing`."""
         return (self.mixing,) * self.n_layers(module)
 
     def layer_kind(self, module: nn.Module, layer: int) -> str:
         return self.layer_kinds(module)[layer]
 
     def mixes(self, module: nn.Module, layer: int, kind: str) -> bool:
-        """Whether layer `layer` mixes positions by `kind` ("attention" or "ssm"; Falcon-H1's by both)."""
+        """Whether layer `layer` mixes positions by `kind` ("attention" or "ssm"; Falcon-H1's by both,
+        Nemotron-H's MLP and MoE layers by neither)."""
         return kind in self.layer_kind(module, layer).split("+")
 
     def points_at(self, module: nn.Module, layer: int) -> tuple[str, ...]:

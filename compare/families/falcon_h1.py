@@ -34,8 +34,8 @@ from pathlib import Path
 
 from ..base.checkpoint import ModelLoadError, flag, size
 from .base import FP32_BYTES, Point
-from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, kind_of_weights,
-                     mamba2_count, refuse_layer, rotary)
+from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, attention_values,
+                     kind_of_weights, mamba2_count, mamba2_values, refuse_layer, rotary)
 
 BLOCK, MIXER, ATTN = "model.layers.{l}", "model.layers.{l}.mamba", "model.layers.{l}.self_attn"
 SSM, ATT = ("ssm",), ("attention",)
@@ -59,7 +59,8 @@ class FalconH1Family(HybridFamily):
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
         _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
         _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
-        _ssm("h", "[b, l, H, p, n]", ssm=True), _ssm("h_readout", "[b, l, H, p, n]", ssm=True), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
+        _ssm("h", "[b, l, H, p, n]", ssm=True), _ssm("h_readout", "[b, l, H, p, n]", ssm=True),
+        _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
         Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),
         Point("k", f"{ATTN}.hook_k", "[b, l, d_kv]", kinds=ATT),
@@ -100,13 +101,8 @@ class FalconH1Family(HybridFamily):
 
     def layer_bytes(self, config, T, *, ssm=False):
         dims = self.dims(config)
-        d, d_in, H, chunk = dims["d"], dims["d_in"], dims["H"], config.mamba_chunk_size
-        attention = T * (6 * d + 3 * dims["d_q"] + 2 * dims["d_kv"]) + 3 * dims["heads"] * T * T
-        mamba = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H \
-            + 2 * (T // chunk + 2) * d_in * dims["n"]
-        if ssm:  # the materialised w and h, h's copy and increment for an edit, its rescan, the read-out
-            mamba += 6 * T * d_in * dims["n"]
-        return FP32_BYTES * (T * (4 * d + 3 * config.intermediate_size) + attention + mamba)
+        return FP32_BYTES * (T * (4 * dims["d"] + 3 * config.intermediate_size) + attention_values(dims, T)
+                             + mamba2_values(dims, T, config.mamba_chunk_size, ssm=ssm))
 
     def parameter_count(self, config, directory):
         return count(sizes(config, directory))

@@ -127,14 +127,18 @@ class HybridFamily(TransformersFamily):
         module.config.use_cache = False  # a plain forward keeps no cache (the sweeps rerun blocks)
         module.lm_head = self.scale_head(module)
         for block in self.blocks(module):
-            attention = getattr(block, "self_attn", None)
-            if attention is not None:
-                for name in ATTENTION_POINTS:
-                    setattr(attention, f"hook_{name}", HookPoint())
-            mixer = getattr(block, self.mixer_name, None)
-            if mixer is not None:
-                hook_mixer(mixer)
+            self.hook_block(block)
         return module
+
+    def hook_block(self, block: nn.Module) -> None:
+        """Add the hook points to one layer: its attention (`self_attn`) and its Mamba-2 mixer (`mixer_name`),
+        where it has them."""
+        attention = getattr(block, "self_attn", None)
+        if attention is not None:
+            hook_attention(attention)
+        mixer = getattr(block, self.mixer_name, None)
+        if mixer is not None:
+            hook_mixer(mixer)
 
 
 def config_from_file(config_class, directory):
@@ -216,6 +220,12 @@ def hooked_attention(module, query, key, value, attention_mask, scaling, dropout
     return torch.matmul(pattern, value).transpose(1, 2).contiguous(), pattern
 
 
+def hook_attention(attention: nn.Module) -> None:
+    """Give a transformers attention module run by `hooked_attention` its q, k, v and pattern hook points."""
+    for name in ATTENTION_POINTS:
+        setattr(attention, f"hook_{name}", HookPoint())
+
+
 def hook_mixer(mixer: nn.Module) -> None:
     """Give a transformers Mamba-2 mixer the SSD hook points: its class becomes a subclass with
     `ssd_forward` as forward (module docstring)."""
@@ -291,6 +301,21 @@ def attention_count(d: int, heads: int, kv_heads: int, head: int, *, bias: bool)
     """Parameters of one grouped-query attention: q, k, v, o projections."""
     dq, dkv = heads * head, kv_heads * head
     return d * (dq + 2 * dkv) + dq * d + ((dq + 2 * dkv + d) if bias else 0)
+
+
+def attention_values(dims: dict, T: int) -> int:
+    """Rough count of the values one grouped-query attention keeps alive on T positions, one batch item:
+    its projections, the probabilities and their scores ([heads, T, T], three copies)."""
+    return T * (6 * dims["d"] + 3 * dims["d_q"] + 2 * dims["d_kv"]) + 3 * dims["heads"] * T * T
+
+
+def mamba2_values(dims: dict, T: int, chunk: int, *, ssm: bool = False) -> int:
+    """Rough count of the values one Mamba-2 mixer keeps alive on T positions, one batch item: in_proj's
+    output and its pieces, the chunked scan's decay blocks [chunk, chunk] per head and its states; with
+    `ssm`, the materialised w and h, h's copy and increment for an edit, its rescan and the read-out too."""
+    d_in, H, n = dims["d_in"], dims["H"], dims["n"]
+    values = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H + 2 * (T // chunk + 2) * d_in * n
+    return values + (6 * T * d_in * n if ssm else 0)
 
 
 def kind_of_weights(state: dict, prefix: str, attention: str, mixer: str) -> str:

@@ -120,14 +120,37 @@ def _plot(page, elem_id: str):
     page.locator(f"#{elem_id} img").first.wait_for()
 
 
+def _vega_plot(page, elem_id: str) -> dict:
+    """Wait for the Vega-Lite chart the browser draws in `elem_id` (vega-embed's canvas); returns
+    its canvas size and how many of its pixels are not background (a drawn chart has many)."""
+    canvas = page.locator(f"#{elem_id} [data-testid=altair] canvas").first
+    canvas.wait_for()
+    page.wait_for_function(
+        f"() => {{ const c = document.querySelector('#{elem_id} [data-testid=altair] canvas');"
+        " return c && c.width > 0 && c.height > 0; }")
+    return canvas.evaluate("""c => {
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let inked = 0;
+        for (let i = 0; i < data.length; i += 4)
+            if (data[i + 3] > 0 && (data[i] < 200 || data[i + 1] < 200 || data[i + 2] < 200)) inked++;
+        return {width: c.width, height: c.height, inked};
+    }""")
+
+
 def test_compare_shows_table_and_plots(page, shots):
+    console = []
+    page.on("console", lambda message: console.append((message.type, message.text)))
     page.locator("#cmp-prompt textarea").fill("When Mary and John went to the store")
     page.locator("#cmp-track input, #cmp-track textarea").first.fill("Mary")
     page.locator("#cmp-run").click()
     text = _table_text(page, "cmp-table", "store")
     for header in ("mamba prediction", "mamba P", "gpt2 prediction", "gpt2 P"):
         assert header in text
-    _plot(page, "cmp-trajectories")
+    for plot in ("cmp-trajectories", "cmp-cross"):  # drawn by the page from Vega-Lite specifications
+        drawn = _vega_plot(page, plot)
+        assert drawn["width"] > 300 and drawn["height"] > 200 and drawn["inked"] > 2000, (plot, drawn)
+    # Vega-Lite reports what it could not draw (an unknown field, a bad scale) as console warnings
+    assert not [text for kind, text in console if kind in ("error", "warning")], console
     page.locator("#cmp-prepare").click()
     files = page.locator("#cmp-files")
     sync_api.expect(files).to_contain_text("runs .parquet", timeout=TIMEOUT_MS)
@@ -136,12 +159,14 @@ def test_compare_shows_table_and_plots(page, shots):
 
 
 @pytest.mark.parametrize("label", ["natural (IOI)", "monotone", "periodic", "repeated random"])
-def test_a_compare_example_shows_its_cached_results(page, label):
+def test_a_compare_example_shows_its_cached_results(page, label, shots):
     page.locator("#cmp-table").wait_for()
     page.get_by_text(label, exact=True).first.click()
     text = _table_text(page, "cmp-table", "mamba prediction")
     assert "gpt2 prediction" in text
     assert page.locator(".toast-message-text").count() == 0
+    assert _vega_plot(page, "cmp-trajectories")["inked"] > 2000  # every example tracks a token
+    page.screenshot(path=str(shots / f"compare-example-{label.split()[0]}.png"), full_page=True)
     page.locator("#cmp-prepare").click()  # the files of what the example shows
     sync_api.expect(page.locator("#cmp-files")).to_contain_text("table .csv", timeout=TIMEOUT_MS)
 
@@ -267,13 +292,13 @@ def test_compare_opens_with_the_ioi_prompt_and_shows_p_in_scientific_notation(pa
     page.locator("#cmp-run").click()
     text = _table_text(page, "cmp-table", "drink")
     assert re.search(r"\d\.\d\de-\d\d", text)
-    _plot(page, "cmp-trajectories")
+    _vega_plot(page, "cmp-trajectories")
     # the figure's own title is not covered by a label: the plot has none
     labels = page.locator("#cmp-trajectories [data-testid=block-label]")
     assert not any(labels.nth(i).is_visible() for i in range(labels.count()))
     page.locator("#cmp-k-axis").get_by_label("log", exact=True).check()
     page.wait_for_timeout(500)
-    _plot(page, "cmp-trajectories")
+    assert _vega_plot(page, "cmp-trajectories")["inked"] > 2000
     page.screenshot(path=str(shots / "compare-ioi.png"), full_page=True)
 
 

@@ -51,6 +51,16 @@ def _points(handle, names_layers):
     return saved
 
 
+def eager_attentions(ref, ids):
+    """transformers' own attention probabilities of each attention layer (its eager path returns them)."""
+    ref.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            return ref(torch.tensor(ids), output_attentions=True).attentions
+    finally:
+        ref.set_attn_implementation("sdpa")
+
+
 # --- logits and kinds --------------------------------------------------------------------------
 
 
@@ -128,12 +138,7 @@ def _attention_layers(family):
 @pytest.mark.parametrize("family", HYBRIDS)
 def test_pattern_equals_transformers_eager_attention_weights(tiny, family):
     handle, ref = tiny[0][family], tiny[1][family]
-    ref.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            weights = ref(torch.tensor(IDS), output_attentions=True).attentions
-    finally:
-        ref.set_attn_implementation("sdpa")
+    weights = eager_attentions(ref, IDS)
     layers = _attention_layers(family)
     assert len(weights) == len(layers)
     ours = _points(handle, {l: ("pattern", l) for l in layers})
@@ -201,35 +206,35 @@ def naive_state(x, delta, A, B, heads: int, groups: int):
     return A_bar, write, h
 
 
-def _mixer_inputs(ref, family: str, l: int) -> dict:
-    """Layer l's Mamba-2 inputs in float64 from transformers' in_proj output (IDS), by a naive conv:
-    gate, x, B, C [l, ·], delta [l, H], A, D [H], and the in_proj / out_proj tensors captured."""
-    mixer = ref.model.layers[l].mamba
+def mamba2_expected(ref, mixer, scale=1) -> dict:
+    """Every Mamba-2 point of transformers' `mixer` (a layer of `ref`) on IDS in float64, batch row 0: from
+    its in_proj output (times `scale`, Falcon-H1's μP vector), the causal conv and the naive scan;
+    gated_norm and mixer_out as transformers computes them."""
     got = _capture(ref, {"in_proj": (mixer.in_proj, "out"), "out_proj_in": (mixer.out_proj, "in"),
                          "mixer_out": (mixer, "out")})
     d_in, H, gn = mixer.intermediate_size, mixer.num_heads, mixer.n_groups * mixer.ssm_state_size
     with torch.no_grad():
-        zxbcdt = got["in_proj"][0].double() * (mixer.mup_vector[0].double() if family == "falcon_h1" else 1)
+        zxbcdt = got["in_proj"][0].double() * scale
         gate, xBC, dt = zxbcdt.split([d_in, d_in + 2 * gn, H], -1)
         weight = mixer.conv1d.weight.double()  # depthwise causal conv: left-pad k-1, then SiLU
         xBC = F.silu(F.conv1d(F.pad(xBC.T[None], (weight.shape[-1] - 1, 0)), weight, mixer.conv1d.bias.double(),
                               groups=weight.shape[0])[0].T)
         x, B, C = xBC.split([d_in, gn, gn], -1)
-        return {"gate": gate, "x": x, "B": B, "C": C, "delta": F.softplus(dt + mixer.dt_bias.double()),
-                "A": -torch.exp(mixer.A_log.double()), "D": mixer.D.double(), "H": H, "groups": mixer.n_groups,
-                "out_proj_in": got["out_proj_in"][0].double(), "mixer_out": got["mixer_out"][0].double()}
+        delta = F.softplus(dt + mixer.dt_bias.double())
+        A = -torch.exp(mixer.A_log.double())
+        y = naive_ssd(x, delta, A, B, C, mixer.D.double(), H, mixer.n_groups)
+    A_bar, write, h = naive_state(x, delta, A, B, H, mixer.n_groups)
+    return {"gate": gate, "x": x, "B": B, "C": C, "dt": delta, "A_bar": A_bar, "write": write, "h": h,
+            "h_readout": h, "y": y, "gated_norm": got["out_proj_in"][0].double(),
+            "mixer_out": got["mixer_out"][0].double()}
 
 
 @pytest.mark.parametrize("family", HYBRIDS)
 def test_mamba2_points_match_in_proj_conv_and_a_naive_scan(tiny, family):
     handle, ref = tiny[0][family], tiny[1][family]
     l = 2 if family == "granite_hybrid" else 1
-    m = _mixer_inputs(ref, family, l)
-    x, delta, A, B, C, H, groups = (m[k] for k in ("x", "delta", "A", "B", "C", "H", "groups"))
-    y = naive_ssd(x, delta, A, B, C, m["D"], H, groups)
-    A_bar, write, h = naive_state(x, delta, A, B, H, groups)
-    expected = {"gate": m["gate"], "x": x, "B": B, "C": C, "dt": delta, "A_bar": A_bar, "write": write, "h": h,
-                "h_readout": h, "y": y, "gated_norm": m["out_proj_in"], "mixer_out": m["mixer_out"]}
+    mixer = ref.model.layers[l].mamba
+    expected = mamba2_expected(ref, mixer, mixer.mup_vector[0].double() if family == "falcon_h1" else 1)
     ours = _points(handle, {name: (name, l) for name in expected})
     for name, value in expected.items():
         torch.testing.assert_close(ours[name][0].double().reshape(value.shape), value, atol=1e-5, rtol=1e-4, msg=name)
@@ -250,12 +255,14 @@ def test_editing_h_at_p_feeds_the_recurrence_as_a_naive_loop_does(tiny, family, 
         handle.point("h", l)[0, p] += noise
         y = handle.point("y", l).save()
         logits = handle.point("logits").save()
-    m = _mixer_inputs(ref, family, l)
+    mixer = ref.model.layers[l].mamba
+    m = mamba2_expected(ref, mixer, mixer.mup_vector[0].double() if family == "falcon_h1" else 1)
 
     def edit(t, head, state):
         return state + noise[head].double() if t == p else state
 
-    expected = naive_ssd(m["x"], m["delta"], m["A"], m["B"], m["C"], m["D"], m["H"], m["groups"], edit=edit)
+    expected = naive_ssd(m["x"], m["dt"], -torch.exp(mixer.A_log.double()), m["B"], m["C"], mixer.D.double(),
+                         mixer.num_heads, mixer.n_groups, edit=edit)
     torch.testing.assert_close(y[0].double().reshape(expected.shape), expected, atol=1e-5, rtol=1e-4)
     with torch.no_grad(), handle.nn.trace(torch.tensor(IDS)):  # the same path (the state materialised), unedited
         handle.point("h", l).save()
@@ -453,10 +460,11 @@ PROMPT = "When Mary and John went to the store , John gave a drink to"
 CORRUPT = "When Mary and John went to the store , Mary gave a drink to"
 
 
-def test_patching_every_point_of_a_layer_with_clean_values_restores_the_clean_logits(tiny):
-    handle = tiny[0]["granite_hybrid"]
+def assert_patching_restores_clean_logits(handle, layers):
+    """Each layer of `layers` in turn: every patchable point of it set to the clean run's values in the
+    corrupt run gives the clean logits exactly."""
     clean, corrupt = (torch.tensor([handle.encode(p)]) for p in (PROMPT, CORRUPT))
-    for layer in (0, 1):  # an SSM layer, then an attention layer
+    for layer in layers:
         names = [p for p in handle.arch.points_at(handle.module, layer) if handle.arch.point(p).patchable]
         saved = {}
         with torch.no_grad(), handle.nn.trace(clean):
@@ -466,7 +474,12 @@ def test_patching_every_point_of_a_layer_with_clean_values_restores_the_clean_lo
             for name in names:
                 handle.point(name, layer)[:] = saved[name]
             patched = handle.point("logits").save()
-        torch.testing.assert_close(patched[..., :handle.vocab_size], handle.logits(clean), atol=1e-6, rtol=0)
+        torch.testing.assert_close(patched[..., :handle.vocab_size], handle.logits(clean), atol=1e-6, rtol=0,
+                                   msg=f"layer {layer}")
+
+
+def test_patching_every_point_of_a_layer_with_clean_values_restores_the_clean_logits(tiny):
+    assert_patching_restores_clean_logits(tiny[0]["granite_hybrid"], (0, 1))  # an SSM layer, then an attention layer
 
 
 def test_sweeps_default_to_the_layers_that_have_the_point_and_refuse_others_naming_the_kind(tiny):
@@ -516,12 +529,7 @@ def test_attention_map_of_a_hybrid_reads_the_pattern_of_its_attention_layers(tin
 
     handle, ref = tiny[0]["granite_hybrid"], tiny[1]["granite_hybrid"]
     ids = [handle.encode(PROMPT)]
-    ref.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            weights = ref(torch.tensor(ids), output_attentions=True).attentions[0]  # layer 1, the first attention layer
-    finally:
-        ref.set_attn_implementation("sdpa")
+    weights = eager_attentions(ref, ids)[0]  # layer 1, the first attention layer
     m = attention_map(ids[0], model=handle, layer=1)
     assert m.kind == "pattern"
     torch.testing.assert_close(torch.tensor(m.weights), weights[0].mean(0), **TOL)

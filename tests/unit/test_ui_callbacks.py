@@ -903,3 +903,24 @@ def test_noise_tab_says_every_layer_of_a_single_kind_model_is_that_kind():
     note, *_, picker, _ = last(tab_noise.run(**NOISE))
     assert "gpt2: every layer swept is attention" in note
     assert [label for label, _ in picker.choices] == ["0", "1"]
+
+
+def test_compare_figures_are_vega_lite_specifications_that_gr_plot_sends_unchanged(compared):
+    import json
+
+    from compare.figures import vega
+
+    plot = gr.Plot()
+    for figure in compared[1:3]:
+        sent = plot.postprocess(figure)  # a Gradio change here would send nothing the page can draw
+        assert sent.type == "altair" and json.loads(sent.plot)["$schema"] == vega.SCHEMA
+    comparison = compared[5]
+    values = json.loads(compared[1].plot)["data"]["values"]
+    frame = comparison.tracked_frame()
+    assert [(v["model"], v["tracked"], v["position"], v["P"]) for v in values] == [
+        (r.model, r.tracked, r.position, pytest.approx(r.P)) for r in frame.itertuples()]
+    mamba = comparison.runs["mamba"].tokens
+    assert [v["label"] for v in values if v["model"] == "mamba" and v["tracked"] == "Mary"] == [
+        f"{t}: '{token}'" for t, token in enumerate(mamba)]
+    cross = json.loads(compared[2].plot)["hconcat"][0]["data"]["values"]
+    assert [v["js"] for v in cross] == pytest.approx(comparison.cross["js"].tolist())

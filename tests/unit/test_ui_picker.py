@@ -107,3 +107,19 @@ def test_byte_level_pieces_show_their_bytes():
     shown = [token_text(handle, i) for i in ids]
     assert "".join(shown) == "".join(f"\\x{b:02x}" for b in raw)
     assert token_text(handle, tokenizer.encode(" Mary", add_special_tokens=False)[0]) == "␣Mary"
+
+
+def test_compare_table_shows_byte_pieces_as_their_bytes(real_vocab_models):
+    """GPT-2 cuts ’ (e2 80 99) and ☃ (e2 98 83) into pieces that decode to "�" alone."""
+    from compare import compare
+    from ui.tab_compare import input_tokens, shown, side_by_side
+
+    mamba, gpt2 = real_vocab_models
+    comparison = compare("It’s a café ☃", [gpt2, mamba], variant="native", progress=False)
+    assert comparison.runs["gpt2"].tokens[1:3] == ["\ufffd", "\ufffd"]  # what the table used to show
+    table = shown(side_by_side(comparison, [gpt2, mamba]))
+    # by hand: It | e2 80 | 99 | s | ␣a | ␣café (whole: é is c3 a9, valid) | ␣ e2 98 | 83
+    assert table["gpt2 token"].tolist() == ["It", "\\xe2\\x80", "\\x99", "s", "␣a", "␣café", "␣\\xe2\\x98", "\\x83"]
+    cells = [cell for column in table.columns for cell in table[column] if isinstance(cell, str)]
+    assert not any("\ufffd" in cell for cell in cells)  # predictions and the other model's pieces too
+    assert input_tokens(comparison, [gpt2, mamba])["gpt2"][6] == " \\xe2\\x98"  # the figure's labels
