@@ -125,22 +125,27 @@ def _mul_into(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tens
 def _add_across_chunks(y, xdt, a, Bc, Cc, h0) -> None:
     """Add to y [b, g, r, nc, q, p] what each position reads of the state before its chunk,
     exp(cum_t) · C_t · H_{c-1} (`ssd_chunked`'s layout). The states entering chunks 1.. are one
-    GEMM per head over the chunks' end states S (the last chunk's is read by none)."""
+    GEMM per head over the chunks' end states S (the last chunk's is read by none). B and C are
+    shared by a group's r heads: their products with the states put those heads side by side
+    (r·p rows) rather than copying B and C to every head."""
     b, g, r, nc, q, p = xdt.shape
+    n = Bc.shape[-1]
     cum = a.cumsum(-1)  # [b, g, r, nc, q]
     total = cum[..., -1]  # each chunk's log-decay, [b, g, r, nc]
     to_end = decay(total[..., :-1, None] - cum[..., :-1, :])  # from each position to its chunk's end (≤ 1)
-    # S_c[p, n] = Σ_s to_end_s · Δ_s x_s[p] · B_s[n]: [b, g, r, nc - 1, p, n]
-    S = (xdt[:, :, :, :-1] * to_end.unsqueeze(-1)).transpose(-1, -2) @ Bc[:, :, None, :-1]
-    n = S.shape[-1]
+    # S_c[p, n] = Σ_s to_end_s · Δ_s x_s[p] · B_s[n], per head: [b, g, nc - 1, r·p, n]
+    X = (xdt[:, :, :, :-1] * to_end.unsqueeze(-1)).permute(0, 1, 3, 2, 5, 4).reshape(b, g, nc - 1, r * p, q)
+    S = (X @ Bc[:, :, :-1]).view(b, g, nc - 1, r, p * n).transpose(2, 3)  # [b, g, r, nc - 1, p·n]
     # entry_{c+1} = Σ_{j ≤ c} exp(Σ_{k=j+1..c} total_k) S_j (+ exp(Σ_{k≤c} total_k) h0)
-    entry = (decay(segsum(total[..., :-1])) @ S.flatten(-2)).view(b, g, r, nc - 1, p, n)
+    entry = decay(segsum(total[..., :-1])) @ S  # [b, g, r, nc - 1, p·n]
     first = 1
     if h0 is not None:
-        h0 = h0.to(xdt.dtype).reshape(b, g, r, 1, p, n)
-        entry = torch.cat([h0, entry + decay(total[..., :-1].cumsum(-1))[..., None, None] * h0], dim=3)
+        h0 = h0.to(xdt.dtype).reshape(b, g, r, 1, p * n)
+        entry = torch.cat([h0, entry + decay(total[..., :-1].cumsum(-1)).unsqueeze(-1) * h0], dim=3)
         first = 0
-    reads = Cc[:, :, None, first:] @ entry.transpose(-1, -2)  # [b, g, r, nc - first, q, p]
+    chunks = nc - first
+    entry = entry.view(b, g, r, chunks, p, n).permute(0, 1, 3, 5, 2, 4).reshape(b, g, chunks, n, r * p)
+    reads = (Cc[:, :, first:] @ entry).view(b, g, chunks, q, r, p).permute(0, 1, 4, 2, 3, 5)  # [b, g, r, ·, q, p]
     y[:, :, :, first:] += decay(cum[..., first:, :]).unsqueeze(-1) * reads
 
 
