@@ -1,20 +1,24 @@
 """Benchmark: a hybrid at the smallest released shape, random weights — Granite-4.0-H-350M's
-(32 layers: 28 Mamba-2 + 4 attention at 10, 13, 17, 27; d 768, 100,352 rows; the config of
-tests/unit/test_hybrids.py), saved and loaded through the public `load_model` with the GPT-2
-tokenizer from ../shared/tokenizers (Granite's own is not stored offline; the IOI pair is 14
-tokens in it).
+(32 layers: 28 Mamba-2 + 4 attention at 10, 13, 17, 27; d 768, 100,352 rows) or, with
+`--family falcon_h1`, Falcon-H1-0.5B's (36 layers of attention and Mamba-2 side by side; d 1024,
+32,784 rows): the configs of tests/unit/test_hybrids.py, saved and loaded through the public
+`load_model` with the GPT-2 tokenizer from ../shared/tokenizers (the models' own are not stored
+offline; the IOI pair is 14 tokens in it), Falcon-H1 with the tests' word-level tokenizer (GPT-2's
+vocabulary is larger than its embedding).
 
 1. Forward: `handle.logits(ids)` (transformers' modules with the package's hook points and its
-   hooked Mamba-2 mixer) against transformers' `GraniteMoeHybridForCausalLM` on the same
-   weights, on `--tokens` random token IDs; the two are timed alternately, `--rounds` times each,
-   and the ratio of medians is reported with the largest |logit difference|.
+   hooked Mamba-2 mixer) against transformers' own model class on the same weights, on
+   `--tokens` random token IDs (a comma-separated list: each length in turn); the two are timed
+   alternately, `--rounds` times each, and the ratio of medians is reported with the largest
+   |logit difference|.
 2. Patch sweep: `patch_sweep` of `--component` over layers 0–23 × the 14 positions of the IOI
    pair (336 patches) against `patching_ref.traced_patch`, one nnsight trace per patch. The naive
    loop is timed on a seeded random sample of `--sample` patches, half before and half after the
    sweep (so that both see the same load), and scaled to all 336 (the output says so); wall and
    process CPU time are both reported; each sampled patch is checked against the sweep's row for it.
 
-    python benchmarks/bench_hybrids.py [--tokens 256] [--rounds 5] [--sample 24] [--threads 2]
+    python benchmarks/bench_hybrids.py [--family granite_hybrid] [--tokens 32,256,1024] [--rounds 5]
+                                       [--sample 24] [--threads 2]
 
 The last line is /proc/loadavg: other work on the same cores inflates both times.
 """
@@ -37,23 +41,31 @@ TOKENIZER = ROOT / ".." / "shared" / "tokenizers" / "gpt2"
 LAYERS = list(range(24))
 
 
-def build(folder: Path, seed: int):
-    """(the loaded handle, transformers' model) of a random Granite-4.0-H-350M."""
+SHAPES = {"granite_hybrid": "granite-4.0-h-350m", "falcon_h1": "falcon-h1-0.5b"}
+
+
+def build(folder: Path, family: str, seed: int):
+    """(the loaded handle, transformers' model) of a random Granite-4.0-H-350M or Falcon-H1-0.5B."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import build_granite_hybrid
-    from unit.test_hybrids import GRANITE_350M, GRANITE_350M_LAYERS
+    from conftest import build_falcon_h1, build_granite_hybrid, tiny_tokenizer
+    from unit.test_hybrids import FALCON_H1_05B, GRANITE_350M, GRANITE_350M_LAYERS
 
     from compare import load_model
 
     if not TOKENIZER.is_dir():
         raise SystemExit(f"the GPT-2 tokenizer is needed at {TOKENIZER} (see shared/tokenizers/README.md)")
-    ref = build_granite_hybrid(folder, seed=seed, layer_types=GRANITE_350M_LAYERS, vocab=100352,
-                               with_tokenizer=False, **GRANITE_350M)
+    if family == "granite_hybrid":
+        ref = build_granite_hybrid(folder, seed=seed, layer_types=GRANITE_350M_LAYERS, vocab=100352,
+                                   with_tokenizer=False, **GRANITE_350M)
+    else:
+        ref = build_falcon_h1(folder, seed=seed, n_layer=36, vocab=32784, with_tokenizer=False, **FALCON_H1_05B)
     torch.manual_seed(seed)
     for p in ref.parameters():  # trained-like magnitudes (the tiny builders' jitter overflows real widths)
         if p.dim() > 1:
             torch.nn.init.normal_(p, std=0.02)
     ref.save_pretrained(folder)
+    if family == "falcon_h1":  # GPT-2's 50,257 tokens exceed its 32,784 rows: the tests' word-level tokenizer
+        return load_model(folder, tokenizer=tiny_tokenizer(), device="cpu"), ref.eval()
     for f in TOKENIZER.iterdir():
         shutil.copy(f, folder / f.name)
     return load_model(folder, device="cpu", force_tokenizer=True), ref.eval()
@@ -73,7 +85,8 @@ def bench_forward(handle, ref, tokens: int, rounds: int, seed: int) -> None:
     diff = (got - expected).abs().max().item()
     print(f"forward of 1 x {tokens} tokens, median of {rounds}: package {np.median(ours):.3f} s, "
           f"transformers {np.median(theirs):.3f} s: {np.median(theirs) / np.median(ours):.2f}x "
-          f"(max |logit diff| {diff:.1e}, max |logit| {expected.abs().max().item():.1f})")
+          f"(max |logit diff| {diff:.1e}, max |logit| {expected.abs().max().item():.1f}); "
+          f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
 
 
 def bench_sweep(handle, component: str, sample: int, seed: int) -> None:
@@ -121,7 +134,8 @@ def bench_sweep(handle, component: str, sample: int, seed: int) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--family", choices=tuple(SHAPES), default="granite_hybrid")
+    ap.add_argument("--tokens", default="256", help="prompt lengths, comma-separated (e.g. 32,256,1024)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--component", default="resid_post")
     ap.add_argument("--sample", type=int, default=24, help="naive patches timed (0: all)")
@@ -130,12 +144,19 @@ def main():
     ap.add_argument("--skip", choices=("forward", "sweep"), help="leave one part out")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    try:
+        lengths = [int(t) for t in args.tokens.split(",")]
+    except ValueError:
+        ap.error(f"--tokens must be positive integers separated by commas, got {args.tokens!r}")
+    if not lengths or min(lengths) < 1:
+        ap.error(f"--tokens must be positive integers separated by commas, got {args.tokens!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        handle, ref = build(Path(tmp) / "granite-4.0-h-350m-random", args.seed)
-    print(f"granite-4.0-h-350m shape (random weights, saved and loaded), {handle.n_layers} layers; "
+        handle, ref = build(Path(tmp) / f"{SHAPES[args.family]}-random", args.family, args.seed)
+    print(f"{SHAPES[args.family]} shape (random weights, saved and loaded), {handle.n_layers} layers; "
           f"{args.threads} threads")
     if args.skip != "forward":
-        bench_forward(handle, ref, args.tokens, args.rounds, args.seed)
+        for tokens in lengths:
+            bench_forward(handle, ref, tokens, args.rounds, args.seed)
     if args.skip != "sweep":
         bench_sweep(handle, args.component, args.sample, args.seed)
     print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())

@@ -12,6 +12,8 @@ Points per layer `model.layers[l]`:
                 attention_in_multiplier)                                [b, l, d]
     gate, x, B, C, dt, y, gated_norm   the Mamba-2 branch (`hybrid`; x, B, C after
                 ssm_in_multiplier and the μP vector on in_proj)
+    A_bar, write, h, h_readout   its state, materialised when read or edited (`hybrid`; an edit
+                of h enters the recurrence, one of h_readout changes y where edited)
     mixer_out   the Mamba-2 branch's output, before ssm_out_multiplier  [b, l, d]
     q, k, v     after rotary (k after key_multiplier), heads concatenated   [b, l, d_q] / [b, l, d_kv]
     pattern     attention probabilities, before they weight v           [b, heads, l, l]
@@ -57,7 +59,8 @@ class FalconH1Family(HybridFamily):
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
         _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
         _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
-        _ssm("h_readout", "[b, l, H, p, n]", ssm=True), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
+        _ssm("h", "[b, l, H, p, n]", ssm=True), _ssm("h_readout", "[b, l, H, p, n]", ssm=True),
+        _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
         Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),
         Point("k", f"{ATTN}.hook_k", "[b, l, d_kv]", kinds=ATT),

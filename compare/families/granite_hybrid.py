@@ -9,6 +9,8 @@ Points per layer `model.layers[l]`, with the kinds that have them (`Point.kinds`
     resid_pre   block input                                            [b, l, d]       every layer
     norm        input_layernorm output (the mixer's input)             [b, l, d]       every layer
     gate, x, B, C, dt, y, gated_norm   the Mamba-2 mixer (`hybrid`)                    ssm
+    A_bar, write, h, h_readout   its state, materialised when read or edited (`hybrid`; an edit
+                of h enters the recurrence, one of h_readout changes y where edited)    ssm
     mixer_out   the Mamba-2 mixer's output, before residual_multiplier [b, l, d]       ssm
     q, k, v     after rotary where the model has it (the released ones are NoPE), heads
                 concatenated, k and v with kv_heads heads              [b, l, d_q] / [b, l, d_kv]   attention
@@ -59,7 +61,8 @@ class GraniteHybridFamily(HybridFamily):
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
         _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
         _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
-        _ssm("h_readout", "[b, l, H, p, n]", ssm=True), _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
+        _ssm("h", "[b, l, H, p, n]", ssm=True), _ssm("h_readout", "[b, l, H, p, n]", ssm=True),
+        _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
         Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),
         Point("k", f"{ATTN}.hook_k", "[b, l, d_kv]", kinds=ATT),

@@ -23,15 +23,16 @@ forward without cache, is transformers' own, step for step and with its own func
 (the names and layouts of the Mamba-2 family's points). While something reads or edits one of
     A_bar       Ā = exp(Δ · A), one decay per head and position       [b, l, H]
     write       w = Δ · x ⊗ B, what enters the state                 [b, l, H, p, n]
-    h_readout   h_t = Ā_t h_{t-1} + w_t as C reads it out             [b, l, H, p, n]
-(`HookPoint.requested`), the scan is the recurrence, position by position, and y = C · h_readout
-+ D · x, so an edit of h_readout changes y at the edited positions only (Mamba-1's semantics);
-otherwise it is the chunked scan of `compare.ssm.ssd` (chunks of the model's chunk_size, at most
-`ssd.CHUNK`), the form transformers' torch path computes, with C Bᵀ taken once per group of B and C
-rather than once per head: the same y within fp32 rounding, ~4× faster at Granite-4.0-H-350M's
-width on a CPU (benchmarks/bench_hybrids.py). The carried state `h` (edits fed into the
-recurrence) is not offered. A forward with a cache (generation) runs transformers' forward
-unchanged, without these points.
+    h           h_t = Ā_t h_{t-1} + w_t, the carried state            [b, l, H, p, n]
+    h_readout   h_t as C reads it out                                 [b, l, H, p, n]
+(`HookPoint.requested`), the state is materialised as the Mamba-2 family's is, by the same
+function (`compare.ssm.mamba2.materialised_ssd`), and y = C · h_readout + D · x: an edit of h
+enters the recurrence (every later position changes, none before), one of h_readout changes y at
+the edited positions only. Otherwise y is the chunked scan of `compare.ssm.ssd` (chunks of the
+model's chunk_size, at most `ssd.CHUNK`), the form transformers' torch path computes, with C Bᵀ
+taken once per group of B and C rather than once per head: the same y within fp32 rounding,
+several times faster at Granite-4.0-H-350M's width on a CPU (benchmarks/bench_hybrids.py). A
+forward with a cache (generation) runs transformers' forward unchanged, without these points.
 
 The LM head is replaced by `ScaledHead`, which applies the model's logit multiplier itself, so
 that the `logits` point (its output) is the model's logits; the model's own multiplier is set
@@ -47,13 +48,15 @@ from torch import nn
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError
 from ..base.hooks import HookPoint
+from ..ssm.mamba import conv_silu, softplus
+from ..ssm.mamba2 import materialised_ssd
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, causal_mask, from_state_dict
 from .hybrid_suffix import Prefix, mixer_suffix
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
-STATE_POINTS = ("A_bar", "write", "h_readout")  # materialised only when requested
+STATE_POINTS = ("A_bar", "write", "h", "h_readout")  # materialised only when requested
 SSM_POINTS = ("gate", "x", "B", "C", "dt", "y", "gated_norm") + STATE_POINTS
 PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "
                    "is heads here; edit it in a trace instead")
@@ -171,7 +174,12 @@ class ScaledHead(nn.Linear):
         self.multiplier, self.divisor = float(multiplier), float(divisor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight) * self.multiplier / self.divisor
+        logits = nn.functional.linear(x, self.weight)  # [b, l, V]: V is large, so scale in place, and only where needed
+        if self.multiplier != 1.0:
+            logits.mul_(self.multiplier)
+        if self.divisor != 1.0:
+            logits.div_(self.divisor)
+        return logits
 
 
 def attention_kwargs(resid: torch.Tensor, start: int = 0) -> dict:
@@ -201,13 +209,24 @@ def register_attention() -> None:
 
 def hooked_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """transformers' eager attention (grouped-query) with q, k, v [b, heads, l, head] and the
-    probabilities passed through the module's hook points (q, k, v as [b, l, ·], heads concatenated)."""
+    probabilities passed through the module's hook points (q, k, v as [b, l, ·], heads concatenated).
+    While nothing reads or edits the pattern (`HookPoint.requested`), transformers' SDPA attention
+    runs instead: the same sums without the [b, heads, l, l] scores in memory (4× faster at 1,024
+    positions on a CPU); q, k and v are laid out for their points only while they are requested."""
     def hooked(name, x):  # [b, heads, l, head] -> hook on [b, l, heads·head] -> back, a view of the hook's output
+        point = getattr(module, f"hook_{name}")
+        if not point.requested():
+            return x
         b, heads, T, head = x.shape
-        flat = getattr(module, f"hook_{name}")(x.transpose(1, 2).reshape(b, T, heads * head))
+        flat = point(x.transpose(1, 2).reshape(b, T, heads * head))
         return flat.view(b, T, heads, head).transpose(1, 2)
 
     query, key, value = hooked("q", query), hooked("k", key), hooked("v", value)
+    if not module.hook_pattern.requested():
+        from transformers import AttentionInterface
+
+        return AttentionInterface()["sdpa"](module, query, key, value, attention_mask, dropout=dropout,
+                                            scaling=scaling, **kwargs)
     groups = module.num_key_value_groups
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -263,8 +282,11 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     if multiplier is not None:
         projected = projected * self.mup_vector
     gate, xBC, dt = projected.split([self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
-    xBC = ops.causal_conv1d_forward(self.conv1d, xBC.transpose(1, 2), None, self.layer_idx,
-                                    activation=self.activation).transpose(1, 2)
+    if self.activation in ("silu", "swish") and xBC.dtype == torch.float32:
+        xBC = conv_silu(xBC, self.conv1d.weight, self.conv1d.bias)  # [b, l, ·] as it is: no transposes
+    else:
+        xBC = ops.causal_conv1d_forward(self.conv1d, xBC.transpose(1, 2), None, self.layer_idx,
+                                        activation=self.activation).transpose(1, 2)
     xBC = ops.apply_mask_to_padding_states(xBC, attention_mask)
     gn = self.n_groups * self.ssm_state_size
     x, B, C = torch.split(xBC, [self.intermediate_size, gn, gn], dim=-1)
@@ -274,11 +296,13 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     B = self.hook_B(B.view(b, T, self.n_groups, self.ssm_state_size))
     C = self.hook_C(C.view(b, T, self.n_groups, self.ssm_state_size))
     # mamba2_chunk_scan's own first steps, so that Δ is a point: the scan then adds no bias and no softplus
-    delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
+    delta = softplus(dt + self.dt_bias.to(dt.dtype))
+    if tuple(self.time_step_limit) != (0.0, float("inf")):  # else the clamp is the identity on softplus
+        delta = torch.clamp(delta, *self.time_step_limit)
     delta = self.hook_dt(delta)
     A = -torch.exp(self.A_log.float())
-    if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):
-        y = materialised_scan(self, x, delta, A, B, C)
+    if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):  # in fp32, as transformers' scan
+        y = materialised_ssd(self, x.float(), delta.float(), A, B.float(), C.float(), self.D.float())
     else:
         y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
     y = self.hook_y(y).reshape(b, T, self.intermediate_size)
@@ -287,24 +311,6 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     else:
         gated = self.norm(y, gate)
     return self.out_proj(self.hook_gated_norm(gated).to(dtype))
-
-
-def materialised_scan(self, x, delta, A, B, C) -> torch.Tensor:
-    """y [b, l, H, p] by the recurrence h_t = Ā_t h_{t-1} + w_t, one position at a time, through the
-    A_bar, write and h_readout points; in fp32, as transformers' scan. x [b, l, H, p], Δ [b, l, H],
-    A [H], B, C [b, l, g, n]."""
-    heads = x.shape[2]
-    Bh, Ch = (v.float().repeat_interleave(heads // v.shape[2], dim=2) for v in (B, C))  # [b, l, H, n]
-    x, delta = x.float(), delta.float()
-    A_bar = self.hook_A_bar(torch.exp(delta * A))
-    write = self.hook_write((delta[..., None] * x)[..., None] * Bh[:, :, :, None, :])
-    h = torch.empty_like(write)
-    state = torch.zeros_like(write[:, 0])
-    for t in range(x.shape[1]):
-        state = A_bar[:, t, :, None, None] * state + write[:, t]
-        h[:, t] = state
-    h = self.hook_h_readout(h)
-    return (h * Ch[:, :, :, None, :]).sum(-1) + self.D.float()[:, None] * x
 
 
 def mamba2_count(d: int, d_in: int, H: int, gn: int, k: int, *, proj_bias: bool, conv_bias: bool, out_bias: bool,
@@ -332,10 +338,10 @@ def attention_values(dims: dict, T: int) -> int:
 def mamba2_values(dims: dict, T: int, chunk: int, *, ssm: bool = False) -> int:
     """Rough count of the values one Mamba-2 mixer keeps alive on T positions, one batch item: in_proj's
     output and its pieces, the chunked scan's decay blocks [chunk, chunk] per head and its states; with
-    `ssm`, the materialised Ā, w and h and the products of the read-out too."""
+    `ssm`, the materialised w and h, h's copy and increment for an edit, its rescan and the read-out too."""
     d_in, H, n = dims["d_in"], dims["H"], dims["n"]
     values = T * (3 * (2 * d_in + 2 * dims["gn"] + H) + 4 * d_in) + 3 * T * chunk * H + 2 * (T // chunk + 2) * d_in * n
-    return values + (4 * T * d_in * n if ssm else 0)
+    return values + (6 * T * d_in * n if ssm else 0)
 
 
 def kind_of_weights(state: dict, prefix: str, attention: str, mixer: str) -> str:

@@ -15,7 +15,7 @@ between positions, and the analyses see that from the kind alone (knockout block
 Points per layer `model.layers[l]`, with the kinds that have them (`Point.kinds`):
     resid_pre   block input                                              [b, l, d]       every layer
     norm        the block's RMSNorm output (the mixer's input)          [b, l, d]       every layer
-    gate, x, B, C, dt, A_bar, write, h_readout, y, gated_norm   the Mamba-2 mixer (`hybrid`)   ssm
+    gate, x, B, C, dt, A_bar, write, h, h_readout, y, gated_norm   the Mamba-2 mixer (`hybrid`)   ssm
     mixer_out   the Mamba-2 mixer's output                               [b, l, d]       ssm
     q, k, v     the projections (no rotary: Nemotron-H is NoPE), heads concatenated, k and v with
                 kv_heads heads                                           [b, l, d_q] / [b, l, d_kv]   attention
@@ -85,7 +85,8 @@ class NemotronHFamily(HybridFamily):
         Point("norm", f"{BLOCK}.norm", "[b, l, d]"),
         _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
         _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
-        _ssm("h_readout", "[b, l, H, p, n]", ssm=True), _ssm("y", "[b, l, H, p]"),
+        _ssm("h", "[b, l, H, p, n]", ssm=True), _ssm("h_readout", "[b, l, H, p, n]", ssm=True),
+        _ssm("y", "[b, l, H, p]"),
         _ssm("gated_norm", "[b, l, d_in]", affine=True),
         Point("mixer_out", MIXER, "[b, l, d]", affine=True, kinds=SSM),
         Point("q", f"{MIXER}.hook_q", "[b, l, d_q]", kinds=ATT),

@@ -123,7 +123,7 @@ class Mamba2Mixer(nn.Module):
         dt = self.hook_dt(dt)
         A, D = -torch.exp(self.A_log.float()), self.D.float()
         if any(getattr(self, f"hook_{p}").requested() for p in SSM_POINTS):
-            y = self._ssm_materialised(x, dt, A, B, C, D)
+            y = materialised_ssd(self, x, dt, A, B, C, D)
         else:
             y = ssd_chunked(x, dt, A, B, C, D)
         return self.output(self.hook_y(y), z)
@@ -134,17 +134,26 @@ class Mamba2Mixer(nn.Module):
         out = self.hook_gated_norm(self.norm(y.flatten(-2), z))
         return self.out_proj(out.to(self.out_proj.weight.dtype))
 
-    def _ssm_materialised(self, x, dt, A, B, C, D):
-        A_bar = self.hook_A_bar(discretise(dt, A))
-        write = self.hook_write(write_of(dt, x, B))
-        h = states(A_bar, write)
-        if self.hook_h.requested():
-            seen = self.hook_h(h.clone())
-            increment = seen - h
-            if increment.any():  # the edit enters the recurrence: it decays into every later state
-                h = h + states(A_bar, increment)
-        h = self.hook_h_readout(h)
-        return read_out(h, C, D, x)
+
+
+def materialised_ssd(mixer: nn.Module, x, dt, A, B, C, D) -> torch.Tensor:
+    """y [b, l, heads, p] from the materialised state, through `mixer`'s hook points A_bar, write,
+    h and h_readout (x [b, l, heads, p], dt [b, l, heads], A, D [heads], B, C [b, l, g, n], fp32).
+
+    An edit of h is an increment fed into the recurrence: it decays into every later state, so
+    the state at the edited position is the edited one and later ones carry it; an edit of
+    h_readout changes y at the edited positions only. Also the hybrids' Mamba-2 mixers' path
+    (`families.hybrid`)."""
+    A_bar = mixer.hook_A_bar(discretise(dt, A))
+    write = mixer.hook_write(write_of(dt, x, B))
+    h = states(A_bar, write)
+    if mixer.hook_h.requested():
+        seen = mixer.hook_h(h.clone())
+        increment = seen - h
+        if increment.any():  # the edit enters the recurrence: it decays into every later state
+            h = h + states(A_bar, increment)
+    h = mixer.hook_h_readout(h)
+    return read_out(h, C, D, x)
 
 
 class Mamba2Block(nn.Module):

@@ -25,12 +25,19 @@ signature, position by position: the ground truth of the tests (fp64 when x is f
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from .scan import linear_scan
 
 CHUNK = 64  # Q: positions per chunk; the quadratic part costs Q per position, the recurrence 1/Q
+# Decays exp(s) with s below FLOOR (< 1e-26) are raised to exp(FLOOR) in the chunked form: far under
+# fp32's rounding of any sum they enter, and it keeps subnormal numbers (exp(s) for s in
+# (-104, -87), and products of small decays) out of the products and GEMMs, where x86 CPUs run
+# them up to 100× slower (the chunked scan took twice as long at Granite-4.0-H-350M's shape)
+FLOOR = -60.0
 
 
 def discretise(dt: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
@@ -78,58 +85,95 @@ def ssd_chunked(x, dt, A, B, C, D=None, *, chunk: int = CHUNK, h0=None) -> torch
     is built from segment sums (`segsum`), never as a difference of two long running sums, so a
     chunk's length does not change the rounding beyond fp32's; the chunk's end state
     S = Σ_s exp(Σ_{k>s} a_k) Δ_s x_s ⊗ B_s is carried by H_c = exp(Σ_chunk a) H_{c-1} + S_c, and
-    position t of chunk c reads exp(Σ_{k≤t} a_k) C_t · H_{c-1}.
+    position t of chunk c reads exp(Σ_{k≤t} a_k) C_t · H_{c-1}. Everything is laid out
+    [b, g, r, nc, q, ·] (r = heads per group): each head's chunks are one batch of GEMMs, and the
+    layout changes once on the way in (Δx) and once on the way out (added to D x).
     """
     b, l, heads, p = x.shape
     g, n = B.shape[2:]
+    r = heads // g
     q = max(1, min(chunk, l))
     nc = -(-l // q)
     pad = nc * q - l
-    # [b, nc, q, ...]; padded positions have Δ = 0 (Ā = 1, no write) and are cut off at the end
-    xdt = F.pad(x * dt.unsqueeze(-1), (0, 0, 0, 0, 0, pad)).view(b, nc, q, g, heads // g, p)
-    a = F.pad(dt * A, (0, 0, 0, pad)).view(b, nc, q, g, heads // g)
-    Bc = F.pad(B, (0, 0, 0, 0, 0, pad)).view(b, nc, q, g, n)
-    Cc = F.pad(C, (0, 0, 0, 0, 0, pad)).view(b, nc, q, g, n)
-    a = a.permute(0, 1, 3, 4, 2)  # [b, nc, g, r, q] (r = heads per group)
-    L = torch.exp(segsum(a))  # [b, nc, g, r, q, q]
-    CB = Cc.transpose(2, 3) @ Bc.permute(0, 1, 3, 4, 2)  # [b, nc, g, q, q], shared by a group's heads
-    xdt = xdt.permute(0, 1, 3, 4, 2, 5)  # [b, nc, g, r, q, p]
-    y = (L * CB.unsqueeze(3)) @ xdt  # within the chunk: [b, nc, g, r, q, p]
+    if pad:  # padded positions have Δ = 0 (Ā = 1, no write) and are cut off at the end
+        x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
+    xdt = _mul_into(x.new_empty(b, g, r, nc, q, p), x.reshape(b, nc, q, g, r, p).permute(0, 3, 4, 1, 2, 5),
+                    dt.reshape(b, nc, q, g, r, 1).permute(0, 3, 4, 1, 2, 5))
+    a = (dt * A).reshape(b, nc, q, g, r).permute(0, 3, 4, 1, 2)  # [b, g, r, nc, q]
+    Bc, Cc = (t.reshape(b, nc, q, g, n).permute(0, 3, 1, 2, 4) for t in (B, C))  # [b, g, nc, q, n]
+    CB = (Cc @ Bc.transpose(-1, -2)).unsqueeze(2)  # [b, g, 1, nc, q, q]: shared by a group's heads
+    y = (torch.exp(segsum(a, floor=FLOOR)) * CB) @ xdt  # within the chunk: [b, g, r, nc, q, p]
     if nc > 1 or h0 is not None:  # else no position reads a state from before its chunk
-        y = y + _across_chunks(xdt, a, Bc, Cc, h0)
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, nc * q, heads, p)[:, :l]
-    return y if D is None else y + D[:, None] * x
+        _add_across_chunks(y, xdt, a, Bc, Cc, h0)
+    y = y.permute(0, 3, 4, 1, 2, 5)  # [b, nc, q, g, r, p], a view
+    out = x.new_empty(b, nc * q, heads, p)
+    if D is None:
+        out.view(b, nc, q, g, r, p).copy_(y)
+    else:
+        out = _mul_into(out, D[:, None], x)
+        out.view(b, nc, q, g, r, p).add_(y)
+    return out[:, :l]
 
 
-def _across_chunks(xdt, a, Bc, Cc, h0) -> torch.Tensor:
-    """exp(cum_t) · C_t · H_{c-1} [b, nc, g, r, q, p]: what each position reads of the state
-    before its chunk (`ssd_chunked`'s layout; the last chunk's end state is read by none)."""
-    b, nc, g, r, q, p = xdt.shape
-    cum = a.cumsum(-1)
-    to_end = torch.exp(cum[..., -1:] - cum)  # decay from each position to the chunk's end (≤ 1)
-    # S_c[p, n] = Σ_s to_end_s · Δ_s x_s[p] · B_s[n]: [b, nc - 1, g, r, p, n]
-    S = (xdt[:, :-1] * to_end[:, :-1].unsqueeze(-1)).transpose(-1, -2) @ Bc[:, :-1].transpose(2, 3).unsqueeze(3)
-    chunk_decay = torch.exp(cum[..., -1])  # [b, nc, g, r]
+def _mul_into(out: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """u · v in out's (contiguous) layout in one pass; under autograd, where out= is not allowed, two."""
+    if torch.is_grad_enabled() and (u.requires_grad or v.requires_grad):
+        return out.copy_(u * v)
+    return torch.mul(u, v, out=out)
+
+
+def _add_across_chunks(y, xdt, a, Bc, Cc, h0) -> None:
+    """Add to y [b, g, r, nc, q, p] what each position reads of the state before its chunk,
+    exp(cum_t) · C_t · H_{c-1} (`ssd_chunked`'s layout). The states entering chunks 1.. are one
+    GEMM per head over the chunks' end states S (the last chunk's is read by none). B and C are
+    shared by a group's r heads: their products with the states put those heads side by side
+    (r·p rows) rather than copying B and C to every head."""
+    b, g, r, nc, q, p = xdt.shape
     n = Bc.shape[-1]
-    H = xdt.new_zeros(b, g, r, p, n) if h0 is None else h0.float().reshape(b, g, r, p, n)
-    entry = xdt.new_empty(b, nc, g, r, p, n)  # the state before each chunk
-    for c in range(nc):
-        entry[:, c] = H
-        if c < nc - 1:
-            H = chunk_decay[:, c, ..., None, None] * H + S[:, c]
-    return torch.exp(cum).unsqueeze(-1) * (Cc.transpose(2, 3).unsqueeze(3) @ entry.transpose(-1, -2))
+    cum = a.cumsum(-1)  # [b, g, r, nc, q]
+    total = cum[..., -1]  # each chunk's log-decay, [b, g, r, nc]
+    to_end = decay(total[..., :-1, None] - cum[..., :-1, :])  # from each position to its chunk's end (≤ 1)
+    # S_c[p, n] = Σ_s to_end_s · Δ_s x_s[p] · B_s[n], per head: [b, g, nc - 1, r·p, n]
+    X = (xdt[:, :, :, :-1] * to_end.unsqueeze(-1)).permute(0, 1, 3, 2, 5, 4).reshape(b, g, nc - 1, r * p, q)
+    S = (X @ Bc[:, :, :-1]).view(b, g, nc - 1, r, p * n).transpose(2, 3)  # [b, g, r, nc - 1, p·n]
+    # entry_{c+1} = Σ_{j ≤ c} exp(Σ_{k=j+1..c} total_k) S_j (+ exp(Σ_{k≤c} total_k) h0)
+    entry = decay(segsum(total[..., :-1])) @ S  # [b, g, r, nc - 1, p·n]
+    first = 1
+    if h0 is not None:
+        h0 = h0.to(xdt.dtype).reshape(b, g, r, 1, p * n)
+        entry = torch.cat([h0, entry + decay(total[..., :-1].cumsum(-1)).unsqueeze(-1) * h0], dim=3)
+        first = 0
+    chunks = nc - first
+    entry = entry.view(b, g, r, chunks, p, n).permute(0, 1, 3, 5, 2, 4).reshape(b, g, chunks, n, r * p)
+    reads = (Cc[:, :, first:] @ entry).view(b, g, chunks, q, r, p).permute(0, 1, 4, 2, 3, 5)  # [b, g, r, ·, q, p]
+    y[:, :, :, first:] += decay(cum[..., first:, :]).unsqueeze(-1) * reads
 
 
-def segsum(a: torch.Tensor) -> torch.Tensor:
-    """[..., q] → [..., q, q]: out[t, s] = Σ_{k=s+1..t} a_k for s ≤ t, -inf above the diagonal.
+def decay(s: torch.Tensor) -> torch.Tensor:
+    """exp(s) for log-decays s ≤ 0, those below FLOOR raised to it (see FLOOR)."""
+    return torch.exp(s.clamp(min=FLOOR))
+
+
+def segsum(a: torch.Tensor, floor: float | None = None) -> torch.Tensor:
+    """[..., q] → [..., q, q]: out[t, s] = Σ_{k=s+1..t} a_k for s ≤ t, -inf above the diagonal
+    (with `floor`, sums below it are raised to it).
 
     Each entry is summed from its own terms (a cumulative sum over a masked copy), the stable
     form of ssd_minimal's `segsum`: exp of it is the decay from s to t.
     """
     q = a.shape[-1]
-    strict = torch.ones(q, q, dtype=torch.bool, device=a.device).tril(-1)
+    strict, lower = _masks(q, a.device)
     out = a.unsqueeze(-1).expand(*a.shape, q).masked_fill(~strict, 0).cumsum(-2)
-    return out.masked_fill(~strict.logical_or(torch.eye(q, dtype=torch.bool, device=a.device)), -torch.inf)
+    if floor is not None:
+        out.clamp_(min=floor)
+    return out.masked_fill_(~lower, -torch.inf)
+
+
+@functools.lru_cache(maxsize=16)
+def _masks(q: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(strictly lower, lower) triangular boolean [q, q] (constants: built once per size and device)."""
+    lower = torch.ones(q, q, dtype=torch.bool, device=device).tril()
+    return lower.tril(-1), lower
 
 
 def ssd_scan_ref(x, dt, A, B, C, D=None, *, chunk: int = CHUNK, h0: torch.Tensor | None = None,

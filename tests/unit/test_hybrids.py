@@ -173,10 +173,10 @@ def test_q_k_v_are_the_projections_after_rotary_and_the_key_multiplier(tiny, fam
 # --- Mamba-2 points against a naive recurrence ---------------------------------------------------
 
 
-def naive_ssd(x, delta, A, B, C, D, heads: int, groups: int):
+def naive_ssd(x, delta, A, B, C, D, heads: int, groups: int, edit=None):
     """y [l, d_in] of one sequence by the Mamba-2 recurrence, one position at a time:
     h_t = exp(Δ_t A) h_{t-1} + Δ_t x_t B_tᵀ per head ([P, n]), y_t = h_t C_t + D x_t.
-    x [l, d_in], Δ [l, H], A [H], B, C [l, g·n], D [H]."""
+    x [l, d_in], Δ [l, H], A [H], B, C [l, g·n], D [H]. edit(t, head, h_t) -> the state carried on."""
     T, d_in = x.shape
     P, n = d_in // heads, B.shape[-1] // groups
     xs = x.view(T, heads, P)
@@ -187,6 +187,8 @@ def naive_ssd(x, delta, A, B, C, D, heads: int, groups: int):
         state = torch.zeros(P, n, dtype=torch.float64)
         for t in range(T):
             state = torch.exp(delta[t, h] * A[h]) * state + delta[t, h] * torch.outer(xs[t, h], Bs[t, g])
+            if edit is not None:
+                state = edit(t, h, state)
             y[t, h] = state @ Cs[t, g] + D[h] * xs[t, h]
     return y.reshape(T, d_in)
 
@@ -223,8 +225,9 @@ def mamba2_expected(ref, mixer, scale=1) -> dict:
         A = -torch.exp(mixer.A_log.double())
         y = naive_ssd(x, delta, A, B, C, mixer.D.double(), H, mixer.n_groups)
     A_bar, write, h = naive_state(x, delta, A, B, H, mixer.n_groups)
-    return {"gate": gate, "x": x, "B": B, "C": C, "dt": delta, "A_bar": A_bar, "write": write, "h_readout": h,
-            "y": y, "gated_norm": got["out_proj_in"][0].double(), "mixer_out": got["mixer_out"][0].double()}
+    return {"gate": gate, "x": x, "B": B, "C": C, "dt": delta, "A_bar": A_bar, "write": write, "h": h,
+            "h_readout": h, "y": y, "gated_norm": got["out_proj_in"][0].double(),
+            "mixer_out": got["mixer_out"][0].double()}
 
 
 @pytest.mark.parametrize("family", HYBRIDS)
@@ -238,6 +241,52 @@ def test_mamba2_points_match_in_proj_conv_and_a_naive_scan(tiny, family):
         torch.testing.assert_close(ours[name][0].double().reshape(value.shape), value, atol=1e-5, rtol=1e-4, msg=name)
     dims = handle.arch.dims(handle.module.config)
     assert ours["x"].shape[2:] == (dims["H"], dims["p"]) and ours["B"].shape[2:] == (dims["g"], dims["n"])
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
+@pytest.mark.parametrize("p", [0, 4])
+def test_editing_h_at_p_feeds_the_recurrence_as_a_naive_loop_does(tiny, family, p):
+    """An edit of the carried state h at position p: y equals a naive per-position loop whose state
+    at p is the edited one and is carried on; every later position changes, none before."""
+    handle, ref = tiny[0][family], tiny[1][family]
+    l = 2 if family == "granite_hybrid" else 1
+    dims = handle.arch.dims(handle.module.config)
+    noise = torch.randn(dims["H"], dims["p"], dims["n"], generator=torch.Generator().manual_seed(p)) * 0.5
+    with torch.no_grad(), handle.nn.trace(torch.tensor(IDS)):
+        handle.point("h", l)[0, p] += noise
+        y = handle.point("y", l).save()
+        logits = handle.point("logits").save()
+    mixer = ref.model.layers[l].mamba
+    m = mamba2_expected(ref, mixer, mixer.mup_vector[0].double() if family == "falcon_h1" else 1)
+
+    def edit(t, head, state):
+        return state + noise[head].double() if t == p else state
+
+    expected = naive_ssd(m["x"], m["dt"], -torch.exp(mixer.A_log.double()), m["B"], m["C"], mixer.D.double(),
+                         mixer.num_heads, mixer.n_groups, edit=edit)
+    torch.testing.assert_close(y[0].double().reshape(expected.shape), expected, atol=1e-5, rtol=1e-4)
+    with torch.no_grad(), handle.nn.trace(torch.tensor(IDS)):  # the same path (the state materialised), unedited
+        handle.point("h", l).save()
+        clean_y = handle.point("y", l).save()
+        clean = handle.point("logits").save()
+    assert torch.equal(y[0, :p], clean_y[0, :p])
+    change = (logits - clean).abs().amax(-1)[0]
+    # before p only rounding: Granite's tiny MoE groups tokens by expert, and later tokens route anew
+    assert torch.all(change[:p] <= 1e-6)
+    assert torch.all(change[p:] > 0)  # it decays fast in these tiny models (Δ ≈ 1.3, A = -1 … -H): 1e-7 at the end
+    assert change[p] > 1e-3
+
+
+@pytest.mark.parametrize("family", HYBRIDS)
+def test_reading_h_leaves_the_logits_as_the_plain_forward(tiny, family):
+    handle = tiny[0][family]
+    l = 2 if family == "granite_hybrid" else 1
+    with torch.no_grad(), handle.nn.trace(torch.tensor(IDS)):
+        h = handle.point("h", l).save()
+        logits = handle.point("logits").save()
+    dims = handle.arch.dims(handle.module.config)
+    assert h.shape == (1, len(IDS[0]), dims["H"], dims["p"], dims["n"])
+    torch.testing.assert_close(logits[..., :handle.vocab_size], handle.logits(torch.tensor(IDS)), atol=1e-5, rtol=0)
 
 
 # --- the residual, branch and model-level points ------------------------------------------------
@@ -552,7 +601,7 @@ def test_hidden_attention_of_a_mamba2_layer_reconstructs_its_y(tiny, family, lay
 
 @pytest.mark.parametrize("family,component", [("granite_hybrid", "attn_out"), ("granite_hybrid", "x"),
                                               ("granite_hybrid", "h_readout"), ("granite_hybrid", "resid_post"),
-                                              ("falcon_h1", "mixer_out"),
+                                              ("granite_hybrid", "h"), ("falcon_h1", "h"), ("falcon_h1", "mixer_out"),
                                               ("falcon_h1", "attn_out")])
 def test_noise_sweep_on_a_hybrid_equals_one_trace_per_run(tiny, family, component):
     import numpy as np
@@ -568,8 +617,8 @@ def test_noise_sweep_on_a_hybrid_equals_one_trace_per_run(tiny, family, componen
 
 
 @pytest.mark.parametrize("family,component", [("granite_hybrid", "mixer_out"), ("granite_hybrid", "z.1"),
-                                              ("granite_hybrid", "write"),
-                                              ("falcon_h1", "attn_out"), ("falcon_h1", "y")])
+                                              ("granite_hybrid", "write"), ("granite_hybrid", "h"),
+                                              ("falcon_h1", "attn_out"), ("falcon_h1", "y"), ("falcon_h1", "h")])
 def test_patch_sweep_on_a_hybrid_equals_one_trace_per_patch(tiny, family, component):
     import numpy as np
     from compare import patch_sweep
