@@ -48,9 +48,9 @@ from pathlib import Path
 from torch import nn
 
 from ..base.checkpoint import ModelLoadError, flag, size
-from .base import FP32_BYTES, Point, causal_mask, model_points
-from .hybrid import (PATTERN_REFUSED, HybridFamily, attention_count, attention_values, hook_attention, hook_mixer,
-                     mamba2_count, mamba2_values)
+from .base import FP32_BYTES, Point, model_points
+from .hybrid import (PATTERN_REFUSED, HybridFamily, attention_count, attention_kwargs, attention_values, hook_attention,
+                     hook_mixer, mamba2_count, mamba2_values)
 
 BLOCK, MIXER = "model.layers.{l}", "model.layers.{l}.mixer"
 SSM, ATT, MLP, MOE = ("ssm",), ("attention",), ("mlp",), ("moe",)
@@ -115,10 +115,10 @@ class NemotronHFamily(HybridFamily):
         elif kind == "ssm":
             hook_mixer(block.mixer)
 
-    def layer_kwargs(self, module, resid, layer):
+    def layer_kwargs(self, module, resid, layer, start=0):
         kind = self.layer_kind(module, layer)
         if kind == "attention":  # NoPE: the mask is all the position information attention gets
-            return {"attention_mask": causal_mask(resid)}
+            return attention_kwargs(resid, start)
         return {"attention_mask": None} if kind == "ssm" else {}
 
     def embed(self, module, ids):
