@@ -113,7 +113,11 @@ class Mamba2Family(Family):
             increment[:, pos] = values
             return read_out(states(discretise(dt, A)[None], increment), terms["C"].float(), None, None)
         L = torch.exp(segsum((dt * A).T))[:, :, pos]  # [heads, T, P]: the decay from each noised position
-        return torch.einsum("hts,rsthp->rthp", L, torch.einsum("rshpn,thn->rsthp", values, C))
+        # ε_s · C_t for every pair as one GEMM per group over n (the noise read once), then the decay
+        R, P, _, p, n = values.shape
+        Cg = terms["C"][0].float()  # [T, g, n]
+        read = torch.einsum("rsgkn,tgn->rsgkt", values.reshape(R, P, Cg.shape[1], -1, n), Cg)
+        return torch.einsum("hts,rshpt->rthp", L, read.reshape(R, P, heads, p, -1))
 
     def block_from_y(self, module, layer, terms, resid, y):
         """resid + the mixer's gated RMSNorm and out_proj of y (`Mamba2Mixer.output`), with the clean gate."""
