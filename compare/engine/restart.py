@@ -162,7 +162,8 @@ def run_into_y(handle: Model, component: str, layer: int, entry, positions: Sequ
     terms = y_terms(handle, component, layer, entry)
     idx = list(positions)
     clean = terms[component][0, idx]
-    size = chunk_size(handle, component, entry[0][0].shape[1], max_bytes)
+    # keys drawn at once: their noise and its read-out by C (no larger), not a materialised state
+    size = max(1, max_bytes // (2 * 4 * clean.numel()))
 
     def dy(rows):
         chunk = [runs[i] for i in rows]
