@@ -86,10 +86,10 @@ def ssd_chunked(x, dt, A, B, C, D=None, *, chunk: int = CHUNK, h0=None) -> torch
     nc = -(-l // q)
     pad = nc * q - l
     # [b, nc, q, ...]; padded positions have Δ = 0 (Ā = 1, no write) and are cut off at the end
-    xdt = _pad(x * dt.unsqueeze(-1), pad).view(b, nc, q, g, heads // g, p)
-    a = _pad(dt * A, pad).view(b, nc, q, g, heads // g)
-    Bc = _pad(B, pad).reshape(b, nc, q, g, n)
-    Cc = _pad(C, pad).reshape(b, nc, q, g, n)
+    xdt = F.pad(x * dt.unsqueeze(-1), (0, 0, 0, 0, 0, pad)).view(b, nc, q, g, heads // g, p)
+    a = F.pad(dt * A, (0, 0, 0, pad)).view(b, nc, q, g, heads // g)
+    Bc = F.pad(B, (0, 0, 0, 0, 0, pad)).view(b, nc, q, g, n)
+    Cc = F.pad(C, (0, 0, 0, 0, 0, pad)).view(b, nc, q, g, n)
     a = a.permute(0, 1, 3, 4, 2)  # [b, nc, g, r, q] (r = heads per group)
     L = torch.exp(segsum(a))  # [b, nc, g, r, q, q]
     CB = Cc.transpose(2, 3) @ Bc.permute(0, 1, 3, 4, 2)  # [b, nc, g, q, q], shared by a group's heads
@@ -99,11 +99,6 @@ def ssd_chunked(x, dt, A, B, C, D=None, *, chunk: int = CHUNK, h0=None) -> torch
         y = y + _across_chunks(xdt, a, Bc, Cc, h0)
     y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, nc * q, heads, p)[:, :l]
     return y if D is None else y + D[:, None] * x
-
-
-def _pad(t: torch.Tensor, pad: int) -> torch.Tensor:
-    """t [b, l, ...] with `pad` zero positions appended (none: t itself, not a copy)."""
-    return F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) if pad else t
 
 
 def _across_chunks(xdt, a, Bc, Cc, h0) -> torch.Tensor:
