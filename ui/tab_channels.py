@@ -15,7 +15,7 @@ import pandas as pd
 from compare import channel_sensitivity
 from compare.figures import noise as noise_figures
 from compare.handle import points
-from compare.analyses.channels import feature_shape
+from compare.analyses.channels import feature_axes, feature_shape
 from compare.analyses.signatures import CHANNEL_SENSITIVITY
 
 from . import downloads, jobs, limits, models
@@ -35,15 +35,11 @@ def top_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["rank"] <= TOP].round({"flip_rate": 3, "p_target": 4, "logit_diff": 3})
 
 
-AXES = ("channel", "state")
-"""The ranking's axes, in the order of `feature_shape` (Mamba's SSM points have both)."""
-
-
-def stopped_note(df: pd.DataFrame, shape) -> str:
-    """'**Stopped**: ranked 128 of 1536 channels and 0 of 16 state indices; …' (what each axis finished)."""
+def stopped_note(df: pd.DataFrame, axes: dict[str, int]) -> str:
+    """'**Stopped**: ranked 128 of 1536 d_in indices and 0 of 16 n indices; …' (what each axis
+    finished); axes: {glossary letter: size} (`channels.feature_axes`)."""
     done = df.groupby("axis").size() if len(df) else pd.Series(dtype=int)
-    words = {"channel": "channels", "state": "state indices"}
-    parts = [f"{int(done.get(axis, 0))} of {size} {words[axis]}" for axis, size in zip(AXES, shape)]
+    parts = [f"{int(done.get(axis, 0))} of {size} {axis} indices" for axis, size in axes.items()]
     return f"**Stopped**: ranked {' and '.join(parts)}; the bars, table and files hold those only."
 
 
@@ -69,7 +65,7 @@ def run(model_name, prompt, target, component, layer, level, trials, seed, reque
                                                    progress=progress, stop=stop),  # the signature's scale
         tick=jobs.skips(4), key=jobs.session_key(request, VIEW),
         on_progress=lambda done, total: progress((done, total), desc=desc, unit="run"))
-    note = stopped_note(df, feature_shape(model, component)) if df.attrs.get("stopped") else ""
+    note = stopped_note(df, feature_axes(model, component)) if df.attrs.get("stopped") else ""
     if df.empty:
         yield note, None, None, None
         return

@@ -1,11 +1,13 @@
 """Channel sensitivity: which coordinates of one layer's component carry the prediction.
 
-For each channel c of the component (a d_model, d_inner or state coordinate) the noise of
+For each channel c of the component (a coordinate of its per-position feature) the noise of
 `noise.noise_sweep` — the same ε of (seed, layer, trial), the same level and scale — is kept on
 that channel only and zeroed elsewhere. A channel's `flip_rate` is the fraction of trials whose
-last-position prediction differs from the clean one. The SSM points (A_bar, B_bar, write, h,
-h_readout: [d_in, n] per position) are ranked along both axes: "channel" masks one d_in row
-(all its states), "state" one state index (across all channels).
+last-position prediction differs from the clean one. A point with several feature axes is ranked
+along each, and the axes are named by the family's glossary letters for the point
+(`Point.letters`): Mamba's h [d_in, n] per position has axes "d_in" (one channel, all its
+states) and "n" (one state index across all channels); Mamba-2's x [heads, p] has "heads" and
+"p", its h [heads, p, n] all three; a transformer's resid_post has "d".
 
 Every (axis, channel, trial) run is one row of a batch of the restart engine
 (`restart.run_noised`), restarted at the layer from the cached clean residual.
@@ -31,6 +33,13 @@ COLUMNS = ("model", "layer", "kind", "component", "axis", "channel", "flip_rate"
 def feature_shape(handle, component: str) -> tuple[int, ...]:
     """The per-position shape of a layer component: (d,), (d_in,), (n,) or (d_in, n) (`Family.feature_shape`)."""
     return handle.arch.feature_shape(handle.module.config, component)
+
+
+def feature_axes(handle, component: str) -> dict[str, int]:
+    """{glossary letter: size} of a layer component's per-position axes, in order (`Point.letters`):
+    the `axis` labels of a ranking, e.g. {"d_in": 1536, "n": 16} for Mamba's h."""
+    letters = handle.arch.point(component).letters[2:]
+    return dict(zip(letters, feature_shape(handle, component)))
 
 
 @analysis
@@ -63,15 +72,15 @@ def channel_sensitivity(prompt, *, model, target, component=None, layer: int, le
     max_bytes = byte_budget(max_bytes)
     check_callbacks(progress, stop)
     handle, layer, level = sweep.handle, sweep.layers[0], float(sweep.levels[0])
-    shape = feature_shape(handle, sweep.component)
-    axes = {"channel": 0, "state": 1} if len(shape) == 2 else {"channel": 0}
-    runs = [(axis, c, t) for axis, dim in axes.items() for c in range(shape[dim]) for t in range(sweep.trials)]
+    sizes = feature_axes(handle, sweep.component)
+    axes = {axis: dim for dim, axis in enumerate(sizes)}
+    runs = [(axis, c, t) for axis, size in sizes.items() for c in range(size) for t in range(sweep.trials)]
 
     def noise(chunk, value):
         full = sweep_noise(sweep, layer, [(level, Draw(t)) for _, _, t in chunk], value)
         mask = torch.zeros_like(full)
         for i, (axis, c, _) in enumerate(chunk):
-            # full is [b, P, *feature]: the channel axis is dim 2, the state axis dim 3
+            # full is [b, P, *feature]: feature axis k is dim 2 + k
             mask[i].select(1 + axes[axis], c).fill_(1)
         return full * mask
 

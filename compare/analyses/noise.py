@@ -222,15 +222,16 @@ def _check_result_fits(n_runs: int) -> None:
 # --- noise ---------------------------------------------------------------------------------
 
 def draw_noise(shape: Sequence[int], *, seed: int, layer: int, trial: int, distribution: str,
-               level_index: int | None = None) -> torch.Tensor:
+               level_index: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """ε for one (seed, layer, trial) ray, or with `level_index` one fresh draw: fp32 on the CPU,
-    unit variance (see the module docstring)."""
+    unit variance (see the module docstring). out: a contiguous fp32 tensor of `shape` to draw
+    into (the same values; a sweep's chunk is drawn in place, not allocated and stacked)."""
     entropy = [seed, layer, trial] + ([] if level_index is None else [level_index + 1])
     state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
     if distribution == "gaussian":
-        return torch.randn(tuple(shape), generator=gen)
-    return (torch.rand(tuple(shape), generator=gen) * 2 - 1) * 3 ** 0.5
+        return torch.randn(tuple(shape), generator=gen, out=out)
+    return torch.rand(tuple(shape), generator=gen, out=out).mul_(2).sub_(1).mul_(3 ** 0.5)
 
 
 def rms(value: torch.Tensor) -> torch.Tensor:
@@ -239,12 +240,25 @@ def rms(value: torch.Tensor) -> torch.Tensor:
 
 
 def sweep_noise(sweep: Sweep, layer: int, chunk, clean_value: torch.Tensor) -> torch.Tensor:
-    """[b, P, *feature] noise for the (level, `Draw`) runs of one chunk."""
+    """[b, P, *feature] noise for the (level, `Draw`) runs of one chunk: level · unit · ε.
+
+    Each key's ε is drawn once, into its first row; a row of level 1 on the absolute scale
+    is ε as drawn (the restart from y asks for unit noise and scales its change of y).
+    """
     unit = rms(clean_value) if sweep.scale == "relative" else torch.tensor(1.0)
-    eps = {key: draw_noise(clean_value.shape, seed=sweep.seed, layer=layer, trial=key.trial,
-                           level_index=key.level_index, distribution=sweep.distribution)
-           for key in {key for _, key in chunk}}
-    return torch.stack([level * unit * eps[key] for level, key in chunk])
+    out = torch.empty(len(chunk), *clean_value.shape)
+    first = {}
+    for i, (_, key) in enumerate(chunk):
+        if key in first:
+            out[i] = out[first[key]]
+        else:
+            first[key] = i
+            draw_noise(clean_value.shape, seed=sweep.seed, layer=layer, trial=key.trial,
+                       level_index=key.level_index, distribution=sweep.distribution, out=out[i])
+    factor = torch.stack([level * unit for level, _ in chunk])  # fp32, as level · unit · ε rounds it
+    if bool((factor != 1).any()):
+        out.mul_(factor.view(-1, *[1] * clean_value.dim()))
+    return out
 
 
 # --- the sweep's runs, read in blocks --------------------------------------------------------

@@ -145,17 +145,29 @@ def run_into_y(handle: Model, component: str, layer: int, entry, positions: Sequ
 
     The injected block runs once, clean, for its terms (`y_terms`); a run's y is the clean y
     plus the family's `noise_into_y` of its noise, and the block is finished from that y
-    (`finals_from_y`): no run materialises the state.
+    (`finals_from_y`): no run materialises the state. Runs are (level, key) with noise level ×
+    that of (1, key), as for `run_rays`: each key's unit noise is drawn and carried into y once
+    per block of rows, and the runs scale its change of y (a ray's levels share one draw).
     """
     if not runs:
         return torch.empty(0, handle.vocab_size)
     terms = y_terms(handle, component, layer, entry)
     idx = list(positions)
     clean = terms[component][0, idx]
+    # keys drawn at once: their noise and its read-out by C (no larger), not a materialised state
+    size = max(1, max_bytes // (2 * 4 * clean.numel()))
 
     def dy(rows):
-        values = noise([runs[i] for i in rows], clean).to(clean.device, clean.dtype)
-        return handle.arch.noise_into_y(handle.module, layer, component, terms, idx, values)
+        chunk = [runs[i] for i in rows]
+        keys = list(dict.fromkeys(key for _, key in chunk))
+        unit = []
+        for k in range(0, len(keys), size):
+            values = noise([(1.0, key) for key in keys[k:k + size]], clean).to(clean.device, clean.dtype)
+            unit.append(handle.arch.noise_into_y(handle.module, layer, component, terms, idx, values))
+        unit = torch.cat(unit)
+        row = {key: i for i, key in enumerate(keys)}
+        level = torch.tensor([lv for lv, _ in chunk], dtype=unit.dtype, device=unit.device)
+        return unit[[row[key] for _, key in chunk]] * level.view(-1, *[1] * (unit.dim() - 1))
 
     return head(handle, [finals_from_y(handle, component, layer, entry, terms, len(runs), dy, max_bytes)])
 
@@ -178,16 +190,15 @@ def y_terms(handle: Model, component: str, layer: int, entry) -> dict:
 def finals_from_y(handle: Model, component: str, layer: int, entry, terms: dict, n: int, dy: Callable,
                   max_bytes: int) -> torch.Tensor:
     """Last-position residuals [n, d] of block `layer` finished from y = clean y + dy(rows)
-    (`Family.block_from_y`; dy(rows) [len(rows), T, ...] for a range of the n rows) and the
-    blocks above; dy in the chunks of the component's estimate, the blocks in those of a plain block."""
+    (`Family.block_from_y`; dy(rows) [len(rows), T, ...] for a range of the n rows, at most a
+    plain block's chunk, within which dy keeps to the component's estimate) and the blocks above."""
     resid = entry[0][0]
-    size = chunk_size(handle, component, resid.shape[1], max_bytes)
-    group = max(size, chunk_size(handle, None, resid.shape[1], max_bytes))
+    group = max(chunk_size(handle, component, resid.shape[1], max_bytes),
+                chunk_size(handle, None, resid.shape[1], max_bytes))
     finals = []
     for start in range(0, n, group):
-        stop = min(n, start + group)
-        change = torch.cat([dy(range(first, min(stop, first + size))) for first in range(start, stop, size)])
-        out = handle.arch.block_from_y(handle.module, layer, terms, resid, terms["y"] + change)
+        rows = range(start, min(n, start + group))
+        out = handle.arch.block_from_y(handle.module, layer, terms, resid, terms["y"] + dy(rows))
         if layer < handle.n_layers - 1:
             out = blocks_from(handle, layer + 1, out, entry, last_only=True)
         finals.append(out[:, -1])

@@ -9,9 +9,9 @@ Model level: embed, final_norm, logits.
 
 Noise is affine in the block's output on gated_norm, mixer_out and resid_post only: y (and the
 state before it) reaches out_proj through the gated RMSNorm, which divides by y's own size.
-No ray path (`rays`): Mamba-1's in_proj trick is not written for this block. Noise on h and
-h_readout is affine in y, though (`Point.into_y`): the restart engine adds its change of y
-(`noise_into_y`) to the clean y and finishes the block from there (`block_from_y`), without
+No ray path (`rays`): Mamba-1's in_proj trick is not written for this block. Noise on h,
+h_readout and write is affine in y, though (`Point.into_y`): the restart engine adds its change
+of y (`noise_into_y`) to the clean y and finishes the block from there (`block_from_y`), without
 materialising a state per run.
 
 Parameters (the loader's memory check), with d the residual width, L layers, V embedding rows:
@@ -62,7 +62,7 @@ class Mamba2Family(Family):
         _p("C", MIXER, "[b, l, g, n]"),
         _p("dt", MIXER, "[b, l, heads]"),
         _p("A_bar", MIXER, "[b, l, heads]", ssm=True),
-        _p("write", MIXER, STATE, ssm=True),
+        _p("write", MIXER, STATE, ssm=True, into_y=True),
         _p("h", MIXER, STATE, ssm=True, into_y=True),
         _p("h_readout", MIXER, STATE, ssm=True, into_y=True),
         _p("y", MIXER, "[b, l, heads, p]"),
@@ -92,10 +92,11 @@ class Mamba2Family(Family):
     into_y_points = ("dt", "C", "gate", "y")
 
     def noise_into_y(self, module, layer, component, terms, positions, values):
-        """Δy [R, T, heads, p] for values [R, P, heads, p, n] added to h or h_readout at `positions`.
+        """Δy [R, T, heads, p] for values [R, P, heads, p, n] added to h, write or h_readout at `positions`.
 
         y_t = C_t · h_t + D x_t is linear in h. An increment ε_s of h (`Mamba2Mixer`: it enters
-        the recurrence) reaches every later state decayed by L[t, s] = Π_{k=s+1..t} Ā_k, so
+        the recurrence) or of the write w_s (h_s = Ā_s h_{s-1} + w_s: the same increment)
+        reaches every later state decayed by L[t, s] = Π_{k=s+1..t} Ā_k, so
         Δy_t = Σ_s L[t, s] C_t · ε_s; one of h_readout changes y at s only, by C_s · ε_s.
         """
         heads, pos = values.shape[2], torch.tensor(positions)
@@ -113,7 +114,11 @@ class Mamba2Family(Family):
             increment[:, pos] = values
             return read_out(states(discretise(dt, A)[None], increment), terms["C"].float(), None, None)
         L = torch.exp(segsum((dt * A).T))[:, :, pos]  # [heads, T, P]: the decay from each noised position
-        return torch.einsum("hts,rsthp->rthp", L, torch.einsum("rshpn,thn->rsthp", values, C))
+        # ε_s · C_t for every pair as one GEMM per group over n (the noise read once), then the decay
+        R, P, _, p, n = values.shape
+        Cg = terms["C"][0].float()  # [T, g, n]
+        read = torch.einsum("rsgkn,tgn->rsgkt", values.reshape(R, P, Cg.shape[1], -1, n), Cg)
+        return torch.einsum("hts,rshpt->rthp", L, read.reshape(R, P, heads, p, -1))
 
     def block_from_y(self, module, layer, terms, resid, y):
         """resid + the mixer's gated RMSNorm and out_proj of y (`Mamba2Mixer.output`), with the clean gate."""

@@ -150,13 +150,13 @@ def noisy_logits(df: pd.DataFrame, *, target: int | None = None) -> Figure:
 
 
 def channel_bars(df: pd.DataFrame, *, top: int = 20) -> Figure:
-    """Flip rate of the `top` most sensitive channels, one panel per axis (channel / state)."""
+    """Flip rate of the `top` most sensitive channels, one panel per axis (the point's glossary letters: d_in, n…)."""
     axes_names = list(dict.fromkeys(df["axis"]))
     fig, (axes,) = panels(1, len(axes_names), size=(4, 0.25 * top + 1.2))
     for ax, axis in zip(axes, axes_names):
         g = df[df["axis"] == axis].nsmallest(top, "rank")
         ax.barh([str(c) for c in g["channel"]][::-1], g["flip_rate"].to_numpy()[::-1])
-        ax.set(title=f"{axis}s by flip rate", xlabel="flip rate", xlim=(0, 1))
+        ax.set(title=f"{axis} by flip rate", xlabel="flip rate", xlim=(0, 1))
     return literal_text(fig)
 
 

@@ -265,7 +265,7 @@ def channel_effects(ranking: pd.DataFrame, *, top: int = 15, p_clean: float, tri
             ax.barh(y, g["effect"], color="C0")
             ax.set_yticks(y, [f"{axis} {c}" for c in g["channel"]], fontsize=7)
             ax.axvline(0, color="k", lw=0.8)
-            ax.set(title=f"{axis}s ({(ranking['axis'] == axis).sum():,} in all)",
+            ax.set(title=f"{axis} ({(ranking['axis'] == axis).sum():,} in all)",
                    xlabel="fall of P(target): clean − mean noisy")
         suptitle(fig, f"Channels whose noise alone most lowers P(target) (clean P = {p_clean:.3g}; "
                       f"{trials} trial{'s' if trials != 1 else ''} per channel)")

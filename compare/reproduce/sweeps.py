@@ -267,9 +267,9 @@ def channels(ctx: Context) -> Section:
         for axis, g in df.groupby("axis", sort=False):
             top = g.head(5)
             ties = tied(g["effect"].to_numpy())
-            rows.append(s.add(f"top_channels[{h.name}|{axis}]", f"top 5 {axis}s, {h.name}", top["channel"].tolist(),
-                              f"the {axis}s whose noise alone most lowers P({MARY!r}) (mean over trials)", n=len(g),
-                              uncertainty=f"{sure}; {ties} {axis}s share their effect with another (ties, "
+            rows.append(s.add(f"top_channels[{h.name}|{axis}]", f"top 5 along {axis}, {h.name}", top["channel"].tolist(),
+                              f"the {axis} indices whose noise alone most lowers P({MARY!r}) (mean over trials)", n=len(g),
+                              uncertainty=f"{sure}; {ties} {axis} indices share their effect with another (ties, "
                               "reported as ties)", **params))
             rows.append(s.add(f"top_effects[{h.name}|{axis}]", f"their fall of P({MARY!r}), {h.name}",
                               top["effect"].tolist(), f"P({MARY!r}) clean minus its mean with noise on the {axis}",

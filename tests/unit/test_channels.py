@@ -16,7 +16,7 @@ def test_h_is_ranked_along_channels_and_state_dimensions(tiny):
     handle = tiny[0]["mamba"]
     df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component="h", layer=0, level=3.0, trials=2)
     cfg = handle.module.config
-    assert df.groupby("axis").size().to_dict() == {"channel": cfg.d_inner, "state": cfg.d_state}
+    assert df.groupby("axis").size().to_dict() == {"d_in": cfg.d_inner, "n": cfg.d_state}
     for _, g in df.groupby("axis"):
         assert list(g["rank"]) == list(range(1, len(g) + 1))
         assert g["flip_rate"].is_monotonic_decreasing
@@ -41,9 +41,44 @@ def test_one_channel_row_equals_a_hand_written_masked_trace(tiny, family, compon
         last = logits[0, -1, : handle.vocab_size]
         p.append(torch.softmax(last, -1)[target].item())
         flips.append(last.argmax().item() != clean)
-    row = df[(df["axis"] == "channel") & (df["channel"] == channel)].iloc[0]
+    row = df[(df["axis"] == "d") & (df["channel"] == channel)].iloc[0]
     assert row["p_target"] == pytest.approx(np.mean(p), abs=1e-5)
     assert row["flip_rate"] == pytest.approx(np.mean(flips))
+
+
+@pytest.mark.parametrize("component,axes", [("x", ("heads", "p")), ("h", ("heads", "p", "n")), ("B", ("g", "n")),
+                                            ("dt", ("heads",))])
+def test_mamba2_axes_are_named_by_the_glossary_letters_and_sized_by_the_config(tiny, component, axes):
+    """Mamba-2's x is [heads, p] per position: its headdim axis is "p", not a state axis."""
+    handle = tiny[0]["mamba2"]
+    cfg = handle.module.config
+    size = {"heads": cfg.nheads, "p": cfg.headdim, "n": cfg.d_state, "g": cfg.ngroups}
+    df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component=component, layer=0, level=3.0,
+                             trials=1)
+    assert list(dict.fromkeys(df["axis"])) == sorted(axes)
+    assert df.groupby("axis").size().to_dict() == {axis: size[axis] for axis in axes}
+
+
+def test_a_headdim_row_equals_a_hand_written_masked_trace(tiny):
+    """The "p" axis of Mamba-2's x masks one headdim coordinate in every head."""
+    handle, layer, level, p = tiny[0]["mamba2"], 1, 4.0, 3
+    df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component="x", layer=layer, level=level,
+                             trials=2, scale="absolute", seed=2)
+    ids = handle.as_input(handle.encode(PROMPT))
+    cfg = handle.module.config
+    target = handle.encode(" Mary")[0]
+    probs = []
+    for trial in range(2):
+        eps = draw_noise((ids.shape[1], cfg.nheads, cfg.headdim), seed=2, layer=layer, trial=trial,
+                         distribution="gaussian")
+        mask = torch.zeros_like(eps)
+        mask[:, :, p] = 1
+        with torch.no_grad(), handle.nn.trace(ids):  # x is a view of in_proj's split: edited without autograd
+            handle.point("x", layer)[0] += level * eps * mask
+            logits = handle.point("logits").save()
+        probs.append(torch.softmax(logits[0, -1, : handle.vocab_size], -1)[target].item())
+    row = df[(df["axis"] == "p") & (df["channel"] == p)].iloc[0]
+    assert row["p_target"] == pytest.approx(np.mean(probs), abs=1e-5)
 
 
 def test_reading_the_runs_in_blocks_changes_nothing(tiny, monkeypatch):

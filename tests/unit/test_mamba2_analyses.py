@@ -27,7 +27,8 @@ def m2(tiny):
     return tiny[0]["mamba2"], tiny[1]["mamba2"]
 
 
-@pytest.mark.parametrize("component", ["h", "h_readout", "dt", "x", "B", "A_bar", "y", "gated_norm", "resid_post"])
+@pytest.mark.parametrize("component", ["h", "h_readout", "write", "dt", "x", "B", "A_bar", "y", "gated_norm",
+                                       "resid_post"])
 def test_noise_sweep_fast_path_equals_one_trace_per_run(m2, component):
     kw = dict(model=m2[0], target=" Mary", component=component, levels=[0.0, 0.8, 3.0], trials=2, seed=3)
     fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
@@ -68,7 +69,7 @@ def test_one_state_per_chunk_still_equals_the_reference(m2, component):
     np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("component", ["h", "dt", "resid_post"])
+@pytest.mark.parametrize("component", ["h", "write", "dt", "resid_post"])
 def test_patch_sweep_equals_one_trace_per_patch(m2, component):
     kw = dict(model=m2[0], component=component, answer=" Mary", wrong=" John")
     fast, ref = patch_sweep(CLEAN, CORRUPT, **kw), patch_sweep_ref(CLEAN, CORRUPT, **kw)

@@ -424,7 +424,7 @@ def test_channel_ranking_shows_bars_and_offers_csv_and_parquet(ranked):
     from matplotlib.figure import Figure
 
     bars, _, files = ranked
-    assert isinstance(bars, Figure) and bars.axes[0].get_title() == "channels by flip rate"
+    assert isinstance(bars, Figure) and bars.axes[0].get_title() == "d by flip rate"  # GPT-2 mlp_out: its glossary letter
     assert sorted(p.rsplit("/", 1)[1] for p in files) == ["channel_sensitivity.csv", "channel_sensitivity.parquet"]
 
 
@@ -794,10 +794,10 @@ def test_channel_stop_note_counts_each_axis_in_words():
 
     from ui.tab_channels import stopped_note
 
-    df = pd.DataFrame({"axis": ["channel"] * 3, "channel": [0, 1, 2]})
-    assert stopped_note(df, (1536, 16)) == ("**Stopped**: ranked 3 of 1536 channels and 0 of 16 state indices; "
-                                           "the bars, table and files hold those only.")
-    assert stopped_note(df.iloc[:0], (32,)).startswith("**Stopped**: ranked 0 of 32 channels;")
+    df = pd.DataFrame({"axis": ["d_in"] * 3, "channel": [0, 1, 2]})
+    assert stopped_note(df, {"d_in": 1536, "n": 16}) == ("**Stopped**: ranked 3 of 1536 d_in indices and 0 of 16 n "
+                                                        "indices; the bars, table and files hold those only.")
+    assert stopped_note(df.iloc[:0], {"d": 32}).startswith("**Stopped**: ranked 0 of 32 d indices;")
 
 
 def test_toasts_show_code_spans_as_code_not_backticks():
