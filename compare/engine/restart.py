@@ -25,7 +25,6 @@ from typing import Callable, Sequence
 import torch
 
 from ..base.hooks import temporary_hooks
-from ..ssm.mamba import SSM_POINTS
 from ..handle.model import Model
 from .record import record_pass
 
@@ -221,7 +220,8 @@ def hooked_chunks(handle: Model, component: str, layer: int, entry, positions: S
 
 def chunk_size(handle: Model, component: str | None, T: int, max_bytes: int) -> int:
     """Runs per chunk; component None: no hook, the forward of the blocks after the injected one."""
-    per_item = handle.layer_bytes(T, ssm=component in SSM_POINTS)
+    point = None if component is None else handle.arch.find(component)
+    per_item = handle.layer_bytes(T, ssm=point is not None and point.ssm)
     if per_item > max_bytes:
         raise ValueError(f"one noised forward needs about {per_item / 2**20:.0f} MiB, more than "
                          f"max_bytes={max_bytes / 2**20:.0f} MiB; raise max_bytes or shorten the prompt")

@@ -68,3 +68,17 @@ def test_compare_stops_when_asked(tiny):
         compare([PROMPT] * 3, models=[tiny[0]["mamba"]], progress=False, stop=stop)
     with pytest.raises(ValueError, match="stop: must have an is_set"):
         compare(PROMPT, models=[tiny[0]["mamba"]], progress=False, stop="yes")
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2", "granite_hybrid"])
+def test_restart_chunks_count_a_materialised_state_for_every_ssm_family(tiny, name):
+    """A noised or patched state ([l, d_in, n] per layer) is budgeted as such on every SSM family,
+    from the family's `Point.ssm` (the engine no longer reads Mamba-1's list of point names)."""
+    from compare.engine.restart import chunk_size
+
+    handle = tiny[0][name]
+    T, budget = 16, 2**30
+    assert handle.layer_bytes(T, ssm=True) > handle.layer_bytes(T)
+    assert chunk_size(handle, "h", T, budget) == budget // handle.layer_bytes(T, ssm=True)
+    assert chunk_size(handle, "resid_post", T, budget) == budget // handle.layer_bytes(T)
+    assert chunk_size(handle, None, T, budget) == budget // handle.layer_bytes(T)
