@@ -27,8 +27,7 @@ from gradio.components.plot import PlotData
 from compare import Stopped, compare
 from compare.figures import vega
 from compare.base.store import MARKER
-from compare.analyses.comparison import K_COLUMNS
-from compare.analyses.pairing import VARIANTS
+from compare.analyses.signatures import COMPARE
 
 from . import downloads, examples, jobs, limits, models
 from .tab_tokenizers import byte_text, token_text
@@ -157,8 +156,7 @@ def check(prompt: str, variant: str, handles) -> str:
 
 
 def check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    COMPARE["variant"].validate(variant)
 
 
 def results(comparison, handles, k_axis: str | None = "auto"):
@@ -241,14 +239,16 @@ def build(comparison: gr.State, heavy: dict) -> list[gr.components.Component]:
         with gr.Row():
             prompt = gr.Textbox(PROMPT, label="Prompt", lines=2, scale=4, elem_id="cmp-prompt")
             with gr.Column(scale=1):
-                variant = gr.Radio(list(VARIANTS), value="aligned", label="Variant", elem_id="cmp-variant",
+                variant = gr.Radio(list(COMPARE["variant"].choices), value=COMPARE["variant"].default, label="Variant",
+                                   elem_id="cmp-variant",
                                    info="aligned: both read the first model's tokens' text; native: each "
                                         "tokenises; same_ids: identical IDs")
                 track = gr.Textbox(TRACK, label=f"Tracked tokens (separate with {TRACK_SEPARATOR})",
                                    placeholder=" Mary| John", elem_id="cmp-track")
                 k_axis = gr.Radio(list(K_SCALES), value="auto", label="K axis", elem_id="cmp-k-axis",
                                   info="auto: symlog when K spans orders of magnitude")
-                k_columns = gr.Radio(list(K_COLUMNS), value="vocab", label="K columns", elem_id="cmp-k-columns",
+                k_columns = gr.Radio(list(COMPARE["k_columns"].choices), value=COMPARE["k_columns"].default,
+                                     label="K columns", elem_id="cmp-k-columns",
                                      info="K's row mean: the real vocabulary, or all LM-head rows (padding "
                                           "included, as the thesis)")
         with gr.Row():
