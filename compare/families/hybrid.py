@@ -52,7 +52,7 @@ from ..ssm.mamba import conv_silu, softplus
 from ..ssm.mamba2 import materialised_ssd
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, causal_mask, from_state_dict
-from .hybrid_suffix import Prefix, mixer_suffix
+from .hybrid_suffix import Prefix, in_projection, mixer_suffix
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
@@ -275,13 +275,7 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
     ops = importlib.import_module(type(self).__mro__[1].__module__)
     dtype = hidden_states.dtype
     hidden_states = ops.apply_mask_to_padding_states(hidden_states, attention_mask)
-    multiplier = getattr(self, "ssm_in_multiplier", None)  # Falcon-H1's μP multipliers
-    if multiplier is not None:
-        hidden_states = hidden_states * multiplier
-    projected = self.in_proj(hidden_states)
-    if multiplier is not None:
-        projected = projected * self.mup_vector
-    gate, xBC, dt = projected.split([self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
+    gate, xBC, dt = in_projection(self, hidden_states)
     if self.activation in ("silu", "swish") and xBC.dtype == torch.float32:
         xBC = conv_silu(xBC, self.conv1d.weight, self.conv1d.bias)  # [b, l, ·] as it is: no transposes
     else:

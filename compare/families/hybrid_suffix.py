@@ -100,18 +100,24 @@ class Prefix:
 ACTIVATIONS = {"silu": nn.functional.silu, "swish": nn.functional.silu}
 
 
+def in_projection(mixer: nn.Module, hidden_states: torch.Tensor):
+    """(gate, xBC, dt) of transformers' Mamba-2 mixer: in_proj of hidden_states [b, l, d], with
+    Falcon-H1's μP multipliers where the mixer has them."""
+    multiplier = getattr(mixer, "ssm_in_multiplier", None)
+    if multiplier is not None:
+        hidden_states = hidden_states * multiplier
+    projected = mixer.in_proj(hidden_states)
+    if multiplier is not None:
+        projected = projected * mixer.mup_vector
+    return projected.split([mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
+
+
 def mixer_suffix(self, hidden_states: torch.Tensor, prefix: Prefix) -> torch.Tensor:
     """transformers' Mamba-2 mixer (GraniteMoeHybridMambaLayer, FalconH1Mixer) on positions p..
     [R, l, d] → [R, l, d], the maths of `hybrid.ssd_forward` with the conv and the scan started
     from `prefix` (no hook points: nothing hooks a block run this way)."""
     dtype = hidden_states.dtype
-    multiplier = getattr(self, "ssm_in_multiplier", None)  # Falcon-H1's μP multipliers
-    if multiplier is not None:
-        hidden_states = hidden_states * multiplier
-    projected = self.in_proj(hidden_states)
-    if multiplier is not None:
-        projected = projected * self.mup_vector
-    gate, xBC, dt = projected.split([self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
+    gate, xBC, dt = in_projection(self, hidden_states)
     xBC = prefix.conv(self, xBC)
     gn = self.n_groups * self.ssm_state_size
     x, B, C = torch.split(xBC, [self.intermediate_size, gn, gn], dim=-1)
