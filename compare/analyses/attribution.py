@@ -86,6 +86,7 @@ from ..engine.convention import analysis
 from ..engine.restart import blocks_from, clean_pass
 from .patching import COLUMNS as PATCH_COLUMNS
 from .patching import Patching, components as patch_components, prepare, recovery
+from .signatures import ATTRIBUTION_PATCH
 
 COLUMNS = PATCH_COLUMNS + ("estimate",)
 FP32_BYTES = 4
@@ -104,10 +105,7 @@ def attribution_patch(clean, corrupt, *, model, answer, wrong=None, components=N
     segments (module docstring, "Along a path"), at k + 1 times the cost in time and memory.
     dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer (1: the gradient at the corrupt run; k >= 2: k "
-                         f"segments from the corrupt to the clean input), got {steps!r}")
-    steps = int(steps)
+    steps = ATTRIBUTION_PATCH["steps"].validate(steps)  # its signature
     frames, attrs = [], {"metric": metric, "method": "attribution", "steps": steps, "m_clean": {}, "m_corrupt": {},
                          "components": {}}
     for handle in [model]:  # one loaded handle; a list runs model by model (`engine.convention`)
