@@ -22,6 +22,7 @@ from compare.figures import base as figures, patching as patching_figures
 from compare.analyses.attribution import attribution_patch
 from compare.analyses.hidden_attention import attention_map
 from compare.analyses.patching import METRICS, patch_sweep, prepare
+from compare.analyses.signatures import ATTRIBUTION_PATCH
 from datasets_gen.counterfactuals import corruptions
 from datasets_gen.build import suite_rng
 from datasets_gen.suites import NaturalConfig
@@ -56,6 +57,9 @@ ESTIMATE_NOTE = ("**First-order estimate** (attribution patching): recovery ≈ 
                  "/ (m_clean − m_corrupt), the gradient taken on the corrupt run: one forward and backward per "
                  "model, for long prompts; not the exact effect (where the metric is far from linear in the "
                  "component the two differ; mode exact measures it).")
+PATH_NOTE = (" With steps = {steps}, the gradient is averaged along the straight path from the corrupt to the "
+             "clean input in {steps} segments (integrated gradients) instead: {steps} + 1 forwards and "
+             "backwards per model.")
 ESTIMATE_STOPPED = "**Stopped**: nothing to show (an estimate is computed whole)."
 
 
@@ -67,6 +71,19 @@ def components(model_name: str) -> list[str]:
 @limits.shown_to_user
 def pick_model(model_name: str):
     return gr.Dropdown(choices=components(model_name), value=default_component(model_name))
+
+
+def check_steps(value) -> int:
+    """The steps box's value checked by `attribution_patch`'s signature (a whole number ≥ 1; the
+    box sends a float such as 4.0, or None when cleared); InputError names `steps`."""
+    if value is None:
+        raise limits.InputError("steps is empty: type a whole number ≥ 1 (1: plain attribution patching)")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        return ATTRIBUTION_PATCH["steps"].validate(value)
+    except ValueError as err:  # the signature's message, which names steps
+        raise limits.InputError(str(err)) from None
 
 
 def pick_pair(label: str):
@@ -83,11 +100,16 @@ def files(df: pd.DataFrame, figure, stem: str) -> list[str]:
 
 @limits.shown_to_user
 def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers, metric,
-        mode: str = "exact", request: gr.Request = None, progress=gr.Progress()):
+        mode: str = "exact", steps=ATTRIBUTION_PATCH["steps"].default, request: gr.Request = None,
+        progress=gr.Progress()):
     """Stream (note, heatmaps, table, files): one patch sweep per model, side by side; with mode
-    "estimate", `attribution_patch`'s first-order estimate instead (one forward and backward per model)."""
+    "estimate", `attribution_patch`'s estimate instead (one forward and backward per model; `steps`
+    ≥ 2 integrates the gradient along the path from the corrupt to the clean input, at steps + 1
+    times the cost)."""
     if mode not in MODES:
         raise limits.InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "estimate":
+        steps = check_steps(steps)
     names = [n for n in (model_a, model_b) if n]
     if not names:
         raise limits.InputError("models: pick at least one model")
@@ -105,7 +127,7 @@ def run(model_a, model_b, clean, corrupt, answer, wrong, component_a, component_
         kinds.append(models.kinds_note(handle, prepared[0].layers))
         sweeps.append(kw)
     if mode == "estimate":
-        yield from estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress)
+        yield from estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress, steps)
         return
     total = sum(runs)
 
@@ -146,7 +168,7 @@ def metric_note(df: pd.DataFrame) -> str:
                       f"{df.attrs['m_corrupt'][name]:.3g}" for name in df.attrs["m_clean"])
 
 
-def estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress):
+def estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress, steps=1):
     """The "estimate" mode of `run`: `attribution_patch` of each model's component, one model
     after another (Stop is checked between them; an estimate is computed whole)."""
     def work(progress, stop):
@@ -155,7 +177,7 @@ def estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress):
             if stop.is_set():
                 break
             args = {k: v for k, v in kw.items() if k != "component"}
-            frames.append(attribution_patch(clean, corrupt, components=[kw["component"]], **args))
+            frames.append(attribution_patch(clean, corrupt, components=[kw["component"]], steps=steps, **args))
             progress(i + 1, len(sweeps))
         return frames
 
@@ -170,13 +192,16 @@ def estimated(clean, corrupt, sweeps, tokens, metric, kinds, request, progress):
     df = pd.concat(frames, ignore_index=True)
     for key in ("m_clean", "m_corrupt"):
         df.attrs[key] = {k: v for f in frames for k, v in f.attrs[key].items()}
-    df.attrs.update(metric=metric, method="attribution", tokens={m: tokens[m] for m in df.attrs["m_clean"]})
-    note = f"{ESTIMATE_NOTE}\n\n{metric_note(df)}\n\n" + "  \n".join(kinds)
+    df.attrs.update(metric=metric, method="attribution", steps=steps,
+                    tokens={m: tokens[m] for m in df.attrs["m_clean"]})
+    path = PATH_NOTE.format(steps=steps) if steps > 1 else ""
+    note = f"{ESTIMATE_NOTE}{path}\n\n{metric_note(df)}\n\n" + "  \n".join(kinds)
     if len(frames) < len(sweeps):
         note += f"\n\n**Stopped**: the heatmaps hold {', '.join(df.attrs['m_clean'])} only."
     figure = patching_figures.recovery_by_kind(df)
     figures.suptitle(figure, f"first-order estimate (attribution patching) of the recovery of {metric} when "
-                             f"patching {', '.join(dict.fromkeys(df['component'].astype(str)))}")
+                             f"patching {', '.join(dict.fromkeys(df['component'].astype(str)))}"
+                             + (f" (gradient along a path of {steps} steps)" if steps > 1 else ""))
     yield note, figure, df, files(df, figure, "attribution")
 
 
@@ -219,6 +244,10 @@ def build(heavy: dict) -> None:
             mode = gr.Radio(list(MODES), value="exact", label="Mode", elem_id="patching-mode",
                             info="exact: one forward per layer × position; estimate: attribution patching, a "
                                  "first-order estimate from one forward and backward (long prompts)")
+            steps = gr.Number(ATTRIBUTION_PATCH["steps"].default, label="Steps (estimate)", precision=0,
+                              minimum=1, elem_id="patching-steps",
+                              info="1: the gradient at the corrupt run; k ≥ 2: along the path to the clean "
+                                   "input in k segments (k + 1 times the cost)")
         with gr.Row():
             button = gr.Button("Patch", variant="primary", elem_id="patching-run")
             stop = gr.Button("Stop", variant="stop", elem_id="patching-stop")
@@ -241,6 +270,6 @@ def build(heavy: dict) -> None:
         button.click(jobs.submitted(VIEW), None, None, concurrency_limit=None)  # counts it as waiting
         button.click(jobs.queued(VIEW, run),
                      inputs=[model_a, model_b, clean, corrupt, answer, wrong, component_a, component_b, layers,
-                                  metric, mode], outputs=[note, heatmaps, table, results], **heavy)
+                                  metric, mode, steps], outputs=[note, heatmaps, table, results], **heavy)
         stop.click(jobs.stop_handler(VIEW, "patching"), None, None, concurrency_limit=None)
         show.click(attention, [model_a, model_b, clean, layer_a, layer_b], maps, **heavy)

@@ -83,9 +83,11 @@ import torch
 from ..base import memory
 from ..base.hooks import temporary_hooks
 from ..engine.convention import analysis
-from ..engine.restart import blocks_from, clean_pass
+from ..engine.record import record_pass
+from ..engine.restart import blocks_from
 from .patching import COLUMNS as PATCH_COLUMNS
 from .patching import Patching, components as patch_components, prepare, recovery
+from .signatures import ATTRIBUTION_PATCH
 
 COLUMNS = PATCH_COLUMNS + ("estimate",)
 FP32_BYTES = 4
@@ -104,10 +106,7 @@ def attribution_patch(clean, corrupt, *, model, answer, wrong=None, components=N
     segments (module docstring, "Along a path"), at k + 1 times the cost in time and memory.
     dtype, device, progress, stop: the calling convention (`engine.convention`).
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer (1: the gradient at the corrupt run; k >= 2: k "
-                         f"segments from the corrupt to the clean input), got {steps!r}")
-    steps = int(steps)
+    steps = ATTRIBUTION_PATCH["steps"].validate(steps)  # its signature
     frames, attrs = [], {"metric": metric, "method": "attribution", "steps": steps, "m_clean": {}, "m_corrupt": {},
                          "components": {}}
     for handle in [model]:  # one loaded handle; a list runs model by model (`engine.convention`)
@@ -181,21 +180,12 @@ def _feature_slice(handle, name: str) -> slice:
     return slice(int(head) * size, (int(head) + 1) * size)
 
 
-@torch.no_grad()
 def _record_clean(sweep: Patching, points):
     """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
-    in fp32), and m_clean, from one forward."""
-    handle, arch = sweep.handle, sweep.handle.arch
-    kept = {}
-
-    def keep(key, value):
-        kept[key] = value[0].detach().float().clone()
-
-    with handle.lock:
-        with temporary_hooks(*[arch.hook(handle.module, p, l, lambda v, key=(p, l): keep(key, v))
-                               for p in points for l in sweep.layers]):
-            logits = handle.logits(sweep.clean)[0, -1]
-    return kept, float(metric_value(logits, sweep.metric, sweep.answer, sweep.wrong))
+    in fp32), and m_clean, from one forward (`record_pass`)."""
+    clean = record_pass(sweep.handle, sweep.clean, [(p, l) for p in points for l in sweep.layers],
+                        keep=lambda name, layer, value: value[0].detach().float().clone())
+    return clean.points, float(metric_value(clean.logits[0], sweep.metric, sweep.answer, sweep.wrong))
 
 
 def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alpha=None):
@@ -207,7 +197,7 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
     forward turns into clean − corrupt in place), or the rows of the path (with `alpha` [b], the
     embedding of row j moved to corrupt + alpha_j · (clean − corrupt), the last row the clean
     run; the forward keeps each point's value on every row). The forward records what enters
-    each block (`restart.clean_pass`); then from the last block down to the lowest swept layer
+    each block (`record_pass`); then from the last block down to the lowest swept layer
     each block is rerun under autograd from its recorded input, with a tensor hook on each of
     its points (or the `grad_at` point) that reduces the gradient as the backward reaches it,
     and the gradient of its input is carried to the block below. So one block's autograd graph
@@ -216,13 +206,13 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
     """
     handle, arch = sweep.handle, sweep.handle.arch
     points = _points(handle, names)
-    per_position, values = {}, {}
+    per_position = {}
 
-    def record(key, value):
+    def record(name, layer, value):  # record_pass's keep: into diff in place, or the value itself
         if diff is not None:
-            diff[key].sub_(value[0].detach().float())
-        else:
-            values[key] = value.detach().float().clone()
+            diff[name, layer].sub_(value[0].detach().float())
+            return None
+        return value.detach().float().clone()
 
     def interpolate(value):
         corrupt, clean = value[0].clone(), value[-1].clone()
@@ -244,13 +234,10 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
 
     last, lowest = handle.n_layers - 1, min(sweep.layers)
     with handle.lock:
-        with torch.no_grad(), temporary_hooks() as hooks:
-            if alpha is not None:
-                hooks.add(arch.hook(handle.module, "embed", None, interpolate))
-            for p in points:
-                for l in sweep.layers:
-                    hooks.add(arch.hook(handle.module, p, l, lambda v, key=(p, l): record(key, v)))
-            _, entries = clean_pass(handle, ids, range(lowest, last + 1))
+        forward = record_pass(handle, ids, [(p, l) for p in points for l in sweep.layers], keep=record,
+                              entries=range(lowest, last + 1),
+                              edits=[] if alpha is None else [("embed", None, interpolate)])
+        values, entries = forward.points, dict(forward.entries)
         grad = None
         for layer in range(last, lowest - 1, -1):
             entry = entries.pop(layer)

@@ -91,7 +91,14 @@ def prepare(handle: Model, prompt, layers, positions, target, lens) -> Lens:
 def residuals(handle: Model, ids: torch.Tensor, layers, positions=None):
     """(final logits [b, T, V] as `Model.logits` returns them, {layer: lens point [b, P, d]}) from one forward.
 
-    positions: the positions kept (default all); the residuals keep the model's dtype."""
+    positions: the positions kept (default all); the residuals keep the model's dtype.
+
+    Its own hooks rather than `engine.record.record_pass`, which keeps the last position's logits
+    only: the lens (and the tuned lens's training) compares every position with the model's own
+    distribution there. Decoding them again from the recorded final residual would cost a second
+    unembedding, and the recorded `logits` point is the LM head's output, not `Model.logits`,
+    where the model scales it (Falcon-H1, Granite); a record_pass keeping every position's
+    logits would fit."""
     arch, kept = handle.arch, {}
     memory.check_fits(FP32_BYTES * len(layers) * ids.numel() * arch.dims(handle.module.config)["d"],
                       f"keeping {len(layers)} layers' residuals of {ids.numel():,} tokens of {handle.name}",

@@ -84,6 +84,7 @@ ATTRIBUTION_PATCH = Signature("attribution_patch", (
     Param("components", None, check=components),
     Param("layers", None, check=ints),
     Param("metric", "logit_diff", choices=METRICS),
+    Param("steps", 1, check=integer(1)),  # 1: the gradient at the corrupt run; k ≥ 2: k segments of the path
 ))
 
 PATCH_SWEEP = Signature("patch_sweep", (

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compare import patch_sweep
+from compare import patch_sweep, study
 from compare.analyses.attribution import COLUMNS, attribution_patch, metric_value
+from compare.study import spec as study_spec
 from test_lens import identity_norm
 
 CLEAN = "When Mary and John went to the store , John gave a drink to"
@@ -144,14 +145,31 @@ def test_defaults_are_the_familys_components_from_one_call_for_several_models(ti
     (dict(layers=[5]), "layers"),
     (dict(positions=[40]), "positions"),
     (dict(metric="kl"), "metric"),
-    (dict(steps=0), "steps must be a positive integer"),
-    (dict(steps=2.5), "steps must be a positive integer"),
-    (dict(steps=True), "steps must be a positive integer"),
 ])
 def test_bad_input_is_refused_naming_the_argument(tiny, kwargs, match):
     args = {**KW, **kwargs}
     with pytest.raises(ValueError, match=match):
         attribution_patch(CLEAN, CORRUPT, model=tiny[0]["gpt2"], **args)
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5, True, "4"])
+def test_a_bad_steps_is_refused_alike_by_the_api_the_study_spec_and_the_app(tiny, steps):
+    """One message, from the signature: the API's, the spec's (naming the entry's field) and the
+    Patching tab's check of its steps box."""
+    from ui import limits, tab_patching
+
+    words = f"must be an integer ≥ 1, got {steps!r}"
+    with pytest.raises(ValueError) as api:
+        attribution_patch(CLEAN, CORRUPT, model=tiny[0]["gpt2"], steps=steps, **KW)
+    assert str(api.value) == f"steps: {words}"
+    entry = {"analysis": "attribution_patch", "corruption": "abc", "steps": steps}
+    with pytest.raises(study.SpecError) as spec:
+        study_spec.from_mapping({"prompts": [{"id": "natural-00000", "text": CLEAN}], "models": ["m"],
+                                 "analyses": [entry]})
+    assert str(spec.value) == f"analyses[0].steps: {words}"
+    with pytest.raises(limits.InputError) as app:
+        tab_patching.check_steps(steps)
+    assert str(app.value) == f"steps: {words}"
 
 
 def test_nothing_is_left_on_the_shared_model(tiny):

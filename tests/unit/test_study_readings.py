@@ -1,6 +1,7 @@
 """The study runs logit_lens and attribution_patch per suite row, row for row equal to direct calls."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -49,3 +50,21 @@ def test_attribution_in_a_study_needs_suite_rows(tiny_dirs, tmp_path):
     spec = spec_of(tiny_dirs[0], [CLEAN], [{"analysis": "attribution_patch", "corruption": "abc"}])
     with pytest.raises(SpecError, match=r"analyses\[0\]: attribution_patch needs suite prompts"):
         study.run(spec, tmp_path / "s", progress=False)
+
+
+def test_a_study_sets_attributions_steps(tiny_dirs, tiny, tmp_path):
+    """steps=4 in the spec: the study's rows are the API's call with steps=4 (and differ from steps=1)."""
+    datasets = pytest.importorskip("datasets")
+    h = tiny[0]["mamba"]
+    row = {"id": "natural-00000", "text": CLEAN, "target": "Mary", "mamba_native_ids": h.encode(CLEAN),
+           "target_id_mamba": h.encode(" Mary")[0], "mamba_name_swap_ids": h.encode(CORRUPT),
+           "mamba_answer_id": h.encode(" Mary")[0], "mamba_wrong_id": h.encode(" John")[0]}
+    spec = {"prompts": datasets.Dataset.from_list([row]), "models": [str(tiny_dirs[0]["mamba"])], "seed": 0,
+            "device": "cpu", "analyses": [{"analysis": "attribution_patch", "corruption": "name_swap", "steps": 4}]}
+    result = study.run(spec, tmp_path / "s", progress=False)
+    assert (result.done, result.failed) == (1, [])
+    got = study.read(tmp_path / "s", "attribution_patch").drop(columns=["task", "prompt_index"])
+    direct = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John", steps=4)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), direct, check_dtype=False, rtol=1e-5, atol=1e-7)
+    plain = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John")
+    assert not np.allclose(got["estimate"], plain["estimate"])

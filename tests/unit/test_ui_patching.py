@@ -173,3 +173,25 @@ def test_the_note_and_heatmap_name_each_layers_kind_of_a_hybrid(tiny_dirs, tiny)
     colours = [np.asarray(ax.images[0].get_array()).ravel().tolist() for ax in strips]
     legend = [t.get_text() for t in figure.legends[0].get_texts()]  # one colour index per kind, sorted
     assert colours == [[legend.index(k) for k in kinds], [legend.index("attention")] * 2]
+
+
+def test_estimate_mode_passes_the_steps_box_to_attribution_patch():
+    from compare.analyses.attribution import attribution_patch
+    from ui import tab_patching
+
+    note, figure, df, files = last(tab_patching.run(**{**ESTIMATE, "steps": 4.0}))  # a gr.Number sends a float
+    for name, component in (("mamba", "h"), ("gpt2", "resid_post")):
+        ref = attribution_patch(CLEAN, CORRUPT, model=models.get(name), answer=" Mary", wrong=" John",
+                                components=[component], steps=4)
+        np.testing.assert_array_equal(df[df["model"] == name]["estimate"].to_numpy(), ref["estimate"].to_numpy())
+    assert "steps = 4" in note and "path of 4 steps" in figure.get_suptitle()
+
+
+@pytest.mark.parametrize("steps", [0, 2.5, None])
+def test_a_bad_steps_box_is_refused_in_estimate_mode_only(steps):
+    from ui import tab_patching
+
+    with pytest.raises(gr.Error, match="steps"):
+        last(tab_patching.run(**{**ESTIMATE, "steps": steps}))
+    note, *_ = last(tab_patching.run(**{**RUN, "layers": "0", "steps": steps}))  # exact mode does not read it
+    assert "logit_diff clean" in note
