@@ -80,7 +80,7 @@ def test_unreachable_hub_gives_one_clear_message(monkeypatch):
 def test_directory_of_neither_format(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     with pytest.raises(ModelLoadError, match=r"not a checkpoint of a known family \(Mamba, Mamba-2, GPT-2, Pythia, "
-                                             r"Granite-4\.0-H, Falcon-H1\)"):
+                                             r"Granite-4\.0-H, Falcon-H1, Nemotron-H\)"):
         load_model(tmp_path)
     with pytest.raises(ModelLoadError, match="no config.json"):
         load_model(tmp_path / "..")
