@@ -51,7 +51,7 @@ from ..base.hooks import HookPoint
 from ..ssm.mamba import conv_silu, softplus
 from ..ssm.mamba2 import materialised_ssd
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
-from .base import TransformersFamily, _walk, causal_mask, from_state_dict
+from .base import TransformersFamily, _walk, from_state_dict
 from .hybrid_suffix import Prefix, in_projection, mixer_suffix
 
 ATTENTION = "compare_hooked_gqa"
@@ -183,10 +183,11 @@ class ScaledHead(nn.Linear):
 
 
 def attention_kwargs(resid: torch.Tensor, start: int = 0) -> dict:
-    """The mask eager attention gets from transformers without padding, [1, 1, l, l]; for positions
-    start.. of a suffix [1, 1, l, start + l], query i seeing keys 0..start+i."""
+    """The mask `hooked_attention` gets from transformers without padding: None (causal); for
+    positions start.. of a suffix [1, 1, l, start + l], added to the scores, query i seeing keys
+    0..start+i."""
     if not start:
-        return {"attention_mask": causal_mask(resid)}
+        return {"attention_mask": None}
     T = resid.shape[1]
     mask = torch.full((1, 1, T, start + T), torch.finfo(resid.dtype).min, device=resid.device, dtype=resid.dtype)
     return {"attention_mask": mask.triu(start + 1)}
@@ -199,20 +200,26 @@ def rotary(rotary_emb: nn.Module, resid: torch.Tensor, start: int = 0):
 
 
 def register_attention() -> None:
-    """Register `hooked_attention` (and transformers' eager mask for it) as `ATTENTION`; idempotent."""
+    """Register `hooked_attention` (and transformers' SDPA mask for it) as `ATTENTION`; idempotent.
+    The SDPA mask is None where the plain causal mask would be (no padding, as many queries as
+    keys), so that SDPA runs its causal kernel on the key/value heads (`hooked_attention`)."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(ATTENTION, hooked_attention)
-    AttentionMaskInterface.register(ATTENTION, eager_mask)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 def hooked_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """transformers' eager attention (grouped-query) with q, k, v [b, heads, l, head] and the
     probabilities passed through the module's hook points (q, k, v as [b, l, ·], heads concatenated).
     While nothing reads or edits the pattern (`HookPoint.requested`), transformers' SDPA attention
-    runs instead: the same sums without the [b, heads, l, l] scores in memory (4× faster at 1,024
-    positions on a CPU); q, k and v are laid out for their points only while they are requested."""
+    runs instead: the same sums without the [b, heads, l, l] scores in memory; with no mask (None:
+    the plain causal one, `register_attention`) SDPA masks causally itself and runs on the key/value
+    heads (is_causal, enable_gqa; 4× faster again at 1,024 positions on a CPU than with the mask
+    tensor and the heads repeated). q, k and v are laid out for their points only while they are
+    requested. The mask is None (causal, as many queries as keys), boolean (True: attend; padding
+    or an edge `mask_edges` cut) or additive (finfo.min: masked; `attention_kwargs`)."""
     def hooked(name, x):  # [b, heads, l, head] -> hook on [b, l, heads·head] -> back, a view of the hook's output
         point = getattr(module, f"hook_{name}")
         if not point.requested():
@@ -230,8 +237,13 @@ def hooked_attention(module, query, key, value, attention_mask, scaling, dropout
     groups = module.num_key_value_groups
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
+    if attention_mask is None:  # causal: query i of the last T of S positions sees keys 0..S-T+i
+        T, S = scores.shape[-2:]
+        attention_mask = torch.full((T, S), torch.finfo(scores.dtype).min, device=scores.device,
+                                    dtype=scores.dtype).triu(S - T + 1)
+    elif attention_mask.dtype == torch.bool:  # as transformers' `eager_mask` makes it of the same
+        attention_mask = torch.zeros((), dtype=scores.dtype).masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    scores = scores + attention_mask
     pattern = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     pattern = module.hook_pattern(pattern)
     pattern = torch.nn.functional.dropout(pattern, p=dropout, training=module.training)
