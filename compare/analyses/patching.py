@@ -342,11 +342,9 @@ def _h_wavefront(sweep: Patching, terms: dict, entries, corrupt_final: torch.Ten
     prefixes = {k: Prefix(blocks[k], terms[k]) for k in range(min(sweep.layers) + 1, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if not patch}
-    starts = sorted({min(patch) for patch in sweep.patches if patch})
-    for p in starts:
+    for p, group in _by_start(sweep):
         if stop is not None and stop.is_set():
             return done, True
-        group = [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]
         with handle.lock, torch.inference_mode():
             rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
             for k in range(min(sweep.layers), L):
@@ -387,6 +385,13 @@ def _blocks_suffix(handle, block, rows: torch.Tensor, prefix, p: int, last_only:
     return torch.cat([block(rows[i:i + size], last_only, state) for i in range(0, len(rows), size)])
 
 
+def _by_start(sweep: Patching) -> list[tuple[int, list[int]]]:
+    """The non-empty patches grouped by their first position p, rising: [(p, [patch index, ...])]
+    (a wavefront runs each group's rows on positions p.. only)."""
+    starts = sorted({min(patch) for patch in sweep.patches if patch})
+    return [(p, [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]) for p in starts]
+
+
 def _suffix_start(sweep: Patching) -> int | None:
     """On a family with `Family.suffix`, where the rows of a patch of layer l start running
     suffixes: block l for a block's input (resid_pre), l + 1 for anything else; None elsewhere."""
@@ -415,11 +420,9 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
         prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if same[layer][list(patch)].all()}  # all() of no position: the empty patch
-    starts = sorted({min(patch) for patch in sweep.patches if patch})
-    for p in starts:
+    for p, group in _by_start(sweep):
         if stop is not None and stop.is_set():
             return done, True
-        group = [i for i, patch in enumerate(sweep.patches) if patch and min(patch) == p]
         with handle.lock, torch.inference_mode():
             rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
             for k in range(first, L + 1):
