@@ -148,8 +148,8 @@ class Family:
 
     def hidden_attention_refusal(self, module: nn.Module, layer: int) -> str | None:
         """Why the hidden attention α of `layer` cannot be read (None: it can, from `attention_points`)."""
-        if self.mixes_nothing(module, layer):
-            return self.mixes_nothing(module, layer)
+        if why := self.mixes_nothing(module, layer):
+            return why
         if not self.mixes(module, layer, "ssm"):
             return (f"hidden attention needs a selective SSM; {self.title} mixes positions by attention at layer "
                     f"{layer}: read its heads with head_pattern")
@@ -171,8 +171,8 @@ class Family:
     def pattern_refusal(self, module: nn.Module, layer: int) -> str | None:
         """Why `layer` has no attention pattern to show (None: it has, the `pattern` point); a layer
         that attends shows its heads, Falcon-H1's too, which run an SSM beside them."""
-        if self.mixes_nothing(module, layer):
-            return self.mixes_nothing(module, layer)
+        if why := self.mixes_nothing(module, layer):
+            return why
         if "pattern" not in self.points_at(module, layer):
             return f"layer {layer} of {self.title} has no attention pattern; use hidden_attention for a selective SSM"
         return None

@@ -10,6 +10,7 @@ from ..analyses.align import align  # the package's alignment (what compare's al
 from ..measures import metrics
 from ..figures import thesis as thesis_figures
 from ..figures.base import token_label
+from ..handle.vocabularies import BYTE_OF_CHAR
 from .context import Context
 from .plan import (CYCLES, FIG9_COUNTS, IOI, IOI_NEOX_IDS, LITHUANIAN, MARY, REPEATED, REPEATED_COUNT,
                    REPEATED_ID_NEOX, THESIS_R)
@@ -21,24 +22,15 @@ CYCLE_CLAIMS = {(42, 69): "GPT-NeoX reads I, d; GPT-2 reads the same IDs as K, f
                               "leading spaces; see section 10); GPT-2 reads the same IDs as <sales>, <Thus> (Fig. 20)"}
 
 
-def byte_level_alphabet() -> dict[int, str]:
-    """Byte-level BPE's map from each byte to the printable character its vocabulary writes it as (GPT-2's
-    and GPT-NeoX's): printable Latin-1 bytes stand for themselves, the rest move to U+0100 onwards."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    moved = [b for b in range(256) if b not in keep]
-    return {**{b: chr(b) for b in keep}, **{b: chr(256 + k) for k, b in enumerate(moved)}}
-
-
 def byte_label(tokenizer, token_id: int, text: str) -> str:
     """`token_label(text)`, or, where the token is part of a multi-byte character (its text alone decodes
     to U+FFFD, as Lithuanian 'ė' split in two), its bytes as escapes: '\\xc4' instead of the replacement character."""
     if "\ufffd" not in text:
         return token_label(text)
-    to_byte = {c: b for b, c in byte_level_alphabet().items()}
     piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    if not isinstance(piece, str) or any(c not in to_byte for c in piece):
+    if not isinstance(piece, str) or any(c not in BYTE_OF_CHAR for c in piece):
         return token_label(text).replace("\ufffd", "\\ufffd")
-    return "'" + bytes(to_byte[c] for c in piece).decode("utf-8", errors="backslashreplace") + "'"
+    return "'" + bytes(BYTE_OF_CHAR[c] for c in piece).decode("utf-8", errors="backslashreplace") + "'"
 
 
 def token_ids(ctx: Context) -> Section:
