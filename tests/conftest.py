@@ -5,6 +5,7 @@ temp dir and loaded back through the public `load_model`, the route a user takes
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -17,6 +18,8 @@ SHARED_TOKENIZERS = Path(__file__).resolve().parents[1] / ".." / "shared" / "tok
 WORDS = ("When Mary and John went to the store , gave a drink to she he it I d K f 1 2 3 "
          "cat dog runs the of in on at . ! ? red green blue one two three").split()
 TINY_VOCAB = 64  # tokenizer size; models pad their embeddings to 72 rows, as real checkpoints pad
+# Tokens mathtext would read as markup (or crash on), and scripts DejaVu Sans does not cover.
+HOSTILE = ("$$", "$", "\\", "_", "^", "a_b^c", "\\frac{1}{2}", "$x^2$", "🐍", "👨‍👩‍👧", "日本語", "中文", "שלום")
 
 
 def tiny_tokenizer():
@@ -33,6 +36,34 @@ def tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>")
+
+
+def renders(fig):
+    """The figure saves as a PNG (mathtext errors and missing fonts surface here)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue().startswith(b"\x89PNG")
+
+
+def drawn(fig):
+    """Every Text artist of the figure (table cells included), after a draw created the ticks."""
+    from matplotlib.text import Text
+
+    fig.draw_without_rendering()
+    found = fig.findobj(Text)
+    for ax in fig.axes:
+        for table in ax.tables:
+            found += [cell.get_text() for cell in table.get_celld().values()]
+    return found
+
+
+def assert_literal(fig, expected):
+    """Each expected string is the whole text of some artist, and every artist showing it is literal."""
+    texts = drawn(fig)
+    for want in expected:
+        showing = [t for t in texts if t.get_text() == want]
+        assert showing, f"no artist draws {want!r}"
+        assert not any(t.get_parse_math() for t in showing), f"{want!r} is parsed as mathtext"
 
 
 def ssm_inputs(b, l, d, n, seed=0, gate=False):

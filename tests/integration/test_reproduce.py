@@ -20,7 +20,7 @@ from compare.reproduce import SECTIONS, errata, render, thesis_report
 from compare.reproduce.plan import IOI, LITHUANIAN, MARY, QUICK
 from compare.reproduce.report import Number, Report, Section
 from compare.reproduce.sweeps import noisy_rows
-from conftest import build_gpt2, build_mamba_hf, shared_tokenizer, tiny_tokenizer
+from conftest import HOSTILE, assert_literal, build_gpt2, build_mamba_hf, renders, shared_tokenizer, tiny_tokenizer
 
 package = sys.modules["compare.reproduce"]
 
@@ -442,7 +442,6 @@ def test_real_tokenizers_every_erratum_is_checked_and_confirmed(real_report):
 
 def test_thesis_figures_draw_hostile_tokens_literally():
     from compare.figures import thesis as thesis_figures
-    from test_figures import HOSTILE, assert_literal, renders
 
     rng = np.random.default_rng(0)
     tokens = list(HOSTILE[:5])

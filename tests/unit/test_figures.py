@@ -1,5 +1,4 @@
 """Figures: pure functions of arrays/DataFrames, one titled panel per model, tokens drawn literally."""
-import io
 import warnings
 
 import matplotlib
@@ -8,44 +7,17 @@ import pandas as pd
 import pytest
 from matplotlib import font_manager
 from matplotlib.figure import Figure
-from matplotlib.text import Text
 
 from compare.figures import base as figures
+from conftest import HOSTILE, assert_literal, renders
 
 matplotlib.use("Agg")
 MODELS = ("mamba", "gpt2")
-# Tokens mathtext would read as markup (or crash on), and scripts DejaVu Sans does not cover.
-HOSTILE = ("$$", "$", "\\", "_", "^", "a_b^c", "\\frac{1}{2}", "$x^2$", "🐍", "👨‍👩‍👧", "日本語", "中文", "שלום")
 CJK = ("日本語", "中文")
 
 
 def panels(fig):
     return [ax for ax in fig.axes if ax.get_title()]
-
-
-def renders(fig):
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue().startswith(b"\x89PNG")
-
-
-def drawn(fig):
-    """Every Text artist of the figure (table cells included), after a draw created the ticks."""
-    fig.draw_without_rendering()
-    found = fig.findobj(Text)
-    for ax in fig.axes:
-        for table in ax.tables:
-            found += [cell.get_text() for cell in table.get_celld().values()]
-    return found
-
-
-def assert_literal(fig, expected):
-    """Each expected string is the whole text of some artist, and every artist showing it is literal."""
-    texts = drawn(fig)
-    for want in expected:
-        showing = [t for t in texts if t.get_text() == want]
-        assert showing, f"no artist draws {want!r}"
-        assert not any(t.get_parse_math() for t in showing), f"{want!r} is parsed as mathtext"
 
 
 def system_font(filename):

@@ -1,8 +1,6 @@
 """Noise figures: synthetic frames in, a Figure with the expected panels and artists out."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from compare.figures import noise as nf
+from conftest import renders
 
 LEVELS = np.linspace(0, 1, 11)
 
@@ -78,12 +77,6 @@ def test_channel_bars_show_the_top_channels(top):
 def test_critical_levels_without_any_fit_is_an_empty_plot():
     ax = nf.critical_levels(fits_frame().assign(status="always_hit")).axes[0]
     assert not ax.containers and ax.get_legend() is None
-
-
-def renders(fig):
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue().startswith(b"\x89PNG")
 
 
 def test_hit_curves_shade_the_critical_level_ci():
