@@ -21,8 +21,8 @@ from compare import families
 from compare.figures import base as figures, patching as patching_figures
 from compare.analyses.attribution import attribution_patch
 from compare.analyses.hidden_attention import attention_map
-from compare.analyses.patching import METRICS, patch_sweep, prepare
-from compare.analyses.signatures import ATTRIBUTION_PATCH
+from compare.analyses.patching import patch_sweep, prepare
+from compare.analyses.signatures import ATTRIBUTION_PATCH, PATCH_SWEEP
 from datasets_gen.counterfactuals import corruptions
 from datasets_gen.build import suite_rng
 from datasets_gen.suites import NaturalConfig
@@ -240,7 +240,9 @@ def build(heavy: dict) -> None:
             wrong = gr.Textbox(" John", label="Wrong answer (one token; empty: the best other)",
                                elem_id="patching-wrong")
             layers = gr.Textbox("all", label="Layers", info=LAYERS_HELP, elem_id="patching-layers")
-            metric = gr.Radio(list(METRICS), value="logit_diff", label="Metric")
+            # patch_sweep's signature; attribution_patch (mode estimate) declares the same metrics
+            metric = gr.Radio(list(PATCH_SWEEP["metric"].choices), value=PATCH_SWEEP["metric"].default,
+                              label="Metric", elem_id="patching-metric")
             mode = gr.Radio(list(MODES), value="exact", label="Mode", elem_id="patching-mode",
                             info="exact: one forward per layer × position; estimate: attribution patching, a "
                                  "first-order estimate from one forward and backward (long prompts)")

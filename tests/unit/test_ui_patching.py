@@ -98,6 +98,19 @@ def test_component_choices_follow_the_family():
     assert "h" in tab_patching.components("mamba") and "pattern" not in tab_patching.components("gpt2")
 
 
+def test_metric_choices_are_the_signatures_of_both_modes():
+    from compare.analyses.signatures import ATTRIBUTION_PATCH, PATCH_SWEEP
+    from ui import tab_patching
+
+    with gr.Blocks() as demo:
+        tab_patching.build({})
+    (radio,) = [b for b in demo.blocks.values() if b.elem_id == "patching-metric"]
+    offered = [value for _, value in radio.choices]
+    assert offered == ["logit_diff", "logit", "prob", "logprob"]  # the four `patching.metric_of` computes
+    for signature in (PATCH_SWEEP, ATTRIBUTION_PATCH):  # mode exact runs patch_sweep, estimate attribution_patch
+        assert tuple(offered) == signature["metric"].choices and radio.value == signature["metric"].default
+
+
 @pytest.mark.parametrize("change,message", [
     (dict(corrupt="When Mary and John went to the store , John gave a drink"), "same number of tokens"),
     (dict(component_b="pattern"), "cannot be patched"),
