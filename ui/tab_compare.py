@@ -27,10 +27,11 @@ from gradio.components.plot import PlotData
 from compare import Stopped, compare
 from compare.figures import vega
 from compare.base.store import MARKER
+from compare.handle.vocabularies import byte_text
 from compare.analyses.signatures import COMPARE
 
 from . import downloads, examples, jobs, limits, models
-from .tab_tokenizers import byte_text, token_text
+from .tab_tokenizers import token_text
 
 TRACK_SEPARATOR = "|"
 EXAMPLES = [  # one per prompt suite: prompt, variant, tracked tokens
@@ -58,7 +59,7 @@ def input_tokens(comparison, handles) -> dict[str, list[str]]:
     """Each model's input tokens as labels: pieces of a UTF-8 character as their bytes (`byte_text`)
     where `handles` has the model, else as decoded."""
     model = {handle.name: handle for handle in handles}
-    return {name: [t if "\ufffd" not in t or name not in model else byte_text(model[name], int(i), t)
+    return {name: [byte_text(model[name].tokenizer, int(i), t) if name in model else t
                    for i, t in zip(run.ids, run.tokens)]
             for name, run in comparison.runs.items()}
 

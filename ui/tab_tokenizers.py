@@ -13,7 +13,7 @@ import pandas as pd
 from compare.figures import base as figures
 from compare.measures import metrics
 from compare import tokenizer_stats
-from compare.handle.vocabularies import BYTE_OF_CHAR
+from compare.handle.vocabularies import byte_text
 
 from . import examples, limits, models
 
@@ -28,24 +28,11 @@ def visible(token: str) -> str:
 
 
 def token_text(model, token_id: int, text: str | None = None) -> str:
-    """The token's text (`byte_text`), made `visible`.
+    """The token's text (`vocabularies.byte_text`: a piece of a character as its bytes), made `visible`.
 
     text: the token's decoded text when the caller has it (`model.decode_tokens([token_id])[0]`).
     """
-    return visible(byte_text(model, token_id, text))
-
-
-def byte_text(model, token_id: int, text: str | None = None) -> str:
-    """The token's text; a byte-level token that is no whole character (its text has "�") written
-    from its bytes: the valid UTF-8 in them as text, each byte that is not as `\\xNN`
-    (`\\xe2\\x80`, ` \\xe2`), so that different pieces do not all read "�"."""
-    text = model.decode_tokens([token_id])[0] if text is None else text
-    if "\ufffd" not in text:
-        return text
-    raw = model.tokenizer.convert_ids_to_tokens(int(token_id))
-    if not isinstance(raw, str) or not raw or any(c not in BYTE_OF_CHAR for c in raw):
-        return text  # not a byte-level entry: the replacement character is its text
-    return bytes(BYTE_OF_CHAR[c] for c in raw).decode("utf-8", errors="backslashreplace")
+    return visible(byte_text(model.tokenizer, token_id, text))
 
 
 def token_spans(model, text: str) -> list[tuple[int, int, int]]:

@@ -19,6 +19,7 @@ of 8), so a known vocabulary is recognised by its padded row count, not by its s
 from __future__ import annotations
 
 import hashlib
+import re
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
@@ -146,13 +147,34 @@ class Vocab:
         Byte-level BPE (GPT-2, GPT-NeoX) splits multi-byte characters across tokens, and decoding
         such a token alone gives U+FFFD; its vocabulary entry, read through the byte-level
         alphabet, gives the real bytes. Added tokens are stored as plain text. Any other backend
-        is read through its decoded text, exact for tokenizers that never split a character.
+        is read through its decoded text, exact for tokenizers that never split a character;
+        where that text has U+FFFD, the entry read as bytes (through the byte-level alphabet, or
+        as a byte-fallback `<0xNN>`) is taken if those bytes decode to that same text: a
+        byte-level vocabulary behind a wrapper with no `tokenizers` backend (transformers' Python
+        tokenizers, e.g. `ClvpTokenizer`), or SentencePiece's byte fallback.
         """
-        if self._added_tokens is None:
-            return self.decode([token_id]).encode("utf-8")
-        if token_id in self._added_tokens:
-            return self._added_tokens[token_id].encode("utf-8")
-        return bytes(BYTE_OF_CHAR[char] for char in self.backend.id_to_token(token_id))
+        if self._added_tokens is not None:  # a byte-level backend
+            if token_id in self._added_tokens:
+                return self._added_tokens[token_id].encode("utf-8")
+            entry = self._entry(token_id)
+            if entry and all(char in BYTE_OF_CHAR for char in entry):
+                return bytes(BYTE_OF_CHAR[char] for char in entry)
+        decoded = self.decode([token_id])
+        if "\ufffd" in decoded:
+            # the check is what makes reading the entry sound: bytes that decode as the tokenizer does
+            for data in _entry_readings(self._entry(token_id)):
+                if data.decode("utf-8", errors="replace") == decoded:
+                    return data
+        return decoded.encode("utf-8")
+
+    def _entry(self, token_id: int) -> str:
+        """The vocabulary entry of `token_id` ("" where the backend cannot say)."""
+        if isinstance(self.backend, Tokenizer):
+            entry = self.backend.id_to_token(token_id)
+        else:
+            convert = getattr(self.backend, "convert_ids_to_tokens", None)
+            entry = convert(int(token_id)) if convert is not None else None
+        return entry if isinstance(entry, str) else ""
 
     @cached_property
     def _added_tokens(self) -> dict[int, str] | None:
@@ -174,6 +196,32 @@ class Vocab:
                 f"{field}: IDs {bad[:5]} are outside the {self.name} vocabulary; "
                 f"allowed values are 0..{size - 1}"
             )
+
+
+def _entry_readings(entry: str) -> list[bytes]:
+    """The bytes a vocabulary entry may stand for: through the byte-level alphabet, and a
+    SentencePiece byte-fallback entry (`<0xE2>`) as its byte."""
+    readings = []
+    if entry and all(char in BYTE_OF_CHAR for char in entry):
+        readings.append(bytes(BYTE_OF_CHAR[char] for char in entry))
+    fallback = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", entry)
+    if fallback:
+        readings.append(bytes([int(fallback.group(1), 16)]))
+    return readings
+
+
+def byte_text(tokenizer: Any, token_id: int, text: str | None = None) -> str:
+    """The token's text (`token_texts`); a token that is no whole character (its text has "�")
+    written from its bytes (`Vocab.token_bytes`): the valid UTF-8 in them as text, each byte that is
+    not as `\\xNN` (`\\xe2\\x80`, ` \\xe2`), so that different pieces do not all read "�". Where
+    the bytes are not known, the text with its "�".
+
+    text: the token's decoded text when the caller has it.
+    """
+    text = token_texts(tokenizer, [token_id])[0] if text is None else text
+    if "\ufffd" not in text:
+        return text
+    return load_vocab(tokenizer, "tokenizer").token_bytes(int(token_id)).decode("utf-8", errors="backslashreplace")
 
 
 def _backend_of(obj: Any) -> Any:

@@ -10,7 +10,7 @@ from ..analyses.align import align  # the package's alignment (what compare's al
 from ..measures import metrics
 from ..figures import thesis as thesis_figures
 from ..figures.base import token_label
-from ..handle.vocabularies import BYTE_OF_CHAR
+from ..handle.vocabularies import byte_text
 from .context import Context
 from .plan import (CYCLES, FIG9_COUNTS, IOI, IOI_NEOX_IDS, LITHUANIAN, MARY, REPEATED, REPEATED_COUNT,
                    REPEATED_ID_NEOX, THESIS_R)
@@ -27,10 +27,10 @@ def byte_label(tokenizer, token_id: int, text: str) -> str:
     to U+FFFD, as Lithuanian 'ė' split in two), its bytes as escapes: '\\xc4' instead of the replacement character."""
     if "\ufffd" not in text:
         return token_label(text)
-    piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    if not isinstance(piece, str) or any(c not in BYTE_OF_CHAR for c in piece):
+    shown = byte_text(tokenizer, token_id, text)
+    if "\ufffd" in shown:  # its bytes are not known
         return token_label(text).replace("\ufffd", "\\ufffd")
-    return "'" + bytes(BYTE_OF_CHAR[c] for c in piece).decode("utf-8", errors="backslashreplace") + "'"
+    return "'" + shown + "'"
 
 
 def token_ids(ctx: Context) -> Section:
