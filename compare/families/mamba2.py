@@ -10,7 +10,7 @@ Model level: embed, final_norm, logits.
 Noise is affine in the block's output on gated_norm, mixer_out and resid_post only: y (and the
 state before it) reaches out_proj through the gated RMSNorm, which divides by y's own size.
 No ray path (`rays`): Mamba-1's in_proj trick is not written for this block. Noise on h,
-h_readout and write is affine in y, though (`Point.into_y`): the restart engine adds its change
+h_readout, write and B is affine in y, though (`Point.into_y`): the restart engine adds its change
 of y (`noise_into_y`) to the clean y and finishes the block from there (`block_from_y`), without
 materialising a state per run.
 
@@ -29,7 +29,7 @@ import torch
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError, flag, size
 from ..ssm.mamba2 import Mamba2Config, Mamba2LM
-from ..ssm.ssd import CHUNK, attention_terms, discretise, per_head, read_out, segsum, states
+from ..ssm.ssd import CHUNK, attention_terms, discretise, per_head, read_out, segsum, ssd_chunked, states
 from .base import FP32_BYTES, Family, Point, model_points
 
 
@@ -58,7 +58,7 @@ class Mamba2Family(Family):
         _p("norm", BLOCK, "[b, l, d]"),
         _p("gate", MIXER, "[b, l, d_in]"),
         _p("x", MIXER, "[b, l, heads, p]"),
-        _p("B", MIXER, "[b, l, g, n]"),
+        _p("B", MIXER, "[b, l, g, n]", into_y=True),
         _p("C", MIXER, "[b, l, g, n]"),
         _p("dt", MIXER, "[b, l, heads]"),
         _p("A_bar", MIXER, "[b, l, heads]", ssm=True),
@@ -89,19 +89,25 @@ class Mamba2Family(Family):
         """Per head: α[t, s] = C_t · B_s · Π_{k=s+1..t} Ā_k · Δ_s (`ssd.ssd_attention`)."""
         return attention_terms(*self.ssm_parameters(module, layer), seen, units)
 
-    into_y_points = ("dt", "C", "gate", "y")
+    into_y_points = ("dt", "x", "C", "gate", "y")
 
     def noise_into_y(self, module, layer, component, terms, positions, values):
-        """Δy [R, T, heads, p] for values [R, P, heads, p, n] added to h, write or h_readout at `positions`.
+        """Δy [R, T, heads, p] for values [R, P, heads, p, n] added to h, write or h_readout, or
+        [R, P, g, n] added to B, at `positions`.
 
         y_t = C_t · h_t + D x_t is linear in h. An increment ε_s of h (`Mamba2Mixer`: it enters
         the recurrence) or of the write w_s (h_s = Ā_s h_{s-1} + w_s: the same increment)
         reaches every later state decayed by L[t, s] = Π_{k=s+1..t} Ā_k, so
         Δy_t = Σ_s L[t, s] C_t · ε_s; one of h_readout changes y at s only, by C_s · ε_s.
+        B_s is read by the write alone (w_s = Δ_s x_s ⊗ B_s), so ε_s on B_s is the write
+        increment Δ_s x_s ⊗ ε_s: Δy_t = Σ_s L[t, s] Δ_s x_s (C_t · ε_s), the SSD with ε for B.
         """
-        heads, pos = values.shape[2], torch.tensor(positions)
-        C = per_head(terms["C"].float(), heads)[0]  # [T, heads, n]
+        pos = torch.tensor(positions)
         values = values.float()
+        if component == "B":
+            return self._b_into_y(module, layer, terms, pos, values)
+        heads = values.shape[2]
+        C = per_head(terms["C"].float(), heads)[0]  # [T, heads, n]
         if component == "h_readout":
             dy = values.new_zeros(len(values), C.shape[0], *values.shape[2:4])
             dy[:, pos] = (values @ C[pos].unsqueeze(-1)).squeeze(-1)
@@ -119,6 +125,17 @@ class Mamba2Family(Family):
         Cg = terms["C"][0].float()  # [T, g, n]
         read = torch.einsum("rsgkn,tgn->rsgkt", values.reshape(R, P, Cg.shape[1], -1, n), Cg)
         return torch.einsum("hts,rshpt->rthp", L, read.reshape(R, P, heads, p, -1))
+
+    def _b_into_y(self, module, layer, terms, pos, values):
+        """`noise_into_y` of values [R, P, g, n] on B. y is linear in B, so Δy is the SSD of the noise
+        itself (`ssd.ssd_chunked` with B = ε, zero off the noised positions, and no D·x): the
+        chunked GEMMs of a forward, no state materialised, whatever the number of positions."""
+        dt, x, C = (terms[name].float() for name in ("dt", "x", "C"))  # [1, T, heads], [1, T, heads, p], [1, T, g, n]
+        A = self.ssm_parameters(module, layer)[0].to(dt.device)
+        noise = values.new_zeros(len(values), *C.shape[1:])
+        noise[:, pos] = values
+        R = len(values)
+        return ssd_chunked(x.expand(R, -1, -1, -1), dt.expand(R, -1, -1), A, noise, C.expand(R, -1, -1, -1))
 
     def block_from_y(self, module, layer, terms, resid, y):
         """resid + the mixer's gated RMSNorm and out_proj of y (`Mamba2Mixer.output`), with the clean gate."""

@@ -55,6 +55,32 @@ def test_noise_on_the_state_by_scanned_increments_equals_one_trace_per_run(m2, m
     np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
 
 
+def test_noise_on_B_is_carried_into_y():
+    from compare.families.mamba2 import MAMBA2
+
+    assert MAMBA2.point("B").into_y  # the sweep takes `restart.run_into_y`, not a noised block per run
+
+
+@pytest.mark.parametrize("chunk", [None, 4])  # the prompt's 14 positions in one chunk, or across four
+@pytest.mark.parametrize("positions", [None, [3, 9]])
+def test_noise_on_B_as_the_ssd_of_the_noise_equals_one_trace_per_run(m2, monkeypatch, chunk, positions):
+    """y is linear in B: Δy is the SSD with the noise for B (`Mamba2Family.noise_into_y`), and the sweep
+    equals the trace that adds the noise to hook_B, both scales."""
+    if chunk is not None:
+        from functools import partial
+
+        from compare.ssm.ssd import ssd_chunked
+
+        monkeypatch.setattr("compare.families.mamba2.ssd_chunked", partial(ssd_chunked, chunk=chunk))
+    for scale in ("absolute", "relative"):
+        kw = dict(model=m2[0], target=" Mary", component="B", levels=[0.0, 0.8, 3.0], trials=2, seed=7,
+                  positions=positions, scale=scale)
+        fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
+        np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
+        np.testing.assert_allclose(fast["logit_diff"], ref["logit_diff"], atol=1e-4)
+        assert (fast["p_target"] != fast.groupby("layer")["p_target"].transform("first")).any()
+
+
 @pytest.mark.parametrize("component", ["A_bar", "h"])
 def test_one_state_per_chunk_still_equals_the_reference(m2, component):
     """A budget of one materialised state: the edited block runs one row at a time, the blocks
@@ -76,6 +102,14 @@ def test_patch_sweep_equals_one_trace_per_patch(m2, component):
     assert len(fast) == 2 * 14
     np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
     assert fast["recovery"].abs().max() > 0.05
+
+
+def test_patching_B_as_the_ssd_of_the_increment_equals_one_trace_per_patch(m2):
+    """B is an `into_y` point for patching too: the increment clean − corrupt of B at the patch's positions."""
+    kw = dict(model=m2[0], component="B", answer=" Mary", wrong=" John", positions=[3, 9, (2, 9), "all"])
+    fast, ref = patch_sweep(CLEAN, CORRUPT, **kw), patch_sweep_ref(CLEAN, CORRUPT, **kw)
+    np.testing.assert_allclose(fast["metric_patched"], ref["metric_patched"], atol=1e-5, rtol=0)
+    assert fast["recovery"].abs().max() > 0.01  # B patched moves the metric (less than h: one term of the write)
 
 
 def test_patching_h_carries_the_clean_state_forward(m2):
