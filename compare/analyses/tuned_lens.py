@@ -41,15 +41,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import weakref
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..base import memory
 from ..handle.inputs import handle_of, is_int
+from ..handle.vocabularies import check_encodable
 from ..base.checks import check_callbacks
 from .lens import residuals
 from ..handle.model import Model
@@ -128,7 +131,11 @@ def corpus_texts(texts) -> list[str]:
                 raise ValueError(f"texts: {path} is a folder but not a saved datasets_gen build ({err})") from None
             return [text for split in splits.values() for text in split["text"]]
         if path.is_file():
-            return [path.read_text(encoding="utf-8")]
+            try:
+                return [path.read_text(encoding="utf-8")]
+            except UnicodeDecodeError as err:
+                raise ValueError(f"texts: {path} is not UTF-8 text ({err.reason} at byte {err.start}); give a text "
+                                 "file, a list of strings or a saved datasets_gen build folder") from None
         raise ValueError(f"texts must be a list of strings, a saved datasets_gen build folder or a text file; "
                          f"{str(texts)!r} is neither a folder nor a file")
     if not isinstance(texts, (list, tuple)) or not texts:
@@ -137,6 +144,8 @@ def corpus_texts(texts) -> list[str]:
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"texts[{bad[0]}] must be a string, got {type(texts[bad[0]]).__name__}")
+    for i, text in enumerate(texts):
+        check_encodable(text, f"texts[{i}]")
     return list(texts)
 
 
@@ -170,8 +179,10 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
     for name, value in (("steps", steps), ("seed", seed), ("seq_len", seq_len), ("batch", batch)):
         if not is_int(value) or value < (0 if name in ("seed", "steps") else 1):
             raise ValueError(f"{name} must be an integer ≥ {0 if name in ('seed', 'steps') else 1}, got {value!r}")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not (
+            math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    lr = float(lr)  # as the saved lens's JSON records it
     if head_dtype not in HEAD_DTYPES:
         raise ValueError(f"head_dtype must be one of {', '.join(HEAD_DTYPES)}, got {head_dtype!r}")
     check_callbacks(progress, stop)
@@ -267,18 +278,41 @@ def save(lens: TunedLens, directory) -> Path:
 
 
 def load(directory, *, model=None) -> TunedLens:
-    """A lens saved by `save`; with `model`, refused unless it is the model the lens was trained for."""
+    """A lens saved by `save`; with `model`, refused unless it is the model the lens was trained for.
+
+    A folder that is not what `save` writes (unreadable JSON, a field missing or of another type,
+    a tensor missing, of another shape or not finite, a truncated file) is refused with a
+    ValueError naming the file and what it must hold."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
     if not (directory / WEIGHTS).is_file() or not (directory / META).is_file():
         raise ValueError(f"directory: {directory} holds no saved tuned lens ({WEIGHTS} and {META})")
-    info = json.loads((directory / META).read_text())
-    lens = TunedLens(info["source"], info["family"], info["digest"], info["n_layers"], info["d"], info["meta"])
-    tensors = load_file(directory / WEIGHTS)
+    info = _meta(directory / META)
+    try:
+        tensors = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"directory: {directory / WEIGHTS} is not a readable safetensors file ({err}); "
+                         "save the lens again") from None
+    n, d = info["n_layers"], info["d"]
+    shapes = {f"{kind}.{l}": (d, d) if kind == "weight" else (d,) for kind in ("weight", "bias") for l in range(n - 1)}
+    missing, extra = sorted(set(shapes) - set(tensors)), sorted(set(tensors) - set(shapes))
+    if missing or extra:
+        raise ValueError(f"directory: {directory / WEIGHTS} must hold weight.l [{d}, {d}] and bias.l [{d}] for "
+                         f"l in 0..{n - 2} (n_layers = {n}, d = {d} in {META}); "
+                         + (f"missing {missing[:4]}" if missing else f"it also holds {extra[:4]}"))
+    for name, shape in shapes.items():
+        t = tensors[name]
+        fits = tuple(t.shape) == shape and t.dtype.is_floating_point
+        if not fits or not torch.isfinite(t).all():
+            raise ValueError(f"directory: {directory / WEIGHTS}'s {name} must be a finite float tensor of shape "
+                             f"{list(shape)} (d = {d} in {META}), got {t.dtype} {list(t.shape)}"
+                             f"{'' if not fits else ' with NaN or inf'}")
+    lens = TunedLens(info["source"], info["family"], info["digest"], n, d, info["meta"])
     with torch.no_grad():
         for kind in ("weight", "bias"):
-            for l in range(lens.n_layers - 1):
+            for l in range(n - 1):
                 getattr(lens, kind)[l].copy_(tensors[f"{kind}.{l}"])
     lens.requires_grad_(False)
     if model is not None:
@@ -286,3 +320,23 @@ def load(directory, *, model=None) -> TunedLens:
         lens.check(handle, "model")
         lens.to(handle.device)
     return lens
+
+
+META_FIELDS = {"source": str, "family": str, "digest": str, "n_layers": int, "d": int, "meta": dict}
+
+
+def _meta(path: Path) -> dict:
+    """lens.json as `save` writes it, checked field by field; ValueError names the file and the field."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"directory: {path} is not the JSON that save writes ({err})") from None
+    wanted = ", ".join(f"{key} ({kind.__name__})" for key, kind in META_FIELDS.items())
+    if not isinstance(info, dict):
+        raise ValueError(f"directory: {path} must be a JSON object with {wanted}, got a {type(info).__name__}")
+    for key, kind in META_FIELDS.items():
+        value = info.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or kind is int and value < 1:
+            raise ValueError(f"directory: {path}'s {key!r} must be {'an integer ≥ 1' if kind is int else 'a ' + kind.__name__}"
+                             f" (it holds {wanted}), got {value!r}")
+    return info

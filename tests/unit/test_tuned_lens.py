@@ -3,6 +3,8 @@ every layer below the last on tiny random models of each family, a saved lens re
 bit-identically and is refused on another checkpoint, and an empty corpus is refused."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,6 +100,7 @@ def test_the_corpus_may_be_a_text_file_or_a_saved_suite(tiny, tmp_path):
     ([], "texts must be a non-empty list"),
     (["ok", 3], r"texts\[1\] must be a string"),
     ("/no/such/corpus", "texts must be a list of strings"),
+    (["ok", "a\ud800b"], r"texts\[1\]: .* lone surrogate U\+D800"),
 ])
 def test_a_corpus_without_tokens_is_refused(tiny, corpus, match):
     with pytest.raises(ValueError, match=match):
@@ -143,3 +146,71 @@ def test_a_steps_gradient_is_that_of_the_kl_to_the_final_distribution(tiny, fami
 def test_a_head_dtype_other_than_bfloat16_or_float32_is_refused(tiny):
     with pytest.raises(ValueError, match="head_dtype must be one of bfloat16, float32"):
         train_tuned_lens(tiny[0]["gpt2"], texts(0, 4), steps=1, seed=0, head_dtype="float16")
+
+
+def test_a_corpus_file_that_is_not_utf8_text_is_refused_naming_it(tiny, tmp_path):
+    (tmp_path / "corpus.bin").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ValueError, match=r"texts: .*corpus.bin is not UTF-8 text"):
+        train_tuned_lens(tiny[0]["gpt2"], tmp_path / "corpus.bin", steps=1, seed=0)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0, -1e-3, True, "1e-3"])
+def test_a_learning_rate_not_finite_and_positive_is_refused(tiny, lr):
+    with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got"):
+        train_tuned_lens(tiny[0]["gpt2"], texts(0, 4), steps=1, seed=0, lr=lr)
+
+
+def test_a_numpy_learning_rate_is_taken_and_saved_as_a_float(tiny, tmp_path):
+    lens = train_tuned_lens(tiny[0]["gpt2"], texts(0, 4), steps=1, seed=0, seq_len=16, lr=np.float32(0.01))
+    assert type(lens.meta["lr"]) is float and lens.meta["lr"] == pytest.approx(0.01)
+    assert load(save(lens, tmp_path / "lens")).meta["lr"] == lens.meta["lr"]
+
+
+def _edit_json(**fields):
+    def edit(directory):
+        info = json.loads((directory / "lens.json").read_text())
+        info.update(fields)
+        (directory / "lens.json").write_text(json.dumps({k: v for k, v in info.items() if v is not None}))
+    return edit
+
+
+def _nan_weight(directory):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(directory / "lens.safetensors")
+    tensors["weight.0"][0, 0] = float("nan")
+    save_file(tensors, directory / "lens.safetensors")
+
+
+@pytest.mark.parametrize("corrupt,match", [
+    (lambda d: (d / "lens.safetensors").write_bytes((d / "lens.safetensors").read_bytes()[:100]),
+     r"lens.safetensors is not a readable safetensors file"),
+    (lambda d: (d / "lens.json").write_text("{not json"), r"lens.json is not the JSON that save writes"),
+    (lambda d: (d / "lens.json").write_text("[1, 2]"), r"lens.json must be a JSON object with source \(str\)"),
+    (_edit_json(digest=None), r"lens.json's 'digest' must be a str"),
+    (_edit_json(n_layers=True), r"lens.json's 'n_layers' must be an integer ≥ 1"),
+    (_edit_json(d=16), r"weight.0 must be a finite float tensor of shape \[16, 16\] \(d = 16 in lens.json\), got "
+                       r"torch.float32 \[32, 32\]"),
+    (_edit_json(n_layers=4), r"must hold weight.l \[32, 32\] and bias.l \[32\] for l in 0..2 .*missing"),
+    (_nan_weight, r"weight.0 must be a finite float tensor .* with NaN or inf"),
+])
+def test_a_damaged_saved_lens_is_refused_naming_the_file_and_what_it_must_hold(tiny, tmp_path, corrupt, match):
+    """Each damage an edited, truncated or mixed-up lens folder may carry: a ValueError naming the
+    argument and the file, never a JSON, safetensors or shape error from deep inside, nor a lens
+    that decodes to NaN."""
+    directory = save(TunedLens.identity(tiny[0]["gpt2"]), tmp_path / "lens")
+    corrupt(directory)
+    with pytest.raises(ValueError, match=r"directory: .*" + match):
+        load(directory, model=tiny[0]["gpt2"])
+
+
+def test_a_lens_stopped_midway_saves_and_reloads_with_the_steps_done(tiny, tmp_path):
+    import threading
+
+    handle, stop = tiny[0]["gpt2"], threading.Event()
+    lens = train_tuned_lens(handle, texts(0, 8), steps=10, lr=1e-2, seed=0, seq_len=16, stop=stop,
+                            progress=lambda done, total: stop.set() if done == 2 else None)
+    again = load(save(lens, tmp_path / "lens"), model=handle)
+    assert again.meta["steps"] == 2 and again.meta["steps_asked"] == 10
+    for a, b in zip(lens.parameters(), again.parameters()):
+        assert torch.equal(a, b)
