@@ -75,7 +75,11 @@ def prompt_ids(handle: Model, prompt, what: str = "prompt") -> torch.Tensor:
     if isinstance(prompt, str):
         if not prompt:
             raise ValueError(f"{what} must be a non-empty string or token IDs [T], got ''")
-        return handle.as_input(handle.encode(prompt))
+        ids = handle.encode(prompt)
+        if not ids:
+            raise ValueError(f"{what}: {prompt[:40]!r} is no tokens in {handle.name}'s tokenizer (it drops whitespace "
+                             "and what it cannot read); give text of at least one token, or token IDs [T]")
+        return handle.as_input(ids)
     ids = handle.as_input(prompt)
     if ids.shape[0] != 1:
         raise ValueError(f"{what} must be one sequence (text or token IDs [T]), got shape {tuple(ids.shape)}")

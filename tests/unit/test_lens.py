@@ -84,3 +84,10 @@ def test_several_models_give_rows_for_each_layer_and_position(tiny):
 def test_bad_input_is_refused_naming_the_argument(tiny, kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         logit_lens(PROMPT, model=tiny[0]["gpt2"], **kwargs)
+
+
+@pytest.mark.parametrize("prompt", ["   ", "\n\t "])
+def test_a_prompt_that_tokenises_to_nothing_is_refused_naming_the_prompt(tiny, prompt):
+    """The tiny word-level tokenizer drops whitespace: the prompt is text, but no tokens."""
+    with pytest.raises(ValueError, match=r"prompt: .* is no tokens in gpt2's tokenizer .*at least one token"):
+        logit_lens(prompt, model=tiny[0]["gpt2"])
