@@ -67,3 +67,28 @@ def test_a_hybrids_layer_ticks_name_each_layers_kind(tiny):
     df = patch_sweep(CLEAN, CORRUPT, model=handle, **{**KW, "layers": None})
     ax = recovery_heatmaps(df).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [f"{l} · {kinds[t]}" for l, t in enumerate(layer_types)]
+
+
+def test_a_frame_of_another_analysis_is_refused_naming_the_columns_it_lacks(tiny):
+    """A logit_lens frame (no position-wise recovery, no component) handed to each heatmap."""
+    import pytest
+    from compare.analyses.lens import logit_lens
+    from compare.figures.patching import recovery_by_kind
+
+    lens = logit_lens(CLEAN, model=tiny[0]["granite_hybrid"])
+    for figure, missing in ((recovery_heatmaps, "'component', 'recovery' columns; pass a patch_sweep or "
+                                                "attribution_patch frame"),
+                            (recovery_by_kind, "'component', 'recovery' columns; pass a patch_sweep"),
+                            (trace_heatmaps, "'component', 'indirect_effect' columns; pass a causal_trace frame")):
+        with pytest.raises(ValueError, match=f"{figure.__name__}: the frame has no {missing}"):
+            figure(lens)
+
+
+def test_recovery_by_kind_refuses_rows_without_a_kind_naming_the_layer(tiny):
+    import pytest
+    from compare.figures.patching import recovery_by_kind
+
+    df = _sweep(CLEAN, CORRUPT, tiny[0]["granite_hybrid"])
+    df.loc[df["layer"] == 1, "kind"] = None
+    with pytest.raises(ValueError, match="recovery_by_kind: the 'kind' column is empty at layer 1 of granite_hybrid"):
+        recovery_by_kind(df)
