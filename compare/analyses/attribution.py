@@ -76,6 +76,8 @@ per token (0.37 graph, 0.07 inputs, 2.5 differences, 2.4 of them h's): ~3 GiB at
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -85,6 +87,7 @@ from ..base.hooks import temporary_hooks
 from ..engine.convention import analysis
 from ..engine.record import record_pass
 from ..engine.restart import blocks_from
+from ..handle.inputs import layer_list
 from .patching import COLUMNS as PATCH_COLUMNS
 from .patching import Patching, components as patch_components, prepare, recovery
 from .signatures import ATTRIBUTION_PATCH
@@ -111,8 +114,10 @@ def attribution_patch(clean, corrupt, *, model, answer, wrong=None, components=N
                          "components": {}}
     for handle in [model]:  # one loaded handle; a list runs model by model (`engine.convention`)
         names = _components(handle, components)
-        sweep = prepare(clean, corrupt, model=handle, answer=answer, wrong=wrong, component=names[0], layers=layers,
-                        positions=positions, metric=metric)[0]
+        sweep = prepare(clean, corrupt, model=handle, answer=answer, wrong=wrong, component=names[0],
+                        layers=layers if len(_points(handle, names)) == 1 else None, positions=positions,
+                        metric=metric)[0]
+        sweep = replace(sweep, layers=_layers(handle, names, layers, sweep.layers))
         frames.append(_estimate(sweep, names, attrs, steps))
         attrs["components"][handle.name] = names
     df = pd.concat(frames, ignore_index=True)[list(COLUMNS)]
@@ -144,9 +149,39 @@ def _points(handle, names) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.split(".")[0] for n in names))
 
 
+def _layers(handle, names, layers, checked) -> tuple[int, ...]:
+    """The layers to sweep: `checked` (by `prepare`, against the one point) for one point; for
+    several (a hybrid's resid_post and h, or attn_out and h), those of `layers` (default all) that
+    have any of them, each point then estimated at the layers that have it (`_sites`). A listed
+    layer with none of them, or a point at none of the layers, is refused naming the argument."""
+    points = _points(handle, names)
+    if len(points) == 1:
+        return checked
+    having = {p: handle.arch.layers_with(handle.module, p) for p in points}
+    chosen = layer_list(handle, layers)
+    if layers is None:
+        chosen = tuple(l for l in chosen if any(l in h for h in having.values()))
+    for l in chosen:
+        if not any(l in h for h in having.values()):
+            raise ValueError(f"layers: layer {l} of {handle.name} is an {handle.layer_kind(l)} layer and has none of "
+                             f"the components {list(points)}; the layers that have one: "
+                             f"{sorted(set().union(*having.values()))}")
+    for p, h in having.items():
+        if not set(h) & set(chosen):
+            raise ValueError(f"components: {p!r} is at none of layers {list(chosen)} of {handle.name}; it is at "
+                             f"layers {list(h)}")
+    return chosen
+
+
+def _sites(handle, points, layers) -> list[tuple[str, int]]:
+    """(point, layer) of each point at each of `layers` that has it (a hybrid's h: its SSM layers)."""
+    return [(p, l) for p in points for l in layers if l in handle.arch.layers_with(handle.module, p)]
+
+
 def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     handle = sweep.handle
     points = _points(handle, names)
+    sites = set(_sites(handle, points, sweep.layers))
     _check_fits(sweep, points, steps)
     if steps == 1:
         diff, m_clean = _record_clean(sweep, points)
@@ -161,6 +196,8 @@ def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     rows = []
     for name in names:
         for layer in sweep.layers:
+            if (name.split(".")[0], layer) not in sites:
+                continue  # a layer without this component (a hybrid's attention layer has no h)
             effect = per_position.get((name, layer))  # None: the metric does not depend on it
             for patch, label in zip(sweep.patches, sweep.labels):
                 estimate = float(effect[list(patch)].sum()) if patch and effect is not None else 0.0
@@ -183,7 +220,7 @@ def _feature_slice(handle, name: str) -> slice:
 def _record_clean(sweep: Patching, points):
     """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
     in fp32), and m_clean, from one forward (`record_pass`)."""
-    clean = record_pass(sweep.handle, sweep.clean, [(p, l) for p in points for l in sweep.layers],
+    clean = record_pass(sweep.handle, sweep.clean, _sites(sweep.handle, points, sweep.layers),
                         keep=lambda name, layer, value: value[0].detach().float().clone())
     return clean.points, float(metric_value(clean.logits[0], sweep.metric, sweep.answer, sweep.wrong))
 
@@ -234,7 +271,7 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
 
     last, lowest = handle.n_layers - 1, min(sweep.layers)
     with handle.lock:
-        forward = record_pass(handle, ids, [(p, l) for p in points for l in sweep.layers], keep=record,
+        forward = record_pass(handle, ids, _sites(handle, points, sweep.layers), keep=record,
                               entries=range(lowest, last + 1),
                               edits=[] if alpha is None else [("embed", None, interpolate)])
         values, entries = forward.points, dict(forward.entries)
@@ -243,10 +280,9 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
             entry = entries.pop(layer)
             resid = entry[0][0].detach().requires_grad_(True)
             with torch.enable_grad(), temporary_hooks() as hooks:
-                if layer in sweep.layers:
-                    for p in points:
-                        hooks.add(arch.hook(handle.module, arch.point(p).grad_at or p, layer,
-                                            lambda v, key=(p, layer): watch(key, v)))
+                for p, _ in _sites(handle, points, [layer] if layer in sweep.layers else []):
+                    hooks.add(arch.hook(handle.module, arch.point(p).grad_at or p, layer,
+                                        lambda v, key=(p, layer): watch(key, v)))
                 out = blocks_from(handle, layer, resid, entry, stop=layer + 1)
                 if layer == last:
                     logits = arch.head(handle.module, out[:, -1])[:, :handle.vocab_size].float()

@@ -208,3 +208,33 @@ def test_the_scatter_puts_each_cell_at_its_exact_change_and_estimate(tiny):
     assert "path of 4 steps" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="estimates: no rows of"):
         attribution_scatter(est, patch_sweep(CLEAN, CORRUPT, model=handles[0], component="resid_post", **KW))
+
+
+@pytest.mark.parametrize("family,components,steps", [("granite_hybrid", ["resid_post", "h"], 1),
+                                                     ("granite_hybrid", ["attn_out", "h"], 2),
+                                                     ("nemotron_h", ["mlp_out", "h", "attn_out"], 1)])
+def test_components_of_different_layer_kinds_give_each_its_own_layers_as_one_call_each(tiny, family, components, steps):
+    """On a hybrid, h is at the SSM layers only, attn_out at the attention layers, mlp_out at the
+    MLP layers: one call over several of them has each component's rows at exactly the layers that
+    have it, each equal to a call for that component alone."""
+    handle = tiny[0][family]
+    df = attribution_patch(CLEAN, CORRUPT, model=handle, components=components, steps=steps, **KW)
+    for component in components:
+        rows = df[df["component"] == component].reset_index(drop=True)
+        assert sorted(set(rows["layer"])) == list(handle.arch.layers_with(handle.module, component))
+        alone = attribution_patch(CLEAN, CORRUPT, model=handle, components=[component], steps=steps, **KW)
+        np.testing.assert_allclose(rows["estimate"], alone["estimate"], rtol=1e-5, atol=1e-7)
+        assert rows[["layer", "kind", "position"]].equals(alone[["layer", "kind", "position"]])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(components=["h", "mixer_out"], layers=[1]),
+     r"layers: layer 1 of granite_hybrid is an attention layer and has none of the components \['h', 'mixer_out'\]; "
+     r"the layers that have one: \[0, 2\]"),
+    (dict(components=["resid_post", "h"], layers=[1, 3]),
+     r"components: 'h' is at none of layers \[1, 3\] of granite_hybrid; it is at layers \[0, 2\]"),
+    (dict(components=["h"], layers=[1]), r"layers: layer 1 of granite_hybrid is an attention layer and has no 'h'"),
+])
+def test_a_hybrid_layer_without_any_of_the_components_is_refused_naming_it(tiny, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        attribution_patch(CLEAN, CORRUPT, model=tiny[0]["granite_hybrid"], **KW, **kwargs)
