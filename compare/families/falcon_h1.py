@@ -35,7 +35,7 @@ from pathlib import Path
 from ..base.checkpoint import ModelLoadError, flag, size
 from .base import FP32_BYTES, Point
 from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, attention_values,
-                     kind_of_weights, mamba2_count, mamba2_values, refuse_layer, rotary)
+                     kind_of_weights, mamba2_count, mamba2_values, refuse_beyond, refuse_layer, rotary)
 
 BLOCK, MIXER, ATTN = "model.layers.{l}", "model.layers.{l}.mamba", "model.layers.{l}.self_attn"
 SSM, ATT = ("ssm",), ("attention",)
@@ -111,11 +111,13 @@ class FalconH1Family(HybridFamily):
         return config.get("max_position_embeddings")
 
     def check_layers(self, config, state, path):
-        for i in range(size(config, "num_hidden_layers", path.parent / "config.json")):
+        n = size(config, "num_hidden_layers", path.parent / "config.json")
+        for i in range(n):
             found = kind_of_weights(state, f"model.layers.{i}.", "self_attn", "mamba")
             if found != KIND:
                 refuse_layer(path, i, "an attention+ssm layer (every Falcon-H1 layer runs both)", found,
                              f"{path.parent / 'config.json'}")
+        refuse_beyond(state, "model.layers.", n, path, f"{path.parent / 'config.json'}'s num_hidden_layers")
 
 
 FALCON_H1 = FalconH1Family()

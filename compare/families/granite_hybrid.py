@@ -36,7 +36,7 @@ from pathlib import Path
 from ..base.checkpoint import ModelLoadError, flag, size
 from .base import FP32_BYTES, Point
 from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, attention_values,
-                     kind_of_weights, mamba2_count, mamba2_values, refuse_layer, rotary)
+                     kind_of_weights, mamba2_count, mamba2_values, refuse_beyond, refuse_layer, rotary)
 
 BLOCK, MIXER, ATTN = "model.layers.{l}", "model.layers.{l}.mamba", "model.layers.{l}.self_attn"
 SSM, ATT = ("ssm",), ("attention",)
@@ -127,11 +127,13 @@ class GraniteHybridFamily(HybridFamily):
         return config.get("max_position_embeddings")
 
     def check_layers(self, config, state, path):
-        for i, kind in enumerate(layer_kinds(config, path.parent)):
+        kinds = layer_kinds(config, path.parent)
+        for i, kind in enumerate(kinds):
             found = kind_of_weights(state, f"model.layers.{i}.", "self_attn", "mamba")
             if found != kind:
                 refuse_layer(path, i, f"an {kind} layer" if kind == "attention" else "an ssm (Mamba-2) layer", found,
                              f"{path.parent / 'config.json'}'s layer_types")
+        refuse_beyond(state, "model.layers.", len(kinds), path, f"{path.parent / 'config.json'}'s layer_types")
 
 
 GRANITE_HYBRID = GraniteHybridFamily()

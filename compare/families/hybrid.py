@@ -41,6 +41,7 @@ to 1 (Granite's `config.logits_scaling`, Falcon-H1's `model.lm_head_multiplier`)
 from __future__ import annotations
 
 import importlib
+import re
 
 import torch
 from torch import nn
@@ -355,6 +356,17 @@ def kind_of_weights(state: dict, prefix: str, attention: str, mixer: str) -> str
     kinds = [kind for kind, name in (("attention", attention), ("ssm", mixer))
              if any(key.startswith(f"{prefix}{name}.") for key in state)]
     return "+".join(kinds) or "neither"
+
+
+def refuse_beyond(state: dict, prefix: str, n_layers: int, path, where: str) -> None:
+    """Refuse weights of a layer past the `n_layers` that config.json declares (they would be dropped
+    unread, leaving a shorter model than the checkpoint), naming the first such layer."""
+    extra = sorted({int(m.group(1)) for key in state if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", key))
+                    and int(m.group(1)) >= n_layers})
+    if extra:
+        raise ModelLoadError(f"{path}: the weights hold layer {extra[0]}, but {where} declares {n_layers} "
+                             f"layer{'s' if n_layers != 1 else ''} (0..{n_layers - 1}); the config's layer pattern "
+                             "does not match these weights")
 
 
 def refuse_layer(path, layer: int, declared: str, found: str, where: str) -> None:

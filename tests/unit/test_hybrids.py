@@ -409,6 +409,25 @@ def test_a_falcon_h1_layer_without_its_attention_branch_is_refused_naming_the_la
         load_model(tmp_path / "f", device="cpu")
 
 
+@pytest.mark.parametrize("family,edit,where", [
+    ("granite_hybrid", dict(layer_types=["mamba", "attention", "mamba"], num_hidden_layers=3),
+     "config.json's layer_types declares 3 layers \\(0..2\\)"),
+    ("falcon_h1", dict(num_hidden_layers=1), "config.json's num_hidden_layers declares 1 layer \\(0..0\\)"),
+])
+def test_a_hybrid_config_declaring_fewer_layers_than_the_weights_hold_is_refused_naming_the_layer(tmp_path, family,
+                                                                                                 edit, where):
+    """transformers would drop the extra layers' weights unread and run a shorter model than the checkpoint."""
+    import conftest
+
+    build = {"granite_hybrid": conftest.build_granite_hybrid, "falcon_h1": conftest.build_falcon_h1}[family]
+    build(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(ModelLoadError, match=f"the weights hold layer {edit['num_hidden_layers']}, but .*{where}; "
+                                             "the config's layer pattern does not match these weights"):
+        load_model(tmp_path / "m", device="cpu")
+
+
 @pytest.mark.parametrize("family", HYBRIDS)
 def test_a_checkpoint_in_several_safetensors_shards_loads_with_transformers_logits(tiny, tmp_path, family):
     ref = tiny[1][family]
