@@ -266,7 +266,11 @@ def save(lens: TunedLens, directory) -> Path:
     """Write `lens.safetensors` and `lens.json` into `directory` (created); returns it."""
     from safetensors.torch import save_file
 
+    if not isinstance(lens, TunedLens):
+        raise ValueError(f"lens: must be a TunedLens (from train_tuned_lens or load), got {type(lens).__name__}")
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"directory: {directory} is a file; give a folder (created if absent) for {WEIGHTS} and {META}")
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"{kind}.{l}": getattr(lens, kind)[l].detach().cpu().contiguous()
                for kind in ("weight", "bias") for l in range(lens.n_layers - 1)}

@@ -214,3 +214,11 @@ def test_a_lens_stopped_midway_saves_and_reloads_with_the_steps_done(tiny, tmp_p
     assert again.meta["steps"] == 2 and again.meta["steps_asked"] == 10
     for a, b in zip(lens.parameters(), again.parameters()):
         assert torch.equal(a, b)
+
+
+def test_saving_something_else_or_into_a_file_is_refused_naming_the_argument(tiny, tmp_path):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(ValueError, match=r"directory: .*taken is a file; give a folder"):
+        save(TunedLens.identity(tiny[0]["gpt2"]), tmp_path / "taken")
+    with pytest.raises(ValueError, match="lens: must be a TunedLens .*got dict"):
+        save({"weight.0": torch.zeros(2, 2)}, tmp_path / "lens")
