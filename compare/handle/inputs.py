@@ -80,7 +80,10 @@ def prompt_ids(handle: Model, prompt, what: str = "prompt") -> torch.Tensor:
             raise ValueError(f"{what}: {prompt[:40]!r} is no tokens in {handle.name}'s tokenizer (it drops whitespace "
                              "and what it cannot read); give text of at least one token, or token IDs [T]")
         return handle.as_input(ids)
-    ids = handle.as_input(prompt)
+    try:
+        ids = handle.as_input(prompt)
+    except TypeError as err:  # None, bytes, a dict, floats: `integer_ids` says which value
+        raise TypeError(f"{what} must be a non-empty string or token IDs [T]; {err}") from None
     if ids.shape[0] != 1:
         raise ValueError(f"{what} must be one sequence (text or token IDs [T]), got shape {tuple(ids.shape)}")
     return ids

@@ -3,6 +3,7 @@ unembedding (computed by hand), the statistics match their definitions, bad inpu
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -90,4 +91,12 @@ def test_bad_input_is_refused_naming_the_argument(tiny, kwargs, argument):
 def test_a_prompt_that_tokenises_to_nothing_is_refused_naming_the_prompt(tiny, prompt):
     """The tiny word-level tokenizer drops whitespace: the prompt is text, but no tokens."""
     with pytest.raises(ValueError, match=r"prompt: .* is no tokens in gpt2's tokenizer .*at least one token"):
+        logit_lens(prompt, model=tiny[0]["gpt2"])
+
+
+@pytest.mark.parametrize("prompt,value", [(None, "None"), (b"When Mary", "b'When Mary'"), ({"text": "When"}, "{'text'"),
+                                          ([1.0, 2.0], "1.0")])
+def test_a_prompt_neither_text_nor_token_ids_is_refused_naming_the_prompt(tiny, prompt, value):
+    with pytest.raises(TypeError, match=r"prompt must be a non-empty string or token IDs \[T\]; gpt2: token IDs "
+                                        r"must be integers, got " + re.escape(value)):
         logit_lens(prompt, model=tiny[0]["gpt2"])
