@@ -238,3 +238,30 @@ def test_a_waiter_interrupted_while_queued_does_not_stall_the_lock():
     lock.release()
     b.join(timeout=10)
     assert got == ["b"] and lock.waiting == 0
+
+
+@pytest.mark.parametrize("family", ["mamba", "granite_hybrid"])
+def test_attribution_lens_and_patching_beside_each_other_equal_their_solo_runs(tiny, family):
+    """attribution_patch (its block-by-block backward and, with steps, the embedding edit of the
+    path), logit_lens (its own hooks) and patch_sweep of h (the wavefront) from two threads on one
+    handle: every result bit-identical to the same call alone."""
+    from compare import attribution_patch, logit_lens, patch_sweep
+
+    handle, corrupt, kw = tiny[0][family], PROMPT.replace(", John", ", Mary"), dict(answer=" Mary", wrong=" John")
+    jobs = [lambda: attribution_patch(PROMPT, corrupt, model=handle, steps=2, **kw),
+            lambda: logit_lens(PROMPT, model=handle),
+            lambda: patch_sweep(PROMPT, corrupt, model=handle, component="h", **kw),
+            lambda: attribution_patch(PROMPT, corrupt, model=handle, **kw)]
+    solo = [job() for job in jobs]
+    it = iter(range(10**9))
+
+    def other():
+        i = 1 + next(it) % 3
+        return i, jobs[i]()
+
+    mine, others = _beside(jobs[0], other, 4)
+    assert others
+    for df in mine:
+        pd.testing.assert_frame_equal(df, solo[0], check_exact=True)
+    for i, df in others:
+        pd.testing.assert_frame_equal(df, solo[i], check_exact=True)
