@@ -81,7 +81,7 @@ def prepare(item, handles: list[Model], variant: str, track, same: list[bool]) -
 
 
 def _from_row(row: Mapping, handles: list[Model], variant: str):
-    prefixes = [_columns(row, h, variant) for h in handles]
+    prefixes = [row_prefix(row, h, variant) for h in handles]
     ids = [list(row[f"{p}_{variant}_ids"]) for p in prefixes]
     splits = None
     if variant == "aligned":  # flagged one-piece tokens (byte fragments) count as split: negative
@@ -94,16 +94,18 @@ def _from_row(row: Mapping, handles: list[Model], variant: str):
     return ids, splits, target
 
 
-def _columns(row: Mapping, handle: Model, variant: str) -> str:
-    """The column prefix of `handle` in a suite row: its family, else its tokenizer family's."""
+def row_prefix(row: Mapping, handle: Model, variant: str) -> str:
+    """The column prefix of `handle` in a suite row: its family, else its tokenizer family's
+    (the study's per-model analyses read a row through it too)."""
     prefixes = list(dict.fromkeys([handle.family, vocabularies.tokenizer_family(handle.family)]))
     for prefix in prefixes:
         if f"{prefix}_{variant}_ids" in row:
             return prefix
     version = json.loads(row.get("params") or "{}").get("version", "unknown")
     raise ValueError(f"prompt: the suite row has no {' or '.join(f'{p}_{variant}_ids' for p in prefixes)} for "
-                     f"{handle.name} (family {handle.family}); the row was built by version {version}, before "
-                     "this family had columns: rebuild the suite with datasets_gen (python -m datasets_gen build)")
+                     f"{handle.name} (family {handle.family}); the suite (datasets_gen version {version}) was built "
+                     "without columns for this family: rebuild it with a datasets_gen that has them "
+                     "(python -m datasets_gen build), or, for an analysis that takes text, give the prompts as text")
 
 
 def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str, same: list[bool]):

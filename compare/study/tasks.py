@@ -33,6 +33,7 @@ from ..analyses.lens import logit_lens
 from ..analyses.comparison import compare
 from ..handle.loading import cached_model
 from ..analyses.noise import noise_sweep
+from ..analyses.pairing import row_prefix
 from .spec import Spec, model_key
 
 # compare's cross metrics of a non-reference model's row, vs the reference (first) model
@@ -120,9 +121,10 @@ def run(task: Task) -> pd.DataFrame:
         variant = params.pop("variant", "native")
         prompt, target = task.prompt, params.pop("target", None)
         if isinstance(prompt, Mapping):  # a suite row: the model's own IDs and target
-            prompt = list(prompt[f"{handle.family}_{variant}_ids"])
+            prefix = row_prefix(prompt, handle, variant)
+            prompt = list(prompt[f"{prefix}_{variant}_ids"])
             if target is None:
-                target = task.prompt.get(f"target_id_{handle.family}", -1)
+                target = task.prompt.get(f"target_id_{prefix}", -1)
                 if target < 0:
                     raise ValueError(f"target: the suite row {task.prompt.get('id')!r} has no one-token target "
                                      f"for {handle.name}; give 'target' in the analysis")
@@ -142,8 +144,9 @@ def _lens(task: Task, handle) -> pd.DataFrame:
     params = dict(task.params)
     variant, prompt = params.pop("variant", "native"), task.prompt
     if isinstance(prompt, Mapping):
-        prompt = list(task.prompt[f"{handle.family}_{variant}_ids"])
-        row_target = task.prompt.get(f"target_id_{handle.family}", -1)
+        prefix = row_prefix(prompt, handle, variant)
+        prompt = list(task.prompt[f"{prefix}_{variant}_ids"])
+        row_target = task.prompt.get(f"target_id_{prefix}", -1)
         params.setdefault("target", row_target if row_target is not None and row_target >= 0 else None)
     frame = logit_lens(prompt, model=handle, **params)
     for column in ("top_tokens", "top_ids", "top_probs"):  # tuples: lists for the Parquet files
@@ -154,7 +157,8 @@ def _lens(task: Task, handle) -> pd.DataFrame:
 def _attribution(task: Task, handle) -> pd.DataFrame:
     """attribution_patch of a suite row's clean prompt against its corrupt_<corruption> twin."""
     params = dict(task.params)
-    kind, row, family = params.pop("corruption"), task.prompt, handle.family
+    kind, row = params.pop("corruption"), task.prompt
+    family = row_prefix(row, handle, "native")  # its columns, or its tokenizer family's
     corrupt = row.get(f"{family}_{kind}_ids")
     if corrupt is None:
         raise ValueError(f"corruption: the suite row {row.get('id')!r} has no {kind!r} counterfactual "

@@ -405,5 +405,5 @@ def test_a_pythia_model_reads_mambas_columns_of_a_suite_built_before_pythia_had_
         np.testing.assert_array_equal(old_rows.runs["pythia"].ids, new_rows.runs["pythia"].ids)
         np.testing.assert_array_equal(old_rows.runs["pythia"].ids, row["mamba_" + variant + "_ids"])
     no_gpt2 = {k: v for k, v in row.items() if not k.startswith("gpt2_")}
-    with pytest.raises(ValueError, match=r"no gpt2_native_ids for gpt2 .*built by version .*rebuild the suite"):
+    with pytest.raises(ValueError, match=r"no gpt2_native_ids for gpt2 .*datasets_gen version .*without columns for this family: rebuild it"):
         package.compare(no_gpt2, [mamba, gpt2], variant="native", progress=False)

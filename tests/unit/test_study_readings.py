@@ -68,3 +68,47 @@ def test_a_study_sets_attributions_steps(tiny_dirs, tiny, tmp_path):
     pd.testing.assert_frame_equal(got.reset_index(drop=True), direct, check_dtype=False, rtol=1e-5, atol=1e-7)
     plain = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John")
     assert not np.allclose(got["estimate"], plain["estimate"])
+
+
+def _row(handles, models):
+    row = {"id": "natural-00000", "text": CLEAN, "target": "Mary", "params": '{"version": "test"}'}
+    for m in models:
+        h = handles[m]
+        row |= {f"{m}_native_ids": h.encode(CLEAN), f"target_id_{m}": h.encode(" Mary")[0],
+                f"{m}_name_swap_ids": h.encode(CORRUPT), f"{m}_answer_id": h.encode(" Mary")[0],
+                f"{m}_wrong_id": h.encode(" John")[0]}
+    return row
+
+
+def test_a_family_reads_its_tokenizer_familys_columns_of_a_suite_row(tiny_dirs, tiny, tmp_path):
+    """Mamba-2 reads GPT-NeoX-20B, as Mamba does: a suite row with Mamba's columns only is Mamba-2's
+    too (as `compare` reads it), in logit_lens, attribution_patch and noise_sweep alike."""
+    datasets = pytest.importorskip("datasets")
+    h = tiny[0]["mamba2"]
+    spec = {"prompts": datasets.Dataset.from_list([_row(tiny[0], ["mamba"])]), "models": [str(tiny_dirs[0]["mamba2"])],
+            "seed": 0, "device": "cpu",
+            "analyses": [{"analysis": "logit_lens", "k": 2}, {"analysis": "attribution_patch", "corruption": "name_swap"},
+                         {"analysis": "noise_sweep", "levels": [0.0]}]}
+    result = study.run(spec, tmp_path / "s", progress=False)
+    assert (result.done, result.failed) == (3, [])
+    got = study.read(tmp_path / "s", "attribution_patch").drop(columns=["task", "prompt_index"])
+    direct = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John")
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), direct, check_dtype=False, rtol=1e-5, atol=1e-7)
+    lens = study.read(tmp_path / "s", "logit_lens")
+    assert (lens["target"] == "Mary").all()  # the row's target_id_mamba
+
+
+def test_a_suite_row_without_the_models_columns_fails_its_tasks_naming_them(tiny_dirs, tiny, tmp_path):
+    """A hybrid has no columns in a suite built for Mamba and GPT-2: each task fails with the
+    columns it lacks (not a KeyError), and the study goes on."""
+    datasets = pytest.importorskip("datasets")
+    spec = {"prompts": datasets.Dataset.from_list([_row(tiny[0], MODELS)]),
+            "models": [str(tiny_dirs[0]["granite_hybrid"])], "seed": 0, "device": "cpu",
+            "analyses": [{"analysis": "logit_lens"}, {"analysis": "attribution_patch", "corruption": "abc"},
+                         {"analysis": "noise_sweep", "levels": [0.0]}]}
+    result = study.run(spec, tmp_path / "s", progress=False)
+    assert result.done == 0 and len(result.failed) == 3
+    for failure in study.results.failures(tmp_path / "s"):
+        assert failure["error"].startswith("ValueError: prompt: the suite row has no granite_hybrid_native_ids for "
+                                           "granite_hybrid (family granite_hybrid); the suite (datasets_gen version "
+                                           "test) was built without columns for this family")
