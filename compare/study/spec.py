@@ -35,6 +35,7 @@ from typing import Any
 
 from ..analyses.signatures import STUDIED
 from ..base.signature import Param
+from ..handle.vocabularies import check_encodable
 
 ANALYSES = tuple(s.analysis for s in STUDIED)
 TOP_LEVEL = ("prompts", "suite", "models", "analyses", "seed", "device")
@@ -119,6 +120,9 @@ def from_mapping(data: Mapping[str, Any]) -> Spec:
         raise SpecError(f"device: must be a string such as 'cpu' or 'cuda', or absent, got {device!r}")
     rows = isinstance(prompts[0], Mapping)
     analyses = _analyses(data.get("analyses"), rows)
+    for field, value in (("prompts", prompts), ("models", models), ("device", device),
+                         ("analyses", data.get("analyses"))):
+        _text(value, field)
     return Spec(prompts=prompts, models=models, analyses=analyses, seed=seed, device=device)
 
 
@@ -145,6 +149,23 @@ def _prompts(data: Mapping[str, Any]) -> tuple[Any, ...]:
     if len({type(p) is str for p in prompts}) > 1:
         raise SpecError("prompts: mix strings and suite rows in separate studies")
     return tuple(dict(p) if isinstance(p, Mapping) else p for p in prompts)
+
+
+def _text(value, where: str) -> None:
+    """Refuse a string holding a lone surrogate anywhere in a field, naming where (``prompts[0]``,
+    ``analyses[1].target``): Python allows such a str (a command line or file name with invalid
+    UTF-8), but it is not text, and the spec could not even be written into the study folder."""
+    if isinstance(value, str):
+        try:
+            check_encodable(value, where)
+        except ValueError as err:
+            raise SpecError(str(err)) from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _text(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _text(item, f"{where}[{i}]")
 
 
 def _suite(suite) -> list[dict]:

@@ -4,6 +4,7 @@ words, the spec naming the entry's field."""
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 
@@ -64,3 +65,16 @@ def test_the_api_and_the_spec_refuse_alike(tiny, name, field, value, words):
     with pytest.raises(study.SpecError) as spec:
         study_spec.from_mapping({"prompts": [PROMPT], "models": ["m"], "analyses": [entry]})
     assert str(spec.value) == f"analyses[0].{field}: {words}"
+
+
+@pytest.mark.parametrize("field,spec", [
+    ("prompts[1]", {"prompts": ["ok", "a\ud800b"], "analyses": [{"analysis": "logit_lens"}]}),
+    ("analyses[0].target", {"prompts": ["ok"], "analyses": [{"analysis": "logit_lens", "target": " M\udcff"}]}),
+    ("analyses[0].track[0]", {"prompts": ["ok"], "analyses": [{"analysis": "compare", "track": ["\ud800"]}]}),
+    ("models[0]", {"prompts": ["ok"], "models": ["./m\udcff"], "analyses": [{"analysis": "logit_lens"}]}),
+])
+def test_a_lone_surrogate_anywhere_in_a_spec_is_refused_naming_its_field(field, spec):
+    """Such a str is not text: before this check a study failed writing its spec with a bare
+    UnicodeEncodeError naming no field."""
+    with pytest.raises(study_spec.SpecError, match=re.escape(field) + r": .* holds a lone surrogate U\+D[8C]"):
+        study_spec.from_mapping({"models": ["m"], **spec})
