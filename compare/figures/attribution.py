@@ -13,12 +13,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .base import literal_text, panels, suptitle
+from .base import literal_text, panels, require_columns, suptitle
 
 
 def attribution_scatter(estimates: pd.DataFrame, exact: pd.DataFrame) -> Figure:
     """Estimate against exact change per (layer, patch) of the component `exact` swept, one panel
     per model of `exact` (estimates: an `attribution_patch` frame holding that component)."""
+    require_columns(estimates, "estimates", ("model", "layer", "position", "component", "estimate"),
+                    "an attribution_patch frame")
+    require_columns(exact, "exact", ("model", "layer", "position", "component", "metric_patched"), "a patch_sweep frame")
     models = list(dict.fromkeys(exact["model"]))
     if not models:
         raise ValueError("exact: no rows to draw; the patch_sweep frame is empty")

@@ -78,6 +78,15 @@ def suptitle(fig: Figure, text: str) -> None:
     fig.get_layout_engine().set(rect=(0, 0, 1, 1 - room / fig.get_figheight()))
 
 
+def require_columns(df: pd.DataFrame, what: str, columns: Sequence[str], wanted: str) -> None:
+    """Refuse a frame without the columns a figure reads (the frame of another analysis), naming
+    them and the frame it takes: ``what`` names the argument or figure."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: the frame has no {', '.join(map(repr, missing))} column"
+                         f"{'s' if len(missing) > 1 else ''}; pass {wanted}")
+
+
 def token_label(token: str) -> str:
     """A token as figures draw it: literal, between quotes, control characters as symbols (↵ ⇥ ␍;
     C1 controls as escapes, \\x85)."""

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .base import literal_text, panels, suptitle, token_label
+from .base import literal_text, panels, require_columns, suptitle, token_label
 
 VALUES = ("top", "target_prob", "kl", "entropy")
+READ = ("model", "layer", "position", "token", "top_tokens", "top_probs")  # the columns every heatmap reads
 MAX_ANNOTATED = 800
 """Cells annotated with their top token at most, per panel; a larger grid is drawn unannotated."""
 ANNOTATION_CHARS = 8
@@ -32,6 +33,8 @@ def lens_heatmap(frame: pd.DataFrame, *, value: str = "top") -> Figure:
     """`value` (one of `VALUES`) of a logit-lens frame over layer × position, one panel per model."""
     if value not in VALUES:
         raise ValueError(f"value must be one of {', '.join(VALUES)}, got {value!r}")
+    read = READ + {"top": (), "target_prob": ("target_prob", "target")}.get(value, (value,))
+    require_columns(frame, "lens_heatmap", read, "a logit_lens frame")
     models = list(dict.fromkeys(frame["model"]))
     if not models:
         raise ValueError("no rows to draw: the frame is empty")

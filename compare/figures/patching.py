@@ -19,14 +19,15 @@ from matplotlib.colors import ListedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .base import PANEL, TOP_MARGIN, literal_text, panels, suptitle, token_label
+from .base import PANEL, TOP_MARGIN, literal_text, panels, require_columns, suptitle, token_label
 
+PATCH_COLUMNS = ("model", "layer", "position", "component")  # what every heatmap here reads
 STRIP_WIDTH = 0.35  # inches of the kind strip beside each panel
 
 
 def recovery_heatmaps(df: pd.DataFrame) -> Figure:
     """Recovery over layer × position, one panel per model (a `patch_sweep` frame)."""
-    _check_columns(df, "recovery_heatmaps", "recovery", "a patch_sweep or attribution_patch frame")
+    require_columns(df, "recovery_heatmaps", PATCH_COLUMNS + ("recovery",), "a patch_sweep or attribution_patch frame")
     tokens = df.attrs.get("tokens", {})
     return _heatmaps(df, "recovery", lambda model: tokens.get(model),
                      f"recovery of {df.attrs.get('metric', 'the metric')} when patching "
@@ -36,7 +37,7 @@ def recovery_heatmaps(df: pd.DataFrame) -> Figure:
 
 def trace_heatmaps(df: pd.DataFrame) -> Figure:
     """Indirect effect over layer × position, one panel per model (a `causal_trace` frame)."""
-    _check_columns(df, "trace_heatmaps", "indirect_effect", "a causal_trace frame")
+    require_columns(df, "trace_heatmaps", PATCH_COLUMNS + ("indirect_effect",), "a causal_trace frame")
     tokens = {model: g.sort_values("position").drop_duplicates("position")["token"].tolist()
               for model, g in df.groupby("model", sort=False)}
     return _heatmaps(df, "indirect_effect", tokens.get,
@@ -62,14 +63,6 @@ def attention_maps(maps) -> Figure:
         ax.set(title=f"{m.model} layer {m.layer}: {m.kind} ({m.reduce})", xlabel="source s", ylabel="target t")
         fig.colorbar(image, ax=ax, shrink=0.8)
     return literal_text(fig)
-
-
-def _check_columns(df: pd.DataFrame, figure: str, value: str, wanted: str) -> None:
-    """Refuse a frame without the columns a heatmap reads, naming them and the frame it takes."""
-    missing = [c for c in ("model", "layer", "position", "component", value) if c not in df.columns]
-    if missing:
-        raise ValueError(f"{figure}: the frame has no {', '.join(map(repr, missing))} column"
-                         f"{'s' if len(missing) > 1 else ''}; pass {wanted}")
 
 
 def _undefined_recovery(attrs: dict, model: str) -> str:
@@ -103,7 +96,7 @@ def recovery_by_kind(df: pd.DataFrame) -> Figure:
     if "kind" not in df.columns:
         raise ValueError("recovery_by_kind: the frame has no 'kind' column; pass a patch_sweep frame "
                          "(or use recovery_heatmaps)")
-    _check_columns(df, "recovery_by_kind", "recovery", "a patch_sweep or attribution_patch frame")
+    require_columns(df, "recovery_by_kind", PATCH_COLUMNS + ("recovery",), "a patch_sweep or attribution_patch frame")
     unknown = df[df["kind"].isna()]
     if len(unknown):
         raise ValueError(f"recovery_by_kind: the 'kind' column is empty at layer {unknown['layer'].iloc[0]} of "

@@ -210,6 +210,22 @@ def test_the_scatter_puts_each_cell_at_its_exact_change_and_estimate(tiny):
         attribution_scatter(est, patch_sweep(CLEAN, CORRUPT, model=handles[0], component="resid_post", **KW))
 
 
+def test_the_scatter_refuses_frames_of_other_analyses_naming_the_argument(tiny):
+    """The two frames swapped, or a logit_lens frame as `exact`: the argument and the columns it
+    lacks, not a KeyError from pandas."""
+    from compare.analyses.lens import logit_lens
+    from compare.figures.attribution import attribution_scatter
+
+    handle = tiny[0]["gpt2"]
+    est = attribution_patch(CLEAN, CORRUPT, model=handle, components=["resid_post"], **KW)
+    exact = patch_sweep(CLEAN, CORRUPT, model=handle, component="resid_post", **KW)
+    with pytest.raises(ValueError, match="estimates: the frame has no 'estimate' column; pass an attribution_patch"):
+        attribution_scatter(exact, est)
+    with pytest.raises(ValueError, match="exact: the frame has no 'component', 'metric_patched' columns; pass a "
+                                         "patch_sweep frame"):
+        attribution_scatter(est, logit_lens(CLEAN, model=handle))
+
+
 @pytest.mark.parametrize("family,components,steps", [("granite_hybrid", ["resid_post", "h"], 1),
                                                      ("granite_hybrid", ["attn_out", "h"], 2),
                                                      ("nemotron_h", ["mlp_out", "h", "attn_out"], 1)])

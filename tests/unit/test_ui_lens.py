@@ -134,3 +134,12 @@ def test_heatmap_cells_are_the_frames_values_and_tokens_are_literal():
 def test_heatmap_refuses_an_unknown_value():
     with pytest.raises(ValueError, match="value must be one of top, target_prob, kl, entropy"):
         lens_heatmap(hand_frame(), value="rank")
+
+
+@pytest.mark.parametrize("value,dropped,missing", [("top", ["top_tokens"], "'top_tokens' column"),
+                                                   ("target_prob", ["target"], "'target' column"),
+                                                   ("kl", ["token", "kl"], "'token', 'kl' columns")])
+def test_heatmap_refuses_a_frame_without_the_columns_it_reads_naming_them(value, dropped, missing):
+    """A patch_sweep frame, or a lens frame cut down, handed to the lens heatmap: not a KeyError."""
+    with pytest.raises(ValueError, match=f"lens_heatmap: the frame has no {missing}; pass a logit_lens frame"):
+        lens_heatmap(hand_frame().drop(columns=dropped), value=value)
