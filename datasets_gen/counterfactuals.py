@@ -14,8 +14,9 @@ repeated" without proposing another answer; name_swap flips it, so the corrupt r
 
 Every name (with its leading space) must be one token in every tokenizer, and each corrupt
 prompt must have as many tokens as its clean prompt in every tokenizer (patching replaces
-position by position); both are checked, and a failure names the name or the pair. Pure
-functions: the third name is drawn from an explicit generator.
+position by position); both are checked (`compare.analyses.rows.one_token`, `same_length`: the
+checks a suite row read at run time for a model without columns passes too), and a failure names
+the name or the pair. Pure functions: the third name is drawn from an explicit generator.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compare.analyses.rows import one_token, same_length
 from compare.handle.vocabularies import Vocab
 
 KINDS = ("abc", "name_swap")
@@ -53,17 +55,14 @@ def pairs(ioi: IOI, third: str, vocabs: dict[str, Vocab]) -> list[dict]:
     and per tokenizer family of `vocabs` the token IDs of both prompts, the answer and the wrong answer."""
     if third in (ioi.io, ioi.s):
         raise ValueError(f"third: {third!r} must differ from the indirect object {ioi.io!r} and the subject {ioi.s!r}")
-    ids = {name: {model: one_token(" " + name, vocab, model) for model, vocab in vocabs.items()}
+    ids = {name: {model: one_token(" " + name, vocab, "names") for model, vocab in vocabs.items()}
            for name in (ioi.io, ioi.s, third)}
     clean = ioi.text(ioi.s)
     rows = []
     for kind, corrupt in corruptions(ioi, third).items():
         row = {"kind": kind, "clean": clean, "corrupt": corrupt, "answer": " " + ioi.io, "wrong": " " + ioi.s}
         for model, vocab in vocabs.items():
-            clean_ids, corrupt_ids = vocab.encode(clean), vocab.encode(corrupt)
-            if len(clean_ids) != len(corrupt_ids):
-                raise ValueError(f"{kind}: {corrupt!r} is {len(corrupt_ids)} tokens in the {model} tokenizer and its "
-                                 f"clean prompt {clean!r} {len(clean_ids)}; patching needs equal lengths")
+            clean_ids, corrupt_ids = same_length(clean, corrupt, vocab, kind)
             row.update({f"{model}_clean_ids": clean_ids, f"{model}_corrupt_ids": corrupt_ids,
                         f"{model}_answer_id": ids[ioi.io][model], f"{model}_wrong_id": ids[ioi.s][model]})
         rows.append(row)
@@ -86,10 +85,3 @@ def counterfactuals(iois: list[IOI], names: tuple[str, ...], vocabs: dict[str, V
     """`pairs` of every IOI prompt, each with its `third_names` draw."""
     return [row for ioi, third in zip(iois, third_names(iois, names, rng)) for row in pairs(ioi, third, vocabs)]
 
-
-def one_token(text: str, vocab: Vocab, model: str) -> int:
-    ids = vocab.encode(text)
-    if len(ids) != 1:
-        raise ValueError(f"names: {text!r} is {len(ids)} tokens in the {model} tokenizer; every name, with its "
-                         "leading space, must be one token in every tokenizer")
-    return ids[0]

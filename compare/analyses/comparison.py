@@ -142,7 +142,8 @@ def compare(prompt, models: Sequence[Any] = DEFAULT_MODELS, *, model=None, varia
                     run.logits = run.k = run.probs = logits[m][i] = None
             results.append(Comparison(prompt=items[n], variant=variant, runs=runs, cross=cross, seed=prep.seed,
                                       tokenizer_tables=tables, k_columns=k_columns,
-                                      same_tokenizer=tuple(h.name for h, s in zip(handles[1:], same[1:]) if s)))
+                                      same_tokenizer=tuple(h.name for h, s in zip(handles[1:], same[1:]) if s),
+                                      run_time_ids=tuple(h.name for h, r in zip(handles, prep.run_time) if r)))
         if report is not None:
             report(len(results), len(items))
         if is_suite:

@@ -21,7 +21,9 @@ position pairs with itself, and `compare` measures them over the whole vocabular
 
 Suite rows (`datasets_gen.build`) hold ``{family}_{variant}_ids`` per model family; a family
 whose tokenizer is another's (Pythia's is Mamba's, `vocabularies.tokenizer_family`) reads that
-family's columns where its own are absent, as in suites built before it had columns.
+family's columns where its own are absent, as in suites built before it had columns. A model
+with neither (a hybrid's own tokenizer) tokenises the row's text at run time (`rows`), listed in
+`Comparison.run_time_ids`.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..handle import vocabularies
+from . import rows
 from .align import align
 from ..handle.model import Model
 from .signatures import VARIANTS  # noqa: F401 (the allowed variants, exported here too)
@@ -45,6 +48,7 @@ class Prepared:
     pairs: list[list[tuple[int, int, bool]]]  # per other model: (position, other position, split)
     track: list[tuple[str, list[int]]]  # (label, ID per model)
     seed: int | None
+    run_time: list[bool]  # per model: a suite row without its columns, so tokenised now (`rows`)
 
 
 def prepare(item, handles: list[Model], variant: str, track, same: list[bool]) -> Prepared:
@@ -52,9 +56,9 @@ def prepare(item, handles: list[Model], variant: str, track, same: list[bool]) -
 
     same: per model, whether it reads the first model's tokenizer.
     """
-    seed, target = None, []
+    seed, target, run_time = None, [], [False] * len(handles)
     if isinstance(item, Mapping):
-        ids, splits, target = _from_row(item, handles, variant)
+        ids, splits, target, run_time = _from_row(item, handles, variant)
         seed = json.loads(item.get("params") or "{}").get("seed")
     else:
         first = handles[0]
@@ -77,35 +81,21 @@ def prepare(item, handles: list[Model], variant: str, track, same: list[bool]) -
     resolved = target if isinstance(item, Mapping) and track is None else _tracked(track, handles, variant)
     if variant == "same_ids":  # every model is fed the first model's IDs: each tracks the ID it reads
         resolved = [(label, [per_model[0]] * len(handles)) for label, per_model in resolved]
-    return Prepared(ids=ids, pairs=pairs, track=resolved, seed=seed)
+    return Prepared(ids=ids, pairs=pairs, track=resolved, seed=seed, run_time=run_time)
 
 
 def _from_row(row: Mapping, handles: list[Model], variant: str):
-    prefixes = [row_prefix(row, h, variant) for h in handles]
-    ids = [list(row[f"{p}_{variant}_ids"]) for p in prefixes]
-    splits = None
-    if variant == "aligned":  # flagged one-piece tokens (byte fragments) count as split: negative
-        splits = [[-s if f else s for s, f in zip(row[f"{p}_aligned_split"], row[f"{p}_aligned_flags"])]
-                  for p in prefixes]
-    target_ids = [row.get(f"target_id_{p}", -1) for p in prefixes]
+    """Each model's IDs, splits (aligned) and the row's target from its columns, or tokenised at run
+    time where the suite has none for it (`rows`); the source tokenizer for that comes from a model
+    of the call that reads it."""
+    readers = [h for h in handles if vocabularies.tokenizer_family(h.family) == row.get("source")]
+    source = vocabularies.load_vocab(readers[0].tokenizer, readers[0].name) if readers else None
+    read = [rows.read(row, h, variant, source) for h in handles]
+    splits = [r.splits for r in read] if variant == "aligned" else None
     target = []
-    if row.get("target") and all(i is not None and i >= 0 for i in target_ids):
-        target = [(row["target"], target_ids)]
-    return ids, splits, target
-
-
-def row_prefix(row: Mapping, handle: Model, variant: str) -> str:
-    """The column prefix of `handle` in a suite row: its family, else its tokenizer family's
-    (the study's per-model analyses read a row through it too)."""
-    prefixes = list(dict.fromkeys([handle.family, vocabularies.tokenizer_family(handle.family)]))
-    for prefix in prefixes:
-        if f"{prefix}_{variant}_ids" in row:
-            return prefix
-    version = json.loads(row.get("params") or "{}").get("version", "unknown")
-    raise ValueError(f"prompt: the suite row has no {' or '.join(f'{p}_{variant}_ids' for p in prefixes)} for "
-                     f"{handle.name} (family {handle.family}); the suite (datasets_gen version {version}) was built "
-                     "without columns for this family: rebuild it with a datasets_gen that has them "
-                     "(python -m datasets_gen build), or, for an analysis that takes text, give the prompts as text")
+    if row.get("target") and all(r.target is not None for r in read):
+        target = [(row["target"], [r.target for r in read])]
+    return [r.ids for r in read], splits, target, [r.run_time for r in read]
 
 
 def _variant_ids(text: str, ids0: list[int], handles: list[Model], variant: str, same: list[bool]):

@@ -66,6 +66,8 @@ class Comparison:
 
     same_tokenizer: the other models that read the first model's tokenizer (Pythia beside Mamba):
     for them the three variants coincide and the cross metrics cover the whole vocabulary.
+    run_time_ids: the models a suite row has no columns for (a hybrid's own tokenizer): their IDs,
+    target and pairs were tokenised from the row's text at run time (`rows`), not read from the suite.
     """
 
     prompt: Any
@@ -76,6 +78,7 @@ class Comparison:
     tokenizer_tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     k_columns: str = "vocab"
     same_tokenizer: tuple[str, ...] = ()
+    run_time_ids: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line per other model: how it is paired with the first, and over which tokens."""
@@ -158,7 +161,7 @@ class Comparison:
         return {"models": {n: {"family": r.family, "vocab_size": r.vocab_size}
                            for n, r in self.runs.items()},
                 "variant": self.variant, "k_columns": self.k_columns, "seed": self.seed, "prompt": prompt,
-                "same_tokenizer": list(self.same_tokenizer),
+                "same_tokenizer": list(self.same_tokenizer), "run_time_ids": list(self.run_time_ids),
                 "lock_in": {n: r.lock_in for n, r in self.runs.items()},
                 "variance_trend": {n: r.variance_trend for n, r in self.runs.items()},
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,

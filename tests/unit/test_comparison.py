@@ -404,6 +404,25 @@ def test_a_pythia_model_reads_mambas_columns_of_a_suite_built_before_pythia_had_
         old_rows = package.compare(old, [mamba, pythia], variant=variant, progress=False)
         np.testing.assert_array_equal(old_rows.runs["pythia"].ids, new_rows.runs["pythia"].ids)
         np.testing.assert_array_equal(old_rows.runs["pythia"].ids, row["mamba_" + variant + "_ids"])
-    no_gpt2 = {k: v for k, v in row.items() if not k.startswith("gpt2_")}
-    with pytest.raises(ValueError, match=r"no gpt2_native_ids for gpt2 .*datasets_gen version .*without columns for this family: rebuild it"):
-        package.compare(no_gpt2, [mamba, gpt2], variant="native", progress=False)
+
+
+def test_a_model_without_columns_in_a_suite_row_tokenises_it_as_datasets_gen_builds_them(neox_models):
+    """A row with no columns for a model (a hybrid's own tokenizer; here GPT-2's columns removed)
+    is tokenised at run time: in every variant the IDs are those datasets_gen stores for it, and the
+    comparison lists the model in run_time_ids (metadata too)."""
+    from datasets_gen import CustomConfig, build
+
+    mamba, gpt2, _ = neox_models
+    neox, gpt2_tok = shared_tokenizer("gpt-neox-20b"), shared_tokenizer("gpt2")
+    row = build(suites=[CustomConfig(texts=(TEXT + " 🐍 日本",))], tokenizers={"mamba": neox, "gpt2": gpt2_tok})["custom"][0]
+    no_gpt2 = {k: v for k, v in row.items() if not k.startswith("gpt2_") and k != "target_id_gpt2"}
+    for variant in ("native", "same_ids", "aligned"):
+        stored = package.compare(row, [mamba, gpt2], variant=variant, progress=False)
+        run_time = package.compare(no_gpt2, [mamba, gpt2], variant=variant, progress=False)
+        np.testing.assert_array_equal(run_time.runs["gpt2"].ids, row[f"gpt2_{variant}_ids"])
+        pd.testing.assert_frame_equal(run_time.cross, stored.cross)
+        assert (stored.run_time_ids, run_time.run_time_ids) == ((), ("gpt2",))
+    assert run_time.metadata()["run_time_ids"] == ["gpt2"]
+    with pytest.raises(ValueError, match=r"variant: the suite has no columns for gpt2 .*'aligned' .*needs the mamba "
+                                         r"tokenizer: give a model that reads it in the same call, or use 'native'"):
+        package.compare(no_gpt2, [gpt2], variant="aligned", progress=False)
