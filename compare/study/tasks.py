@@ -12,6 +12,13 @@ channel_sensitivity get it as their `seed` (their noise ε is then a function of
 layer, trial)); it is stored in the rows' `seed` column, so any row can be recomputed with a
 direct call.
 
+Suite rows: each model reads its own columns of the row (`analyses.rows`); a model the suite has
+none for (a hybrid's own tokenizer) reads the row's text, target and counterfactual tokenised at
+run time under datasets_gen's checks, and every row of a suite task carries `run_time_ids` (True
+for those), so a reader can tell the suite's stored IDs from IDs made during the study. A row
+that fails those checks (a target of two tokens, a pair of unequal lengths) fails its task with
+the reason, filed under `_failed/`; the other tasks go on.
+
 Both executors call `execute` and nothing else, in the driver's process (embedded) or in a
 worker (Ray); models are loaded once per process (`loading.cached_model`).
 """
@@ -33,7 +40,7 @@ from ..analyses.lens import logit_lens
 from ..analyses.comparison import compare
 from ..handle.loading import cached_model
 from ..analyses.noise import noise_sweep
-from ..analyses.pairing import row_prefix
+from ..analyses import rows
 from .spec import Spec, model_key
 
 # compare's cross metrics of a non-reference model's row, vs the reference (first) model
@@ -120,19 +127,21 @@ def run(task: Task) -> pd.DataFrame:
         params = dict(task.params)
         variant = params.pop("variant", "native")
         prompt, target = task.prompt, params.pop("target", None)
-        if isinstance(prompt, Mapping):  # a suite row: the model's own IDs and target
-            prefix = row_prefix(prompt, handle, variant)
-            prompt = list(prompt[f"{prefix}_{variant}_ids"])
+        row = rows.read(prompt, handle, variant) if isinstance(prompt, Mapping) else None
+        if row is not None:  # a suite row: the model's own IDs and target
+            prompt = row.ids
             if target is None:
-                target = task.prompt.get(f"target_id_{prefix}", -1)
-                if target < 0:
+                if row.target is None:
                     raise ValueError(f"target: the suite row {task.prompt.get('id')!r} has no one-token target "
-                                     f"for {handle.name}; give 'target' in the analysis")
+                                     f"for {handle.name} ({row.reason}); give 'target' in the analysis")
+                target = row.target
         analysis = noise_sweep if task.analysis == "noise_sweep" else channel_sensitivity
         frame = analysis(prompt, model=handle, target=target, seed=task.seed, **params)
         frame["seed"] = np.int64(task.seed)
         if task.analysis == "noise_sweep":  # what `phase_transition` resamples by; attrs do not survive the files
             frame["draws"] = frame.attrs["draws"]
+        if row is not None:
+            frame["run_time_ids"] = row.run_time
     frame.attrs = {}  # the stop/progress bookkeeping of a call, not data
     frame.insert(0, "task", task.key)
     frame.insert(1, "prompt_index", np.int64(task.prompt_index))
@@ -143,29 +152,25 @@ def _lens(task: Task, handle) -> pd.DataFrame:
     """logit_lens of the prompt; a suite row gives its IDs and, where it has one, its target."""
     params = dict(task.params)
     variant, prompt = params.pop("variant", "native"), task.prompt
-    if isinstance(prompt, Mapping):
-        prefix = row_prefix(prompt, handle, variant)
-        prompt = list(task.prompt[f"{prefix}_{variant}_ids"])
-        row_target = task.prompt.get(f"target_id_{prefix}", -1)
-        params.setdefault("target", row_target if row_target is not None and row_target >= 0 else None)
+    row = rows.read(prompt, handle, variant) if isinstance(prompt, Mapping) else None
+    if row is not None:  # a lens needs no target: a row without a one-token one is read without
+        prompt = row.ids
+        params.setdefault("target", row.target)
     frame = logit_lens(prompt, model=handle, **params)
     for column in ("top_tokens", "top_ids", "top_probs"):  # tuples: lists for the Parquet files
         frame[column] = frame[column].map(list)
+    if row is not None:
+        frame["run_time_ids"] = row.run_time
     return frame
 
 
 def _attribution(task: Task, handle) -> pd.DataFrame:
     """attribution_patch of a suite row's clean prompt against its corrupt_<corruption> twin."""
     params = dict(task.params)
-    kind, row = params.pop("corruption"), task.prompt
-    family = row_prefix(row, handle, "native")  # its columns, or its tokenizer family's
-    corrupt = row.get(f"{family}_{kind}_ids")
-    if corrupt is None:
-        raise ValueError(f"corruption: the suite row {row.get('id')!r} has no {kind!r} counterfactual "
-                         "(only the natural suite's IOI prompts have them)")
-    frame = attribution_patch(list(row[f"{family}_native_ids"]), list(corrupt), model=handle,
-                              answer=row[f"{family}_answer_id"], wrong=row[f"{family}_wrong_id"], **params)
+    pair = rows.pair(task.prompt, handle, params.pop("corruption"))  # its columns, or tokenised now
+    frame = attribution_patch(pair.clean, pair.corrupt, model=handle, answer=pair.answer, wrong=pair.wrong, **params)
     frame["position"] = frame["position"].astype(np.int64)
+    frame["run_time_ids"] = pair.run_time
     return frame
 
 
@@ -193,4 +198,6 @@ def _compare(task: Task) -> pd.DataFrame:
     for column in ("split", "agree"):  # missing on the reference's rows: nullable, not object
         frame[column] = frame[column].astype("boolean")
     frame["ref_position"] = frame["ref_position"].astype("Int64")
+    if isinstance(task.prompt, Mapping):
+        frame["run_time_ids"] = frame["model"].isin(comparison.run_time_ids)
     return frame

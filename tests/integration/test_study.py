@@ -58,7 +58,7 @@ def one_thread():
 
 
 def rows_of(frame, key):
-    columns = ["task", "prompt_index", "seed", "draws"]
+    columns = ["task", "prompt_index", "seed", "draws", "run_time_ids"]
     return frame[frame["task"] == key].drop(columns=columns, errors="ignore").reset_index(drop=True)
 
 

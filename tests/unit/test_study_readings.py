@@ -34,14 +34,14 @@ def test_suite_rows_give_each_model_its_own_ids_target_and_counterfactual(tiny_d
     for m in MODELS:
         h = handles[m]
         lens = study.read(tmp_path / "s", "logit_lens")
-        got = lens[lens["task"] == f"logit_lens/{m}/p000000"].drop(columns=["task", "prompt_index"])
+        got = lens[lens["task"] == f"logit_lens/{m}/p000000"].drop(columns=["task", "prompt_index", "run_time_ids"])
         direct = logit_lens(h.encode(CLEAN), model=h, target=row[f"target_id_{m}"], k=2)
         assert got["top_ids"].map(list).tolist() == direct["top_ids"].map(list).tolist()
         pd.testing.assert_frame_equal(got.drop(columns=["top_tokens", "top_ids", "top_probs"]).reset_index(drop=True),
                                       direct.drop(columns=["top_tokens", "top_ids", "top_probs"]), check_dtype=False,
                                       rtol=1e-6)
         attr = study.read(tmp_path / "s", "attribution_patch")
-        got = attr[attr["task"] == f"attribution_patch/{m}/p000000"].drop(columns=["task", "prompt_index"])
+        got = attr[attr["task"] == f"attribution_patch/{m}/p000000"].drop(columns=["task", "prompt_index", "run_time_ids"])
         direct = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John")
         pd.testing.assert_frame_equal(got.reset_index(drop=True), direct, check_dtype=False, rtol=1e-5, atol=1e-7)
 
@@ -63,7 +63,7 @@ def test_a_study_sets_attributions_steps(tiny_dirs, tiny, tmp_path):
             "device": "cpu", "analyses": [{"analysis": "attribution_patch", "corruption": "name_swap", "steps": 4}]}
     result = study.run(spec, tmp_path / "s", progress=False)
     assert (result.done, result.failed) == (1, [])
-    got = study.read(tmp_path / "s", "attribution_patch").drop(columns=["task", "prompt_index"])
+    got = study.read(tmp_path / "s", "attribution_patch").drop(columns=["task", "prompt_index", "run_time_ids"])
     direct = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John", steps=4)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), direct, check_dtype=False, rtol=1e-5, atol=1e-7)
     plain = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John")
@@ -91,24 +91,27 @@ def test_a_family_reads_its_tokenizer_familys_columns_of_a_suite_row(tiny_dirs, 
                          {"analysis": "noise_sweep", "levels": [0.0]}]}
     result = study.run(spec, tmp_path / "s", progress=False)
     assert (result.done, result.failed) == (3, [])
-    got = study.read(tmp_path / "s", "attribution_patch").drop(columns=["task", "prompt_index"])
+    got = study.read(tmp_path / "s", "attribution_patch").drop(columns=["task", "prompt_index", "run_time_ids"])
     direct = attribution_patch(h.encode(CLEAN), h.encode(CORRUPT), model=h, answer=" Mary", wrong=" John")
     pd.testing.assert_frame_equal(got.reset_index(drop=True), direct, check_dtype=False, rtol=1e-5, atol=1e-7)
     lens = study.read(tmp_path / "s", "logit_lens")
     assert (lens["target"] == "Mary").all()  # the row's target_id_mamba
 
 
-def test_a_suite_row_without_the_models_columns_fails_its_tasks_naming_them(tiny_dirs, tiny, tmp_path):
-    """A hybrid has no columns in a suite built for Mamba and GPT-2: each task fails with the
-    columns it lacks (not a KeyError), and the study goes on."""
+def test_a_suite_row_without_the_models_columns_is_tokenised_at_run_time_and_marked(tiny_dirs, tiny, tmp_path):
+    """A hybrid has no columns in a suite built for Mamba and GPT-2: its tasks read the row's text
+    in its own tokenizer (the text fields the columns were built from) and say so in run_time_ids;
+    the models with columns read them and say False."""
     datasets = pytest.importorskip("datasets")
-    spec = {"prompts": datasets.Dataset.from_list([_row(tiny[0], MODELS)]),
-            "models": [str(tiny_dirs[0]["granite_hybrid"])], "seed": 0, "device": "cpu",
-            "analyses": [{"analysis": "logit_lens"}, {"analysis": "attribution_patch", "corruption": "abc"},
+    row = _row(tiny[0], MODELS) | {"target": " Mary", "answer": " Mary", "wrong": " John", "corrupt_abc": None,
+                                    "corrupt_name_swap": CORRUPT}
+    spec = {"prompts": datasets.Dataset.from_list([row]), "seed": 0, "device": "cpu",
+            "models": [str(tiny_dirs[0]["mamba"]), str(tiny_dirs[0]["granite_hybrid"])],
+            "analyses": [{"analysis": "logit_lens"}, {"analysis": "attribution_patch", "corruption": "name_swap"},
                          {"analysis": "noise_sweep", "levels": [0.0]}]}
     result = study.run(spec, tmp_path / "s", progress=False)
-    assert result.done == 0 and len(result.failed) == 3
-    for failure in study.results.failures(tmp_path / "s"):
-        assert failure["error"].startswith("ValueError: prompt: the suite row has no granite_hybrid_native_ids for "
-                                           "granite_hybrid (family granite_hybrid); the suite (datasets_gen version "
-                                           "test) was built without columns for this family")
+    assert (result.done, result.failed) == (6, [])
+    for label in ("logit_lens", "attribution_patch", "noise_sweep"):
+        frame = study.read(tmp_path / "s", label)
+        marked = frame.groupby(frame["task"].str.split("/").str[1])["run_time_ids"].unique()
+        assert marked.map(list).to_dict() == {"granite_hybrid": [True], "mamba": [False]}
