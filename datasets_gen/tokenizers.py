@@ -17,7 +17,8 @@ from compare.handle.vocabularies import Vocab, load_vocab, tokenizer_family
 SUITE_TOKENIZERS = ("EleutherAI/gpt-neox-20b", "openai-community/gpt2")
 """The tokenizers a suite is aligned across: the thesis's pair (GPT-NeoX-20B reads Mamba-1, Mamba-2 and
 Pythia; GPT-2 its own). A hybrid family with a vocabulary of its own (Granite-4.0-H, Falcon-H1) has
-no columns: `compare` tokenises a suite's text for it."""
+no columns: `compare` and a study tokenise a row's text for it at run time, under the checks the
+columns are built under (`compare.analyses.rows`), and mark it `run_time_ids`."""
 
 FAMILIES = tuple(name for name, family in families.FAMILIES.items() if family.tokenizer in SUITE_TOKENIZERS)
 """The model families on the suite tokenizers ("mamba", "mamba2", "gpt2", "pythia"): a row has a
