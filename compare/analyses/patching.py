@@ -405,14 +405,16 @@ def _suffix_start(sweep: Patching) -> int | None:
 def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor, same: dict, max_bytes: int,
                       count: Counter, stop):
     """Any component on a family whose blocks run on a suffix of positions (`Family.block_suffix`),
-    every swept layer at once, patches grouped by their first position p. A patch changes no
+    every swept layer and patched position at once. A patch whose first position is p changes no
     position before p in any layer (the model is causal), so each block above it runs on positions
     p.. only, its mixers reading what the corrupt run leaves before p (keys and values, the SSM's
     state and conv inputs: `Family.record_prefix`, once per block). The rows of a patch of layer l
     (`_entering`) join at block l (resid_pre) or l + 1 (anything else): block k takes the rows of
-    every layer joined below it at once, then the rows joining at k. A patch of positions where
-    the clean and corrupt component agree exactly (`record`'s same) is the corrupt run and is
-    not run. Returns ({(layer, patch index): final residual [d]}, stopped)."""
+    every layer joined below it at once, then the rows joining at k, the rows of every start p in
+    one call (`_blocks_packed`). A patch of positions where the clean and corrupt component agree
+    exactly (`record`'s same) is the corrupt run and is not run. The starts run in packs whose rows
+    fit `max_bytes` between blocks (`_packs`), progress and stop once per pack.
+    Returns ({(layer, patch index): final residual [d]}, stopped)."""
     handle, arch = sweep.handle, sweep.handle.arch
     L, offset = handle.n_layers, _suffix_start(sweep)
     first = min(sweep.layers) + offset
@@ -420,28 +422,67 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
         prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if same[layer][list(patch)].all()}  # all() of no position: the empty patch
-    for p, group in _by_start(sweep):
+    positions = chunk_size(handle, None, sweep.T, max_bytes) * sweep.T  # per block call, as a chunk of rows of T
+    for pack in _packs(sweep, entries[0][0][0].shape[-1], max_bytes):
         if stop is not None and stop.is_set():
             return done, True
+        rows, keys = {}, {p: [] for p, _ in pack}  # per start p, the residuals at positions p.. [R, T - p, d]
         with handle.lock, torch.inference_mode():
-            rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
             for k in range(first, L + 1):
                 layer = k - offset
-                run = [i for i in group if (layer, i) not in done] if layer in sweep.layers else []
-                if run:
+                for p, group in pack:
+                    run = [i for i in group if (layer, i) not in done] if layer in sweep.layers else []
+                    if not run:
+                        continue
                     joined = _entering(sweep, layer, src[layer], entries, corrupt_final, run, p, max_bytes)
-                    if k == L:  # past the last block only the last position is read
-                        rows, joined = (None if rows is None else rows[:, -1:]), joined[:, -1:]
-                    rows = joined if rows is None else torch.cat([rows, joined])
-                    keys += [(layer, i) for i in run]
-                if k < L and rows is not None:
-                    size = chunk_size(handle, None, rows.shape[1], max_bytes)
-                    rows = torch.cat([arch.block_suffix(handle.module, k, rows[i:i + size], prefixes[k], p)
-                                      for i in range(0, len(rows), size)])
-        if rows is not None:
-            done.update({key: final for key, final in zip(keys, rows[:, -1])})
-        count.add(len(sweep.layers) * len(group))
+                    if k == L and p in rows:  # past the last block only the last position is read
+                        rows[p] = rows[p][:, -1:]
+                    rows[p] = torch.cat([rows[p], joined]) if p in rows else joined
+                    keys[p] += [(layer, i) for i in run]
+                if k < L and rows:
+                    rows = _blocks_packed(handle, k, rows, prefixes[k], positions)
+        for p, final in rows.items():
+            done.update(zip(keys[p], final[:, -1]))
+        count.add(len(sweep.layers) * sum(len(group) for _, group in pack))
     return done, False
+
+
+def _packs(sweep: Patching, d: int, max_bytes: int) -> list[list[tuple[int, list[int]]]]:
+    """`_by_start`'s groups in packs, rising: a pack's rows (every swept layer's, held between blocks in
+    fp32, [R, T − p, d] per start) fit in max_bytes, and a pack holds at least one group."""
+    packs, size = [], 0
+    for p, group in _by_start(sweep):
+        need = FP32_BYTES * len(sweep.layers) * len(group) * (sweep.T - p) * d
+        if not packs or size + need > max_bytes:
+            packs, size = packs + [[]], 0
+        packs[-1].append((p, group))
+        size += need
+    return packs
+
+
+def _blocks_packed(handle, layer: int, rows: dict, prefix, positions: int) -> dict:
+    """Block `layer` on the rows of every start {p: [R, T − p, d]} (`Family.block_suffix`), in calls
+    of at most `positions` positions each (whole rows, at least one per call)."""
+    arch, outs, pieces, used = handle.arch, {p: [] for p in rows}, [], 0
+
+    def run():
+        for (p, _), out in zip(pieces, arch.block_suffix(handle.module, layer, prefix, pieces)):
+            outs[p].append(out)
+
+    for p, x in sorted(rows.items()):  # rising p: each prefix's state before p advances
+        l, i = x.shape[1], 0
+        while i < len(x):
+            n = min(len(x) - i, (positions - used) // l)
+            if n == 0 and pieces:
+                run()
+                pieces, used = [], 0
+                continue
+            n = max(n, 1)
+            pieces.append((p, x[i:i + n]))
+            used, i = used + n * l, i + n
+    if pieces:
+        run()
+    return {p: torch.cat(out) for p, out in outs.items()}
 
 
 def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_final: torch.Tensor, group, p: int,

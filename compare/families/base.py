@@ -272,10 +272,11 @@ class Family:
         [1, T, d], for `block_suffix` (families with `suffix`)."""
         raise NotImplementedError(f"{self.title} has no suffix path")
 
-    def block_suffix(self, module: nn.Module, layer: int, rows: torch.Tensor, prefix, p: int) -> torch.Tensor:
-        """Block `layer`'s output at positions p.. [R, T − p, d] from its input there, rows
-        [R, T − p, d], whose positions < p are those of the run `prefix` recorded
-        (`record_prefix`); no hook point of the block is called."""
+    def block_suffix(self, module: nn.Module, layer: int, prefix, pieces) -> list[torch.Tensor]:
+        """Block `layer`'s output at positions p.. [R, T − p, d] of each piece (p, rows [R, T − p, d]),
+        from its input there, the rows' positions < p being those of the run `prefix` recorded
+        (`record_prefix`); the pieces run in one call where the family can. No hook point of the
+        block is called."""
         raise NotImplementedError(f"{self.title} has no suffix path")
 
     def next_on_rays(self, module: nn.Module, layer: int) -> bool:

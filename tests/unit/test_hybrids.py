@@ -664,7 +664,7 @@ def test_a_residual_patch_sweep_on_a_hybrid_runs_suffixes_equal_to_one_trace_per
 
 
 @pytest.mark.parametrize("family", HYBRIDS)
-def test_a_hybrid_block_run_on_a_suffix_equals_transformers_block_on_every_position(tiny, family):
+def test_hybrid_blocks_run_on_packed_suffixes_equal_transformers_block_on_every_position(tiny, family):
     handle = tiny[0][family]
     arch, module = handle.arch, handle.module
     T, d = len(IDS[0]), module.config.hidden_size
@@ -673,13 +673,18 @@ def test_a_hybrid_block_run_on_a_suffix_equals_transformers_block_on_every_posit
     with torch.no_grad():
         for layer in range(handle.n_layers):
             prefix = arch.record_prefix(module, layer, recorded)
+            pieces, expected = [], []
             for p in (0, 1, 3, 4, 9):  # the tiny models' conv has 4 taps and their scan chunks of 4 positions
                 rows = recorded[:, p:] + torch.randn(3, T - p, d, generator=generator) * torch.tensor([0, 1, 2])[:, None, None]
                 inputs = torch.cat([recorded[:, :p].expand(3, -1, -1), rows], dim=1)
-                expected = module.model.layers[layer](inputs, **arch.layer_kwargs(module, inputs, layer))
-                expected = expected[0] if isinstance(expected, tuple) else expected
-                torch.testing.assert_close(arch.block_suffix(module, layer, rows, prefix, p), expected[:, p:],
-                                           atol=2e-6, rtol=1e-5)
+                out = module.model.layers[layer](inputs, **arch.layer_kwargs(module, inputs, layer))
+                pieces.append((p, rows))
+                expected.append((out[0] if isinstance(out, tuple) else out)[:, p:])
+            # every start packed into one call, and each start alone
+            for got in (arch.block_suffix(module, layer, prefix, pieces),
+                        [arch.block_suffix(module, layer, prefix, [piece])[0] for piece in pieces]):
+                for (p, _), value, want in zip(pieces, got, expected):
+                    torch.testing.assert_close(value, want, atol=2e-6, rtol=1e-5, msg=f"layer {layer}, p {p}")
 
 
 def test_sweep_frames_carry_each_layers_kind_as_the_config_declares_it(tiny):
