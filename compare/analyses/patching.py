@@ -422,7 +422,7 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
         prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if same[layer][list(patch)].all()}  # all() of no position: the empty patch
-    positions = chunk_size(handle, None, sweep.T, max_bytes) * sweep.T  # per block call, as a chunk of rows of T
+    positions = _positions_per_call(handle, sweep.T, max_bytes)
     for pack in _packs(sweep, entries[0][0][0].shape[-1], max_bytes):
         if stop is not None and stop.is_set():
             return done, True
@@ -435,8 +435,10 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
                     if not run:
                         continue
                     joined = _entering(sweep, layer, src[layer], entries, corrupt_final, run, p, max_bytes)
-                    if k == L and p in rows:  # past the last block only the last position is read
-                        rows[p] = rows[p][:, -1:]
+                    if k == L:  # past the last block only the last position is read
+                        joined = joined[:, -1:]
+                        if p in rows:
+                            rows[p] = rows[p][:, -1:]
                     rows[p] = torch.cat([rows[p], joined]) if p in rows else joined
                     keys[p] += [(layer, i) for i in run]
                 if k < L and rows:
@@ -458,6 +460,14 @@ def _packs(sweep: Patching, d: int, max_bytes: int) -> list[list[tuple[int, list
         packs[-1].append((p, group))
         size += need
     return packs
+
+
+def _positions_per_call(handle, T: int, max_bytes: int) -> int:
+    """Positions one packed block call may hold within max_bytes (at least T): a row's estimate
+    (`Model.layer_bytes`) less what it counts per row whatever the length (a scan's carried states,
+    which a packed call shares across its rows), per position."""
+    per_position = max(1, handle.layer_bytes(T) - handle.layer_bytes(0)) / T
+    return max(T, int(max_bytes // per_position))
 
 
 def _blocks_packed(handle, layer: int, rows: dict, prefix, positions: int) -> dict:
