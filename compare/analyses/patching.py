@@ -34,7 +34,8 @@ For each layer l the patches run as one batch per chunk, restarted at block l fr
 cache (layers below l are never recomputed) with a torch hook that writes the clean values at
 each row's positions (`torch.where`, an exact copy); blocks after the patched one compute the
 last position only where they can (`restart.blocks_from`'s last_only) and the LM head runs at
-the last position only, on every run at once. m_clean and m_corrupt come from the same LM-head
+the last position only, on every run at once, and on the logits the metric reads only (answer and
+wrong for logit_diff against a wrong answer, the answer for logit; all for the others). m_clean and m_corrupt come from the same LM-head
 call as the patched runs, from each run's final residual, so a patch that restores the final
 residual exactly (resid_post at the last layer, every position) recovers exactly 1; a patch of
 no position is the corrupt run itself and recovers exactly 0.
@@ -61,8 +62,10 @@ On a family whose blocks run on a suffix of positions (`Family.suffix`: the hybr
 point (resid_pre, resid_post) takes `_suffix_wavefront`: a patch whose first position is p
 changes nothing before p in any layer, so every block above it runs on positions p.. only, its
 mixers reading what the corrupt run leaves before p (attention's keys and values, the SSM's state
-and conv inputs: `Family.record_prefix`, recorded once per block), with every row patched at p
-below a block in one batch, as on Mamba's `h`. Same arithmetic as the full forward but for the
+and conv inputs: `Family.record_prefix`, recorded once per block), with every row patched below
+a block in one call whatever its p: the rows of all starts are packed along positions
+(`Family.block_suffix`), so the block's norms, projections and MLP run on all of them as one GEMM
+each and only its mixers go start by start. Same arithmetic as the full forward but for the
 order of sums (the state before p is carried by the recurrence, the scan chunks start at p), so
 it agrees with the reference to fp32 rounding.
 
@@ -569,10 +572,11 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
     # one LM-head row per distinct residual: a matmul's rounding depends on where a row falls in the
     # batch, and a run that ends on the clean (corrupt) residual must read exactly m_clean (m_corrupt)
     distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    columns, answer, wrong = _read(sweep)
     with handle.lock:
-        logits = head(handle, [distinct])[inverse]
+        logits = head(handle, [distinct], columns)[inverse]
     _check_finite(sweep, logits, keys)
-    metric = metric_of(logits, sweep.metric, sweep.answer, sweep.wrong)
+    metric = metric_of(logits, sweep.metric, answer, wrong)
     m_clean, m_corrupt = float(metric[-2]), float(metric[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     return pd.DataFrame({
@@ -580,6 +584,16 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
         "kind": [handle.layer_kind(layer) for layer, _ in keys], "position": [sweep.labels[i] for _, i in keys],
         "component": sweep.component, "metric_patched": metric[:-2],
         "recovery": recovery(metric[:-2], m_clean, m_corrupt)})[list(COLUMNS)]
+
+
+def _read(sweep: Patching) -> tuple[list[int] | None, int, int | None]:
+    """(the head's columns the metric reads, the answer's and the wrong answer's index in them):
+    logit and logit_diff against a wrong answer read one or two logits, the other metrics all of them."""
+    if sweep.metric == "logit":
+        return [sweep.answer], 0, None
+    if sweep.metric == "logit_diff" and sweep.wrong is not None:
+        return [sweep.answer, sweep.wrong], 0, 1
+    return None, sweep.answer, sweep.wrong
 
 
 def _attrs(sweeps) -> dict:

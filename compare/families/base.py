@@ -253,9 +253,14 @@ class Family:
     def n_layers(self, module: nn.Module) -> int:
         return len(self.blocks(module))
 
-    def head(self, module: nn.Module, resid: torch.Tensor) -> torch.Tensor:
-        """Logits from residuals [..., d]: the final norm, then the LM head."""
-        return module.lm_head(_walk(module, self.norm_path)(resid))
+    def head(self, module: nn.Module, resid: torch.Tensor, columns: list[int] | None = None) -> torch.Tensor:
+        """Logits from residuals [..., d]: the final norm, then the LM head; with `columns` (token
+        IDs) only theirs [..., len(columns)], from the same rows of the head's weight."""
+        normed = _walk(module, self.norm_path)(resid)
+        if columns is None:
+            return module.lm_head(normed)
+        head = module.lm_head
+        return nn.functional.linear(normed, head.weight[columns], None if head.bias is None else head.bias[columns])
 
     def blocks_from(self, module: nn.Module, start: int, resid: torch.Tensor, entry, stop: int | None = None,
                     last_only: bool = False) -> torch.Tensor:

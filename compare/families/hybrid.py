@@ -119,6 +119,12 @@ class HybridFamily(TransformersFamily):
         out = self.blocks(module)[layer](rows, cache=suffixes, **self.layer_kwargs(module, rows, layer, start=suffixes))
         return suffixes.unpack(out[0] if isinstance(out, tuple) else out)
 
+    def head(self, module, resid, columns=None):
+        logits = super().head(module, resid, columns)
+        if columns is None or not isinstance(module.lm_head, ScaledHead):  # the full head scales itself
+            return logits
+        return module.lm_head.scale(logits)
+
     def stages(self, module, ids):
         resid, _, _ = self.embed(module, ids)
         yield "the embedding", resid
@@ -176,7 +182,11 @@ class ScaledHead(nn.Linear):
         self.multiplier, self.divisor = float(multiplier), float(divisor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = nn.functional.linear(x, self.weight)  # [b, l, V]: V is large, so scale in place, and only where needed
+        return self.scale(nn.functional.linear(x, self.weight))
+
+    def scale(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits of the unscaled head times multiplier / divisor, in place ([b, l, V]: V is
+        large), and only where needed."""
         if self.multiplier != 1.0:
             logits.mul_(self.multiplier)
         if self.divisor != 1.0:

@@ -123,6 +123,16 @@ def test_single_kind_families_declare_every_layer_their_kind(tiny, family):
     assert all(handle.arch.points_at(handle.module, l) == handle.arch.layer_points for l in range(handle.n_layers))
 
 
+@pytest.mark.parametrize("family", HYBRIDS + ("nemotron_h", "gpt2", "pythia", "mamba"))
+def test_the_head_on_some_columns_equals_those_columns_of_every_logit(tiny, family):
+    handle = tiny[0][family]
+    resid = torch.randn(3, handle.module.lm_head.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        every = handle.arch.head(handle.module, resid)  # the model's own LM head, scaled where the model scales
+        torch.testing.assert_close(handle.arch.head(handle.module, resid, [7, 2, 7]), every[:, [7, 2, 7]],
+                                   atol=1e-6, rtol=1e-6)
+
+
 def test_a_point_on_a_layer_of_another_kind_is_refused_naming_the_layers_that_have_it(tiny):
     handle = tiny[0]["granite_hybrid"]
     with pytest.raises(ValueError, match=r"layer 0 is an ssm layer and has no 'pattern'.*\[1, 3\]"):
