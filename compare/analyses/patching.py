@@ -170,9 +170,10 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
     Returns one row per (model, layer, patch), columns `COLUMNS`; ``attrs`` hold per model the
     unpatched metrics (m_clean, m_corrupt), the answer and wrong IDs and the tokens.
     max_bytes: memory budget of one batched chunk. progress(done, total) counts runs (layer ×
-    patch) as they finish: per layer, or per patched position (all layers at once) on Mamba's `h`
-    and a hybrid's resid_pre / resid_post. stop (``is_set()``), checked before each of these steps: the frame then holds the runs
-    finished and ``attrs["stopped"]`` is True.
+    patch) as they finish: per layer, per patched position (all layers at once) on Mamba's `h`, and
+    on a hybrid per pack of patched positions whose rows fit max_bytes (all layers at once; one pack
+    for a short prompt). stop (``is_set()``), checked before each of these steps: the frame then
+    holds the runs finished and ``attrs["stopped"]`` is True.
     """
     sweeps = prepare(clean, corrupt, model=model, answer=answer, wrong=wrong, component=component,
                      layers=layers, positions=positions, metric=metric)
