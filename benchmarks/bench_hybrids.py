@@ -24,7 +24,11 @@ vocabulary is larger than its embedding).
     python benchmarks/bench_hybrids.py [--family granite_hybrid] [--tokens 32,256,1024] [--rounds 5]
                                        [--sample 24] [--threads 2] [--skip forward] [--no-skip]
 
-The last line is /proc/loadavg: other work on the same cores inflates both times.
+The last line is /proc/loadavg: other work on the same cores inflates both times. With two
+threads on cores that other work shares, torch's threads wait on each other at every op, which
+costs the trace loop's tens of thousands of small matmuls far more than the sweep's few large
+ones (README: 10.7–30.1× against 10.9× wall / 9.1× CPU with `--threads 1`, computing every
+patch), so `--threads 1` gives the steadier ratio.
 """
 from __future__ import annotations
 
