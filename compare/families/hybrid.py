@@ -87,9 +87,10 @@ class HybridFamily(TransformersFamily):
         """The kind of each layer from a loaded model's config."""
         raise NotImplementedError
 
-    def layer_kwargs(self, module, resid: torch.Tensor, layer: int, start: int = 0) -> dict:
+    def layer_kwargs(self, module, resid: torch.Tensor, layer: int, start: int | Suffixes = 0) -> dict:
         """The keyword arguments of block `layer` in a forward without cache on `resid` [b, l, d],
-        positions start..start+l-1 (start > 0: a suffix whose keys before `start` a cache supplies)."""
+        positions start..start+l-1 (start > 0: a suffix whose keys before `start` a cache supplies;
+        `hybrid_suffix.Suffixes`: packed suffixes, [1, N, d], `block_suffix`)."""
         raise NotImplementedError
 
     def check_layers(self, config: dict, state: dict, path) -> None:
