@@ -673,6 +673,31 @@ def test_a_residual_patch_sweep_on_a_hybrid_runs_suffixes_equal_to_one_trace_per
     assert equal.any() or family == "granite_hybrid"  # the tiny Granite's experts mix tokens' rounding
 
 
+def test_a_residual_sweep_on_a_hybrid_reports_progress_and_stops_once_per_pack_of_starts(tiny):
+    import threading
+
+    import numpy as np
+    from compare import patch_sweep
+    from compare.analyses.patching_ref import patch_sweep_ref
+
+    handle = tiny[0]["granite_hybrid"]
+    T, L, d = len(handle.encode(PROMPT)), handle.n_layers, handle.module.config.hidden_size
+    kw = dict(model=handle, component="resid_post", answer=" Mary", wrong=" John")
+    budget = 4 * L * T * d  # fp32 rows of every layer at T positions: the first start fills a pack alone
+    seen = []
+    patch_sweep(PROMPT, CORRUPT, **kw, max_bytes=budget, progress=lambda done, total: seen.append((done, total)))
+    assert 2 < len(seen) < T and seen[-1] == (L * T, L * T)  # several starts share the later packs
+    assert seen[0] == (L, L * T) and all(done % L == 0 for done, _ in seen)  # every layer of a start at once
+    stop = threading.Event()
+    df = patch_sweep(PROMPT, CORRUPT, **kw, max_bytes=budget, progress=lambda done, total: stop.set(), stop=stop)
+    # the first pack's rows, and the patches known before any run to be no-ops (the corrupt run: recovery 0)
+    assert df.attrs["stopped"] and len(df) < L * T and set(df.loc[df["position"] == 0, "layer"]) == set(range(L))
+    assert (df.loc[df["position"] != 0, "recovery"] == 0).all()
+    ref = patch_sweep_ref(PROMPT, CORRUPT, **kw).set_index(["layer", "position"])["metric_patched"]
+    np.testing.assert_allclose(df["metric_patched"], ref.loc[list(zip(df["layer"], df["position"]))], atol=1e-5,
+                               rtol=0)
+
+
 @pytest.mark.parametrize("family", HYBRIDS)
 def test_hybrid_blocks_run_on_packed_suffixes_equal_transformers_block_on_every_position(tiny, family):
     handle = tiny[0][family]
