@@ -16,11 +16,19 @@ vocabulary is larger than its embedding).
    loop is timed on a seeded random sample of `--sample` patches, half before and half after the
    sweep (so that both see the same load), and scaled to all 336 (the output says so); wall and
    process CPU time are both reported; each sampled patch is checked against the sweep's row for it.
+   `--no-skip` computes every patch: `patch_sweep` skips a patch whose clean and corrupt values are
+   bitwise equal at every patched position (it is the corrupt run; exact, so on by default), which
+   on the IOI pair is every patch before the first differing token; the flag makes the sweep see
+   no such position (its record of them replaced by all-False), so all 336 run.
 
     python benchmarks/bench_hybrids.py [--family granite_hybrid] [--tokens 32,256,1024] [--rounds 5]
-                                       [--sample 24] [--threads 2]
+                                       [--sample 24] [--threads 2] [--skip forward] [--no-skip]
 
-The last line is /proc/loadavg: other work on the same cores inflates both times.
+The last line is /proc/loadavg: other work on the same cores inflates both times. With two
+threads on cores that other work shares, torch's threads wait on each other at every op, which
+costs the trace loop's tens of thousands of small matmuls far more than the sweep's few large
+ones (README: 10.7–30.1× against 10.9× wall / 9.1× CPU with `--threads 1`, computing every
+patch), so `--threads 1` gives the steadier ratio.
 """
 from __future__ import annotations
 
@@ -89,9 +97,25 @@ def bench_forward(handle, ref, tokens: int, rounds: int, seed: int) -> None:
           f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
 
 
-def bench_sweep(handle, component: str, sample: int, seed: int) -> None:
+def compute_every_patch() -> None:
+    """Make `patch_sweep` run the patches it would skip as no-ops (their clean and corrupt values equal)."""
+    from compare.analyses import patching
+
+    record = patching.record
+
+    def no_equal_positions(sweep):
+        src, entries, finals, same = record(sweep)
+        return src, entries, finals, {layer: torch.zeros_like(mask) for layer, mask in same.items()}
+
+    patching.record = no_equal_positions
+
+
+def bench_sweep(handle, component: str, sample: int, seed: int, every: bool) -> None:
     from compare.analyses.patching import metric_of, patch_sweep, prepare
     from compare.analyses.patching_ref import clean_values, traced_patch
+
+    if every:
+        compute_every_patch()
 
     kw = dict(model=handle, answer=" Mary", wrong=" John", component=component, layers=LAYERS)
     sweep = prepare(CLEAN, CORRUPT, **kw)[0]
@@ -126,7 +150,8 @@ def bench_sweep(handle, component: str, sample: int, seed: int) -> None:
     print(f"patch sweep of {component!r}, {len(sweep.layers)} layers x {len(sweep.patches)} positions = {total} "
           f"patches ({sweep.T}-token IOI pair), naive loop "
           f"{'measured' if sample == total else f'scaled from {sample} random patches'}, timed half before and "
-          f"half after the sweep (1-min load {load[0]} -> {load[1]}):")
+          f"half after the sweep (1-min load {load[0]} -> {load[1]}); "
+          f"{'every patch computed (--no-skip)' if every else 'no-op patches skipped (the default)'}:")
     for k in clock:
         print(f"  {k:4s}: fast {fast[k]:.2f} s; naive {scaled[k]:.1f} s: {scaled[k] / fast[k]:.1f}x")
     print(f"  max |logit_diff fast - naive| {worst:.1e}")
@@ -142,6 +167,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", choices=("forward", "sweep"), help="leave one part out")
+    ap.add_argument("--no-skip", action="store_true", help="compute every patch, the no-op ones too")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -158,7 +184,7 @@ def main():
         for tokens in lengths:
             bench_forward(handle, ref, tokens, args.rounds, args.seed)
     if args.skip != "sweep":
-        bench_sweep(handle, args.component, args.sample, args.seed)
+        bench_sweep(handle, args.component, args.sample, args.seed, args.no_skip)
     print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())
 
 

@@ -34,7 +34,8 @@ For each layer l the patches run as one batch per chunk, restarted at block l fr
 cache (layers below l are never recomputed) with a torch hook that writes the clean values at
 each row's positions (`torch.where`, an exact copy); blocks after the patched one compute the
 last position only where they can (`restart.blocks_from`'s last_only) and the LM head runs at
-the last position only, on every run at once. m_clean and m_corrupt come from the same LM-head
+the last position only, on every run at once, and on the logits the metric reads only (answer and
+wrong for logit_diff against a wrong answer, the answer for logit; all for the others). m_clean and m_corrupt come from the same LM-head
 call as the patched runs, from each run's final residual, so a patch that restores the final
 residual exactly (resid_post at the last layer, every position) recovers exactly 1; a patch of
 no position is the corrupt run itself and recovers exactly 0.
@@ -61,8 +62,10 @@ On a family whose blocks run on a suffix of positions (`Family.suffix`: the hybr
 point (resid_pre, resid_post) takes `_suffix_wavefront`: a patch whose first position is p
 changes nothing before p in any layer, so every block above it runs on positions p.. only, its
 mixers reading what the corrupt run leaves before p (attention's keys and values, the SSM's state
-and conv inputs: `Family.record_prefix`, recorded once per block), with every row patched at p
-below a block in one batch, as on Mamba's `h`. Same arithmetic as the full forward but for the
+and conv inputs: `Family.record_prefix`, recorded once per block), with every row patched below
+a block in one call whatever its p: the rows of all starts are packed along positions
+(`Family.block_suffix`), so the block's norms, projections and MLP run on all of them as one GEMM
+each and only its mixers go start by start. Same arithmetic as the full forward but for the
 order of sums (the state before p is carried by the recurrence, the scan chunks start at p), so
 it agrees with the reference to fp32 rounding.
 
@@ -167,9 +170,10 @@ def patch_sweep(clean, corrupt, *, model, answer, wrong=None, component=None, la
     Returns one row per (model, layer, patch), columns `COLUMNS`; ``attrs`` hold per model the
     unpatched metrics (m_clean, m_corrupt), the answer and wrong IDs and the tokens.
     max_bytes: memory budget of one batched chunk. progress(done, total) counts runs (layer ×
-    patch) as they finish: per layer, or per patched position (all layers at once) on Mamba's `h`
-    and a hybrid's resid_pre / resid_post. stop (``is_set()``), checked before each of these steps: the frame then holds the runs
-    finished and ``attrs["stopped"]`` is True.
+    patch) as they finish: per layer, per patched position (all layers at once) on Mamba's `h`, and
+    on a hybrid per pack of patched positions whose rows fit max_bytes (all layers at once; one pack
+    for a short prompt). stop (``is_set()``), checked before each of these steps: the frame then
+    holds the runs finished and ``attrs["stopped"]`` is True.
     """
     sweeps = prepare(clean, corrupt, model=model, answer=answer, wrong=wrong, component=component,
                      layers=layers, positions=positions, metric=metric)
@@ -405,14 +409,16 @@ def _suffix_start(sweep: Patching) -> int | None:
 def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor, same: dict, max_bytes: int,
                       count: Counter, stop):
     """Any component on a family whose blocks run on a suffix of positions (`Family.block_suffix`),
-    every swept layer at once, patches grouped by their first position p. A patch changes no
+    every swept layer and patched position at once. A patch whose first position is p changes no
     position before p in any layer (the model is causal), so each block above it runs on positions
     p.. only, its mixers reading what the corrupt run leaves before p (keys and values, the SSM's
     state and conv inputs: `Family.record_prefix`, once per block). The rows of a patch of layer l
     (`_entering`) join at block l (resid_pre) or l + 1 (anything else): block k takes the rows of
-    every layer joined below it at once, then the rows joining at k. A patch of positions where
-    the clean and corrupt component agree exactly (`record`'s same) is the corrupt run and is
-    not run. Returns ({(layer, patch index): final residual [d]}, stopped)."""
+    every layer joined below it at once, then the rows joining at k, the rows of every start p in
+    one call (`_blocks_packed`). A patch of positions where the clean and corrupt component agree
+    exactly (`record`'s same) is the corrupt run and is not run. The starts run in packs whose rows
+    fit `max_bytes` between blocks (`_packs`), progress and stop once per pack.
+    Returns ({(layer, patch index): final residual [d]}, stopped)."""
     handle, arch = sweep.handle, sweep.handle.arch
     L, offset = handle.n_layers, _suffix_start(sweep)
     first = min(sweep.layers) + offset
@@ -420,28 +426,77 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
         prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
     done = {(layer, i): corrupt_final[0] for layer in sweep.layers for i, patch in enumerate(sweep.patches)
             if same[layer][list(patch)].all()}  # all() of no position: the empty patch
-    for p, group in _by_start(sweep):
+    positions = _positions_per_call(handle, sweep.T, max_bytes)
+    for pack in _packs(sweep, entries[0][0][0].shape[-1], max_bytes):
         if stop is not None and stop.is_set():
             return done, True
+        rows, keys = {}, {p: [] for p, _ in pack}  # per start p, the residuals at positions p.. [R, T - p, d]
         with handle.lock, torch.inference_mode():
-            rows, keys = None, []  # the residuals at positions p.. [R, T - p, d] of the rows running
             for k in range(first, L + 1):
                 layer = k - offset
-                run = [i for i in group if (layer, i) not in done] if layer in sweep.layers else []
-                if run:
+                for p, group in pack:
+                    run = [i for i in group if (layer, i) not in done] if layer in sweep.layers else []
+                    if not run:
+                        continue
                     joined = _entering(sweep, layer, src[layer], entries, corrupt_final, run, p, max_bytes)
                     if k == L:  # past the last block only the last position is read
-                        rows, joined = (None if rows is None else rows[:, -1:]), joined[:, -1:]
-                    rows = joined if rows is None else torch.cat([rows, joined])
-                    keys += [(layer, i) for i in run]
-                if k < L and rows is not None:
-                    size = chunk_size(handle, None, rows.shape[1], max_bytes)
-                    rows = torch.cat([arch.block_suffix(handle.module, k, rows[i:i + size], prefixes[k], p)
-                                      for i in range(0, len(rows), size)])
-        if rows is not None:
-            done.update({key: final for key, final in zip(keys, rows[:, -1])})
-        count.add(len(sweep.layers) * len(group))
+                        joined = joined[:, -1:]
+                        if p in rows:
+                            rows[p] = rows[p][:, -1:]
+                    rows[p] = torch.cat([rows[p], joined]) if p in rows else joined
+                    keys[p] += [(layer, i) for i in run]
+                if k < L and rows:
+                    rows = _blocks_packed(handle, k, rows, prefixes[k], positions)
+        for p, final in rows.items():
+            done.update(zip(keys[p], final[:, -1]))
+        count.add(len(sweep.layers) * sum(len(group) for _, group in pack))
     return done, False
+
+
+def _packs(sweep: Patching, d: int, max_bytes: int) -> list[list[tuple[int, list[int]]]]:
+    """`_by_start`'s groups in packs, rising: a pack's rows (every swept layer's, held between blocks in
+    fp32, [R, T − p, d] per start) fit in max_bytes, and a pack holds at least one group."""
+    packs, size = [], 0
+    for p, group in _by_start(sweep):
+        need = FP32_BYTES * len(sweep.layers) * len(group) * (sweep.T - p) * d
+        if not packs or size + need > max_bytes:
+            packs, size = packs + [[]], 0
+        packs[-1].append((p, group))
+        size += need
+    return packs
+
+
+def _positions_per_call(handle, T: int, max_bytes: int) -> int:
+    """Positions one packed block call may hold within max_bytes (at least T): a row's estimate
+    (`Model.layer_bytes`) less what it counts per row whatever the length (a scan's carried states,
+    which a packed call shares across its rows), per position."""
+    per_position = max(1, handle.layer_bytes(T) - handle.layer_bytes(0)) / T
+    return max(T, int(max_bytes // per_position))
+
+
+def _blocks_packed(handle, layer: int, rows: dict, prefix, positions: int) -> dict:
+    """Block `layer` on the rows of every start {p: [R, T − p, d]} (`Family.block_suffix`), in calls
+    of at most `positions` positions each (whole rows, at least one per call)."""
+    arch, outs, pieces, used = handle.arch, {p: [] for p in rows}, [], 0
+
+    def run():
+        for (p, _), out in zip(pieces, arch.block_suffix(handle.module, layer, prefix, pieces)):
+            outs[p].append(out)
+
+    for p, x in sorted(rows.items()):  # rising p: each prefix's state before p advances
+        l, i = x.shape[1], 0
+        while i < len(x):
+            n = min(len(x) - i, (positions - used) // l)
+            if n == 0 and pieces:
+                run()
+                pieces, used = [], 0
+                continue
+            n = max(n, 1)
+            pieces.append((p, x[i:i + n]))
+            used, i = used + n * l, i + n
+    if pieces:
+        run()
+    return {p: torch.cat(out) for p, out in outs.items()}
 
 
 def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_final: torch.Tensor, group, p: int,
@@ -518,10 +573,11 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
     # one LM-head row per distinct residual: a matmul's rounding depends on where a row falls in the
     # batch, and a run that ends on the clean (corrupt) residual must read exactly m_clean (m_corrupt)
     distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    columns, answer, wrong = _read(sweep)
     with handle.lock:
-        logits = head(handle, [distinct])[inverse]
+        logits = head(handle, [distinct], columns)[inverse]
     _check_finite(sweep, logits, keys)
-    metric = metric_of(logits, sweep.metric, sweep.answer, sweep.wrong)
+    metric = metric_of(logits, sweep.metric, answer, wrong)
     m_clean, m_corrupt = float(metric[-2]), float(metric[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     return pd.DataFrame({
@@ -529,6 +585,16 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
         "kind": [handle.layer_kind(layer) for layer, _ in keys], "position": [sweep.labels[i] for _, i in keys],
         "component": sweep.component, "metric_patched": metric[:-2],
         "recovery": recovery(metric[:-2], m_clean, m_corrupt)})[list(COLUMNS)]
+
+
+def _read(sweep: Patching) -> tuple[list[int] | None, int, int | None]:
+    """(the head's columns the metric reads, the answer's and the wrong answer's index in them):
+    logit and logit_diff against a wrong answer read one or two logits, the other metrics all of them."""
+    if sweep.metric == "logit":
+        return [sweep.answer], 0, None
+    if sweep.metric == "logit_diff" and sweep.wrong is not None:
+        return [sweep.answer, sweep.wrong], 0, 1
+    return None, sweep.answer, sweep.wrong
 
 
 def _attrs(sweeps) -> dict:

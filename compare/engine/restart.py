@@ -244,16 +244,18 @@ def copies(resid: torch.Tensor, b: int) -> torch.Tensor:
     return resid.repeat(b, *[1] * (resid.dim() - 1))
 
 
-def head(handle: Model, finals: list) -> torch.Tensor:
-    """Logits [N, V] from the last-position residuals of every chunk.
+def head(handle: Model, finals: list, columns: list[int] | None = None) -> torch.Tensor:
+    """Logits [N, V] from the last-position residuals of every chunk; with `columns` (token IDs)
+    only theirs, [N, len(columns)] (`Family.head`).
 
     The LM head streams its whole weight (154 MB at a 50k vocabulary) per matmul, so it runs
     on HEAD_ROWS residuals at a time rather than once per chunk of a few runs.
     """
+    width = handle.vocab_size if columns is None else len(columns)
     if not finals:
-        return torch.empty(0, handle.vocab_size)
+        return torch.empty(0, width)
     resid = torch.cat(finals)
-    return torch.cat([handle.arch.head(handle.module, resid[i:i + HEAD_ROWS])[:, : handle.vocab_size].float()
+    return torch.cat([handle.arch.head(handle.module, resid[i:i + HEAD_ROWS], columns)[:, :width].float()
                       for i in range(0, len(resid), HEAD_ROWS)])
 
 

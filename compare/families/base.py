@@ -253,9 +253,14 @@ class Family:
     def n_layers(self, module: nn.Module) -> int:
         return len(self.blocks(module))
 
-    def head(self, module: nn.Module, resid: torch.Tensor) -> torch.Tensor:
-        """Logits from residuals [..., d]: the final norm, then the LM head."""
-        return module.lm_head(_walk(module, self.norm_path)(resid))
+    def head(self, module: nn.Module, resid: torch.Tensor, columns: list[int] | None = None) -> torch.Tensor:
+        """Logits from residuals [..., d]: the final norm, then the LM head; with `columns` (token
+        IDs) only theirs [..., len(columns)], from the same rows of the head's weight."""
+        normed = _walk(module, self.norm_path)(resid)
+        if columns is None:
+            return module.lm_head(normed)
+        head = module.lm_head
+        return nn.functional.linear(normed, head.weight[columns], None if head.bias is None else head.bias[columns])
 
     def blocks_from(self, module: nn.Module, start: int, resid: torch.Tensor, entry, stop: int | None = None,
                     last_only: bool = False) -> torch.Tensor:
@@ -272,10 +277,11 @@ class Family:
         [1, T, d], for `block_suffix` (families with `suffix`)."""
         raise NotImplementedError(f"{self.title} has no suffix path")
 
-    def block_suffix(self, module: nn.Module, layer: int, rows: torch.Tensor, prefix, p: int) -> torch.Tensor:
-        """Block `layer`'s output at positions p.. [R, T − p, d] from its input there, rows
-        [R, T − p, d], whose positions < p are those of the run `prefix` recorded
-        (`record_prefix`); no hook point of the block is called."""
+    def block_suffix(self, module: nn.Module, layer: int, prefix, pieces) -> list[torch.Tensor]:
+        """Block `layer`'s output at positions p.. [R, T − p, d] of each piece (p, rows [R, T − p, d]),
+        from its input there, the rows' positions < p being those of the run `prefix` recorded
+        (`record_prefix`); the pieces run in one call where the family can. No hook point of the
+        block is called."""
         raise NotImplementedError(f"{self.title} has no suffix path")
 
     def next_on_rays(self, module: nn.Module, layer: int) -> bool:

@@ -53,7 +53,7 @@ from ..ssm.mamba import conv_silu, softplus
 from ..ssm.mamba2 import materialised_ssd
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, from_state_dict
-from .hybrid_suffix import Prefix, in_projection, mixer_suffix
+from .hybrid_suffix import Prefix, Suffixes, causal_mask, in_projection, mixer_suffix
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
@@ -88,9 +88,10 @@ class HybridFamily(TransformersFamily):
         """The kind of each layer from a loaded model's config."""
         raise NotImplementedError
 
-    def layer_kwargs(self, module, resid: torch.Tensor, layer: int, start: int = 0) -> dict:
+    def layer_kwargs(self, module, resid: torch.Tensor, layer: int, start: int | Suffixes = 0) -> dict:
         """The keyword arguments of block `layer` in a forward without cache on `resid` [b, l, d],
-        positions start..start+l-1 (start > 0: a suffix whose keys before `start` a cache supplies)."""
+        positions start..start+l-1 (start > 0: a suffix whose keys before `start` a cache supplies;
+        `hybrid_suffix.Suffixes`: packed suffixes, [1, N, d], `block_suffix`)."""
         raise NotImplementedError
 
     def check_layers(self, config: dict, state: dict, path) -> None:
@@ -112,11 +113,19 @@ class HybridFamily(TransformersFamily):
         """Block `layer`'s `hybrid_suffix.Prefix` from one full run on resid [1, T, d]."""
         return Prefix.record(self.blocks(module)[layer], resid, self.layer_kwargs(module, resid, layer))[1]
 
-    def block_suffix(self, module, layer, rows, prefix, p):
-        """Block `layer`'s output at positions p.. [R, l, d] from its input there, rows [R, l, d],
-        and `prefix` (`hybrid_suffix`): transformers' block with the prefix as its cache."""
-        out = self.blocks(module)[layer](rows, cache=prefix.at(p), **self.layer_kwargs(module, rows, layer, start=p))
-        return out[0] if isinstance(out, tuple) else out
+    def block_suffix(self, module, layer, prefix, pieces):
+        """Block `layer`'s outputs on pieces [(p, rows [R, T − p, d])] (`hybrid_suffix`): transformers'
+        block on the rows packed along positions, the packing its cache and attention's mask."""
+        suffixes = Suffixes(prefix, [(p, len(rows)) for p, rows in pieces])
+        rows = suffixes.pack([rows for _, rows in pieces])
+        out = self.blocks(module)[layer](rows, cache=suffixes, **self.layer_kwargs(module, rows, layer, start=suffixes))
+        return suffixes.unpack(out[0] if isinstance(out, tuple) else out)
+
+    def head(self, module, resid, columns=None):
+        logits = super().head(module, resid, columns)
+        if columns is None or not isinstance(module.lm_head, ScaledHead):  # the full head scales itself
+            return logits
+        return module.lm_head.scale(logits)
 
     def stages(self, module, ids):
         resid, _, _ = self.embed(module, ids)
@@ -175,7 +184,11 @@ class ScaledHead(nn.Linear):
         self.multiplier, self.divisor = float(multiplier), float(divisor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = nn.functional.linear(x, self.weight)  # [b, l, V]: V is large, so scale in place, and only where needed
+        return self.scale(nn.functional.linear(x, self.weight))
+
+    def scale(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits of the unscaled head times multiplier / divisor, in place ([b, l, V]: V is
+        large), and only where needed."""
         if self.multiplier != 1.0:
             logits.mul_(self.multiplier)
         if self.divisor != 1.0:
@@ -183,20 +196,19 @@ class ScaledHead(nn.Linear):
         return logits
 
 
-def attention_kwargs(resid: torch.Tensor, start: int = 0) -> dict:
+def attention_kwargs(resid: torch.Tensor, start: int | Suffixes = 0) -> dict:
     """The mask `hooked_attention` gets from transformers without padding: None (causal); for
     positions start.. of a suffix [1, 1, l, start + l], added to the scores, query i seeing keys
-    0..start+i."""
-    if not start:
-        return {"attention_mask": None}
-    T = resid.shape[1]
-    mask = torch.full((1, 1, T, start + T), torch.finfo(resid.dtype).min, device=resid.device, dtype=resid.dtype)
-    return {"attention_mask": mask.triu(start + 1)}
+    0..start+i (`hybrid_suffix.causal_mask`); for packed suffixes, the packing."""
+    if isinstance(start, Suffixes):
+        return {"attention_mask": start}
+    return {"attention_mask": causal_mask(resid.shape[1], start, resid.dtype, resid.device)}
 
 
-def rotary(rotary_emb: nn.Module, resid: torch.Tensor, start: int = 0):
-    """(cos, sin) of positions start..start+l-1, as the model computes them without cache."""
-    positions = torch.arange(start, start + resid.shape[1], device=resid.device)[None]
+def rotary(rotary_emb: nn.Module, resid: torch.Tensor, start: int | Suffixes = 0):
+    """(cos, sin) of positions start..start+l-1 (or of each packed position), as the model computes them without cache."""
+    positions = (start.positions(resid.device) if isinstance(start, Suffixes)
+                 else torch.arange(start, start + resid.shape[1], device=resid.device)[None])
     return rotary_emb(resid, positions)
 
 
@@ -220,7 +232,10 @@ def hooked_attention(module, query, key, value, attention_mask, scaling, dropout
     heads (is_causal, enable_gqa; 4× faster again at 1,024 positions on a CPU than with the mask
     tensor and the heads repeated). q, k and v are laid out for their points only while they are
     requested. The mask is None (causal, as many queries as keys), boolean (True: attend; padding
-    or an edge `mask_edges` cut) or additive (finfo.min: masked; `attention_kwargs`)."""
+    or an edge `mask_edges` cut), additive (finfo.min: masked; `attention_kwargs`) or the packing of
+    rows run on suffixes (`hybrid_suffix.Suffixes.attend`, no hook points)."""
+    if isinstance(attention_mask, Suffixes):
+        return attention_mask.attend(module, query, key, value, scaling, dropout)
     def hooked(name, x):  # [b, heads, l, head] -> hook on [b, l, heads·head] -> back, a view of the hook's output
         point = getattr(module, f"hook_{name}")
         if not point.requested():
@@ -273,9 +288,9 @@ _HOOKED: dict[type, type] = {}
 
 
 def mixer_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=None, **kwargs) -> torch.Tensor:
-    """The hooked mixer's forward: `ssd_forward`, or with a `hybrid_suffix.Prefix` as cache the
-    suffix of positions its caller runs (`HybridFamily.block_suffix`)."""
-    if isinstance(cache, Prefix):
+    """The hooked mixer's forward: `ssd_forward`, or with `hybrid_suffix.Suffixes` as cache the
+    packed suffixes its caller runs (`HybridFamily.block_suffix`)."""
+    if isinstance(cache, Suffixes):
         return mixer_suffix(self, hidden_states, cache)
     return ssd_forward(self, hidden_states, cache=cache, attention_mask=attention_mask, **kwargs)
 

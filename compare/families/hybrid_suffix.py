@@ -1,20 +1,28 @@
-"""A hybrid block run on positions p.. only, from what one full run of it left at positions < p.
+"""Hybrid blocks run on positions p.. only, from what one full run of them left at positions < p.
 
 A causal block's output at positions ≥ p depends on its input at positions < p only through what
 its mixers carry forward: attention reads their keys and values, a Mamba-2 mixer its state h_{p-1}
 and the causal conv the K − 1 inputs before p. `Prefix` holds these from one full run of the block
-(`Prefix.record`) and is handed to transformers' block as its `cache`:
-    attention   asks it for keys and values (`update`, transformers' Cache protocol), which
-                prepends the recorded ones of positions < p to the rows' own;
-    Mamba-2     the hooked mixer (`hybrid.hook_mixer`) runs `mixer_suffix` with it: the conv reads
-                the recorded inputs before p, the scan starts from the recorded state h_{p-1}.
-So block(resid[:, p:], cache=prefix.at(p)) equals block(resid)[:, p:] to fp32 rounding for every
-batch row whose positions < p are the recorded run's (`analyses.patching`'s suffix wavefront).
+(`Prefix.record`). `Suffixes` packs rows of several starts p into one call of transformers' block,
+along positions, [1, N, d]: the block's position-wise parts (its norms, projections and MLP) run
+on every row at once, as one GEMM each, and its mixers piece by piece, each piece (the rows of one
+start) reading the prefix before its p. The packing is handed to the block as
+    cache       attention asks it for keys and values (`update`, transformers' Cache protocol) and
+                gets the packed rows' own; the Mamba-2 mixer (`hybrid.hook_mixer`) runs
+                `mixer_suffix` with it: the conv reads the recorded inputs before p, the scan
+                starts from the recorded state h_{p-1};
+    attention's mask   the hooked attention (`hybrid.hooked_attention`) runs `Suffixes.attend`:
+                each piece's queries against the recorded keys before p and its own rows' keys.
+So a block on the packed rows equals block(resid)[:, p:] of each row to fp32 rounding, for every
+row whose positions < p are the recorded run's (`analyses.patching`'s suffix wavefront).
 
 Letters as in `hybrid`'s glossary (H SSM heads of p channels, g groups of B and C of n, the
-conv's K taps over conv_dim = d_in + 2·g·n channels); R rows, l = T − p positions.
+conv's K taps over conv_dim = d_in + 2·g·n channels); R rows, l = T − p positions, N packed
+positions (Σ R·l over the pieces).
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -23,45 +31,26 @@ from ..ssm.ssd import CHUNK, discretise, ssd_scan, write_of
 
 
 class Prefix:
-    """What positions < p of one recorded run leave to a block's mixers (module docstring).
+    """What the positions of one recorded run of a block leave to its mixers (module docstring).
 
     keys, values   attention's, after rotary and any key multiplier   [1, kv_heads, T, head]
     xBC            the Mamba-2 conv's input                           [1, T, conv_dim]
     x, dt, B       the scan's inputs, for the state before p          [1, T, H, p], [1, T, H], [1, T, g, n]
     """
 
-    def __init__(self):
-        self.p = 0
+    def __init__(self, T: int):
+        self.T = T
         self.recording = True
         self.keys = self.values = self.xBC = self.x = self.dt = self.B = None
         self._state = None  # (position t, h_{t-1} [1, H, p, n]): the state before p, advanced as p rises
 
-    def at(self, p: int) -> Prefix:
-        """Serve suffixes starting at position p (0 ≤ p < T)."""
-        self.p, self.recording = p, False
-        return self
-
-    # --- attention: transformers' Cache protocol ---------------------------------------------
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        """Keys and values [R, kv_heads, l, head] → those of positions 0..p+l-1, the recorded ones first."""
-        if self.recording:
-            self.keys, self.values = key_states.detach(), value_states.detach()
-            return key_states, value_states
-        R = key_states.shape[0]
-        keys = self.keys[:, :, :self.p].expand(R, -1, -1, -1)
-        values = self.values[:, :, :self.p].expand(R, -1, -1, -1)
-        return torch.cat([keys, key_states], dim=2), torch.cat([values, value_states], dim=2)
-
-    # --- Mamba-2 -----------------------------------------------------------------------------
-
-    def conv(self, mixer: nn.Module, xBC: torch.Tensor) -> torch.Tensor:
+    def conv(self, mixer: nn.Module, xBC: torch.Tensor, p: int) -> torch.Tensor:
         """The causal conv and its activation on xBC [R, l, conv_dim] at positions p.., the K − 1
         inputs before p read from the record (zeros before position 0, as the conv's padding)."""
         if self.recording:
             self.xBC = xBC.detach()
         K = mixer.conv1d.weight.shape[-1]
-        before = self.xBC[:, max(0, self.p - K + 1):self.p].expand(xBC.shape[0], -1, -1)
+        before = self.xBC[:, max(0, p - K + 1):p].expand(xBC.shape[0], -1, -1)
         padded = nn.functional.pad(torch.cat([before, xBC], dim=1), (0, 0, K - 1 - before.shape[1], 0))
         weight, bias = mixer.conv1d.weight[:, 0], mixer.conv1d.bias  # [conv_dim, K], depthwise
         l = xBC.shape[1]
@@ -71,30 +60,89 @@ class Prefix:
             out.addcmul_(padded[:, k:k + l], weight[:, k])
         return ACTIVATIONS[mixer.activation](out)
 
-    def state(self, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor | None:
+    def state(self, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, p: int) -> torch.Tensor | None:
         """h_{p-1} [1, H, p, n] of the recorded run (None at p = 0: the zero state), by the recurrence
         h_t = Ā_t h_{t-1} + Δ_t x_t ⊗ B_t from the nearest state already computed."""
         if self.recording:
             self.x, self.dt, self.B = x.detach(), dt.detach(), B.detach()
-            self._state = None
             return None
-        if self.p == 0:
+        if p == 0:
             return None
-        t, h = self._state if self._state is not None and self._state[0] <= self.p else (0, None)
-        if t < self.p:
-            xs, dts, Bs = (v[:, t:self.p].float() for v in (self.x, self.dt, self.B))
+        t, h = self._state if self._state is not None and self._state[0] <= p else (0, None)
+        if t < p:
+            xs, dts, Bs = (v[:, t:p].float() for v in (self.x, self.dt, self.B))
             A_bar, write = discretise(dts, A), write_of(dts, xs, Bs)
-            for s in range(self.p - t):
+            for s in range(p - t):
                 h = write[:, s] if h is None else A_bar[:, s, :, None, None] * h + write[:, s]
-            self._state = (self.p, h)
+            self._state = (p, h)
         return h
 
     @classmethod
     def record(cls, block: nn.Module, resid: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, Prefix]:
         """(the block's output [1, T, d], its Prefix) from one full run on resid [1, T, d]."""
-        prefix = cls()
-        out = block(resid, cache=prefix, **kwargs)
+        prefix = cls(resid.shape[1])
+        out = block(resid, cache=Suffixes(prefix, [(0, 1)]), **kwargs)
+        prefix.recording = False
         return (out[0] if isinstance(out, tuple) else out), prefix
+
+
+class Suffixes:
+    """Rows of several starts packed along positions (module docstring): piece s is R_s rows of
+    positions p_s..T−1, one row after the other, N = Σ R_s (T − p_s) positions in all.
+    starts: (p_s, R_s) per piece."""
+
+    def __init__(self, prefix: Prefix, starts: Sequence[tuple[int, int]]):
+        self.prefix, self.starts = prefix, tuple(starts)
+        self.sizes = [R * (prefix.T - p) for p, R in self.starts]
+
+    def pack(self, pieces: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Pieces [R_s, l_s, ...] → [1, N, ...]."""
+        return torch.cat([piece.flatten(0, 1) for piece in pieces])[None]
+
+    def unpack(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """[1, N, ...] → the pieces [R_s, l_s, ...] (views)."""
+        return [x.unflatten(0, (R, self.prefix.T - p)) for (p, R), x in zip(self.starts, packed[0].split(self.sizes))]
+
+    def positions(self, device) -> torch.Tensor:
+        """Each packed position's place in the prompt [1, N], for rotary embeddings."""
+        return torch.cat([torch.arange(p, self.prefix.T, device=device).repeat(R) for p, R in self.starts])[None]
+
+    # --- attention: transformers' Cache protocol, then the mask -------------------------------
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """The keys and values as they are (`attend` reads the prefix's); recorded in a recording run."""
+        if self.prefix.recording:
+            self.prefix.keys, self.prefix.values = key_states.detach(), value_states.detach()
+        return key_states, value_states
+
+    def attend(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float,
+               dropout: float = 0.0):
+        """transformers' SDPA attention of each piece: its queries [R, heads, l, head] against the
+        prefix's keys and values before p and its own rows' (packed: [1, ·, N, head]).
+        Returns (output [1, N, heads, head], None) as the attention functions do."""
+        from transformers import AttentionInterface
+
+        sdpa, T, outs = AttentionInterface()["sdpa"], self.prefix.T, []
+        for (p, R), q, k, v in zip(self.starts, *(self._pieces(t) for t in (query, key, value))):
+            if p:
+                k = torch.cat([self.prefix.keys[:, :, :p].expand(R, -1, -1, -1), k], dim=2)
+                v = torch.cat([self.prefix.values[:, :, :p].expand(R, -1, -1, -1), v], dim=2)
+            mask = causal_mask(T - p, p, q.dtype, q.device)
+            outs.append(sdpa(module, q, k, v, mask, dropout=dropout, scaling=scaling)[0])  # [R, l, heads, head]
+        return self.pack(outs), None
+
+    def _pieces(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[1, heads, N, head] → per piece [R, heads, l, head]."""
+        return [t.unflatten(1, (R, self.prefix.T - p)).transpose(0, 1)
+                for (p, R), t in zip(self.starts, x[0].split(self.sizes, dim=1))]
+
+
+def causal_mask(l: int, start: int, dtype: torch.dtype, device) -> torch.Tensor | None:
+    """The additive mask of positions start..start+l-1 over keys 0..start+l-1 [1, 1, l, start + l],
+    query i seeing keys 0..start+i; None at start 0 (SDPA's own causal mask)."""
+    if not start:
+        return None
+    return torch.full((1, 1, l, start + l), torch.finfo(dtype).min, device=device, dtype=dtype).triu(start + 1)
 
 
 ACTIVATIONS = {"silu": nn.functional.silu, "swish": nn.functional.silu}
@@ -112,26 +160,27 @@ def in_projection(mixer: nn.Module, hidden_states: torch.Tensor):
     return projected.split([mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
 
 
-def mixer_suffix(self, hidden_states: torch.Tensor, prefix: Prefix) -> torch.Tensor:
-    """transformers' Mamba-2 mixer (GraniteMoeHybridMambaLayer, FalconH1Mixer) on positions p..
-    [R, l, d] → [R, l, d], the maths of `hybrid.ssd_forward` with the conv and the scan started
-    from `prefix` (no hook points: nothing hooks a block run this way)."""
-    dtype = hidden_states.dtype
+def mixer_suffix(self, hidden_states: torch.Tensor, suffixes: Suffixes) -> torch.Tensor:
+    """transformers' Mamba-2 mixer (GraniteMoeHybridMambaLayer, FalconH1Mixer) on packed rows
+    [1, N, d] → [1, N, d], the maths of `hybrid.ssd_forward`: in_proj, the gated norm and
+    out_proj on every position at once, the conv and the scan per piece, started from the
+    prefix (no hook points: nothing hooks a block run this way)."""
+    dtype, prefix = hidden_states.dtype, suffixes.prefix
     gate, xBC, dt = in_projection(self, hidden_states)
-    xBC = prefix.conv(self, xBC)
     gn = self.n_groups * self.ssm_state_size
-    x, B, C = torch.split(xBC, [self.intermediate_size, gn, gn], dim=-1)
-    b, T, _ = x.shape
-    x = x.view(b, T, self.num_heads, self.head_dim)
-    B = B.view(b, T, self.n_groups, self.ssm_state_size)
-    C = C.view(b, T, self.n_groups, self.ssm_state_size)
-    delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
     A = -torch.exp(self.A_log.float())
-    h0 = prefix.state(x, delta, A, B)
-    y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
-    if h0 is not None:
-        y = y + carried(h0, delta, A, C)
-    y = y.reshape(b, T, self.intermediate_size)
+    ys = []
+    for (p, R), xBC, dt in zip(suffixes.starts, suffixes.unpack(xBC), suffixes.unpack(dt)):
+        x, B, C = torch.split(prefix.conv(self, xBC, p), [self.intermediate_size, gn, gn], dim=-1)
+        l = x.shape[1]
+        x = x.view(R, l, self.num_heads, self.head_dim)
+        B = B.view(R, l, self.n_groups, self.ssm_state_size)
+        C = C.view(R, l, self.n_groups, self.ssm_state_size)
+        delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
+        h0 = prefix.state(x, delta, A, B, p)
+        y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
+        ys.append(y if h0 is None else y + carried(h0, delta, A, C))
+    y = suffixes.pack(ys).reshape(*hidden_states.shape[:2], self.intermediate_size)
     if isinstance(self.norm, nn.Identity):  # Falcon-H1 without mamba_rms_norm
         gated = y * nn.functional.silu(gate)
     else:

@@ -123,6 +123,16 @@ def test_single_kind_families_declare_every_layer_their_kind(tiny, family):
     assert all(handle.arch.points_at(handle.module, l) == handle.arch.layer_points for l in range(handle.n_layers))
 
 
+@pytest.mark.parametrize("family", HYBRIDS + ("nemotron_h", "gpt2", "pythia", "mamba"))
+def test_the_head_on_some_columns_equals_those_columns_of_every_logit(tiny, family):
+    handle = tiny[0][family]
+    resid = torch.randn(3, handle.module.lm_head.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        every = handle.arch.head(handle.module, resid)  # the model's own LM head, scaled where the model scales
+        torch.testing.assert_close(handle.arch.head(handle.module, resid, [7, 2, 7]), every[:, [7, 2, 7]],
+                                   atol=1e-6, rtol=1e-6)
+
+
 def test_a_point_on_a_layer_of_another_kind_is_refused_naming_the_layers_that_have_it(tiny):
     handle = tiny[0]["granite_hybrid"]
     with pytest.raises(ValueError, match=r"layer 0 is an ssm layer and has no 'pattern'.*\[1, 3\]"):
@@ -682,8 +692,33 @@ def test_a_residual_patch_sweep_on_a_hybrid_runs_suffixes_equal_to_one_trace_per
     assert equal.any() or family == "granite_hybrid"  # the tiny Granite's experts mix tokens' rounding
 
 
+def test_a_residual_sweep_on_a_hybrid_reports_progress_and_stops_once_per_pack_of_starts(tiny):
+    import threading
+
+    import numpy as np
+    from compare import patch_sweep
+    from compare.analyses.patching_ref import patch_sweep_ref
+
+    handle = tiny[0]["granite_hybrid"]
+    T, L, d = len(handle.encode(PROMPT)), handle.n_layers, handle.module.config.hidden_size
+    kw = dict(model=handle, component="resid_post", answer=" Mary", wrong=" John")
+    budget = 4 * L * T * d  # fp32 rows of every layer at T positions: the first start fills a pack alone
+    seen = []
+    patch_sweep(PROMPT, CORRUPT, **kw, max_bytes=budget, progress=lambda done, total: seen.append((done, total)))
+    assert 2 < len(seen) < T and seen[-1] == (L * T, L * T)  # several starts share the later packs
+    assert seen[0] == (L, L * T) and all(done % L == 0 for done, _ in seen)  # every layer of a start at once
+    stop = threading.Event()
+    df = patch_sweep(PROMPT, CORRUPT, **kw, max_bytes=budget, progress=lambda done, total: stop.set(), stop=stop)
+    # the first pack's rows, and the patches known before any run to be no-ops (the corrupt run: recovery 0)
+    assert df.attrs["stopped"] and len(df) < L * T and set(df.loc[df["position"] == 0, "layer"]) == set(range(L))
+    assert (df.loc[df["position"] != 0, "recovery"] == 0).all()
+    ref = patch_sweep_ref(PROMPT, CORRUPT, **kw).set_index(["layer", "position"])["metric_patched"]
+    np.testing.assert_allclose(df["metric_patched"], ref.loc[list(zip(df["layer"], df["position"]))], atol=1e-5,
+                               rtol=0)
+
+
 @pytest.mark.parametrize("family", HYBRIDS)
-def test_a_hybrid_block_run_on_a_suffix_equals_transformers_block_on_every_position(tiny, family):
+def test_hybrid_blocks_run_on_packed_suffixes_equal_transformers_block_on_every_position(tiny, family):
     handle = tiny[0][family]
     arch, module = handle.arch, handle.module
     T, d = len(IDS[0]), module.config.hidden_size
@@ -692,13 +727,18 @@ def test_a_hybrid_block_run_on_a_suffix_equals_transformers_block_on_every_posit
     with torch.no_grad():
         for layer in range(handle.n_layers):
             prefix = arch.record_prefix(module, layer, recorded)
+            pieces, expected = [], []
             for p in (0, 1, 3, 4, 9):  # the tiny models' conv has 4 taps and their scan chunks of 4 positions
                 rows = recorded[:, p:] + torch.randn(3, T - p, d, generator=generator) * torch.tensor([0, 1, 2])[:, None, None]
                 inputs = torch.cat([recorded[:, :p].expand(3, -1, -1), rows], dim=1)
-                expected = module.model.layers[layer](inputs, **arch.layer_kwargs(module, inputs, layer))
-                expected = expected[0] if isinstance(expected, tuple) else expected
-                torch.testing.assert_close(arch.block_suffix(module, layer, rows, prefix, p), expected[:, p:],
-                                           atol=2e-6, rtol=1e-5)
+                out = module.model.layers[layer](inputs, **arch.layer_kwargs(module, inputs, layer))
+                pieces.append((p, rows))
+                expected.append((out[0] if isinstance(out, tuple) else out)[:, p:])
+            # every start packed into one call, and each start alone
+            for got in (arch.block_suffix(module, layer, prefix, pieces),
+                        [arch.block_suffix(module, layer, prefix, [piece])[0] for piece in pieces]):
+                for (p, _), value, want in zip(pieces, got, expected):
+                    torch.testing.assert_close(value, want, atol=2e-6, rtol=1e-5, msg=f"layer {layer}, p {p}")
 
 
 def test_sweep_frames_carry_each_layers_kind_as_the_config_declares_it(tiny):
