@@ -91,6 +91,9 @@ from .signatures import ATTRIBUTION_PATCH
 
 COLUMNS = PATCH_COLUMNS + ("estimate",)
 FP32_BYTES = 4
+# the whole forward's autograd graph is kept up to this estimate (sparing the blockwise path's rerun,
+# a forward); above it, one block's at a time (module docstring, Memory)
+GRAPH_BUDGET = 2**30
 
 
 @analysis
@@ -146,16 +149,15 @@ def _points(handle, names) -> tuple[str, ...]:
 
 def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     handle = sweep.handle
-    points = _points(handle, names)
-    _check_fits(sweep, points, steps)
+    whole = _whole_graph_fits(sweep, _points(handle, names), steps)
     if steps == 1:
-        diff, m_clean = _record_clean(sweep, points)
-        per_position, m = _layer_by_layer(sweep, names, sweep.corrupt, diff=diff)
+        diff, m_clean = _record_clean(sweep, _points(handle, names))
+        per_position, m = _layer_by_layer(sweep, names, sweep.corrupt, diff=diff, whole=whole)
         m_corrupt = float(m[0])
     else:
         alpha = torch.linspace(0, 1, steps + 1)
         ids = torch.cat([sweep.corrupt.expand(steps, -1), sweep.clean])
-        per_position, m = _layer_by_layer(sweep, names, ids, alpha=alpha)
+        per_position, m = _layer_by_layer(sweep, names, ids, alpha=alpha, whole=whole)
         m_corrupt, m_clean = float(m[0]), float(m[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     rows = []
@@ -182,33 +184,53 @@ def _feature_slice(handle, name: str) -> slice:
 
 def _record_clean(sweep: Patching, points):
     """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
-    in fp32), and m_clean, from one forward (`record_pass`)."""
-    clean = record_pass(sweep.handle, sweep.clean, [(p, l) for p in points for l in sweep.layers],
-                        keep=lambda name, layer, value: value[0].detach().float().clone())
-    return clean.points, float(metric_value(clean.logits[0], sweep.metric, sweep.answer, sweep.wrong))
+    in fp32), and m_clean, from one forward (`record_pass`) that stops before the LM head."""
+    handle = sweep.handle
+    clean = record_pass(handle, sweep.clean, [(p, l) for p in points for l in sweep.layers],
+                        keep=lambda name, layer, value: value[0].detach().float().clone(), stop=handle.n_layers)
+    with torch.no_grad():
+        m_clean = float(_metric(sweep, clean.entries[handle.n_layers][0][0][:, -1])[0])
+    return clean.points, m_clean
 
 
-def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alpha=None):
+def _metric(sweep: Patching, final: torch.Tensor) -> torch.Tensor:
+    """The metric of each row's last final residual, final [b, d] → [b], differentiable: that of
+    `metric_value` on the logits. A metric of one or two logits ("logit"; "logit_diff" with a
+    `wrong` token) reads only those rows of the unembedding (`Family.head_rows`)."""
+    handle, answer, wrong = sweep.handle, sweep.answer, sweep.wrong
+    if sweep.metric == "logit" or (sweep.metric == "logit_diff" and wrong is not None):
+        rows = handle.arch.head_rows(handle.module, final, [answer] if sweep.metric == "logit" else [answer, wrong])
+        rows = rows.float()
+        return rows[:, 0] if sweep.metric == "logit" else rows[:, 0] - rows[:, 1]
+    logits = handle.arch.head(handle.module, final)[:, :handle.vocab_size].float()
+    return torch.stack([metric_value(row, sweep.metric, answer, wrong) for row in logits])
+
+
+def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alpha=None, whole: bool = False):
     """Per (component, layer) the estimate of patching each position alone, [T] float64, and the
-    metric of every batch row [b] (float64), from one forward without autograd and a backward
-    taken one block at a time.
+    metric of every batch row [b] (float64), from a forward and a backward.
 
     ids [b, T]: the corrupt run (b = 1, with `diff` the clean values of every point, which the
     forward turns into clean − corrupt in place), or the rows of the path (with `alpha` [b], the
     embedding of row j moved to corrupt + alpha_j · (clean − corrupt), the last row the clean
-    run; the forward keeps each point's value on every row). The forward records what enters
-    each block (`record_pass`); then from the last block down to the lowest swept layer
-    each block is rerun under autograd from its recorded input, with a tensor hook on each of
-    its points (or the `grad_at` point) that reduces the gradient as the backward reaches it,
-    and the gradient of its input is carried to the block below. So one block's autograd graph
-    lives at a time and no gradient outlives its reduction; nothing accumulates on the model's
-    parameters (the gradients are taken with respect to the recorded inputs only).
+    run; the forward keeps each point's value on every row).
+
+    whole: one forward under autograd from the lowest swept layer up, each point recorded and a
+    tensor hook on it (or on its `grad_at` point) that reduces the gradient as the backward
+    reaches it; the graph of every block lives until the backward (module docstring, Memory).
+    Else block by block: a forward without autograd records the points and what enters each
+    block (`record_pass`); then from the last block down to the lowest swept layer each block is
+    rerun under autograd from its recorded input, hooked as above, and the gradient of its input
+    is carried to the block below, so one block's graph lives at a time. Either way no gradient
+    outlives its reduction and nothing accumulates on the model's parameters (the gradients are
+    taken with respect to the recorded inputs only).
     """
     handle, arch = sweep.handle, sweep.handle.arch
     points = _points(handle, names)
+    swept = [(p, l) for p in points for l in sweep.layers]
     per_position = {}
 
-    def record(name, layer, value):  # record_pass's keep: into diff in place, or the value itself
+    def record(name, layer, value):  # into diff in place, or the value itself
         if diff is not None:
             diff[name, layer].sub_(value[0].detach().float())
             return None
@@ -232,25 +254,31 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
     def watch(key, value):
         value.register_hook(lambda grad: reduce(key, grad))
 
+    def keep(key, value):
+        values[key] = record(*key, value)
+
     last, lowest = handle.n_layers - 1, min(sweep.layers)
+    # (first, stop) blocks of each autograd graph, from the top down
+    spans = [(lowest, last + 1)] if whole else [(layer, layer + 1) for layer in range(last, lowest - 1, -1)]
     with handle.lock:
-        forward = record_pass(handle, ids, [(p, l) for p in points for l in sweep.layers], keep=record,
-                              entries=range(lowest, last + 1),
-                              edits=[] if alpha is None else [("embed", None, interpolate)])
+        forward = record_pass(handle, ids, [] if whole else swept, keep=record, entries=[first for first, _ in spans],
+                              edits=[] if alpha is None else [("embed", None, interpolate)],
+                              stop=lowest if whole else handle.n_layers)
         values, entries = forward.points, dict(forward.entries)
         grad = None
-        for layer in range(last, lowest - 1, -1):
-            entry = entries.pop(layer)
+        for first, stop in spans:
+            entry = entries.pop(first)
             resid = entry[0][0].detach().requires_grad_(True)
             with torch.enable_grad(), temporary_hooks() as hooks:
-                if layer in sweep.layers:
-                    for p in points:
+                for p, layer in swept:
+                    if first <= layer < stop:
+                        if whole:
+                            hooks.add(arch.hook(handle.module, p, layer, lambda v, key=(p, layer): keep(key, v)))
                         hooks.add(arch.hook(handle.module, arch.point(p).grad_at or p, layer,
                                             lambda v, key=(p, layer): watch(key, v)))
-                out = blocks_from(handle, layer, resid, entry, stop=layer + 1)
-                if layer == last:
-                    logits = arch.head(handle.module, out[:, -1])[:, :handle.vocab_size].float()
-                    m = torch.stack([metric_value(row, sweep.metric, sweep.answer, sweep.wrong) for row in logits])
+                out = blocks_from(handle, first, resid, entry, stop=stop)
+                if stop == last + 1:
+                    m = _metric(sweep, out[:, -1])
                     grad, = torch.autograd.grad(m.sum(), resid)
                 else:
                     grad, = torch.autograd.grad(out, resid, grad)
@@ -271,15 +299,25 @@ def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | No
     return logits[answer] - others.max()
 
 
-def _check_fits(sweep: Patching, points, steps: int = 1) -> None:
+def _whole_graph_fits(sweep: Patching, points, steps: int = 1) -> bool:
+    """Whether the whole forward's autograd graph is kept (its estimate within GRAPH_BUDGET and
+    the memory available), else one block's at a time; either way the work is refused, with its
+    estimate, where it does not fit (module docstring, Memory)."""
     handle, arch, config = sweep.handle, sweep.handle.arch, sweep.handle.module.config
+    depth = handle.n_layers - min(sweep.layers)  # the blocks under autograd
+    features = len(sweep.layers) * sum(int(np.prod(arch.feature_shape(config, p))) for p in points)
+
+    def need(rows, blocks, inputs):  # graphs of `blocks` blocks, `inputs` blocks' inputs and the points' values
+        return rows * (blocks * arch.grad_bytes(config, sweep.T) + FP32_BYTES * sweep.T * (
+            inputs * arch.dims(config)["d"] + features))
+
     rows = 1 if steps == 1 else steps + 1
-    graph = rows * arch.grad_bytes(config, sweep.T)  # one block's, at a time
-    entries = rows * FP32_BYTES * (handle.n_layers - min(sweep.layers)) * sweep.T * arch.dims(config)["d"]
-    cached = rows * FP32_BYTES * len(sweep.layers) * sweep.T * sum(
-        int(np.prod(arch.feature_shape(config, p))) for p in points)
-    memory.check_fits(graph + entries + cached,
+    whole = need(rows, depth, 1)
+    if whole <= GRAPH_BUDGET and memory.fits(whole):
+        return True
+    memory.check_fits(need(rows, 1, depth),
                       f"attribution patching of {len(points)} components × {len(sweep.layers)} layers × {sweep.T} "
                       f"tokens of {handle.name}{f' along {steps} steps' if steps > 1 else ''} (one block's autograd "
                       "graph, every block's input and the clean − corrupt differences)",
                       "pass fewer components or layers, fewer steps, or shorten the prompts")
+    return False

@@ -253,9 +253,23 @@ class Family:
     def n_layers(self, module: nn.Module) -> int:
         return len(self.blocks(module))
 
+    def final_norm(self, module: nn.Module) -> nn.Module:
+        return _walk(module, self.norm_path)
+
     def head(self, module: nn.Module, resid: torch.Tensor) -> torch.Tensor:
         """Logits from residuals [..., d]: the final norm, then the LM head."""
-        return module.lm_head(_walk(module, self.norm_path)(resid))
+        return module.lm_head(self.final_norm(module)(resid))
+
+    def head_rows(self, module: nn.Module, resid: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """`head`'s logits of the vocabulary rows `rows` only, [..., len(rows)]. At a short prompt
+        the LM head is a forward's largest matmul (V × d weights streamed for a few residuals),
+        and a metric of a few logits reads only these (`compare.analyses.attribution`). A plain
+        nn.Linear head multiplies by those rows of its weight; any other (a subclass that scales
+        its logits, `hybrid.ScaledHead`) runs whole and is sliced."""
+        normed, head = self.final_norm(module)(resid), module.lm_head
+        if type(head) is nn.Linear:
+            return nn.functional.linear(normed, head.weight[rows], None if head.bias is None else head.bias[rows])
+        return head(normed)[..., rows]
 
     def blocks_from(self, module: nn.Module, start: int, resid: torch.Tensor, entry, stop: int | None = None,
                     last_only: bool = False) -> torch.Tensor:
@@ -304,7 +318,7 @@ class Family:
         for i, block in enumerate(blocks):
             resid = block(resid, *args, **kwargs)
             yield f"layer {i} (of {len(blocks)})", resid
-        resid = _walk(module, self.norm_path)(resid)
+        resid = self.final_norm(module)(resid)
         yield "the final norm", resid
         yield "the LM head", module.lm_head(resid)
 
