@@ -147,6 +147,13 @@ def _points(handle, names) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.split(".")[0] for n in names))
 
 
+def _read_at(handle, points) -> dict[str, str]:
+    """Where each point's value is read: its `Point.read_at`, unless that is itself one of the
+    points (one hook a value)."""
+    read = {p: handle.arch.point(p).read_at for p in points}
+    return {p: read[p] if read[p] and read[p] not in points else p for p in points}
+
+
 def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     handle = sweep.handle
     whole = _whole_graph_fits(sweep, _points(handle, names), steps)
@@ -185,12 +192,12 @@ def _feature_slice(handle, name: str) -> slice:
 def _record_clean(sweep: Patching, points):
     """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
     in fp32), and m_clean, from one forward (`record_pass`) that stops before the LM head."""
-    handle = sweep.handle
-    clean = record_pass(handle, sweep.clean, [(p, l) for p in points for l in sweep.layers],
+    handle, read = sweep.handle, _read_at(sweep.handle, points)
+    clean = record_pass(handle, sweep.clean, [(read[p], l) for p in points for l in sweep.layers],
                         keep=lambda name, layer, value: value[0].detach().float().clone(), stop=handle.n_layers)
     with torch.no_grad():
         m_clean = float(_metric(sweep, clean.entries[handle.n_layers][0][0][:, -1])[0])
-    return clean.points, m_clean
+    return {(p, l): clean.points[read[p], l] for p in points for l in sweep.layers}, m_clean
 
 
 def _metric(sweep: Patching, final: torch.Tensor) -> torch.Tensor:
@@ -228,11 +235,13 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
     handle, arch = sweep.handle, sweep.handle.arch
     points = _points(handle, names)
     swept = [(p, l) for p in points for l in sweep.layers]
+    read = _read_at(handle, points)
+    source = {where: p for p, where in read.items()}
     per_position = {}
 
-    def record(name, layer, value):  # into diff in place, or the value itself
+    def record(where, layer, value):  # into diff in place, or the value itself
         if diff is not None:
-            diff[name, layer].sub_(value[0].detach().float())
+            diff[source[where], layer].sub_(value[0].detach().float())
             return None
         return value.detach().float().clone()
 
@@ -255,16 +264,17 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
         value.register_hook(lambda grad: reduce(key, grad))
 
     def keep(key, value):
-        values[key] = record(*key, value)
+        values[key] = record(read[key[0]], key[1], value)
 
     last, lowest = handle.n_layers - 1, min(sweep.layers)
     # (first, stop) blocks of each autograd graph, from the top down
     spans = [(lowest, last + 1)] if whole else [(layer, layer + 1) for layer in range(last, lowest - 1, -1)]
     with handle.lock:
-        forward = record_pass(handle, ids, [] if whole else swept, keep=record, entries=[first for first, _ in spans],
+        forward = record_pass(handle, ids, [] if whole else [(read[p], l) for p, l in swept], keep=record,
+                              entries=[first for first, _ in spans],
                               edits=[] if alpha is None else [("embed", None, interpolate)],
                               stop=lowest if whole else handle.n_layers)
-        values, entries = forward.points, dict(forward.entries)
+        values, entries = {(source[where], l): v for (where, l), v in forward.points.items()}, dict(forward.entries)
         grad = None
         for first, stop in spans:
             entry = entries.pop(first)
@@ -273,7 +283,7 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
                 for p, layer in swept:
                     if first <= layer < stop:
                         if whole:
-                            hooks.add(arch.hook(handle.module, p, layer, lambda v, key=(p, layer): keep(key, v)))
+                            hooks.add(arch.hook(handle.module, read[p], layer, lambda v, key=(p, layer): keep(key, v)))
                         hooks.add(arch.hook(handle.module, arch.point(p).grad_at or p, layer,
                                             lambda v, key=(p, layer): watch(key, v)))
                 out = blocks_from(handle, first, resid, entry, stop=stop)

@@ -39,6 +39,9 @@ class Point:
     grad_at: the point whose gradient is that of an edit here, where the edit is not read as a
         replacement (Mamba's `h`: an edit enters the recurrence as an increment of `write`);
         None: the point's own gradient (`compare.analyses.attribution`).
+    read_at: a point that holds this one's value in a forward that edits neither, read there at
+        less cost (Mamba's `h`: its own hook copies the state and tests the copy for an edit, three
+        passes over [l, d_in, n] a layer; `h_readout` is the same tensor, not copied).
     kinds: the layer kinds that have this point (`Family.layer_kinds`), e.g. ("attention",) for
         `pattern` in a hybrid; None: every layer has it (the residual points, and every point of
         a family whose layers are all of one kind).
@@ -55,6 +58,7 @@ class Point:
     ssm: bool = False
     patchable: bool = True
     grad_at: str | None = None
+    read_at: str | None = None
     kinds: tuple[str, ...] | None = None
 
     @property
