@@ -23,9 +23,9 @@ above the resident memory before it (sampled every 10 ms), and with --plot a sca
 estimate against exact.
 
     python benchmarks/bench_attribution.py [--family mamba] [--tokens 14] [--component h] [--exact-positions 0]
-                                           [--steps 0] [--threads 2] [--plot FILE]
+                                           [--steps 0] [--repeat 3] [--threads 2] [--plot FILE]
 
-The last line is /proc/loadavg: other work on the same cores inflates every time.
+The first and last lines give /proc/loadavg: other work on the same cores inflates every time.
 """
 from __future__ import annotations
 
@@ -132,11 +132,14 @@ def main():
                     help="the exact sweep patches only the positions from the first changed token on (the others "
                          "are 0 in both by causality, checked for the estimates); Pearson is over those cells")
     ap.add_argument("--steps", type=int, default=0, help="also time attribution_patch(steps=STEPS) (0: not)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="attribution is timed this many times; the ratios use the median (the exact sweep runs once)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", type=Path, default=None, help="write estimate vs exact as a PNG here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())
 
     from compare import attribution_patch, patch_sweep
     from compare.figures.attribution import attribution_scatter, pair_up
@@ -156,12 +159,17 @@ def main():
     floor, attr, path, exact = {}, {}, {}, {}
     with timed(floor):
         forward_backward(handle, corrupt)
-    with timed(attr):
-        est = attribution_patch(clean, corrupt, **kw)
+    runs = []
+    for _ in range(max(1, args.repeat)):
+        with timed(attr):
+            est = attribution_patch(clean, corrupt, **kw)
+        runs.append(dict(attr))
+    attr = dict(runs[0], s=float(np.median([r["s"] for r in runs])), peak=max(r["peak"] for r in runs))
+    times = ", ".join(f"{r['s']:.2f}" for r in runs)
     print(f"one forward + backward: {floor['s']:.2f} s, {peak(floor)}")
-    print(f"attribution: {attr['s']:.2f} s for {len(est)} estimates ({len(handle.arch.attribution)} components x "
-          f"{L} layers x {T} positions) = {attr['s'] / floor['s']:.2f}x one forward + backward; "
-          f"{peak(attr)}")
+    print(f"attribution: {attr['s']:.2f} s (median of {times}) for {len(est)} "
+          f"estimates ({len(handle.arch.attribution)} components x {L} layers x {T} positions) = "
+          f"{attr['s'] / floor['s']:.2f}x one forward + backward; {peak(attr)}")
     estimates = {"attribution": est}
     if args.steps:
         with timed(path):

@@ -45,8 +45,8 @@ a's own path being the one the model induces (conductance, Dhamdhere et al. 2018
 integrated gradients of Marks et al. 2024, with every layer's path from one batch rather than a
 batch per layer). On a point every later computation reads only through (a residual point of
 a layer), the estimates of all positions sum to m_clean − m_corrupt as k grows (the chain
-rule along the path). Cost: the forward, the blocks' rerun and the backward of a batch of
-k + 1 rows instead of one row (and no separate clean forward), so at most about k + 1 times
+rule along the path). Cost: the forward and the backward (and, block by block, the blocks'
+rerun) of a batch of k + 1 rows instead of one row (and no separate clean forward), so at most about k + 1 times
 the time and the memory of ``steps=1`` (less where a batch row is cheaper than a lone one, as
 on a CPU at short prompts). Pearson with the exact sweep on the tests' tiny models (IOI pair,
 all cells, zeros included), steps 1 → 4: Pythia resid_pre 0.00 → 0.995, attn_out 0.37 →
@@ -63,16 +63,30 @@ Components: `Family.attribution` by default (the residual points, plus Mamba's `
 attention output); any component `patch_sweep` accepts except thirds of a fused projection
 (GPT-2's q, k, v: the hook sees a view the model never reads; its gradient does not exist).
 
-Memory (checked before the forward, refused with the estimate): the backward runs one block at
-a time (`_layer_by_layer`: a forward without autograd records each block's input, then each
-block is rerun under autograd from the top down), so it holds one block's autograd graph,
-`Family.grad_bytes`(T) (on Mamba Ā, B̄ and h: the scan is materialised under autograd), every
-block's input, L · T · d floats, and the clean − corrupt difference of every point at every
-swept layer, Σ_points L · T · features floats; gradients are reduced to [T] as the backward
-reaches them, never held. The rerun costs one more forward than a whole-model backward would.
-At mamba-130m's shapes with the default components (resid_pre, h, resid_post) that is ~2.9 MB
-per token (0.37 graph, 0.07 inputs, 2.5 differences, 2.4 of them h's): ~3 GiB at T = 1024
-(11 GiB when the whole forward's graph was kept). ``steps=k`` multiplies all three by k + 1.
+Time and memory (checked before the forward, refused with the estimate). With steps=1: one
+forward of the clean prompt without autograd, recording the points (Mamba's h where it is read
+out, `Point.read_at`) and stopping before the LM head; then the corrupt run under autograd and
+its backward. Where the metric reads one or two logits ("logit", "logit_diff" with `wrong`),
+only those rows of the unembedding are computed (`Family.head_rows`): at a short prompt the
+LM head is the largest matmul of a forward, and of its backward.
+
+Where the whole forward's autograd graph fits GRAPH_BUDGET (1 GiB; at the default components
+up to 94 tokens of mamba-130m, 587 of pythia-160m), the corrupt forward runs under autograd from
+the lowest swept layer (its input from `record_pass(stop=...)`) and one backward follows:
+`Family.grad_bytes`(T) per block (on Mamba Ā, B̄ and h: the scan is materialised under
+autograd), the clean − corrupt difference of every point at every swept layer, Σ_points L · T
+· features floats, and gradients reduced to [T] as the backward reaches them, never held. At
+mamba-130m's IOI pair (T = 14) that is ~150 MB, and the work is about three forwards (clean,
+corrupt, backward) against four block by block.
+
+Above the budget the backward runs one block at a time (`_layer_by_layer`): a forward without
+autograd records each block's input, then each block is rerun under autograd from the top
+down, so it holds one block's autograd graph, every block's input, L · T · d floats, and the
+differences. The rerun costs one more forward. At mamba-130m's shapes with the default
+components (resid_pre, h, resid_post) that is ~2.9 MB per token (0.37 graph, 0.07 inputs, 2.5
+differences, 2.4 of them h's): ~3 GiB at T = 1024 (11 GiB with the whole forward's graph).
+The two give the same estimates to fp32 rounding (`tests/unit/test_attribution.py`).
+``steps=k`` multiplies graphs, inputs and values by k + 1.
 """
 from __future__ import annotations
 
@@ -92,7 +106,8 @@ from .signatures import ATTRIBUTION_PATCH
 COLUMNS = PATCH_COLUMNS + ("estimate",)
 FP32_BYTES = 4
 # the whole forward's autograd graph is kept up to this estimate (sparing the blockwise path's rerun,
-# a forward); above it, one block's at a time (module docstring, Memory)
+# a forward); above it, one block's at a time (module docstring, "Time and memory"). A constant, not a
+# share of the free memory, so that a long prompt's peak stays the blockwise one on any machine.
 GRAPH_BUDGET = 2**30
 
 
@@ -224,7 +239,8 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
 
     whole: one forward under autograd from the lowest swept layer up, each point recorded and a
     tensor hook on it (or on its `grad_at` point) that reduces the gradient as the backward
-    reaches it; the graph of every block lives until the backward (module docstring, Memory).
+    reaches it; the graph of every block lives until the backward (module docstring, "Time and
+    memory").
     Else block by block: a forward without autograd records the points and what enters each
     block (`record_pass`); then from the last block down to the lowest swept layer each block is
     rerun under autograd from its recorded input, hooked as above, and the gradient of its input
@@ -312,7 +328,7 @@ def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | No
 def _whole_graph_fits(sweep: Patching, points, steps: int = 1) -> bool:
     """Whether the whole forward's autograd graph is kept (its estimate within GRAPH_BUDGET and
     the memory available), else one block's at a time; either way the work is refused, with its
-    estimate, where it does not fit (module docstring, Memory)."""
+    estimate, where it does not fit (module docstring, "Time and memory")."""
     handle, arch, config = sweep.handle, sweep.handle.arch, sweep.handle.module.config
     depth = handle.n_layers - min(sweep.layers)  # the blocks under autograd
     features = len(sweep.layers) * sum(int(np.prod(arch.feature_shape(config, p))) for p in points)
