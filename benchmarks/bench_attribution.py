@@ -20,7 +20,9 @@ of each estimate with the exact effects of the swept component, the time of one 
 + backward of the corrupt prompt (to the sum of its last logits, parameters' gradients
 included: a training step's backward), the peak resident memory of each phase and its rise
 above the resident memory before it (sampled every 10 ms), and with --plot a scatter of
-estimate against exact.
+estimate against exact. Every phase is timed in wall and CPU seconds (this process's threads):
+on cores shared with other work the wall time of the same call varies 2–3× from run to run,
+and a ratio of CPU seconds varies less. Attribution runs --repeat times (the medians count).
 
     python benchmarks/bench_attribution.py [--family mamba] [--tokens 14] [--component h] [--exact-positions 0]
                                            [--steps 0] [--repeat 3] [--threads 2] [--plot FILE]
@@ -88,7 +90,8 @@ def rss() -> int:
 
 @contextmanager
 def timed(out: dict):
-    """out["s"]: wall seconds of the block; out["peak"]: its peak RSS above the RSS before it."""
+    """out["s"], out["cpu"]: wall and CPU seconds of the block (CPU: this process's threads, less
+    inflated than wall by other work on the cores); out["peak"]: its peak RSS above the RSS before it."""
     base, peak, done = rss(), [0], threading.Event()
 
     def sample():
@@ -98,11 +101,11 @@ def timed(out: dict):
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         yield out
     finally:
-        out["s"] = time.perf_counter() - t
+        out["s"], out["cpu"] = time.perf_counter() - t, time.process_time() - cpu
         done.set()
         watcher.join()
         out["peak"], out["base"] = max(peak[0], rss()), base
@@ -164,17 +167,18 @@ def main():
         with timed(attr):
             est = attribution_patch(clean, corrupt, **kw)
         runs.append(dict(attr))
-    attr = dict(runs[0], s=float(np.median([r["s"] for r in runs])), peak=max(r["peak"] for r in runs))
+    attr = dict(runs[0], peak=max(r["peak"] for r in runs),
+                **{k: float(np.median([r[k] for r in runs])) for k in ("s", "cpu")})
     times = ", ".join(f"{r['s']:.2f}" for r in runs)
-    print(f"one forward + backward: {floor['s']:.2f} s, {peak(floor)}")
-    print(f"attribution: {attr['s']:.2f} s (median of {times}) for {len(est)} "
+    print(f"one forward + backward: {floor['s']:.2f} s, {floor['cpu']:.2f} s CPU, {peak(floor)}")
+    print(f"attribution: {attr['s']:.2f} s, {attr['cpu']:.2f} s CPU (medians of {times} s) for {len(est)} "
           f"estimates ({len(handle.arch.attribution)} components x {L} layers x {T} positions) = "
           f"{attr['s'] / floor['s']:.2f}x one forward + backward; {peak(attr)}")
     estimates = {"attribution": est}
     if args.steps:
         with timed(path):
             estimates[f"steps={args.steps}"] = attribution_patch(clean, corrupt, steps=args.steps, **kw)
-        print(f"attribution, steps={args.steps}: {path['s']:.2f} s = {path['s'] / attr['s']:.2f}x steps=1, "
+        print(f"attribution, steps={args.steps}: {path['s']:.2f} s, {path['cpu']:.2f} s CPU = {path['s'] / attr['s']:.2f}x steps=1, "
               f"{path['s'] / floor['s']:.2f}x one forward + backward; {peak(path)}")
     for component in components if args.exact_positions >= 0 else ():
         positions = None
@@ -189,10 +193,11 @@ def main():
             positions = sorted(np.random.default_rng(args.seed).choice(T, args.exact_positions, replace=False).tolist())
         with timed(exact):
             sweep = patch_sweep(clean, corrupt, component=component, positions=positions, **kw)
-        scaled = exact["s"] * (T / len(positions) if positions else 1)
-        print(f"exact patch_sweep of {component!r}: {exact['s']:.2f} s for {len(sweep)} patches"
-              + (f", scaled to all {T} positions: {scaled:.2f} s" if positions else "")
-              + f"; ratio exact / attribution: {scaled / attr['s']:.1f}x")
+        scale = T / len(positions) if positions else 1
+        scaled, scaled_cpu = exact["s"] * scale, exact["cpu"] * scale
+        print(f"exact patch_sweep of {component!r}: {exact['s']:.2f} s, {exact['cpu']:.2f} s CPU for {len(sweep)} patches"
+              + (f", scaled to all {T} positions: {scaled:.2f} s, {scaled_cpu:.2f} s CPU" if positions else "")
+              + f"; ratio exact / attribution: {scaled / attr['s']:.1f}x wall, {scaled_cpu / attr['cpu']:.1f}x CPU")
         for label, frame in estimates.items():
             change, estimate, _ = pair_up(frame, sweep, handle.name)
             r = np.corrcoef(change, estimate)[0, 1]
