@@ -186,6 +186,7 @@ def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     for name in names:
         for layer in sweep.layers:
             effect = per_position.get((name, layer))  # None: the metric does not depend on it
+            effect = None if effect is None else effect.numpy()  # numpy: a row costs µs, not a torch call's tens
             for patch, label in zip(sweep.patches, sweep.labels):
                 estimate = float(effect[list(patch)].sum()) if patch and effect is not None else 0.0
                 rows.append((handle.name, layer, handle.layer_kind(layer), label, name, m_corrupt + estimate, estimate))
