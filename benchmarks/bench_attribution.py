@@ -22,7 +22,8 @@ included: a training step's backward), the peak resident memory of each phase an
 above the resident memory before it (sampled every 10 ms), and with --plot a scatter of
 estimate against exact. Every phase is timed in wall and CPU seconds (this process's threads):
 on cores shared with other work the wall time of the same call varies 2–3× from run to run,
-and a ratio of CPU seconds varies less. Attribution runs --repeat times (the medians count).
+and a ratio of CPU seconds varies less; with --threads 1 a thread never waits for another to be
+scheduled, and the times repeat within ~10 %. Attribution runs --repeat times (the medians count).
 
     python benchmarks/bench_attribution.py [--family mamba] [--tokens 14] [--component h] [--exact-positions 0]
                                            [--steps 0] [--repeat 3] [--threads 2] [--plot FILE]
