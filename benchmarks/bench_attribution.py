@@ -179,7 +179,8 @@ def main():
     if args.steps:
         with timed(path):
             estimates[f"steps={args.steps}"] = attribution_patch(clean, corrupt, steps=args.steps, **kw)
-        print(f"attribution, steps={args.steps}: {path['s']:.2f} s, {path['cpu']:.2f} s CPU = {path['s'] / attr['s']:.2f}x steps=1, "
+        print(f"attribution, steps={args.steps}: {path['s']:.2f} s, {path['cpu']:.2f} s CPU = "
+              f"{path['s'] / attr['s']:.2f}x steps=1, "
               f"{path['s'] / floor['s']:.2f}x one forward + backward; {peak(path)}")
     for component in components if args.exact_positions >= 0 else ():
         positions = None
@@ -196,7 +197,8 @@ def main():
             sweep = patch_sweep(clean, corrupt, component=component, positions=positions, **kw)
         scale = T / len(positions) if positions else 1
         scaled, scaled_cpu = exact["s"] * scale, exact["cpu"] * scale
-        print(f"exact patch_sweep of {component!r}: {exact['s']:.2f} s, {exact['cpu']:.2f} s CPU for {len(sweep)} patches"
+        print(f"exact patch_sweep of {component!r}: {exact['s']:.2f} s, {exact['cpu']:.2f} s CPU for "
+              f"{len(sweep)} patches"
               + (f", scaled to all {T} positions: {scaled:.2f} s, {scaled_cpu:.2f} s CPU" if positions else "")
               + f"; ratio exact / attribution: {scaled / attr['s']:.1f}x wall, {scaled_cpu / attr['cpu']:.1f}x CPU")
         for label, frame in estimates.items():
