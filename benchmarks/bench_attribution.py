@@ -20,12 +20,15 @@ of each estimate with the exact effects of the swept component, the time of one 
 + backward of the corrupt prompt (to the sum of its last logits, parameters' gradients
 included: a training step's backward), the peak resident memory of each phase and its rise
 above the resident memory before it (sampled every 10 ms), and with --plot a scatter of
-estimate against exact.
+estimate against exact. Every phase is timed in wall and CPU seconds (this process's threads):
+on cores shared with other work the wall time of the same call varies 2–3× from run to run,
+and a ratio of CPU seconds varies less; with --threads 1 a thread never waits for another to be
+scheduled, and the times repeat within ~10 %. Attribution runs --repeat times (the medians count).
 
     python benchmarks/bench_attribution.py [--family mamba] [--tokens 14] [--component h] [--exact-positions 0]
-                                           [--steps 0] [--threads 2] [--plot FILE]
+                                           [--steps 0] [--repeat 3] [--threads 2] [--plot FILE]
 
-The last line is /proc/loadavg: other work on the same cores inflates every time.
+The first and last lines give /proc/loadavg: other work on the same cores inflates every time.
 """
 from __future__ import annotations
 
@@ -88,7 +91,8 @@ def rss() -> int:
 
 @contextmanager
 def timed(out: dict):
-    """out["s"]: wall seconds of the block; out["peak"]: its peak RSS above the RSS before it."""
+    """out["s"], out["cpu"]: wall and CPU seconds of the block (CPU: this process's threads, less
+    inflated than wall by other work on the cores); out["peak"]: its peak RSS above the RSS before it."""
     base, peak, done = rss(), [0], threading.Event()
 
     def sample():
@@ -98,11 +102,11 @@ def timed(out: dict):
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         yield out
     finally:
-        out["s"] = time.perf_counter() - t
+        out["s"], out["cpu"] = time.perf_counter() - t, time.process_time() - cpu
         done.set()
         watcher.join()
         out["peak"], out["base"] = max(peak[0], rss()), base
@@ -132,11 +136,14 @@ def main():
                     help="the exact sweep patches only the positions from the first changed token on (the others "
                          "are 0 in both by causality, checked for the estimates); Pearson is over those cells")
     ap.add_argument("--steps", type=int, default=0, help="also time attribution_patch(steps=STEPS) (0: not)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="attribution is timed this many times; the ratios use the median (the exact sweep runs once)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", type=Path, default=None, help="write estimate vs exact as a PNG here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())
 
     from compare import attribution_patch, patch_sweep
     from compare.figures.attribution import attribution_scatter, pair_up
@@ -156,17 +163,24 @@ def main():
     floor, attr, path, exact = {}, {}, {}, {}
     with timed(floor):
         forward_backward(handle, corrupt)
-    with timed(attr):
-        est = attribution_patch(clean, corrupt, **kw)
-    print(f"one forward + backward: {floor['s']:.2f} s, {peak(floor)}")
-    print(f"attribution: {attr['s']:.2f} s for {len(est)} estimates ({len(handle.arch.attribution)} components x "
-          f"{L} layers x {T} positions) = {attr['s'] / floor['s']:.2f}x one forward + backward; "
-          f"{peak(attr)}")
+    runs = []
+    for _ in range(max(1, args.repeat)):
+        with timed(attr):
+            est = attribution_patch(clean, corrupt, **kw)
+        runs.append(dict(attr))
+    attr = dict(runs[0], peak=max(r["peak"] for r in runs),
+                **{k: float(np.median([r[k] for r in runs])) for k in ("s", "cpu")})
+    times = ", ".join(f"{r['s']:.2f}" for r in runs)
+    print(f"one forward + backward: {floor['s']:.2f} s, {floor['cpu']:.2f} s CPU, {peak(floor)}")
+    print(f"attribution: {attr['s']:.2f} s, {attr['cpu']:.2f} s CPU (medians of {times} s) for {len(est)} "
+          f"estimates ({len(handle.arch.attribution)} components x {L} layers x {T} positions) = "
+          f"{attr['s'] / floor['s']:.2f}x one forward + backward; {peak(attr)}")
     estimates = {"attribution": est}
     if args.steps:
         with timed(path):
             estimates[f"steps={args.steps}"] = attribution_patch(clean, corrupt, steps=args.steps, **kw)
-        print(f"attribution, steps={args.steps}: {path['s']:.2f} s = {path['s'] / attr['s']:.2f}x steps=1, "
+        print(f"attribution, steps={args.steps}: {path['s']:.2f} s, {path['cpu']:.2f} s CPU = "
+              f"{path['s'] / attr['s']:.2f}x steps=1, "
               f"{path['s'] / floor['s']:.2f}x one forward + backward; {peak(path)}")
     for component in components if args.exact_positions >= 0 else ():
         positions = None
@@ -181,10 +195,12 @@ def main():
             positions = sorted(np.random.default_rng(args.seed).choice(T, args.exact_positions, replace=False).tolist())
         with timed(exact):
             sweep = patch_sweep(clean, corrupt, component=component, positions=positions, **kw)
-        scaled = exact["s"] * (T / len(positions) if positions else 1)
-        print(f"exact patch_sweep of {component!r}: {exact['s']:.2f} s for {len(sweep)} patches"
-              + (f", scaled to all {T} positions: {scaled:.2f} s" if positions else "")
-              + f"; ratio exact / attribution: {scaled / attr['s']:.1f}x")
+        scale = T / len(positions) if positions else 1
+        scaled, scaled_cpu = exact["s"] * scale, exact["cpu"] * scale
+        print(f"exact patch_sweep of {component!r}: {exact['s']:.2f} s, {exact['cpu']:.2f} s CPU for "
+              f"{len(sweep)} patches"
+              + (f", scaled to all {T} positions: {scaled:.2f} s, {scaled_cpu:.2f} s CPU" if positions else "")
+              + f"; ratio exact / attribution: {scaled / attr['s']:.1f}x wall, {scaled_cpu / attr['cpu']:.1f}x CPU")
         for label, frame in estimates.items():
             change, estimate, _ = pair_up(frame, sweep, handle.name)
             r = np.corrcoef(change, estimate)[0, 1]

@@ -45,10 +45,10 @@ a's own path being the one the model induces (conductance, Dhamdhere et al. 2018
 integrated gradients of Marks et al. 2024, with every layer's path from one batch rather than a
 batch per layer). On a point every later computation reads only through (a residual point of
 a layer), the estimates of all positions sum to m_clean − m_corrupt as k grows (the chain
-rule along the path). Cost: the forward, the blocks' rerun and the backward of a batch of
-k + 1 rows instead of one row (and no separate clean forward), so at most about k + 1 times
-the time and the memory of ``steps=1`` (less where a batch row is cheaper than a lone one, as
-on a CPU at short prompts). Pearson with the exact sweep on the tests' tiny models (IOI pair,
+rule along the path). Cost: the forward and the backward (and, block by block, the blocks'
+rerun) of a batch of k + 1 rows instead of one row (and no separate clean forward), so at most
+about k + 1 times the time and the memory of ``steps=1`` (less where a batch row is cheaper
+than a lone one, as on a CPU at short prompts). Pearson with the exact sweep on the tests' tiny models (IOI pair,
 all cells, zeros included), steps 1 → 4: Pythia resid_pre 0.00 → 0.995, attn_out 0.37 →
 0.997, resid_post 0.22 → 0.997; GPT-2 resid_pre 0.98 → 1.000; Mamba resid_pre 0.983 → 0.985,
 h 0.998 → 0.995; Mamba-2 resid_pre 0.92 → 1.000; Falcon-H1 resid_pre 0.89 → 1.000. At the
@@ -63,16 +63,30 @@ Components: `Family.attribution` by default (the residual points, plus Mamba's `
 attention output); any component `patch_sweep` accepts except thirds of a fused projection
 (GPT-2's q, k, v: the hook sees a view the model never reads; its gradient does not exist).
 
-Memory (checked before the forward, refused with the estimate): the backward runs one block at
-a time (`_layer_by_layer`: a forward without autograd records each block's input, then each
-block is rerun under autograd from the top down), so it holds one block's autograd graph,
-`Family.grad_bytes`(T) (on Mamba Ā, B̄ and h: the scan is materialised under autograd), every
-block's input, L · T · d floats, and the clean − corrupt difference of every point at every
-swept layer, Σ_points L · T · features floats; gradients are reduced to [T] as the backward
-reaches them, never held. The rerun costs one more forward than a whole-model backward would.
-At mamba-130m's shapes with the default components (resid_pre, h, resid_post) that is ~2.9 MB
-per token (0.37 graph, 0.07 inputs, 2.5 differences, 2.4 of them h's): ~3 GiB at T = 1024
-(11 GiB when the whole forward's graph was kept). ``steps=k`` multiplies all three by k + 1.
+Time and memory (checked before the forward, refused with the estimate). With steps=1: one
+forward of the clean prompt without autograd, recording the points (Mamba's h where it is read
+out, `Point.read_at`) and stopping before the LM head; then the corrupt run under autograd and
+its backward. Where the metric reads one or two logits ("logit", "logit_diff" with `wrong`),
+only those rows of the unembedding are computed (`Family.head(columns=)`): at a short prompt the
+LM head is the largest matmul of a forward, and of its backward.
+
+Where the whole forward's autograd graph fits GRAPH_BUDGET (1 GiB; at the default components
+up to 94 tokens of mamba-130m, 587 of pythia-160m), the corrupt forward runs under autograd from
+the lowest swept layer (its input from `record_pass(stop=...)`) and one backward follows:
+`Family.grad_bytes`(T) per block (on Mamba Ā, B̄ and h: the scan is materialised under
+autograd), the clean − corrupt difference of every point at every swept layer, Σ_points L · T
+· features floats, and gradients reduced to [T] as the backward reaches them, never held. At
+mamba-130m's IOI pair (T = 14) that is ~150 MB, and the work is about three forwards (clean,
+corrupt, backward) against four block by block.
+
+Above the budget the backward runs one block at a time (`_layer_by_layer`): a forward without
+autograd records each block's input, then each block is rerun under autograd from the top
+down, so it holds one block's autograd graph, every block's input, L · T · d floats, and the
+differences. The rerun costs one more forward. At mamba-130m's shapes with the default
+components (resid_pre, h, resid_post) that is ~2.9 MB per token (0.37 graph, 0.07 inputs, 2.5
+differences, 2.4 of them h's): ~3 GiB at T = 1024 (11 GiB with the whole forward's graph).
+The two give the same estimates to fp32 rounding (`tests/unit/test_attribution.py`).
+``steps=k`` multiplies graphs, inputs and values by k + 1.
 """
 from __future__ import annotations
 
@@ -94,6 +108,10 @@ from .signatures import ATTRIBUTION_PATCH
 
 COLUMNS = PATCH_COLUMNS + ("estimate",)
 FP32_BYTES = 4
+# the whole forward's autograd graph is kept up to this estimate (sparing the blockwise path's rerun,
+# a forward); above it, one block's at a time (module docstring, "Time and memory"). A constant, not a
+# share of the free memory, so that a long prompt's peak stays the blockwise one on any machine.
+GRAPH_BUDGET = 2**30
 
 
 @analysis
@@ -178,19 +196,25 @@ def _sites(handle, points, layers) -> list[tuple[str, int]]:
     return [(p, l) for p in points for l in layers if l in handle.arch.layers_with(handle.module, p)]
 
 
+def _read_at(handle, points) -> dict[str, str]:
+    """Where each point's value is read: its `Point.read_at`, unless that is itself one of the
+    points (one hook a value)."""
+    read = {p: handle.arch.point(p).read_at for p in points}
+    return {p: read[p] if read[p] and read[p] not in points else p for p in points}
+
+
 def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
-    handle = sweep.handle
-    points = _points(handle, names)
+    handle, points = sweep.handle, _points(sweep.handle, names)
     sites = set(_sites(handle, points, sweep.layers))
-    _check_fits(sweep, points, steps)
+    whole = _whole_graph_fits(sweep, points, steps)
     if steps == 1:
         diff, m_clean = _record_clean(sweep, points)
-        per_position, m = _layer_by_layer(sweep, names, sweep.corrupt, diff=diff)
+        per_position, m = _layer_by_layer(sweep, names, sweep.corrupt, diff=diff, whole=whole)
         m_corrupt = float(m[0])
     else:
         alpha = torch.linspace(0, 1, steps + 1)
         ids = torch.cat([sweep.corrupt.expand(steps, -1), sweep.clean])
-        per_position, m = _layer_by_layer(sweep, names, ids, alpha=alpha)
+        per_position, m = _layer_by_layer(sweep, names, ids, alpha=alpha, whole=whole)
         m_corrupt, m_clean = float(m[0]), float(m[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     rows = []
@@ -199,6 +223,7 @@ def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
             if (name.split(".")[0], layer) not in sites:
                 continue  # a layer without this component (a hybrid's attention layer has no h)
             effect = per_position.get((name, layer))  # None: the metric does not depend on it
+            effect = None if effect is None else effect.numpy()  # numpy: a row costs µs, not a torch call's tens
             for patch, label in zip(sweep.patches, sweep.labels):
                 estimate = float(effect[list(patch)].sum()) if patch and effect is not None else 0.0
                 rows.append((handle.name, layer, handle.layer_kind(layer), label, name, m_corrupt + estimate, estimate))
@@ -219,35 +244,59 @@ def _feature_slice(handle, name: str) -> slice:
 
 def _record_clean(sweep: Patching, points):
     """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
-    in fp32), and m_clean, from one forward (`record_pass`)."""
-    clean = record_pass(sweep.handle, sweep.clean, _sites(sweep.handle, points, sweep.layers),
-                        keep=lambda name, layer, value: value[0].detach().float().clone())
-    return clean.points, float(metric_value(clean.logits[0], sweep.metric, sweep.answer, sweep.wrong))
+    in fp32), and m_clean, from one forward (`record_pass`) that stops before the LM head."""
+    handle, read = sweep.handle, _read_at(sweep.handle, points)
+    sites = _sites(handle, points, sweep.layers)
+    clean = record_pass(handle, sweep.clean, [(read[p], l) for p, l in sites],
+                        keep=lambda name, layer, value: value[0].detach().float().clone(), stop=handle.n_layers)
+    with torch.no_grad():
+        m_clean = float(_metric(sweep, clean.entries[handle.n_layers][0][0][:, -1])[0])
+    return {(p, l): clean.points[read[p], l] for p, l in sites}, m_clean
 
 
-def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alpha=None):
+def _metric(sweep: Patching, final: torch.Tensor) -> torch.Tensor:
+    """The metric of each row's last final residual, final [b, d] → [b], differentiable: that of
+    `metric_value` on the logits. A metric of one or two logits ("logit"; "logit_diff" with a
+    `wrong` token) reads only those rows of the unembedding (`Family.head(columns=)`)."""
+    handle, answer, wrong = sweep.handle, sweep.answer, sweep.wrong
+    if sweep.metric == "logit" or (sweep.metric == "logit_diff" and wrong is not None):
+        rows = handle.arch.head(handle.module, final,
+                                [answer] if sweep.metric == "logit" else [answer, wrong]).float()
+        return rows[:, 0] if sweep.metric == "logit" else rows[:, 0] - rows[:, 1]
+    logits = handle.arch.head(handle.module, final)[:, :handle.vocab_size].float()
+    return torch.stack([metric_value(row, sweep.metric, answer, wrong) for row in logits])
+
+
+def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alpha=None, whole: bool = False):
     """Per (component, layer) the estimate of patching each position alone, [T] float64, and the
-    metric of every batch row [b] (float64), from one forward without autograd and a backward
-    taken one block at a time.
+    metric of every batch row [b] (float64), from a forward and a backward.
 
     ids [b, T]: the corrupt run (b = 1, with `diff` the clean values of every point, which the
     forward turns into clean − corrupt in place), or the rows of the path (with `alpha` [b], the
     embedding of row j moved to corrupt + alpha_j · (clean − corrupt), the last row the clean
-    run; the forward keeps each point's value on every row). The forward records what enters
-    each block (`record_pass`); then from the last block down to the lowest swept layer
-    each block is rerun under autograd from its recorded input, with a tensor hook on each of
-    its points (or the `grad_at` point) that reduces the gradient as the backward reaches it,
-    and the gradient of its input is carried to the block below. So one block's autograd graph
-    lives at a time and no gradient outlives its reduction; nothing accumulates on the model's
-    parameters (the gradients are taken with respect to the recorded inputs only).
+    run; the forward keeps each point's value on every row).
+
+    whole: one forward under autograd from the lowest swept layer up, each point recorded and a
+    tensor hook on it (or on its `grad_at` point) that reduces the gradient as the backward
+    reaches it; the graph of every block lives until the backward (module docstring, "Time and
+    memory").
+    Else block by block: a forward without autograd records the points and what enters each
+    block (`record_pass`); then from the last block down to the lowest swept layer each block is
+    rerun under autograd from its recorded input, hooked as above, and the gradient of its input
+    is carried to the block below, so one block's graph lives at a time. Either way no gradient
+    outlives its reduction and nothing accumulates on the model's parameters (the gradients are
+    taken with respect to the recorded inputs only).
     """
     handle, arch = sweep.handle, sweep.handle.arch
     points = _points(handle, names)
+    swept = _sites(handle, points, sweep.layers)
+    read = _read_at(handle, points)
+    source = {where: p for p, where in read.items()}
     per_position = {}
 
-    def record(name, layer, value):  # record_pass's keep: into diff in place, or the value itself
+    def record(where, layer, value):  # into diff in place, or the value itself
         if diff is not None:
-            diff[name, layer].sub_(value[0].detach().float())
+            diff[source[where], layer].sub_(value[0].detach().float())
             return None
         return value.detach().float().clone()
 
@@ -269,24 +318,32 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
     def watch(key, value):
         value.register_hook(lambda grad: reduce(key, grad))
 
+    def keep(key, value):
+        values[key] = record(read[key[0]], key[1], value)
+
     last, lowest = handle.n_layers - 1, min(sweep.layers)
+    # (first, stop) blocks of each autograd graph, from the top down
+    spans = [(lowest, last + 1)] if whole else [(layer, layer + 1) for layer in range(last, lowest - 1, -1)]
     with handle.lock:
-        forward = record_pass(handle, ids, _sites(handle, points, sweep.layers), keep=record,
-                              entries=range(lowest, last + 1),
-                              edits=[] if alpha is None else [("embed", None, interpolate)])
-        values, entries = forward.points, dict(forward.entries)
+        forward = record_pass(handle, ids, [] if whole else [(read[p], l) for p, l in swept], keep=record,
+                              entries=[first for first, _ in spans],
+                              edits=[] if alpha is None else [("embed", None, interpolate)],
+                              stop=lowest if whole else handle.n_layers)
+        values, entries = {(source[where], l): v for (where, l), v in forward.points.items()}, dict(forward.entries)
         grad = None
-        for layer in range(last, lowest - 1, -1):
-            entry = entries.pop(layer)
+        for first, stop in spans:
+            entry = entries.pop(first)
             resid = entry[0][0].detach().requires_grad_(True)
             with torch.enable_grad(), temporary_hooks() as hooks:
-                for p, _ in _sites(handle, points, [layer] if layer in sweep.layers else []):
-                    hooks.add(arch.hook(handle.module, arch.point(p).grad_at or p, layer,
-                                        lambda v, key=(p, layer): watch(key, v)))
-                out = blocks_from(handle, layer, resid, entry, stop=layer + 1)
-                if layer == last:
-                    logits = arch.head(handle.module, out[:, -1])[:, :handle.vocab_size].float()
-                    m = torch.stack([metric_value(row, sweep.metric, sweep.answer, sweep.wrong) for row in logits])
+                for p, layer in swept:
+                    if first <= layer < stop:
+                        if whole:
+                            hooks.add(arch.hook(handle.module, read[p], layer, lambda v, key=(p, layer): keep(key, v)))
+                        hooks.add(arch.hook(handle.module, arch.point(p).grad_at or p, layer,
+                                            lambda v, key=(p, layer): watch(key, v)))
+                out = blocks_from(handle, first, resid, entry, stop=stop)
+                if stop == last + 1:
+                    m = _metric(sweep, out[:, -1])
                     grad, = torch.autograd.grad(m.sum(), resid)
                 else:
                     grad, = torch.autograd.grad(out, resid, grad)
@@ -307,15 +364,25 @@ def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | No
     return logits[answer] - others.max()
 
 
-def _check_fits(sweep: Patching, points, steps: int = 1) -> None:
+def _whole_graph_fits(sweep: Patching, points, steps: int = 1) -> bool:
+    """Whether the whole forward's autograd graph is kept (its estimate within GRAPH_BUDGET and
+    the memory available), else one block's at a time; either way the work is refused, with its
+    estimate, where it does not fit (module docstring, "Time and memory")."""
     handle, arch, config = sweep.handle, sweep.handle.arch, sweep.handle.module.config
+    depth = handle.n_layers - min(sweep.layers)  # the blocks under autograd
+    features = len(sweep.layers) * sum(int(np.prod(arch.feature_shape(config, p))) for p in points)
+
+    def need(rows, blocks, inputs):  # graphs of `blocks` blocks, `inputs` blocks' inputs and the points' values
+        return rows * (blocks * arch.grad_bytes(config, sweep.T) + FP32_BYTES * sweep.T * (
+            inputs * arch.dims(config)["d"] + features))
+
     rows = 1 if steps == 1 else steps + 1
-    graph = rows * arch.grad_bytes(config, sweep.T)  # one block's, at a time
-    entries = rows * FP32_BYTES * (handle.n_layers - min(sweep.layers)) * sweep.T * arch.dims(config)["d"]
-    cached = rows * FP32_BYTES * len(sweep.layers) * sweep.T * sum(
-        int(np.prod(arch.feature_shape(config, p))) for p in points)
-    memory.check_fits(graph + entries + cached,
+    whole = need(rows, depth, 1)
+    if whole <= GRAPH_BUDGET and memory.fits(whole):
+        return True
+    memory.check_fits(need(rows, 1, depth),
                       f"attribution patching of {len(points)} components × {len(sweep.layers)} layers × {sweep.T} "
                       f"tokens of {handle.name}{f' along {steps} steps' if steps > 1 else ''} (one block's autograd "
                       "graph, every block's input and the clean − corrupt differences)",
                       "pass fewer components or layers, fewer steps, or shorten the prompts")
+    return False

@@ -29,6 +29,12 @@ def size_text(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def fits(need: int) -> bool:
+    """Whether `need` bytes fit in half of the memory available now (True where that is unknown)."""
+    free = available_bytes()
+    return free is None or need <= free // 2
+
+
 def check_fits(need: int, what: str, advice: str) -> None:
     """Raise a ValueError with the estimate, the limit and `advice` when `need` bytes won't fit.
 

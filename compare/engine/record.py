@@ -9,6 +9,9 @@ that exist only during that forward (`base.hooks.temporary_hooks`):
               blocks from these (`Family.blocks_from`)
     logits    the last position's logits [b, V], exactly `Model.logits`
 
+With `stop` the forward ends as it enters that block (or, at the number of layers, the final norm:
+after every block), its entry kept and no logits computed: for a caller that runs the blocks from
+there itself, or reads the logits it needs of the final residual (attribution patching).
 `edits` are in-place edits of points made in the same forward (causal tracing's noised
 embedding); a point both edited and recorded is recorded after the edit. The clean pass of the
 noise sweep, channels, patching, causal tracing and hidden attention is this function.
@@ -24,10 +27,14 @@ from ..base.hooks import temporary_hooks
 from ..handle.model import Model
 
 
+class _Stopped(Exception):
+    """Raised by the entry hook of `record_pass`'s `stop` block: the forward ends there."""
+
+
 @dataclass(frozen=True)
 class Recording:
     """What `record_pass` kept of one forward (module docstring)."""
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None: the forward was stopped before the head
     points: dict = field(default_factory=dict)
     entries: dict = field(default_factory=dict)
 
@@ -39,16 +46,21 @@ class Recording:
 @torch.no_grad()
 def record_pass(handle: Model, ids: torch.Tensor, points: Iterable[tuple[str, int | None]] = (), *,
            entries: Iterable[int] = (), edits: Iterable[tuple[str, int | None, Callable]] = (),
-           keep: Callable[[str, int | None, torch.Tensor], torch.Tensor] | None = None) -> Recording:
+           keep: Callable[[str, int | None, torch.Tensor], torch.Tensor] | None = None,
+           stop: int | None = None) -> Recording:
     """One forward of ids [b, T] holding the model's lock (module docstring).
 
     points: (name, layer) pairs to keep; keep(name, layer, value) → what is kept of each (default
     a detached copy: the value itself may be edited or reused later in the forward).
-    entries: the layers whose block inputs are kept (references, as the model passed them).
+    entries: the layers whose block inputs are kept (references, as the model passed them); n_layers:
+    the final norm's input, the last block's output.
     edits: (name, layer, edit) with edit(value) changing the point in place during this forward.
+    stop: a block at which the forward ends once its entry is kept, or n_layers: the final norm's
+    (module docstring); logits None.
     """
     arch, blocks = handle.arch, handle.arch.blocks(handle.module)
     kept, entered = {}, {}
+    entries = set(entries) | ({stop} if stop is not None else set())
     keep = keep or (lambda name, layer, value: value.detach().clone())
 
     def keeper(name, layer):
@@ -57,11 +69,17 @@ def record_pass(handle: Model, ids: torch.Tensor, points: Iterable[tuple[str, in
     def enter(layer):
         def hook(module, args, kwargs):
             entered[layer] = (args, kwargs)
+            if layer == stop:
+                raise _Stopped
         return hook
 
     with handle.lock:  # the hooks exist only while this call owns the model (`isolation`)
         with temporary_hooks(*[arch.hook(handle.module, name, layer, edit) for name, layer, edit in edits]) as hooks:
             hooks.extend(arch.hook(handle.module, name, layer, keeper(name, layer)) for name, layer in points)
-            hooks.extend(blocks[l].register_forward_pre_hook(enter(l), with_kwargs=True) for l in entries)
-            logits = handle.logits(ids)[:, -1]
+            hooks.extend((blocks[l] if l < len(blocks) else arch.final_norm(handle.module)).register_forward_pre_hook(
+                enter(l), with_kwargs=True) for l in entries)
+            try:
+                logits = handle.logits(ids)[:, -1]
+            except _Stopped:
+                logits = None
     return Recording(logits, kept, entered)

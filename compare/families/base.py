@@ -39,6 +39,9 @@ class Point:
     grad_at: the point whose gradient is that of an edit here, where the edit is not read as a
         replacement (Mamba's `h`: an edit enters the recurrence as an increment of `write`);
         None: the point's own gradient (`compare.analyses.attribution`).
+    read_at: a point that holds this one's value in a forward that edits neither, read there at
+        less cost (Mamba's `h`: its own hook copies the state and tests the copy for an edit, three
+        passes over [l, d_in, n] a layer; `h_readout` is the same tensor, not copied).
     kinds: the layer kinds that have this point (`Family.layer_kinds`), e.g. ("attention",) for
         `pattern` in a hybrid; None: every layer has it (the residual points, and every point of
         a family whose layers are all of one kind).
@@ -55,6 +58,7 @@ class Point:
     ssm: bool = False
     patchable: bool = True
     grad_at: str | None = None
+    read_at: str | None = None
     kinds: tuple[str, ...] | None = None
 
     @property
@@ -253,10 +257,15 @@ class Family:
     def n_layers(self, module: nn.Module) -> int:
         return len(self.blocks(module))
 
+    def final_norm(self, module: nn.Module) -> nn.Module:
+        return _walk(module, self.norm_path)
+
     def head(self, module: nn.Module, resid: torch.Tensor, columns: list[int] | None = None) -> torch.Tensor:
         """Logits from residuals [..., d]: the final norm, then the LM head; with `columns` (token
-        IDs) only theirs [..., len(columns)], from the same rows of the head's weight."""
-        normed = _walk(module, self.norm_path)(resid)
+        IDs) only theirs [..., len(columns)], from the same rows of the head's weight (at a short
+        prompt the LM head is a forward's largest matmul, and a metric of one or two logits reads
+        only these: `analyses.patching`, `analyses.attribution`)."""
+        normed = self.final_norm(module)(resid)
         if columns is None:
             return module.lm_head(normed)
         head = module.lm_head
@@ -310,7 +319,7 @@ class Family:
         for i, block in enumerate(blocks):
             resid = block(resid, *args, **kwargs)
             yield f"layer {i} (of {len(blocks)})", resid
-        resid = _walk(module, self.norm_path)(resid)
+        resid = self.final_norm(module)(resid)
         yield "the final norm", resid
         yield "the LM head", module.lm_head(resid)
 

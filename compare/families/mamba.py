@@ -58,7 +58,7 @@ class MambaFamily(Family):
         _p("A_bar", MIXER, SSM, ssm=True),
         _p("B_bar", MIXER, SSM, affine=True, ssm=True),
         _p("write", MIXER, SSM, affine=True, ssm=True),
-        _p("h", MIXER, SSM, affine=True, ssm=True, grad_at="write"),
+        _p("h", MIXER, SSM, affine=True, ssm=True, grad_at="write", read_at="h_readout"),
         _p("h_readout", MIXER, SSM, affine=True, ssm=True),
         _p("y", MIXER, "[b, l, d_in]", affine=True),
         _p("mixer_out", BLOCK, "[b, l, d]", affine=True),

@@ -39,9 +39,10 @@ def discretise(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor):
     """Zero-order hold for A, Euler for B (as mamba_ssm): Ā = exp(ΔA), B̄ = ΔB.
 
     exp(ΔA) is evaluated as 2^(Δ·(A·log₂e)), the form mamba_ssm's CUDA kernel uses: on CPU too
-    exp2 runs ~2.6× faster than exp, and Ā is the scan's largest elementwise cost.
+    exp2 runs ~2.6× faster than exp, and Ā is the scan's largest elementwise cost; it is taken in
+    place of the product (one [b, l, d_in, n] tensor allocated, not two; autograd keeps Ā alone).
     """
-    return torch.exp2(delta.unsqueeze(-1) * (A * LOG2_E)), delta.unsqueeze(-1) * B.unsqueeze(-2)
+    return (delta.unsqueeze(-1) * (A * LOG2_E)).exp2_(), delta.unsqueeze(-1) * B.unsqueeze(-2)
 
 
 def write_of(B_bar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -98,15 +99,27 @@ class LinearScan(torch.autograd.Function):
     def backward(ctx, grad_h):
         A_bar, h0, h = ctx.saved_tensors
         a_shape, w_shape = ctx.shapes
-        # the reverse scan runs forward over the time-flipped sequence; Ā_{t+1} pairs with g_{t+1}
-        A_next = torch.cat([A_bar[:, 1:], torch.zeros_like(A_bar[:, :1])], 1).flip(1)
-        g = LinearScan.apply(A_next, grad_h.flip(1), None, ctx.chunk).flip(1)
+        if grad_h.device.type == "cpu" and ctx.chunk is None and not torch.is_grad_enabled():
+            g = reverse_scan(A_bar, grad_h)
+        else:  # the reverse scan as a `LinearScan` over the time-flipped sequence, itself differentiable
+            # (a second derivative) and loop-free off the CPU; Ā_{t+1} pairs with g_{t+1}
+            A_next = torch.cat([A_bar[:, 1:], torch.zeros_like(A_bar[:, :1])], 1).flip(1)
+            g = LinearScan.apply(A_next, grad_h.flip(1), None, ctx.chunk).flip(1)
         h_prev = torch.cat([(torch.zeros_like(h[:, :1]) if h0 is None else h0.unsqueeze(1).expand_as(h[:, :1])),
                             h[:, :-1]], 1)
         grad_A = (g * h_prev).sum_to_size(a_shape) if ctx.needs_input_grad[0] else None
         grad_w = g.sum_to_size(w_shape) if ctx.needs_input_grad[1] else None
         grad_h0 = (A_bar[:, 0] * g[:, 0]).sum_to_size(h0.shape) if ctx.needs_input_grad[2] else None
         return grad_A, grad_w, grad_h0, None
+
+
+def reverse_scan(A_bar: torch.Tensor, grad_h: torch.Tensor) -> torch.Tensor:
+    """The gradients g_t = ∂L/∂h_t + Ā_{t+1} g_{t+1} of `LinearScan`, by `linear_scan`'s in-place
+    loop run backwards in time (no flipped copies of Ā and the gradient)."""
+    g = grad_h.expand(torch.broadcast_shapes(A_bar.shape, grad_h.shape)).clone()
+    for t in range(g.shape[1] - 2, -1, -1):
+        g[:, t].addcmul_(A_bar[:, t + 1], g[:, t + 1])
+    return g
 
 
 def linear_scan_parallel(A_bar: torch.Tensor, write: torch.Tensor, h0: torch.Tensor | None = None,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from compare import patch_sweep, study
+from compare.analyses import attribution
 from compare.analyses.attribution import COLUMNS, attribution_patch, metric_value
+from compare.base import memory
 from compare.study import spec as study_spec
 from test_lens import identity_norm
 
@@ -119,6 +122,59 @@ def test_the_gradient_matches_finite_differences_of_the_hook_points_edit(tiny, f
     est = attribution_patch(CLEAN, CORRUPT, model=handle, components=[component], layers=[layer], positions=[position],
                             **KW)
     assert est["estimate"].item() == pytest.approx(fd, rel=5e-3, abs=1e-5)
+
+
+def spans(monkeypatch):
+    """The (first, stop) blocks of each autograd graph attribution_patch runs, as it runs them."""
+    seen, rerun = [], attribution.blocks_from
+
+    def spy(handle, first, resid, entry, stop=None):
+        seen.append((first, stop))
+        return rerun(handle, first, resid, entry, stop=stop)
+
+    monkeypatch.setattr(attribution, "blocks_from", spy)
+    return seen
+
+
+@pytest.mark.parametrize("family,steps,metric", [
+    ("mamba", 1, "logit_diff"), ("pythia", 1, "logit_diff"), ("gpt2", 1, "logit_diff"), ("mamba2", 1, "logit_diff"),
+    ("granite_hybrid", 1, "logit_diff"), ("mamba", 3, "logit_diff"), ("pythia", 3, "logit_diff"),
+    ("mamba", 1, "prob"), ("gpt2", 1, "logit"), ("granite_hybrid", 1, "logprob")])
+def test_the_whole_graph_and_the_blockwise_backward_give_the_same_estimates(tiny, monkeypatch, family, steps, metric):
+    """A short prompt keeps the whole forward's graph (one span of every block); with the budget
+    at 0 the same call runs the backward block by block from the top, and every estimate and
+    both metrics agree to fp32 rounding."""
+    handle = tiny[0][family]
+    L = handle.n_layers
+    kw = dict(model=handle, steps=steps, metric=metric, **KW)
+    seen = spans(monkeypatch)
+    whole = attribution_patch(CLEAN, CORRUPT, **kw)
+    assert seen == [(0, L)]
+    seen.clear()
+    monkeypatch.setattr(attribution, "GRAPH_BUDGET", 0)
+    blockwise = attribution_patch(CLEAN, CORRUPT, **kw)
+    assert seen == [(layer, layer + 1) for layer in reversed(range(L))]
+    ms = {m: (whole.attrs[m][handle.name], blockwise.attrs[m][handle.name]) for m in ("m_clean", "m_corrupt")}
+    # fp32 rounding of the two forwards (the blockwise path records the points without autograd,
+    # where the models take other kernels), relative to the larger of the metric and the estimates
+    scale = max(np.abs(blockwise["estimate"]).max(), *(abs(b) for _, b in ms.values()))
+    np.testing.assert_allclose(whole["estimate"], blockwise["estimate"], rtol=0, atol=2e-6 * scale)
+    assert (blockwise["estimate"] != 0).any()
+    for a, b in ms.values():
+        assert a == pytest.approx(b, rel=0, abs=2e-6 * scale)
+
+
+def test_layers_above_the_lowest_swept_one_are_the_only_ones_differentiated(tiny, monkeypatch):
+    handle = tiny[0]["pythia"]
+    seen = spans(monkeypatch)
+    attribution_patch(CLEAN, CORRUPT, model=handle, layers=[1], **KW)
+    assert seen == [(1, handle.n_layers)]
+
+
+def test_work_that_does_not_fit_even_block_by_block_is_refused_with_its_estimate(tiny, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4096)
+    with pytest.raises(ValueError, match=r"attribution patching of 3 components .* needs about .* shorten the prompts"):
+        attribution_patch(CLEAN, CORRUPT, model=tiny[0]["mamba"], **KW)
 
 
 def test_defaults_are_the_familys_components_from_one_call_for_several_models(tiny):

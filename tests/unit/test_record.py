@@ -52,3 +52,25 @@ def test_keep_says_what_is_kept(tiny):
     handle = tiny[0]["mamba"]
     got = record_pass(handle, IDS, [("resid_post", 1)], keep=lambda name, layer, value: value[:, -1].clone())
     assert got.points["resid_post", 1].shape == (1, handle.module.config.d_model)
+
+
+@pytest.mark.parametrize("family", ["mamba", "pythia", "granite_hybrid"])
+def test_a_stopped_forward_keeps_the_entry_it_stopped_at_and_computes_no_logits(tiny, family):
+    """Stopped at block 1 the entry is the traced resid_pre of layer 1 and no later point is
+    reached; stopped at the number of layers it is the last block's output, from which the
+    model's head gives the plain forward's logits."""
+    handle = tiny[0][family]
+    L = handle.n_layers
+    at_one = record_pass(handle, IDS, [("resid_post", 0), ("resid_post", L - 1)], stop=1)
+    at_head = record_pass(handle, IDS, [("resid_post", L - 1)], stop=L)
+    with handle.nn.trace(IDS):
+        resid_pre = handle.point("resid_pre", 1).save()
+        resid_post = handle.point("resid_post", L - 1).save()
+    assert at_one.logits is None and at_head.logits is None
+    assert list(at_one.points) == [("resid_post", 0)]
+    torch.testing.assert_close(at_one.entries[1][0][0], resid_pre, **EXACT)
+    final = at_head.entries[L][0][0]
+    torch.testing.assert_close(final, resid_post, **EXACT)
+    with torch.no_grad():
+        logits = handle.arch.head(handle.module, final[:, -1])[:, :handle.vocab_size].float()
+    torch.testing.assert_close(logits, handle.logits(IDS)[:, -1], **EXACT)
