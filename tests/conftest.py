@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,20 @@ def real_vocab_models(tmp_path_factory):
     build_gpt2(root / "gpt2", vocab=50257, with_tokenizer=False)
     return [load_model(root / "mamba", tokenizer=neox, device="cpu"),
             load_model(root / "gpt2", tokenizer=gpt2, device="cpu")]
+
+
+@contextmanager
+def one_thread():
+    """The study's default threads=1, for the direct reference calls (the count changes rounding)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def rows_of(frame, key):
+    """A study frame's rows of one task, without the study's own columns, to hold against a direct call."""
+    columns = ["task", "prompt_index", "seed", "draws", "run_time_ids"]
+    return frame[frame["task"] == key].drop(columns=columns, errors="ignore").reset_index(drop=True)

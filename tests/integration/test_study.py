@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +16,7 @@ import torch
 from compare import channel_sensitivity, compare, noise_sweep, study
 from compare.__main__ import main
 from compare.study import results
+from conftest import one_thread, rows_of
 
 PROMPTS = ["When Mary and John went to the store , John gave a drink to", "the cat runs to the dog"]
 LABELS = ("compare", "noise_sweep", "channel_sensitivity")
@@ -44,22 +44,6 @@ def embedded(spec, tmp_path_factory):
     summary = study.run(spec, out, progress=False)
     assert (summary.done, summary.total, summary.failed) == (10, 10, [])
     return {label: study.read(out, label) for label in LABELS}
-
-
-@contextmanager
-def one_thread():
-    """The study's default threads=1, for the direct reference calls (the count changes rounding)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def rows_of(frame, key):
-    columns = ["task", "prompt_index", "seed", "draws", "run_time_ids"]
-    return frame[frame["task"] == key].drop(columns=columns, errors="ignore").reset_index(drop=True)
 
 
 def assert_same_dataset(out, expected):

@@ -5,15 +5,13 @@ two-token target, a pair of unequal lengths) fails with its reason while the oth
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pandas as pd
 import pytest
-import torch
 
 from compare import attribution_patch, compare, load_model, logit_lens, noise_sweep, study
 from compare.handle.vocabularies import load_vocab
-from conftest import TINY_VOCAB, WORDS, build_granite_hybrid, tiny_tokenizer
+from conftest import TINY_VOCAB, WORDS, build_granite_hybrid, one_thread, rows_of, tiny_tokenizer
 
 datasets = pytest.importorskip("datasets")
 
@@ -48,22 +46,6 @@ def suite(tmp_path_factory):
     datasets.DatasetDict({"natural": table}).save_to_disk(str(path))
     assert not any(k.startswith(HYBRIDS) for k in table.column_names)  # the hybrids have no columns
     return {"path": str(path), "split": "natural"}
-
-
-@contextmanager
-def one_thread():
-    """The study's default threads=1, for the direct reference calls (the count changes rounding)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def rows_of(frame, key):
-    return frame[frame["task"] == key].drop(columns=["task", "prompt_index", "seed", "draws", "run_time_ids"],
-                                            errors="ignore").reset_index(drop=True)
 
 
 def test_a_hybrid_beside_mamba_and_gpt2_runs_on_the_rows_text_as_a_direct_call(suite, tiny_dirs, tiny, tmp_path):
