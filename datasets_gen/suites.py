@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from compare.analyses.rows import one_token
 from compare.handle.vocabularies import Vocab, check_encodable
 from datasets_gen.counterfactuals import IOI, counterfactuals, third_names
 from datasets_gen.tokenizers import TOKENIZER_FAMILIES
@@ -99,12 +100,7 @@ def single_token(token: int | str, vocab: Vocab, field: str) -> int:
         raise TypeError(f"{field}: {token!r} is not a token; allowed values are token IDs and "
                         "strings that encode to one token")
     if isinstance(token, str):
-        check_encodable(token, field)
-        ids = vocab.encode(token)
-        if len(ids) != 1:
-            raise ValueError(f"{field}: {token!r} is {len(ids)} tokens in the {vocab.name} "
-                             "tokenizer; allowed values are strings that encode to one token")
-        return ids[0]
+        return one_token(token, vocab, field)
     vocab.check_ids([token], field)
     return int(token)
 
