@@ -49,11 +49,11 @@ from torch import nn
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError
 from ..base.hooks import HookPoint
-from ..ssm.mamba import conv_silu, softplus
+from ..ssm.mamba import conv_silu
 from ..ssm.mamba2 import materialised_ssd
 from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
 from .base import TransformersFamily, _walk, from_state_dict
-from .hybrid_suffix import Prefix, Suffixes, causal_mask, in_projection, mixer_suffix
+from .hybrid_suffix import Prefix, Suffixes, causal_mask, gated_norm, in_projection, mixer_suffix, scan_inputs
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
@@ -310,29 +310,17 @@ def ssd_forward(self, hidden_states: torch.Tensor, cache=None, attention_mask=No
         xBC = ops.causal_conv1d_forward(self.conv1d, xBC.transpose(1, 2), None, self.layer_idx,
                                         activation=self.activation).transpose(1, 2)
     xBC = ops.apply_mask_to_padding_states(xBC, attention_mask)
-    gn = self.n_groups * self.ssm_state_size
-    x, B, C = torch.split(xBC, [self.intermediate_size, gn, gn], dim=-1)
-    b, T, _ = x.shape
+    x, B, C, delta = scan_inputs(self, xBC, dt)
+    b, T = x.shape[:2]
     gate = self.hook_gate(gate)
-    x = self.hook_x(x.view(b, T, self.num_heads, self.head_dim))
-    B = self.hook_B(B.view(b, T, self.n_groups, self.ssm_state_size))
-    C = self.hook_C(C.view(b, T, self.n_groups, self.ssm_state_size))
-    # mamba2_chunk_scan's own first steps, so that Δ is a point: the scan then adds no bias and no softplus
-    delta = softplus(dt + self.dt_bias.to(dt.dtype))
-    if tuple(self.time_step_limit) != (0.0, float("inf")):  # else the clamp is the identity on softplus
-        delta = torch.clamp(delta, *self.time_step_limit)
-    delta = self.hook_dt(delta)
+    x, B, C, delta = self.hook_x(x), self.hook_B(B), self.hook_C(C), self.hook_dt(delta)
     A = -torch.exp(self.A_log.float())
     if any(getattr(self, f"hook_{name}").requested() for name in STATE_POINTS):  # in fp32, as transformers' scan
         y = materialised_ssd(self, x.float(), delta.float(), A, B.float(), C.float(), self.D.float())
     else:
         y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
     y = self.hook_y(y).reshape(b, T, self.intermediate_size)
-    if isinstance(self.norm, nn.Identity):  # Falcon-H1 without mamba_rms_norm
-        gated = y * nn.functional.silu(gate)
-    else:
-        gated = self.norm(y, gate)
-    return self.out_proj(self.hook_gated_norm(gated).to(dtype))
+    return self.out_proj(self.hook_gated_norm(gated_norm(self, y, gate)).to(dtype))
 
 
 def mamba2_count(d: int, d_in: int, H: int, gn: int, k: int, *, proj_bias: bool, conv_bias: bool, out_bias: bool,

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..ssm.mamba import softplus
 from ..ssm.ssd import CHUNK, discretise, ssd_scan, write_of
 
 
@@ -160,6 +161,28 @@ def in_projection(mixer: nn.Module, hidden_states: torch.Tensor):
     return projected.split([mixer.intermediate_size, mixer.conv_dim, mixer.num_heads], dim=-1)
 
 
+def scan_inputs(mixer: nn.Module, xBC: torch.Tensor, dt: torch.Tensor):
+    """(x [b, l, H, p], B, C [b, l, g, n], Δ [b, l, H]) from the conv's output xBC [b, l, ·] and dt:
+    the split into heads and groups, and mamba2_chunk_scan's own first steps, Δ = softplus(dt +
+    dt_bias) clamped to time_step_limit (so that Δ is a point: the scan then adds neither)."""
+    gn = mixer.n_groups * mixer.ssm_state_size
+    x, B, C = torch.split(xBC, [mixer.intermediate_size, gn, gn], dim=-1)
+    b, l, _ = x.shape
+    delta = softplus(dt + mixer.dt_bias.to(dt.dtype))
+    if tuple(mixer.time_step_limit) != (0.0, float("inf")):  # else the clamp is the identity on softplus
+        delta = torch.clamp(delta, *mixer.time_step_limit)
+    return (x.view(b, l, mixer.num_heads, mixer.head_dim), B.view(b, l, mixer.n_groups, mixer.ssm_state_size),
+            C.view(b, l, mixer.n_groups, mixer.ssm_state_size), delta)
+
+
+def gated_norm(mixer: nn.Module, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """The scan's output y [b, l, d_in] gated by the in_proj's gate: the mixer's gated RMSNorm, or
+    y · SiLU(gate) where it has none (Falcon-H1 without mamba_rms_norm)."""
+    if isinstance(mixer.norm, nn.Identity):
+        return y * nn.functional.silu(gate)
+    return mixer.norm(y, gate)
+
+
 def mixer_suffix(self, hidden_states: torch.Tensor, suffixes: Suffixes) -> torch.Tensor:
     """transformers' Mamba-2 mixer (GraniteMoeHybridMambaLayer, FalconH1Mixer) on packed rows
     [1, N, d] → [1, N, d], the maths of `hybrid.ssd_forward`: in_proj, the gated norm and
@@ -167,25 +190,15 @@ def mixer_suffix(self, hidden_states: torch.Tensor, suffixes: Suffixes) -> torch
     prefix (no hook points: nothing hooks a block run this way)."""
     dtype, prefix = hidden_states.dtype, suffixes.prefix
     gate, xBC, dt = in_projection(self, hidden_states)
-    gn = self.n_groups * self.ssm_state_size
     A = -torch.exp(self.A_log.float())
     ys = []
     for (p, R), xBC, dt in zip(suffixes.starts, suffixes.unpack(xBC), suffixes.unpack(dt)):
-        x, B, C = torch.split(prefix.conv(self, xBC, p), [self.intermediate_size, gn, gn], dim=-1)
-        l = x.shape[1]
-        x = x.view(R, l, self.num_heads, self.head_dim)
-        B = B.view(R, l, self.n_groups, self.ssm_state_size)
-        C = C.view(R, l, self.n_groups, self.ssm_state_size)
-        delta = torch.clamp(nn.functional.softplus(dt + self.dt_bias.to(dt.dtype)), *self.time_step_limit)
+        x, B, C, delta = scan_inputs(self, prefix.conv(self, xBC, p), dt)
         h0 = prefix.state(x, delta, A, B, p)
         y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
         ys.append(y if h0 is None else y + carried(h0, delta, A, C))
     y = suffixes.pack(ys).reshape(*hidden_states.shape[:2], self.intermediate_size)
-    if isinstance(self.norm, nn.Identity):  # Falcon-H1 without mamba_rms_norm
-        gated = y * nn.functional.silu(gate)
-    else:
-        gated = self.norm(y, gate)
-    return self.out_proj(gated.to(dtype))
+    return self.out_proj(gated_norm(self, y, gate).to(dtype))
 
 
 def carried(h0: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
