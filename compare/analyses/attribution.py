@@ -103,7 +103,7 @@ from ..engine.record import record_pass
 from ..engine.restart import blocks_from
 from ..handle.inputs import layer_list
 from .patching import COLUMNS as PATCH_COLUMNS
-from .patching import Patching, components as patch_components, prepare, recovery
+from .patching import Patching, components as patch_components, head_columns, prepare, recovery
 from .signatures import ATTRIBUTION_PATCH
 
 COLUMNS = PATCH_COLUMNS + ("estimate",)
@@ -193,7 +193,8 @@ def _layers(handle, names, layers, checked) -> tuple[int, ...]:
 
 def _sites(handle, points, layers) -> list[tuple[str, int]]:
     """(point, layer) of each point at each of `layers` that has it (a hybrid's h: its SSM layers)."""
-    return [(p, l) for p in points for l in layers if l in handle.arch.layers_with(handle.module, p)]
+    having = {p: set(handle.arch.layers_with(handle.module, p)) for p in points}
+    return [(p, l) for p in points for l in layers if l in having[p]]
 
 
 def _read_at(handle, points) -> dict[str, str]:
@@ -205,22 +206,23 @@ def _read_at(handle, points) -> dict[str, str]:
 
 def _estimate(sweep: Patching, names, attrs, steps: int) -> pd.DataFrame:
     handle, points = sweep.handle, _points(sweep.handle, names)
-    sites = set(_sites(handle, points, sweep.layers))
+    sites = _sites(handle, points, sweep.layers)
+    having = set(sites)
     whole = _whole_graph_fits(sweep, points, steps)
     if steps == 1:
-        diff, m_clean = _record_clean(sweep, points)
-        per_position, m = _layer_by_layer(sweep, names, sweep.corrupt, diff=diff, whole=whole)
+        diff, m_clean = _record_clean(sweep, sites)
+        per_position, m = _layer_by_layer(sweep, names, sites, sweep.corrupt, diff=diff, whole=whole)
         m_corrupt = float(m[0])
     else:
         alpha = torch.linspace(0, 1, steps + 1)
         ids = torch.cat([sweep.corrupt.expand(steps, -1), sweep.clean])
-        per_position, m = _layer_by_layer(sweep, names, ids, alpha=alpha, whole=whole)
+        per_position, m = _layer_by_layer(sweep, names, sites, ids, alpha=alpha, whole=whole)
         m_corrupt, m_clean = float(m[0]), float(m[-1])
     attrs["m_clean"][handle.name], attrs["m_corrupt"][handle.name] = m_clean, m_corrupt
     rows = []
     for name in names:
         for layer in sweep.layers:
-            if (name.split(".")[0], layer) not in sites:
+            if (name.split(".")[0], layer) not in having:
                 continue  # a layer without this component (a hybrid's attention layer has no h)
             effect = per_position.get((name, layer))  # None: the metric does not depend on it
             effect = None if effect is None else effect.numpy()  # numpy: a row costs µs, not a torch call's tens
@@ -242,11 +244,11 @@ def _feature_slice(handle, name: str) -> slice:
     return slice(int(head) * size, (int(head) + 1) * size)
 
 
-def _record_clean(sweep: Patching, points):
-    """The clean run's value of every point at every swept layer ({(point, layer): [T, *features]}
-    in fp32), and m_clean, from one forward (`record_pass`) that stops before the LM head."""
-    handle, read = sweep.handle, _read_at(sweep.handle, points)
-    sites = _sites(handle, points, sweep.layers)
+def _record_clean(sweep: Patching, sites):
+    """The clean run's value of every point at every swept layer that has it, `sites` ({(point,
+    layer): [T, *features]} in fp32), and m_clean, from one forward (`record_pass`) that stops
+    before the LM head."""
+    handle, read = sweep.handle, _read_at(sweep.handle, dict.fromkeys(p for p, _ in sites))
     clean = record_pass(handle, sweep.clean, [(read[p], l) for p, l in sites],
                         keep=lambda name, layer, value: value[0].detach().float().clone(), stop=handle.n_layers)
     with torch.no_grad():
@@ -256,20 +258,18 @@ def _record_clean(sweep: Patching, points):
 
 def _metric(sweep: Patching, final: torch.Tensor) -> torch.Tensor:
     """The metric of each row's last final residual, final [b, d] → [b], differentiable: that of
-    `metric_value` on the logits. A metric of one or two logits ("logit"; "logit_diff" with a
-    `wrong` token) reads only those rows of the unembedding (`Family.head(columns=)`)."""
-    handle, answer, wrong = sweep.handle, sweep.answer, sweep.wrong
-    if sweep.metric == "logit" or (sweep.metric == "logit_diff" and wrong is not None):
-        rows = handle.arch.head(handle.module, final,
-                                [answer] if sweep.metric == "logit" else [answer, wrong]).float()
-        return rows[:, 0] if sweep.metric == "logit" else rows[:, 0] - rows[:, 1]
-    logits = handle.arch.head(handle.module, final)[:, :handle.vocab_size].float()
+    `metric_value` on the logits, of those the metric reads (`patching.head_columns`: one or two
+    rows of the unembedding for "logit" and "logit_diff" with a `wrong` token, else all)."""
+    handle = sweep.handle
+    columns, answer, wrong = head_columns(sweep)
+    logits = handle.arch.head(handle.module, final, columns)[:, :handle.vocab_size if columns is None else None].float()
     return torch.stack([metric_value(row, sweep.metric, answer, wrong) for row in logits])
 
 
-def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alpha=None, whole: bool = False):
+def _layer_by_layer(sweep: Patching, names, sites, ids: torch.Tensor, *, diff=None, alpha=None, whole: bool = False):
     """Per (component, layer) the estimate of patching each position alone, [T] float64, and the
-    metric of every batch row [b] (float64), from a forward and a backward.
+    metric of every batch row [b] (float64), from a forward and a backward, at `sites` (the
+    (point, layer) pairs estimated, `_sites`).
 
     ids [b, T]: the corrupt run (b = 1, with `diff` the clean values of every point, which the
     forward turns into clean − corrupt in place), or the rows of the path (with `alpha` [b], the
@@ -288,9 +288,7 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
     taken with respect to the recorded inputs only).
     """
     handle, arch = sweep.handle, sweep.handle.arch
-    points = _points(handle, names)
-    swept = _sites(handle, points, sweep.layers)
-    read = _read_at(handle, points)
+    read = _read_at(handle, _points(handle, names))
     source = {where: p for p, where in read.items()}
     per_position = {}
 
@@ -325,7 +323,7 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
     # (first, stop) blocks of each autograd graph, from the top down
     spans = [(lowest, last + 1)] if whole else [(layer, layer + 1) for layer in range(last, lowest - 1, -1)]
     with handle.lock:
-        forward = record_pass(handle, ids, [] if whole else [(read[p], l) for p, l in swept], keep=record,
+        forward = record_pass(handle, ids, [] if whole else [(read[p], l) for p, l in sites], keep=record,
                               entries=[first for first, _ in spans],
                               edits=[] if alpha is None else [("embed", None, interpolate)],
                               stop=lowest if whole else handle.n_layers)
@@ -335,7 +333,7 @@ def _layer_by_layer(sweep: Patching, names, ids: torch.Tensor, *, diff=None, alp
             entry = entries.pop(first)
             resid = entry[0][0].detach().requires_grad_(True)
             with torch.enable_grad(), temporary_hooks() as hooks:
-                for p, layer in swept:
+                for p, layer in sites:
                     if first <= layer < stop:
                         if whole:
                             hooks.add(arch.hook(handle.module, read[p], layer, lambda v, key=(p, layer): keep(key, v)))

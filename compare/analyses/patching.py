@@ -573,7 +573,7 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
     # one LM-head row per distinct residual: a matmul's rounding depends on where a row falls in the
     # batch, and a run that ends on the clean (corrupt) residual must read exactly m_clean (m_corrupt)
     distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    columns, answer, wrong = _read(sweep)
+    columns, answer, wrong = head_columns(sweep)
     with handle.lock:
         logits = head(handle, [distinct], columns)[inverse]
     _check_finite(sweep, logits, keys)
@@ -587,7 +587,7 @@ def _rows(sweep: Patching, done: dict, finals, attrs) -> pd.DataFrame:
         "recovery": recovery(metric[:-2], m_clean, m_corrupt)})[list(COLUMNS)]
 
 
-def _read(sweep: Patching) -> tuple[list[int] | None, int, int | None]:
+def head_columns(sweep: Patching) -> tuple[list[int] | None, int, int | None]:
     """(the head's columns the metric reads, the answer's and the wrong answer's index in them):
     logit and logit_diff against a wrong answer read one or two logits, the other metrics all of them."""
     if sweep.metric == "logit":
