@@ -103,7 +103,7 @@ from ..engine.record import record_pass
 from ..engine.restart import blocks_from
 from ..handle.inputs import layer_list
 from .patching import COLUMNS as PATCH_COLUMNS
-from .patching import Patching, components as patch_components, head_columns, prepare, recovery
+from .patching import Patching, components as patch_components, head_columns, metric_tensor, prepare, recovery
 from .signatures import ATTRIBUTION_PATCH
 
 COLUMNS = PATCH_COLUMNS + ("estimate",)
@@ -257,13 +257,13 @@ def _record_clean(sweep: Patching, sites):
 
 
 def _metric(sweep: Patching, final: torch.Tensor) -> torch.Tensor:
-    """The metric of each row's last final residual, final [b, d] → [b], differentiable: that of
-    `metric_value` on the logits, of those the metric reads (`patching.head_columns`: one or two
-    rows of the unembedding for "logit" and "logit_diff" with a `wrong` token, else all)."""
+    """The metric of each row's last final residual, final [b, d] → [b], differentiable
+    (`patching.metric_tensor`), from the logits it reads (`patching.head_columns`: one or two rows
+    of the unembedding for "logit" and "logit_diff" with a `wrong` token, else all)."""
     handle = sweep.handle
     columns, answer, wrong = head_columns(sweep)
-    logits = handle.arch.head(handle.module, final, columns)[:, :handle.vocab_size if columns is None else None].float()
-    return torch.stack([metric_value(row, sweep.metric, answer, wrong) for row in logits])
+    logits = handle.arch.head(handle.module, final, columns)[:, :handle.vocab_size if columns is None else None]
+    return metric_tensor(logits, sweep.metric, answer, wrong)
 
 
 def _layer_by_layer(sweep: Patching, names, sites, ids: torch.Tensor, *, diff=None, alpha=None, whole: bool = False):
@@ -346,20 +346,6 @@ def _layer_by_layer(sweep: Patching, names, sites, ids: torch.Tensor, *, diff=No
                 else:
                     grad, = torch.autograd.grad(out, resid, grad)
     return per_position, m.detach().double()
-
-
-def metric_value(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> torch.Tensor:
-    """`patching.metric_of` of one position's logits [V], as a differentiable 0-d tensor."""
-    if metric == "logit":
-        return logits[answer]
-    if metric == "prob":
-        return torch.softmax(logits, -1)[answer]
-    if metric == "logprob":
-        return torch.log_softmax(logits, -1)[answer]
-    if wrong is not None:
-        return logits[answer] - logits[wrong]
-    others = torch.cat([logits[:answer], logits[answer + 1:]])
-    return logits[answer] - others.max()
 
 
 def _whole_graph_fits(sweep: Patching, points, steps: int = 1) -> bool:

@@ -536,22 +536,26 @@ def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_f
 
 # --- reading the runs ---------------------------------------------------------------------------
 
-def metric_of(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> np.ndarray:
-    """The metric (`METRICS`) of last-position logits [N, V]."""
+def metric_tensor(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> torch.Tensor:
+    """The metric (`METRICS`) of last-position logits [N, V] → [N] in fp32, differentiable (the
+    gradient attribution patching takes)."""
     logits = logits.float()
     if metric == "logit":
-        value = logits[:, answer]
-    elif metric == "prob":
-        value = torch.softmax(logits, -1)[:, answer]
-    elif metric == "logprob":
-        value = torch.log_softmax(logits, -1)[:, answer]
-    elif wrong is not None:
-        value = logits[:, answer] - logits[:, wrong]
-    else:
-        top2 = logits.topk(2, dim=-1)
-        best_other = torch.where(top2.indices[:, 0] == answer, top2.values[:, 1], top2.values[:, 0])
-        value = logits[:, answer] - best_other
-    return value.detach().cpu().numpy().astype(np.float64)
+        return logits[:, answer]
+    if metric == "prob":
+        return torch.softmax(logits, -1)[:, answer]
+    if metric == "logprob":
+        return torch.log_softmax(logits, -1)[:, answer]
+    if wrong is not None:
+        return logits[:, answer] - logits[:, wrong]
+    top2 = logits.topk(2, dim=-1)
+    best_other = torch.where(top2.indices[:, 0] == answer, top2.values[:, 1], top2.values[:, 0])
+    return logits[:, answer] - best_other
+
+
+def metric_of(logits: torch.Tensor, metric: str, answer: int, wrong: int | None) -> np.ndarray:
+    """`metric_tensor` of last-position logits [N, V], as float64 numbers."""
+    return metric_tensor(logits, metric, answer, wrong).detach().cpu().numpy().astype(np.float64)
 
 
 def recovery(m_patched, m_clean: float, m_corrupt: float):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from compare import patch_sweep, study
 from compare.analyses import attribution
-from compare.analyses.attribution import COLUMNS, attribution_patch, metric_value
+from compare.analyses.attribution import COLUMNS, attribution_patch
 from compare.base import memory
 from compare.study import spec as study_spec
 from test_lens import identity_norm
@@ -64,7 +63,7 @@ def test_path_estimates_of_a_layers_residual_sum_to_the_whole_effect(tiny, famil
     handle = tiny[0][family]
     logits = {run: handle.logits(handle.encode(text))[0, -1] for run, text in (("clean", CLEAN), ("corrupt", CORRUPT))}
     a, w = handle.encode(" Mary")[0], handle.encode(" John")[0]
-    whole = float(metric_value(logits["clean"], "logit_diff", a, w) - metric_value(logits["corrupt"], "logit_diff", a, w))
+    whole = float((logits["clean"][a] - logits["clean"][w]) - (logits["corrupt"][a] - logits["corrupt"][w]))
     est = attribution_patch(CLEAN, CORRUPT, model=handle, components=["resid_pre"], steps=16, **KW)
     sums = est.groupby("layer")["estimate"].sum()
     np.testing.assert_allclose(sums, whole, rtol=2e-2, atol=1e-4)
@@ -112,7 +111,8 @@ def test_the_gradient_matches_finite_differences_of_the_hook_points_edit(tiny, f
 
         hook = arch.hook(handle.module, component, layer, edit)
         try:
-            return float(metric_value(handle.logits(ids["corrupt"])[0, -1], "logit_diff", a, w))
+            logits = handle.logits(ids["corrupt"])[0, -1]
+            return float(logits[a] - logits[w])
         finally:
             hook.remove()
 
