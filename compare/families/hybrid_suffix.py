@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ssm.mamba import softplus
+from ..ssm.mamba import causal_conv, softplus
 from ..ssm.ssd import CHUNK, discretise, ssd_scan, write_of
 
 
@@ -52,14 +52,9 @@ class Prefix:
             self.xBC = xBC.detach()
         K = mixer.conv1d.weight.shape[-1]
         before = self.xBC[:, max(0, p - K + 1):p].expand(xBC.shape[0], -1, -1)
-        padded = nn.functional.pad(torch.cat([before, xBC], dim=1), (0, 0, K - 1 - before.shape[1], 0))
-        weight, bias = mixer.conv1d.weight[:, 0], mixer.conv1d.bias  # [conv_dim, K], depthwise
-        l = xBC.shape[1]
-        # tap by tap into one tensor (torch's depthwise conv1d is slow on CPU for batches of rows)
-        out = padded[:, :l] * weight[:, 0] if bias is None else torch.addcmul(bias, padded[:, :l], weight[:, 0])
-        for k in range(1, K):
-            out.addcmul_(padded[:, k:k + l], weight[:, k])
-        return ACTIVATIONS[mixer.activation](out)
+        # tap by tap (`causal_conv`: torch's depthwise conv1d is slow on CPU for batches of rows)
+        out = causal_conv(torch.cat([before, xBC], dim=1), mixer.conv1d.weight, mixer.conv1d.bias)
+        return ACTIVATIONS[mixer.activation](out[:, before.shape[1]:])
 
     def state(self, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, p: int) -> torch.Tensor | None:
         """h_{p-1} [1, H, p, n] of the recorded run (None at p = 0: the zero state), by the recurrence
