@@ -10,7 +10,11 @@ vocabulary is larger than its embedding).
    hooked Mamba-2 mixer) against transformers' own model class on the same weights, on
    `--tokens` random token IDs (a comma-separated list: each length in turn); the two are timed
    alternately, `--rounds` times each, and the ratio of medians is reported with the largest
-   |logit difference|.
+   |logit difference|. Then torch's profiler times one forward of each: the share of transformers'
+   time in the projections' products (F.linear, the same calls on both sides) bounds the ratio any
+   forward that keeps those products can reach. `--onednn` also times the package's forward with
+   every product through oneDNN and gives each forward's logits' error against float64 (README:
+   why the package does not run them).
 2. Patch sweep: `patch_sweep` of `--component` over layers 0–23 × the 14 positions of the IOI
    pair (336 patches) against `patching_ref.traced_patch`, one nnsight trace per patch. The naive
    loop is timed on a seeded random sample of `--sample` patches, half before and half after the
@@ -22,7 +26,7 @@ vocabulary is larger than its embedding).
    no such position (its record of them replaced by all-False), so all 336 run.
 
     python benchmarks/bench_hybrids.py [--family granite_hybrid] [--tokens 32,256,1024] [--rounds 5]
-                                       [--sample 24] [--threads 2] [--skip forward] [--no-skip]
+                                       [--sample 24] [--threads 2] [--skip forward] [--no-skip] [--onednn]
 
 The last line is /proc/loadavg: other work on the same cores inflates both times. With two
 threads on cores that other work shares, torch's threads wait on each other at every op, which
@@ -95,6 +99,70 @@ def bench_forward(handle, ref, tokens: int, rounds: int, seed: int) -> None:
           f"transformers {np.median(theirs):.3f} s: {np.median(theirs) / np.median(ours):.2f}x "
           f"(max |logit diff| {diff:.1e}, max |logit| {expected.abs().max().item():.1f}); "
           f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
+    print_bound(handle, ref, ids)
+
+
+PRODUCTS = ("aten::mm", "aten::addmm")  # the projections' matrix products (F.linear), the same calls on both sides
+
+
+def print_bound(handle, ref, ids) -> None:
+    """The share of transformers' forward spent in the projections' products, by torch's profiler (one
+    forward each, after the timed ones): both sides run those products through the same `F.linear`,
+    so no forward that keeps them can be faster than 1 / share."""
+    shares = {}
+    with torch.no_grad():
+        for side, run in (("transformers", lambda: ref(ids)), ("package", lambda: handle.logits(ids, padded=True))):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                run()
+            events = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in events)
+            products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS)
+            shares[side] = (products / 1e6, total / 1e6)
+    (theirs, total), (ours, our_total) = shares["transformers"], shares["package"]
+    print(f"  profiled once: the projections' products (F.linear) take {theirs:.3f} s of transformers' "
+          f"{total:.3f} s ({theirs / total:.0%}) and {ours:.3f} s of the package's {our_total:.3f} s: "
+          f"with those products, at most {total / theirs:.2f}x", flush=True)
+
+
+class OneDNNLinear(torch.overrides.TorchFunctionMode):
+    """Every fp32 `F.linear` inside it through oneDNN (ATen's `mkldnn_linear`) instead of torch's BLAS
+    (MKL's sgemm): the alternative `--onednn` measures, not what the package runs."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear and args[0].dtype == torch.float32 and not torch.is_grad_enabled():
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            flat = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
+            return torch.ops.aten.mkldnn_linear(flat, weight, bias).to_dense().reshape(*x.shape[:-1], weight.shape[0])
+        return func(*args, **kwargs)
+
+
+def bench_onednn(handle, ref, tokens: int, rounds: int, seed: int) -> None:
+    """The forward with every projection through oneDNN (`OneDNNLinear`) against transformers' own, and
+    the logits' error against a float64 forward of transformers' model for each: what the faster
+    product would cost in accuracy."""
+    ids = torch.randint(0, handle.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(seed))
+    ours, theirs = [], []
+    with torch.no_grad():
+        for _ in range(rounds):
+            t = time.perf_counter()
+            with OneDNNLinear():
+                fast = handle.logits(ids, padded=True)
+            ours.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            expected = ref(ids).logits
+            theirs.append(time.perf_counter() - t)
+        plain = handle.logits(ids, padded=True)
+        exact = ref.double()(ids).logits
+        ref.float()
+    print(f"forward of 1 x {tokens} tokens with oneDNN products, median of {rounds}: package {np.median(ours):.3f} s, "
+          f"transformers (MKL) {np.median(theirs):.3f} s: {np.median(theirs) / np.median(ours):.2f}x; "
+          f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
+    for name, got in (("transformers (MKL)", expected), ("package (MKL)", plain), ("package (oneDNN)", fast)):
+        error = got.double() - exact
+        print(f"  |logits - float64| {name:18s} max {error.abs().max().item():.2e}, "
+              f"rms {error.pow(2).mean().sqrt().item():.2e}", flush=True)
 
 
 def compute_every_patch() -> None:
@@ -168,6 +236,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", choices=("forward", "sweep"), help="leave one part out")
     ap.add_argument("--no-skip", action="store_true", help="compute every patch, the no-op ones too")
+    ap.add_argument("--onednn", action="store_true",
+                    help="also time the forward with oneDNN's products and give each forward's error against float64")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -183,6 +253,8 @@ def main():
     if args.skip != "forward":
         for tokens in lengths:
             bench_forward(handle, ref, tokens, args.rounds, args.seed)
+            if args.onednn:
+                bench_onednn(handle, ref, tokens, args.rounds, args.seed)
     if args.skip != "sweep":
         bench_sweep(handle, args.component, args.sample, args.seed, args.no_skip)
     print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())
