@@ -53,10 +53,12 @@ reference to fp32 rounding. For a patch of several positions the increments of e
 (the hook point's semantics: e is taken against the corrupt state), so only a single position
 is a plain replacement of the state.
 
-On Mamba-2's `h` (`Point.into_y`) the patched block runs once per layer, unpatched: each patch
-is the increment clean − corrupt at its positions, whose change of y the family computes
-(`Family.noise_into_y`), and the block is finished from y (`restart.finals_from_y`); the blocks
-above run at every position, all of a layer's patches in one batch.
+On Mamba-2's `h` (`Point.into_y`: also h_readout, write and B, and the same points of a hybrid's
+Mamba-2 layers) the patched block runs once per layer, unpatched: each patch is the increment
+clean − corrupt at its positions, whose change of y the family computes (`Family.noise_into_y`),
+and the block is finished from y (`restart.finals_from_y`); the blocks above run at every
+position, all of a layer's patches in one batch. On a hybrid the rows finished from y join the
+suffix wavefront below (`_entering`).
 
 On a family whose blocks run on a suffix of positions (`Family.suffix`: the hybrids), a residual
 point (resid_pre, resid_post) takes `_suffix_wavefront`: a patch whose first position is p

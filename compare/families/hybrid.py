@@ -33,6 +33,9 @@ model's chunk_size, at most `ssd.CHUNK`), the form transformers' torch path comp
 taken once per group of B and C rather than once per head: the same y within fp32 rounding,
 several times faster at Granite-4.0-H-350M's width on a CPU (benchmarks/bench_hybrids.py). A
 forward with a cache (generation) runs transformers' forward unchanged, without these points.
+Noise or a patch on h, h_readout, write or B changes y linearly (`Point.into_y`, as in Mamba-2):
+the sweeps compute y's change (`HybridFamily.noise_into_y`, `ssd.increment_into_y`) and finish
+the block from y (`block_from_y`) instead of running the noised block, and its state, per run.
 
 The LM head is replaced by `ScaledHead`, which applies the model's logit multiplier itself, so
 that the `logits` point (its output) is the model's logits; the model's own multiplier is set
