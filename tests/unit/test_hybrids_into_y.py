@@ -22,8 +22,8 @@ INTO_Y = ("h", "h_readout", "write", "B")
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Counts of what ran: calls of `noise_into_y`, and the batch size of every state the hooked
-    mixer materialised (`hybrid.materialised_ssd`)."""
+    """Counts of what ran: calls of `noise_into_y` and `block_from_y`, and the batch size of every
+    state the hooked mixer materialised (`hybrid.materialised_ssd`)."""
     import compare.families.hybrid as hybrid
 
     seen = {"noise_into_y": 0, "block_from_y": 0, "materialised": []}
