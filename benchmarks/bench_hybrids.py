@@ -24,9 +24,17 @@ vocabulary is larger than its embedding).
    bitwise equal at every patched position (it is the corrupt run; exact, so on by default), which
    on the IOI pair is every patch before the first differing token; the flag makes the sweep see
    no such position (its record of them replaced by all-False), so all 336 run.
+3. Noise on one SSM layer (`--noise-layers`, e.g. 0,31; skipped when not given): `noise_sweep` of
+   `--noise-component` (default h) at those layers of the IOI prompt, `--levels` levels × 1 trial on
+   the relative scale, restarted from y (`Point.into_y`: the layer runs once, clean, each run's Δy
+   by `HybridFamily.noise_into_y` and the block finished by `block_from_y`) against the same sweep
+   with the point's into_y flag off, which runs the noised block per run with its state materialised
+   (`restart.run_noised`, the engine before the y-path); the two alternate `--rounds` times, wall
+   and process CPU medians are reported with the largest |p_target difference|.
 
     python benchmarks/bench_hybrids.py [--family granite_hybrid] [--tokens 32,256,1024] [--rounds 5]
-                                       [--sample 24] [--threads 2] [--skip forward] [--no-skip] [--onednn]
+                                       [--sample 24] [--threads 2] [--skip forward|sweep|both] [--no-skip]
+                                       [--onednn] [--noise-layers 0,31] [--noise-component h] [--levels 50]
 
 The last line is /proc/loadavg: other work on the same cores inflates both times. With two
 threads on cores that other work shares, torch's threads wait on each other at every op, which
@@ -37,10 +45,12 @@ patch), so `--threads 1` gives the steadier ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +235,47 @@ def bench_sweep(handle, component: str, sample: int, seed: int, every: bool) -> 
     print(f"  max |logit_diff fast - naive| {worst:.1e}")
 
 
+@contextmanager
+def noised_block_per_run(arch, component: str):
+    """Within: `component` is not `Point.into_y` on `arch`, so `noise_sweep` runs the noised block per run
+    (`restart.run_noised`), as before the y-path; the family's own points are back on exit."""
+    arch.points = tuple(dataclasses.replace(p, into_y=False) if p.name == component else p for p in arch.points)
+    try:
+        yield
+    finally:
+        del arch.points  # the instance's copy: the class's points again
+
+
+def bench_noise(handle, component: str, layers: list[int], levels: int, rounds: int) -> None:
+    from compare import noise_sweep
+
+    kw = dict(model=handle, target=" Mary", component=component, levels=np.linspace(0.0, 2.0, levels).tolist(),
+              trials=1, seed=0, scale="relative")
+    clock = {"wall": time.perf_counter, "cpu": time.process_time}
+    for layer in layers:
+        times, frames = {"y": [], "block": []}, {}
+        load = [Path("/proc/loadavg").read_text().split()[0]]
+        for _ in range(rounds):
+            for path in ("y", "block"):
+                start = {k: f() for k, f in clock.items()}
+                if path == "y":
+                    frames[path] = noise_sweep(CLEAN, layers=[layer], **kw)
+                else:
+                    with noised_block_per_run(handle.arch, component):
+                        frames[path] = noise_sweep(CLEAN, layers=[layer], **kw)
+                times[path].append({k: f() - start[k] for k, f in clock.items()})
+        load.append(Path("/proc/loadavg").read_text().split()[0])
+        y, block = (frames[path]["logit_diff"].to_numpy() for path in ("y", "block"))
+        diff, moved = np.abs(y - block).max(), np.abs(y - y[0]).max()
+        med = {path: {k: np.median([t[k] for t in ts]) for k in clock} for path, ts in times.items()}
+        print(f"noise sweep of {component!r} at layer {layer} ({handle.layer_kind(layer)}), {levels} levels x 1 trial, "
+              f"medians of {rounds} alternating rounds (1-min load {load[0]} -> {load[1]}); max |logit_diff y - block| "
+              f"{diff:.1e}, of the noise {moved:.1e}:")
+        for k in clock:
+            print(f"  {k:4s}: from y {med['y'][k]:.2f} s; noised block per run {med['block'][k]:.2f} s: "
+                  f"{med['block'][k] / med['y'][k]:.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", choices=tuple(SHAPES), default="granite_hybrid")
@@ -234,10 +285,13 @@ def main():
     ap.add_argument("--sample", type=int, default=24, help="naive patches timed (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", choices=("forward", "sweep"), help="leave one part out")
+    ap.add_argument("--skip", choices=("forward", "sweep", "both"), help="leave one part out, or both")
     ap.add_argument("--no-skip", action="store_true", help="compute every patch, the no-op ones too")
     ap.add_argument("--onednn", action="store_true",
                     help="also time the forward with oneDNN's products and give each forward's error against float64")
+    ap.add_argument("--noise-layers", default="", help="SSM layers to time the noise sweep at, comma-separated")
+    ap.add_argument("--noise-component", default="h")
+    ap.add_argument("--levels", type=int, default=50)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -246,17 +300,23 @@ def main():
         ap.error(f"--tokens must be positive integers separated by commas, got {args.tokens!r}")
     if not lengths or min(lengths) < 1:
         ap.error(f"--tokens must be positive integers separated by commas, got {args.tokens!r}")
+    try:
+        noise_layers = [int(t) for t in args.noise_layers.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--noise-layers must be layer numbers separated by commas, got {args.noise_layers!r}")
     with tempfile.TemporaryDirectory() as tmp:
         handle, ref = build(Path(tmp) / f"{SHAPES[args.family]}-random", args.family, args.seed)
     print(f"{SHAPES[args.family]} shape (random weights, saved and loaded), {handle.n_layers} layers; "
           f"{args.threads} threads")
-    if args.skip != "forward":
+    if args.skip not in ("forward", "both"):
         for tokens in lengths:
             bench_forward(handle, ref, tokens, args.rounds, args.seed)
             if args.onednn:
                 bench_onednn(handle, ref, tokens, args.rounds, args.seed)
-    if args.skip != "sweep":
+    if args.skip not in ("sweep", "both"):
         bench_sweep(handle, args.component, args.sample, args.seed, args.no_skip)
+    if noise_layers:
+        bench_noise(handle, args.noise_component, noise_layers, args.levels, args.rounds)
     print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())
 
 

@@ -53,10 +53,12 @@ reference to fp32 rounding. For a patch of several positions the increments of e
 (the hook point's semantics: e is taken against the corrupt state), so only a single position
 is a plain replacement of the state.
 
-On Mamba-2's `h` (`Point.into_y`) the patched block runs once per layer, unpatched: each patch
-is the increment clean − corrupt at its positions, whose change of y the family computes
-(`Family.noise_into_y`), and the block is finished from y (`restart.finals_from_y`); the blocks
-above run at every position, all of a layer's patches in one batch.
+On Mamba-2's `h` (`Point.into_y`: also h_readout, write and B, and the same points of a hybrid's
+Mamba-2 layers) the patched block runs once per layer, unpatched: each patch is the increment
+clean − corrupt at its positions, whose change of y the family computes (`Family.noise_into_y`),
+and the block is finished from y (`restart.finals_from_y`); the blocks above run at every
+position, all of a layer's patches in one batch. On a hybrid the rows finished from y join the
+suffix wavefront below (`_entering`).
 
 On a family whose blocks run on a suffix of positions (`Family.suffix`: the hybrids), a residual
 point (resid_pre, resid_post) takes `_suffix_wavefront`: a patch whose first position is p
@@ -321,15 +323,24 @@ def _into_y_restart(sweep: Patching, layer: int, src: torch.Tensor, entry, patch
     """A patch of an `into_y` point: the hook point's edit is the increment clean − corrupt at the
     patch's positions, whose change of y the family computes (`Family.noise_into_y`); the block
     is finished from y and the blocks above run batched (`restart.finals_from_y`)."""
+    terms = _y_terms(sweep, layer, src, entry)
+    return finals_from_y(sweep.handle, sweep.point, layer, entry, terms, len(patches),
+                         lambda rows: _patch_dy(sweep, layer, terms, [patches[i] for i in rows]), max_bytes)
+
+
+def _y_terms(sweep: Patching, layer: int, src: torch.Tensor, entry) -> dict:
+    """The corrupt block's `restart.y_terms` at `layer`, and "diff": the clean − corrupt value of the
+    patched point [1, T, ...], the increment a patch writes at its positions."""
+    terms = y_terms(sweep.handle, sweep.point, layer, entry)
+    corrupt = terms[sweep.point]
+    return {**terms, "diff": src.to(corrupt.device, corrupt.dtype) - corrupt}
+
+
+def _patch_dy(sweep: Patching, layer: int, terms: dict, patches) -> torch.Tensor:
+    """Δy [len(patches), T, ...] of each patch of an `into_y` point (`Family.noise_into_y` of its increment)."""
     handle = sweep.handle
-    terms = y_terms(handle, sweep.point, layer, entry)
-    diff = src.to(terms[sweep.point].device, terms[sweep.point].dtype) - terms[sweep.point]
-
-    def dy(rows):
-        return torch.cat([handle.arch.noise_into_y(handle.module, layer, sweep.point, terms, list(patches[i]),
-                                                   diff[:, list(patches[i])]) for i in rows])
-
-    return finals_from_y(handle, sweep.point, layer, entry, terms, len(patches), dy, max_bytes)
+    return torch.cat([handle.arch.noise_into_y(handle.module, layer, sweep.point, terms, list(patch),
+                                               terms["diff"][:, list(patch)]) for patch in patches])
 
 
 def _h_wavefront(sweep: Patching, terms: dict, entries, corrupt_final: torch.Tensor, max_bytes: int,
@@ -420,7 +431,7 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
     fit `max_bytes` between blocks (`_packs`), progress and stop once per pack.
     Returns ({(layer, patch index): final residual [d]}, stopped)."""
     handle, arch = sweep.handle, sweep.handle.arch
-    L, offset = handle.n_layers, _suffix_start(sweep)
+    L, offset, into_y = handle.n_layers, _suffix_start(sweep), _into_y(sweep)
     first = min(sweep.layers) + offset
     with handle.lock, torch.inference_mode():
         prefixes = {k: arch.record_prefix(handle.module, k, entries[k][0][0]) for k in range(first, L)}
@@ -434,11 +445,12 @@ def _suffix_wavefront(sweep: Patching, src, entries, corrupt_final: torch.Tensor
         with handle.lock, torch.inference_mode():
             for k in range(first, L + 1):
                 layer = k - offset
+                terms = _y_terms(sweep, layer, src[layer], entries[layer]) if into_y and layer in sweep.layers else None
                 for p, group in pack:
                     run = [i for i in group if (layer, i) not in done] if layer in sweep.layers else []
                     if not run:
                         continue
-                    joined = _entering(sweep, layer, src[layer], entries, corrupt_final, run, p, max_bytes)
+                    joined = _entering(sweep, layer, src[layer], entries, corrupt_final, run, p, max_bytes, terms)
                     if k == L:  # past the last block only the last position is read
                         joined = joined[:, -1:]
                         if p in rows:
@@ -500,12 +512,14 @@ def _blocks_packed(handle, layer: int, rows: dict, prefix, positions: int) -> di
 
 
 def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_final: torch.Tensor, group, p: int,
-              max_bytes: int) -> torch.Tensor:
+              max_bytes: int, terms: dict | None = None) -> torch.Tensor:
     """The residual at positions p.. [len(group), T - p, d] where the rows of each patch of `layer`
     join the suffixes (`_suffix_start`): for resid_pre and resid_post the corrupt residual there
     with the patch's positions written from the clean `src` (past the last block: the corrupt
-    final residual, its last position only, [.., 1, d]); for any other point block `layer`'s
-    output, the block run on every position with the point's hook writing the clean values."""
+    final residual, its last position only, [.., 1, d]); for an `into_y` point (`terms`: its
+    `_y_terms`) block `layer`'s output finished from y (`Family.block_from_y`), the block's clean
+    run read once; for any other point block `layer`'s output, the block run on every position with
+    the point's hook writing the clean values."""
     handle, arch = sweep.handle, sweep.handle.arch
     patches = [sweep.patches[i] for i in group]
     point = arch.point(sweep.point)
@@ -517,6 +531,12 @@ def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_f
             base, start = corrupt_final[:, None], sweep.T - 1
         local = [tuple(q - start for q in patch if q >= start) for patch in patches]
         return torch.where(_mask(sweep, local, base), src[:, start:].to(base.device, base.dtype), base)
+    resid = entries[layer][0][0]
+    if terms is not None:
+        size = chunk_size(handle, None, sweep.T, max_bytes)
+        return torch.cat([arch.block_from_y(handle.module, layer, terms, resid,
+                                            terms["y"] + _patch_dy(sweep, layer, terms, patches[i:i + size]))[:, p:]
+                          for i in range(0, len(patches), size)])
 
     def write(rows):
         def edit(value):
@@ -524,7 +544,6 @@ def _entering(sweep: Patching, layer: int, src: torch.Tensor, entries, corrupt_f
             value.copy_(torch.where(_mask(sweep, chunk, value), src.to(value.device, value.dtype), value))
         return edit
 
-    resid = entries[layer][0][0]
     size = chunk_size(handle, sweep.point, sweep.T, max_bytes)
     outs = []
     for first in range(0, len(patches), size):

@@ -6,7 +6,8 @@ reads the last position's logits. `run_noised` adds each run's noise to a compon
 through a torch forward hook and runs the batch from block l on (`edited_finals`: block l in the
 chunks its own estimate allows, a materialised state making them small, the blocks above in the
 larger chunks of a plain block); `run_into_y` does the same for a component whose noise changes
-the SSM's y linearly (`Point.into_y`: Mamba-2's h): block l runs once, clean, and each run's y
+the SSM's y linearly (`Point.into_y`: h, h_readout, write and B of Mamba-2 and of a hybrid's
+Mamba-2 layers): block l runs once, clean, and each run's y
 is the clean y plus the family's `noise_into_y`, the block finished from it; `run_rays` does
 the same for a component whose block output is affine in the noise (the family's
 `Point.affine`: h, y, resid_post…): block l runs once per draw and every run restarts at block

@@ -30,7 +30,8 @@ class Point:
         per-position feature shape that noise and channels use.
     affine: the block's output is affine in noise added here (`restart.run_rays` restarts from it).
     into_y: noise added here changes the SSM's output y linearly, y then passes a nonlinearity
-        (Mamba-2's gated RMSNorm): `restart.run_into_y` computes y's change by the family's
+        (Mamba-2's gated RMSNorm, in Mamba-2 and the hybrids' Mamba-2 layers): `restart.run_into_y`
+        computes y's change by the family's
         `noise_into_y` and finishes the block from y (`block_from_y`), never materialising the state.
     refused: why noise on this point is refused (None: it may be noised).
     ssm: a materialised [l, d_in, n] state tensor (its memory estimate is larger).

@@ -59,9 +59,10 @@ class GraniteHybridFamily(HybridFamily):
     points = (
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
-        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
-        _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
-        _ssm("h", "[b, l, H, p, n]", ssm=True), _ssm("h_readout", "[b, l, H, p, n]", ssm=True),
+        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]", into_y=True),
+        _ssm("C", "[b, l, g, n]"), _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True),
+        _ssm("write", "[b, l, H, p, n]", ssm=True, into_y=True), _ssm("h", "[b, l, H, p, n]", ssm=True, into_y=True),
+        _ssm("h_readout", "[b, l, H, p, n]", ssm=True, into_y=True),
         _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
         Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),

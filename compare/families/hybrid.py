@@ -33,6 +33,9 @@ model's chunk_size, at most `ssd.CHUNK`), the form transformers' torch path comp
 taken once per group of B and C rather than once per head: the same y within fp32 rounding,
 several times faster at Granite-4.0-H-350M's width on a CPU (benchmarks/bench_hybrids.py). A
 forward with a cache (generation) runs transformers' forward unchanged, without these points.
+Noise or a patch on h, h_readout, write or B changes y linearly (`Point.into_y`, as in Mamba-2):
+the sweeps compute y's change (`HybridFamily.noise_into_y`, `ssd.increment_into_y`) and finish
+the block from y (`block_from_y`) instead of running the noised block, and its state, per run.
 
 The LM head is replaced by `ScaledHead`, which applies the model's logit multiplier itself, so
 that the `logits` point (its output) is the model's logits; the model's own multiplier is set
@@ -48,12 +51,13 @@ from torch import nn
 
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError
-from ..base.hooks import HookPoint
+from ..base.hooks import HookPoint, temporary_hooks
 from ..ssm.mamba import conv_silu
 from ..ssm.mamba2 import materialised_ssd
-from ..ssm.ssd import CHUNK, attention_terms, ssd_scan
+from ..ssm.ssd import CHUNK, attention_terms, increment_into_y, ssd_scan
 from .base import TransformersFamily, _walk, from_state_dict
-from .hybrid_suffix import Prefix, Suffixes, causal_mask, gated_norm, in_projection, mixer_suffix, scan_inputs
+from .hybrid_suffix import (Prefix, Suffixes, causal_mask, gated_norm, in_projection, mixer_output, mixer_suffix,
+                            scan_inputs)
 
 ATTENTION = "compare_hooked_gqa"
 ATTENTION_POINTS = ("q", "k", "v", "pattern")
@@ -80,6 +84,27 @@ class HybridFamily(TransformersFamily):
     def hidden_attention_terms(self, module, layer, seen, units):
         """Per SSM head: α[t, s] = C_t · B_s · Π_{k=s+1..t} Ā_k · Δ_s (`ssd.ssd_attention`)."""
         return attention_terms(*self.ssm_parameters(module, layer), seen, units)
+
+    into_y_points = ("dt", "x", "C", "gate", "y")
+
+    def noise_into_y(self, module, layer, component, terms, positions, values):
+        """Δy [R, T, H, p] for values [R, P, H, p, n] added to h, write or h_readout, or [R, P, g, n]
+        added to B, at `positions`: y is linear in each, as in Mamba-2 (`ssd.increment_into_y`)."""
+        dt, x, C = (terms[name] for name in ("dt", "x", "C"))
+        return increment_into_y(component, self.ssm_parameters(module, layer)[0], dt, x, C, positions, values)
+
+    def block_from_y(self, module, layer, terms, resid, y):
+        """Block `layer`'s output [R, T, d] for its Mamba-2 mixer's y [R, T, H, p]: transformers' block
+        run once on the clean resid [1, T, d] with the mixer's output replaced by the gated norm and
+        out_proj of y, with the clean gate (`hybrid_suffix.mixer_output`). The block's residual add
+        broadcasts it to R rows and what follows the mixer (Granite's and Falcon-H1's MLP, their μP
+        and residual multipliers) runs on them; what runs beside the mixer on the same normed input
+        (Falcon-H1's attention, which noise in the SSM branch does not reach) runs once, on the
+        clean row. The mixer's own forward of that row is computed and discarded."""
+        mixer = getattr(self.blocks(module)[layer], self.mixer_name)
+        out = mixer_output(mixer, y.flatten(-2), terms["gate"])
+        with temporary_hooks(mixer.register_forward_hook(lambda *_: out)):
+            return self.blocks_from(module, layer, resid, None, stop=layer + 1)
 
     def layer_kinds(self, module):
         return self.kinds_of(module.config)

@@ -178,12 +178,18 @@ def gated_norm(mixer: nn.Module, y: torch.Tensor, gate: torch.Tensor) -> torch.T
     return mixer.norm(y, gate)
 
 
+def mixer_output(mixer: nn.Module, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """The mixer's output [b, l, d] from the scan's y [b, l, d_in] and the gate [b, l, d_in] (either
+    may broadcast over b): the gated norm, then out_proj in its weight's dtype."""
+    return mixer.out_proj(gated_norm(mixer, y, gate).to(mixer.out_proj.weight.dtype))
+
+
 def mixer_suffix(self, hidden_states: torch.Tensor, suffixes: Suffixes) -> torch.Tensor:
     """transformers' Mamba-2 mixer (GraniteMoeHybridMambaLayer, FalconH1Mixer) on packed rows
     [1, N, d] → [1, N, d], the maths of `hybrid.ssd_forward`: in_proj, the gated norm and
     out_proj on every position at once, the conv and the scan per piece, started from the
     prefix (no hook points: nothing hooks a block run this way)."""
-    dtype, prefix = hidden_states.dtype, suffixes.prefix
+    prefix = suffixes.prefix
     gate, xBC, dt = in_projection(self, hidden_states)
     A = -torch.exp(self.A_log.float())
     ys = []
@@ -192,8 +198,7 @@ def mixer_suffix(self, hidden_states: torch.Tensor, suffixes: Suffixes) -> torch
         h0 = prefix.state(x, delta, A, B, p)
         y = ssd_scan(x, delta, A, B, C, self.D, chunk=min(self.chunk_size, CHUNK))
         ys.append(y if h0 is None else y + carried(h0, delta, A, C))
-    y = suffixes.pack(ys).reshape(*hidden_states.shape[:2], self.intermediate_size)
-    return self.out_proj(gated_norm(self, y, gate).to(dtype))
+    return mixer_output(self, suffixes.pack(ys).reshape(*hidden_states.shape[:2], self.intermediate_size), gate)
 
 
 def carried(h0: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, C: torch.Tensor) -> torch.Tensor:

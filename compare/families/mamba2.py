@@ -29,7 +29,7 @@ import torch
 from ..base import checkpoint
 from ..base.checkpoint import ModelLoadError, flag, size
 from ..ssm.mamba2 import Mamba2Config, Mamba2LM
-from ..ssm.ssd import CHUNK, attention_terms, discretise, per_head, read_out, segsum, ssd_chunked, states
+from ..ssm.ssd import CHUNK, attention_terms, increment_into_y
 from .base import FP32_BYTES, Family, Point, model_points
 
 
@@ -39,9 +39,6 @@ def _p(name, owner, shape, **kw):
 
 BLOCK, MIXER = "layers.{l}.", "layers.{l}.mixer."
 STATE = "[b, l, heads, p, n]"
-# Noised positions up to which `noise_into_y` pairs each with every position by GEMMs (P·T·heads·p
-# products, no state); beyond, it scans the increments as states (T·heads·p·n, memory-bound).
-PAIRED_POSITIONS = 32
 
 
 class Mamba2Family(Family):
@@ -93,49 +90,9 @@ class Mamba2Family(Family):
 
     def noise_into_y(self, module, layer, component, terms, positions, values):
         """Δy [R, T, heads, p] for values [R, P, heads, p, n] added to h, write or h_readout, or
-        [R, P, g, n] added to B, at `positions`.
-
-        y_t = C_t · h_t + D x_t is linear in h. An increment ε_s of h (`Mamba2Mixer`: it enters
-        the recurrence) or of the write w_s (h_s = Ā_s h_{s-1} + w_s: the same increment)
-        reaches every later state decayed by L[t, s] = Π_{k=s+1..t} Ā_k, so
-        Δy_t = Σ_s L[t, s] C_t · ε_s; one of h_readout changes y at s only, by C_s · ε_s.
-        B_s is read by the write alone (w_s = Δ_s x_s ⊗ B_s), so ε_s on B_s is the write
-        increment Δ_s x_s ⊗ ε_s: Δy_t = Σ_s L[t, s] Δ_s x_s (C_t · ε_s), the SSD with ε for B.
-        """
-        pos = torch.tensor(positions)
-        values = values.float()
-        if component == "B":
-            return self._b_into_y(module, layer, terms, pos, values)
-        heads = values.shape[2]
-        C = per_head(terms["C"].float(), heads)[0]  # [T, heads, n]
-        if component == "h_readout":
-            dy = values.new_zeros(len(values), C.shape[0], *values.shape[2:4])
-            dy[:, pos] = (values @ C[pos].unsqueeze(-1)).squeeze(-1)
-            return dy
-        A, _ = self.ssm_parameters(module, layer)
-        dt = terms["dt"][0].float()
-        A = A.to(dt.device)
-        if len(positions) > PAIRED_POSITIONS:
-            increment = values.new_zeros(len(values), C.shape[0], *values.shape[2:])
-            increment[:, pos] = values
-            return read_out(states(discretise(dt, A)[None], increment), terms["C"].float(), None, None)
-        L = torch.exp(segsum((dt * A).T))[:, :, pos]  # [heads, T, P]: the decay from each noised position
-        # ε_s · C_t for every pair as one GEMM per group over n (the noise read once), then the decay
-        R, P, _, p, n = values.shape
-        Cg = terms["C"][0].float()  # [T, g, n]
-        read = torch.einsum("rsgkn,tgn->rsgkt", values.reshape(R, P, Cg.shape[1], -1, n), Cg)
-        return torch.einsum("hts,rshpt->rthp", L, read.reshape(R, P, heads, p, -1))
-
-    def _b_into_y(self, module, layer, terms, pos, values):
-        """`noise_into_y` of values [R, P, g, n] on B. y is linear in B, so Δy is the SSD of the noise
-        itself (`ssd.ssd_chunked` with B = ε, zero off the noised positions, and no D·x): the
-        chunked GEMMs of a forward, no state materialised, whatever the number of positions."""
-        dt, x, C = (terms[name].float() for name in ("dt", "x", "C"))  # [1, T, heads], [1, T, heads, p], [1, T, g, n]
-        A = self.ssm_parameters(module, layer)[0].to(dt.device)
-        noise = values.new_zeros(len(values), *C.shape[1:])
-        noise[:, pos] = values
-        R = len(values)
-        return ssd_chunked(x.expand(R, -1, -1, -1), dt.expand(R, -1, -1), A, noise, C.expand(R, -1, -1, -1))
+        [R, P, g, n] added to B, at `positions`: y is linear in each (`ssd.increment_into_y`)."""
+        dt, x, C = (terms[name] for name in ("dt", "x", "C"))
+        return increment_into_y(component, self.ssm_parameters(module, layer)[0], dt, x, C, positions, values)
 
     def block_from_y(self, module, layer, terms, resid, y):
         """resid + the mixer's gated RMSNorm and out_proj of y (`Mamba2Mixer.output`), with the clean gate."""

@@ -83,9 +83,10 @@ class NemotronHFamily(HybridFamily):
     points = (
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("norm", f"{BLOCK}.norm", "[b, l, d]"),
-        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]"), _ssm("C", "[b, l, g, n]"),
-        _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True), _ssm("write", "[b, l, H, p, n]", ssm=True),
-        _ssm("h", "[b, l, H, p, n]", ssm=True), _ssm("h_readout", "[b, l, H, p, n]", ssm=True),
+        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]", into_y=True),
+        _ssm("C", "[b, l, g, n]"), _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True),
+        _ssm("write", "[b, l, H, p, n]", ssm=True, into_y=True), _ssm("h", "[b, l, H, p, n]", ssm=True, into_y=True),
+        _ssm("h_readout", "[b, l, H, p, n]", ssm=True, into_y=True),
         _ssm("y", "[b, l, H, p]"),
         _ssm("gated_norm", "[b, l, d_in]", affine=True),
         Point("mixer_out", MIXER, "[b, l, d]", affine=True, kinds=SSM),

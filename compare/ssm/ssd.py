@@ -38,6 +38,9 @@ CHUNK = 64  # Q: positions per chunk; the quadratic part costs Q per position, t
 # (-104, -87), and products of small decays) out of the products and GEMMs, where x86 CPUs run
 # them up to 100× slower (the chunked scan took twice as long at Granite-4.0-H-350M's shape)
 FLOOR = -60.0
+# Noised positions up to which `increment_into_y` pairs each with every position by GEMMs (P·T·heads·p
+# products, no state); beyond, it scans the increments as states (T·heads·p·n, memory-bound).
+PAIRED_POSITIONS = 32
 
 
 def discretise(dt: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
@@ -214,3 +217,44 @@ def attention_terms(A: torch.Tensor, D: torch.Tensor, seen: dict, units) -> tupl
     dt, B, C = (seen[name][:1].float() for name in ("dt", "B", "C"))
     alpha = ssd_attention(dt, A.to(dt.device), B, C)[0, units]
     return alpha, seen["x"][0][:, units].float(), D[units], seen["y"][0][:, units].float()
+
+
+def increment_into_y(component: str, A: torch.Tensor, dt: torch.Tensor, x: torch.Tensor, C: torch.Tensor,
+                     positions, values: torch.Tensor) -> torch.Tensor:
+    """Δy [R, T, heads, p] for values [R, P, heads, p, n] added to h, write or h_readout, or
+    [R, P, g, n] added to B, at `positions` (P ints), with the clean Δ [1, T, heads], x [1, T,
+    heads, p], C [1, T, g, n] and A [heads]: the restart from y of Mamba-2's points and the
+    hybrids' (`Point.into_y`), no state materialised.
+
+    y_t = C_t · h_t + D x_t is linear in h. An increment ε_s of h (`mamba2.materialised_ssd`:
+    it enters the recurrence) or of the write w_s (h_s = Ā_s h_{s-1} + w_s: the same increment)
+    reaches every later state decayed by L[t, s] = Π_{k=s+1..t} Ā_k, so
+    Δy_t = Σ_s L[t, s] C_t · ε_s; one of h_readout changes y at s only, by C_s · ε_s.
+    B_s is read by the write alone (w_s = Δ_s x_s ⊗ B_s), so ε_s on B_s is the write
+    increment Δ_s x_s ⊗ ε_s: Δy_t = Σ_s L[t, s] Δ_s x_s (C_t · ε_s), the SSD with ε for B
+    (`ssd_chunked`, no D·x: the chunked GEMMs of a forward whatever the number of positions).
+    """
+    pos = torch.tensor(list(positions))
+    values, dt, C = values.float(), dt.float(), C.float()
+    A = A.to(dt.device)
+    R = len(values)
+    if component == "B":
+        noise = values.new_zeros(R, *C.shape[1:])
+        noise[:, pos] = values
+        return ssd_chunked(x.float().expand(R, -1, -1, -1), dt.expand(R, -1, -1), A, noise, C.expand(R, -1, -1, -1))
+    heads = values.shape[2]
+    if component == "h_readout":
+        Ch = per_head(C, heads)[0]  # [T, heads, n]
+        dy = values.new_zeros(R, C.shape[1], *values.shape[2:4])
+        dy[:, pos] = (values @ Ch[pos].unsqueeze(-1)).squeeze(-1)
+        return dy
+    if len(pos) > PAIRED_POSITIONS:
+        increment = values.new_zeros(R, C.shape[1], *values.shape[2:])
+        increment[:, pos] = values
+        return read_out(states(discretise(dt, A), increment), C, None, None)
+    L = torch.exp(segsum((dt[0] * A).T))[:, :, pos]  # [heads, T, P]: the decay from each noised position
+    # ε_s · C_t for every pair as one GEMM per group over n (the noise read once), then the decay
+    _, P, _, p, n = values.shape
+    Cg = C[0]  # [T, g, n]
+    read = torch.einsum("rsgkn,tgn->rsgkt", values.reshape(R, P, Cg.shape[1], -1, n), Cg)
+    return torch.einsum("hts,rshpt->rthp", L, read.reshape(R, P, heads, p, -1))

@@ -39,7 +39,7 @@ def test_noise_sweep_fast_path_equals_one_trace_per_run(m2, component):
 
 def test_noise_on_the_state_restarts_from_y_at_chosen_positions(m2):
     """Noise on h at positions 3 and 9 only, relative scale: Δy by the decay from each noised
-    position (`Mamba2Family.noise_into_y`) equals the trace that adds it to the hook point."""
+    position (`ssd.increment_into_y`) equals the trace that adds it to the hook point."""
     kw = dict(model=m2[0], target=" Mary", component="h", levels=[0.0, 0.5, 2.0], trials=2, seed=5,
               positions=[3, 9], scale="relative")
     fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
@@ -49,7 +49,7 @@ def test_noise_on_the_state_restarts_from_y_at_chosen_positions(m2):
 
 def test_noise_on_the_state_by_scanned_increments_equals_one_trace_per_run(m2, monkeypatch):
     """Past PAIRED_POSITIONS noised positions Δy comes from the increments scanned as states."""
-    monkeypatch.setattr("compare.families.mamba2.PAIRED_POSITIONS", 2)
+    monkeypatch.setattr("compare.ssm.ssd.PAIRED_POSITIONS", 2)
     kw = dict(model=m2[0], target=" Mary", component="h", levels=[0.0, 0.8, 3.0], trials=2, seed=3)
     fast, ref = noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
     np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)
@@ -64,14 +64,14 @@ def test_noise_on_B_is_carried_into_y():
 @pytest.mark.parametrize("chunk", [None, 4])  # the prompt's 14 positions in one chunk, or across four
 @pytest.mark.parametrize("positions", [None, [3, 9]])
 def test_noise_on_B_as_the_ssd_of_the_noise_equals_one_trace_per_run(m2, monkeypatch, chunk, positions):
-    """y is linear in B: Δy is the SSD with the noise for B (`Mamba2Family.noise_into_y`), and the sweep
+    """y is linear in B: Δy is the SSD with the noise for B (`ssd.increment_into_y`), and the sweep
     equals the trace that adds the noise to hook_B, both scales."""
     if chunk is not None:
         from functools import partial
 
         from compare.ssm.ssd import ssd_chunked
 
-        monkeypatch.setattr("compare.families.mamba2.ssd_chunked", partial(ssd_chunked, chunk=chunk))
+        monkeypatch.setattr("compare.ssm.ssd.ssd_chunked", partial(ssd_chunked, chunk=chunk))
     for scale in ("absolute", "relative"):
         kw = dict(model=m2[0], target=" Mary", component="B", levels=[0.0, 0.8, 3.0], trials=2, seed=7,
                   positions=positions, scale=scale)
