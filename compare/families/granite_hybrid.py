@@ -35,17 +35,13 @@ from pathlib import Path
 
 from ..base.checkpoint import ModelLoadError, flag, size
 from .base import FP32_BYTES, Point
-from .hybrid import (PATTERN_REFUSED, HybridFamily, ScaledHead, attention_count, attention_kwargs, attention_values,
-                     kind_of_weights, mamba2_count, mamba2_values, refuse_beyond, refuse_layer, rotary)
+from .hybrid import (HybridFamily, ScaledHead, attention_count, attention_kwargs, attention_points, attention_values,
+                     kind_of_weights, mamba2_count, mamba2_values, refuse_beyond, refuse_layer, rotary, ssd_points)
 
 BLOCK, MIXER, ATTN = "model.layers.{l}", "model.layers.{l}.mamba", "model.layers.{l}.self_attn"
-SSM, ATT = ("ssm",), ("attention",)
+SSM = ("ssm",)
 KINDS = {"mamba": "ssm", "linear_attention": "ssm", "attention": "attention", "full_attention": "attention"}
 MOE_POINTS = ("router_logits", "moe_out")
-
-
-def _ssm(name, shape, **kw):
-    return Point(name, f"{MIXER}.hook_{name}", shape, kinds=SSM, **kw)
 
 
 class GraniteHybridFamily(HybridFamily):
@@ -59,19 +55,9 @@ class GraniteHybridFamily(HybridFamily):
     points = (
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("norm", f"{BLOCK}.input_layernorm", "[b, l, d]"),
-        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]", into_y=True),
-        _ssm("C", "[b, l, g, n]"), _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True),
-        _ssm("write", "[b, l, H, p, n]", ssm=True, into_y=True), _ssm("h", "[b, l, H, p, n]", ssm=True, into_y=True),
-        _ssm("h_readout", "[b, l, H, p, n]", ssm=True, into_y=True),
-        _ssm("y", "[b, l, H, p]"), _ssm("gated_norm", "[b, l, d_in]"),
+        *ssd_points(MIXER),
         Point("mixer_out", MIXER, "[b, l, d]", kinds=SSM),
-        Point("q", f"{ATTN}.hook_q", "[b, l, d_q]", kinds=ATT),
-        Point("k", f"{ATTN}.hook_k", "[b, l, d_kv]", kinds=ATT),
-        Point("v", f"{ATTN}.hook_v", "[b, l, d_kv]", kinds=ATT),
-        Point("pattern", f"{ATTN}.hook_pattern", "[b, heads, l, l]", refused=PATTERN_REFUSED, patchable=False,
-              kinds=ATT),
-        Point("z", f"{ATTN}.o_proj", "[b, l, d_q]", io="input", kinds=ATT),
-        Point("attn_out", ATTN, "[b, l, d]", item=0, kinds=ATT),
+        *attention_points(ATTN),
         Point("resid_mid", f"{BLOCK}.post_attention_layernorm", "[b, l, d]", io="input"),
         Point("router_logits", f"{BLOCK}.block_sparse_moe.router", "[b·l, experts]", item=0,
               refused="'router_logits' is one row per token ([b·l, experts]); edit it in a trace instead",

@@ -55,7 +55,7 @@ from ..base.hooks import HookPoint, temporary_hooks
 from ..ssm.mamba import conv_silu
 from ..ssm.mamba2 import materialised_ssd
 from ..ssm.ssd import CHUNK, attention_terms, increment_into_y, ssd_scan
-from .base import TransformersFamily, _walk, from_state_dict
+from .base import Point, TransformersFamily, _walk, from_state_dict
 from .hybrid_suffix import (Prefix, Suffixes, causal_mask, gated_norm, in_projection, mixer_output, mixer_suffix,
                             scan_inputs)
 
@@ -65,6 +65,32 @@ STATE_POINTS = ("A_bar", "write", "h", "h_readout")  # materialised only when re
 SSM_POINTS = ("gate", "x", "B", "C", "dt", "y", "gated_norm") + STATE_POINTS
 PATTERN_REFUSED = ("'pattern' is [b, heads, l, l]: noise is drawn per position along the second axis, which "
                    "is heads here; edit it in a trace instead")
+
+
+def ssd_points(mixer: str, *, gated_norm_affine: bool = False) -> tuple[Point, ...]:
+    """The hooked Mamba-2 mixer's points (`hook_mixer`) at module path `mixer` ("...{l}..."), all of
+    kind "ssm"; B and the state points change y linearly (`Point.into_y`: noise and patches restart
+    from y). gated_norm_affine: the block's output is affine in gated_norm (no norm after the mixer)."""
+    def ssm(name, shape, **kw):
+        return Point(name, f"{mixer}.hook_{name}", shape, kinds=("ssm",), **kw)
+    state = "[b, l, H, p, n]"
+    return (ssm("gate", "[b, l, d_in]"), ssm("x", "[b, l, H, p]"), ssm("B", "[b, l, g, n]", into_y=True),
+            ssm("C", "[b, l, g, n]"), ssm("dt", "[b, l, H]"), ssm("A_bar", "[b, l, H]", ssm=True),
+            ssm("write", state, ssm=True, into_y=True), ssm("h", state, ssm=True, into_y=True),
+            ssm("h_readout", state, ssm=True, into_y=True), ssm("y", "[b, l, H, p]"),
+            ssm("gated_norm", "[b, l, d_in]", affine=gated_norm_affine))
+
+
+def attention_points(attention: str, *, affine: bool = False) -> tuple[Point, ...]:
+    """The hooked attention's points (`hook_attention`) at module path `attention`, all of kind
+    "attention"; affine: the block's output is affine in z and attn_out."""
+    def att(name, path, shape, **kw):
+        return Point(name, path, shape, kinds=("attention",), **kw)
+    return (att("q", f"{attention}.hook_q", "[b, l, d_q]"), att("k", f"{attention}.hook_k", "[b, l, d_kv]"),
+            att("v", f"{attention}.hook_v", "[b, l, d_kv]"),
+            att("pattern", f"{attention}.hook_pattern", "[b, heads, l, l]", refused=PATTERN_REFUSED, patchable=False),
+            att("z", f"{attention}.o_proj", "[b, l, d_q]", io="input", affine=affine),
+            att("attn_out", attention, "[b, l, d]", item=0, affine=affine))
 
 
 class HybridFamily(TransformersFamily):

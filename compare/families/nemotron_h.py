@@ -49,11 +49,11 @@ from torch import nn
 
 from ..base.checkpoint import ModelLoadError, flag, size
 from .base import FP32_BYTES, Point, model_points
-from .hybrid import (PATTERN_REFUSED, HybridFamily, attention_count, attention_kwargs, attention_values, hook_attention,
-                     hook_mixer, mamba2_count, mamba2_values)
+from .hybrid import (HybridFamily, attention_count, attention_kwargs, attention_points, attention_values, hook_attention,
+                     hook_mixer, mamba2_count, mamba2_values, ssd_points)
 
 BLOCK, MIXER = "model.layers.{l}", "model.layers.{l}.mixer"
-SSM, ATT, MLP, MOE = ("ssm",), ("attention",), ("mlp",), ("moe",)
+SSM, MLP, MOE = ("ssm",), ("mlp",), ("moe",)
 # config.json's layer type (transformers 5's name, the legacy one) and pattern character -> the kind
 TYPES = {"linear_attention": "ssm", "mamba": "ssm", "full_attention": "attention", "attention": "attention",
          "mlp": "mlp", "moe": "moe"}
@@ -62,10 +62,6 @@ DEFAULT_KINDS = ("ssm", "moe", "attention", "mlp")  # transformers' NemotronHCon
 # a tensor each kind's mixer has under `mixer.` and no other kind's has there
 MARKS = {"ssm": "A_log", "attention": "q_proj.weight", "mlp": "up_proj.weight", "moe": "gate.weight"}
 WEIGHT_PREFIXES = ("backbone.layers.", "model.layers.")  # NVIDIA's layout, transformers' own
-
-
-def _ssm(name, shape, **kw):
-    return Point(name, f"{MIXER}.hook_{name}", shape, kinds=SSM, **kw)
 
 
 class NemotronHFamily(HybridFamily):
@@ -83,20 +79,9 @@ class NemotronHFamily(HybridFamily):
     points = (
         Point("resid_pre", BLOCK, "[b, l, d]", io="input"),
         Point("norm", f"{BLOCK}.norm", "[b, l, d]"),
-        _ssm("gate", "[b, l, d_in]"), _ssm("x", "[b, l, H, p]"), _ssm("B", "[b, l, g, n]", into_y=True),
-        _ssm("C", "[b, l, g, n]"), _ssm("dt", "[b, l, H]"), _ssm("A_bar", "[b, l, H]", ssm=True),
-        _ssm("write", "[b, l, H, p, n]", ssm=True, into_y=True), _ssm("h", "[b, l, H, p, n]", ssm=True, into_y=True),
-        _ssm("h_readout", "[b, l, H, p, n]", ssm=True, into_y=True),
-        _ssm("y", "[b, l, H, p]"),
-        _ssm("gated_norm", "[b, l, d_in]", affine=True),
+        *ssd_points(MIXER, gated_norm_affine=True),
         Point("mixer_out", MIXER, "[b, l, d]", affine=True, kinds=SSM),
-        Point("q", f"{MIXER}.hook_q", "[b, l, d_q]", kinds=ATT),
-        Point("k", f"{MIXER}.hook_k", "[b, l, d_kv]", kinds=ATT),
-        Point("v", f"{MIXER}.hook_v", "[b, l, d_kv]", kinds=ATT),
-        Point("pattern", f"{MIXER}.hook_pattern", "[b, heads, l, l]", refused=PATTERN_REFUSED, patchable=False,
-              kinds=ATT),
-        Point("z", f"{MIXER}.o_proj", "[b, l, d_q]", io="input", affine=True, kinds=ATT),
-        Point("attn_out", MIXER, "[b, l, d]", item=0, affine=True, kinds=ATT),
+        *attention_points(MIXER, affine=True),
         Point("mlp_out", MIXER, "[b, l, d]", affine=True, kinds=MLP),
         Point("router_logits", f"{MIXER}.gate", "[b·l, experts]", item=0,
               refused="'router_logits' is one row per token ([b·l, experts]); edit it in a trace instead",
