@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 from ..base import memory
-from ..base.hooks import temporary_hooks
 from ..handle.inputs import layer_list, position_list, prompt_ids, token_id
 from ..engine.convention import analysis
+from ..engine.record import record_pass
 from ..handle.model import Model
 from .signatures import LOGIT_LENS
 
@@ -89,28 +89,22 @@ def prepare(handle: Model, prompt, layers, positions, target, lens) -> Lens:
 
 
 def residuals(handle: Model, ids: torch.Tensor, layers, positions=None):
-    """(final logits [b, T, V] as `Model.logits` returns them, {layer: lens point [b, P, d]}) from one forward.
+    """(final logits [b, P, V], exactly `Model.logits` at the kept positions, {layer: lens point
+    [b, P, d]}) from one `engine.record.record_pass`.
 
-    positions: the positions kept (default all); the residuals keep the model's dtype.
-
-    Its own hooks rather than `engine.record.record_pass`, which keeps the last position's logits
-    only: the lens (and the tuned lens's training) compares every position with the model's own
-    distribution there. Decoding them again from the recorded final residual would cost a second
-    unembedding, and the recorded `logits` point is the LM head's output, not `Model.logits`,
-    where the model scales it (Falcon-H1, Granite); a record_pass keeping every position's
-    logits would fit."""
-    arch, kept = handle.arch, {}
-    memory.check_fits(FP32_BYTES * len(layers) * ids.numel() * arch.dims(handle.module.config)["d"],
+    positions: the positions kept (default all); the residuals keep the model's dtype. The pass
+    runs the model's own head over every position rather than stopping before it (`stop=`) and
+    decoding the kept positions alone: the head's matmul over a few rows rounds otherwise than
+    over all T (another BLAS kernel: 1 to 3 of 14 rows differ in the last bits on this CPU), and
+    the lens compares with the model's own distribution exactly."""
+    lens_point = handle.arch.lens_point
+    memory.check_fits(FP32_BYTES * len(layers) * ids.numel() * handle.arch.dims(handle.module.config)["d"],
                       f"keeping {len(layers)} layers' residuals of {ids.numel():,} tokens of {handle.name}",
                       "pass fewer layers or a shorter prompt")
-
-    def keep(layer, value):
-        kept[layer] = (value if positions is None else value[:, list(positions)]).detach().clone()
-
-    with handle.lock:
-        with temporary_hooks(*[arch.hook(handle.module, arch.lens_point, l, lambda v, l=l: keep(l, v)) for l in layers]):
-            logits = handle.logits(ids)
-    return logits, kept
+    at = slice(None) if positions is None else list(positions)
+    keep = None if positions is None else (lambda name, layer, value: value.detach()[:, at])  # a copy
+    recording = record_pass(handle, ids, [(lens_point, l) for l in layers], keep=keep, logits_at=at)
+    return recording.logits, {l: recording.points[lens_point, l] for l in layers}
 
 
 def decode(handle: Model, resid: torch.Tensor, layer: int, translators=None) -> torch.Tensor:
@@ -124,10 +118,10 @@ def decode(handle: Model, resid: torch.Tensor, layer: int, translators=None) -> 
 @torch.no_grad()
 def _lens_rows(call: Lens, k: int) -> pd.DataFrame:
     handle, P = call.handle, list(call.positions)
-    T = call.ids.shape[1]
-    every = P == list(range(T))  # decode the whole [1, T, d], as the model's own head does
-    final, kept = residuals(handle, call.ids, call.layers, None if every else P)
-    final_logp = torch.log_softmax(final[0, P], -1)
+    last = handle.n_layers - 1  # its lens is the model's own distribution (no translator there): not decoded again
+    every = P == list(range(call.ids.shape[1]))  # keep the whole [1, T, d], no copy of the positions
+    final, kept = residuals(handle, call.ids, [l for l in call.layers if l != last], None if every else P)
+    final_logp = torch.log_softmax(final[0], -1)
     target = (final_logp.argmax(-1) if call.target is None
               else torch.full((len(P),), call.target, dtype=torch.long, device=final.device))
     tokens = handle.decode_tokens(call.ids[0, P].tolist())
@@ -135,7 +129,8 @@ def _lens_rows(call: Lens, k: int) -> pd.DataFrame:
     rows = []
     with handle.lock:
         for layer in call.layers:
-            logp = torch.log_softmax(decode(handle, kept.pop(layer), layer, call.translators)[0], -1)
+            logp = (final_logp if layer == last
+                    else torch.log_softmax(decode(handle, kept.pop(layer), layer, call.translators)[0], -1))
             stats = lens_stats(logp, final_logp, target, k)
             top_text = [handle.decode_tokens(ids) for ids in stats["top_ids"]]
             for i, p in enumerate(P):

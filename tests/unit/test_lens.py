@@ -43,6 +43,21 @@ def test_the_last_layer_is_the_models_own_logits_exactly(tiny, family):
     assert (df["target_rank"] == 0).all()
 
 
+@pytest.mark.parametrize("family", ["mamba", "mamba2", "gpt2", "pythia", "granite_hybrid", "falcon_h1"])
+def test_at_chosen_positions_the_last_layer_is_the_models_own_distribution_there(tiny, family):
+    """Positions [2, 5, last] only: the last layer's row is `Model.logits` of the whole prompt at
+    that position (KL exactly 0), not the head run again on the three kept residuals."""
+    handle = tiny[0][family]
+    ids = handle.as_input(handle.encode(PROMPT))
+    T = ids.shape[1]
+    df = logit_lens(ids, model=handle, positions=[2, 5, -1], k=3)
+    last = df[df["layer"] == handle.n_layers - 1]
+    logp = torch.log_softmax(handle.logits(ids)[0, [2, 5, T - 1]], -1)
+    assert last["position"].tolist() == [2, 5, T - 1] and (last["kl"] == 0).all()
+    assert [list(t) for t in last["top_probs"]] == logp.topk(3, -1).values.exp().double().tolist()
+    assert last["entropy"].tolist() == (-(logp.exp() * logp).sum(-1)).double().tolist()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_with_an_identity_final_norm_the_lens_is_a_plain_unembedding(tiny, family):
     handle = identity_norm(tiny[0][family])
