@@ -99,7 +99,8 @@ def test_layers_decoded_together_are_each_layers_own_lens(tiny, monkeypatch, hea
     assert df["layer"].tolist() == [l for l in order for _ in P]
     for layer in order:
         with torch.no_grad():
-            logp = torch.log_softmax(handle.arch.head(handle.module, traced[layer][0, P])[:, :handle.vocab_size].double(), -1)
+            logits = handle.arch.head(handle.module, traced[layer][0, P])[:, :handle.vocab_size]
+        logp = torch.log_softmax(logits.double(), -1)
         rows = df[df["layer"] == layer]
         np.testing.assert_allclose(rows["kl"], (final.exp() * (final - logp)).sum(-1), atol=1e-5)
         np.testing.assert_allclose(rows["entropy"], -(logp.exp() * logp).sum(-1), atol=1e-5)
