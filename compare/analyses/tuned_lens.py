@@ -5,8 +5,9 @@ Layer l's translator maps a residual r [..., d] to r + W_l r + b_l, with W_l [d,
 initialised to zero, so an untrained lens is the logit lens exactly (r + 0 = r). The last layer
 has no translator: its residual already decodes to the model's output (KL 0). Training
 minimises, for every other layer at once, the mean over tokens of KL(p_L ‖ p_l), p_l the
-distribution of `lens.decode` on the translated residual; the model is frozen (gradients are
-taken with respect to the translators only, so nothing is left on the shared model).
+distribution of the translated residual decoded (`lens.decode_layers`); the model is frozen
+(gradients are taken with respect to the translators only, so nothing is left on the shared
+model).
 
 Corpus (`corpus_ids`): a list of texts, a saved `datasets_gen` build (its `text` column, every
 split) or a text file; every text is tokenised, the tokens packed end to end and cut into

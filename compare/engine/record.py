@@ -7,14 +7,16 @@ that exist only during that forward (`base.hooks.temporary_hooks`):
     entries   what the model passed each block of `entries`, {layer: (args, kwargs)}: the residual
               [b, T, d] and, for transformers, the mask and position arguments; `restart` reruns
               blocks from these (`Family.blocks_from`)
-    logits    the last position's logits [b, V], exactly `Model.logits`
+    logits    the logits at `logits_at`, exactly `Model.logits` there: by default the last
+              position's [b, V]; the logit lens keeps those of its positions [b, P, V]
 
 With `stop` the forward ends as it enters that block (or, at the number of layers, the final norm:
 after every block), its entry kept and no logits computed: for a caller that runs the blocks from
 there itself, or reads the logits it needs of the final residual (attribution patching).
 `edits` are in-place edits of points made in the same forward (causal tracing's noised
 embedding); a point both edited and recorded is recorded after the edit. The clean pass of the
-noise sweep, channels, patching, causal tracing and hidden attention is this function.
+noise sweep, channels, patching, causal tracing, hidden attention and attribution, and the one
+forward of the logit lens and of the tuned lens's training, is this function.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class Recording:
 def record_pass(handle: Model, ids: torch.Tensor, points: Iterable[tuple[str, int | None]] = (), *,
            entries: Iterable[int] = (), edits: Iterable[tuple[str, int | None, Callable]] = (),
            keep: Callable[[str, int | None, torch.Tensor], torch.Tensor] | None = None,
-           stop: int | None = None) -> Recording:
+           stop: int | None = None, logits_at: int | list[int] | slice = -1) -> Recording:
     """One forward of ids [b, T] holding the model's lock (module docstring).
 
     points: (name, layer) pairs to keep; keep(name, layer, value) → what is kept of each (default
@@ -57,6 +59,8 @@ def record_pass(handle: Model, ids: torch.Tensor, points: Iterable[tuple[str, in
     edits: (name, layer, edit) with edit(value) changing the point in place during this forward.
     stop: a block at which the forward ends once its entry is kept, or n_layers: the final norm's
     (module docstring); logits None.
+    logits_at: the positions whose logits are kept, an index of `Model.logits`' position axis: -1
+    (default) the last [b, V], a list of positions [b, P, V], slice(None) every position [b, T, V].
     """
     arch, blocks = handle.arch, handle.arch.blocks(handle.module)
     kept, entered = {}, {}
@@ -79,7 +83,7 @@ def record_pass(handle: Model, ids: torch.Tensor, points: Iterable[tuple[str, in
             hooks.extend((blocks[l] if l < len(blocks) else arch.final_norm(handle.module)).register_forward_pre_hook(
                 enter(l), with_kwargs=True) for l in entries)
             try:
-                logits = handle.logits(ids)[:, -1]
+                logits = handle.logits(ids)[:, logits_at]
             except _Stopped:
                 logits = None
     return Recording(logits, kept, entered)

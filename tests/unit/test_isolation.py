@@ -243,8 +243,8 @@ def test_a_waiter_interrupted_while_queued_does_not_stall_the_lock():
 @pytest.mark.parametrize("family", ["mamba", "granite_hybrid"])
 def test_attribution_lens_and_patching_beside_each_other_equal_their_solo_runs(tiny, family):
     """attribution_patch (its block-by-block backward and, with steps, the embedding edit of the
-    path), logit_lens (its own hooks) and patch_sweep of h (the wavefront) from two threads on one
-    handle: every result bit-identical to the same call alone."""
+    path), logit_lens (its record_pass, then its head calls) and patch_sweep of h (the wavefront)
+    from two threads on one handle: every result bit-identical to the same call alone."""
     from compare import attribution_patch, logit_lens, patch_sweep
 
     handle, corrupt, kw = tiny[0][family], PROMPT.replace(", John", ", Mary"), dict(answer=" Mary", wrong=" John")

@@ -43,6 +43,21 @@ def test_the_last_layer_is_the_models_own_logits_exactly(tiny, family):
     assert (df["target_rank"] == 0).all()
 
 
+@pytest.mark.parametrize("family", ["mamba", "mamba2", "gpt2", "pythia", "granite_hybrid", "falcon_h1"])
+def test_at_chosen_positions_the_last_layer_is_the_models_own_distribution_there(tiny, family):
+    """Positions [2, 5, last] only: the last layer's row is `Model.logits` of the whole prompt at
+    that position (KL exactly 0), not the head run again on the three kept residuals."""
+    handle = tiny[0][family]
+    ids = handle.as_input(handle.encode(PROMPT))
+    T = ids.shape[1]
+    df = logit_lens(ids, model=handle, positions=[2, 5, -1], k=3)
+    last = df[df["layer"] == handle.n_layers - 1]
+    logp = torch.log_softmax(handle.logits(ids)[0, [2, 5, T - 1]], -1)
+    assert last["position"].tolist() == [2, 5, T - 1] and (last["kl"] == 0).all()
+    assert [list(t) for t in last["top_probs"]] == logp.topk(3, -1).values.exp().double().tolist()
+    assert last["entropy"].tolist() == (-(logp.exp() * logp).sum(-1)).double().tolist()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_with_an_identity_final_norm_the_lens_is_a_plain_unembedding(tiny, family):
     handle = identity_norm(tiny[0][family])
@@ -61,6 +76,36 @@ def test_with_an_identity_final_norm_the_lens_is_a_plain_unembedding(tiny, famil
     np.testing.assert_allclose(df["entropy"], -(by_hand.exp() * by_hand).sum(-1), rtol=1e-4)
     assert df["target_rank"].tolist() == (by_hand > by_hand[:, target:target + 1]).sum(-1).tolist()
     assert [list(t) for t in df["top_ids"]] == by_hand.topk(2, -1).indices.tolist()
+
+
+@pytest.mark.parametrize("head_rows", [1, 6, 256])
+def test_layers_decoded_together_are_each_layers_own_lens(tiny, monkeypatch, head_rows):
+    """Granite-4.0-H's 4 layers in a shuffled order at 3 positions, HEAD_ROWS rows of logits per head
+    call (1: a layer at a time, 6: two layers together, 256: all): each row is the head on that
+    layer's traced resid_post, in the order asked."""
+    from compare.analyses import lens
+
+    monkeypatch.setattr(lens, "HEAD_ROWS", head_rows)
+    handle = tiny[0]["granite_hybrid"]
+    ids = handle.as_input(handle.encode(PROMPT))
+    P, order = [0, 4, ids.shape[1] - 1], [2, 0, 3, 1]
+    df = logit_lens(ids, model=handle, layers=order, positions=P, target=" Mary", k=2)
+    traced = {}
+    with handle.nn.trace(ids):  # in the order the forward reaches them
+        for l in range(handle.n_layers):
+            traced[l] = handle.point("resid_post", l).save()
+    target = handle.encode(" Mary")[0]
+    final = torch.log_softmax(handle.logits(ids)[0, P].double(), -1)
+    assert df["layer"].tolist() == [l for l in order for _ in P]
+    for layer in order:
+        with torch.no_grad():
+            logits = handle.arch.head(handle.module, traced[layer][0, P])[:, :handle.vocab_size]
+        logp = torch.log_softmax(logits.double(), -1)
+        rows = df[df["layer"] == layer]
+        np.testing.assert_allclose(rows["kl"], (final.exp() * (final - logp)).sum(-1), atol=1e-5)
+        np.testing.assert_allclose(rows["entropy"], -(logp.exp() * logp).sum(-1), atol=1e-5)
+        np.testing.assert_allclose(rows["target_prob"], logp[:, target].exp(), atol=1e-6)
+        assert [list(t) for t in rows["top_ids"]] == logp.topk(2, -1).indices.tolist()
 
 
 def test_several_models_give_rows_for_each_layer_and_position(tiny):

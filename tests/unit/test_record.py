@@ -29,6 +29,18 @@ def test_points_entries_and_logits_are_the_traced_forwards(tiny, family):
     torch.testing.assert_close(got.logits[:, :handle.vocab_size], expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["mamba", "gpt2", "granite_hybrid"])
+def test_logits_at_keeps_the_logits_of_those_positions(tiny, family):
+    """A list of positions [b, P, V], slice(None) every position [b, T, V]: transformers' logits there."""
+    handle, reference = tiny[0][family], tiny[1][family]
+    with torch.no_grad():
+        expected = reference(IDS).logits[..., :handle.vocab_size]
+    some = record_pass(handle, IDS, logits_at=[1, 4, 7]).logits
+    every = record_pass(handle, IDS, logits_at=slice(None)).logits
+    torch.testing.assert_close(some, expected[:, [1, 4, 7]], atol=1e-4, rtol=0)
+    torch.testing.assert_close(every, expected, atol=1e-4, rtol=0)
+
+
 def test_an_edit_is_made_before_the_recording_and_no_hook_outlives_the_call(tiny):
     handle = tiny[0]["mamba"]
     before = {id(m): (dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in handle.module.modules()}

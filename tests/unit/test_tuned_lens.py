@@ -112,7 +112,7 @@ def test_a_steps_gradient_is_that_of_the_kl_to_the_final_distribution(tiny, fami
     """Against autograd of KL(p_L ‖ p_l) written out (log_softmax of the decoded layer, the
     model's own logits for p_L) on a lens away from identity: equal with the head in float32,
     within bfloat16's rounding (cosine > 0.99) with the default head; the reported KL as well."""
-    from compare.analyses.lens import decode
+    from compare.analyses.lens import decode_layers
     from compare.analyses.tuned_lens import _step
 
     handle = tiny[0][family]
@@ -132,7 +132,7 @@ def test_a_steps_gradient_is_that_of_the_kl_to_the_final_distribution(tiny, fami
             handle.logits(rows)
         finally:
             hook.remove()
-        logp = torch.log_softmax(decode(handle, hidden[0], 0, lens), -1)
+        logp = torch.log_softmax(decode_layers(handle, {0: hidden[0]}, lens)[0], -1)
         reference = (final_logp.exp() * (final_logp - logp)).sum(-1).mean()
         expected = torch.autograd.grad(reference, [lens.weight[0], lens.bias[0]])
         for got, want in zip((lens.weight[0].grad, lens.bias[0].grad), expected):
