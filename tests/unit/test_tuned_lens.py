@@ -44,7 +44,7 @@ def test_identity_translators_reproduce_the_logit_lens_exactly(tiny, family):
 def test_training_lowers_held_out_kl_at_every_layer_below_the_last(deep, family):
     handle = deep[family]
     steps = []
-    lens = train_tuned_lens(handle, texts(0, 64), steps=60, lr=1e-2, seed=0, seq_len=32, batch=4,
+    lens = train_tuned_lens(handle, texts(0, 64), steps=60, seed=0, seq_len=32, batch=4,
                             progress=lambda done, total: steps.append(done))
     assert steps == list(range(1, 61)) and lens.meta["steps"] == 60
     held_out = texts(1, 6)
