@@ -248,15 +248,14 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
         done = step + 1
         if progress is not None:
             progress(done, steps)
-    selection = _select(handle, lens, windows[torch.tensor(held_out, dtype=torch.long).to(windows.device)], layers) \
-        if held_out else {}
+    selection = _select(handle, lens, windows[held_out], layers) if held_out else {}
     lens.meta = {"steps": done, "steps_asked": int(steps), "lr": lr, "seed": int(seed), "seq_len": windows.shape[1],
                  "batch": int(batch), "head_dtype": head_dtype, "windows": len(windows),
                  "tokens": int(windows.numel()), "seconds": round(time.perf_counter() - start, 3),
                  "optimizer": {"name": "SGD", "momentum": MOMENTUM, "nesterov": True, "clip_per_layer": CLIP,
                                "lr_scaled_by": "1 - momentum"},
                  "schedule": {"name": "linear warmup then linear decay", "warmup": int(warmup),
-                              "lr_last": lr_at(max(done - 1, 0), steps, lr, warmup) if done else None},
+                              "lr_last": lr_at(done - 1, steps, lr, warmup) if done else None},
                  "kl_last_step": {str(layer): round(value, 6) for layer, value in kl.items()},
                  "held_out": {"windows": held_out, **selection}}
     return lens.requires_grad_(False)
