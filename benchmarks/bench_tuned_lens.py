@@ -8,13 +8,16 @@ ui/README.md. It prints
 
   - one step taken apart (--profile): the frozen model's forward, and per layer the decoding
     and its gradient with the unembedding in bfloat16 and in float32, on batch × seq_len tokens;
-  - the default run (`train_tuned_lens` with its default steps, batch, seq_len, lr and
+  - the default run (`train_tuned_lens` with its default steps, batch, seq_len, lr, warmup and
     head_dtype, or those given): wall time and the process's CPU time (on a machine shared with
     other work the wall time is the load's; CPU time / threads is the wall time alone), peak
-    resident memory;
-  - the mean KL(final ‖ layer) per layer on the held-out text, logit lens against tuned lens.
+    resident memory; the layers the run's own held-out windows of README.md sent back to the
+    identity (`lens.meta["held_out"]`);
+  - the mean KL(final ‖ layer) per layer on the held-out text, logit lens against tuned lens,
+    and the layers where the tuned lens is above the logit lens, by how much.
 
     python benchmarks/bench_tuned_lens.py [--family mamba] [--profile] [--steps N] [--batch B] [--seq-len n]
+                                          [--lr LR] [--warmup W]
 
 The last line is /proc/loadavg: other work on the same cores inflates every time.
 """
@@ -78,6 +81,7 @@ def main():
     ap.add_argument("--batch", type=int, default=tuned_lens.BATCH)
     ap.add_argument("--seq-len", type=int, default=tuned_lens.SEQ_LEN)
     ap.add_argument("--lr", type=float, default=tuned_lens.LR)
+    ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--head-dtype", default="bfloat16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -102,16 +106,23 @@ def main():
 
     with timed(run):
         lens = tuned_lens.train_tuned_lens(handle, corpus, steps=args.steps, batch=args.batch, seq_len=args.seq_len,
-                                           lr=args.lr, head_dtype=args.head_dtype, seed=args.seed, progress=progress)
+                                           lr=args.lr, warmup=args.warmup, head_dtype=args.head_dtype, seed=args.seed,
+                                           progress=progress)
     cpu = time.process_time() - cpu
-    print(f"training: {args.steps} steps of {args.batch} x {args.seq_len} tokens, lr {args.lr}, head "
+    print(f"training: {args.steps} steps of {args.batch} x {args.seq_len} tokens, SGD (Nesterov) at lr {args.lr} "
+          f"decayed linearly after {args.warmup} warmup steps, head "
           f"{args.head_dtype}: {run['s']:.1f} s wall, {cpu:.1f} s CPU over {args.threads} threads "
           f"({run['s'] / max(args.steps, 1):.2f} s wall per step), peak RSS {run['peak'] / 2**30:.2f} GiB")
+    chosen = lens.meta["held_out"]
+    print(f"the run's own held-out windows ({len(chosen['windows'])} of {lens.meta['windows']}): identity kept at "
+          f"layers {chosen.get('identity_layers', [])}")
     logit, tuned = held_out_kl(handle, held_out, None), held_out_kl(handle, held_out, lens)
     print("held-out KL(final || layer), nats, logit -> tuned lens:")
-    print("  " + "; ".join(f"{layer}: {logit[layer]:.3f} -> {tuned[layer]:.3f}" for layer in logit))
+    print("  " + "; ".join(f"{layer}: {logit[layer]:.4f} -> {tuned[layer]:.4f}" for layer in logit))
     lower = [layer for layer in logit if layer < handle.n_layers - 1 and tuned[layer] < logit[layer]]
-    print(f"tuned below logit at {len(lower)} of {handle.n_layers - 1} layers")
+    above = {layer: tuned[layer] - logit[layer] for layer in logit if tuned[layer] > logit[layer]}
+    print(f"tuned below logit at {len(lower)} of {handle.n_layers - 1} layers; above at "
+          + (", ".join(f"{layer} (+{gap:.4f})" for layer, gap in above.items()) or "none"))
     print("/proc/loadavg: " + Path("/proc/loadavg").read_text().strip())
 
 

@@ -1,6 +1,8 @@
 """The tuned lens: identity translators are the logit lens exactly, training lowers held-out KL at
-every layer below the last on tiny random models of each family, a saved lens reloads
-bit-identically and is refused on another checkpoint, and an empty corpus is refused."""
+every layer below the last on tiny random models of each family (and never raises it on the
+windows it held out), the learning rate follows the linear schedule, a saved lens reloads
+bit-identically (one saved before the schedule too) and is refused on another checkpoint, and an
+empty corpus is refused."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ import torch
 
 from compare import load_model
 from compare.analyses.lens import logit_lens
-from compare.analyses.tuned_lens import TunedLens, load, save, train_tuned_lens
+from compare.analyses.tuned_lens import TunedLens, corpus_ids, load, lr_at, save, train_tuned_lens
 from conftest import WORDS, build_gpt2, build_mamba_hf, build_pythia
 
 PROMPT = "When Mary and John went to the store , John gave a drink to"
@@ -44,7 +46,7 @@ def test_identity_translators_reproduce_the_logit_lens_exactly(tiny, family):
 def test_training_lowers_held_out_kl_at_every_layer_below_the_last(deep, family):
     handle = deep[family]
     steps = []
-    lens = train_tuned_lens(handle, texts(0, 64), steps=60, lr=1e-2, seed=0, seq_len=32, batch=4,
+    lens = train_tuned_lens(handle, texts(0, 64), steps=60, seed=0, seq_len=32, batch=4,
                             progress=lambda done, total: steps.append(done))
     assert steps == list(range(1, 61)) and lens.meta["steps"] == 60
     held_out = texts(1, 6)
@@ -222,3 +224,123 @@ def test_saving_something_else_or_into_a_file_is_refused_naming_the_argument(tin
         save(TunedLens.identity(tiny[0]["gpt2"]), tmp_path / "taken")
     with pytest.raises(ValueError, match="lens: must be a TunedLens .*got dict"):
         save({"weight.0": torch.zeros(2, 2)}, tmp_path / "lens")
+
+
+@pytest.mark.parametrize("steps,warmup,lr,expected", [
+    (4, 0, 2.0, [2.0, 1.5, 1.0, 0.5]),
+    (5, 2, 1.0, [0.5, 1.0, 1.0, 2 / 3, 1 / 3]),
+    (3, 1, 0.3, [0.3, 0.3, 0.15]),
+    (1, 0, 1.0, [1.0]),
+])
+def test_the_learning_rate_rises_over_warmup_then_falls_linearly(steps, warmup, lr, expected):
+    """Hand-computed: lr·(t + 1)/warmup while t < warmup, then lr·(steps − t)/(steps − warmup)."""
+    assert [lr_at(t, steps, lr, warmup) for t in range(steps)] == pytest.approx(expected, rel=1e-12)
+
+
+def test_each_step_runs_sgd_at_the_scheduled_rate_times_one_minus_momentum(tiny, monkeypatch):
+    """The rate SGD steps at, read off the optimiser at each step, against the hand-computed
+    schedule of steps = 5, warmup = 2, lr = 0.5 scaled by 1 − 0.9 (Nesterov momentum 0.9)."""
+    seen = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append([(g["lr"], g["momentum"], g["nesterov"]) for g in self.param_groups])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    lens = train_tuned_lens(tiny[0]["gpt2"], texts(0, 8), steps=5, warmup=2, lr=0.5, seed=0, seq_len=16)
+    hand = [0.25, 0.5, 0.5, 1 / 3, 1 / 6]
+    assert [[lr for lr, _, _ in groups] for groups in seen] == [[pytest.approx(0.1 * h)] for h in hand]
+    assert all(m == 0.9 and nesterov for groups in seen for _, m, nesterov in groups)
+    assert lens.meta["optimizer"]["name"] == "SGD" and lens.meta["schedule"]["warmup"] == 2
+    assert lens.meta["schedule"]["lr_last"] == pytest.approx(0.5 / 3)
+
+
+def _mean_kl(handle, rows, lens):
+    return pd_mean_kl([logit_lens(row, model=handle, lens=lens) for row in rows])
+
+
+@pytest.mark.parametrize("family", ["mamba", "pythia"])
+def test_the_held_out_windows_are_never_trained_on_and_no_layer_decodes_them_worse(deep, family, monkeypatch):
+    """The windows lens.meta names as held out are not among those the training steps read (a spy
+    on the frozen forward), and on them, by `logit_lens` (an independent decode), the trained
+    lens's KL is at most the logit lens's at every layer, as the meta's KLs say."""
+    from compare.analyses import tuned_lens
+
+    handle, read = deep[family], []
+    original = tuned_lens._frozen
+    monkeypatch.setattr(tuned_lens, "_frozen", lambda h, rows, layers: read.append(rows.clone()) or original(h, rows, layers))
+    corpus = texts(0, 64)
+    lens = train_tuned_lens(handle, corpus, steps=40, seed=0, seq_len=32, batch=4)
+    windows = corpus_ids(handle, corpus, 32)
+    held = lens.meta["held_out"]["windows"]
+    assert len(held) == min(8, len(windows) // 10) > 0
+    trained = torch.cat(read[:-1])  # the last call reads the held-out windows for the choice
+    assert torch.equal(read[-1], windows[held])
+    for i in held:
+        assert not (trained == windows[i]).all(-1).any(), f"held-out window {i} was trained on"
+    rows = [windows[i] for i in held]
+    logit, tuned = _mean_kl(handle, rows, None), _mean_kl(handle, rows, lens)
+    for layer in range(handle.n_layers - 1):
+        assert tuned[layer] <= logit[layer], (layer, tuned, logit)
+        assert lens.meta["held_out"]["kl_logit"][str(layer)] == pytest.approx(logit[layer], rel=1e-3, abs=1e-6)
+
+
+def test_a_translator_that_decodes_the_held_out_windows_worse_is_reset_to_the_identity(deep):
+    """At lr 1e4 the steps overshoot: the layers whose translator raised the held-out KL are
+    listed as identity, hold W = 0 and b = 0, and decode exactly as the logit lens."""
+    handle = deep["gpt2"]
+    corpus = texts(0, 64)
+    lens = train_tuned_lens(handle, corpus, steps=6, lr=1e4, seed=0, seq_len=32, batch=4)
+    chosen = lens.meta["held_out"]
+    reset = chosen["identity_layers"]
+    assert reset, chosen
+    for layer in range(handle.n_layers - 1):
+        tuned_worse = not chosen["kl_tuned"][str(layer)] < chosen["kl_logit"][str(layer)]
+        assert (layer in reset) == tuned_worse
+    for layer in reset:
+        assert not lens.weight[layer].any() and not lens.bias[layer].any()
+    rows = corpus_ids(handle, corpus, 32)[chosen["windows"]]
+    logit = logit_lens(rows[0], model=handle)
+    tuned = logit_lens(rows[0], model=handle, lens=lens)
+    for layer in reset:
+        assert tuned[tuned.layer == layer].reset_index(drop=True).equals(logit[logit.layer == layer].reset_index(drop=True))
+
+
+def test_a_corpus_of_under_ten_windows_holds_none_out(tiny):
+    lens = train_tuned_lens(tiny[0]["gpt2"], texts(0, 2), steps=2, seed=0, seq_len=16)
+    assert lens.meta["windows"] < 10 and lens.meta["held_out"] == {"windows": []}
+
+
+@pytest.mark.parametrize("warmup,match", [
+    (-1, r"warmup must be an integer ≥ 0, got -1"),
+    (1.5, r"warmup must be an integer ≥ 0, got 1.5"),
+    (True, r"warmup must be an integer ≥ 0, got True"),
+    (4, r"warmup must be below steps \(4\) so that the learning rate decays after it, got 4"),
+])
+def test_a_warmup_not_below_steps_or_not_a_count_is_refused(tiny, warmup, match):
+    with pytest.raises(ValueError, match=match):
+        train_tuned_lens(tiny[0]["gpt2"], texts(0, 4), steps=4, seed=0, warmup=warmup)
+
+
+def test_a_lens_saved_before_the_schedule_still_loads_and_decodes(tiny, tmp_path):
+    """lens.json as the Adam version wrote it (meta without optimizer, schedule or held_out) and
+    its safetensors written by hand: it loads on its model, keeps its meta, and with W = 0 and
+    b = 0 decodes as the logit lens."""
+    from compare.analyses.tuned_lens import weights_digest
+    from safetensors.torch import save_file
+
+    handle = tiny[0]["gpt2"]
+    n, d = handle.n_layers, handle.arch.dims(handle.module.config)["d"]
+    directory = tmp_path / "old"
+    directory.mkdir()
+    save_file({f"{kind}.{l}": torch.zeros((d, d) if kind == "weight" else (d,))
+               for kind in ("weight", "bias") for l in range(n - 1)}, directory / "lens.safetensors")
+    old_meta = {"steps": 3, "steps_asked": 3, "lr": 0.001, "seed": 0, "seq_len": 16, "batch": 1,
+                "head_dtype": "bfloat16", "windows": 4, "tokens": 64, "seconds": 1.5, "kl_last_step": {"0": 0.5}}
+    (directory / "lens.json").write_text(json.dumps({
+        "source": handle.name, "family": handle.family, "digest": weights_digest(handle), "n_layers": n, "d": d,
+        "meta": old_meta}))
+    lens = load(directory, model=handle)
+    assert lens.meta == old_meta
+    assert logit_lens(PROMPT, model=handle, lens=lens).equals(logit_lens(PROMPT, model=handle))
