@@ -15,8 +15,8 @@ vocabulary is larger than its embedding).
    forward that keeps those products can reach. `--onednn` also times the package's forward with
    every product through oneDNN and gives each forward's logits' error against float64 (README:
    why the package does not run them).
-2. Patch sweep: `patch_sweep` of `--component` over layers 0–23 × the 14 positions of the IOI
-   pair (336 patches) against `patching_ref.traced_patch`, one nnsight trace per patch. The naive
+2. Patch sweep: `patch_sweep` of `--component` over layers 0–23 (the first 24 layers that have
+   it, for a point of one layer kind) × the 14 positions of the IOI pair (336 patches) against `patching_ref.traced_patch`, one nnsight trace per patch. The naive
    loop is timed on a seeded random sample of `--sample` patches, half before and half after the
    sweep (so that both see the same load), and scaled to all 336 (the output says so); wall and
    process CPU time are both reported; each sampled patch is checked against the sweep's row for it.
@@ -195,7 +195,8 @@ def bench_sweep(handle, component: str, sample: int, seed: int, every: bool) -> 
     if every:
         compute_every_patch()
 
-    kw = dict(model=handle, answer=" Mary", wrong=" John", component=component, layers=LAYERS)
+    layers = list(handle.arch.layers_with(handle.module, component))[:len(LAYERS)]  # an SSM point: 24 SSM layers
+    kw = dict(model=handle, answer=" Mary", wrong=" John", component=component, layers=layers)
     sweep = prepare(CLEAN, CORRUPT, **kw)[0]
     pairs = [(layer, i) for layer in sweep.layers for i in range(len(sweep.patches))]
     total = len(pairs)
