@@ -87,7 +87,7 @@ def prepare(item, handles: list[Model], variant: str, track, same: list[bool]) -
 def _from_row(row: Mapping, handles: list[Model], variant: str):
     """Each model's IDs, splits (aligned) and the row's target from its columns, or tokenised at run
     time where the suite has none for it (`rows`); the source tokenizer for that comes from a model
-    of the call that reads it."""
+    of the call that reads it, else from where the suite's build recorded it (`rows.source_vocab`)."""
     readers = [h for h in handles if vocabularies.tokenizer_family(h.family) == row.get("source")]
     source = vocabularies.load_vocab(readers[0].tokenizer, readers[0].name) if readers else None
     read = [rows.read(row, h, variant, source) for h in handles]

@@ -10,8 +10,9 @@ the same checks (`one_token`, `same_length`, which datasets_gen itself calls):
 
     native    `text` encoded
     same_ids  the source IDs unchanged (every family's same_ids column holds them)
-    aligned   the source IDs aligned token by token (`align`) from the source tokenizer, which
-              only a model of the same call can supply (`compare` beside a model that reads it)
+    aligned   the source IDs aligned token by token (`align`) from the source tokenizer: a model
+              of the same call that reads it, else the tokenizer the suite's build recorded
+              (`source_vocab`: a local path or Hub id in the row's `params`)
     target    `target` (the text of one source token) encoded: one token, else none, with the
               reason, as a column's -1; a byte fragment (U+FFFD) has none, as `align` flags it
     pair      `text` and `corrupt_<kind>` encoded to equal lengths; `answer`, `wrong` one token each
@@ -21,9 +22,14 @@ IDs are the model's own tokenisation of the row, not the suite's stored (and pub
 """
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import try_to_load_from_cache
 
 from ..handle import vocabularies
 from ..handle.model import Model
@@ -89,11 +95,13 @@ def read(row: Mapping, handle: Model, variant: str, source: Vocab | None = None)
     else:
         ids = _source_ids(row, handle)
         if variant == "aligned":
+            source = source or source_vocab(row)
             if source is None:
                 raise ValueError(f"variant: the suite has no columns for {handle.name} (family {handle.family}), and "
                                  f"'aligned' re-encodes the row's {row.get('source')} IDs token by token, which needs "
                                  f"the {row.get('source')} tokenizer: give a model that reads it in the same call, "
-                                 f"or use 'native' ({handle.name} tokenises the row's text)")
+                                 f"or use 'native' ({handle.name} tokenises the row's text); the suite's build "
+                                 f"recorded it as {recorded_source(row)!r}, which is not a tokenizer found here")
             aligned = align(ids, source, vocab)
             ids = aligned.ids
             splits = [-len(p) if f else len(p) for p, f in zip(aligned.pieces, aligned.flags)]
@@ -136,6 +144,44 @@ def same_length(clean: str, corrupt: str, vocab: Vocab, what: str) -> tuple[list
         raise ValueError(f"{what}: {corrupt!r} is {len(corrupt_ids)} tokens in the {vocab.name} tokenizer and its "
                          f"clean prompt {clean!r} {len(clean_ids)}; patching needs equal lengths")
     return clean_ids, corrupt_ids
+
+
+def source_vocab(row: Mapping) -> Vocab | None:
+    """The source tokenizer the row's suite was built with, from where its build recorded it
+    (`params` → tokenizers → the row's `source`, `datasets_gen.build`): a local path that holds a
+    tokenizer, or a Hub id ("owner/name") whose tokenizer.json is in the local Hub cache (never
+    fetched: a row is read offline as fast as online); None otherwise (a tokenizer object
+    recorded by its class name, a folder since moved, a Hub id not cached)."""
+    origin = recorded_source(row)
+    if not isinstance(origin, str):
+        return None
+    if not Path(origin).expanduser().exists():
+        cached = try_to_load_from_cache(origin, "tokenizer.json") if HUB_ID.fullmatch(origin) else None
+        if not isinstance(cached, str):  # None, or the cache's "known to be missing"
+            return None
+        origin = cached
+    return _vocab_at(origin, str(row.get("source")))
+
+
+def recorded_source(row: Mapping):
+    """Where the row's build recorded its source tokenizer (`params` → tokenizers → `source`), or None."""
+    try:
+        tokenizers = json.loads(row.get("params") or "{}").get("tokenizers")
+    except (TypeError, ValueError, AttributeError):  # a hand-made or damaged row's params
+        return None
+    return tokenizers.get(row.get("source")) if isinstance(tokenizers, dict) else None
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_at(origin: str, name: str) -> Vocab | None:
+    """`load_vocab` of a recorded origin, once per origin (a suite's rows share it); None if it fails."""
+    try:
+        return load_vocab(origin, name)
+    except Exception:  # whatever a recorded path holds (tokenizers' parse errors are bare Exceptions): the caller's clear error
+        return None
 
 
 def _source_ids(row: Mapping, handle: Model) -> list[int]:

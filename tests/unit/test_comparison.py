@@ -8,7 +8,7 @@ import torch
 
 import compare as package
 from compare.analyses import comparison as engine
-from conftest import build_gpt2, build_mamba_hf, build_pythia, shared_tokenizer, tiny_tokenizer
+from conftest import SHARED_TOKENIZERS, build_pythia, shared_tokenizer, tiny_tokenizer
 
 TEXT = "When Mary and John went to the store , John gave a drink to"
 V = 64  # the tiny tokenizer's vocabulary; the models' embeddings have padding rows beyond it
@@ -390,6 +390,30 @@ def test_tracked_frame_has_each_models_id_and_token(real_vocab_models):
     # both are fed GPT-NeoX's 6660, which GPT-NeoX reads as "])," and GPT-2 as " Thus"
     assert tracked.loc["mamba", ["id", "token"]].tolist() == [6660, "]),"]
     assert tracked.loc["gpt2", ["id", "token"]].tolist() == [6660, " Thus"]
+
+
+def test_aligned_without_a_source_model_reads_the_tokenizer_the_suites_build_recorded(neox_models, tmp_path):
+    """A suite built from tokenizer folders records them (params → tokenizers): a row with no columns
+    for a model is aligned with that tokenizer when no model of the call reads it, and the IDs are
+    those datasets_gen stored for the model; a recorded folder that is gone, or damaged params,
+    give the clear error naming what was recorded."""
+    from datasets_gen import CustomConfig, build
+
+    _, gpt2, _ = neox_models
+    shared_tokenizer("gpt-neox-20b")  # skips where the real tokenizers are absent
+    folders = {"mamba": str(SHARED_TOKENIZERS / "gpt-neox-20b"), "gpt2": str(SHARED_TOKENIZERS / "gpt2")}
+    row = build(suites=[CustomConfig(texts=(TEXT + " 🐍 日本",))], tokenizers=folders)["custom"][0]
+    assert json.loads(row["params"])["tokenizers"]["mamba"] == folders["mamba"]
+    no_gpt2 = {k: v for k, v in row.items() if not k.startswith("gpt2_") and k != "target_id_gpt2"}
+    got = package.compare(no_gpt2, [gpt2], variant="aligned", progress=False)
+    np.testing.assert_array_equal(got.runs["gpt2"].ids, row["gpt2_aligned_ids"])
+    assert got.run_time_ids == ("gpt2",)
+    moved = json.loads(row["params"])
+    moved["tokenizers"]["mamba"] = str(tmp_path / "gone")
+    for params in (json.dumps(moved), "{not json", "[1, 2]", None):
+        with pytest.raises(ValueError, match=r"needs the mamba tokenizer: give a model that reads it in the same "
+                                             r"call, or use 'native' .*recorded it as "):
+            package.compare({**no_gpt2, "params": params}, [gpt2], variant="aligned", progress=False)
 
 
 def test_a_pythia_model_reads_mambas_columns_of_a_suite_built_before_pythia_had_its_own(neox_models):
