@@ -10,7 +10,9 @@ states) and "n" (one state index across all channels); Mamba-2's x [heads, p] ha
 "p", its h [heads, p, n] all three; a transformer's resid_post has "d".
 
 Every (axis, channel, trial) run is one row of a batch of the restart engine
-(`restart.run_noised`), restarted at the layer from the cached clean residual.
+(`restart.run_noised`), restarted at the layer from the cached clean residual; on a point whose
+noise changes the SSM's y linearly (`Point.into_y`) the layer runs once, clean, and each run
+restarts from its y (`restart.run_into_y`), no state materialised.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..base.checks import check_callbacks
 from .noise import Draw, one, prepare, read_groups, sweep_noise
 from .signatures import CHANNEL_SENSITIVITY
 from ..engine.prediction import read_prediction, warn_overflow
-from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_noised
+from ..engine.restart import DEFAULT_MAX_BYTES, clean_pass, run_into_y, run_noised
 from ..engine.convention import analysis
 
 COLUMNS = ("model", "layer", "kind", "component", "axis", "channel", "flip_rate", "p_target", "logit_diff", "rank",
@@ -90,8 +92,7 @@ def channel_sensitivity(prompt, *, model, target, component=None, layer: int, le
         if stop is not None and stop.is_set():
             break
         with handle.lock:  # per block of runs, so other callers get the model between blocks
-            logits = run_noised(handle, sweep.component, layer, resid[layer], sweep.positions, group, noise,
-                                max_bytes=max_bytes)
+            logits = _run(handle, sweep.component, layer, resid[layer], sweep.positions, group, noise, max_bytes)
         reads.append(read_prediction(logits, sweep.target))
         done += len(group)
         if progress is not None:
@@ -124,3 +125,15 @@ def channel_sensitivity(prompt, *, model, target, component=None, layer: int, le
         warn_overflow(overflowed, kept, f"{handle.name}: channel noise on {sweep.component!r} at layer {layer} "
                       f"(scale={sweep.scale!r}, level {level:g})", stacklevel=3)
     return df
+
+
+def _run(handle, component: str, layer: int, entry, positions, group: list, noise, max_bytes: int) -> torch.Tensor:
+    """Last-position logits of a block of (axis, channel, trial) runs: restarted from y where noise
+    on the component changes the SSM's y linearly (`Point.into_y`: Mamba-2's and the hybrids' h,
+    write, h_readout, B; a channel's masked noise is a noise like any other, each run its own
+    key at level 1), else by the noised block (`restart.run_noised`)."""
+    if not handle.arch.point(component).into_y:
+        return run_noised(handle, component, layer, entry, positions, group, noise, max_bytes=max_bytes)
+    return run_into_y(handle, component, layer, entry, positions, [(1.0, run) for run in group],
+                      lambda chunk, value: noise([run for _, run in chunk], value), max_bytes=max_bytes)
+

@@ -105,3 +105,43 @@ def test_a_sequence_where_one_layer_or_level_is_meant_is_refused_by_name(tiny, k
     args = dict(model=tiny[0]["gpt2"], target=" Mary", component="mlp_out", layer=0, level=1.0) | kw
     with pytest.raises(ValueError, match=needle):
         channel_sensitivity(PROMPT, **args)
+
+
+@pytest.mark.parametrize("family,layer", [("mamba2", 1), ("granite_hybrid", 0), ("falcon_h1", 1)])
+@pytest.mark.parametrize("component,k,channel", [("h", 0, 1), ("h", 2, 3), ("B", 1, 2)])
+def test_a_channel_of_an_into_y_point_restarts_from_y_and_equals_a_masked_trace(tiny, monkeypatch, family, layer,
+                                                                                  component, k, channel):
+    """Mamba-2's and the hybrids' h and B change y linearly: their channel runs restart from y
+    (`restart.run_into_y`, spied), and a channel's row equals the trace a user would write, the
+    noise of noise_sweep's draw kept on that channel (every head's, state's or group's) only."""
+    from compare.analyses import channels, noise_ref
+    from compare.analyses.noise import Draw, prepare
+
+    handle, level, trials = tiny[0][family], 3.0, 2
+    engines = []
+    for name in ("run_into_y", "run_noised"):
+        real = getattr(channels, name)
+        monkeypatch.setattr(channels, name, lambda *a, _real=real, _name=name, **k: engines.append(_name) or _real(*a, **k))
+    df = channel_sensitivity(PROMPT, model=handle, target=" Mary", component=component, layer=layer, level=level,
+                             trials=trials, seed=1, scale="relative")
+    assert set(engines) == {"run_into_y"}
+    sweep = prepare(PROMPT, model=handle, target=" Mary", component=component, layers=[layer], levels=[level],
+                    trials=trials, seed=1, scale="relative")
+    idx = list(sweep.positions)
+    axis, dim = list(channels.feature_axes(handle, component))[k], 1 + k  # heads (H) or n; [P, *feature]: axis k at 1 + k
+    clean = handle.logits(sweep.ids)[0, -1].argmax().item()
+    p, flips = [], []
+    for trial in range(trials):
+        with torch.no_grad(), handle.nn.trace(sweep.ids):
+            value = handle.point(component, layer)
+            eps = noise_ref.sweep_noise(sweep, layer, [(level, Draw(trial))], value[0, idx])[0]
+            mask = torch.zeros_like(eps)
+            mask.select(dim, channel).fill_(1)
+            value[:, idx] += (eps * mask).to(value.dtype)
+            logits = handle.point("logits").save()
+        last = logits[0, -1, : handle.vocab_size].float()
+        p.append(torch.softmax(last, -1)[sweep.target].item())
+        flips.append(last.argmax().item() != clean)
+    row = df[(df["axis"] == axis) & (df["channel"] == channel)].iloc[0]
+    assert row["p_target"] == pytest.approx(np.mean(p), abs=1e-5)
+    assert row["flip_rate"] == pytest.approx(np.mean(flips))
