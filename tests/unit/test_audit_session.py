@@ -1,0 +1,89 @@
+"""Hostile input and concurrency on the hybrids' restart from y, the logit lens and the tuned lens
+(audit of 2026-12-06): each test is a case that was wrong, or a guarantee the audit checked and
+keeps, against an independent reference (one trace per run, transformers' own logits)."""
+from __future__ import annotations
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from compare import noise_sweep, patch_sweep
+from compare.analyses.noise_ref import noise_sweep_ref
+from test_hybrids import CORRUPT, PROMPT
+
+
+def _quiet_sweep(**kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # OverflowRunsWarning: the overflow is what is tested
+        return noise_sweep(PROMPT, **kw), noise_sweep_ref(PROMPT, **kw)
+
+
+@pytest.mark.parametrize("family,component", [("granite_hybrid", "h"), ("granite_hybrid", "B"),
+                                              ("falcon_h1", "h"), ("nemotron_h", "B"), ("mamba2", "B")])
+def test_noise_from_y_that_overflows_the_forward_is_flagged_as_the_forward_flags_it(tiny, family, component):
+    """At level 1e38 the noised state h + 1e38·ε of the forward is infinite, while the change of y
+    the restart from y scales stays finite and the gated norm made it a finite prediction: such
+    runs are rerun by the noised forward, so the rows flag overflow exactly where one trace per run
+    does (was: every run finite on the hybrids, some on Mamba-2's B)."""
+    kw = dict(model=tiny[0][family], target=" Mary", component=component, levels=[1e30, 1e38], trials=2, seed=1)
+    fast, ref = _quiet_sweep(**kw)
+    assert not ref["finite"].all()  # the case overflows the forward
+    assert fast["finite"].tolist() == ref["finite"].tolist()
+    np.testing.assert_allclose(fast["p_target"], ref["p_target"], atol=1e-5)  # NaN where not finite, in both
+
+
+def _mixer_hooks(handle):
+    """Forward hooks left on the Mamba-2 mixers (an attention layer has none)."""
+    mixers = [getattr(block, handle.arch.mixer_name, None) for block in handle.arch.blocks(handle.module)]
+    return sum(len(mixer._forward_hooks) for mixer in mixers if mixer is not None)
+
+
+def test_sweeps_from_y_in_two_threads_beside_a_plain_forward_equal_their_solo_runs(tiny):
+    """block_from_y's temporary hook on the shared mixer never reaches another caller: a noise sweep
+    and a patch sweep of h on Granite in two threads and plain forwards in a third equal their solo
+    runs bit for bit, and no hook is left."""
+    handle = tiny[0]["granite_hybrid"]
+    ids = torch.tensor([handle.encode(PROMPT)])
+    noise = lambda: noise_sweep(PROMPT, model=handle, target=" Mary", component="h", levels=[0.0, 0.8, 3.0],
+                                trials=3, seed=3)
+    patch = lambda: patch_sweep(PROMPT, CORRUPT, model=handle, component="h", answer=" Mary", wrong=" John",
+                                positions=[3, 9, (2, 9), "all"])
+
+    def forwards():
+        with torch.no_grad():
+            return [handle.logits(ids) for _ in range(20)]
+
+    solo = {"noise": noise(), "patch": patch(), "logits": forwards()[0]}
+    out = {}
+    threads = [threading.Thread(target=lambda name=name, f=f: out.update({name: f()}))
+               for name, f in (("noise", noise), ("patch", patch), ("logits", forwards))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert out["noise"].equals(solo["noise"]) and out["patch"].equals(solo["patch"])
+    assert all(torch.equal(logits, solo["logits"]) for logits in out["logits"])
+    assert _mixer_hooks(handle) == 0
+
+
+class _Raised(Exception):
+    pass
+
+
+def _raise(*_):
+    raise _Raised
+
+
+@pytest.mark.parametrize("family", ["granite_hybrid", "falcon_h1", "nemotron_h"])
+@pytest.mark.parametrize("component", ["h", "B"])
+def test_a_progress_callback_that_raises_inside_a_sweep_from_y_leaves_no_hook(tiny, family, component):
+    handle = tiny[0][family]
+    with pytest.raises(_Raised):
+        noise_sweep(PROMPT, model=handle, target=" Mary", component=component, levels=[0.0, 1.0], progress=_raise)
+    with pytest.raises(_Raised):
+        patch_sweep(PROMPT, CORRUPT, model=handle, component=component, answer=" Mary", wrong=" John",
+                    positions=[3, (2, 9)], progress=_raise)
+    assert _mixer_hooks(handle) == 0
