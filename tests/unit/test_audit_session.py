@@ -87,3 +87,33 @@ def test_a_progress_callback_that_raises_inside_a_sweep_from_y_leaves_no_hook(ti
         patch_sweep(PROMPT, CORRUPT, model=handle, component=component, answer=" Mary", wrong=" John",
                     positions=[3, (2, 9)], progress=_raise)
     assert _mixer_hooks(handle) == 0
+
+
+def _lens_texts(count: int) -> list[str]:
+    from test_tuned_lens import texts
+    return texts(0, count)
+
+
+@pytest.mark.parametrize("lr", [1e39, 1e300])
+def test_a_learning_rate_beyond_float32_is_refused_naming_it(tiny, lr):
+    """Was a RuntimeError from inside torch's SGD (the step's scale does not fit float32)."""
+    from compare.analyses.tuned_lens import train_tuned_lens
+
+    with pytest.raises(ValueError, match=r"lr must be a finite number > 0 and at most 3.4e\+38"):
+        train_tuned_lens(tiny[0]["gpt2"], _lens_texts(4), steps=2, seed=0, seq_len=16, lr=lr)
+
+
+def test_translators_that_diverge_without_held_out_windows_are_reset_to_the_logit_lens(tiny, tmp_path):
+    """lr = 1e30 on a corpus of 6 windows (none held out): the translators overflow to NaN; they
+    were kept, so the lens decoded NaN and `load` refused what `save` wrote. Now they are reset to
+    the identity with a warning, and the lens decodes as the logit lens does."""
+    from compare import logit_lens
+    from compare.analyses.tuned_lens import load, save, train_tuned_lens
+
+    handle = tiny[0]["gpt2"]
+    with pytest.warns(RuntimeWarning, match=r"translators of layers \[0\] became NaN or infinite"):
+        lens = train_tuned_lens(handle, _lens_texts(4), steps=3, seed=0, seq_len=16, lr=1e30)
+    assert lens.meta["held_out"]["windows"] == [] and lens.meta["diverged_layers"] == [0]
+    reloaded = load(save(lens, tmp_path / "lens"), model=handle)
+    tuned, logit = logit_lens(PROMPT, model=handle, lens=reloaded), logit_lens(PROMPT, model=handle)
+    assert tuned[["target_prob", "kl", "entropy"]].equals(logit[["target_prob", "kl", "entropy"]])
