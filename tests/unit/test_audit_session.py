@@ -117,3 +117,24 @@ def test_translators_that_diverge_without_held_out_windows_are_reset_to_the_logi
     reloaded = load(save(lens, tmp_path / "lens"), model=handle)
     tuned, logit = logit_lens(PROMPT, model=handle, lens=reloaded), logit_lens(PROMPT, model=handle)
     assert tuned[["target_prob", "kl", "entropy"]].equals(logit[["target_prob", "kl", "entropy"]])
+
+
+@pytest.mark.parametrize("text", ["\x00", "🐍", "a\x00b", "Paris"])
+def test_a_target_the_tokenizer_reads_as_its_unknown_token_is_refused(tiny, text):
+    """The tiny word-level tokenizer reads any word outside its vocabulary as <unk>, one token:
+    such a target was taken, and the lens reported P(<unk>) as the target's."""
+    from compare import logit_lens
+
+    handle = tiny[0]["mamba"]
+    assert handle.tokenizer.encode(text, add_special_tokens=False) == [handle.tokenizer.unk_token_id]
+    with pytest.raises(ValueError, match=r"target: .* is not in mamba's vocabulary: its tokenizer reads it as the "
+                                         r"unknown token '<unk>' \(ID 1\)"):
+        logit_lens(PROMPT, model=handle, target=text)
+    with pytest.raises(ValueError, match=r"answer: .* is not in mamba's vocabulary"):
+        patch_sweep(PROMPT, CORRUPT, model=handle, answer=text, wrong=" John")
+
+
+def test_the_unknown_token_itself_and_a_token_of_the_vocabulary_are_taken(tiny):
+    handle = tiny[0]["mamba"]
+    assert handle.single_token("<unk>", what="target") == handle.tokenizer.unk_token_id
+    assert handle.single_token(" Mary", what="target") == handle.tokenizer.encode(" Mary", add_special_tokens=False)[0]
