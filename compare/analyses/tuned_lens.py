@@ -59,6 +59,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 import weakref
 from pathlib import Path
 
@@ -75,6 +76,8 @@ from ..handle.model import Model
 
 FP32_BYTES = 4
 STEPS, LR, SEQ_LEN, BATCH = 100, 1.0, 64, 1
+LR_MAX = float(torch.finfo(torch.float32).max)
+"""The largest lr: SGD adds lr·(1 − MOMENTUM)·gradient to fp32 translators, a scale that must fit float32."""
 MOMENTUM = 0.9
 """SGD's Nesterov momentum (Belrose et al.'s tuned-lens library: 0.9, lr 1.0 scaled by 1 − momentum)."""
 CLIP = 1.0
@@ -201,7 +204,8 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
     progress(done, steps) after each step; stop (``is_set()``) before each: the lens then holds the
     steps done (selected as above). ``lens.meta`` records the parameters, the optimiser and
     schedule, the steps done, the tokens, the time, the mean KL of the last step per layer and the
-    held-out split with its KL per layer.
+    held-out split with its KL per layer; a translator that became NaN or infinite (lr too large)
+    is reset to the identity with a RuntimeWarning, its layer in ``meta["diverged_layers"]``.
     """
     handle = handle_of(model)
     for name, value in (("steps", steps), ("seed", seed), ("seq_len", seq_len), ("batch", batch), ("warmup", warmup)):
@@ -211,8 +215,9 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
     if warmup > 0 and warmup >= steps:
         raise ValueError(f"warmup must be below steps ({steps}) so that the learning rate decays after it, got {warmup}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not (
-            math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+            math.isfinite(lr) and 0 < lr <= LR_MAX):
+        raise ValueError(f"lr must be a finite number > 0 and at most {LR_MAX:.3g} (float32's largest: the "
+                         f"translators' step), got {lr!r}")
     lr = float(lr)  # as the saved lens's JSON records it
     if head_dtype not in HEAD_DTYPES:
         raise ValueError(f"head_dtype must be one of {', '.join(HEAD_DTYPES)}, got {head_dtype!r}")
@@ -249,6 +254,7 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
         done = step + 1
         if progress is not None:
             progress(done, steps)
+    diverged = _reset_diverged(lens, layers, lr)
     selection = _select(handle, lens, windows[held_out], layers) if held_out else {}
     lens.meta = {"steps": done, "steps_asked": int(steps), "lr": lr, "seed": int(seed), "seq_len": windows.shape[1],
                  "batch": int(batch), "head_dtype": head_dtype, "windows": len(windows),
@@ -258,8 +264,24 @@ def train_tuned_lens(model, texts, *, steps: int = STEPS, lr: float = LR, seed: 
                  "schedule": {"name": "linear warmup then linear decay", "warmup": int(warmup),
                               "lr_last": lr_at(done - 1, steps, lr, warmup) if done else None},
                  "kl_last_step": {str(layer): round(value, 6) for layer, value in kl.items()},
+                 "diverged_layers": diverged,
                  "held_out": {"windows": held_out, **selection}}
     return lens.requires_grad_(False)
+
+
+def _reset_diverged(lens: TunedLens, layers, lr: float) -> list[int]:
+    """Reset to the identity the translators that are no longer finite (a learning rate so large that
+    the steps overflowed float32), warning with the layers; returns them. Without held-out windows
+    (`_select`) nothing else would keep such a lens from decoding NaN, and `load` refuses it."""
+    diverged = [l for l in layers if not (torch.isfinite(lens.weight[l]).all() and torch.isfinite(lens.bias[l]).all())]
+    with torch.no_grad():
+        for l in diverged:
+            lens.weight[l].zero_()
+            lens.bias[l].zero_()
+    if diverged:
+        warnings.warn(f"tuned lens: the translators of layers {diverged} became NaN or infinite (lr={lr:g}); "
+                      "they are reset to the identity (the logit lens): lower lr", RuntimeWarning, stacklevel=3)
+    return diverged
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int = 0) -> float:

@@ -148,6 +148,12 @@ def run_into_y(handle: Model, component: str, layer: int, entry, positions: Sequ
     (`finals_from_y`): no run materialises the state. Runs are (level, key) with noise level ×
     that of (1, key), as for `run_rays`: each key's unit noise is drawn and carried into y once
     per block of rows, and the runs scale its change of y (a ray's levels share one draw).
+
+    A run whose noise reaches sqrt(finfo.max) of the component's dtype (where y², taken
+    by the gated RMSNorm, overflows) is rerun by `run_noised`: the scaled change of y
+    stays finite where the noised state of the forward itself overflows (h + 1e38·ε is inf), and
+    the sweep must flag that run's logits as the forward's are, not report the norm's finite
+    output of an infinite y.
     """
     if not runs:
         return torch.empty(0, handle.vocab_size)
@@ -156,20 +162,28 @@ def run_into_y(handle: Model, component: str, layer: int, entry, positions: Sequ
     clean = terms[component][0, idx]
     # keys drawn at once: their noise and its read-out by C (no larger), not a materialised state
     size = max(1, max_bytes // (2 * 4 * clean.numel()))
+    root, huge = torch.finfo(clean.dtype).max ** 0.5, set()
 
     def dy(rows):
         chunk = [runs[i] for i in rows]
         keys = list(dict.fromkeys(key for _, key in chunk))
-        unit = []
+        unit, peak = [], []
         for k in range(0, len(keys), size):
             values = noise([(1.0, key) for key in keys[k:k + size]], clean).to(clean.device, clean.dtype)
+            peak += values.flatten(1).abs().amax(1).tolist()
             unit.append(handle.arch.noise_into_y(handle.module, layer, component, terms, idx, values))
         unit = torch.cat(unit)
         row = {key: i for i, key in enumerate(keys)}
+        huge.update(i for i, (lv, key) in zip(rows, chunk) if not lv * peak[row[key]] < root)
         level = torch.tensor([lv for lv, _ in chunk], dtype=unit.dtype, device=unit.device)
         return unit[[row[key] for _, key in chunk]] * level.view(-1, *[1] * (unit.dim() - 1))
 
-    return head(handle, [finals_from_y(handle, component, layer, entry, terms, len(runs), dy, max_bytes)])
+    logits = head(handle, [finals_from_y(handle, component, layer, entry, terms, len(runs), dy, max_bytes)])
+    if huge:
+        rerun = sorted(huge)
+        logits[rerun] = run_noised(handle, component, layer, entry, positions, [runs[i] for i in rerun], noise,
+                                   max_bytes=max_bytes).to(logits.dtype)
+    return logits
 
 
 def y_terms(handle: Model, component: str, layer: int, entry) -> dict:

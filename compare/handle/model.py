@@ -90,13 +90,19 @@ class Model:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def single_token(self, text: str, *, what: str = "token") -> int:
-        """The ID of `text`, which must be exactly one token of this model (e.g. " Mary")."""
+        """The ID of `text`, which must be exactly one token of this model (e.g. " Mary"), not one its
+        tokenizer reads as its unknown token (a word-level vocabulary's <unk>)."""
         check_encodable(text, what)
         pieces = self.tokenizer.encode(text, add_special_tokens=False) if text else []
         if len(pieces) != 1:
             raise ValueError(f"{what}: {text!r} is {len(pieces)} tokens in {self.name}'s tokenizer "
                              f"({self.decode_tokens(pieces)}); it must be exactly one token in every "
                              "model (mind the leading space), or pass a token ID")
+        unknown = self.tokenizer.unk_token_id
+        if unknown is not None and pieces[0] == unknown and text != self.tokenizer.unk_token:
+            raise ValueError(f"{what}: {text!r} is not in {self.name}'s vocabulary: its tokenizer reads it as the "
+                             f"unknown token {self.tokenizer.unk_token!r} (ID {unknown}); pass a one-token string of "
+                             "the vocabulary or a token ID")
         return pieces[0]
 
     def decode_tokens(self, ids: Sequence[int]) -> list[str]:
