@@ -71,7 +71,7 @@ from ..base import memory
 from ..handle.inputs import handle_of, is_int
 from ..handle.vocabularies import check_encodable
 from ..base.checks import check_callbacks
-from .lens import residuals
+from .lens import decode_layers, residuals
 from ..handle.model import Model
 
 FP32_BYTES = 4
@@ -362,16 +362,15 @@ def _grads(handle: Model, lens: TunedLens, p_final: torch.Tensor, kept: dict, la
 @torch.no_grad()
 def _kl(handle: Model, lens: TunedLens | None, p_final: torch.Tensor, kept: dict, layers) -> dict[int, float]:
     """Each layer's mean KL(p_L ‖ p_l) over the tokens of p_final [k, n, V], decoding `kept`'s
-    residuals through `lens` (None: as they are, the logit lens) in the model's dtype, as
-    `logit_lens` decodes, HEAD_ROWS rows at a time."""
+    residuals through `lens` (None: as they are, the logit lens) in the model's dtype by
+    `lens.decode_layers`, as `logit_lens` decodes, HEAD_ROWS rows at a time."""
     p = p_final.flatten(0, -2)  # [N, V]
     entropy = -torch.special.xlogy(p, p).sum(-1).mean()
     kl = {}
     for l in layers:
         r, cross = kept[l].flatten(0, -2), []
         for i in range(0, len(r), HEAD_ROWS):
-            z = handle.arch.head(handle.module, r[i:i + HEAD_ROWS] if lens is None
-                                 else lens.translate(l, r[i:i + HEAD_ROWS]))[..., :handle.vocab_size].float()
+            z = decode_layers(handle, {l: r[i:i + HEAD_ROWS]}, lens)[l]
             cross.append(torch.logsumexp(z, -1) - (z * p[i:i + HEAD_ROWS]).sum(-1))
         kl[l] = float(torch.cat(cross).mean() - entropy)
     return kl
