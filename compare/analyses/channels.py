@@ -136,4 +136,3 @@ def _run(handle, component: str, layer: int, entry, positions, group: list, nois
         return run_noised(handle, component, layer, entry, positions, group, noise, max_bytes=max_bytes)
     return run_into_y(handle, component, layer, entry, positions, [(1.0, run) for run in group],
                       lambda chunk, value: noise([run for _, run in chunk], value), max_bytes=max_bytes)
-

@@ -95,7 +95,7 @@ def read(row: Mapping, handle: Model, variant: str, source: Vocab | None = None)
     else:
         ids = _source_ids(row, handle)
         if variant == "aligned":
-            source = source or source_vocab(row)
+            source = source_vocab(row) if source is None else source
             if source is None:
                 raise ValueError(f"variant: the suite has no columns for {handle.name} (family {handle.family}), and "
                                  f"'aligned' re-encodes the row's {row.get('source')} IDs token by token, which needs "
