@@ -127,17 +127,12 @@ def pair(row: Mapping, handle: Model, kind: str) -> Pair:
 
 
 def one_token(text: str, vocab: Vocab, what: str) -> int:
-    """The ID of `text`, which must be exactly one token of `vocab` (" Mary", its leading space included),
-    not one the tokenizer reads as its unknown token (`Vocab.unknown`)."""
+    """The ID of `text`, which must be exactly one token of `vocab` (" Mary", its leading space included)."""
     vocabularies.check_encodable(text, what)
     ids = vocab.encode(text)
     if len(ids) != 1:
         raise ValueError(f"{what}: {text!r} is {len(ids)} tokens in the {vocab.name} tokenizer; it must be one "
                          "token in every tokenizer (mind the leading space)")
-    unknown = vocab.unknown
-    if unknown is not None and ids[0] == unknown[1] and text != unknown[0]:  # as `Model.single_token` refuses it
-        raise ValueError(f"{what}: {text!r} is not in the {vocab.name} tokenizer's vocabulary: it reads it as the "
-                         f"unknown token {unknown[0]!r} (ID {unknown[1]}); it must be one token of every vocabulary")
     return ids[0]
 
 

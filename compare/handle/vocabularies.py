@@ -131,17 +131,6 @@ class Vocab:
             return self.backend.get_vocab_size(with_added_tokens=True)
         return len(self.backend)
 
-    @property
-    def unknown(self) -> tuple[str, int] | None:
-        """(token, ID) of the token the tokenizer reads what its vocabulary lacks as (a word-level
-        vocabulary's <unk>), or None where it has none (byte-level BPE never needs one)."""
-        if isinstance(self.backend, Tokenizer):
-            token = getattr(self.backend.model, "unk_token", None)
-            token_id = None if token is None else self.backend.token_to_id(token)
-        else:
-            token, token_id = getattr(self.backend, "unk_token", None), getattr(self.backend, "unk_token_id", None)
-        return None if token is None or token_id is None else (token, token_id)
-
     def encode(self, text: str) -> list[int]:
         """Token IDs of `text`, without BOS/EOS: prompts are compared token for token."""
         if isinstance(self.backend, Tokenizer):

@@ -138,22 +138,3 @@ def test_the_unknown_token_itself_and_a_token_of_the_vocabulary_are_taken(tiny):
     handle = tiny[0]["mamba"]
     assert handle.single_token("<unk>", what="target") == handle.tokenizer.unk_token_id
     assert handle.single_token(" Mary", what="target") == handle.tokenizer.encode(" Mary", add_special_tokens=False)[0]
-
-
-@pytest.mark.parametrize("text", ["\x00", "🐍", "a\x00b", "Paris"])
-def test_a_suite_rows_word_the_tokenizer_reads_as_its_unknown_token_is_refused_at_run_time(text):
-    """`rows.one_token` (a suite row tokenised at run time, datasets_gen's columns) refuses what
-    `Model.single_token` refuses: a word the tiny word-level tokenizer reads as <unk>; the unknown
-    token itself and a word of the vocabulary are taken, and GPT-2's byte-level BPE has no <unk>."""
-    from compare.analyses.rows import one_token
-    from compare.handle.vocabularies import load_vocab
-    from conftest import tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    vocab = load_vocab(tokenizer, "tiny")
-    assert vocab.encode(text) == [tokenizer.unk_token_id]
-    with pytest.raises(ValueError, match=r"answer: .* is not in the tiny tokenizer's vocabulary: it reads it as the "
-                                         r"unknown token '<unk>' \(ID 1\)"):
-        one_token(text, vocab, "answer")
-    assert one_token("<unk>", vocab, "answer") == tokenizer.unk_token_id
-    assert one_token(" Mary", vocab, "answer") == tokenizer.encode(" Mary", add_special_tokens=False)[0]
